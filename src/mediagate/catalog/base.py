@@ -1,0 +1,50 @@
+"""The `Catalog` protocol: the durable record of sessions, chunks and media.
+
+A chunk is acknowledged to the client only after `put_chunk` returns, so
+whatever the catalog has committed survives a crash and is what a restarted
+server resumes from. SQLite is the embedded default; a PostgreSQL catalog
+implements the same methods.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from mediagate.core.models import Chunk, Media, SessionState, UploadSession
+
+
+class Catalog(Protocol):
+    async def add_session(self, session: UploadSession) -> None: ...
+
+    async def get_session(self, session_id: str) -> UploadSession | None: ...
+
+    async def set_session_state(self, session_id: str, state: SessionState) -> None: ...
+
+    async def replace_upload(self, session_id: str, upload_id: str) -> None:
+        """Point the session at a fresh store upload, forgetting every chunk."""
+
+    async def delete_session(self, session_id: str) -> None:
+        """Forget the session and its chunks."""
+
+    async def put_chunk(self, session_id: str, chunk: Chunk) -> int:
+        """Record (or replace) a received chunk; returns how many the session has."""
+
+    async def drop_chunk(self, session_id: str, number: int) -> None: ...
+
+    async def chunks(self, session_id: str) -> list[Chunk]:
+        """The session's received chunks, by number."""
+
+    async def complete_session(self, session_id: str, media: Media) -> None:
+        """Mark the session completed and add its media, in one transaction."""
+
+    async def get_media(self, media_id: str) -> Media | None: ...
+
+    async def delete_media(self, media_id: str) -> None: ...
+
+    async def list_media(
+        self, user_id: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Media]:
+        """The user's media, newest first, strictly older than `before` (created_at, id)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,69 @@
+"""The `mediagate` command: serve, token (and migrate, once it lands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aiohttp import web
+
+from mediagate import tokens
+from mediagate.config import Settings, SettingsError, load_settings
+from mediagate.logs import configure_logging
+
+DEFAULT_TOKEN_TTL = 24 * 3600
+
+
+def serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.web.app import create_app
+
+    configure_logging(settings.log_format)
+    web.run_app(
+        create_app(settings),
+        host=arguments.host or settings.host,
+        port=arguments.port if arguments.port is not None else settings.port,
+        print=None,
+        access_log_format='%a "%r" %s %b %Tf',
+    )
+    return 0
+
+
+def token(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        print(tokens.issue(tokens.load_secret(settings), arguments.user, arguments.ttl))
+    except ValueError as error:
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="mediagate",
+        description="Chunked media uploads into S3 or local disk, served with Range support.",
+        epilog="Settings come from environment variables and ./.env (see README.md).",
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the HTTP server")
+    run.add_argument("--host", help="address to bind (default: MEDIAGATE_HOST, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to bind (default: MEDIAGATE_PORT, 8080)")
+    run.set_defaults(handler=serve)
+
+    sign = commands.add_parser("token", help="print a bearer token for a user")
+    sign.add_argument("user", help="the user id (the token's `sub`)")
+    sign.add_argument(
+        "--ttl", type=int, default=DEFAULT_TOKEN_TTL, help="lifetime in seconds (default: 1 day)"
+    )
+    sign.set_defaults(handler=token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 2
+    return arguments.handler(settings, arguments)

@@ -1,0 +1,125 @@
+"""Settings, read from the environment and from `.env` in the working directory.
+
+The original guide's variable names (USE_CLOUD_STORAGE, AWS_*, CDN_BASE_URL,
+SIGNED_URL_EXPIRY) are kept unchanged; everything mediagate adds is prefixed
+MEDIAGATE_ (apart from AWS_S3_ENDPOINT_URL, which sits with its AWS siblings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def env(name: str) -> AliasChoices:
+    """Bind a field to exactly one environment variable name."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    use_cloud_storage: bool = Field(False, validation_alias=env("USE_CLOUD_STORAGE"))
+    cloud_storage_provider: Literal["s3"] = Field(
+        "s3", validation_alias=env("CLOUD_STORAGE_PROVIDER")
+    )
+    s3_bucket: str | None = Field(None, validation_alias=env("AWS_S3_BUCKET_NAME"))
+    s3_region: str = Field("us-east-1", validation_alias=env("AWS_S3_REGION"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=env("AWS_S3_ENDPOINT_URL"))
+    # Unset: the default AWS credential chain (IAM role, ~/.aws, ...) is used.
+    aws_access_key_id: str | None = Field(None, validation_alias=env("AWS_ACCESS_KEY_ID"))
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=env("AWS_SECRET_ACCESS_KEY")
+    )
+    # Too long and a leaked link plays for that long; too short and a paused
+    # player's next Range request fails once the URL has expired.
+    signed_url_expiry: int = Field(3600, gt=0, validation_alias=env("SIGNED_URL_EXPIRY"))
+    cdn_base_url: str | None = Field(None, validation_alias=env("CDN_BASE_URL"))
+    # Keys never change (a new upload gets a new media id), so clients and CDNs
+    # may cache an object for as long as they like.
+    cache_control: str = Field(
+        "max-age=31536000, immutable", validation_alias=env("MEDIAGATE_CACHE_CONTROL")
+    )
+    # Unset sends no storage class (STANDARD); INTELLIGENT_TIERING suits media
+    # that is watched a lot at first and rarely later, but not every
+    # S3-compatible store accepts it.
+    storage_class: str | None = Field(None, validation_alias=env("MEDIAGATE_STORAGE_CLASS"))
+
+    data_dir: Path = Field(Path("data"), validation_alias=env("MEDIAGATE_DATA_DIR"))
+    jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
+    host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
+    public_url: str | None = Field(None, validation_alias=env("MEDIAGATE_PUBLIC_URL"))
+    # The chunk size offered when a client asks for none. Larger chunks mean
+    # fewer requests and S3 parts; smaller ones mean less to resend after a
+    # dropped connection. Adjusted per file to S3's 5 MiB..5 GiB, 10,000-part rules.
+    chunk_size: int = Field(8 * MiB, gt=0, validation_alias=env("MEDIAGATE_CHUNK_SIZE"))
+    # How long an upload session may stay open before its parts are discarded.
+    session_ttl: int = Field(24 * 3600, gt=0, validation_alias=env("MEDIAGATE_SESSION_TTL"))
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=env("MEDIAGATE_CORS_ORIGINS")
+    )
+    key_prefix: str = Field("media/", validation_alias=env("MEDIAGATE_KEY_PREFIX"))
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def prefix_is_a_folder(cls, value: str) -> str:
+        value = value.strip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return f"{value}/" if value else ""
+
+    @field_validator("cdn_base_url", "public_url")
+    @classmethod
+    def no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+
+def env_names() -> dict[str, str]:
+    """Field name -> the environment variable that sets it."""
+    return {
+        name: field.validation_alias.choices[0] for name, field in Settings.model_fields.items()
+    }
+
+
+class SettingsError(Exception):
+    """A bad setting, described in one line that names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        names = env_names()
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            name = names.get(field, field)
+            value = problem.get("input")
+            lines.append(f"{name}={value!r}: {problem['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(lines)) from None
+    if settings.use_cloud_storage and not settings.s3_bucket:
+        raise SettingsError(
+            "invalid setting AWS_S3_BUCKET_NAME: required when USE_CLOUD_STORAGE=true"
+        )
+    return settings

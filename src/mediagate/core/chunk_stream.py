@@ -1,0 +1,109 @@
+"""One chunk's bytes on their way from the request to the store.
+
+The stream counts the bytes, hashes them if the client asked for a check (one
+pass, as they go by), and cuts them at the chunk's length. Checks that can only
+be made at the end run *before* the last piece is handed on: a store that
+reads a wrong chunk therefore never receives its final bytes and keeps nothing
+of it (S3 discards a part whose body falls short of its Content-Length).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from mediagate.core.errors import BadRequest, ChunkIncomplete, ChunkLengthMismatch, DigestMismatch
+
+READ_SIZE = 1024 * 1024
+
+ReadSource = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class ExpectedDigests:
+    """Digests a client sent with a chunk, as raw bytes."""
+
+    md5: bytes | None = None
+    sha256: bytes | None = None
+
+    @classmethod
+    def from_headers(cls, content_md5: str | None, sha256_hex: str | None) -> ExpectedDigests:
+        md5 = sha256 = None
+        if content_md5:
+            try:
+                md5 = base64.b64decode(content_md5, validate=True)
+            except ValueError:
+                md5 = b""
+            if len(md5) != 16:
+                raise BadRequest("Content-MD5 must be the base64 of a 16-byte MD5 digest")
+        if sha256_hex:
+            try:
+                sha256 = bytes.fromhex(sha256_hex)
+            except ValueError:
+                sha256 = b""
+            if len(sha256) != 32:
+                raise BadRequest("X-Chunk-SHA256 must be 64 hexadecimal digits")
+        return cls(md5=md5, sha256=sha256)
+
+
+class ChunkStream:
+    def __init__(
+        self,
+        source: ReadSource,
+        length: int,
+        expected: ExpectedDigests,
+        *,
+        also_hash: Any | None = None,
+    ) -> None:
+        self._source = source
+        self._remaining = length
+        self._expected = expected
+        self._md5 = hashlib.md5() if expected.md5 is not None else None
+        self._sha256 = hashlib.sha256() if expected.sha256 is not None else None
+        self._hashers = [h for h in (self._md5, self._sha256, also_hash) if h is not None]
+        self.failure: Exception | None = None
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to `n` bytes (at most READ_SIZE at a time); b"" once the chunk is complete."""
+        if self._remaining == 0:
+            return b""
+        want = READ_SIZE if n < 0 else min(n, READ_SIZE)
+        try:
+            piece = await self._source(min(want, self._remaining))
+        except Exception as error:
+            self._fail(ChunkIncomplete(f"reading the chunk failed: {error}"))
+        if not piece:
+            self._fail(ChunkIncomplete(f"the body ended {self._remaining} bytes short"))
+        self._remaining -= len(piece)
+        for hasher in self._hashers:
+            hasher.update(piece)
+        if self._remaining == 0:
+            await self._check_end()
+        return piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while piece := await self.read(READ_SIZE):
+            yield piece
+
+    @property
+    def md5(self) -> str | None:
+        return self._md5.hexdigest() if self._md5 else None
+
+    @property
+    def sha256(self) -> str | None:
+        return self._sha256.hexdigest() if self._sha256 else None
+
+    async def _check_end(self) -> None:
+        if await self._source(1):
+            self._fail(ChunkLengthMismatch("the body is longer than the chunk"))
+        if self._md5 and self._md5.digest() != self._expected.md5:
+            self._fail(DigestMismatch(f"Content-MD5 does not match (got {self.md5})"))
+        if self._sha256 and self._sha256.digest() != self._expected.sha256:
+            self._fail(DigestMismatch(f"X-Chunk-SHA256 does not match (got {self.sha256})"))
+
+    def _fail(self, problem: Exception) -> NoReturn:
+        self.failure = problem
+        raise problem

@@ -1,0 +1,45 @@
+"""Where a media's bytes live: `{prefix}{user_id}/{media_id}/{filename}`.
+
+The same key is the S3 object key and the path below the local data directory,
+so every component is sanitised here, once: nothing a client sends can make a
+key leave its user's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+
+MAX_FILENAME_BYTES = 200
+MAX_USER_ID_LENGTH = 128
+_USER_ID = re.compile(r"^[A-Za-z0-9._@+=-]+$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def sanitize_filename(name: str) -> str:
+    """Last path component, no control characters, no dot-only names, capped length."""
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE.sub("", name).strip().lstrip(".")
+    encoded = name.encode("utf-8")[:MAX_FILENAME_BYTES]
+    name = encoded.decode("utf-8", errors="ignore").strip()
+    return name or "file"
+
+
+def is_valid_user_id(user_id: str) -> bool:
+    return (
+        0 < len(user_id) <= MAX_USER_ID_LENGTH
+        and _USER_ID.match(user_id) is not None
+        and user_id.strip(".") != ""
+    )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def object_key(prefix: str, user_id: str, media_id: str, filename: str) -> str:
+    if not is_valid_user_id(user_id):
+        raise ValueError(f"unsafe user id {user_id!r}")
+    return f"{prefix}{user_id}/{media_id}/{sanitize_filename(filename)}"

@@ -1,0 +1,66 @@
+"""Records the catalog keeps: upload sessions, their chunks, and media."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class StorageKind(StrEnum):
+    S3 = "s3"
+    LOCAL = "local"
+
+
+class SessionState(StrEnum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+
+
+class UploadSession(BaseModel):
+    id: str
+    user_id: str
+    filename: str
+    content_type: str
+    size: int
+    chunk_size: int
+    total_chunks: int
+    sha256: str | None
+    storage: StorageKind
+    key: str
+    upload_id: str
+    state: SessionState
+    created_at: datetime
+    expires_at: datetime
+    media_id: str
+
+    def chunk_length(self, number: int) -> int:
+        """Every chunk is chunk_size bytes but the last, which holds the rest."""
+        if number < self.total_chunks - 1:
+            return self.chunk_size
+        return self.size - self.chunk_size * (self.total_chunks - 1)
+
+    def chunk_offset(self, number: int) -> int:
+        return number * self.chunk_size
+
+
+class Chunk(BaseModel):
+    number: int
+    size: int
+    etag: str
+    md5: str | None = None
+    sha256: str | None = None
+
+
+class Media(BaseModel):
+    id: str
+    user_id: str
+    filename: str
+    content_type: str
+    size: int
+    checksum: str | None
+    storage: StorageKind
+    key: str
+    created_at: datetime

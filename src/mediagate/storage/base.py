@@ -1,0 +1,85 @@
+"""The `BlobStore` protocol: what the engine needs from a place that keeps bytes.
+
+A store receives a file as numbered parts, possibly in parallel and out of
+order, then assembles them. Stores raise `mediagate.core.errors.Problem`s
+(translated at their edge), never their client library's exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from mediagate.core.models import StorageKind
+
+
+class PartBody(Protocol):
+    """A part's bytes as a stream: read in pieces or iterated, never held whole."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """What a store is told about the object an upload will become."""
+
+    key: str
+    content_type: str
+    owner: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    etag: str
+
+
+class BlobStore(Protocol):
+    kind: StorageKind
+
+    async def start_upload(self, target: NewObject) -> str:
+        """Begin an upload; returns the store's id for it."""
+
+    async def put_part(
+        self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
+    ) -> str:
+        """Store part `number` (0-based) of `length` bytes at `offset`; returns its ETag.
+
+        Sending a part again replaces it.
+        """
+
+    async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
+        """Assemble the parts, given their ETags in order, into the object at `key`."""
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discard an unfinished upload and all its parts."""
+
+    def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """The object's bytes from `offset` to its end."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; removing one that is gone already is not an error."""
+
+
+Stores = Mapping[StorageKind, BlobStore]
+
+
+@runtime_checkable
+class Presigning(Protocol):
+    """A store whose objects a client can fetch directly, by a signed URL."""
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str: ...
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """A store whose objects are files this server can send itself."""
+
+    def path(self, key: str) -> Path: ...

@@ -1,0 +1,149 @@
+"""Local-disk store: the embedded default, and where chunks go when S3 cannot take them.
+
+An upload is one staging file per session; chunk n is written at its offset
+(no part files to join later, no second copy), so parallel chunks write
+concurrently. Each chunk is flushed to disk before it is acknowledged. On
+complete the staging file is renamed into `{root}/{key}`, atomically. Disk
+work runs in the default thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
+from mediagate.core.models import StorageKind
+from mediagate.storage.base import NewObject, PartBody, StoredObject
+
+T = TypeVar("T")
+
+STAGING_DIR = ".staging"
+# Pieces from the network are gathered up to this size before each write, so
+# that a chunk costs few thread-pool hops.
+WRITE_SIZE = 1024 * 1024
+READ_SIZE = 1024 * 1024
+
+
+@contextlib.contextmanager
+def disk_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError as error:
+        raise NotFound(f"local {operation}: {error.filename} is gone") from error
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"local {operation}: the disk is full") from error
+        raise StorageUnavailable(f"local {operation} failed: {error.strerror}") from error
+
+
+async def _off_loop(work: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+
+
+def object_etag(stat: os.stat_result) -> str:
+    return f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+
+
+class LocalStore:
+    kind = StorageKind.LOCAL
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._staging = self.root / STAGING_DIR
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path.is_relative_to(self._staging):
+            raise NotFound(f"no local object {key!r}")
+        return path
+
+    def _staging_path(self, upload_id: str) -> Path:
+        return self._staging / uuid.UUID(upload_id).hex
+
+    async def start_upload(self, target: NewObject) -> str:
+        upload_id = str(uuid.uuid4())
+        with disk_errors("create"):
+            await _off_loop(self._staging_path(upload_id).touch, 0o600, False)
+        return upload_id
+
+    async def put_part(
+        self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
+    ) -> str:
+        with disk_errors("write"):
+            fd = await _off_loop(os.open, self._staging_path(upload_id), os.O_WRONLY)
+            try:
+                position = offset
+                pending = bytearray()
+                async for piece in body:
+                    pending += piece
+                    if len(pending) >= WRITE_SIZE:
+                        await _off_loop(_write_at, fd, bytes(pending), position)
+                        position += len(pending)
+                        pending.clear()
+                await _off_loop(_write_at, fd, bytes(pending), position)
+                await _off_loop(os.fdatasync, fd)
+            finally:
+                os.close(fd)
+        return f'"{number}-{length:x}"'
+
+    async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
+        target = self.path(key)
+        with disk_errors("complete"):
+            await _off_loop(_publish, self._staging_path(upload_id), target)
+            stat = await _off_loop(os.stat, target)
+        return StoredObject(size=stat.st_size, etag=object_etag(stat))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        with disk_errors("abort"):
+            await _off_loop(self._staging_path(upload_id).unlink, True)
+
+    async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        with disk_errors("read"):
+            file = await _off_loop(open, self.path(key), "rb")
+            try:
+                await _off_loop(file.seek, offset)
+                while piece := await _off_loop(file.read, READ_SIZE):
+                    yield piece
+            finally:
+                file.close()
+
+    async def delete(self, key: str) -> None:
+        with disk_errors("delete"):
+            await _off_loop(_remove_with_folder, self.path(key))
+
+
+def _write_at(fd: int, data: bytes, position: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, position)
+        view = view[written:]
+        position += written
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Make the staged file durable, then move it into place in one rename."""
+    if not staging.exists() and target.exists():
+        return  # an earlier complete got this far before a crash
+    with open(staging, "rb+") as file:
+        os.fsync(file.fileno())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _remove_with_folder(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

@@ -1,0 +1,247 @@
+"""S3 (and S3-compatible) store: each chunk becomes one multipart-upload part.
+
+A part's bytes go from the client's request straight into `UploadPart`, so the
+streaming client needs three settings that botocore's defaults get wrong for us:
+
+- `payload_signing_enabled: False` — SigV4 would otherwise hash the whole body
+  before sending it (and over plain http it would, unless told explicitly).
+- `request_checksum_calculation: "when_required"` — the default CRC32 checksum
+  needs a seekable body (`no attribute 'tell'`) to compute before sending.
+- no retries — a streamed body cannot be rewound, so botocore's retry would die
+  with `UnseekableStreamError` and hide the real error. The engine decides what
+  a failed part means instead.
+
+Small calls (create, complete, abort, head, delete) go through a second client
+with standard retries. tests/test_s3_streaming.py pins this behaviour so an
+upgrade of aiobotocore or botocore cannot silently break it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mediagate.config import Settings
+from mediagate.core.errors import NotFound, StorageUnavailable
+from mediagate.core.models import StorageKind
+from mediagate.storage.base import NewObject, PartBody, StoredObject
+
+READ_SIZE = 1024 * 1024
+# Parallel chunk uploads each hold one connection to S3 for their whole length.
+MAX_CONNECTIONS = 128
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
+
+
+def _s3_options(settings: Settings) -> dict[str, Any]:
+    # S3-compatible stores (MinIO, Ceph, moto) behind an endpoint URL are
+    # addressed by path; virtual-host addressing needs DNS for each bucket.
+    return {"addressing_style": "path"} if settings.s3_endpoint_url else {}
+
+
+def streaming_config(settings: Settings) -> AioConfig:
+    return AioConfig(
+        s3={**_s3_options(settings), "payload_signing_enabled": False},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"total_max_attempts": 1},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_pool_connections=MAX_CONNECTIONS,
+    )
+
+
+def control_config(settings: Settings) -> AioConfig:
+    return AioConfig(
+        s3=_s3_options(settings),
+        # Presigned URLs with SigV4, which every region and S3-compatible store takes.
+        signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"mode": "standard", "total_max_attempts": 3},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_pool_connections=MAX_CONNECTIONS,
+    )
+
+
+@contextlib.contextmanager
+def s3_errors(operation: str) -> Iterator[None]:
+    """Translate botocore's failures into the engine's problems."""
+    try:
+        yield
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}:
+            raise NotFound(f"S3 {operation}: {code}") from error
+        raise StorageUnavailable(f"S3 {operation} failed: {code or error}") from error
+    except (BotoCoreError, OSError) as error:
+        raise StorageUnavailable(f"S3 {operation} failed: {error}") from error
+
+
+def content_disposition(filename: str) -> str:
+    """`inline` with the original name, RFC 6266: an ASCII fallback, then UTF-8."""
+    fallback = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+class S3Store:
+    kind = StorageKind.S3
+
+    def __init__(
+        self,
+        streaming_client: Any,
+        control_client: Any,
+        bucket: str,
+        *,
+        region: str,
+        cache_control: str,
+        storage_class: str | None,
+    ) -> None:
+        self._stream = streaming_client
+        self._s3 = control_client
+        self.bucket = bucket
+        self._region = region
+        self._cache_control = cache_control
+        self._storage_class = storage_class
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[S3Store]:
+        session = get_session()
+        credentials: dict[str, Any] = {}
+        if settings.aws_access_key_id and settings.aws_secret_access_key:
+            credentials = {
+                "aws_access_key_id": settings.aws_access_key_id,
+                "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+            }
+        common = {
+            "region_name": settings.s3_region,
+            "endpoint_url": settings.s3_endpoint_url,
+            **credentials,
+        }
+        async with (
+            session.create_client("s3", config=streaming_config(settings), **common) as stream,
+            session.create_client("s3", config=control_config(settings), **common) as control,
+        ):
+            yield cls(
+                stream,
+                control,
+                settings.s3_bucket or "",
+                region=settings.s3_region,
+                cache_control=settings.cache_control,
+                storage_class=settings.storage_class,
+            )
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet."""
+        try:
+            await self._s3.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status != 404:
+                raise StorageUnavailable(
+                    f"S3 bucket {self.bucket!r} is not usable: {error}"
+                ) from error
+        except BotoCoreError as error:
+            raise StorageUnavailable(f"S3 is unreachable: {error}") from error
+        arguments: dict[str, Any] = {"Bucket": self.bucket}
+        if self._region != "us-east-1":
+            arguments["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        with s3_errors("CreateBucket"):
+            await self._s3.create_bucket(**arguments)
+
+    async def start_upload(self, target: NewObject) -> str:
+        arguments: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": target.key,
+            "ContentType": target.content_type,
+            "CacheControl": self._cache_control,
+            "ContentDisposition": content_disposition(target.filename),
+            # S3 metadata must be ASCII, so the filename travels percent-encoded.
+            "Metadata": {"owner": target.owner, "filename": quote(target.filename)},
+        }
+        if self._storage_class:
+            arguments["StorageClass"] = self._storage_class
+        with s3_errors("CreateMultipartUpload"):
+            answer = await self._s3.create_multipart_upload(**arguments)
+        return answer["UploadId"]
+
+    async def put_part(
+        self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
+    ) -> str:
+        with s3_errors("UploadPart"):
+            answer = await self._stream.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number + 1,
+                ContentLength=length,
+                Body=body,
+            )
+        return answer["ETag"]
+
+    async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
+        if not etags:
+            # S3 cannot complete a multipart upload with no parts.
+            await self.abort_upload(key, upload_id)
+            with s3_errors("PutObject"):
+                answer = await self._s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
+            return StoredObject(size=0, etag=answer["ETag"])
+        parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
+        try:
+            with s3_errors("CompleteMultipartUpload"):
+                await self._s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except NotFound:
+            # The upload is gone: an earlier complete succeeded before a crash
+            # or a lost answer kept it from being recorded. The object says so.
+            pass
+        return await self.stat(key)
+
+    async def stat(self, key: str) -> StoredObject:
+        with s3_errors("HeadObject"):
+            head = await self._s3.head_object(Bucket=self.bucket, Key=key)
+        return StoredObject(size=head["ContentLength"], etag=head["ETag"])
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(NotFound), s3_errors("AbortMultipartUpload"):
+            await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        with s3_errors("GetObject"):
+            answer = await self._s3.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-"
+            )
+            async with answer["Body"] as stream:
+                async for piece in stream.iter_chunks(READ_SIZE):
+                    yield piece
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str:
+        return await self._s3.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": content_disposition(filename),
+            },
+            ExpiresIn=expires_in,
+        )
+
+    async def delete(self, key: str) -> None:
+        with s3_errors("DeleteObject"):
+            await self._s3.delete_object(Bucket=self.bucket, Key=key)

@@ -1,0 +1,75 @@
+"""Every error answer is `application/problem+json` (RFC 9457), never a traceback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from mediagate.core.errors import Problem
+
+log = structlog.get_logger("mediagate.web")
+
+PROBLEM_TYPE_BASE = "https://mediagate.dev/problems/"
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, *, headers: Any = None, **extra: Any
+) -> web.Response:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def from_problem(problem: Problem) -> web.Response:
+    return problem_response(
+        problem.status,
+        problem.code,
+        problem.title,
+        problem.detail,
+        headers=problem.headers,
+        **problem.extra,
+    )
+
+
+def from_http_exception(error: web.HTTPException) -> web.Response:
+    code = error.reason.lower().replace(" ", "-")
+    headers = {name: value for name, value in error.headers.items() if name == "Allow"}
+    detail = error.text if error.text and not error.text.startswith(str(error.status)) else ""
+    return problem_response(
+        error.status, code, error.reason, detail or error.reason, headers=headers
+    )
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return from_problem(problem)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return from_http_exception(error)
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("request.failed", path=request.path)
+        return problem_response(
+            500, "internal-error", "Internal error", "the server failed; see its log"
+        )
