@@ -101,9 +101,7 @@ class Api:
         )
 
     async def abort(self, session_id: str) -> ClientResponse:
-        return await self.client.delete(
-            f"/api/v1/media/upload/{session_id}", headers=self.headers
-        )
+        return await self.client.delete(f"/api/v1/media/upload/{session_id}", headers=self.headers)
 
     async def info(self, media_id: str) -> ClientResponse:
         return await self.client.get(f"/api/v1/media/info/{media_id}", headers=self.headers)

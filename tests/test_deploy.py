@@ -16,35 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mediagate.config import env_names
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 README = (DEPLOY / "README.md").read_text()
 
 # The env names from shared/DESIGN.md (plus MEDIAGATE_LOG_FORMAT and
 # MEDIAGATE_PUBLIC_URL). To be replaced by the fields of mediagate.config.Settings.
-KNOWN_SETTINGS = frozenset(
-    {
-        "USE_CLOUD_STORAGE",
-        "CLOUD_STORAGE_PROVIDER",
-        "AWS_S3_BUCKET_NAME",
-        "AWS_S3_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_S3_ENDPOINT_URL",
-        "CDN_BASE_URL",
-        "SIGNED_URL_EXPIRY",
-        "MEDIAGATE_DATA_DIR",
-        "MEDIAGATE_JWT_SECRET",
-        "MEDIAGATE_HOST",
-        "MEDIAGATE_PORT",
-        "MEDIAGATE_CHUNK_SIZE",
-        "MEDIAGATE_SESSION_TTL",
-        "MEDIAGATE_CORS_ORIGINS",
-        "MEDIAGATE_KEY_PREFIX",
-        "MEDIAGATE_LOG_FORMAT",
-        "MEDIAGATE_PUBLIC_URL",
-    }
-)
+KNOWN_SETTINGS = frozenset(env_names().values())
 # Set in the image for Python itself, not for mediagate.
 IMAGE_ONLY_ENV = frozenset({"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
 MAX_CHUNK = 5 * 1024**3  # S3's largest part

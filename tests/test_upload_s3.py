@@ -13,6 +13,10 @@ from yarl import URL
 from conftest import MiB, chunks_of, md5_header, read_object, sha256_header
 
 
+async def stored(s3_objects, bucket: str, media: dict, filename: str = "video.mp4") -> bytes:
+    return await read_object(s3_objects, bucket, f"media/alice/{media['media_id']}/{filename}")
+
+
 def payload(size: int, seed: int = 7) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -25,7 +29,9 @@ async def upload_parallel(api, data: bytes, **initiate) -> dict:
     assert len(pieces) == session["total_chunks"]
     order = list(range(len(pieces)))
     random.Random(len(data)).shuffle(order)
-    answers = await asyncio.gather(*(api.put_chunk(session["session_id"], n, pieces[n]) for n in order))
+    answers = await asyncio.gather(
+        *(api.put_chunk(session["session_id"], n, pieces[n]) for n in order)
+    )
     assert [a.status for a in answers] == [200] * len(order)
     done = await api.complete(session["session_id"])
     assert done.status == 201, await done.text()
@@ -65,7 +71,9 @@ async def test_retried_chunk_replaces_the_first(s3_api, s3_objects, bucket):
     data = payload(5 * MiB + 10)
     session = await (await s3_api.initiate(size=len(data), chunk_size=5 * MiB)).json()
     first, tail = chunks_of(data, 5 * MiB)
-    assert (await s3_api.put_chunk(session["session_id"], 0, payload(5 * MiB, seed=99))).status == 200
+    assert (
+        await s3_api.put_chunk(session["session_id"], 0, payload(5 * MiB, seed=99))
+    ).status == 200
     assert (await s3_api.put_chunk(session["session_id"], 0, first)).status == 200
     assert (await s3_api.put_chunk(session["session_id"], 1, tail)).status == 200
     media = await (await s3_api.complete(session["session_id"])).json()
@@ -91,7 +99,9 @@ async def test_chunk_digests_are_checked_and_a_bad_one_keeps_nothing(s3_api, s3_
     assert (await s3_api.put_chunk(sid, 0, first, sha256_header(first))).status == 200
     assert (await s3_api.put_chunk(sid, 1, tail, md5_header(tail))).status == 200
     media = await (await s3_api.complete(sid)).json()
-    assert await read_object(s3_objects, bucket, f"media/alice/{media['media_id']}/video.mp4") == data
+    assert (
+        await read_object(s3_objects, bucket, f"media/alice/{media['media_id']}/video.mp4") == data
+    )
 
 
 async def test_multipart_form_chunks_are_streamed(s3_api, s3_objects, bucket):
@@ -108,7 +118,9 @@ async def test_multipart_form_chunks_are_streamed(s3_api, s3_objects, bucket):
         )
         assert answer.status == 200, await answer.text()
     media = await (await s3_api.complete(session["session_id"])).json()
-    assert await read_object(s3_objects, bucket, f"media/alice/{media['media_id']}/video.mp4") == data
+    assert (
+        await read_object(s3_objects, bucket, f"media/alice/{media['media_id']}/video.mp4") == data
+    )
 
 
 @pytest.mark.parametrize("in_order", [True, False], ids=["in-order", "shuffled"])
