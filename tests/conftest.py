@@ -41,12 +41,8 @@ def bucket() -> str:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        jwt_secret="test-secret-with-enough-length-for-hs256",
-        **overrides,
-    )
+    overrides.setdefault("jwt_secret", "test-secret-with-enough-length-for-hs256")
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ class Api:
         self.client = client
         self.settings = settings
         self.user = user
-        secret = settings.jwt_secret.get_secret_value().encode()
+        secret = tokens.load_secret(settings)
         self.headers = {"Authorization": f"Bearer {tokens.issue(secret, user, 3600)}"}
 
     def as_user(self, user: str) -> Api:

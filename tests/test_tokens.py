@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mediagate import tokens
+from mediagate.core.links import StreamLinks
+
+SECRET = b"a-secret-that-is-long-enough-for-hs256"
+
+
+def test_issued_tokens_verify_to_their_user():
+    assert tokens.verify(SECRET, tokens.issue(SECRET, "user123", 60)) == "user123"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        tokens.issue(SECRET, "alice", 60, now=1_000),  # long expired
+        tokens.issue(b"another-secret-that-is-long-enough", "alice", 60),
+        "garbage",
+    ],
+)
+def test_bad_tokens_are_refused(token):
+    with pytest.raises(tokens.InvalidToken):
+        tokens.verify(SECRET, token)
+
+
+def test_unsafe_user_ids_get_no_token():
+    with pytest.raises(ValueError):
+        tokens.issue(SECRET, "../etc", 60)
+
+
+def test_mediagate_token_prints_a_token_the_server_accepts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mediagate", "token", "alice", "--ttl", "120"],
+        env={"MEDIAGATE_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    secret_file = tmp_path / "data" / tokens.SECRET_FILE
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert tokens.verify(secret_file.read_bytes().strip(), result.stdout.strip()) == "alice"
+
+
+def test_stream_links_expire_and_resist_tampering():
+    links = StreamLinks(SECRET, lifetime=60)
+    expires, signature = links.sign("media-1", now=1_000)
+    assert links.is_valid("media-1", str(expires), signature, now=1_030)
+    assert not links.is_valid("media-1", str(expires), signature, now=1_061)
+    assert not links.is_valid("media-2", str(expires), signature, now=1_030)
+    assert not links.is_valid("media-1", str(expires + 1000), signature, now=1_030)
+    assert not links.is_valid("media-1", "soon", signature, now=1_030)
