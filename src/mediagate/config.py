@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # S3-compatible store accepts it.
     storage_class: str | None = Field(None, validation_alias=env("MEDIAGATE_STORAGE_CLASS"))
 
+    # After S3 fails, calls go to local disk at once; S3 is probed again after
+    # 1 s, then at doubling intervals up to this ceiling. Lower means S3 is
+    # back in use sooner after an outage, at the cost of more probes during one.
+    s3_probe_max_interval: float = Field(
+        30.0, gt=0, validation_alias=env("MEDIAGATE_S3_PROBE_MAX_INTERVAL")
+    )
+
     data_dir: Path = Field(Path("data"), validation_alias=env("MEDIAGATE_DATA_DIR"))
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))

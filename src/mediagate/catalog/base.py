@@ -22,7 +22,7 @@ class Catalog(Protocol):
     async def set_session_state(self, session_id: str, state: SessionState) -> None: ...
 
     async def replace_upload(self, session_id: str, upload_id: str) -> None:
-        """Point the session at a fresh store upload, forgetting every chunk."""
+        """Point the session at a fresh store upload, forgetting every chunk, and reopen it."""
 
     async def delete_session(self, session_id: str) -> None:
         """Forget the session and its chunks."""
@@ -36,7 +36,16 @@ class Catalog(Protocol):
         """The session's received chunks, by number."""
 
     async def complete_session(self, session_id: str, media: Media) -> None:
-        """Mark the session completed and add its media, in one transaction."""
+        """Add (or update) the session's media and move the session on, in one transaction.
+
+        A `finalizing` media leaves the session finalizing with its chunks kept;
+        a ready one completes the session and forgets its chunks.
+        """
+
+    async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...
+
+    async def expired_sessions(self, now: datetime) -> list[UploadSession]:
+        """Open sessions whose expiry time is at or before `now`."""
 
     async def get_media(self, media_id: str) -> Media | None: ...
 

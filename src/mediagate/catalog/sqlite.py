@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediagate.core.errors import StorageFull, StorageUnavailable
-from mediagate.core.models import Chunk, Media, SessionState, UploadSession
+from mediagate.core.models import Chunk, Media, MediaState, SessionState, UploadSession
 
 T = TypeVar("T")
 
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     number INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    storage TEXT NOT NULL,
     etag TEXT NOT NULL,
     md5 TEXT,
     sha256 TEXT,
@@ -59,12 +60,14 @@ CREATE TABLE IF NOT EXISTS media (
     checksum TEXT,
     storage TEXT NOT NULL,
     key TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
 """
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
+CHUNK_COLUMNS = list(Chunk.model_fields)
 MEDIA_COLUMNS = list(Media.model_fields)
 
 
@@ -156,7 +159,10 @@ class SQLiteCatalog:
             self._transaction,
             [
                 ("DELETE FROM chunks WHERE session_id = ?", (session_id,)),
-                ("UPDATE sessions SET upload_id = ? WHERE id = ?", (upload_id, session_id)),
+                (
+                    "UPDATE sessions SET upload_id = ?, state = ? WHERE id = ?",
+                    (upload_id, SessionState.OPEN.value, session_id),
+                ),
             ],
         )
 
@@ -167,9 +173,9 @@ class SQLiteCatalog:
         self._transaction(
             [
                 (
-                    "INSERT OR REPLACE INTO chunks (session_id, number, size, etag, md5, sha256) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (session_id, chunk.number, chunk.size, chunk.etag, chunk.md5, chunk.sha256),
+                    f"INSERT OR REPLACE INTO chunks (session_id, {', '.join(CHUNK_COLUMNS)}) "
+                    f"VALUES (?, {_placeholders(CHUNK_COLUMNS)})",
+                    (session_id, *_row(chunk, CHUNK_COLUMNS)),
                 )
             ]
         )
@@ -190,28 +196,41 @@ class SQLiteCatalog:
     async def chunks(self, session_id: str) -> list[Chunk]:
         rows = await self._run(
             self._execute,
-            "SELECT number, size, etag, md5, sha256 FROM chunks "
-            "WHERE session_id = ? ORDER BY number",
+            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE session_id = ? ORDER BY number",
             session_id,
         )
         return [Chunk.model_validate(dict(row)) for row in rows]
 
     async def complete_session(self, session_id: str, media: Media) -> None:
-        await self._run(
-            self._transaction,
-            [
-                (
-                    "UPDATE sessions SET state = ? WHERE id = ?",
-                    (SessionState.COMPLETED.value, session_id),
-                ),
-                ("DELETE FROM chunks WHERE session_id = ?", (session_id,)),
-                (
-                    f"INSERT INTO media ({', '.join(MEDIA_COLUMNS)}) "
-                    f"VALUES ({_placeholders(MEDIA_COLUMNS)})",
-                    _row(media, MEDIA_COLUMNS),
-                ),
-            ],
+        statements = [
+            (
+                f"INSERT OR REPLACE INTO media ({', '.join(MEDIA_COLUMNS)}) "
+                f"VALUES ({_placeholders(MEDIA_COLUMNS)})",
+                _row(media, MEDIA_COLUMNS),
+            )
+        ]
+        if media.state is MediaState.FINALIZING:
+            state = SessionState.FINALIZING
+        else:
+            state = SessionState.COMPLETED
+            statements.append(("DELETE FROM chunks WHERE session_id = ?", (session_id,)))
+        statements.append(("UPDATE sessions SET state = ? WHERE id = ?", (state.value, session_id)))
+        await self._run(self._transaction, statements)
+
+    async def sessions_in_state(self, state: SessionState) -> list[UploadSession]:
+        rows = await self._run(
+            self._execute, "SELECT * FROM sessions WHERE state = ? ORDER BY created_at", state.value
         )
+        return [UploadSession.model_validate(dict(row)) for row in rows]
+
+    async def expired_sessions(self, now: datetime) -> list[UploadSession]:
+        rows = await self._run(
+            self._execute,
+            "SELECT * FROM sessions WHERE state = ? AND expires_at <= ? ORDER BY expires_at",
+            SessionState.OPEN.value,
+            _timestamp(now),
+        )
+        return [UploadSession.model_validate(dict(row)) for row in rows]
 
     async def get_media(self, media_id: str) -> Media | None:
         rows = await self._run(self._execute, "SELECT * FROM media WHERE id = ?", media_id)

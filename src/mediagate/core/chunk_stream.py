@@ -59,6 +59,7 @@ class ChunkStream:
         also_hash: Any | None = None,
     ) -> None:
         self._source = source
+        self._length = length
         self._remaining = length
         self._expected = expected
         self._md5 = hashlib.md5() if expected.md5 is not None else None
@@ -87,6 +88,11 @@ class ChunkStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while piece := await self.read(READ_SIZE):
             yield piece
+
+    @property
+    def started(self) -> bool:
+        """Whether any bytes have been taken from the client (they cannot be read again)."""
+        return self._remaining < self._length
 
     @property
     def md5(self) -> str | None:

@@ -1,23 +1,22 @@
-"""The upload engine: sessions, chunk accounting and completion.
+"""The upload engine: sessions, chunk accounting, fallback and completion.
 
 A chunk's bytes take one way through: request → `put_chunk` → `ChunkStream`
-(count, hash if asked) → `BlobStore.put_part`. The engine keeps only what it
-must remember in the catalog, and is the only place that decides whether a
-chunk counts as received.
+(count, hash if asked) → `BlobStore.put_part`. The engine is the only place
+that decides whether a chunk counts as received, and where it goes when S3
+cannot take it: to local disk, acknowledged as safe all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 
 from mediagate.catalog.base import Catalog
+from mediagate.core.assembly import Assembler, new_object
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
 from mediagate.core.errors import (
@@ -28,10 +27,12 @@ from mediagate.core.errors import (
     NotFound,
     SessionExpired,
     SessionNotOpen,
+    StorageUnavailable,
 )
+from mediagate.core.file_digest import RunningDigest
 from mediagate.core.keys import new_id, object_key, sanitize_filename
 from mediagate.core.models import Chunk, Media, SessionState, StorageKind, UploadSession
-from mediagate.storage.base import NewObject, Stores
+from mediagate.storage.base import Stores
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -40,18 +41,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class RunningDigest:
-    """SHA-256 of the file's first `next_chunk` chunks, fed while they stream in.
-
-    Chunks that arrive in order are hashed as they pass, for free; once one
-    arrives out of order the rest is read back from the store at complete.
-    """
-
-    next_chunk: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass
@@ -109,6 +98,7 @@ class UploadEngine:
         self._chunk_size = chunk_size
         self._session_ttl = session_ttl
         self._clock = clock
+        self._assembler = Assembler(catalog, stores, clock)
         self._gates: dict[str, SessionGate] = {}
 
     async def initiate(
@@ -122,14 +112,9 @@ class UploadEngine:
         sha256: str | None = None,
     ) -> UploadSession:
         plan = plan_chunks(size, chunk_size or self._chunk_size)
+        now = self._clock()
         media_id = new_id()
         filename = sanitize_filename(filename)
-        key = object_key(self._key_prefix, user_id, media_id, filename)
-        store = self._stores[self._default_storage]
-        upload_id = await store.start_upload(
-            NewObject(key=key, content_type=content_type, owner=user_id, filename=filename)
-        )
-        now = self._clock()
         session = UploadSession(
             id=new_id(),
             user_id=user_id,
@@ -139,22 +124,31 @@ class UploadEngine:
             chunk_size=plan.chunk_size,
             total_chunks=plan.total_chunks,
             sha256=sha256.lower() if sha256 else None,
-            storage=store.kind,
-            key=key,
-            upload_id=upload_id,
+            storage=self._default_storage,
+            key=object_key(self._key_prefix, user_id, media_id, filename),
+            upload_id="",
             state=SessionState.OPEN,
             created_at=now,
             expires_at=now + self._session_ttl,
             media_id=media_id,
         )
+        try:
+            session.upload_id = await self._stores[session.storage].start_upload(
+                new_object(session)
+            )
+        except StorageUnavailable as error:
+            if session.storage is StorageKind.LOCAL:
+                raise
+            log.warning("upload.fallback", reason="initiate", error=str(error))
+            session.storage = StorageKind.LOCAL
+            session.upload_id = await self._assembler.spill.start_upload(new_object(session))
         await self._catalog.add_session(session)
         log.info(
             "upload.initiated",
             session_id=session.id,
-            user_id=user_id,
             size=size,
             chunks=plan.total_chunks,
-            storage=store.kind.value,
+            storage=session.storage.value,
         )
         return session
 
@@ -196,7 +190,7 @@ class UploadEngine:
         gate.idle.clear()
         try:
             async with gate.chunk_lock(number):
-                return await self._receive_chunk(session, gate, number, length, source, expected)
+                return await self._receive_chunk(session, gate, number, source, expected)
         finally:
             gate.in_flight -= 1
             if gate.in_flight == 0:
@@ -207,28 +201,20 @@ class UploadEngine:
         session: UploadSession,
         gate: SessionGate,
         number: int,
-        length: int,
         source: ReadSource,
         expected: ExpectedDigests,
     ) -> ChunkReceipt:
-        digest = gate.digest if session.sha256 else None
-        in_order = digest is not None and digest.next_chunk == number
-        if digest is not None and number < digest.next_chunk:
+        if session.sha256 is None:
+            gate.digest = None
+        elif gate.digest is not None and number < gate.digest.next_chunk:
             # A chunk already hashed is being replaced: the running digest no
             # longer describes the file, so complete reads everything back.
-            gate.digest = digest = None
-        file_hasher = digest.hasher.copy() if digest is not None and in_order else None
-        stream = ChunkStream(source, length, expected, also_hash=file_hasher)
-        store = self._stores[session.storage]
+            gate.digest = None
+        digest = gate.digest
+        fed = digest.fork_for(number) if digest is not None else None
+        stream = ChunkStream(source, session.chunk_length(number), expected, also_hash=fed)
         try:
-            etag = await store.put_part(
-                session.key,
-                session.upload_id,
-                number=number,
-                offset=session.chunk_offset(number),
-                length=length,
-                body=stream,
-            )
+            etag, storage = await self._write_chunk(session, number, stream)
         except Exception:
             # Whatever the store held for this number may now be partly
             # overwritten, so the chunk counts as missing until sent again.
@@ -236,28 +222,79 @@ class UploadEngine:
             if stream.failure is not None:
                 raise stream.failure from None
             raise
-        if file_hasher is not None and gate.digest is digest and digest.next_chunk == number:
-            digest.hasher = file_hasher
-            digest.next_chunk = number + 1
-        chunk = Chunk(number=number, size=length, etag=etag, md5=stream.md5, sha256=stream.sha256)
+        if digest is not None and fed is not None and gate.digest is digest:
+            digest.advance(number, fed)
+        chunk = Chunk(
+            number=number,
+            size=session.chunk_length(number),
+            storage=storage,
+            etag=etag,
+            md5=stream.md5,
+            sha256=stream.sha256,
+        )
         received = await self._catalog.put_chunk(session.id, chunk)
         return ChunkReceipt(chunk=chunk, received_chunks=received)
 
+    async def _write_chunk(
+        self, session: UploadSession, number: int, stream: ChunkStream
+    ) -> tuple[str, StorageKind]:
+        """Into the session's store, or onto local disk if S3 refuses it before its first byte.
+
+        Bytes already sent to a failing S3 are gone from the request, so such a
+        chunk is answered 503 (Retry-After); its retry finds the breaker open
+        and lands on local disk.
+        """
+        spill = self._assembler.spill
+        offset = session.chunk_offset(number)
+        length = session.chunk_length(number)
+        store = self._stores[session.storage]
+        try:
+            etag = await store.put_part(
+                session.key,
+                session.upload_id,
+                number=number,
+                offset=offset,
+                length=length,
+                body=stream,
+            )
+            return etag, store.kind
+        except StorageUnavailable as error:
+            if store.kind is StorageKind.LOCAL or stream.started:
+                raise
+            log.warning(
+                "upload.chunk_spilled", session_id=session.id, chunk=number, error=str(error)
+            )
+        etag = await spill.put_part(
+            session.key, session.id, number=number, offset=offset, length=length, body=stream
+        )
+        return etag, StorageKind.LOCAL
+
     async def abort(self, user_id: str, session_id: str) -> None:
         session = await self._owned_session(user_id, session_id)
-        if session.state is SessionState.COMPLETED:
+        if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
             raise SessionNotOpen("the session is completed; delete the media instead")
-        await self._stores[session.storage].abort_upload(session.key, session.upload_id)
+        await self.discard_uploads(session)
         await self._catalog.delete_session(session_id)
         self._gates.pop(session_id, None)
-        log.info("upload.aborted", session_id=session_id, user_id=user_id)
+        log.info("upload.aborted", session_id=session_id)
+
+    async def discard_uploads(self, session: UploadSession) -> None:
+        """Drop the session's parts from its store and any spilled chunks from disk."""
+        spill = self._assembler.spill
+        try:
+            await self._stores[session.storage].abort_upload(session.key, session.upload_id)
+        except StorageUnavailable as error:
+            # The bucket's abort-incomplete-uploads rule removes the parts later.
+            log.warning("upload.abort_deferred", session_id=session.id, error=str(error))
+        if session.storage is not StorageKind.LOCAL:
+            await spill.abort_upload(session.key, session.id)
 
     async def complete(self, user_id: str, session_id: str) -> Media:
         session = await self._owned_session(user_id, session_id)
         gate = self._gate(session_id)
         async with gate.complete_lock:
             session = await self._owned_session(user_id, session_id)
-            if session.state is SessionState.COMPLETED:
+            if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
                 # A retried complete (its first answer was lost) gets the same media.
                 media = await self._catalog.get_media(session.media_id)
                 if media is None:
@@ -269,12 +306,7 @@ class UploadEngine:
                 await gate.idle.wait()
                 media = await self._assemble(session, gate)
             except Exception as error:
-                log.warning(
-                    "upload.complete_failed",
-                    session_id=session_id,
-                    user_id=user_id,
-                    error=str(error),
-                )
+                log.warning("upload.complete_failed", session_id=session_id, error=str(error))
                 raise
             finally:
                 gate.completing = False
@@ -283,9 +315,9 @@ class UploadEngine:
             "upload.completed",
             session_id=session_id,
             media_id=media.id,
-            user_id=user_id,
             size=media.size,
             storage=media.storage.value,
+            state=media.state.value,
         )
         return media
 
@@ -298,61 +330,41 @@ class UploadEngine:
                 f"{len(missing)} of {session.total_chunks} chunks are missing",
                 missing_chunks=missing,
             )
-        digest = gate.digest if session.sha256 else None
-        hashed_all = digest is not None and digest.next_chunk == session.total_chunks
-        if hashed_all and digest.hasher.hexdigest() != session.sha256:
-            raise FileDigestMismatch(
-                f"the file's SHA-256 is {digest.hasher.hexdigest()}, "
-                f"initiate declared {session.sha256}; re-send the wrong chunks and complete again",
-            )
-        store = self._stores[session.storage]
-        stored = await store.complete_upload(
-            session.key, session.upload_id, [chunk.etag for chunk in chunks]
-        )
-        etag = stored.etag.strip('"')
-        checksum = f"sha256:{session.sha256}" if session.sha256 else f"etag:{etag}"
-        if session.sha256 and not hashed_all:
-            await self._verify_read_back(session, digest)
-        media = Media(
-            id=session.media_id,
-            user_id=session.user_id,
-            filename=session.filename,
-            content_type=session.content_type,
-            size=stored.size,
-            checksum=checksum,
-            storage=session.storage,
-            key=session.key,
-            created_at=self._clock(),
-        )
-        await self._catalog.complete_session(session.id, media)
-        return media
+        return await self._assembler.assemble(session, chunks, gate.digest)
 
-    async def _verify_read_back(self, session: UploadSession, digest: RunningDigest | None) -> None:
-        """Hash what was not hashed on the way in; on a mismatch, reopen the session."""
-        start_chunk = digest.next_chunk if digest is not None else 0
-        hasher = digest.hasher if digest is not None else hashlib.sha256()
-        store = self._stores[session.storage]
-        if start_chunk < session.total_chunks:
-            async for piece in store.read(session.key, session.chunk_offset(start_chunk)):
-                hasher.update(piece)
-        actual = hasher.hexdigest()
-        if actual == session.sha256:
-            return
-        await store.delete(session.key)
-        upload_id = await store.start_upload(
-            NewObject(
-                key=session.key,
-                content_type=session.content_type,
-                owner=session.user_id,
-                filename=session.filename,
-            )
-        )
-        await self._catalog.replace_upload(session.id, upload_id)
-        self._gates.pop(session.id, None)
-        raise FileDigestMismatch(
-            f"the file's SHA-256 is {actual}, initiate declared {session.sha256}; "
-            "the session stays open but every chunk must be sent again",
-        )
+    async def finish_finalizing(self) -> int:
+        """Try once to move every finalizing session's spilled chunks to S3; how many finished."""
+        finished = 0
+        for session in await self._catalog.sessions_in_state(SessionState.FINALIZING):
+            chunks = await self._catalog.chunks(session.id)
+            try:
+                stored = await self._assembler.publish_s3(session, chunks)
+                if session.sha256:
+                    await self._assembler.verify_read_back(session, StorageKind.S3, None)
+            except StorageUnavailable:
+                break  # S3 is still away; the next round tries again
+            except FileDigestMismatch as error:
+                await self._catalog.delete_media(session.media_id)
+                log.error("upload.finalize_failed", session_id=session.id, error=str(error))
+                continue
+            media = await self._assembler.record_ready(session, stored, StorageKind.S3)
+            finished += 1
+            log.info("upload.finalized", session_id=session.id, media_id=media.id)
+        return finished
+
+    async def expire_sessions(self) -> int:
+        """Discard the parts of open sessions past their expiry time; how many expired."""
+        expired = 0
+        for session in await self._catalog.expired_sessions(self._clock()):
+            gate = self._gates.get(session.id)
+            if gate is not None and (gate.in_flight or gate.completing):
+                continue  # a request is still working on it; the next sweep decides
+            await self.discard_uploads(session)
+            await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+            self._gates.pop(session.id, None)
+            expired += 1
+            log.info("upload.expired", session_id=session.id, user_id=session.user_id)
+        return expired
 
     def _gate(self, session_id: str) -> SessionGate:
         return self._gates.setdefault(session_id, SessionGate())

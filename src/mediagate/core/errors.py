@@ -63,6 +63,12 @@ class SessionExpired(Problem):
 
 class StorageUnavailable(Problem):
     status, code, title = 503, "storage-unavailable", "Storage is unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
+
+
+class MediaNotReady(Problem):
+    status, code, title = 503, "media-finalizing", "Media is being finalized"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
 class StorageFull(Problem):

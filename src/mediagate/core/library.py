@@ -13,8 +13,8 @@ from urllib.parse import quote
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import BadRequest, NotFound, StorageUnavailable
-from mediagate.core.models import Media
+from mediagate.core.errors import BadRequest, MediaNotReady, NotFound, StorageUnavailable
+from mediagate.core.models import Media, MediaState
 from mediagate.storage.base import BlobStore, LocalFiles, Presigning, Stores
 
 log = structlog.get_logger("mediagate.media")
@@ -77,6 +77,8 @@ class MediaLibrary:
 
     async def playback(self, media: Media) -> Redirect | LocalFile:
         """Where a player gets the bytes: a URL to go to, or a file this server sends."""
+        if media.state is MediaState.FINALIZING:
+            raise MediaNotReady("its last chunks are moving to S3; try again shortly")
         store = self._store(media)
         if isinstance(store, LocalFiles):
             return LocalFile(store.path(media.key))
@@ -116,6 +118,8 @@ class MediaLibrary:
 
     async def delete(self, user_id: str, media_id: str) -> None:
         media = await self.get(user_id, media_id)
+        if media.state is MediaState.FINALIZING:
+            raise MediaNotReady("it can be deleted once its move to S3 is finished")
         await self._store(media).delete(media.key)
         await self._catalog.delete_media(media_id)
         log.info("media.deleted", media_id=media_id, user_id=user_id, storage=media.storage.value)

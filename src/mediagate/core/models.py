@@ -15,8 +15,15 @@ class StorageKind(StrEnum):
 
 class SessionState(StrEnum):
     OPEN = "open"
+    # Every chunk is safe, some of them on local disk waiting for S3 to be back.
+    FINALIZING = "finalizing"
     COMPLETED = "completed"
     EXPIRED = "expired"
+
+
+class MediaState(StrEnum):
+    READY = "ready"
+    FINALIZING = "finalizing"
 
 
 class UploadSession(BaseModel):
@@ -49,6 +56,8 @@ class UploadSession(BaseModel):
 class Chunk(BaseModel):
     number: int
     size: int
+    # Where the bytes are: the session's store, or local disk if S3 failed.
+    storage: StorageKind
     etag: str
     md5: str | None = None
     sha256: str | None = None
@@ -64,3 +73,4 @@ class Media(BaseModel):
     storage: StorageKind
     key: str
     created_at: datetime
+    state: MediaState = MediaState.READY

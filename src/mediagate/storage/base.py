@@ -16,7 +16,14 @@ from mediagate.core.models import StorageKind
 
 
 class PartBody(Protocol):
-    """A part's bytes as a stream: read in pieces or iterated, never held whole."""
+    """A part's bytes as a stream: read in pieces or iterated, never held whole.
+
+    `failure` is set when the body itself failed (the client went away, or the
+    bytes did not match their digest): the store's call then fails through no
+    fault of the store, and the store re-raises that failure as it is.
+    """
+
+    failure: Exception | None
 
     async def read(self, n: int = -1) -> bytes: ...
 

@@ -78,7 +78,10 @@ class LocalStore:
         self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
     ) -> str:
         with disk_errors("write"):
-            fd = await _off_loop(os.open, self._staging_path(upload_id), os.O_WRONLY)
+            # O_CREAT: chunks spilled from an S3 session start their staging file.
+            fd = await _off_loop(
+                os.open, self._staging_path(upload_id), os.O_WRONLY | os.O_CREAT, 0o600
+            )
             try:
                 position = offset
                 pending = bytearray()
@@ -115,6 +118,10 @@ class LocalStore:
             finally:
                 file.close()
 
+    def part_body(self, upload_id: str, offset: int, length: int) -> FilePartBody:
+        """A staged part's bytes, to send on to another store."""
+        return FilePartBody(self._staging_path(upload_id), offset, length)
+
     async def delete(self, key: str) -> None:
         with disk_errors("delete"):
             await _off_loop(_remove_with_folder, self.path(key))
@@ -147,3 +154,40 @@ def _remove_with_folder(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
+
+
+class FilePartBody:
+    """A region of a file as a `PartBody`, read piecewise off the event loop."""
+
+    failure: Exception | None = None
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self._path = path
+        self._position = offset
+        self._remaining = length
+
+    async def read(self, n: int = -1) -> bytes:
+        size = READ_SIZE if n < 0 else min(n, READ_SIZE)
+        size = min(size, self._remaining)
+        if size == 0:
+            return b""
+        with disk_errors("read"):
+            piece = await _off_loop(_read_at, self._path, size, self._position)
+        if not piece:
+            self.failure = StorageUnavailable(f"{self._path} is shorter than expected")
+            raise self.failure
+        self._position += len(piece)
+        self._remaining -= len(piece)
+        return piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while piece := await self.read(READ_SIZE):
+            yield piece
+
+
+def _read_at(path: Path, size: int, position: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, position)
+    finally:
+        os.close(fd)

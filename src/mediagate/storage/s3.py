@@ -177,15 +177,20 @@ class S3Store:
     async def put_part(
         self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
     ) -> str:
-        with s3_errors("UploadPart"):
-            answer = await self._stream.upload_part(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number + 1,
-                ContentLength=length,
-                Body=body,
-            )
+        try:
+            with s3_errors("UploadPart"):
+                answer = await self._stream.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number + 1,
+                    ContentLength=length,
+                    Body=body,
+                )
+        except StorageUnavailable:
+            if body.failure is not None:
+                raise body.failure from None
+            raise
         return answer["ETag"]
 
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:

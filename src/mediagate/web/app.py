@@ -12,15 +12,18 @@ from aiohttp import web
 from mediagate import tokens
 from mediagate.catalog.sqlite import SQLiteCatalog
 from mediagate.config import Settings
-from mediagate.core.engine import UploadEngine
+from mediagate.core.engine import Clock, UploadEngine, utc_now
+from mediagate.core.errors import StorageUnavailable
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
+from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import BlobStore
+from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 from mediagate.web import media, uploads
-from mediagate.web.keys import ENGINE, JWT_SECRET, LIBRARY, LINKS, SETTINGS
+from mediagate.web.keys import CLOCK, ENGINE, JWT_SECRET, LIBRARY, LINKS, SETTINGS
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
 
@@ -31,12 +34,14 @@ CATALOG_FILE = "catalog.sqlite3"
 MAX_JSON_BODY = 64 * 1024
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
+    """The application; `clock` is the engine's idea of now (tests move it on)."""
     app = web.Application(
         middlewares=[request_context_middleware, problems_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.cleanup_ctx.append(_services)
@@ -54,16 +59,25 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: LocalStore(settings.data_dir)}
         if settings.use_cloud_storage:
             s3 = await stack.enter_async_context(S3Store.connect(settings))
-            await s3.ensure_bucket()
-            stores[StorageKind.S3] = s3
+            breaker = CircuitBreaker(
+                first_backoff=min(1.0, settings.s3_probe_max_interval),
+                max_backoff=settings.s3_probe_max_interval,
+            )
+            try:
+                await s3.ensure_bucket()
+            except StorageUnavailable as error:
+                breaker.failed(str(error))
+                log.warning("s3.unavailable_at_start", error=str(error), fallback="local disk")
+            stores[StorageKind.S3] = GuardedStore(s3, breaker)
         default = StorageKind.S3 if settings.use_cloud_storage else StorageKind.LOCAL
-        app[ENGINE] = UploadEngine(
+        app[ENGINE] = engine = UploadEngine(
             catalog,
             stores,
             default_storage=default,
             key_prefix=settings.key_prefix,
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
+            clock=app[CLOCK],
         )
         app[LIBRARY] = MediaLibrary(
             catalog,
@@ -71,6 +85,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             signed_url_expiry=settings.signed_url_expiry,
             cdn_base_url=settings.cdn_base_url,
         )
+        await stack.enter_async_context(background_maintenance(engine))
         log.info(
             "server.started",
             storage=default.value,

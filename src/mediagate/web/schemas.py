@@ -83,6 +83,7 @@ def media_info(media: Media, stream_url: str) -> dict[str, Any]:
         "size": media.size,
         "checksum": media.checksum,
         "storage": media.storage.value,
+        "state": media.state.value,
         "created_at": media.created_at.isoformat(),
         "stream_url": stream_url,
     }

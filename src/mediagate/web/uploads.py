@@ -7,6 +7,7 @@ from aiohttp import web
 from mediagate.core.chunk_stream import ExpectedDigests
 from mediagate.core.chunking import FileTooLarge as PlanTooLarge
 from mediagate.core.errors import BadRequest, FileTooLarge
+from mediagate.core.models import MediaState
 from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
 from mediagate.web.keys import ENGINE
@@ -84,9 +85,11 @@ async def complete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
     url = stream_url(request, media.id)
-    return web.json_response(
-        {"media_id": media.id, "stream_url": url, "info": media_info(media, url)}, status=201
-    )
+    body = {"media_id": media.id, "stream_url": url, "info": media_info(media, url)}
+    if media.state is MediaState.FINALIZING:
+        # Every chunk is safe; some wait on local disk until S3 is back.
+        return web.json_response({**body, "state": media.state.value}, status=202)
+    return web.json_response(body, status=201)
 
 
 def _chunk_number(text: str) -> int:

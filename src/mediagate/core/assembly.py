@@ -1,0 +1,176 @@
+"""Turning a session whose chunks are all safe into one stored object.
+
+Where the bytes end up follows the fallback rules:
+- a local session, or an S3 session whose every chunk was spilled to local
+  disk: the local staging file is published as a local media;
+- otherwise on S3: spilled chunks are uploaded as their parts, then the
+  multipart upload is completed. If S3 is unavailable meanwhile the media is
+  recorded as `finalizing` and `maintenance` finishes the move later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from mediagate.catalog.base import Catalog
+from mediagate.core.errors import FileDigestMismatch, StorageUnavailable
+from mediagate.core.file_digest import RunningDigest
+from mediagate.core.models import Chunk, Media, MediaState, StorageKind, UploadSession
+from mediagate.storage.base import NewObject, StoredObject, Stores
+from mediagate.storage.local import LocalStore
+
+log = structlog.get_logger("mediagate.upload")
+
+
+def new_object(session: UploadSession) -> NewObject:
+    return NewObject(
+        key=session.key,
+        content_type=session.content_type,
+        owner=session.user_id,
+        filename=session.filename,
+    )
+
+
+class Assembler:
+    def __init__(self, catalog: Catalog, stores: Stores, clock: Callable[[], datetime]) -> None:
+        self._catalog = catalog
+        self._stores = stores
+        self._clock = clock
+        local = stores[StorageKind.LOCAL]
+        assert isinstance(local, LocalStore)
+        self.spill = local
+
+    async def assemble(
+        self, session: UploadSession, chunks: list[Chunk], digest: RunningDigest | None
+    ) -> Media:
+        """Store the file and record its media: ready, or finalizing if S3 is away."""
+        hashed_all = digest is not None and digest.next_chunk == session.total_chunks
+        if session.sha256 and hashed_all and digest.hasher.hexdigest() != session.sha256:
+            raise FileDigestMismatch(
+                f"the file's SHA-256 is {digest.hasher.hexdigest()}, initiate declared "
+                f"{session.sha256}; re-send the wrong chunks and complete again"
+            )
+        if _stays_local(session, chunks):
+            stored = await self._publish_local(session, chunks)
+            storage = StorageKind.LOCAL
+        else:
+            try:
+                stored = await self.publish_s3(session, chunks)
+            except StorageUnavailable as error:
+                return await self._record_finalizing(session, str(error))
+            storage = StorageKind.S3
+        if session.sha256 and not hashed_all:
+            await self.verify_read_back(session, storage, digest)
+        return await self.record_ready(session, stored, storage)
+
+    async def _publish_local(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
+        if session.storage is StorageKind.LOCAL:
+            return await self.spill.complete_upload(
+                session.key, session.upload_id, [c.etag for c in chunks]
+            )
+        stored = await self.spill.complete_upload(session.key, session.id, [c.etag for c in chunks])
+        log.warning("upload.fallback", session_id=session.id, reason="all chunks spilled")
+        try:
+            await self._stores[StorageKind.S3].abort_upload(session.key, session.upload_id)
+        except StorageUnavailable:
+            pass  # the bucket's abort-incomplete-uploads rule removes its parts later
+        return stored
+
+    async def publish_s3(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
+        """Upload spilled chunks as their parts, then complete the multipart upload."""
+        s3 = self._stores[StorageKind.S3]
+        etags = []
+        for chunk in chunks:
+            if chunk.storage is StorageKind.LOCAL:
+                offset = session.chunk_offset(chunk.number)
+                chunk = chunk.model_copy(update={"storage": StorageKind.S3})
+                chunk.etag = await s3.put_part(
+                    session.key,
+                    session.upload_id,
+                    number=chunk.number,
+                    offset=offset,
+                    length=chunk.size,
+                    body=self.spill.part_body(session.id, offset, chunk.size),
+                )
+                # Recorded at once, so a restart does not move this part again.
+                await self._catalog.put_chunk(session.id, chunk)
+            etags.append(chunk.etag)
+        stored = await s3.complete_upload(session.key, session.upload_id, etags)
+        await self.spill.abort_upload(session.key, session.id)
+        return stored
+
+    async def _record_finalizing(self, session: UploadSession, error: str) -> Media:
+        media = self._media(
+            session,
+            size=session.size,
+            checksum=None,
+            storage=StorageKind.S3,
+            state=MediaState.FINALIZING,
+        )
+        await self._catalog.complete_session(session.id, media)
+        log.warning("upload.finalizing", session_id=session.id, media_id=media.id, error=error)
+        return media
+
+    async def record_ready(
+        self, session: UploadSession, stored: StoredObject, storage: StorageKind
+    ) -> Media:
+        if session.sha256:
+            checksum = f"sha256:{session.sha256}"
+        else:
+            checksum = f"etag:{stored.etag.strip(chr(34))}"
+        media = self._media(session, size=stored.size, checksum=checksum, storage=storage)
+        await self._catalog.complete_session(session.id, media)
+        return media
+
+    def _media(
+        self,
+        session: UploadSession,
+        *,
+        size: int,
+        checksum: str | None,
+        storage: StorageKind,
+        state: MediaState = MediaState.READY,
+    ) -> Media:
+        return Media(
+            id=session.media_id,
+            user_id=session.user_id,
+            filename=session.filename,
+            content_type=session.content_type,
+            size=size,
+            checksum=checksum,
+            storage=storage,
+            key=session.key,
+            created_at=self._clock(),
+            state=state,
+        )
+
+    async def verify_read_back(
+        self, session: UploadSession, storage: StorageKind, digest: RunningDigest | None
+    ) -> None:
+        """Hash what was not hashed on the way in; on a mismatch, reopen the session."""
+        start_chunk = digest.next_chunk if digest is not None else 0
+        hasher = digest.hasher if digest is not None else hashlib.sha256()
+        store = self._stores[storage]
+        if start_chunk < session.total_chunks:
+            async for piece in store.read(session.key, session.chunk_offset(start_chunk)):
+                hasher.update(piece)
+        actual = hasher.hexdigest()
+        if actual == session.sha256:
+            return
+        await store.delete(session.key)
+        upload_id = await self._stores[session.storage].start_upload(new_object(session))
+        await self._catalog.replace_upload(session.id, upload_id)
+        raise FileDigestMismatch(
+            f"the file's SHA-256 is {actual}, initiate declared {session.sha256}; "
+            "the session stays open but every chunk must be sent again"
+        )
+
+
+def _stays_local(session: UploadSession, chunks: list[Chunk]) -> bool:
+    if session.storage is StorageKind.LOCAL:
+        return True
+    return bool(chunks) and all(chunk.storage is StorageKind.LOCAL for chunk in chunks)

@@ -1,0 +1,141 @@
+"""A circuit breaker around a store, fed by the outcomes of real calls.
+
+While S3 is failing, every request would otherwise wait out its own connect
+timeout (and retries) before falling back: one dead S3, thousands of slow
+failures. Once a call fails with `StorageUnavailable` the breaker opens and
+calls fail at once; after a back-off one call goes through as a probe, and its
+outcome closes the breaker or doubles the back-off (up to a ceiling).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+
+from mediagate.core.errors import StorageUnavailable
+from mediagate.storage.base import BlobStore, NewObject, PartBody, StoredObject
+
+log = structlog.get_logger("mediagate.storage")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        *,
+        first_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._first_backoff = first_backoff
+        self._max_backoff = max_backoff
+        self._clock = clock
+        self._backoff = first_backoff
+        self._open_until: float | None = None
+        self._probing = False
+        self.last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._open_until is None
+
+    def allow(self) -> bool:
+        """Whether a call may go out now (when open, one probe after the back-off)."""
+        if self._open_until is None:
+            return True
+        if self._probing or self._clock() < self._open_until:
+            return False
+        self._probing = True
+        return True
+
+    def succeeded(self) -> None:
+        if self._open_until is not None:
+            log.info("storage.recovered", after_error=self.last_error)
+        self._open_until = None
+        self._probing = False
+        self._backoff = self._first_backoff
+        self.last_error = None
+
+    def inconclusive(self) -> None:
+        """The call failed for a reason that says nothing about the store's health."""
+        self._probing = False
+
+    def failed(self, error: str) -> None:
+        if self._open_until is None:
+            log.warning("storage.unavailable", error=error, retry_in=self._backoff)
+        elif self._probing:
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+        self._probing = False
+        self._open_until = self._clock() + self._backoff
+        self.last_error = error
+
+
+class GuardedStore:
+    """A `BlobStore` whose calls pass through a circuit breaker."""
+
+    def __init__(self, inner: BlobStore, breaker: CircuitBreaker) -> None:
+        self._inner = inner
+        self.breaker = breaker
+        self.kind = inner.kind
+
+    def __getattr__(self, name: str) -> Any:
+        # Optional capabilities (presigning) go straight to the store: they
+        # are local computations, not calls to S3.
+        return getattr(self._inner, name)
+
+    async def _call(self, work: Awaitable[T]) -> T:
+        if not self.breaker.allow():
+            close = getattr(work, "close", None)
+            if close is not None:
+                close()
+            raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
+        try:
+            result = await work
+        except StorageUnavailable as error:
+            self.breaker.failed(str(error))
+            raise
+        except BaseException:
+            self.breaker.inconclusive()
+            raise
+        self.breaker.succeeded()
+        return result
+
+    async def start_upload(self, target: NewObject) -> str:
+        return await self._call(self._inner.start_upload(target))
+
+    async def put_part(
+        self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
+    ) -> str:
+        return await self._call(
+            self._inner.put_part(
+                key, upload_id, number=number, offset=offset, length=length, body=body
+            )
+        )
+
+    async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
+        return await self._call(self._inner.complete_upload(key, upload_id, etags))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self._call(self._inner.abort_upload(key, upload_id))
+
+    async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        if not self.breaker.allow():
+            raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
+        try:
+            async for piece in self._inner.read(key, offset):
+                yield piece
+        except StorageUnavailable as error:
+            self.breaker.failed(str(error))
+            raise
+        except BaseException:
+            self.breaker.inconclusive()
+            raise
+        self.breaker.succeeded()
+
+    async def delete(self, key: str) -> None:
+        await self._call(self._inner.delete(key))

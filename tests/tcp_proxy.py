@@ -1,0 +1,76 @@
+"""A TCP proxy on loopback that a test can cut and restore, to make S3 fail for real.
+
+moto keeps its state behind it; while the proxy is cut, connections are
+refused (the listener is closed) and open ones are aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class CuttableProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        self._cut_after: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and abort the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def restore(self) -> None:
+        self._cut_after = None
+        await self.start()
+
+    def cut_after(self, client_bytes: int) -> None:
+        """Cut once this many more bytes have gone from a client towards S3."""
+        self._cut_after = client_bytes
+
+    async def _serve(self, client_reader, client_writer) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._links |= {client_writer, upstream_writer}
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer, count=True),
+            self._pipe(upstream_reader, client_writer, count=False),
+            return_exceptions=True,
+        )
+        for writer in (client_writer, upstream_writer):
+            self._links.discard(writer)
+            writer.transport.abort()
+
+    async def _pipe(self, reader, writer, *, count: bool) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(64 * 1024):
+                if count and self._cut_after is not None:
+                    self._cut_after -= len(data)
+                    if self._cut_after <= 0:
+                        await self.cut()
+                        return
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            writer.write_eof()

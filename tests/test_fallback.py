@@ -1,0 +1,229 @@
+"""S3 failing at start, at initiate and mid-session: acknowledged chunks are never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+from datetime import timedelta
+
+import pytest
+
+from conftest import Api, MiB, chunks_of, make_settings, read_object
+from mediagate.core.engine import utc_now
+from mediagate.web.app import create_app
+from mediagate.web.keys import ENGINE
+from tcp_proxy import CuttableProxy
+
+
+@pytest.fixture
+async def proxy(moto_endpoint):
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = CuttableProxy(host, int(port))
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
+
+
+@pytest.fixture
+def proxied_settings(tmp_path, proxy, bucket):
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_probe_max_interval=0.2,
+    )
+
+
+async def eventually(check, seconds: float = 20.0):
+    async with asyncio.timeout(seconds):
+        while not (result := await check()):
+            await asyncio.sleep(0.1)
+        return result
+
+
+def payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def test_s3_unreachable_at_start_serves_from_local_disk(start_api, proxy, proxied_settings):
+    await proxy.cut()
+    api = await start_api(proxied_settings)
+    created = await api.initiate(filename="a.mp4", size=5)
+    assert created.status == 201
+    session = await created.json()
+    assert session["storage"] == "local"
+    assert (await api.put_chunk(session["session_id"], 0, b"hello")).status == 200
+    done = await api.complete(session["session_id"])
+    assert done.status == 201
+    media = await done.json()
+    assert media["info"]["storage"] == "local"
+    stream = await api.client.get(f"/api/v1/media/stream/{media['media_id']}", headers=api.headers)
+    assert await stream.read() == b"hello"
+
+
+async def test_s3_down_at_initiate_falls_back_to_local(start_api, proxy, proxied_settings):
+    api = await start_api(proxied_settings)
+    assert (await (await api.initiate(size=1)).json())["storage"] == "s3"
+    await proxy.cut()
+    assert (await (await api.initiate(size=1)).json())["storage"] == "local"
+
+
+async def test_s3_cut_mid_session_spills_then_finishes_the_move(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    api = await start_api(proxied_settings)
+    data = payload(3 * 5 * MiB + 100, seed=3)
+    pieces = chunks_of(data, 5 * MiB)
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    sid = session["session_id"]
+    assert (await api.put_chunk(sid, 0, pieces[0])).status == 200
+
+    await proxy.cut()
+    for n in (1, 3):
+        answer = await api.put_chunk(sid, n, pieces[n])
+        assert answer.status == 200, await answer.text()
+    await proxy.restore()
+    assert (await api.put_chunk(sid, 2, pieces[2])).status == 200
+    await proxy.cut()
+
+    done = await api.complete(sid)
+    assert done.status == 202
+    body = await done.json()
+    assert body["state"] == "finalizing"
+    media_id = body["media_id"]
+    info = await (await api.info(media_id)).json()
+    assert info["state"] == "finalizing"
+    stream = await api.client.get(f"/api/v1/media/stream/{media_id}", headers=api.headers)
+    assert stream.status == 503 and "Retry-After" in stream.headers
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def finished():
+        await engine.finish_finalizing()
+        info = await (await api.info(media_id)).json()
+        return info if info["state"] == "ready" else None
+
+    info = await eventually(finished)
+    assert info["storage"] == "s3" and info["size"] == len(data)
+    key = f"media/alice/{media_id}/video.mp4"
+    assert await read_object(s3_objects, bucket, key) == data
+    staging = proxied_settings.data_dir / ".staging"
+    assert list(staging.iterdir()) == []  # spilled chunks cleaned up
+
+
+async def test_every_chunk_spilled_completes_as_local_media(start_api, proxy, proxied_settings):
+    api = await start_api(proxied_settings)
+    data = payload(5 * MiB + 7, seed=4)
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    await proxy.cut()
+    for n, piece in enumerate(chunks_of(data, 5 * MiB)):
+        assert (await api.put_chunk(session["session_id"], n, piece)).status == 200
+    done = await api.complete(session["session_id"])
+    assert done.status == 201
+    media = await done.json()
+    assert media["info"]["storage"] == "local"
+    stream = await api.client.get(f"/api/v1/media/stream/{media['media_id']}", headers=api.headers)
+    assert await stream.read() == data
+
+
+async def test_s3_failing_mid_chunk_is_503_and_the_retry_spills(start_api, proxy, proxied_settings):
+    api = await start_api(proxied_settings)
+    data = payload(2 * 5 * MiB, seed=5)
+    pieces = chunks_of(data, 5 * MiB)
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    sid = session["session_id"]
+    proxy.cut_after(1 * MiB)
+    failed = await api.put_chunk(sid, 0, pieces[0])
+    assert failed.status == 503
+    assert failed.headers["Retry-After"]
+    assert (await (await api.status(sid)).json())["received"] == []
+
+    retried = await api.put_chunk(sid, 0, pieces[0])
+    assert retried.status == 200
+    assert (await api.put_chunk(sid, 1, pieces[1])).status == 200
+    done = await api.complete(sid)
+    assert done.status == 201  # every chunk spilled: a local media
+    stream = await api.client.get(
+        f"/api/v1/media/stream/{(await done.json())['media_id']}", headers=api.headers
+    )
+    assert await stream.read() == data
+
+
+async def test_finalizing_survives_a_restart(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    first_life = await start_api(proxied_settings)
+    data = payload(2 * 5 * MiB + 1, seed=6)
+    pieces = chunks_of(data, 5 * MiB)
+    session = await (await first_life.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    sid = session["session_id"]
+    assert (await first_life.put_chunk(sid, 0, pieces[0])).status == 200
+    await proxy.cut()
+    for n in (1, 2):
+        assert (await first_life.put_chunk(sid, n, pieces[n])).status == 200
+    assert (await first_life.complete(sid)).status == 202
+    await first_life.client.close()
+
+    await proxy.restore()
+    second_life = await start_api(proxied_settings)
+    status = await (await second_life.status(sid)).json()
+    assert status["state"] == "finalizing"
+    engine = second_life.client.app[ENGINE]
+    await eventually(engine.finish_finalizing)
+    status = await (await second_life.status(sid)).json()
+    assert status["state"] == "completed"
+    listed = await (
+        await second_life.client.get("/api/v1/media", headers=second_life.headers)
+    ).json()
+    (media,) = listed["items"]
+    assert media["storage"] == "s3" and media["state"] == "ready"
+    key = f"media/alice/{media['media_id']}/video.mp4"
+    assert await read_object(s3_objects, bucket, key) == data
+
+
+async def test_expired_sessions_are_swept_and_answer_410(
+    aiohttp_client, s3_settings, s3_objects, bucket
+):
+    now = [utc_now()]
+    client = await aiohttp_client(create_app(s3_settings, clock=lambda: now[0]))
+    api = Api(client, s3_settings)
+    session = await (await api.initiate(size=5 * MiB + 1, chunk_size=5 * MiB)).json()
+    sid = session["session_id"]
+    assert (await api.put_chunk(sid, 0, b"\0" * 5 * MiB)).status == 200
+
+    now[0] += timedelta(seconds=s3_settings.session_ttl + 1)
+    late = await api.put_chunk(sid, 1, b"\0")
+    assert late.status == 410
+    assert await client.app[ENGINE].expire_sessions() == 1
+    assert (await api.complete(sid)).status == 410
+    assert (await (await api.status(sid)).json())["state"] == "expired"
+    uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
+    assert uploads.get("Uploads", []) == []  # the parts no longer cost anything
+
+
+async def test_disk_full_is_507_and_leaves_the_session_usable(local_api, monkeypatch):
+    from mediagate.storage import local
+
+    session = await (await local_api.initiate(size=6)).json()
+    sid = session["session_id"]
+
+    def full_disk(fd, data, position):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_write = local._write_at
+    monkeypatch.setattr(local, "_write_at", full_disk)
+    answer = await local_api.put_chunk(sid, 0, b"abcdef")
+    assert answer.status == 507
+    assert (await answer.json())["type"].endswith("/storage-full")
+    assert (await (await local_api.status(sid)).json())["received"] == []
+
+    monkeypatch.setattr(local, "_write_at", real_write)
+    assert (await local_api.put_chunk(sid, 0, b"abcdef")).status == 200
+    media = await (await local_api.complete(sid)).json()
+    stream = await local_api.client.get(
+        f"/api/v1/media/stream/{media['media_id']}", headers=local_api.headers
+    )
+    assert await stream.read() == b"abcdef"
