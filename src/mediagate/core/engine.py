@@ -25,6 +25,7 @@ from mediagate.core.errors import (
     FileDigestMismatch,
     MissingChunks,
     NotFound,
+    Problem,
     SessionExpired,
     SessionNotOpen,
     StorageUnavailable,
@@ -345,6 +346,10 @@ class UploadEngine:
                 break  # S3 is still away; the next round tries again
             except FileDigestMismatch as error:
                 await self._catalog.delete_media(session.media_id)
+                log.error("upload.finalize_failed", session_id=session.id, error=str(error))
+                continue
+            except Problem as error:
+                # Refused for this session alone: the others still get their turn.
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
             media = await self._assembler.record_ready(session, stored, StorageKind.S3)

@@ -28,11 +28,14 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mediagate.config import Settings
-from mediagate.core.errors import NotFound, StorageUnavailable
+from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
 READ_SIZE = 1024 * 1024
+# Answers that mean S3 cannot be used at all right now (misconfigured, or
+# throttling), as opposed to refusing one request: uploads go to local disk.
+UNUSABLE_CODES = {"NoSuchBucket", "SlowDown", "RequestTimeout", "InvalidAccessKeyId"}
 # Parallel chunk uploads each hold one connection to S3 for their whole length.
 MAX_CONNECTIONS = 128
 CONNECT_TIMEOUT = 5
@@ -78,9 +81,12 @@ def s3_errors(operation: str) -> Iterator[None]:
         yield
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
         if code in {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}:
             raise NotFound(f"S3 {operation}: {code}") from error
-        raise StorageUnavailable(f"S3 {operation} failed: {code or error}") from error
+        if status >= 500 or status in (403, 429) or code in UNUSABLE_CODES:
+            raise StorageUnavailable(f"S3 {operation} failed: {code or error}") from error
+        raise StorageRejected(f"S3 {operation} refused: {code}: {error}") from error
     except (BotoCoreError, OSError) as error:
         raise StorageUnavailable(f"S3 {operation} failed: {error}") from error
 
