@@ -35,8 +35,6 @@ from mediagate.storage.base import NewObject, PartBody, StoredObject
 READ_SIZE = 1024 * 1024
 # Parallel chunk uploads each hold one connection to S3 for their whole length.
 MAX_CONNECTIONS = 128
-CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 60
 
 
 def _s3_options(settings: Settings) -> dict[str, Any]:
@@ -51,8 +49,8 @@ def streaming_config(settings: Settings) -> AioConfig:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         retries={"total_max_attempts": 1},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
         max_pool_connections=MAX_CONNECTIONS,
     )
 
@@ -64,9 +62,9 @@ def control_config(settings: Settings) -> AioConfig:
         signature_version="s3v4",
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"mode": "standard", "total_max_attempts": 3},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
         max_pool_connections=MAX_CONNECTIONS,
     )
 
