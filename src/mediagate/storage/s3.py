@@ -27,10 +27,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mediagate import metrics
 from mediagate.config import Settings
 from mediagate.core.errors import NotFound, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
+from mediagate.storage.s3_instrumentation import instrument
 
 READ_SIZE = 1024 * 1024
 # Parallel chunk uploads each hold one connection to S3 for their whole length.
@@ -128,6 +130,8 @@ class S3Store:
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
         ):
+            instrument(stream)
+            instrument(control)
             yield cls(
                 stream,
                 control,
@@ -229,6 +233,7 @@ class S3Store:
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
     ) -> str:
+        metrics.signed_url_issued("s3_presigned")
         return await self._s3.generate_presigned_url(
             "get_object",
             Params={

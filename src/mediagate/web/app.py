@@ -23,6 +23,7 @@ from mediagate.web import media, uploads
 from mediagate.web.keys import ENGINE, JWT_SECRET, LIBRARY, LINKS, SETTINGS
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
+from mediagate.web.request_metrics import request_metrics_middleware
 
 log = structlog.get_logger("mediagate")
 
@@ -33,7 +34,7 @@ MAX_JSON_BODY = 64 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context_middleware, problems_middleware],
+        middlewares=[request_metrics_middleware, request_context_middleware, problems_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
