@@ -19,8 +19,9 @@ from mediagate.core.models import StorageKind
 from mediagate.storage.base import BlobStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
-from mediagate.web import media, uploads
-from mediagate.web.keys import ENGINE, JWT_SECRET, LIBRARY, LINKS, SETTINGS
+from mediagate.storage.s3_status import S3State, S3Status
+from mediagate.web import health, media, uploads
+from mediagate.web.keys import CATALOG, ENGINE, JWT_SECRET, LIBRARY, LINKS, S3_STATUS, SETTINGS
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
 from mediagate.web.request_metrics import request_metrics_middleware
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
+    app.add_routes(health.routes)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -52,11 +54,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
         stack.push_async_callback(catalog.close)
+        app[CATALOG] = catalog
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: LocalStore(settings.data_dir)}
         if settings.use_cloud_storage:
             s3 = await stack.enter_async_context(S3Store.connect(settings))
             await s3.ensure_bucket()
             stores[StorageKind.S3] = s3
+        app[S3_STATUS] = S3Status(S3State.OK if settings.use_cloud_storage else S3State.DISABLED)
         default = StorageKind.S3 if settings.use_cloud_storage else StorageKind.LOCAL
         app[ENGINE] = UploadEngine(
             catalog,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
 from mediagate.core.engine import UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
+from mediagate.storage.s3_status import S3Status
 
 SETTINGS = web.AppKey("settings", Settings)
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
 ENGINE = web.AppKey("engine", UploadEngine)
 LIBRARY = web.AppKey("library", MediaLibrary)
 LINKS = web.AppKey("links", StreamLinks)
+CATALOG = web.AppKey("catalog", Catalog)
+S3_STATUS = web.AppKey("s3_status", S3Status)
