@@ -100,14 +100,12 @@ class S3Store:
         control_client: Any,
         bucket: str,
         *,
-        region: str,
         cache_control: str,
         storage_class: str | None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
         self.bucket = bucket
-        self._region = region
         self._cache_control = cache_control
         self._storage_class = storage_class
 
@@ -136,29 +134,14 @@ class S3Store:
                 stream,
                 control,
                 settings.s3_bucket or "",
-                region=settings.s3_region,
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
             )
 
-    async def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist yet."""
-        try:
-            await self._s3.head_bucket(Bucket=self.bucket)
-            return
-        except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status != 404:
-                raise StorageUnavailable(
-                    f"S3 bucket {self.bucket!r} is not usable: {error}"
-                ) from error
-        except BotoCoreError as error:
-            raise StorageUnavailable(f"S3 is unreachable: {error}") from error
-        arguments: dict[str, Any] = {"Bucket": self.bucket}
-        if self._region != "us-east-1":
-            arguments["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
-        with s3_errors("CreateBucket"):
-            await self._s3.create_bucket(**arguments)
+    @property
+    def control_client(self) -> Any:
+        """The client for small calls, for the bucket set-up in `s3_bootstrap`."""
+        return self._s3
 
     async def start_upload(self, target: NewObject) -> str:
         arguments: dict[str, Any] = {

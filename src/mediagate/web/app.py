@@ -18,7 +18,7 @@ from mediagate.core.links import StreamLinks
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import BlobStore
 from mediagate.storage.local import LocalStore
-from mediagate.storage.s3 import S3Store
+from mediagate.storage.s3_bootstrap import open_s3
 from mediagate.storage.s3_status import S3State, S3Status
 from mediagate.web import health, media, uploads
 from mediagate.web.keys import CATALOG, ENGINE, JWT_SECRET, LIBRARY, LINKS, S3_STATUS, SETTINGS
@@ -56,12 +56,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(catalog.close)
         app[CATALOG] = catalog
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: LocalStore(settings.data_dir)}
+        s3_status = S3Status(S3State.DISABLED)
         if settings.use_cloud_storage:
-            s3 = await stack.enter_async_context(S3Store.connect(settings))
-            await s3.ensure_bucket()
-            stores[StorageKind.S3] = s3
-        app[S3_STATUS] = S3Status(S3State.OK if settings.use_cloud_storage else S3State.DISABLED)
-        default = StorageKind.S3 if settings.use_cloud_storage else StorageKind.LOCAL
+            s3, s3_status = await open_s3(settings, stack)
+            if s3 is not None:
+                # Kept while S3 is unavailable: its media still get presigned links.
+                stores[StorageKind.S3] = s3
+        app[S3_STATUS] = s3_status
+        default = StorageKind.S3 if s3_status.ready else StorageKind.LOCAL
         app[ENGINE] = UploadEngine(
             catalog,
             stores,
