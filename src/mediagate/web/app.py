@@ -21,9 +21,19 @@ from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3
 from mediagate.storage.s3_status import S3State, S3Status
 from mediagate.web import health, media, uploads
-from mediagate.web.keys import CATALOG, ENGINE, JWT_SECRET, LIBRARY, LINKS, S3_STATUS, SETTINGS
+from mediagate.web.keys import (
+    CATALOG,
+    ENGINE,
+    JWT_SECRET,
+    LIBRARY,
+    LINKS,
+    REQUEST_GATE,
+    S3_STATUS,
+    SETTINGS,
+)
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
+from mediagate.web.request_gate import RequestGate
 from mediagate.web.request_metrics import request_metrics_middleware
 
 log = structlog.get_logger("mediagate")
@@ -34,11 +44,18 @@ MAX_JSON_BODY = 64 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    gate = RequestGate()
     app = web.Application(
-        middlewares=[request_metrics_middleware, request_context_middleware, problems_middleware],
+        middlewares=[
+            request_metrics_middleware,
+            request_context_middleware,
+            gate.middleware,
+            problems_middleware,
+        ],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
+    app[REQUEST_GATE] = gate
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.add_routes(health.routes)
@@ -85,3 +102,4 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             bucket=settings.s3_bucket if settings.use_cloud_storage else None,
         )
         yield
+    log.info("server.stopped")

@@ -10,6 +10,7 @@ from mediagate.core.engine import UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.storage.s3_status import S3Status
+from mediagate.web.request_gate import RequestGate
 
 SETTINGS = web.AppKey("settings", Settings)
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
@@ -18,3 +19,4 @@ LIBRARY = web.AppKey("library", MediaLibrary)
 LINKS = web.AppKey("links", StreamLinks)
 CATALOG = web.AppKey("catalog", Catalog)
 S3_STATUS = web.AppKey("s3_status", S3Status)
+REQUEST_GATE = web.AppKey("request_gate", RequestGate)
