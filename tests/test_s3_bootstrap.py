@@ -22,6 +22,7 @@ from botocore.exceptions import (
 from structlog.testing import capture_logs
 
 from conftest import closed_port, make_settings
+from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
     LIFECYCLE_RULE_ID,
@@ -108,6 +109,17 @@ OURS = {"ID": "mediagate", "value": "new"}
 )
 def test_merge_replaces_only_our_rule(rules, merged):
     assert merge_rule(rules, OURS) == merged
+
+
+def test_abort_rule_shorter_than_a_session_is_refused_at_start_up():
+    with pytest.raises(SettingsError, match="MEDIAGATE_ABORT_INCOMPLETE_DAYS=1: must be longer"):
+        load_settings(
+            _env_file=None,
+            use_cloud_storage=True,
+            s3_bucket="media",
+            abort_incomplete_days=1,
+            session_ttl=2 * 24 * 3600,
+        )
 
 
 # --- against moto ----------------------------------------------------------------

@@ -39,7 +39,7 @@ class Server:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.events: list[str] = []
+        self.log: list[dict[str, Any]] = []
         self._new_line = asyncio.Event()
         self._reader = asyncio.create_task(self._read_log())
 
@@ -47,14 +47,19 @@ class Server:
         assert self.process.stderr is not None
         async for raw in self.process.stderr:
             with contextlib.suppress(ValueError):
-                self.events.append(json.loads(raw)["event"])
+                self.log.append(json.loads(raw))
             self._new_line.set()
 
-    async def logged(self, event: str) -> None:
+    @property
+    def events(self) -> list[str]:
+        return [line.get("event", "") for line in self.log]
+
+    async def logged(self, event: str) -> dict[str, Any]:
         async with asyncio.timeout(STOP_TIMEOUT):
             while event not in self.events:
                 self._new_line.clear()
                 await self._new_line.wait()
+        return self.log[self.events.index(event)]
 
     async def ready(self, http: aiohttp.ClientSession) -> None:
         async with asyncio.timeout(START_TIMEOUT):
@@ -151,7 +156,8 @@ async def send_chunk_slowly_with_sigterm(
     await asyncio.sleep(0.5)  # the handler is reading the body now
 
     server.process.send_signal(signal.SIGTERM)
-    await server.logged("server.stopping")
+    stopping = await server.logged("server.stopping")
+    assert stopping["in_flight"] == 1, "SIGTERM came before the chunk's handler started"
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", server.port)
     kept_alive[1].write(healthz)

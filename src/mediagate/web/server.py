@@ -42,6 +42,8 @@ async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout:
         log.info("server.listening", url=site.name)
         await _until_stop_signal()
         await site.stop()
+        # Requests whose headers arrived just before start in the next loop turn.
+        await asyncio.sleep(0)
         log.info(
             "server.stopping", in_flight=app[REQUEST_GATE].in_flight, grace_seconds=shutdown_timeout
         )
