@@ -44,10 +44,8 @@ async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout:
         await site.stop()
         # Requests whose headers arrived just before start in the next loop turn.
         await asyncio.sleep(0)
-        log.info(
-            "server.stopping", in_flight=app[REQUEST_GATE].in_flight, grace_seconds=shutdown_timeout
-        )
         gate = app[REQUEST_GATE]
+        log.info("server.stopping", in_flight=gate.in_flight, grace_seconds=shutdown_timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(shutdown_timeout):
                 await gate.drain()
