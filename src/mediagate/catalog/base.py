@@ -56,4 +56,7 @@ class Catalog(Protocol):
     ) -> list[Media]:
         """The user's media, newest first, strictly older than `before` (created_at, id)."""
 
+    async def ping(self) -> None:
+        """Return once the catalog answers a trivial query; raise if it cannot."""
+
     async def close(self) -> None: ...

@@ -32,14 +32,20 @@ class CircuitBreaker:
         first_backoff: float = 1.0,
         max_backoff: float = 30.0,
         clock: Clock = time.monotonic,
+        on_change: Callable[[str | None], None] | None = None,
+        failing_since_start: str | None = None,
     ) -> None:
+        """`failing_since_start`: open from the outset (the cause is logged already)."""
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
         self._clock = clock
         self._backoff = first_backoff
         self._open_until: float | None = None
         self._probing = False
-        self.last_error: str | None = None
+        self._on_change = on_change
+        self.last_error = failing_since_start
+        if failing_since_start is not None:
+            self._open_until = clock() + first_backoff
 
     @property
     def healthy(self) -> bool:
@@ -57,6 +63,8 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self._open_until is not None:
             log.info("storage.recovered", after_error=self.last_error)
+            if self._on_change is not None:
+                self._on_change(None)
         self._open_until = None
         self._probing = False
         self._backoff = self._first_backoff
@@ -69,6 +77,8 @@ class CircuitBreaker:
     def failed(self, error: str) -> None:
         if self._open_until is None:
             log.warning("storage.unavailable", error=error, retry_in=self._backoff)
+            if self._on_change is not None:
+                self._on_change(error)
         elif self._probing:
             self._backoff = min(self._backoff * 2, self._max_backoff)
         self._probing = False
