@@ -27,8 +27,9 @@ from mediagate.core.models import StorageKind
 disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-# Why a new session went to local disk instead of S3.
-FallbackReason = Literal["s3_not_ready", "circuit_open", "s3_failed"]
+# What went to local disk instead of S3: a new session, a whole upload whose
+# every chunk was spilled, or an upload left finalizing until S3 is back.
+FallbackReason = Literal["initiate", "all_chunks_spilled", "finalizing"]
 # "stream": mediagate's own HMAC link; "s3_presigned": a presigned S3 GET.
 SignedUrlKind = Literal["stream", "s3_presigned"]
 # "client_error" includes 3xx: S3 answers a request for the wrong region with 301.
@@ -65,7 +66,7 @@ BYTES_RECEIVED = Counter(
 )
 FALLBACKS = Counter(
     "mediagate_fallbacks_total",
-    "Upload sessions placed on local disk although S3 is configured, by reason.",
+    "Uploads that fell back to local disk although S3 is configured, by reason.",
     ["reason"],
     registry=REGISTRY,
 )
