@@ -113,20 +113,24 @@ async def server(
 ) -> Server:
     use_sendfile: bool = request.param
     monkeypatch.setattr(file_response, "USE_SENDFILE", use_sendfile)
-    loop = asyncio.get_running_loop()
-    sendfile_calls: list[int] = []
-    real_sendfile = loop.sendfile
-
-    async def counting_sendfile(transport: Any, file: Any, offset: int, count: int) -> int:
-        sendfile_calls.append(count)
-        return await real_sendfile(transport, file, offset, count)
-
-    monkeypatch.setattr(loop, "sendfile", counting_sendfile)
-
+    sendfile_calls = count_sendfile_calls(monkeypatch)
     app = make_app(tmp_path)
     contents = make_files(tmp_path)
     client = await aiohttp_client(app)
     return Server(client, tmp_path, contents, sendfile_calls, use_sendfile, app[OUTCOMES])
+
+
+def count_sendfile_calls(monkeypatch: pytest.MonkeyPatch, cap: int | None = None) -> list[int]:
+    """Record every sendfile(2), ours and asyncio's; optionally send at most `cap` bytes each."""
+    calls: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        calls.append(count)
+        return real_sendfile(out_fd, in_fd, offset, min(count, cap or count))
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    return calls
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,33 @@ def assert_byteranges(
             "Content-Range": f"bytes {start}-{stop - 1}/{len(content)}",
         }
         assert data == content[start:stop]
+
+
+async def test_range_larger_than_one_sendfile_call(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
+) -> None:
+    """What one sendfile(2) cannot take, loop.sendfile() finishes, in order."""
+    monkeypatch.setattr(file_response, "USE_SENDFILE", True)
+    sendfile_calls = count_sendfile_calls(monkeypatch, cap=64 * 1024)
+    loop = asyncio.get_running_loop()
+    loop_sendfile_counts: list[int] = []
+    real_loop_sendfile = loop.sendfile
+
+    async def counting_loop_sendfile(transport: Any, file: Any, offset: int, count: int) -> int:
+        loop_sendfile_counts.append(count)
+        return await real_loop_sendfile(transport, file, offset, count)
+
+    monkeypatch.setattr(loop, "sendfile", counting_loop_sendfile)
+    contents = make_files(tmp_path)
+    client = await aiohttp_client(make_app(tmp_path))
+
+    response = await client.get("/files/large.mp4", headers={"Range": "bytes=1000-"})
+    assert response.status == 206
+    assert await response.read() == contents["large.mp4"][1000:]
+    assert sendfile_calls[0] == LARGE - 1000
+    assert loop_sendfile_counts == [LARGE - 1000 - 64 * 1024]
 
 
 async def test_missing_file_is_not_found(server: Server) -> None:
