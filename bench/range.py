@@ -349,6 +349,15 @@ class Measurement:
     others_cpu: float  # in cores: everything on the machine but this server and its clients
 
     @property
+    def server_us_per_request(self) -> float:
+        """Server CPU per request: less disturbed by other work than the rates."""
+        return (
+            self.server_cpu / self.requests_per_second * 1e6
+            if self.requests_per_second
+            else math.nan
+        )
+
+    @property
     def client_bound(self) -> bool:
         return self.client_cpu >= CLIENT_BOUND
 
@@ -472,8 +481,10 @@ def print_measurement(
 SUMMARY_ROWS = (
     ("64 KiB ranges", "requests_per_second", "req/s", "{:.0f}"),
     ("64 KiB ranges", "p99_ms", "p99 ms", "{:.2f}"),
+    ("64 KiB ranges", "server_us_per_request", "cpu µs", "{:.0f}"),
     ("8 MiB ranges", "megabytes_per_second", "MB/s", "{:.0f}"),
     ("8 MiB ranges", "p99_ms", "p99 ms", "{:.1f}"),
+    ("8 MiB ranges", "server_us_per_request", "cpu µs", "{:.0f}"),
 )
 
 
@@ -508,8 +519,9 @@ def print_summary(
                 line += f"{values[kind] / values[other]:>26.2f}"
         print(line)
     print(
-        f"* most rounds had a client process at >= {CLIENT_BOUND:.0%} CPU:"
-        " the client may have set that pace."
+        "cpu µs: server CPU time per request."
+        f" *: in most rounds a client process was at >= {CLIENT_BOUND:.0%} CPU,"
+        " so the client may have set the pace."
     )
     print("\nMedian CPU in cores: server / busiest client / other processes on the machine")
     for workload in (w.name for w in WORKLOADS):

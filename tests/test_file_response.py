@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import logging
 import os
@@ -360,6 +361,29 @@ async def test_range_larger_than_one_sendfile_call(
     assert await response.read() == contents["large.mp4"][1000:]
     assert sendfile_calls[0] == LARGE - 1000
     assert loop_sendfile_counts == [LARGE - 1000 - 64 * 1024]
+
+
+async def test_file_deleted_while_streaming_is_sent_in_full(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting media does not cut off a player already streaming it, and it gets closed."""
+    real_open = file_response._open_regular_file
+    opened: list[io.FileIO] = []
+
+    def open_then_delete(path: Path) -> tuple[io.FileIO, int]:
+        file, size = real_open(path)
+        opened.append(file)
+        path.unlink()
+        return file, size
+
+    monkeypatch.setattr(file_response, "_open_regular_file", open_then_delete)
+    response = await server.client.get("/files/large.mp4")
+    assert response.status == 200
+    assert await response.read() == server.contents["large.mp4"]
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(*file_response._closing)  # closing the last link: worker thread
+    assert opened[0].closed
 
 
 async def test_missing_file_is_not_found(server: Server) -> None:

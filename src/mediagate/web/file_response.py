@@ -1,14 +1,16 @@
 """Serve a local file to video players: RFC 9110 ranges and conditionals, sendfile body.
 
-`send_file()` decides first (`ranges.decide()`, pure), then does: one worker-thread hop
-opens and fstat()s the file, the headers go out, and the body follows with zero-copy
-`loop.sendfile()`, or with reads in a worker thread where sendfile is off or missing.
+`send_file()` opens and fstat()s the file in one worker-thread hop, lets the pure
+`ranges.decide()` choose the answer from the request and the file's size, and only then
+acts: the headers go out, and the body follows with zero-copy sendfile, or with reads in
+a worker thread where sendfile is switched off or missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import io
 import json
 import logging
@@ -89,7 +91,7 @@ async def send_file(
     ValueError for a malformed `etag`. A client that goes away mid-body is not an error:
     the response just ends.
     """
-    validator = EntityTag.parse(etag)
+    validator = _parse_etag(etag)
     loop = asyncio.get_running_loop()
     file, size = await loop.run_in_executor(None, _open_regular_file, path)
     try:
@@ -107,7 +109,7 @@ async def send_file(
             content_type=_safe_content_type(content_type),
             validator_headers={
                 "ETag": str(validator),
-                "Last-Modified": formatdate(last_modified, usegmt=True),
+                "Last-Modified": _http_date(last_modified),
                 "Cache-Control": cache_control,
             },
             filename=filename,
@@ -139,6 +141,15 @@ def content_disposition(filename: str) -> str:
 
 
 # --- Decide ------------------------------------------------------------------------------
+
+
+# The same files are asked for again and again: parse and format their validators once.
+_parse_etag = functools.lru_cache(maxsize=1024)(EntityTag.parse)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
 
 
 def _plan_response(
@@ -299,7 +310,7 @@ def _sendfile_at_once(
     except (BlockingIOError, InterruptedError):
         return 0
     except ConnectionError:
-        raise
+        raise  # the client went away: send_file() ends quietly
     except OSError:
         return 0  # e.g. a file system without sendfile: let loop.sendfile() choose
     if sent == 0:

@@ -346,7 +346,9 @@ def _select_ranges(value: str, size: int) -> Decision:
     satisfiable = [r for r in (_resolve(spec, size) for spec in specs) if r is not None]
     if not satisfiable:
         return RangeNotSatisfiable(size)  # §14.1.1, §15.5.17
-    if len(satisfiable) > 1 and sum(r.length for r in satisfiable) > MAX_COPIES * size:
+    if len(satisfiable) == 1:
+        return SendRange(satisfiable[0])
+    if sum(r.length for r in satisfiable) > MAX_COPIES * size:
         return SendWhole()
     ranges = _coalesce(satisfiable)
     # §15.3.7.2: never a multipart response for a single range.
