@@ -10,8 +10,10 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from mediagate.web import file_response
 from mediagate.web.file_response import send_file
@@ -384,6 +386,68 @@ async def test_file_deleted_while_streaming_is_sent_in_full(
     async with asyncio.timeout(5):
         await asyncio.gather(*file_response._closing)  # closing the last link: worker thread
     assert opened[0].closed
+
+
+def self_signed_server_context(directory: Path) -> ssl.SSLContext:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path, key_path = directory / "cert.pem", directory / "key.pem"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate_path, key_path)
+    return context
+
+
+async def test_tls_bodies_are_intact_and_never_raw_sendfile(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> None:
+    """Over TLS the socket carries ciphertext: the file must go through the TLS layer."""
+    pytest.importorskip("cryptography")
+    monkeypatch.setattr(file_response, "USE_SENDFILE", True)
+    sendfile_calls = count_sendfile_calls(monkeypatch)
+    contents = make_files(tmp_path)
+    tls_server = TestServer(make_app(tmp_path))
+    await tls_server.start_server(ssl=self_signed_server_context(tmp_path))
+    client = await aiohttp_client(tls_server, connector=aiohttp.TCPConnector(ssl=False))
+    assert client.make_url("/").scheme == "https"
+
+    whole = await client.get("/files/large.mp4")
+    assert await whole.read() == contents["large.mp4"]
+    part = await client.get("/files/video.mp4", headers={"Range": "bytes=100-199"})
+    assert part.status == 206
+    assert await part.read() == contents["video.mp4"][100:200]
+    parts = await client.get("/files/video.mp4", headers={"Range": "bytes=0-9,-10"})
+    assert_byteranges(
+        await parts.read(),
+        parts.headers["Content-Type"],
+        contents["video.mp4"],
+        ((0, 10), (9990, 10_000)),
+    )
+    assert sendfile_calls == []
 
 
 async def test_missing_file_is_not_found(server: Server) -> None:
