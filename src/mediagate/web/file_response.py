@@ -286,18 +286,17 @@ async def _send_range(
     await _copy_range(response, file, byte_range)
 
 
-def _sendfile_at_once(
-    transport: asyncio.BaseTransport, file: io.FileIO, byte_range: ByteRange
-) -> int:
+def _sendfile_at_once(transport: asyncio.Transport, file: io.FileIO, byte_range: ByteRange) -> int:
     """Send what the socket takes right now in one sendfile(2); return the bytes sent.
 
     loop.sendfile() pauses reading, waits a loop turn for the socket to be writable and
     registers it with the selector and back, which costs more than the copy itself for
     a 64 KiB range. When the transport has nothing queued, writing to its non-blocking
-    socket now keeps the byte order and cannot block; a range that does not fit is
-    finished by loop.sendfile(). Never on TLS, where the socket carries ciphertext.
+    socket now keeps the byte order and never waits for the client; a range that does
+    not fit is finished by loop.sendfile(). (Like the sendfile(2) inside loop.sendfile(),
+    it reads the disk on the loop thread when the pages are not cached.) Never on TLS,
+    where the socket carries ciphertext.
     """
-    assert isinstance(transport, asyncio.WriteTransport)
     sock = transport.get_extra_info("socket")
     if (
         sock is None
