@@ -3,12 +3,12 @@
 Each server runs in its own process on 127.0.0.1 and serves the same file. Load comes
 from separate client processes: a minimal HTTP/1.1 keep-alive client (asyncio
 BufferedProtocol, 1 MiB reads) that asks for random ranges and checks each 206's
-Content-Range and length. Rounds are interleaved (A, B, C, A, B, C, ...) and the
-summary shows medians over rounds, with the ratios send_file/FileResponse and
-send_file/nginx.
+Content-Range and length. Rounds are interleaved, with the server order rotated every
+round (A, B, C, then B, C, A, ...); the summary shows medians over rounds and the ratios
+send_file/FileResponse and send_file/nginx.
 
     python bench/range.py --quick        # under a minute
-    python bench/range.py                # 1 GiB file, 5 rounds of 5 s per server and load
+    python bench/range.py                # 1 GiB file, 6 rounds of 5 s per server and load
 
 Client and server share the machine's cores. By default each server is pinned to the
 first CPU and the clients to the others, so every server gets the same single core.
@@ -454,8 +454,12 @@ def run_benchmark(args: argparse.Namespace) -> None:
         servers = start_servers(path, workdir, args)
         try:
             for round_ in range(args.rounds):
+                # Interleaved, and rotated every round: the first run of a round measured
+                # consistently lower here, so each server takes each place in turn.
+                shift = round_ % len(servers)
+                order = servers[shift:] + servers[:shift]
                 for workload in WORKLOADS:
-                    for server in servers:
+                    for server in order:
                         result = measure(server, workload, args, seed=round_)
                         results.setdefault((workload.name, server.kind), []).append(result)
                         print_measurement(round_, workload, server.kind, result, args)
@@ -550,7 +554,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     option = parser.add_argument
     option("--size", type=_size, default=1024 * MIB, help="file size: 1G, 256M, ... (1G)")
     option("--content", choices=("random", "sparse"), default="random", help="(random)")
-    option("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    option("--rounds", type=int, default=6, help="interleaved rounds (6)")
     option("--duration", type=float, default=5.0, help="seconds measured per run (5)")
     option("--warmup", type=float, default=1.0, help="unmeasured seconds before each run (1)")
     option("--connections", type=int, default=64, help="concurrent connections in all (64)")
