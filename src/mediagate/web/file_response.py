@@ -21,10 +21,11 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 from typing import Final, NamedTuple, TypeAlias, assert_never
-from urllib.parse import quote
 
 from aiohttp import web
 
+from mediagate.core.disposition import content_disposition
+from mediagate.web.problems import PROBLEM_TYPE_BASE
 from mediagate.web.ranges import (
     ByteRange,
     Decision,
@@ -130,16 +131,6 @@ async def send_file(
         _close_without_blocking(file, loop)
 
 
-def content_disposition(filename: str) -> str:
-    """`inline` with `filename`: RFC 8187 UTF-8 form plus an ASCII fallback (RFC 6266 §4.3)."""
-    # The fallback avoids `%` too: some agents percent-decode the plain parameter.
-    fallback = "".join(
-        char if " " <= char <= "~" and char not in '"\\%' else "_" for char in filename
-    )
-    encoded = quote(filename.encode("utf-8", "replace"), safe="!#$&+^`|~")
-    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
-
-
 # --- Decide ------------------------------------------------------------------------------
 
 
@@ -189,10 +180,18 @@ def _plan_response(
             return _Plan(304, dict(validator_headers), [])
         case PreconditionFailed():
             return _problem(
-                412, "Precondition Failed", "The file does not match the request's conditions."
+                412,
+                "precondition-failed",
+                "Precondition Failed",
+                "The file does not match the request's conditions.",
             )
         case RangeNotSatisfiable(size=complete_length):
-            plan = _problem(416, "Range Not Satisfiable", f"The file has {complete_length} bytes.")
+            plan = _problem(
+                416,
+                "range-not-satisfiable",
+                "Range Not Satisfiable",
+                f"The file has {complete_length} bytes.",
+            )
             plan.headers["Content-Range"] = f"bytes */{complete_length}"  # §14.4
             return plan
         case _:
@@ -220,9 +219,9 @@ def _multipart_body(
     return body
 
 
-def _problem(status: int, title: str, detail: str) -> _Plan:
+def _problem(status: int, code: str, title: str, detail: str) -> _Plan:
     """An RFC 9457 problem body, as every mediagate error is."""
-    problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    problem = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail}
     headers = {"Accept-Ranges": "bytes", "Content-Type": "application/problem+json"}
     return _with_length(status, headers, [json.dumps(problem).encode()])
 
