@@ -82,3 +82,9 @@ async def test_ffmpeg_seeks_through_the_s3_redirect(s3_api, movie, tmp_path):
     media = await upload(s3_api, movie)
     assert media["info"]["storage"] == "s3"
     await assert_playable_and_seekable(media["stream_url"], tmp_path)
+
+
+async def test_ffmpeg_seeks_through_the_s3_proxy(start_api, s3_settings, movie, tmp_path):
+    api = await start_api(s3_settings.model_copy(update={"stream_mode": "proxy"}))
+    media = await upload(api, movie)
+    await assert_playable_and_seekable(media["stream_url"], tmp_path)

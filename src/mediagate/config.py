@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     # player's next Range request fails once the URL has expired.
     signed_url_expiry: int = Field(3600, gt=0, validation_alias=env("SIGNED_URL_EXPIRY"))
     cdn_base_url: str | None = Field(None, validation_alias=env("CDN_BASE_URL"))
+    # How players get S3 media: "redirect" to a presigned URL (or the CDN), so
+    # the bytes bypass this server; "proxy" streams them through it, passing
+    # Range and conditional headers on to S3, for private endpoints players
+    # cannot reach and for playback longer than SIGNED_URL_EXPIRY.
+    stream_mode: Literal["redirect", "proxy"] = Field(
+        "redirect", validation_alias=env("MEDIAGATE_STREAM_MODE")
+    )
     # Keys never change (a new upload gets a new media id), so clients and CDNs
     # may cache an object for as long as they like.
     cache_control: str = Field(

@@ -15,7 +15,15 @@ import structlog
 from mediagate.catalog.base import Catalog
 from mediagate.core.errors import BadRequest, MediaNotReady, NotFound, StorageUnavailable
 from mediagate.core.models import Media, MediaState
-from mediagate.storage.base import BlobStore, LocalFiles, Presigning, Stores
+from mediagate.storage.base import (
+    BlobStore,
+    ConditionalReads,
+    LocalFiles,
+    ObjectRead,
+    Presigning,
+    ReadConditions,
+    Stores,
+)
 
 log = structlog.get_logger("mediagate.media")
 
@@ -60,11 +68,13 @@ class MediaLibrary:
         *,
         signed_url_expiry: int,
         cdn_base_url: str | None = None,
+        proxy_reads: bool = False,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
         self._signed_url_expiry = signed_url_expiry
         self._cdn_base_url = cdn_base_url
+        self._proxy_reads = proxy_reads
 
     def _store(self, media: Media) -> BlobStore:
         store = self._stores.get(media.storage)
@@ -75,13 +85,18 @@ class MediaLibrary:
             )
         return store
 
-    async def playback(self, media: Media) -> Redirect | LocalFile:
-        """Where a player gets the bytes: a URL to go to, or a file this server sends."""
+    async def playback(
+        self, media: Media, conditions: ReadConditions, *, head: bool
+    ) -> Redirect | LocalFile | ObjectRead:
+        """Where a player gets the bytes: a URL to go to, a file this server sends,
+        or (in proxy mode) the store's answer to the player's own Range request."""
         if media.state is MediaState.FINALIZING:
             raise MediaNotReady("its last chunks are moving to S3; try again shortly")
         store = self._store(media)
         if isinstance(store, LocalFiles):
             return LocalFile(store.path(media.key))
+        if self._proxy_reads and isinstance(store, ConditionalReads):
+            return await store.read_conditionally(media.key, conditions, head=head)
         if self._cdn_base_url:
             return Redirect(f"{self._cdn_base_url}/{quote(media.key)}")
         if isinstance(store, Presigning):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -90,3 +91,33 @@ class LocalFiles(Protocol):
     """A store whose objects are files this server can send itself."""
 
     def path(self, key: str) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ReadConditions:
+    """A player's Range and conditional headers, for a store that evaluates them itself."""
+
+    range: str | None = None
+    if_range: str | None = None
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: datetime | None = None
+    if_unmodified_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    """The store's answer: a status (200, 206, 304, 412 or 416), headers, and the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: AsyncIterator[bytes] | None
+
+
+@runtime_checkable
+class ConditionalReads(Protocol):
+    """A store that answers Range and conditional reads itself (S3's GetObject)."""
+
+    async def read_conditionally(
+        self, key: str, conditions: ReadConditions, *, head: bool
+    ) -> ObjectRead: ...

@@ -122,6 +122,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             stores,
             signed_url_expiry=settings.signed_url_expiry,
             cdn_base_url=settings.cdn_base_url,
+            proxy_reads=settings.stream_mode == "proxy",
         )
         await stack.enter_async_context(background_maintenance(engine))
         log.info(

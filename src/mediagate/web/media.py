@@ -9,9 +9,11 @@ from mediagate import metrics
 from mediagate.core.errors import Forbidden, NotFound
 from mediagate.core.library import Redirect
 from mediagate.core.models import Media
+from mediagate.storage.base import ObjectRead
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
+from mediagate.web.relay import read_conditions, relay
 from mediagate.web.schemas import media_info
 
 routes = web.RouteTableDef()
@@ -59,9 +61,15 @@ async def delete(request: web.Request) -> web.Response:
 @routes.get("/api/v1/media/stream/{media_id}", allow_head=True)
 async def stream(request: web.Request) -> web.StreamResponse:
     media = await _streamable_media(request)
-    target = await request.app[LIBRARY].playback(media)
+    target = await request.app[LIBRARY].playback(
+        media, read_conditions(request), head=request.method == "HEAD"
+    )
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    if isinstance(target, ObjectRead):
+        return await relay(
+            request, target, media, cache_control=request.app[SETTINGS].cache_control
+        )
     try:
         return await send_file(
             request,

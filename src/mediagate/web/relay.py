@@ -1,0 +1,66 @@
+"""Proxy mode: a player's Range request passed on to S3, the answer streamed back.
+
+The object's bytes go from S3's response to the player's in pieces; nothing
+holds more than one piece. Status and validators are S3's own, so seeking,
+304s and 416s behave as they would against S3 directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from mediagate.core.disposition import content_disposition
+from mediagate.core.models import Media
+from mediagate.storage.base import ObjectRead, ReadConditions
+from mediagate.web.problems import problem_response
+from mediagate.web.ranges import parse_http_date
+
+PROBLEMS = {
+    412: ("precondition-failed", "Precondition Failed", "the object does not match the conditions"),
+    416: ("range-not-satisfiable", "Range Not Satisfiable", "the range is outside the object"),
+}
+
+
+def read_conditions(request: web.Request) -> ReadConditions:
+    headers = request.headers
+    return ReadConditions(
+        range=headers.get("Range"),
+        if_range=headers.get("If-Range"),
+        if_match=headers.get("If-Match"),
+        if_none_match=headers.get("If-None-Match"),
+        if_modified_since=_date(headers.get("If-Modified-Since")),
+        if_unmodified_since=_date(headers.get("If-Unmodified-Since")),
+    )
+
+
+def _date(value: str | None) -> datetime | None:
+    """An HTTP-date; an invalid one is ignored, as RFC 9110 §13.1.3 and §13.1.4 say."""
+    seconds = parse_http_date(value, now=time.time()) if value else None
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+async def relay(
+    request: web.Request, answer: ObjectRead, media: Media, *, cache_control: str
+) -> web.StreamResponse:
+    if answer.status in PROBLEMS:
+        code, title, detail = PROBLEMS[answer.status]
+        return problem_response(answer.status, code, title, detail, headers=answer.headers)
+    response = web.StreamResponse(status=answer.status, headers=answer.headers)
+    if answer.status != 304:
+        response.headers["Content-Type"] = media.content_type
+        response.headers["Content-Disposition"] = content_disposition(media.filename)
+    response.headers["Cache-Control"] = cache_control
+    await response.prepare(request)
+    if answer.body is not None:
+        with contextlib.suppress(ConnectionResetError):
+            try:
+                async for piece in answer.body:
+                    await response.write(piece)
+            finally:
+                await answer.body.aclose()
+    await response.write_eof()
+    return response
