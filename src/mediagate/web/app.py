@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from mediagate import tokens
-from mediagate.catalog.sqlite import SQLiteCatalog
+from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.errors import StorageUnavailable
@@ -29,7 +29,6 @@ from mediagate.web.request_context import request_context_middleware
 
 log = structlog.get_logger("mediagate")
 
-CATALOG_FILE = "catalog.sqlite3"
 # JSON bodies are small; chunk bodies are streamed and never meet this limit.
 MAX_JSON_BODY = 64 * 1024
 
