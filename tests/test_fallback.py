@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
+from mediagate import metrics
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE
@@ -43,6 +44,10 @@ async def eventually(check, seconds: float = 20.0):
         return result
 
 
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -74,6 +79,9 @@ async def test_s3_cut_mid_session_spills_then_finishes_the_move(
     start_api, proxy, proxied_settings, s3_objects, bucket
 ):
     api = await start_api(proxied_settings)
+    spilled_before = sample("mediagate_chunks_spilled_total")
+    finalizing_before = sample("mediagate_fallbacks_total", reason="finalizing")
+    completed_before = sample("mediagate_uploads_completed_total", storage="s3")
     data = payload(3 * 5 * MiB + 100, seed=3)
     pieces = chunks_of(data, 5 * MiB)
     session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
@@ -85,6 +93,7 @@ async def test_s3_cut_mid_session_spills_then_finishes_the_move(
         answer = await api.put_chunk(sid, n, pieces[n])
         assert answer.status == 200, await answer.text()
     await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off: chunk 2 is its probe, to S3
     assert (await api.put_chunk(sid, 2, pieces[2])).status == 200
     await proxy.cut()
 
@@ -97,6 +106,8 @@ async def test_s3_cut_mid_session_spills_then_finishes_the_move(
     assert info["state"] == "finalizing"
     stream = await api.client.get(f"/api/v1/media/stream/{media_id}", headers=api.headers)
     assert stream.status == 503 and "Retry-After" in stream.headers
+    assert sample("mediagate_chunks_spilled_total") == spilled_before + 2
+    assert sample("mediagate_fallbacks_total", reason="finalizing") == finalizing_before + 1
 
     await proxy.restore()
     engine = api.client.app[ENGINE]
@@ -112,6 +123,7 @@ async def test_s3_cut_mid_session_spills_then_finishes_the_move(
     assert await read_object(s3_objects, bucket, key) == data
     staging = proxied_settings.data_dir / ".staging"
     assert list(staging.iterdir()) == []  # spilled chunks cleaned up
+    assert sample("mediagate_uploads_completed_total", storage="s3") == completed_before + 1
 
 
 async def test_every_chunk_spilled_completes_as_local_media(start_api, proxy, proxied_settings):

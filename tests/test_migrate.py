@@ -493,6 +493,23 @@ async def test_move_media_is_a_compare_and_set(tmp_path):
         await catalog.close()
 
 
+def configure_cli(tmp_path: Path, monkeypatch, **overrides: str) -> None:
+    """A data directory with an (empty) catalog, and settings pointing at a closed port."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / CATALOG_FILE).touch()
+    environment = {
+        "MEDIAGATE_DATA_DIR": "data",
+        "USE_CLOUD_STORAGE": "true",
+        "AWS_S3_BUCKET_NAME": "some-bucket",
+        "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens there
+        "MEDIAGATE_S3_MAX_ATTEMPTS": "1",
+        **overrides,
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize(
     ("arguments", "environment", "message"),
     [
@@ -508,24 +525,25 @@ async def test_move_media_is_a_compare_and_set(tmp_path):
 def test_bad_input_is_one_line_and_exit_code_2(
     tmp_path, monkeypatch, capsys, arguments, environment, message
 ):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / CATALOG_FILE).touch()
-    env = {
-        "MEDIAGATE_DATA_DIR": "data",
-        "USE_CLOUD_STORAGE": "true",
-        "AWS_S3_BUCKET_NAME": "some-bucket",
-        "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9",
-        **environment,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    configure_cli(tmp_path, monkeypatch, **environment)
 
     assert main(["migrate", *arguments]) == 2
 
     err = capsys.readouterr().err
     assert err.startswith("mediagate migrate: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_s3_unreachable_at_the_start_fails_in_one_line_and_moves_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    configure_cli(tmp_path, monkeypatch)
+
+    assert main(["migrate"]) == 1
+
+    err = capsys.readouterr().err
+    assert "mediagate migrate: S3 cannot be used (unreachable)" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("arguments", [["--batch-size", "0"], ["--batch-size", "many"]])

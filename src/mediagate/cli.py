@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-
-from aiohttp import web
 
 from mediagate import tokens
 from mediagate.config import Settings, SettingsError, load_settings
@@ -17,14 +16,16 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate.web.app import create_app
+    from mediagate.web.server import serve as serve_app
 
     configure_logging(settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=arguments.host or settings.host,
-        port=arguments.port if arguments.port is not None else settings.port,
-        print=None,
-        access_log_format='%a "%r" %s %b %Tf',
+    asyncio.run(
+        serve_app(
+            create_app(settings),
+            host=arguments.host or settings.host,
+            port=arguments.port if arguments.port is not None else settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
     )
     return 0
 

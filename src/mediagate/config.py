@@ -77,6 +77,32 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=env("MEDIAGATE_CORS_ORIGINS")
     )
     key_prefix: str = Field("media/", validation_alias=env("MEDIAGATE_KEY_PREFIX"))
+    # S3 aborts multipart uploads left unfinished this many days after they
+    # began (a bucket lifecycle rule under MEDIAGATE_KEY_PREFIX). Too small and
+    # it discards parts of sessions still open, so it must exceed
+    # MEDIAGATE_SESSION_TTL; too large and abandoned parts are billed for longer.
+    # 0 leaves the bucket's lifecycle configuration alone.
+    abort_incomplete_days: int = Field(
+        7, ge=0, validation_alias=env("MEDIAGATE_ABORT_INCOMPLETE_DAYS")
+    )
+    # Seconds to open a connection to S3. Too small fails on a slow network; too
+    # large delays start-up (and each fallback to local disk) while S3 is down.
+    s3_connect_timeout: float = Field(5, gt=0, validation_alias=env("MEDIAGATE_S3_CONNECT_TIMEOUT"))
+    # Seconds of silence from S3 before a call is given up. Too small cuts off
+    # a slow CompleteMultipartUpload of a large file; too large holds a chunk
+    # request that long before it falls back.
+    s3_read_timeout: float = Field(60, gt=0, validation_alias=env("MEDIAGATE_S3_READ_TIMEOUT"))
+    # Attempts of each small S3 call (create, complete, abort, head, delete),
+    # with backoff. More ride out longer S3 hiccups but make a failing call
+    # slower to report. Chunk uploads always make one attempt: a streamed body
+    # cannot be sent twice.
+    s3_max_attempts: int = Field(3, ge=1, le=10, validation_alias=env("MEDIAGATE_S3_MAX_ATTEMPTS"))
+    # Seconds that SIGTERM waits for requests in flight (chunks being received)
+    # before cancelling them. Too small cuts off uploads that clients must then
+    # resend; too large outlasts the supervisor's stop timeout (systemd
+    # TimeoutStopSec, Docker --stop-timeout: 45 s in deploy/), which then kills
+    # the process without closing the catalog cleanly.
+    shutdown_timeout: float = Field(30, gt=0, validation_alias=env("MEDIAGATE_SHUTDOWN_TIMEOUT"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
     )
@@ -128,5 +154,12 @@ def load_settings(**overrides: object) -> Settings:
     if settings.use_cloud_storage and not settings.s3_bucket:
         raise SettingsError(
             "invalid setting AWS_S3_BUCKET_NAME: required when USE_CLOUD_STORAGE=true"
+        )
+    lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
+    if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:
+        raise SettingsError(
+            f"invalid setting MEDIAGATE_ABORT_INCOMPLETE_DAYS={settings.abort_incomplete_days}: "
+            f"must be longer than MEDIAGATE_SESSION_TTL={settings.session_ttl} s, or S3 "
+            "discards parts of sessions still open (0 turns the rule off)"
         )
     return settings

@@ -73,4 +73,7 @@ class Catalog(Protocol):
     ) -> list[Media]:
         """Ready media kept in `storage` (one user's, or everyone's), by id, ids after `after`."""
 
+    async def ping(self) -> None:
+        """Return once the catalog answers a trivial query; raise if it cannot."""
+
     async def close(self) -> None: ...

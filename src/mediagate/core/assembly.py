@@ -16,6 +16,7 @@ from datetime import datetime
 
 import structlog
 
+from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.errors import FileDigestMismatch, StorageUnavailable
 from mediagate.core.file_digest import RunningDigest
@@ -74,6 +75,7 @@ class Assembler:
             )
         stored = await self.spill.complete_upload(session.key, session.id, [c.etag for c in chunks])
         log.warning("upload.fallback", session_id=session.id, reason="all chunks spilled")
+        metrics.fallback("all_chunks_spilled")
         try:
             await self._stores[StorageKind.S3].abort_upload(session.key, session.upload_id)
         except StorageUnavailable:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.assembly import Assembler, new_object
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
@@ -25,13 +26,21 @@ from mediagate.core.errors import (
     FileDigestMismatch,
     MissingChunks,
     NotFound,
+    Problem,
     SessionExpired,
     SessionNotOpen,
     StorageUnavailable,
 )
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.keys import new_id, object_key, sanitize_filename
-from mediagate.core.models import Chunk, Media, SessionState, StorageKind, UploadSession
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    UploadSession,
+)
 from mediagate.storage.base import Stores
 
 log = structlog.get_logger("mediagate.upload")
@@ -140,9 +149,12 @@ class UploadEngine:
             if session.storage is StorageKind.LOCAL:
                 raise
             log.warning("upload.fallback", reason="initiate", error=str(error))
+            metrics.fallback("initiate")
             session.storage = StorageKind.LOCAL
             session.upload_id = await self._assembler.spill.start_upload(new_object(session))
         await self._catalog.add_session(session)
+        metrics.upload_started(session.storage)
+        metrics.SESSIONS_IN_FLIGHT.inc()
         log.info(
             "upload.initiated",
             session_id=session.id,
@@ -233,6 +245,7 @@ class UploadEngine:
             sha256=stream.sha256,
         )
         received = await self._catalog.put_chunk(session.id, chunk)
+        metrics.bytes_received(storage, chunk.size)
         return ChunkReceipt(chunk=chunk, received_chunks=received)
 
     async def _write_chunk(
@@ -264,6 +277,7 @@ class UploadEngine:
             log.warning(
                 "upload.chunk_spilled", session_id=session.id, chunk=number, error=str(error)
             )
+            metrics.chunk_spilled()
         etag = await spill.put_part(
             session.key, session.id, number=number, offset=offset, length=length, body=stream
         )
@@ -276,6 +290,7 @@ class UploadEngine:
         await self.discard_uploads(session)
         await self._catalog.delete_session(session_id)
         self._gates.pop(session_id, None)
+        metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
 
     async def discard_uploads(self, session: UploadSession) -> None:
@@ -307,10 +322,17 @@ class UploadEngine:
                 media = await self._assemble(session, gate)
             except Exception as error:
                 log.warning("upload.complete_failed", session_id=session_id, error=str(error))
+                if isinstance(error, FileDigestMismatch):
+                    metrics.upload_failed(session.storage)
                 raise
             finally:
                 gate.completing = False
         self._gates.pop(session_id, None)
+        metrics.SESSIONS_IN_FLIGHT.dec()
+        if media.state is MediaState.READY:
+            metrics.upload_completed(media.storage)
+        else:
+            metrics.fallback("finalizing")
         log.info(
             "upload.completed",
             session_id=session_id,
@@ -347,7 +369,12 @@ class UploadEngine:
                 await self._catalog.delete_media(session.media_id)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
+            except Problem as error:
+                # Refused for this session alone: the others still get their turn.
+                log.error("upload.finalize_failed", session_id=session.id, error=str(error))
+                continue
             media = await self._assembler.record_ready(session, stored, StorageKind.S3)
+            metrics.upload_completed(StorageKind.S3)
             finished += 1
             log.info("upload.finalized", session_id=session.id, media_id=media.id)
         return finished
@@ -362,8 +389,13 @@ class UploadEngine:
             await self.discard_uploads(session)
             await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
             self._gates.pop(session.id, None)
+            metrics.upload_failed(session.storage)
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
+        # Recounted from the catalog, so restarts and other servers' work show too.
+        metrics.SESSIONS_IN_FLIGHT.set(
+            len(await self._catalog.sessions_in_state(SessionState.OPEN))
+        )
         return expired
 
     def _gate(self, session_id: str) -> SessionGate:

@@ -66,6 +66,12 @@ class StorageUnavailable(Problem):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
 
 
+class StorageRejected(Problem):
+    """The store is up but refused this request: retrying it will not help."""
+
+    status, code, title = 502, "storage-rejected", "Storage refused the request"
+
+
 class MediaNotReady(Problem):
     status, code, title = 503, "media-finalizing", "Media is being finalized"
     headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
-from mediagate.core.errors import NotFound, Problem
+from mediagate.core.errors import NotFound, Problem, StorageUnavailable
 from mediagate.core.models import Media, StorageKind
 from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Plan, plan_migration
 from mediagate.migrate.report import Outcome, Report, Status
@@ -30,6 +31,7 @@ from mediagate.migrate.transfer import Expected, FileIdentity, FileRejected, Upl
 from mediagate.storage.base import NewObject
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from mediagate.storage.s3_bootstrap import prepare_bucket
 
 KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 
@@ -60,7 +62,12 @@ async def dry_run(settings: Settings, options: Options) -> Plan:
 async def migrate_all(settings: Settings, options: Options, report: Report) -> None:
     async with open_stores(settings) as stores:
         plan = await plan_migration(stores.catalog, stores.local, options)
-        await stores.s3.ensure_bucket()
+        status = await prepare_bucket(stores.s3.control_client, settings)
+        if not status.ready:
+            raise StorageUnavailable(
+                f"S3 cannot be used ({status.problem}): nothing was migrated; "
+                "the s3.unavailable log line says how to fix it"
+            )
         report.start(plan)
         try:
             await Migrator(stores, options, report).run(plan.jobs)
@@ -119,6 +126,10 @@ class Migrator:
         finally:
             files.release()
         self._report.finished(job.label, outcome)
+        if outcome.status in (Status.MIGRATED, Status.IMPORTED):
+            metrics.migration_file("migrated", outcome.size)
+        elif outcome.status is Status.FAILED:
+            metrics.migration_file("failed", job.media.size)
 
     async def _dispatch(self, job: Job) -> Outcome:
         match job:

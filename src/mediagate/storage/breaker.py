@@ -9,8 +9,9 @@ outcome closes the breaker or doubles the back-off (up to a ceiling).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -31,14 +32,20 @@ class CircuitBreaker:
         first_backoff: float = 1.0,
         max_backoff: float = 30.0,
         clock: Clock = time.monotonic,
+        on_change: Callable[[str | None], None] | None = None,
+        failing_since_start: str | None = None,
     ) -> None:
+        """`failing_since_start`: open from the outset (the cause is logged already)."""
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
         self._clock = clock
         self._backoff = first_backoff
         self._open_until: float | None = None
         self._probing = False
-        self.last_error: str | None = None
+        self._on_change = on_change
+        self.last_error = failing_since_start
+        if failing_since_start is not None:
+            self._open_until = clock() + first_backoff
 
     @property
     def healthy(self) -> bool:
@@ -56,6 +63,8 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self._open_until is not None:
             log.info("storage.recovered", after_error=self.last_error)
+            if self._on_change is not None:
+                self._on_change(None)
         self._open_until = None
         self._probing = False
         self._backoff = self._first_backoff
@@ -68,6 +77,8 @@ class CircuitBreaker:
     def failed(self, error: str) -> None:
         if self._open_until is None:
             log.warning("storage.unavailable", error=error, retry_in=self._backoff)
+            if self._on_change is not None:
+                self._on_change(error)
         elif self._probing:
             self._backoff = min(self._backoff * 2, self._max_backoff)
         self._probing = False
@@ -88,14 +99,13 @@ class GuardedStore:
         # are local computations, not calls to S3.
         return getattr(self._inner, name)
 
-    async def _call(self, work: Awaitable[T]) -> T:
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Fail fast while the breaker is open; feed it the outcome of the call."""
         if not self.breaker.allow():
-            close = getattr(work, "close", None)
-            if close is not None:
-                close()
             raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
         try:
-            result = await work
+            yield
         except StorageUnavailable as error:
             self.breaker.failed(str(error))
             raise
@@ -103,39 +113,33 @@ class GuardedStore:
             self.breaker.inconclusive()
             raise
         self.breaker.succeeded()
-        return result
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        with self._guarded():
+            return await work()
 
     async def start_upload(self, target: NewObject) -> str:
-        return await self._call(self._inner.start_upload(target))
+        return await self._call(lambda: self._inner.start_upload(target))
 
     async def put_part(
         self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
     ) -> str:
         return await self._call(
-            self._inner.put_part(
+            lambda: self._inner.put_part(
                 key, upload_id, number=number, offset=offset, length=length, body=body
             )
         )
 
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
-        return await self._call(self._inner.complete_upload(key, upload_id, etags))
+        return await self._call(lambda: self._inner.complete_upload(key, upload_id, etags))
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
-        await self._call(self._inner.abort_upload(key, upload_id))
+        await self._call(lambda: self._inner.abort_upload(key, upload_id))
 
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
-        if not self.breaker.allow():
-            raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
-        try:
+        with self._guarded():
             async for piece in self._inner.read(key, offset):
                 yield piece
-        except StorageUnavailable as error:
-            self.breaker.failed(str(error))
-            raise
-        except BaseException:
-            self.breaker.inconclusive()
-            raise
-        self.breaker.succeeded()
 
     async def delete(self, key: str) -> None:
-        await self._call(self._inner.delete(key))
+        await self._call(lambda: self._inner.delete(key))

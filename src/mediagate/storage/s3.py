@@ -27,16 +27,19 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mediagate import metrics
 from mediagate.config import Settings
-from mediagate.core.errors import NotFound, StorageUnavailable
+from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
+from mediagate.storage.s3_instrumentation import instrument
 
 READ_SIZE = 1024 * 1024
+# Answers that mean S3 cannot be used at all right now (misconfigured, or
+# throttling), as opposed to refusing one request: uploads go to local disk.
+UNUSABLE_CODES = {"NoSuchBucket", "SlowDown", "RequestTimeout", "InvalidAccessKeyId"}
 # Parallel chunk uploads each hold one connection to S3 for their whole length.
 MAX_CONNECTIONS = 128
-CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 60
 
 
 def _s3_options(settings: Settings) -> dict[str, Any]:
@@ -51,8 +54,8 @@ def streaming_config(settings: Settings) -> AioConfig:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         retries={"total_max_attempts": 1},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
         max_pool_connections=MAX_CONNECTIONS,
     )
 
@@ -64,9 +67,9 @@ def control_config(settings: Settings) -> AioConfig:
         signature_version="s3v4",
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"mode": "standard", "total_max_attempts": 3},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
         max_pool_connections=MAX_CONNECTIONS,
     )
 
@@ -78,9 +81,12 @@ def s3_errors(operation: str) -> Iterator[None]:
         yield
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
         if code in {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}:
             raise NotFound(f"S3 {operation}: {code}") from error
-        raise StorageUnavailable(f"S3 {operation} failed: {code or error}") from error
+        if status >= 500 or status in (403, 429) or code in UNUSABLE_CODES:
+            raise StorageUnavailable(f"S3 {operation} failed: {code or error}") from error
+        raise StorageRejected(f"S3 {operation} refused: {code}: {error}") from error
     except (BotoCoreError, OSError) as error:
         raise StorageUnavailable(f"S3 {operation} failed: {error}") from error
 
@@ -100,14 +106,12 @@ class S3Store:
         control_client: Any,
         bucket: str,
         *,
-        region: str,
         cache_control: str,
         storage_class: str | None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
         self.bucket = bucket
-        self._region = region
         self._cache_control = cache_control
         self._storage_class = storage_class
 
@@ -130,33 +134,20 @@ class S3Store:
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
         ):
+            instrument(stream)
+            instrument(control)
             yield cls(
                 stream,
                 control,
                 settings.s3_bucket or "",
-                region=settings.s3_region,
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
             )
 
-    async def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist yet."""
-        try:
-            await self._s3.head_bucket(Bucket=self.bucket)
-            return
-        except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status != 404:
-                raise StorageUnavailable(
-                    f"S3 bucket {self.bucket!r} is not usable: {error}"
-                ) from error
-        except BotoCoreError as error:
-            raise StorageUnavailable(f"S3 is unreachable: {error}") from error
-        arguments: dict[str, Any] = {"Bucket": self.bucket}
-        if self._region != "us-east-1":
-            arguments["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
-        with s3_errors("CreateBucket"):
-            await self._s3.create_bucket(**arguments)
+    @property
+    def control_client(self) -> Any:
+        """The client for small calls, for the bucket set-up in `s3_bootstrap`."""
+        return self._s3
 
     async def start_upload(self, target: NewObject) -> str:
         arguments: dict[str, Any] = {
@@ -236,6 +227,7 @@ class S3Store:
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
     ) -> str:
+        metrics.signed_url_issued("s3_presigned")
         return await self._s3.generate_presigned_url(
             "get_object",
             Params={

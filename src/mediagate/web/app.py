@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,7 +15,6 @@ from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
-from mediagate.core.errors import StorageUnavailable
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.maintenance import background_maintenance
@@ -21,13 +22,36 @@ from mediagate.core.models import StorageKind
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
-from mediagate.storage.s3 import S3Store
-from mediagate.web import media, uploads
-from mediagate.web.keys import CLOCK, ENGINE, JWT_SECRET, LIBRARY, LINKS, SETTINGS
+from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
+from mediagate.storage.s3_status import S3State, S3Status
+from mediagate.web import health, media, uploads
+from mediagate.web.keys import (
+    CATALOG,
+    CLOCK,
+    ENGINE,
+    JWT_SECRET,
+    LIBRARY,
+    LINKS,
+    REQUEST_GATE,
+    S3_STATUS,
+    SETTINGS,
+)
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
+from mediagate.web.request_gate import RequestGate
+from mediagate.web.request_metrics import request_metrics_middleware
 
 log = structlog.get_logger("mediagate")
+
+
+@contextlib.contextmanager
+def _background(work: Coroutine[Any, Any, None]) -> Iterator[None]:
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+
 
 # JSON bodies are small; chunk bodies are streamed and never meet this limit.
 MAX_JSON_BODY = 64 * 1024
@@ -35,14 +59,22 @@ MAX_JSON_BODY = 64 * 1024
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
+    gate = RequestGate()
     app = web.Application(
-        middlewares=[request_context_middleware, problems_middleware],
+        middlewares=[
+            request_metrics_middleware,
+            request_context_middleware,
+            gate.middleware,
+            problems_middleware,
+        ],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[REQUEST_GATE] = gate
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
+    app.add_routes(health.routes)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -55,20 +87,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
         stack.push_async_callback(catalog.close)
+        app[CATALOG] = catalog
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: LocalStore(settings.data_dir)}
+        s3_status = S3Status(S3State.DISABLED)
         if settings.use_cloud_storage:
-            s3 = await stack.enter_async_context(S3Store.connect(settings))
-            breaker = CircuitBreaker(
-                first_backoff=min(1.0, settings.s3_probe_max_interval),
-                max_backoff=settings.s3_probe_max_interval,
-            )
-            try:
-                await s3.ensure_bucket()
-            except StorageUnavailable as error:
-                breaker.failed(str(error))
-                log.warning("s3.unavailable_at_start", error=str(error), fallback="local disk")
-            stores[StorageKind.S3] = GuardedStore(s3, breaker)
-        default = StorageKind.S3 if settings.use_cloud_storage else StorageKind.LOCAL
+            s3, s3_status = await open_s3(settings, stack)
+            if s3 is not None:
+                # Kept while S3 is unavailable: its media still get presigned links.
+                breaker = CircuitBreaker(
+                    first_backoff=min(1.0, settings.s3_probe_max_interval),
+                    max_backoff=settings.s3_probe_max_interval,
+                    on_change=s3_status.follow,
+                    failing_since_start=None if s3_status.ready else s3_status.problem,
+                )
+                stores[StorageKind.S3] = GuardedStore(s3, breaker)
+                if not s3_status.ready:
+                    stack.enter_context(
+                        _background(prepare_until_ready(s3, s3_status, breaker, settings))
+                    )
+        app[S3_STATUS] = s3_status
+        default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
         app[ENGINE] = engine = UploadEngine(
             catalog,
             stores,
@@ -92,3 +130,4 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             bucket=settings.s3_bucket if settings.use_cloud_storage else None,
         )
         yield
+    log.info("server.stopped")

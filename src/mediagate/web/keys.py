@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
+from mediagate.storage.s3_status import S3Status
+from mediagate.web.request_gate import RequestGate
 
 SETTINGS = web.AppKey("settings", Settings)
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
@@ -15,3 +18,6 @@ ENGINE = web.AppKey("engine", UploadEngine)
 LIBRARY = web.AppKey("library", MediaLibrary)
 LINKS = web.AppKey("links", StreamLinks)
 CLOCK = web.AppKey("clock", Clock)
+CATALOG = web.AppKey("catalog", Catalog)
+S3_STATUS = web.AppKey("s3_status", S3Status)
+REQUEST_GATE = web.AppKey("request_gate", RequestGate)

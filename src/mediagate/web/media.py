@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from yarl import URL
 
+from mediagate import metrics
 from mediagate.core.errors import Forbidden
 from mediagate.core.library import Redirect
 from mediagate.core.models import Media
@@ -20,6 +21,7 @@ DEFAULT_PAGE = 50
 def stream_url(request: web.Request, media_id: str) -> str:
     """An absolute, signed link a player can open without any header."""
     expires, signature = request.app[LINKS].sign(media_id)
+    metrics.signed_url_issued("stream")
     base = request.app[SETTINGS].public_url or str(request.url.origin())
     url = URL(base).joinpath("api/v1/media/stream", media_id)
     return str(url.with_query(expires=str(expires), signature=signature))

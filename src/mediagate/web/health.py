@@ -1,0 +1,60 @@
+"""Operations endpoints, open without a token: liveness, readiness, metrics.
+
+`/readyz` answers 200 whenever the catalog answers, S3 or not: without S3
+new uploads go to local disk, so the server still serves. The S3 state is in
+the body for dashboards and humans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from mediagate import metrics
+from mediagate.web.keys import CATALOG, S3_STATUS
+from mediagate.web.problems import problem_response
+
+log = structlog.get_logger("mediagate.web")
+
+routes = web.RouteTableDef()
+
+# A catalog that takes longer than this to answer `SELECT 1` is as good as down
+# for a load balancer, and the probe must answer before the balancer gives up.
+CATALOG_PING_TIMEOUT = 2.0
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    s3 = request.app[S3_STATUS]
+    body: dict[str, str] = {"s3": s3.state.value}
+    if s3.problem:
+        body["s3_problem"] = s3.problem
+    try:
+        async with asyncio.timeout(CATALOG_PING_TIMEOUT):
+            await request.app[CATALOG].ping()
+    # Whatever the reason (closed, disk error, stuck), the answer is "not ready".
+    except Exception as error:
+        detail = str(error) or type(error).__name__
+        log.warning("readyz.catalog_unusable", detail=detail)
+        return problem_response(
+            503,
+            "not-ready",
+            "Not ready",
+            f"the catalog does not answer: {detail}",
+            catalog="unavailable",
+            **body,
+        )
+    return web.json_response({"catalog": "ok", **body})
+
+
+@routes.get("/metrics")
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -1,0 +1,53 @@
+"""Requests in flight, counted so that shutdown can wait for them, and refused once it does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from mediagate.web.problems import problem_response
+
+# How soon a client refused during shutdown should try again (a restart is quick).
+RETRY_AFTER_SECONDS = 5
+
+
+class RequestGate:
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self._draining:
+            # A new request on a kept-alive connection: the client retries it
+            # (a chunk sent again replaces itself) after this process is gone.
+            refusal = problem_response(
+                503,
+                "shutting-down",
+                "Shutting down",
+                "the server is stopping; send the request again shortly",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+            refusal.force_close()
+            return refusal
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def drain(self) -> None:
+        """Refuse new requests from now on, and return once none is in flight."""
+        self._draining = True
+        await self._idle.wait()

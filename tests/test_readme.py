@@ -1,0 +1,25 @@
+"""README.md's set-up commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md opens with a sh block of set-up commands"
+    return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_has_exactly_two_setup_commands():
+    serve, test = readme_commands()
+    assert serve.endswith("mediagate serve")
+    assert "pytest" in test
+
+
+def test_ci_runs_the_readme_test_command():
+    _, test = readme_commands()
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
