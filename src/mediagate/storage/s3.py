@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mediagate import metrics
 from mediagate.config import Settings
+from mediagate.core.disposition import content_disposition
 from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
@@ -89,12 +90,6 @@ def s3_errors(operation: str) -> Iterator[None]:
         raise StorageRejected(f"S3 {operation} refused: {code}: {error}") from error
     except (BotoCoreError, OSError) as error:
         raise StorageUnavailable(f"S3 {operation} failed: {error}") from error
-
-
-def content_disposition(filename: str) -> str:
-    """`inline` with the original name, RFC 6266: an ASCII fallback, then UTF-8."""
-    fallback = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
-    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
 class S3Store:

@@ -6,10 +6,11 @@ from aiohttp import web
 from yarl import URL
 
 from mediagate import metrics
-from mediagate.core.errors import Forbidden
+from mediagate.core.errors import Forbidden, NotFound
 from mediagate.core.library import Redirect
 from mediagate.core.models import Media
 from mediagate.web.auth import authenticated_user, bearer_token
+from mediagate.web.file_response import send_file
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
 from mediagate.web.schemas import media_info
 
@@ -61,13 +62,20 @@ async def stream(request: web.Request) -> web.StreamResponse:
     target = await request.app[LIBRARY].playback(media)
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
-    return web.FileResponse(
-        target.path,
-        headers={
-            "Content-Type": media.content_type,
-            "Cache-Control": request.app[SETTINGS].cache_control,
-        },
-    )
+    try:
+        return await send_file(
+            request,
+            target.path,
+            content_type=media.content_type,
+            # A media's bytes never change (a new upload is a new media), so its
+            # id is a strong validator and its creation its last modification.
+            etag=f'"{media.id}"',
+            last_modified=media.created_at.timestamp(),
+            cache_control=request.app[SETTINGS].cache_control,
+            filename=media.filename,
+        )
+    except FileNotFoundError:
+        raise NotFound(f"the file of media {media.id} is missing on disk") from None
 
 
 async def _streamable_media(request: web.Request) -> Media:
