@@ -17,7 +17,7 @@ from mediagate.core.keys import is_valid_user_id
 from mediagate.logs import configure_logging
 from mediagate.migrate.plan import LEGACY_OWNER, Options
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = """\
 Move media whose bytes are on local disk into the S3 bucket, under the same key
@@ -141,8 +141,7 @@ def source_problem(source: Path, data_dir: Path) -> str | None:
 def run(settings: Settings, arguments: argparse.Namespace) -> int:
     problem = usage_problem(settings, arguments)
     if problem is not None:
-        print(f"mediagate migrate: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(problem, EXIT_USAGE)
     on_terminal = sys.stderr.isatty()
     # On a terminal the progress bar tells what the per-file log lines would.
     configure_logging(settings.log_format, logging.WARNING if on_terminal else logging.INFO)
@@ -151,11 +150,18 @@ def run(settings: Settings, arguments: argparse.Namespace) -> int:
             return asyncio.run(verify(settings, arguments))
         return migrate(settings, arguments, show_bar=on_terminal and not arguments.dry_run)
     except NotFound as error:
-        print(f"mediagate migrate: {error.detail}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(error.detail, EXIT_USAGE)
     except Problem as error:
-        print(f"mediagate migrate: {error.detail}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(error.detail, EXIT_FAILED)
+    except OSError as error:  # the data directory or the catalog, before any file is moved
+        return fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return fail("interrupted before anything was moved", EXIT_INTERRUPTED)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"mediagate migrate: {message}", file=sys.stderr)
+    return code
 
 
 def migrate(settings: Settings, arguments: argparse.Namespace, *, show_bar: bool) -> int:
