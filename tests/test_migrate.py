@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -552,6 +553,19 @@ def test_a_bad_batch_size_is_refused_by_the_parser(capsys, arguments):
         main(["migrate", *arguments])
     assert stopped.value.code == 2
     assert "--batch-size: must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_python_dash_m_mediagate_migrate_is_the_same_command():
+    answer = subprocess.run(
+        [sys.executable, "-m", "mediagate.migrate", "--help"],
+        env={**os.environ, "PYTHONPATH": str(Path(mediagate.__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode == 0
+    assert answer.stdout.startswith("usage: mediagate migrate")
 
 
 def test_help_explains_every_option(capsys):

@@ -26,8 +26,8 @@ from typing import TypeVar
 
 import structlog
 
-from mediagate.core.chunking import plan_chunks
-from mediagate.core.errors import StorageUnavailable
+from mediagate.core.chunking import ChunkPlan, plan_chunks
+from mediagate.core.errors import Problem, StorageUnavailable
 from mediagate.storage.base import NewObject, StoredObject
 from mediagate.storage.s3 import S3Store
 
@@ -135,6 +135,11 @@ class LocalFile:
             )
         return digest
 
+    def read_whole(self, expected_sha256: str | None) -> tuple[bytes, str, str]:
+        """A small file at once: its bytes, their MD5 (base64) and SHA-256, in one thread hop."""
+        body, md5 = self.read(self.identity.size)
+        return body, md5, self.finish(expected_sha256)
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -162,10 +167,11 @@ class Uploader:
             size = file.identity.size
             if expected.size is not None and size != expected.size:
                 raise FileRejected(f"it is {size} bytes but its record says {expected.size}")
-            if plan_chunks(size, self._part_size).total_chunks <= 1:
+            plan = plan_chunks(size, self._part_size)
+            if plan.total_chunks <= 1:
                 sha256, stored = await self._put_whole(target, file, expected.sha256)
             else:
-                sha256, stored = await self._put_parts(target, file, expected.sha256)
+                sha256, stored = await self._put_parts(target, file, plan, expected.sha256)
         finally:
             file.close()
         if stored.size != size:
@@ -176,16 +182,14 @@ class Uploader:
         self, target: NewObject, file: LocalFile, expected_sha256: str | None
     ) -> tuple[str, StoredObject]:
         async with self._slots:
-            body, md5 = await asyncio.to_thread(file.read, file.identity.size)
-            sha256 = await asyncio.to_thread(file.finish, expected_sha256)
+            body, md5, sha256 = await asyncio.to_thread(file.read_whole, expected_sha256)
             stored = await with_retries(lambda: self._s3.put_object(target, body, md5=md5))
         self._on_sent(len(body))
         return sha256, stored
 
     async def _put_parts(
-        self, target: NewObject, file: LocalFile, expected_sha256: str | None
+        self, target: NewObject, file: LocalFile, plan: ChunkPlan, expected_sha256: str | None
     ) -> tuple[str, StoredObject]:
-        plan = plan_chunks(file.identity.size, self._part_size)
         await self._s3.abort_uploads(target.key)
         upload_id = await self._s3.start_upload(target)
         sending: list[asyncio.Task[str]] = []
@@ -225,7 +229,7 @@ class Uploader:
     async def _abandon(self, key: str, upload_id: str) -> None:
         try:
             await self._s3.abort_upload(key, upload_id)
-        except StorageUnavailable as error:
+        except Problem as error:
             # The next run aborts it (see `S3Store.abort_uploads`); so would a
             # bucket lifecycle rule for incomplete multipart uploads.
             log.warning("migrate.abort_failed", key=key, error=error.detail)
