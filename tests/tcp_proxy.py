@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class CuttableProxy:
@@ -17,6 +18,7 @@ class CuttableProxy:
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
         self._cut_after: int | None = None
+        self._call_after: tuple[int, Callable[[], object]] | None = None
 
     @property
     def url(self) -> str:
@@ -46,6 +48,18 @@ class CuttableProxy:
         """Cut once this many more bytes have gone from a client towards S3."""
         self._cut_after = client_bytes
 
+    def call_after(self, client_bytes: int, action: Callable[[], object]) -> None:
+        """Call `action` once, when this many more bytes have gone from a client towards S3."""
+        self._call_after = (client_bytes, action)
+
+    def _count_towards_action(self, size: int) -> None:
+        left, action = self._call_after
+        if left > size:
+            self._call_after = (left - size, action)
+            return
+        self._call_after = None
+        action()
+
     async def _serve(self, client_reader, client_writer) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
@@ -65,6 +79,8 @@ class CuttableProxy:
     async def _pipe(self, reader, writer, *, count: bool) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(64 * 1024):
+                if count and self._call_after is not None:
+                    self._count_towards_action(len(data))
                 if count and self._cut_after is not None:
                     self._cut_after -= len(data)
                     if self._cut_after <= 0:

@@ -15,6 +15,7 @@ from mediagate.core.keys import MAX_FILENAME_BYTES, is_valid_user_id, object_key
         ("...", "file"),
         (".hidden.mp4", "hidden.mp4"),
         ("a\x00b\x1f\x7fc.mp4", "abc.mp4"),
+        ("bad\udcffname.mp4", "badname.mp4"),  # os.fsdecode of a non-UTF-8 name
         ("dir/", "file"),
         ("  spaced name.mov  ", "spaced name.mov"),
         ("vidéo été.mp4", "vidéo été.mp4"),

@@ -1,4 +1,4 @@
-"""The `mediagate` command: serve, token (and migrate, once it lands)."""
+"""The `mediagate` command: serve, migrate, token."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from mediagate import tokens
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
+from mediagate.migrate.cli import add_parser as add_migrate_parser
 
 DEFAULT_TOKEN_TTL = 24 * 3600
 
@@ -50,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (default: MEDIAGATE_HOST, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to bind (default: MEDIAGATE_PORT, 8080)")
     run.set_defaults(handler=serve)
+
+    add_migrate_parser(commands)
 
     sign = commands.add_parser("token", help="print a bearer token for a user")
     sign.add_argument("user", help="the user id (the token's `sub`)")

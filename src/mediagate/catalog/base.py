@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from mediagate.core.models import Chunk, Media, SessionState, UploadSession
+from mediagate.core.models import Chunk, Media, SessionState, StorageKind, UploadSession
 
 
 class Catalog(Protocol):
@@ -55,6 +55,23 @@ class Catalog(Protocol):
         self, user_id: str, limit: int, before: tuple[datetime, str] | None
     ) -> list[Media]:
         """The user's media, newest first, strictly older than `before` (created_at, id)."""
+
+    async def add_media(self, media: Media) -> bool:
+        """Add a media that no upload session made (an imported file); False if its id is taken."""
+
+    async def move_media(
+        self, media_id: str, *, source: StorageKind, target: StorageKind, checksum: str
+    ) -> bool:
+        """Switch a ready media from `source` to `target` storage (same key), with its checksum.
+
+        One atomic compare-and-set: False, and nothing changed, if the media is
+        gone or no longer in `source` (deleted, or moved by someone else).
+        """
+
+    async def media_in_storage(
+        self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
+    ) -> list[Media]:
+        """Ready media kept in `storage` (one user's, or everyone's), by id, ids after `after`."""
 
     async def ping(self) -> None:
         """Return once the catalog answers a trivial query; raise if it cannot."""

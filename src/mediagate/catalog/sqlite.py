@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediagate.core.errors import StorageFull, StorageUnavailable
-from mediagate.core.models import Chunk, Media, MediaState, SessionState, UploadSession
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    UploadSession,
+)
 
 T = TypeVar("T")
+
+# The catalog's file inside the data directory, shared by the server and `mediagate migrate`.
+CATALOG_FILE = "catalog.sqlite3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -64,6 +74,7 @@ CREATE TABLE IF NOT EXISTS media (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
 """
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
@@ -260,6 +271,49 @@ class SQLiteCatalog:
                 media_id,
                 limit,
             )
+        return [Media.model_validate(dict(row)) for row in rows]
+
+    def _changed(self, sql: str, *parameters: Any) -> int:
+        assert self._db is not None, "catalog is closed"
+        return self._db.execute(sql, parameters).rowcount
+
+    async def add_media(self, media: Media) -> bool:
+        added = await self._run(
+            self._changed,
+            f"INSERT OR IGNORE INTO media ({', '.join(MEDIA_COLUMNS)}) "
+            f"VALUES ({_placeholders(MEDIA_COLUMNS)})",
+            *_row(media, MEDIA_COLUMNS),
+        )
+        return added == 1
+
+    async def move_media(
+        self, media_id: str, *, source: StorageKind, target: StorageKind, checksum: str
+    ) -> bool:
+        moved = await self._run(
+            self._changed,
+            "UPDATE media SET storage = ?, checksum = ? WHERE id = ? AND storage = ? AND state = ?",
+            target.value,
+            checksum,
+            media_id,
+            source.value,
+            MediaState.READY.value,
+        )
+        return moved == 1
+
+    async def media_in_storage(
+        self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
+    ) -> list[Media]:
+        rows = await self._run(
+            self._execute,
+            "SELECT * FROM media WHERE storage = ? AND state = ? AND id > ? "
+            "AND (? IS NULL OR user_id = ?) ORDER BY id LIMIT ?",
+            storage.value,
+            MediaState.READY.value,
+            after or "",
+            user_id,
+            user_id,
+            limit,
+        )
         return [Media.model_validate(dict(row)) for row in rows]
 
     async def close(self) -> None:

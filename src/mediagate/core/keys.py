@@ -14,7 +14,9 @@ import uuid
 MAX_FILENAME_BYTES = 200
 MAX_USER_ID_LENGTH = 128
 _USER_ID = re.compile(r"^[A-Za-z0-9._@+=-]+$")
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Lone surrogates stand for bytes that are not UTF-8 (os.fsdecode of a legacy
+# file name); they cannot be encoded, so they go with the control characters.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")
 
 
 def sanitize_filename(name: str) -> str:

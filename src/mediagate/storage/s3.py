@@ -338,3 +338,48 @@ class S3Store:
     async def delete(self, key: str) -> None:
         with s3_errors("DeleteObject"):
             await self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def _new_object_arguments(self, target: NewObject) -> dict[str, Any]:
+        """What every new object carries; the same as `start_upload` sends."""
+        arguments: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": target.key,
+            "ContentType": target.content_type,
+            "CacheControl": self._cache_control,
+            "ContentDisposition": content_disposition(target.filename),
+            "Metadata": {"owner": target.owner, "filename": quote(target.filename)},
+        }
+        if self._storage_class:
+            arguments["StorageClass"] = self._storage_class
+        return arguments
+
+    async def put_object(self, target: NewObject, body: bytes, *, md5: str) -> StoredObject:
+        """Store a small object in one request; S3 rejects it unless `md5` (base64) matches."""
+        with s3_errors("PutObject"):
+            answer = await self._stream.put_object(
+                **self._new_object_arguments(target), Body=body, ContentMD5=md5
+            )
+        return StoredObject(size=len(body), etag=answer["ETag"])
+
+    async def put_checked_part(
+        self, key: str, upload_id: str, *, number: int, body: bytes, md5: str
+    ) -> str:
+        """Store part `number` (0-based) from memory; S3 rejects it unless `md5` matches."""
+        with s3_errors("UploadPart"):
+            answer = await self._stream.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number + 1,
+                Body=body,
+                ContentMD5=md5,
+            )
+        return answer["ETag"]
+
+    async def abort_uploads(self, key: str) -> None:
+        """Abort every unfinished multipart upload of `key` (left by a run that crashed)."""
+        with s3_errors("ListMultipartUploads"):
+            answer = await self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        for upload in answer.get("Uploads", []):
+            if upload["Key"] == key:
+                await self.abort_upload(key, upload["UploadId"])

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from mediagate import tokens
-from mediagate.catalog.sqlite import SQLiteCatalog
+from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.library import MediaLibrary
@@ -53,7 +53,6 @@ def _background(work: Coroutine[Any, Any, None]) -> Iterator[None]:
         task.cancel()
 
 
-CATALOG_FILE = "catalog.sqlite3"
 # JSON bodies are small; chunk bodies are streamed and never meet this limit.
 MAX_JSON_BODY = 64 * 1024
 
