@@ -109,6 +109,7 @@ class UploadEngine:
         self._clock = clock
         self._assembler = Assembler(catalog, stores, clock)
         self._gates: dict[str, SessionGate] = {}
+        self._finalizing = asyncio.Lock()
 
     async def initiate(
         self,
@@ -356,6 +357,10 @@ class UploadEngine:
 
     async def finish_finalizing(self) -> int:
         """Try once to move every finalizing session's spilled chunks to S3; how many finished."""
+        async with self._finalizing:  # one round at a time moves each part once
+            return await self._finish_finalizing()
+
+    async def _finish_finalizing(self) -> int:
         finished = 0
         for session in await self._catalog.sessions_in_state(SessionState.FINALIZING):
             chunks = await self._catalog.chunks(session.id)

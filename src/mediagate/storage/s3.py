@@ -211,19 +211,8 @@ class S3Store:
         return self._s3
 
     async def start_upload(self, target: NewObject) -> str:
-        arguments: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": target.key,
-            "ContentType": target.content_type,
-            "CacheControl": self._cache_control,
-            "ContentDisposition": content_disposition(target.filename),
-            # S3 metadata must be ASCII, so the filename travels percent-encoded.
-            "Metadata": {"owner": target.owner, "filename": quote(target.filename)},
-        }
-        if self._storage_class:
-            arguments["StorageClass"] = self._storage_class
         with s3_errors("CreateMultipartUpload"):
-            answer = await self._s3.create_multipart_upload(**arguments)
+            answer = await self._s3.create_multipart_upload(**self._new_object_arguments(target))
         return answer["UploadId"]
 
     async def put_part(
@@ -340,13 +329,14 @@ class S3Store:
             await self._s3.delete_object(Bucket=self.bucket, Key=key)
 
     def _new_object_arguments(self, target: NewObject) -> dict[str, Any]:
-        """What every new object carries; the same as `start_upload` sends."""
+        """What every new object carries: type, caching, the original name, the owner."""
         arguments: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": target.key,
             "ContentType": target.content_type,
             "CacheControl": self._cache_control,
             "ContentDisposition": content_disposition(target.filename),
+            # S3 metadata must be ASCII, so the filename travels percent-encoded.
             "Metadata": {"owner": target.owner, "filename": quote(target.filename)},
         }
         if self._storage_class:
