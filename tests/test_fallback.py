@@ -8,12 +8,13 @@ import random
 from datetime import timedelta
 
 import pytest
+from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import ENGINE, RECONCILER
 from tcp_proxy import CuttableProxy
 
 
@@ -242,3 +243,33 @@ async def test_disk_full_is_507_and_leaves_the_session_usable(local_api, monkeyp
         f"/api/v1/media/stream/{media['media_id']}", headers=local_api.headers
     )
     assert await stream.read() == b"abcdef"
+
+
+async def test_auto_migrate_moves_fallback_media_to_s3_once_it_is_back(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    await proxy.cut()
+    settings = proxied_settings.model_copy(update={"auto_migrate": True})
+    api = await start_api(settings)
+    data = payload(5 * MiB + 3, seed=9)
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    for n, piece in enumerate(chunks_of(data, 5 * MiB)):
+        assert (await api.put_chunk(session["session_id"], n, piece)).status == 200
+    media = await (await api.complete(session["session_id"])).json()
+    assert media["info"]["storage"] == "local"
+    reconciler = api.client.app[RECONCILER]
+    assert (await reconciler.run_once()).migrated == 0  # S3 still away: nothing tried
+
+    await proxy.restore()
+
+    async def moved():
+        await reconciler.run_once()
+        info = await (await api.info(media["media_id"])).json()
+        return info["storage"] == "s3"
+
+    await eventually(moved)
+    key = f"media/alice/{media['media_id']}/video.mp4"
+    assert await read_object(s3_objects, bucket, key) == data
+    assert list(settings.data_dir.rglob("video.mp4")) == []  # the local copy is gone
+    stream = await api.client.get(URL(media["stream_url"]).path_qs, allow_redirects=False)
+    assert stream.status == 302

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # the bytes bypass this server; "proxy" streams them through it, passing
     # Range and conditional headers on to S3, for private endpoints players
     # cannot reach and for playback longer than SIGNED_URL_EXPIRY.
+    # Media that fell back to local disk moves to S3 by itself once S3 is
+    # healthy (verified as `mediagate migrate` does, the local copy removed).
+    # Off: it stays local until an operator runs `mediagate migrate`.
+    auto_migrate: bool = Field(False, validation_alias=env("MEDIAGATE_AUTO_MIGRATE"))
     stream_mode: Literal["redirect", "proxy"] = Field(
         "redirect", validation_alias=env("MEDIAGATE_STREAM_MODE")
     )

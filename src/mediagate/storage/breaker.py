@@ -94,6 +94,10 @@ class GuardedStore:
         self.breaker = breaker
         self.kind = inner.kind
 
+    @property
+    def inner(self) -> BlobStore:
+        return self._inner
+
     def __getattr__(self, name: str) -> Any:
         # Optional capabilities (presigning) go straight to the store: they
         # are local computations, not calls to S3.

@@ -19,6 +19,7 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
+from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
@@ -32,6 +33,7 @@ from mediagate.web.keys import (
     JWT_SECRET,
     LIBRARY,
     LINKS,
+    RECONCILER,
     REQUEST_GATE,
     S3_STATUS,
     SETTINGS,
@@ -88,7 +90,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
         stack.push_async_callback(catalog.close)
         app[CATALOG] = catalog
-        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: LocalStore(settings.data_dir)}
+        local = LocalStore(settings.data_dir)
+        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)
         if settings.use_cloud_storage:
             s3, s3_status = await open_s3(settings, stack)
@@ -105,6 +108,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     stack.enter_context(
                         _background(prepare_until_ready(s3, s3_status, breaker, settings))
                     )
+                if settings.auto_migrate:
+                    app[RECONCILER] = reconciler = Reconciler(
+                        catalog, local, s3, breaker, key_prefix=settings.key_prefix
+                    )
+                    stack.enter_context(_background(reconciler.run_forever()))
         app[S3_STATUS] = s3_status
         default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
         app[ENGINE] = engine = UploadEngine(

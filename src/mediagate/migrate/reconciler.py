@@ -1,0 +1,73 @@
+"""MEDIAGATE_AUTO_MIGRATE: media that fell back to local disk move to S3 by themselves.
+
+While S3 is healthy, a round every few minutes moves every local media the
+way `mediagate migrate --delete-local` does (the same Migrator: read once,
+verified, switched by compare-and-set, the local copy removed last), a few
+files at a time so that uploads keep most of the bandwidth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from mediagate.catalog.base import Catalog
+from mediagate.core.models import StorageKind
+from mediagate.migrate.plan import Move, Options, media_pages
+from mediagate.migrate.report import Report, Summary
+from mediagate.migrate.service import Migrator, Stores
+from mediagate.storage.breaker import CircuitBreaker
+from mediagate.storage.local import LocalStore
+from mediagate.storage.s3 import S3Store
+
+log = structlog.get_logger("mediagate.reconciler")
+
+# Files moved at once: enough to keep a link busy, few enough to leave uploads room.
+FILES_AT_ONCE = 2
+# How long the server waits between rounds. New fallbacks are rare and not urgent.
+ROUND_INTERVAL = 300.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        catalog: Catalog,
+        local: LocalStore,
+        s3: S3Store,
+        breaker: CircuitBreaker,
+        *,
+        key_prefix: str,
+    ) -> None:
+        self._stores = Stores(catalog, local, s3)
+        self._breaker = breaker
+        self._options = Options(delete_local=True, batch_size=FILES_AT_ONCE, key_prefix=key_prefix)
+
+    async def run_once(self) -> Summary:
+        """Move every local media to S3 now, if S3 is healthy; what happened."""
+        summary = Summary()
+        if not self._breaker.healthy:
+            return summary
+        jobs = [
+            Move(media, self._stores.local.path(media.key))
+            async for page in media_pages(self._stores.catalog, StorageKind.LOCAL, None)
+            for media in page
+        ]
+        if jobs:
+            await Migrator(self._stores, self._options, Report(summary)).run(jobs)
+            log.info(
+                "reconciler.round",
+                migrated=summary.migrated,
+                failed=summary.failed,
+                skipped=summary.skipped,
+                bytes=summary.bytes,
+            )
+        return summary
+
+    async def run_forever(self, interval: float = ROUND_INTERVAL) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconciler.failed")
+            await asyncio.sleep(interval)
