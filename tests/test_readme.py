@@ -23,3 +23,12 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     _, test = readme_commands()
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_every_setting_is_documented():
+    from mediagate.config import env_names
+
+    docs = "".join(
+        (ROOT / "docs" / name).read_text() for name in ("configuration.md", "operations.md")
+    )
+    assert [name for name in env_names().values() if f"`{name}`" not in docs] == []
