@@ -163,14 +163,21 @@ class Service:
 
 
 @contextlib.contextmanager
-def moto_server(workdir: Path) -> Iterator[Service]:
-    """moto's S3 server on a free loopback port (it keeps every part in its own memory
-    or in temporary files, which it is told to put in `workdir`)."""
+def moto_server(workdir: Path, in_memory_up_to: int | None = None) -> Iterator[Service]:
+    """moto's S3 server on a free loopback port.
+
+    moto keeps each part and object in a SpooledTemporaryFile: in memory up to
+    `in_memory_up_to` bytes (its default is 5 MiB), on disk in `workdir` beyond.
+    Keeping them in memory costs moto's RAM but spares it ~2 s of CPU per GiB
+    of temp-file writes and reads, which makes its speed less noisy.
+    """
     port = free_port()
     log_path = workdir / "moto.log"
     spool = workdir / "moto-tmp"
     spool.mkdir()
     env = {**os.environ, "TMPDIR": str(spool)}
+    if in_memory_up_to is not None:
+        env["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(in_memory_up_to)
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     with child_process(command, env, log_path) as process:
         service = Service(f"http://127.0.0.1:{port}", process, log_path)

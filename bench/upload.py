@@ -66,9 +66,12 @@ TARGET_PEAK_RSS = 150 * MiB
 TARGET_CPU_PER_GIB = 1.0
 
 NORMAL = {"clients": 4, "size": 64 * MiB, "chunk_size": 8 * MiB, "parallel": 4, "rounds": 5}
-QUICK = {"clients": 2, "size": 32 * MiB, "chunk_size": 8 * MiB, "parallel": 4, "rounds": 2}
+QUICK = {"clients": 2, "size": 64 * MiB, "chunk_size": 8 * MiB, "parallel": 4, "rounds": 3}
 RSS_CLIENTS = 8
 RSS_CHUNK = 64 * MiB
+# moto holds about three copies of a round's bytes (parts, the joined object, its buffer).
+MOTO_IN_MEMORY = 64 * MiB + 1
+MOTO_IN_MEMORY_ROUND = GiB
 
 NOTE = (
     "note: moto is a pure-Python S3 (CPU hungry, keeps parts in memory or temp files), and\n"
@@ -385,16 +388,24 @@ class Bench:
 async def throughput_rounds(
     bench: Bench, load: Workload, digests: Sequence[str], rounds: int
 ) -> dict[str, list[Phase]]:
+    """Each round runs every mediagate digest mode and the direct path once.
+
+    Odd rounds go mediagate first, even rounds direct first (A B, B A, …), so a
+    drift of moto's speed over the run does not favour either side.
+    """
     phases: dict[str, list[Phase]] = {name: [] for name in (*digests, "direct")}
+    order: list[str] = [*digests, "direct"]
     for round_number in range(1, rounds + 1):
         figures = []
-        for digest in digests:
-            phase = await bench.mediagate_phase(load, digest)
-            phases[digest].append(phase)
-            figures.append(f"mediagate/{digest} {phase.mb_per_s:6.1f}")
-        phase = await bench.direct_phase(load)
-        phases["direct"].append(phase)
-        figures.append(f"direct {phase.mb_per_s:6.1f}")
+        for name in order if round_number % 2 else reversed(order):
+            if name == "direct":
+                phase = await bench.direct_phase(load)
+            else:
+                phase = await bench.mediagate_phase(load, name)
+            phases[name].append(phase)
+            figures.append(
+                f"{'direct' if name == 'direct' else 'mediagate/' + name} {phase.mb_per_s:.1f}"
+            )
         await bench.direct.empty_bucket()
         print(f"  round {round_number}/{rounds}: " + ", ".join(figures) + " MB/s", flush=True)
     return phases
@@ -468,7 +479,7 @@ def verdict(met: bool) -> str:
 
 
 def print_throughput(
-    phases: dict[str, list[Phase]], load: Workload, before: int, peak: int
+    phases: dict[str, list[Phase]], load: Workload, idle: int, before: int, peak: int
 ) -> None:
     print()
     print(
@@ -476,7 +487,10 @@ def print_throughput(
         f" ({load.parallel} in flight per upload), medians over {len(phases['direct'])} rounds"
     )
     print(throughput_table(phases))
-    print(f"server RSS: {mib(before)} before the load, peak (VmHWM) {mib(peak)}")
+    print(
+        f"server RSS: {mib(idle)} idle after start, {mib(before)} before these rounds, "
+        f"peak during them (VmHWM) {mib(peak)}"
+    )
     direct = median([p.mb_per_s for p in phases["direct"]])
     for name, runs in phases.items():
         if name == "direct":
@@ -551,13 +565,16 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
             DirectClient(s3, bucket),
         )
         await bench.warm_up()
-        if options.scenario in ("throughput", "all"):
-            print(f"throughput rounds ({', '.join(digests)} vs direct):", flush=True)
-            phases = await throughput_rounds(bench, load, digests, options.rounds)
-            peak = memory_bytes(services.server.pid, "VmHWM")
-            print_throughput(phases, load, idle_rss, peak)
+        # The rss scenario first, while the server's heap is as small as it gets.
         if options.scenario in ("rss", "all"):
             print_rss(await rss_scenario(bench, digests[0]), digests[0])
+        if options.scenario in ("throughput", "all"):
+            print(f"throughput rounds ({', '.join(digests)} vs direct):", flush=True)
+            before = memory_bytes(services.server.pid, "VmRSS")
+            reset_peak_rss(services.server.pid)
+            phases = await throughput_rounds(bench, load, digests, options.rounds)
+            peak = memory_bytes(services.server.pid, "VmHWM")
+            print_throughput(phases, load, idle_rss, before, peak)
     print()
     print(NOTE)
 
@@ -583,7 +600,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Defaults: 4 uploads x 64 MiB, 8 MiB chunks, 4 chunks in flight per upload, 5 rounds;\n"
-            "--quick: 2 x 32 MiB, 2 rounds (under a minute). Explicit flags override both.\n"
+            "--quick: 2 x 64 MiB, 3 rounds (under a minute). Explicit flags override both.\n"
             "Columns: MB/s = 10^6 bytes/s over initiate..complete of all uploads (median, and\n"
             "min-max over rounds); ratio = median MB/s / direct median MB/s; CPU s/GiB =\n"
             "utime+stime of that process (/proc/PID/stat) over the bytes passed through;\n"
@@ -625,10 +642,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
+def moto_memory_bound(options: argparse.Namespace) -> int | None:
+    """Parts and objects up to 64 MiB stay in moto's RAM if a round holds at most 1 GiB."""
+    round_bytes = max(options.clients * options.size, RSS_CLIENTS * RSS_CHUNK)
+    return MOTO_IN_MEMORY if round_bytes <= MOTO_IN_MEMORY_ROUND else None
+
+
 @contextlib.contextmanager
-def running_services(workdir: Path, bucket: str, secret: str) -> Iterator[Services]:
+def running_services(
+    workdir: Path, bucket: str, secret: str, moto_in_memory: int | None
+) -> Iterator[Services]:
     with (
-        moto_server(workdir) as moto,
+        moto_server(workdir, moto_in_memory) as moto,
         mediagate_server(workdir, moto.url, bucket, secret) as server,
     ):
         yield Services(moto, server)
@@ -640,14 +665,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     secret = secrets.token_urlsafe(32)
+    moto_in_memory = moto_memory_bound(options)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp,
-            running_services(Path(tmp), bucket, secret) as services,
+            running_services(Path(tmp), bucket, secret, moto_in_memory) as services,
         ):
+            spool = "in its memory" if moto_in_memory else "in temporary files"
             print(
-                f"moto pid {services.moto.pid} at {services.moto.url}, mediagate pid "
-                f"{services.server.pid} at {services.server.url}",
+                f"moto pid {services.moto.pid} at {services.moto.url} (parts {spool}), "
+                f"mediagate pid {services.server.pid} at {services.server.url}",
                 flush=True,
             )
             try:
