@@ -63,6 +63,13 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores of the machine have spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def memory_bytes(pid: int, field: str) -> int:
     """A `Vm…` line of /proc/<pid>/status (VmRSS now, VmHWM peak), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

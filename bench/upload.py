@@ -43,6 +43,7 @@ from _common import (
     child_process,
     cpu_seconds,
     free_port,
+    machine_busy_seconds,
     mediagate_env,
     median,
     memory_bytes,
@@ -72,6 +73,9 @@ RSS_CHUNK = 64 * MiB
 # moto holds about three copies of a round's bytes (parts, the joined object, its buffer).
 MOTO_IN_MEMORY = 64 * MiB + 1
 MOTO_IN_MEMORY_ROUND = GiB
+# Cores busy outside our three processes (kernel threads, other jobs) above which
+# the machine is not quiet enough for the figures to mean much.
+OTHER_LOAD_WARNING = 0.25
 
 NOTE = (
     "note: moto is a pure-Python S3 (CPU hungry, keeps parts in memory or temp files), and\n"
@@ -305,10 +309,17 @@ class Phase:
     server_cpu: float
     moto_cpu: float
     client_cpu: float
+    machine_busy: float
 
     @property
     def mb_per_s(self) -> float:
         return self.bytes / self.seconds / MB
+
+    @property
+    def other_cores(self) -> float:
+        """Cores kept busy by anything but moto, the server and this client."""
+        ours = self.server_cpu + self.moto_cpu + self.client_cpu
+        return max(self.machine_busy - ours, 0.0) / self.seconds
 
     def per_gib(self, cpu: float) -> float:
         return cpu / (self.bytes / GiB)
@@ -324,11 +335,12 @@ async def measure(
     services: Services, total_bytes: int, run: Callable[[], Awaitable[Any]]
 ) -> tuple[Phase, Any]:
     server_before, moto_before = cpu_seconds(services.server.pid), cpu_seconds(services.moto.pid)
-    client_before = time.process_time()
+    client_before, machine_before = time.process_time(), machine_busy_seconds()
     started = time.perf_counter()
     result = await run()
     seconds = time.perf_counter() - started
     phase = Phase(
+        machine_busy=machine_busy_seconds() - machine_before,
         seconds=seconds,
         bytes=total_bytes,
         server_cpu=cpu_seconds(services.server.pid) - server_before,
@@ -407,7 +419,12 @@ async def throughput_rounds(
                 f"{'direct' if name == 'direct' else 'mediagate/' + name} {phase.mb_per_s:.1f}"
             )
         await bench.direct.empty_bucket()
-        print(f"  round {round_number}/{rounds}: " + ", ".join(figures) + " MB/s", flush=True)
+        other = max(runs[-1].other_cores for runs in phases.values())
+        print(
+            f"  round {round_number}/{rounds}: " + ", ".join(figures) + " MB/s"
+            f" (other load up to {other:.2f} cores)",
+            flush=True,
+        )
     return phases
 
 
@@ -487,6 +504,7 @@ def print_throughput(
         f" ({load.parallel} in flight per upload), medians over {len(phases['direct'])} rounds"
     )
     print(throughput_table(phases))
+    print_other_load([p for runs in phases.values() for p in runs])
     print(
         f"server RSS: {mib(idle)} idle after start, {mib(before)} before these rounds, "
         f"peak during them (VmHWM) {mib(peak)}"
@@ -502,6 +520,19 @@ def print_throughput(
             cpu_met = verdict(cpu <= TARGET_CPU_PER_GIB)
             line += f"; server CPU <= {TARGET_CPU_PER_GIB} s/GiB {cpu_met}"
         print(line)
+
+
+def print_other_load(phases: Sequence[Phase]) -> None:
+    other = [p.other_cores for p in phases]
+    print(
+        f"other processes on the machine: {median(other):.2f} cores (median over timed phases), "
+        f"{max(other):.2f} at most"
+    )
+    if max(other) > OTHER_LOAD_WARNING:
+        print(
+            "WARNING: something else used the CPU during timed phases; MB/s and ratios are "
+            "unreliable, rerun on a quiet machine"
+        )
 
 
 def print_rss(result: PeakRss, digest: str) -> None:
@@ -659,10 +690,17 @@ def running_services(
         yield Services(moto, server)
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(argv)
-    # A SIGTERM unwinds like Ctrl-C, so the servers and temp dirs go too.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt wherever we are, even inside
+    # the event loop (asyncio.run's own SIGINT handler only cancels the main
+    # task, which a library may swallow), so the servers and temp dirs go too.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     secret = secrets.token_urlsafe(32)
     moto_in_memory = moto_memory_bound(options)
