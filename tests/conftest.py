@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from mediagate import tokens
 from mediagate.config import Settings
 from mediagate.web.app import create_app
+from tcp_proxy import CuttableProxy
 
 MiB = 1024 * 1024
 
@@ -34,6 +35,16 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+async def proxy(moto_endpoint: str) -> AsyncIterator[CuttableProxy]:
+    """A loopback TCP proxy in front of moto, to cut S3 off (and restore it) for real."""
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = CuttableProxy(host, int(port))
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
 
 
 @pytest.fixture

@@ -15,16 +15,6 @@ from mediagate import metrics
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
-from tcp_proxy import CuttableProxy
-
-
-@pytest.fixture
-async def proxy(moto_endpoint):
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = CuttableProxy(host, int(port))
-    await proxy.start()
-    yield proxy
-    await proxy.cut()
 
 
 @pytest.fixture

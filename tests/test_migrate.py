@@ -34,7 +34,6 @@ from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores, migrate_all
 from mediagate.storage.base import StoredObject
 from mediagate.storage.local import LocalStore
-from tcp_proxy import CuttableProxy
 
 # Sizes from nothing to multipart with a short last part, for three users.
 FEW = [
@@ -277,15 +276,6 @@ async def test_delete_local_removes_copies_only_once_they_are_in_s3(
         f"/api/v1/media/stream/{item.media_id}", headers=viewer.headers, allow_redirects=False
     )
     assert answer.status == 302
-
-
-@pytest.fixture
-async def proxy(moto_endpoint):
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = CuttableProxy(host, int(port))
-    await proxy.start()
-    yield proxy
-    await proxy.cut()
 
 
 @pytest.fixture
