@@ -82,19 +82,21 @@ class LocalStore:
             fd = await _off_loop(
                 os.open, self._staging_path(upload_id), os.O_WRONLY | os.O_CREAT, 0o600
             )
+            staging = _StagingFile(fd)
             try:
                 position = offset
                 pending = bytearray()
                 async for piece in body:
                     pending += piece
                     if len(pending) >= WRITE_SIZE:
-                        await _off_loop(_write_at, fd, bytes(pending), position)
+                        # Written from the buffer itself: cleared only once the write returned.
+                        await staging.run(_write_at, pending, position)
                         position += len(pending)
                         pending.clear()
-                await _off_loop(_write_at, fd, bytes(pending), position)
-                await _off_loop(os.fdatasync, fd)
+                await staging.run(_write_at, pending, position)
+                await staging.run(os.fdatasync)
             finally:
-                os.close(fd)
+                staging.close()
         return f'"{number}-{length:x}"'
 
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
@@ -127,7 +129,31 @@ class LocalStore:
             await _off_loop(_remove_with_folder, self.path(key))
 
 
-def _write_at(fd: int, data: bytes, position: int) -> None:
+class _StagingFile:
+    """An open staging file whose blocking calls run in the thread pool.
+
+    A cancelled request cannot stop a call already running in a thread, so the
+    file descriptor is closed only after that call returns: closed earlier, its
+    number could be reused by another file and the late write land there.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._running: asyncio.Future[None] | None = None
+
+    async def run(self, work: Callable[..., None], *args: object) -> None:
+        self._running = asyncio.get_running_loop().run_in_executor(None, work, self._fd, *args)
+        # Shielded: cancelling the request must not mark this future done early.
+        await asyncio.shield(self._running)
+
+    def close(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.add_done_callback(lambda _: os.close(self._fd))
+        else:
+            os.close(self._fd)
+
+
+def _write_at(fd: int, data: bytes | bytearray, position: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, position)
