@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from test_upload_errors import assert_problem
@@ -35,3 +38,20 @@ async def test_initiate_numbers_of_the_wrong_json_type_are_400(local_api, field,
     )
     problem = await assert_problem(answer, 400, "bad-request")
     assert [error["field"] for error in problem["errors"]] == [field]
+
+
+async def test_media_list_limit_that_is_a_digit_but_no_number_is_400(local_api):
+    # "²".isdigit() is true, int("²") raises
+    answer = await local_api.client.get("/api/v1/media?limit=%C2%B2", headers=local_api.headers)
+    await assert_problem(answer, 400, "bad-request")
+
+
+@pytest.mark.parametrize(
+    "created_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
+)
+async def test_media_list_cursor_with_a_date_out_of_range_is_400(local_api, created_at):
+    cursor = base64.urlsafe_b64encode(json.dumps([created_at, "x"]).encode()).decode()
+    answer = await local_api.client.get(
+        "/api/v1/media", params={"cursor": cursor}, headers=local_api.headers
+    )
+    await assert_problem(answer, 400, "bad-request")
