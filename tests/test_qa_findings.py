@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -55,3 +56,11 @@ async def test_media_list_cursor_with_a_date_out_of_range_is_400(local_api, crea
         "/api/v1/media", params={"cursor": cursor}, headers=local_api.headers
     )
     await assert_problem(answer, 400, "bad-request")
+
+
+async def test_stream_link_with_a_non_ascii_signature_is_403(local_api):
+    expires = int(time.time()) + 3600
+    answer = await local_api.client.get(
+        "/api/v1/media/stream/abc", params={"expires": str(expires), "signature": "é" * 64}
+    )
+    await assert_problem(answer, 403, "forbidden")
