@@ -52,9 +52,7 @@ async def test_media_list_limit_that_is_a_digit_but_no_number_is_400(local_api):
     await assert_problem(answer, 400, "bad-request")
 
 
-@pytest.mark.parametrize(
-    "created_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
-)
+@pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
 async def test_media_list_cursor_with_a_date_out_of_range_is_400(local_api, created_at):
     cursor = base64.urlsafe_b64encode(json.dumps([created_at, "x"]).encode()).decode()
     answer = await local_api.client.get(
