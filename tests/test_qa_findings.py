@@ -137,3 +137,23 @@ async def _abort_racing_complete(api, monkeypatch, store_class) -> None:
     if streamed.status == 302:  # S3: follow the presigned link
         streamed = await api.client.get(streamed.headers["Location"])
     assert await streamed.read() == data
+
+
+async def _raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
+    """A GET with header bytes no HTTP client library would send (not UTF-8)."""
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    writer.write(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + header_lines
+        + b"\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def test_bearer_token_that_is_not_utf8_is_401(local_api):
+    status, body = await _raw_get(local_api, "/api/v1/media", b"Authorization: Bearer \xff\xfe\r\n")
+    assert status == 401, body
