@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+from yarl import URL
 
 from conftest import MiB
 from mediagate.storage.local import LocalStore
@@ -143,7 +144,9 @@ async def _raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
     """A GET with header bytes no HTTP client library would send (not UTF-8)."""
     reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
     writer.write(
-        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         + header_lines
         + b"\r\n"
     )
@@ -152,6 +155,36 @@ async def _raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.fixture
+async def proxy_mode_api(start_api, s3_settings):
+    return await start_api(s3_settings.model_copy(update={"stream_mode": "proxy"}))
+
+
+@pytest.mark.parametrize(
+    ("header_lines", "status"),
+    [
+        (b"Range: bytes=0-1\xff\r\n", 200),  # an invalid Range is ignored
+        (b'If-Match: "\xff"\r\n', 412),  # no ETag of ours matches it
+        (b'If-None-Match: "\xff"\r\n', 200),
+        (b'If-Range: "\xff"\r\nRange: bytes=0-1\r\n', 200),  # If-Range fails: whole file
+    ],
+    ids=["range", "if-match", "if-none-match", "if-range"],
+)
+async def test_proxied_stream_with_non_utf8_conditional_headers_is_no_500(
+    proxy_mode_api, header_lines, status
+):
+    """As local media answer them; botocore failed signing such a header (500)."""
+    data = b"0123456789"
+    answer = await proxy_mode_api.initiate(filename="a.mp4", size=len(data))
+    session_id = (await answer.json())["session_id"]
+    assert (await proxy_mode_api.put_chunk(session_id, 0, data)).status == 200
+    media = await (await proxy_mode_api.complete(session_id)).json()
+    got, body = await _raw_get(proxy_mode_api, URL(media["stream_url"]).path_qs, header_lines)
+    assert got == status, body
+    if status == 200:
+        assert body == data
 
 
 async def test_bearer_token_that_is_not_utf8_is_401(local_api):

@@ -25,13 +25,31 @@ PROBLEMS = {
 }
 
 
+# S3 ETags are hex digests: this one is never the object's, so If-Match fails (412).
+NO_ETAG = '"mediagate-matches-no-object"'
+
+
 def read_conditions(request: web.Request) -> ReadConditions:
     headers = request.headers
+    range_ = headers.get("Range")
+    if_range = headers.get("If-Range")
+    if_match = headers.get("If-Match")
+    if_none_match = headers.get("If-None-Match")
+    # Text that is not ASCII is no range or S3 ETag (and botocore cannot sign
+    # a header that was not UTF-8): answer as for local media, as RFC 9110 says.
+    if if_range is not None and not if_range.isascii():
+        range_ = if_range = None  # §13.1.5: it does not match, send the whole object
+    if range_ is not None and not range_.isascii():
+        range_ = if_range = None  # §14.2: an invalid Range is ignored
+    if if_match is not None and not if_match.isascii():
+        if_match = NO_ETAG  # §13.1.1: it matches no representation
+    if if_none_match is not None and not if_none_match.isascii():
+        if_none_match = None  # matches nothing, so the condition holds
     return ReadConditions(
-        range=headers.get("Range"),
-        if_range=headers.get("If-Range"),
-        if_match=headers.get("If-Match"),
-        if_none_match=headers.get("If-None-Match"),
+        range=range_,
+        if_range=if_range,
+        if_match=if_match,
+        if_none_match=if_none_match,
         if_modified_since=_date(headers.get("If-Modified-Since")),
         if_unmodified_since=_date(headers.get("If-Unmodified-Since")),
     )
