@@ -11,7 +11,7 @@ import time
 import pytest
 from yarl import URL
 
-from conftest import MiB
+from conftest import MiB, make_settings
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 from test_upload_errors import assert_problem
@@ -190,3 +190,35 @@ async def test_proxied_stream_with_non_utf8_conditional_headers_is_no_500(
 async def test_bearer_token_that_is_not_utf8_is_401(local_api):
     status, body = await _raw_get(local_api, "/api/v1/media", b"Authorization: Bearer \xff\xfe\r\n")
     assert status == 401, body
+
+
+async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
+    start_api, proxy, tmp_path, bucket
+):
+    """Before: a 500 problem response was written into the middle of the 200's body
+    (a player got JSON spliced into the video) and the connection was left open."""
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        stream_mode="proxy",
+    )
+    api = await start_api(settings)
+    data = os.urandom(12 * MiB)
+    answer = await api.initiate(filename="a.mp4", size=len(data), chunk_size=12 * MiB)
+    session_id = (await answer.json())["session_id"]
+    assert (await api.put_chunk(session_id, 0, data)).status == 200
+    media = await (await api.complete(session_id)).json()
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    path = URL(media["stream_url"]).path_qs
+    writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    body = await reader.readexactly(1 * MiB)
+    await proxy.cut()
+    body += await asyncio.wait_for(reader.read(), 10)  # EOF: the server closed it
+    writer.close()
+    assert len(body) < len(data)
+    assert body == data[: len(body)]

@@ -11,6 +11,7 @@ import contextlib
 import time
 from datetime import UTC, datetime
 
+import structlog
 from aiohttp import web
 
 from mediagate.core.disposition import content_disposition
@@ -18,6 +19,8 @@ from mediagate.core.models import Media
 from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.problems import problem_response
 from mediagate.web.ranges import parse_http_date
+
+log = structlog.get_logger("mediagate.media")
 
 PROBLEMS = {
     412: ("precondition-failed", "Precondition Failed", "the object does not match the conditions"),
@@ -78,6 +81,15 @@ async def relay(
             try:
                 async for piece in answer.body:
                     await response.write(piece)
+            except ConnectionResetError:
+                raise
+            except Exception as error:
+                # The status line is sent: no error answer can follow. Close the
+                # connection, so the player sees a short body instead of waiting.
+                log.warning("stream.relay_failed", media_id=media.id, error=str(error))
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             finally:
                 await answer.body.aclose()
     await response.write_eof()
