@@ -222,3 +222,15 @@ async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
     writer.close()
     assert len(body) < len(data)
     assert body == data[: len(body)]
+
+
+@pytest.mark.parametrize("mark", ["\u202e", "\u202d", "\u2067", "\u200f", "\u061c"])
+async def test_bidi_controls_are_stripped_from_filenames(local_api, mark):
+    """`\u202egnp.exe` shows as `exe.png` in a browser's download bar: a spoofed type."""
+    answer = await local_api.initiate(filename=f"{mark}gnp.exe", size=2)
+    session_id = (await answer.json())["session_id"]
+    assert (await local_api.put_chunk(session_id, 0, b"hi")).status == 200
+    info = (await (await local_api.complete(session_id)).json())["info"]
+    assert info["filename"] == "gnp.exe"
+    streamed = await local_api.client.get(URL(info["stream_url"]).path_qs)
+    assert streamed.headers["Content-Disposition"].endswith("''gnp.exe")
