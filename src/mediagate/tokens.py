@@ -61,6 +61,8 @@ def issue(secret: bytes, user_id: str, ttl: int, now: float | None = None) -> st
 
 def verify(secret: bytes, token: str) -> str:
     """The user id a valid token names."""
+    if not token.isascii():  # PyJWT would raise UnicodeEncodeError on a lone surrogate
+        raise InvalidToken("a JWT is ASCII")
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}

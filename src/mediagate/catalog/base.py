@@ -28,7 +28,9 @@ class Catalog(Protocol):
         """Forget the session and its chunks."""
 
     async def put_chunk(self, session_id: str, chunk: Chunk) -> int:
-        """Record (or replace) a received chunk; returns how many the session has."""
+        """Record (or replace) a received chunk; returns how many the session has.
+
+        Raises NotFound if the session is gone (aborted while the chunk arrived)."""
 
     async def drop_chunk(self, session_id: str, number: int) -> None: ...
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediagate.core.errors import StorageFull, StorageUnavailable
+from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
 from mediagate.core.models import (
     Chunk,
     Media,
@@ -181,15 +181,18 @@ class SQLiteCatalog:
         await self._run(self._execute, "DELETE FROM sessions WHERE id = ?", session_id)
 
     def _put_chunk(self, session_id: str, chunk: Chunk) -> int:
-        self._transaction(
-            [
-                (
-                    f"INSERT OR REPLACE INTO chunks (session_id, {', '.join(CHUNK_COLUMNS)}) "
-                    f"VALUES (?, {_placeholders(CHUNK_COLUMNS)})",
-                    (session_id, *_row(chunk, CHUNK_COLUMNS)),
-                )
-            ]
-        )
+        try:
+            self._transaction(
+                [
+                    (
+                        f"INSERT OR REPLACE INTO chunks (session_id, {', '.join(CHUNK_COLUMNS)}) "
+                        f"VALUES (?, {_placeholders(CHUNK_COLUMNS)})",
+                        (session_id, *_row(chunk, CHUNK_COLUMNS)),
+                    )
+                ]
+            )
+        except sqlite3.IntegrityError:  # the foreign key: the session is gone
+            raise NotFound(f"no upload session {session_id}") from None
         rows = self._execute("SELECT COUNT(*) FROM chunks WHERE session_id = ?", session_id)
         return int(rows[0][0])
 

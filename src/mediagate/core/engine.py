@@ -245,7 +245,15 @@ class UploadEngine:
             md5=stream.md5,
             sha256=stream.sha256,
         )
-        received = await self._catalog.put_chunk(session.id, chunk)
+        try:
+            received = await self._catalog.put_chunk(session.id, chunk)
+        except NotFound:
+            # Aborted while this chunk was written: remove what the write may
+            # have re-created on disk (the staging file is opened with O_CREAT).
+            if storage is StorageKind.LOCAL:
+                staged = session.upload_id if session.storage is StorageKind.LOCAL else session.id
+                await self._assembler.spill.abort_upload(session.key, staged)
+            raise
         metrics.bytes_received(storage, chunk.size)
         return ChunkReceipt(chunk=chunk, received_chunks=received)
 
@@ -285,11 +293,17 @@ class UploadEngine:
         return etag, StorageKind.LOCAL
 
     async def abort(self, user_id: str, session_id: str) -> None:
-        session = await self._owned_session(user_id, session_id)
-        if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-            raise SessionNotOpen("the session is completed; delete the media instead")
-        await self.discard_uploads(session)
-        await self._catalog.delete_session(session_id)
+        await self._owned_session(user_id, session_id)
+        gate = self._gate(session_id)
+        if gate.completing:
+            # Discarding the upload under complete would leave its media half made.
+            raise SessionNotOpen("the session is being completed; delete the media instead")
+        async with gate.complete_lock:
+            session = await self._owned_session(user_id, session_id)
+            if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
+                raise SessionNotOpen("the session is completed; delete the media instead")
+            await self.discard_uploads(session)
+            await self._catalog.delete_session(session_id)
         self._gates.pop(session_id, None)
         metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)

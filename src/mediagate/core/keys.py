@@ -16,7 +16,9 @@ MAX_USER_ID_LENGTH = 128
 _USER_ID = re.compile(r"^[A-Za-z0-9._@+=-]+$")
 # Lone surrogates stand for bytes that are not UTF-8 (os.fsdecode of a legacy
 # file name); they cannot be encoded, so they go with the control characters.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")
+# Bidirectional controls (RLO and friends) make `\u202egnp.exe` display as
+# `exe.png`: a spoofed type in a download bar, so they go too.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def sanitize_filename(name: str) -> str:

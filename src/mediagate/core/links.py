@@ -35,4 +35,6 @@ class StreamLinks:
             return False
         if expires_at < (now if now is not None else time.time()):
             return False
+        if not signature.isascii():
+            return False  # compare_digest raises TypeError on non-ASCII text
         return hmac.compare_digest(self._signature(media_id, expires_at), signature)

@@ -41,7 +41,8 @@ async def info(request: web.Request) -> web.Response:
 async def list_media(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     limit_text = request.query.get("limit", str(DEFAULT_PAGE))
-    limit = int(limit_text) if limit_text.isdigit() else -1
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
     return web.json_response(
         {

@@ -20,9 +20,10 @@ CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9
 
 class InitiateRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=0)
+    # Strict: `true`, `10.0` or `"10"` is a client bug to report, not a size to guess.
+    size: int = Field(ge=0, strict=True)
     content_type: str | None = Field(None, max_length=255, pattern=CONTENT_TYPE_PATTERN)
-    chunk_size: int | None = Field(None, ge=1)
+    chunk_size: int | None = Field(None, ge=1, strict=True)
     sha256: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{64}$")
 
     def resolved_content_type(self) -> str:
@@ -38,6 +39,14 @@ async def parse_json(request: web.Request, model: type[Model]) -> Model:
         raw = await request.json()
     except json.JSONDecodeError as error:
         raise BadRequest(f"the body is not JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not JSON: it is not valid UTF-8") from None
+    except LookupError:
+        raise BadRequest(f"the body's charset {request.charset!r} is unknown") from None
+    except RecursionError:
+        raise BadRequest("the body is not JSON this server takes: it nests too deep") from None
+    except ValueError as error:  # e.g. a number of more than 4300 digits
+        raise BadRequest(f"the body is not JSON this server takes: {error}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as error:
