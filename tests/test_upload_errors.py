@@ -199,3 +199,12 @@ async def test_filenames_cannot_leave_the_data_directory(local_api, local_settin
     root = local_settings.data_dir.resolve()
     assert [p for p in root.rglob("passwd*") if not p.resolve().is_relative_to(root)] == []
     assert len(list(root.rglob("passwd.mp4"))) == 1
+
+
+async def test_a_problem_never_shows_the_servers_paths(local_api, local_settings):
+    sid = await new_session_done(local_api)
+    for staged in (local_settings.data_dir / ".staging").iterdir():
+        staged.unlink()  # the staging file lost (an operator's clean-up, a bad disk)
+    answer = await local_api.complete(sid)
+    assert answer.status == 404
+    assert str(local_settings.data_dir.resolve()) not in await answer.text()

@@ -18,11 +18,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
+
 from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
 T = TypeVar("T")
+log = structlog.get_logger("mediagate.storage")
 
 STAGING_DIR = ".staging"
 # Pieces from the network are gathered up to this size before each write, so
@@ -36,7 +39,9 @@ def disk_errors(operation: str) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError as error:
-        raise NotFound(f"local {operation}: {error.filename} is gone") from error
+        # The path stays in the server's log: clients need not learn the layout.
+        log.warning("local.missing", operation=operation, path=str(error.filename))
+        raise NotFound(f"local {operation}: the file is gone") from error
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull(f"local {operation}: the disk is full") from error
