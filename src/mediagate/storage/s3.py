@@ -19,6 +19,7 @@ upgrade of aiobotocore or botocore cannot silently break it.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -343,15 +344,18 @@ class S3Store:
             arguments["StorageClass"] = self._storage_class
         return arguments
 
-    async def put_object(
-        self, target: NewObject, body: bytes | bytearray, *, crc32: str
-    ) -> StoredObject:
-        """Store a small object in one request; S3 rejects it unless `crc32` (base64) matches."""
+    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
+        """Store a small object in one request; S3 rejects it unless `crc32` (base64) matches.
+
+        `body` is sent from its start, whatever an earlier attempt left.
+        """
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
         with s3_errors("PutObject"):
             answer = await self._stream.put_object(
                 **self._new_object_arguments(target), Body=body, ChecksumCRC32=crc32
             )
-        return StoredObject(size=len(body), etag=answer["ETag"])
+        return StoredObject(size=size, etag=answer["ETag"])
 
     async def start_checked_upload(self, target: NewObject) -> str:
         """A multipart upload whose parts each carry a CRC32 that S3 checks."""
@@ -362,9 +366,10 @@ class S3Store:
         return answer["UploadId"]
 
     async def put_checked_part(
-        self, key: str, upload_id: str, *, number: int, body: bytes | bytearray, crc32: str
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
     ) -> str:
         """Store part `number` (0-based) from memory; S3 rejects it unless `crc32` matches."""
+        body.seek(0)
         with s3_errors("UploadPart"):
             answer = await self._stream.upload_part(
                 Bucket=self.bucket,
