@@ -19,6 +19,7 @@ upgrade of aiobotocore or botocore cannot silently break it.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -343,18 +344,32 @@ class S3Store:
             arguments["StorageClass"] = self._storage_class
         return arguments
 
-    async def put_object(self, target: NewObject, body: bytes, *, md5: str) -> StoredObject:
-        """Store a small object in one request; S3 rejects it unless `md5` (base64) matches."""
+    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
+        """Store a small object in one request; S3 rejects it unless `crc32` (base64) matches.
+
+        `body` is sent from its start, whatever an earlier attempt left.
+        """
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
         with s3_errors("PutObject"):
             answer = await self._stream.put_object(
-                **self._new_object_arguments(target), Body=body, ContentMD5=md5
+                **self._new_object_arguments(target), Body=body, ChecksumCRC32=crc32
             )
-        return StoredObject(size=len(body), etag=answer["ETag"])
+        return StoredObject(size=size, etag=answer["ETag"])
+
+    async def start_checked_upload(self, target: NewObject) -> str:
+        """A multipart upload whose parts each carry a CRC32 that S3 checks."""
+        with s3_errors("CreateMultipartUpload"):
+            answer = await self._s3.create_multipart_upload(
+                **self._new_object_arguments(target), ChecksumAlgorithm="CRC32"
+            )
+        return answer["UploadId"]
 
     async def put_checked_part(
-        self, key: str, upload_id: str, *, number: int, body: bytes, md5: str
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
     ) -> str:
-        """Store part `number` (0-based) from memory; S3 rejects it unless `md5` matches."""
+        """Store part `number` (0-based) from memory; S3 rejects it unless `crc32` matches."""
+        body.seek(0)
         with s3_errors("UploadPart"):
             answer = await self._stream.upload_part(
                 Bucket=self.bucket,
@@ -362,9 +377,31 @@ class S3Store:
                 UploadId=upload_id,
                 PartNumber=number + 1,
                 Body=body,
-                ContentMD5=md5,
+                ChecksumCRC32=crc32,
             )
         return answer["ETag"]
+
+    async def complete_checked_upload(
+        self, key: str, upload_id: str, parts: Sequence[tuple[str, str]]
+    ) -> StoredObject:
+        """Complete a `start_checked_upload` from its parts' (ETag, CRC32), in order."""
+        listed = [
+            {"PartNumber": n + 1, "ETag": etag, "ChecksumCRC32": crc32}
+            for n, (etag, crc32) in enumerate(parts)
+        ]
+        try:
+            with s3_errors("CompleteMultipartUpload"):
+                await self._s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": listed},
+                )
+        except NotFound:
+            # The upload is gone: an earlier complete succeeded before a crash
+            # or a lost answer kept it from being recorded. The object says so.
+            pass
+        return await self.stat(key)
 
     async def abort_uploads(self, key: str) -> None:
         """Abort every unfinished multipart upload of `key` (left by a run that crashed)."""
