@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 
-from mediagate import tokens
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser
@@ -31,6 +30,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate import tokens  # PyJWT and cryptography: only this command needs them
+
     try:
         print(tokens.issue(tokens.load_secret(settings), arguments.user, arguments.ttl))
     except ValueError as error:
