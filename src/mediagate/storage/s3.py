@@ -243,6 +243,11 @@ class S3Store:
                 answer = await self._s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
             return StoredObject(size=0, etag=answer["ETag"])
         parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
+        return await self._complete(key, upload_id, parts)
+
+    async def _complete(
+        self, key: str, upload_id: str, parts: list[dict[str, Any]]
+    ) -> StoredObject:
         try:
             with s3_errors("CompleteMultipartUpload"):
                 await self._s3.complete_multipart_upload(
@@ -389,19 +394,7 @@ class S3Store:
             {"PartNumber": n + 1, "ETag": etag, "ChecksumCRC32": crc32}
             for n, (etag, crc32) in enumerate(parts)
         ]
-        try:
-            with s3_errors("CompleteMultipartUpload"):
-                await self._s3.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": listed},
-                )
-        except NotFound:
-            # The upload is gone: an earlier complete succeeded before a crash
-            # or a lost answer kept it from being recorded. The object says so.
-            pass
-        return await self.stat(key)
+        return await self._complete(key, upload_id, listed)
 
     async def abort_uploads(self, key: str) -> None:
         """Abort every unfinished multipart upload of `key` (left by a run that crashed)."""
