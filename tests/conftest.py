@@ -68,6 +68,18 @@ def s3_settings(tmp_path: Path, moto_endpoint: str, bucket: str) -> Settings:
 
 
 @pytest.fixture
+def unreachable_s3(tmp_path: Path) -> Settings:
+    """Cloud storage on, pointed at a loopback port where nothing listens."""
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket="mediagate-unreachable",
+        s3_endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        s3_max_attempts=1,
+    )
+
+
+@pytest.fixture
 def local_settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
 

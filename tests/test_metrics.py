@@ -10,7 +10,6 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import closed_port, make_settings
 from mediagate import metrics
 
 CHUNK_ROUTE = "/api/v1/media/upload/{session_id}/chunk/{chunk_number}"
@@ -111,16 +110,10 @@ async def test_s3_calls_are_counted_and_timed_by_operation(s3_api):
     assert moved(before, after, "mediagate_signed_urls_issued_total", kind="s3_presigned") == 1
 
 
-async def test_an_s3_call_without_an_answer_is_counted_as_such(start_api, tmp_path):
+async def test_an_s3_call_without_an_answer_is_counted_as_such(start_api, unreachable_s3):
     # The call happens while the app starts, before it could be scraped.
     before = parse(metrics.exposition(None)[0].decode())
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket="mediagate-unreachable",
-        s3_endpoint_url=f"http://127.0.0.1:{closed_port()}",
-        s3_max_attempts=1,
-    )
+    settings = unreachable_s3
     api = await start_api(settings)
 
     _, after = await scrape(api.client)

@@ -21,7 +21,7 @@ from botocore.exceptions import (
 )
 from structlog.testing import capture_logs
 
-from conftest import closed_port, make_settings
+from conftest import make_settings
 from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
@@ -269,14 +269,8 @@ async def test_no_credentials_is_one_line(start_api, s3_settings, tmp_path, monk
     await assert_uploads_go_to_local_disk(api)
 
 
-async def test_unreachable_s3_is_one_warning_and_the_server_starts(start_api, tmp_path):
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket="mediagate-unreachable",
-        s3_endpoint_url=f"http://127.0.0.1:{closed_port()}",
-        s3_max_attempts=1,
-    )
+async def test_unreachable_s3_is_one_warning_and_the_server_starts(start_api, unreachable_s3):
+    settings = unreachable_s3
     with capture_logs() as logs:
         api = await start_api(settings)
 
