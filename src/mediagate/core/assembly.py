@@ -69,11 +69,10 @@ class Assembler:
         return await self.record_ready(session, stored, storage)
 
     async def _publish_local(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
+        etags = [chunk.etag for chunk in chunks]
+        stored = await self.spill.complete_upload(session.key, session.local_upload_id, etags)
         if session.storage is StorageKind.LOCAL:
-            return await self.spill.complete_upload(
-                session.key, session.upload_id, [c.etag for c in chunks]
-            )
-        stored = await self.spill.complete_upload(session.key, session.id, [c.etag for c in chunks])
+            return stored
         log.warning("upload.fallback", session_id=session.id, reason="all chunks spilled")
         metrics.fallback("all_chunks_spilled")
         try:
@@ -96,13 +95,13 @@ class Assembler:
                     number=chunk.number,
                     offset=offset,
                     length=chunk.size,
-                    body=self.spill.part_body(session.id, offset, chunk.size),
+                    body=self.spill.part_body(session.local_upload_id, offset, chunk.size),
                 )
                 # Recorded at once, so a restart does not move this part again.
                 await self._catalog.put_chunk(session.id, chunk)
             etags.append(chunk.etag)
         stored = await s3.complete_upload(session.key, session.upload_id, etags)
-        await self.spill.abort_upload(session.key, session.id)
+        await self.spill.abort_upload(session.key, session.local_upload_id)
         return stored
 
     async def _record_finalizing(self, session: UploadSession, error: str) -> Media:

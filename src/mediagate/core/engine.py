@@ -251,8 +251,7 @@ class UploadEngine:
             # Aborted while this chunk was written: remove what the write may
             # have re-created on disk (the staging file is opened with O_CREAT).
             if storage is StorageKind.LOCAL:
-                staged = session.upload_id if session.storage is StorageKind.LOCAL else session.id
-                await self._assembler.spill.abort_upload(session.key, staged)
+                await self._assembler.spill.abort_upload(session.key, session.local_upload_id)
             raise
         metrics.bytes_received(storage, chunk.size)
         return ChunkReceipt(chunk=chunk, received_chunks=received)
@@ -288,7 +287,12 @@ class UploadEngine:
             )
             metrics.chunk_spilled()
         etag = await spill.put_part(
-            session.key, session.id, number=number, offset=offset, length=length, body=stream
+            session.key,
+            session.local_upload_id,
+            number=number,
+            offset=offset,
+            length=length,
+            body=stream,
         )
         return etag, StorageKind.LOCAL
 
@@ -317,7 +321,7 @@ class UploadEngine:
             # The bucket's abort-incomplete-uploads rule removes the parts later.
             log.warning("upload.abort_deferred", session_id=session.id, error=str(error))
         if session.storage is not StorageKind.LOCAL:
-            await spill.abort_upload(session.key, session.id)
+            await spill.abort_upload(session.key, session.local_upload_id)
 
     async def complete(self, user_id: str, session_id: str) -> Media:
         session = await self._owned_session(user_id, session_id)

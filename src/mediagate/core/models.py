@@ -52,6 +52,12 @@ class UploadSession(BaseModel):
     def chunk_offset(self, number: int) -> int:
         return number * self.chunk_size
 
+    @property
+    def local_upload_id(self) -> str:
+        """The local store's upload holding this session's chunks on disk: the
+        session's own upload when it is local, else the one S3's failures spill into."""
+        return self.upload_id if self.storage is StorageKind.LOCAL else self.id
+
 
 class Chunk(BaseModel):
     number: int
