@@ -48,6 +48,8 @@ def test_guide_names_and_dotenv_are_read(tmp_path, monkeypatch):
         ("MEDIAGATE_KEY_PREFIX", "../up"),
         ("MEDIAGATE_JWT_SECRET", ""),
         ("MEDIAGATE_JWT_SECRET", "x" * 31),
+        ("MEDIAGATE_MAX_UPLOAD_SIZE", "0"),
+        ("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER", "0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):

@@ -208,3 +208,25 @@ async def test_a_problem_never_shows_the_servers_paths(local_api, local_settings
     answer = await local_api.complete(sid)
     assert answer.status == 404
     assert str(local_settings.data_dir.resolve()) not in await answer.text()
+
+
+async def test_declared_size_above_max_upload_size_is_413(start_api, local_settings):
+    api = await start_api(local_settings.model_copy(update={"max_upload_size": 1000}))
+    problem = await assert_problem(await api.initiate(size=1001), 413, "file-too-large")
+    assert problem["max_size"] == 1000
+    assert (await api.initiate(size=1000)).status == 201
+
+
+async def test_open_sessions_beyond_the_per_user_cap_are_429(start_api, local_settings):
+    api = await start_api(local_settings.model_copy(update={"max_open_sessions_per_user": 2}))
+    first = await new_session(api, size=2)
+    await new_session(api, size=2)
+    refused = await api.initiate(size=2)
+    problem = await assert_problem(refused, 429, "too-many-sessions")
+    assert problem["limit"] == 2 and int(refused.headers["Retry-After"]) > 0
+    assert (await api.as_user("bob").initiate(size=2)).status == 201  # a cap per user
+    assert (await api.abort(first)).status == 204
+    third = await new_session(api, size=2)
+    assert (await api.put_chunk(third, 0, b"ok")).status == 200
+    assert (await api.complete(third)).status == 201  # completed: no longer open
+    assert (await api.initiate(size=2)).status == 201

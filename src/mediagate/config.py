@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 DEFAULT_DATA_DIR = Path("data")
+# S3's largest object (10,000 parts of 5 GiB); also the most a chunk plan can hold.
+S3_MAX_OBJECT_SIZE = 10_000 * 5 * 1024 * MiB
 # HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
 MIN_JWT_SECRET_BYTES = 32
 # AWS bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens,
@@ -124,6 +126,20 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(30, gt=0, validation_alias=env("MEDIAGATE_SHUTDOWN_TIMEOUT"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
+    )
+    # Open upload sessions one user may hold; each holds a staging file or an S3
+    # multipart upload until it completes, is aborted or expires. Too small
+    # refuses a client uploading many files in parallel (429, Retry-After);
+    # too large lets one user tie up disk and S3 uploads for a whole TTL.
+    max_open_sessions_per_user: int = Field(
+        100, ge=1, validation_alias=env("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER")
+    )
+    # Largest declared file size an upload may have (413 above it).
+    max_upload_size: int = Field(
+        S3_MAX_OBJECT_SIZE,
+        gt=0,
+        le=S3_MAX_OBJECT_SIZE,
+        validation_alias=env("MEDIAGATE_MAX_UPLOAD_SIZE"),
     )
 
     @field_validator("cors_origins", mode="before")

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     media_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, state);
 CREATE TABLE IF NOT EXISTS chunks (
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     number INTEGER NOT NULL,
@@ -236,6 +237,15 @@ class SQLiteCatalog:
             self._execute, "SELECT * FROM sessions WHERE state = ? ORDER BY created_at", state.value
         )
         return [UploadSession.model_validate(dict(row)) for row in rows]
+
+    async def count_open_sessions(self, user_id: str) -> int:
+        rows = await self._run(
+            self._execute,
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state = ?",
+            user_id,
+            SessionState.OPEN.value,
+        )
+        return int(rows[0][0])
 
     async def expired_sessions(self, now: datetime) -> list[UploadSession]:
         rows = await self._run(

@@ -85,6 +85,11 @@ class FileTooLarge(Problem):
     status, code, title = 413, "file-too-large", "File too large"
 
 
+class TooManySessions(Problem):
+    status, code, title = 429, "too-many-sessions", "Too many open upload sessions"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
+
+
 class Unauthorized(Problem):
     status, code, title = 401, "unauthorized", "Authentication required"
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="mediagate"'}

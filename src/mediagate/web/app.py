@@ -137,6 +137,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             key_prefix=settings.key_prefix,
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
+            max_upload_size=settings.max_upload_size,
+            max_open_sessions_per_user=settings.max_open_sessions_per_user,
             clock=app[CLOCK],
         )
         app[LIBRARY] = MediaLibrary(
