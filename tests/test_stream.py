@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from yarl import URL
@@ -104,3 +105,12 @@ async def test_a_file_missing_on_disk_is_404_not_500(local_api, local_settings, 
         path.unlink()
     answer = await local_api.client.get(signed_path(uploaded))
     assert answer.status == 404
+
+
+async def test_a_link_with_a_non_ascii_signature_is_403(local_api):
+    expires = int(time.time()) + 3600
+    answer = await local_api.client.get(
+        "/api/v1/media/stream/abc", params={"expires": str(expires), "signature": "é" * 64}
+    )
+    assert answer.status == 403
+    assert answer.headers["Content-Type"].startswith("application/problem+json")
