@@ -114,3 +114,21 @@ async def test_a_link_with_a_non_ascii_signature_is_403(local_api):
     )
     assert answer.status == 403
     assert answer.headers["Content-Type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    ("declared", "kept"),
+    [
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ("Text/Plain;Charset=UTF-8", "text/plain; charset=UTF-8"),
+        ('video/mp4; codecs="avc1.42E01E, mp4a.40.2"',) * 2,
+    ],
+)
+async def test_a_declared_media_type_keeps_its_parameters(local_api, declared, kept):
+    answer = await local_api.initiate(filename="notes.txt", size=2, content_type=declared)
+    session_id = (await answer.json())["session_id"]
+    assert (await local_api.put_chunk(session_id, 0, b"hi")).status == 200
+    media = await (await local_api.complete(session_id)).json()
+    assert media["info"]["content_type"] == kept
+    streamed = await local_api.client.get(signed_path(media))
+    assert streamed.headers["Content-Type"] == kept

@@ -97,6 +97,8 @@ async def test_another_users_session_and_media_are_404(local_api):
         ({"filename": "a.mp4", "size": "big"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "sha256": "xyz"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "content_type": "not a type"}, 400, "bad-request"),
+        ({"filename": "a", "size": 10, "content_type": "text/plain;"}, 400, "bad-request"),
+        ({"filename": "a", "size": 10, "content_type": "text/x; a=1\r\nX: 1"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "chunk_size": 0}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10_000 * 5 * 1024**3 + 1}, 413, "file-too-large"),
         ([1, 2, 3], 400, "bad-request"),
