@@ -144,6 +144,12 @@ def test_a_truncated_generated_secret_file_is_refused(tmp_path, command):
     assert_refused_in_one_line(result, tokens.SECRET_FILE, "MEDIAGATE_JWT_SECRET")
 
 
+def test_a_secret_file_that_cannot_be_read_is_refused(tmp_path):
+    (tmp_path / "data" / tokens.SECRET_FILE).mkdir(parents=True)
+    result = run_mediagate(tmp_path, "token", "alice")
+    assert_refused_in_one_line(result, tokens.SECRET_FILE, "MEDIAGATE_JWT_SECRET")
+
+
 @pytest.mark.parametrize("inside", [False, True], ids=["is-a-file", "below-a-file"])
 @pytest.mark.parametrize("command", [("serve",), ("token", "alice")])
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path, command, inside):

@@ -22,7 +22,7 @@ S3_MAX_OBJECT_SIZE = 10_000 * 5 * 1024 * MiB
 # HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
 MIN_JWT_SECRET_BYTES = 32
 # AWS bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens,
-# starting and ending with a letter or digit (also MinIO's and R2's).
+# starting and ending with a letter or digit (MinIO follows them too).
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 

@@ -48,7 +48,13 @@ def obtain_secret(settings: Settings) -> Secret:
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         generated = _write_private(path, secrets.token_urlsafe(48).encode())
-    secret = path.read_bytes().strip()
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as error:  # not ours to read (another user's service), a directory
+        raise SettingsError(
+            f"cannot read the JWT secret file {path} ({error.strerror}); run as the user the "
+            "server runs as, or set MEDIAGATE_JWT_SECRET"
+        ) from None
     if len(secret) < MIN_JWT_SECRET_BYTES:
         raise SettingsError(
             f"invalid JWT secret file {path}: {len(secret)} bytes, at least "
