@@ -83,9 +83,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
 
 
 def token_command(settings: Settings) -> str:
-    """How to sign a token with the generated secret, run from anywhere on this machine."""
+    """How to sign a token with the generated secret (from the server's working directory)."""
     if settings.data_dir == DEFAULT_DATA_DIR:
-        return "mediagate token USER (in this directory)"
+        return "mediagate token USER"
     data_dir = shlex.quote(str(settings.data_dir.resolve()))
     return f"MEDIAGATE_DATA_DIR={data_dir} mediagate token USER"
 
