@@ -42,7 +42,8 @@ def check_data_dir(path: Path) -> None:
 
 def check_listen_host(host: str, port: int) -> None:
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # Empty means every interface, as asyncio's create_server takes it.
+        socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as error:
         reason = error.strerror if isinstance(error, socket.gaierror) else "not a valid host name"
         raise SettingsError(
