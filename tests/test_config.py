@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from mediagate import tokens
 from mediagate.config import SettingsError, load_settings
+from server_process import free_port
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    for name in ("USE_CLOUD_STORAGE", "AWS_S3_BUCKET_NAME", "MEDIAGATE_PORT"):
+    for name in (
+        "USE_CLOUD_STORAGE",
+        "AWS_S3_BUCKET_NAME",
+        "MEDIAGATE_PORT",
+        "MEDIAGATE_JWT_SECRET",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -36,6 +46,10 @@ def test_guide_names_and_dotenv_are_read(tmp_path, monkeypatch):
         ("SIGNED_URL_EXPIRY", "-5"),
         ("USE_CLOUD_STORAGE", "maybe"),
         ("MEDIAGATE_KEY_PREFIX", "../up"),
+        ("MEDIAGATE_JWT_SECRET", ""),
+        ("MEDIAGATE_JWT_SECRET", "x" * 31),
+        ("MEDIAGATE_MAX_UPLOAD_SIZE", "0"),
+        ("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER", "0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
@@ -44,6 +58,31 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
         load_settings()
     message = str(raised.value)
     assert name in message and "\n" not in message
+
+
+def test_a_refused_secret_is_not_echoed(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_JWT_SECRET", "short-but-secret")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "short-but-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "bucket", ["rt", "My-Media", "media_files", "-media", "media-", "a..b", "192.168.1.1", "x" * 64]
+)
+def test_cloud_storage_refuses_a_bucket_name_s3_would_refuse(monkeypatch, bucket):
+    monkeypatch.setenv("USE_CLOUD_STORAGE", "true")
+    monkeypatch.setenv("AWS_S3_BUCKET_NAME", bucket)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "AWS_S3_BUCKET_NAME" in str(raised.value) and "lowercase" in str(raised.value)
+
+
+@pytest.mark.parametrize("bucket", ["abc", "my-media.example", "b" * 63])
+def test_valid_bucket_names_are_taken(monkeypatch, bucket):
+    monkeypatch.setenv("USE_CLOUD_STORAGE", "true")
+    monkeypatch.setenv("AWS_S3_BUCKET_NAME", bucket)
+    assert load_settings().s3_bucket == bucket
 
 
 def test_cloud_storage_needs_a_bucket(monkeypatch):
@@ -64,3 +103,86 @@ def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "MEDIAGATE_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_mediagate(tmp_path: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mediagate", *arguments],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
+            "MEDIAGATE_PORT": str(free_port()),
+            **env,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+@pytest.mark.parametrize("command", [("serve",), ("token", "alice")])
+@pytest.mark.parametrize("secret", ["", "too-short"])
+def test_serve_and_token_refuse_an_empty_or_short_secret(tmp_path, command, secret):
+    result = run_mediagate(tmp_path, *command, MEDIAGATE_JWT_SECRET=secret)
+    assert_refused_in_one_line(result, "MEDIAGATE_JWT_SECRET", "32 bytes")
+
+
+@pytest.mark.parametrize("command", [("serve",), ("token", "alice")])
+def test_a_truncated_generated_secret_file_is_refused(tmp_path, command):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / tokens.SECRET_FILE).write_bytes(b"abc\n")
+    result = run_mediagate(tmp_path, *command)
+    assert_refused_in_one_line(result, tokens.SECRET_FILE, "MEDIAGATE_JWT_SECRET")
+
+
+def test_a_secret_file_that_cannot_be_read_is_refused(tmp_path):
+    (tmp_path / "data" / tokens.SECRET_FILE).mkdir(parents=True)
+    result = run_mediagate(tmp_path, "token", "alice")
+    assert_refused_in_one_line(result, tokens.SECRET_FILE, "MEDIAGATE_JWT_SECRET")
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["is-a-file", "below-a-file"])
+@pytest.mark.parametrize("command", [("serve",), ("token", "alice")])
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path, command, inside):
+    (tmp_path / "not-a-dir").write_text("")
+    data_dir = tmp_path / "not-a-dir" / "data" if inside else tmp_path / "not-a-dir"
+    result = run_mediagate(tmp_path, *command, MEDIAGATE_DATA_DIR=str(data_dir))
+    assert_refused_in_one_line(result, "MEDIAGATE_DATA_DIR", "not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only directory")
+def test_a_data_dir_that_is_not_writable_is_refused(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o500)
+    result = run_mediagate(tmp_path, "serve")
+    assert_refused_in_one_line(result, "MEDIAGATE_DATA_DIR", "cannot write", "writable")
+
+
+def test_serve_refuses_a_host_that_does_not_resolve(tmp_path):
+    result = run_mediagate(tmp_path, "serve", MEDIAGATE_HOST="nonexistent.invalid")
+    assert_refused_in_one_line(result, "MEDIAGATE_HOST", "does not resolve")
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_mediagate(tmp_path, "serve", MEDIAGATE_HOST="127.0.0.1", MEDIAGATE_PORT=port)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]  # after the start-up log
+    assert last.startswith("mediagate: cannot listen on") and "MEDIAGATE_PORT" in last
+
+
+def test_serve_refuses_an_invalid_bucket_name(tmp_path):
+    result = run_mediagate(tmp_path, "serve", USE_CLOUD_STORAGE="true", AWS_S3_BUCKET_NAME="rt")
+    assert_refused_in_one_line(result, "AWS_S3_BUCKET_NAME='rt'")

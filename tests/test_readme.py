@@ -25,6 +25,14 @@ def test_ci_runs_the_readme_test_command():
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
+def test_ci_lints_and_checks_formatting_before_the_tests():
+    _, test = readme_commands()
+    steps = [step.strip() for step in test.split("&&")]
+    lint = steps.index(".venv/bin/ruff check src tests bench")
+    formatting = steps.index(".venv/bin/ruff format --check src tests bench")
+    assert lint < formatting < steps.index(".venv/bin/pytest -q")
+
+
 def test_every_setting_is_documented():
     from mediagate.config import env_names
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from yarl import URL
@@ -77,17 +78,23 @@ async def test_owner_token_works_and_others_do_not(local_api, uploaded):
     assert (await local_api.client.get(path)).status == 401
 
 
+def _change_last_character(text: str) -> str:
+    """Always a change: replacing with a fixed "0" is none when the id ends in "0"."""
+    return text[:-1] + ("1" if text.endswith("0") else "0")
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
         lambda url: url.update_query(signature="0" * 64),
         lambda url: url.update_query(expires="1"),
-        lambda url: url.with_path(url.path[:-1] + "0").with_query(url.query),
+        lambda url: url.with_path(_change_last_character(url.path)).with_query(url.query),
     ],
     ids=["signature", "expiry", "media-id"],
 )
 async def test_tampered_or_expired_links_are_403(local_api, uploaded, tamper):
     url = tamper(URL(uploaded["stream_url"]))
+    assert url != URL(uploaded["stream_url"])
     answer = await local_api.client.get(url.path_qs)
     assert answer.status == 403
     assert answer.headers["Content-Type"].startswith("application/problem+json")
@@ -98,3 +105,30 @@ async def test_a_file_missing_on_disk_is_404_not_500(local_api, local_settings, 
         path.unlink()
     answer = await local_api.client.get(signed_path(uploaded))
     assert answer.status == 404
+
+
+async def test_a_link_with_a_non_ascii_signature_is_403(local_api):
+    expires = int(time.time()) + 3600
+    answer = await local_api.client.get(
+        "/api/v1/media/stream/abc", params={"expires": str(expires), "signature": "é" * 64}
+    )
+    assert answer.status == 403
+    assert answer.headers["Content-Type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    ("declared", "kept"),
+    [
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ("Text/Plain;Charset=UTF-8", "text/plain; charset=UTF-8"),
+        ('video/mp4; codecs="avc1.42E01E, mp4a.40.2"',) * 2,
+    ],
+)
+async def test_a_declared_media_type_keeps_its_parameters(local_api, declared, kept):
+    answer = await local_api.initiate(filename="notes.txt", size=2, content_type=declared)
+    session_id = (await answer.json())["session_id"]
+    assert (await local_api.put_chunk(session_id, 0, b"hi")).status == 200
+    media = await (await local_api.complete(session_id)).json()
+    assert media["info"]["content_type"] == kept
+    streamed = await local_api.client.get(signed_path(media))
+    assert streamed.headers["Content-Type"] == kept

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 import pytest
 from yarl import URL
 
-from conftest import MiB
+from conftest import MiB, make_settings
 
 DATA = random.Random(12).randbytes(3 * MiB + 5)
 
@@ -91,3 +92,77 @@ async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, up
     for _ in range(3):
         answer = await proxy_api.client.get(path(uploaded), headers={"Range": "bytes=0-0"})
         assert answer.status == 206
+
+
+async def raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
+    """A GET with header bytes no HTTP client library would send (not UTF-8)."""
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    writer.write(
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + header_lines
+        + b"\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("header_lines", "status"),
+    [
+        (b"Range: bytes=0-1\xff\r\n", 200),  # an invalid Range is ignored
+        (b'If-Match: "\xff"\r\n', 412),  # no ETag of ours matches it
+        (b'If-None-Match: "\xff"\r\n', 200),
+        (b'If-Range: "\xff"\r\nRange: bytes=0-1\r\n', 200),  # If-Range fails: whole file
+    ],
+    ids=["range", "if-match", "if-none-match", "if-range"],
+)
+async def test_proxied_stream_with_non_utf8_conditional_headers_is_no_500(
+    proxy_api, header_lines, status
+):
+    """As local media answer them; botocore failed signing such a header (500)."""
+    data = b"0123456789"
+    answer = await proxy_api.initiate(filename="a.mp4", size=len(data))
+    session_id = (await answer.json())["session_id"]
+    assert (await proxy_api.put_chunk(session_id, 0, data)).status == 200
+    media = await (await proxy_api.complete(session_id)).json()
+    got, body = await raw_get(proxy_api, URL(media["stream_url"]).path_qs, header_lines)
+    assert got == status, body
+    if status == 200:
+        assert body == data
+
+
+async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
+    start_api, proxy, tmp_path, bucket
+):
+    """Before: a 500 problem response was written into the middle of the 200's body
+    (a player got JSON spliced into the video) and the connection was left open."""
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        stream_mode="proxy",
+    )
+    api = await start_api(settings)
+    data = os.urandom(12 * MiB)
+    answer = await api.initiate(filename="a.mp4", size=len(data), chunk_size=12 * MiB)
+    session_id = (await answer.json())["session_id"]
+    assert (await api.put_chunk(session_id, 0, data)).status == 200
+    media = await (await api.complete(session_id)).json()
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    path = URL(media["stream_url"]).path_qs
+    writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    body = await reader.readexactly(1 * MiB)
+    await proxy.cut()
+    body += await asyncio.wait_for(reader.read(), 10)  # EOF: the server closed it
+    writer.close()
+    assert len(body) < len(data)
+    assert body == data[: len(body)]

@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from structlog.testing import capture_logs
 
+from conftest import make_settings
 from mediagate import tokens
 from mediagate.core.links import StreamLinks
 
@@ -56,3 +58,19 @@ def test_stream_links_expire_and_resist_tampering():
     assert not links.is_valid("media-2", str(expires), signature, now=1_030)
     assert not links.is_valid("media-1", str(expires + 1000), signature, now=1_030)
     assert not links.is_valid("media-1", "soon", signature, now=1_030)
+
+
+async def test_first_start_with_a_generated_secret_logs_how_to_get_a_token(start_api, tmp_path):
+    settings = make_settings(tmp_path / "data", jwt_secret=None)
+    with capture_logs() as logs:
+        first = await start_api(settings)
+    hints = [entry for entry in logs if entry["event"] == "auth.secret_generated"]
+    assert len(hints) == 1
+    assert hints[0]["get_a_token"] == (
+        f"MEDIAGATE_DATA_DIR={(tmp_path / 'data').resolve()} mediagate token USER"
+    )
+    await first.client.close()
+
+    with capture_logs() as logs:
+        await start_api(settings)  # a restart: the secret is the one from before
+    assert "auth.secret_generated" not in [entry["event"] for entry in logs]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import os
 
 import pytest
 
 from conftest import MiB
+from mediagate.storage.local import LocalStore
+from mediagate.storage.s3 import S3Store
+from test_stream_proxy import raw_get
 
 PROBLEM = "application/problem+json"
 
@@ -91,6 +97,8 @@ async def test_another_users_session_and_media_are_404(local_api):
         ({"filename": "a.mp4", "size": "big"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "sha256": "xyz"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "content_type": "not a type"}, 400, "bad-request"),
+        ({"filename": "a", "size": 10, "content_type": "text/plain;"}, 400, "bad-request"),
+        ({"filename": "a", "size": 10, "content_type": "text/x; a=1\r\nX: 1"}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10, "chunk_size": 0}, 400, "bad-request"),
         ({"filename": "a.mp4", "size": 10_000 * 5 * 1024**3 + 1}, 413, "file-too-large"),
         ([1, 2, 3], 400, "bad-request"),
@@ -208,3 +216,145 @@ async def test_a_problem_never_shows_the_servers_paths(local_api, local_settings
     answer = await local_api.complete(sid)
     assert answer.status == 404
     assert str(local_settings.data_dir.resolve()) not in await answer.text()
+
+
+async def test_declared_size_above_max_upload_size_is_413(start_api, local_settings):
+    api = await start_api(local_settings.model_copy(update={"max_upload_size": 1000}))
+    problem = await assert_problem(await api.initiate(size=1001), 413, "file-too-large")
+    assert problem["max_size"] == 1000
+    assert (await api.initiate(size=1000)).status == 201
+
+
+async def test_open_sessions_beyond_the_per_user_cap_are_429(start_api, local_settings):
+    api = await start_api(local_settings.model_copy(update={"max_open_sessions_per_user": 2}))
+    first = await new_session(api, size=2)
+    await new_session(api, size=2)
+    refused = await api.initiate(size=2)
+    problem = await assert_problem(refused, 429, "too-many-sessions")
+    assert problem["limit"] == 2 and int(refused.headers["Retry-After"]) > 0
+    assert (await api.as_user("bob").initiate(size=2)).status == 201  # a cap per user
+    assert (await api.abort(first)).status == 204
+    third = await new_session(api, size=2)
+    assert (await api.put_chunk(third, 0, b"ok")).status == 200
+    assert (await api.complete(third)).status == 201  # completed: no longer open
+    assert (await api.initiate(size=2)).status == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'\xff\xfe{"filename": "a"}', "application/json"),  # not UTF-8
+        (b'{"filename": "a", "size": 1}', "application/json; charset=bogus"),
+        (b"[" * 50_000, "application/json"),  # nests deeper than the parser's stack
+        (b'{"filename": "a", "size": ' + b"9" * 5000 + b"}", "application/json"),
+    ],
+    ids=["not-utf8", "unknown-charset", "deep-nesting", "5000-digit-number"],
+)
+async def test_initiate_body_that_cannot_be_decoded_is_400(local_api, body, content_type):
+    answer = await local_api.client.post(
+        "/api/v1/media/upload/initiate",
+        data=body,
+        headers={**local_api.headers, "Content-Type": content_type},
+    )
+    await assert_problem(answer, 400, "bad-request")
+
+
+@pytest.mark.parametrize("field", ["size", "chunk_size"])
+@pytest.mark.parametrize("value", [True, 10.0, "10"])
+async def test_initiate_numbers_of_the_wrong_json_type_are_400(local_api, field, value):
+    body = {"filename": "a.mp4", "size": 10, field: value}
+    answer = await local_api.client.post(
+        "/api/v1/media/upload/initiate", json=body, headers=local_api.headers
+    )
+    problem = await assert_problem(answer, 400, "bad-request")
+    assert [error["field"] for error in problem["errors"]] == [field]
+
+
+async def test_media_list_limit_that_is_a_digit_but_no_number_is_400(local_api):
+    # "²".isdigit() is true, int("²") raises
+    answer = await local_api.client.get("/api/v1/media?limit=%C2%B2", headers=local_api.headers)
+    await assert_problem(answer, 400, "bad-request")
+
+
+@pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_media_list_cursor_with_a_date_out_of_range_is_400(local_api, created_at):
+    cursor = base64.urlsafe_b64encode(json.dumps([created_at, "x"]).encode()).decode()
+    answer = await local_api.client.get(
+        "/api/v1/media", params={"cursor": cursor}, headers=local_api.headers
+    )
+    await assert_problem(answer, 400, "bad-request")
+
+
+async def test_bearer_token_that_is_not_utf8_is_401(local_api):
+    status, body = await raw_get(local_api, "/api/v1/media", b"Authorization: Bearer \xff\xfe\r\n")
+    assert status == 401, body
+
+
+async def _slow_body(data: bytes, release: asyncio.Event):
+    yield data[: len(data) // 2]
+    await release.wait()
+    yield data[len(data) // 2 :]
+
+
+async def test_abort_while_a_chunk_is_arriving_answers_the_chunk_4xx(local_api, tmp_path):
+    data = os.urandom(1000)
+    answer = await local_api.initiate(filename="a.bin", size=len(data))
+    session_id = (await answer.json())["session_id"]
+    release = asyncio.Event()
+    chunk = asyncio.create_task(
+        local_api.client.post(
+            f"/api/v1/media/upload/{session_id}/chunk/0",
+            data=_slow_body(data, release),
+            headers=local_api.headers,
+        )
+    )
+    await asyncio.sleep(0.3)  # the first half is in, the server waits for the rest
+    assert (await local_api.abort(session_id)).status == 204
+    release.set()
+    await assert_problem(await chunk, 404, "not-found")  # was a 500 (FOREIGN KEY)
+    assert list((tmp_path / "data" / ".staging").iterdir()) == []
+
+
+def _hold_complete_upload(monkeypatch, store_class) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make `store_class.complete_upload` stop until released: complete's unlucky moment."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    original = store_class.complete_upload
+
+    async def held(self, *args, **kwargs):
+        reached.set()
+        await release.wait()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(store_class, "complete_upload", held)
+    return reached, release
+
+
+async def test_abort_racing_a_local_complete_is_409_and_complete_wins(local_api, monkeypatch):
+    await _abort_racing_complete(local_api, monkeypatch, LocalStore)
+
+
+async def test_abort_racing_an_s3_complete_is_409_and_complete_wins(s3_api, monkeypatch):
+    await _abort_racing_complete(s3_api, monkeypatch, S3Store)
+
+
+async def _abort_racing_complete(api, monkeypatch, store_class) -> None:
+    data = os.urandom(6 * MiB)
+    answer = await api.initiate(filename="a.bin", size=len(data), chunk_size=5 * MiB)
+    session_id = (await answer.json())["session_id"]
+    assert (await api.put_chunk(session_id, 0, data[: 5 * MiB])).status == 200
+    assert (await api.put_chunk(session_id, 1, data[5 * MiB :])).status == 200
+    reached, release = _hold_complete_upload(monkeypatch, store_class)
+    complete = asyncio.create_task(api.complete(session_id))
+    await asyncio.wait_for(reached.wait(), 10)
+    # Before: 204, the upload discarded under complete: a local complete then
+    # answered 404 (naming a server path), an S3 one 202 "finalizing" for a
+    # media that could never finish, with the S3 breaker tripped.
+    await assert_problem(await api.abort(session_id), 409, "session-not-open")
+    release.set()
+    completed = await complete
+    assert completed.status == 201, await completed.text()
+    media_id = (await completed.json())["media_id"]
+    streamed = await api.client.get(f"/api/v1/media/stream/{media_id}", headers=api.headers)
+    if streamed.status == 302:  # S3: follow the presigned link
+        streamed = await api.client.get(streamed.headers["Location"])
+    assert await streamed.read() == data

@@ -9,6 +9,7 @@ import sys
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser
+from mediagate.preflight import check_data_dir, check_listen_host
 
 DEFAULT_TOKEN_TTL = 24 * 3600
 
@@ -17,12 +18,16 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate.web.app import create_app
     from mediagate.web.server import serve as serve_app
 
+    host = arguments.host or settings.host
+    port = arguments.port if arguments.port is not None else settings.port
+    check_data_dir(settings.data_dir)
+    check_listen_host(host, port)
     configure_logging(settings.log_format)
     asyncio.run(
         serve_app(
             create_app(settings),
-            host=arguments.host or settings.host,
-            port=arguments.port if arguments.port is not None else settings.port,
+            host=host,
+            port=port,
             shutdown_timeout=settings.shutdown_timeout,
         )
     )
@@ -32,6 +37,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
+    if settings.jwt_secret is None:  # the secret is (or will be) in the data directory
+        check_data_dir(settings.data_dir)
     try:
         print(tokens.issue(tokens.load_secret(settings), arguments.user, arguments.ttl))
     except ValueError as error:
@@ -67,8 +74,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
-        settings = load_settings()
+        return arguments.handler(load_settings(), arguments)
     except SettingsError as error:
         print(f"mediagate: {error}", file=sys.stderr)
         return 2
-    return arguments.handler(settings, arguments)

@@ -7,6 +7,8 @@ MEDIAGATE_ (apart from AWS_S3_ENDPOINT_URL, which sits with its AWS siblings).
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +16,14 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+DEFAULT_DATA_DIR = Path("data")
+# S3's largest object (10,000 parts of 5 GiB); also the most a chunk plan can hold.
+S3_MAX_OBJECT_SIZE = 10_000 * 5 * 1024 * MiB
+# HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
+MIN_JWT_SECRET_BYTES = 32
+# AWS bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens,
+# starting and ending with a letter or digit (MinIO follows them too).
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def env(name: str) -> AliasChoices:
@@ -73,7 +83,7 @@ class Settings(BaseSettings):
         30.0, gt=0, validation_alias=env("MEDIAGATE_S3_PROBE_MAX_INTERVAL")
     )
 
-    data_dir: Path = Field(Path("data"), validation_alias=env("MEDIAGATE_DATA_DIR"))
+    data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias=env("MEDIAGATE_DATA_DIR"))
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
@@ -117,12 +127,36 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
     )
+    # Open upload sessions one user may hold; each holds a staging file or an S3
+    # multipart upload until it completes, is aborted or expires. Too small
+    # refuses a client uploading many files in parallel (429, Retry-After);
+    # too large lets one user tie up disk and S3 uploads for a whole TTL.
+    max_open_sessions_per_user: int = Field(
+        100, ge=1, validation_alias=env("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER")
+    )
+    # Largest declared file size an upload may have (413 above it).
+    max_upload_size: int = Field(
+        S3_MAX_OBJECT_SIZE,
+        gt=0,
+        le=S3_MAX_OBJECT_SIZE,
+        validation_alias=env("MEDIAGATE_MAX_UPLOAD_SIZE"),
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), "
+                "or unset to have one generated in MEDIAGATE_DATA_DIR"
+            )
         return value
 
     @field_validator("key_prefix")
@@ -146,6 +180,10 @@ def env_names() -> dict[str, str]:
     }
 
 
+# Never echoed in an error message: it would end up in a terminal or a log.
+SECRET_VARIABLES = frozenset({"MEDIAGATE_JWT_SECRET", "AWS_SECRET_ACCESS_KEY"})
+
+
 class SettingsError(Exception):
     """A bad setting, described in one line that names the variable."""
 
@@ -159,12 +197,18 @@ def load_settings(**overrides: object) -> Settings:
         for problem in error.errors():
             field = str(problem["loc"][0]) if problem["loc"] else ""
             name = names.get(field, field)
-            value = problem.get("input")
-            lines.append(f"{name}={value!r}: {problem['msg']}")
+            value = "<hidden>" if name in SECRET_VARIABLES else repr(problem.get("input"))
+            lines.append(f"{name}={value}: {problem['msg']}")
         raise SettingsError("invalid setting " + "; ".join(lines)) from None
     if settings.use_cloud_storage and not settings.s3_bucket:
         raise SettingsError(
             "invalid setting AWS_S3_BUCKET_NAME: required when USE_CLOUD_STORAGE=true"
+        )
+    if settings.use_cloud_storage and not is_valid_bucket_name(settings.s3_bucket or ""):
+        raise SettingsError(
+            f"invalid setting AWS_S3_BUCKET_NAME={settings.s3_bucket!r}: S3 bucket names are "
+            "3-63 lowercase letters, digits, dots and hyphens, starting and ending with a "
+            "letter or digit"
         )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:
@@ -174,3 +218,13 @@ def load_settings(**overrides: object) -> Settings:
             "discards parts of sessions still open (0 turns the rule off)"
         )
     return settings
+
+
+def is_valid_bucket_name(name: str) -> bool:
+    if not _BUCKET_NAME.match(name) or ".." in name:
+        return False
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return True
+    return False  # S3 refuses names formatted as an IP address

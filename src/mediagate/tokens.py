@@ -3,6 +3,8 @@
 With no MEDIAGATE_JWT_SECRET set, a random secret is made on first start and
 kept in the data directory (mode 0600), so tokens survive restarts and
 `mediagate token` run on the same data directory signs tokens the server takes.
+A secret file shorter than MIN_JWT_SECRET_BYTES (truncated, hand-edited) is
+refused like a short MEDIAGATE_JWT_SECRET, never used.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jwt
 
-from mediagate.config import Settings
+from mediagate.config import MIN_JWT_SECRET_BYTES, Settings, SettingsError
 from mediagate.core.keys import is_valid_user_id
 
 ALGORITHM = "HS256"
@@ -25,28 +28,60 @@ class InvalidToken(Exception):
     pass
 
 
+class Secret(NamedTuple):
+    value: bytes
+    generated: bool  # made just now, in the data directory
+
+
 def load_secret(settings: Settings) -> bytes:
+    return obtain_secret(settings).value
+
+
+def obtain_secret(settings: Settings) -> Secret:
+    """The configured secret, else the data directory's, made on first use.
+
+    Raises SettingsError if the data directory's secret is too short."""
     if settings.jwt_secret is not None:
-        return settings.jwt_secret.get_secret_value().encode()
+        return Secret(settings.jwt_secret.get_secret_value().encode(), generated=False)
     path = settings.data_dir / SECRET_FILE
+    generated = False
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        generated = _write_private(path, secrets.token_urlsafe(48).encode())
     try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48).encode()
-    _write_private(path, secret)
-    return path.read_bytes().strip()
+        secret = path.read_bytes().strip()
+    except OSError as error:  # not ours to read (another user's service), a directory
+        raise SettingsError(
+            f"cannot read the JWT secret file {path} ({error.strerror}); run as the user the "
+            "server runs as, or set MEDIAGATE_JWT_SECRET"
+        ) from None
+    if len(secret) < MIN_JWT_SECRET_BYTES:
+        raise SettingsError(
+            f"invalid JWT secret file {path}: {len(secret)} bytes, at least "
+            f"{MIN_JWT_SECRET_BYTES} are needed; delete it to have a new one generated "
+            "(tokens signed with the old one stop working) or set MEDIAGATE_JWT_SECRET"
+        )
+    return Secret(secret, generated)
 
 
-def _write_private(path: Path, content: bytes) -> None:
-    """Create the file readable by its owner only; a racing creator wins and is kept."""
+def _write_private(path: Path, content: bytes) -> bool:
+    """Create the file, readable by its owner only, whole or not at all.
+
+    Written aside and linked into place, so a racing reader never sees it
+    half-written; False if a racing creator won (its file is kept)."""
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(aside, path)
     except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as file:
-        file.write(content)
+        return False
+    finally:
+        aside.unlink()
+    return True
 
 
 def issue(secret: bytes, user_id: str, ttl: int, now: float | None = None) -> str:

@@ -9,6 +9,7 @@ process or the machine; a commit costs about one fsync, small beside a chunk.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     media_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, state);
 CREATE TABLE IF NOT EXISTS chunks (
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     number INTEGER NOT NULL,
@@ -113,6 +115,7 @@ class SQLiteCatalog:
 
     def _connect(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self._path)
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -237,6 +240,15 @@ class SQLiteCatalog:
         )
         return [UploadSession.model_validate(dict(row)) for row in rows]
 
+    async def count_open_sessions(self, user_id: str) -> int:
+        rows = await self._run(
+            self._execute,
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state = ?",
+            user_id,
+            SessionState.OPEN.value,
+        )
+        return int(rows[0][0])
+
     async def expired_sessions(self, now: datetime) -> list[UploadSession]:
         rows = await self._run(
             self._execute,
@@ -324,6 +336,21 @@ class SQLiteCatalog:
             await self._run(self._db.close)
             self._db = None
         self._thread.shutdown(wait=True)
+
+
+def _make_private(path: Path) -> None:
+    """The catalog readable by its owner only, like the media and the JWT secret.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so
+    creating that one 0600 is enough; files made looser by older versions are
+    tightened."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _timestamp(moment: datetime) -> str:

@@ -24,12 +24,14 @@ from mediagate.core.errors import (
     ChunkLengthMismatch,
     ChunkOutOfRange,
     FileDigestMismatch,
+    FileTooLarge,
     MissingChunks,
     NotFound,
     Problem,
     SessionExpired,
     SessionNotOpen,
     StorageUnavailable,
+    TooManySessions,
 )
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.keys import new_id, object_key, sanitize_filename
@@ -98,6 +100,8 @@ class UploadEngine:
         key_prefix: str,
         chunk_size: int,
         session_ttl: timedelta,
+        max_upload_size: int | None = None,
+        max_open_sessions_per_user: int | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._catalog = catalog
@@ -106,6 +110,8 @@ class UploadEngine:
         self._key_prefix = key_prefix
         self._chunk_size = chunk_size
         self._session_ttl = session_ttl
+        self._max_upload_size = max_upload_size
+        self._max_open_sessions = max_open_sessions_per_user
         self._clock = clock
         self._assembler = Assembler(catalog, stores, clock)
         self._gates: dict[str, SessionGate] = {}
@@ -121,7 +127,22 @@ class UploadEngine:
         chunk_size: int | None = None,
         sha256: str | None = None,
     ) -> UploadSession:
+        if self._max_upload_size is not None and size > self._max_upload_size:
+            raise FileTooLarge(
+                f"{size} bytes declared; this server takes files of at most "
+                f"{self._max_upload_size} bytes",
+                max_size=self._max_upload_size,
+            )
         plan = plan_chunks(size, chunk_size or self._chunk_size)
+        # Counted in the catalog, so the cap holds across instances; requests
+        # racing past it at the same moment can go over it by a few.
+        limit = self._max_open_sessions
+        if limit is not None and await self._catalog.count_open_sessions(user_id) >= limit:
+            raise TooManySessions(
+                f"you have {limit} open upload sessions, the most this server allows; "
+                "complete or abort some (DELETE /api/v1/media/upload/{session_id})",
+                limit=limit,
+            )
         now = self._clock()
         media_id = new_id()
         filename = sanitize_filename(filename)

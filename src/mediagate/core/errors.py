@@ -14,6 +14,10 @@ class Problem(Exception):
     code: str = "internal-error"
     title: str = "Internal error"
     headers: ClassVar[dict[str, str]] = {}
+    # A 5xx detail describes the server's insides (S3 endpoint, bucket, key,
+    # upload id, paths): it goes to the log, the client gets a generic one,
+    # unless the class says its detail is written for clients.
+    public_detail: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -74,6 +78,7 @@ class StorageRejected(Problem):
 
 class MediaNotReady(Problem):
     status, code, title = 503, "media-finalizing", "Media is being finalized"
+    public_detail = True
     headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
@@ -83,6 +88,11 @@ class StorageFull(Problem):
 
 class FileTooLarge(Problem):
     status, code, title = 413, "file-too-large", "File too large"
+
+
+class TooManySessions(Problem):
+    status, code, title = 429, "too-many-sessions", "Too many open upload sessions"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
 
 
 class Unauthorized(Problem):

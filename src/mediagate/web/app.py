@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
-from mediagate.config import Settings
+from mediagate.config import DEFAULT_DATA_DIR, Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
@@ -81,11 +82,25 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     return app
 
 
+def token_command(settings: Settings) -> str:
+    """How to sign a token with the generated secret (from the server's working directory)."""
+    if settings.data_dir == DEFAULT_DATA_DIR:
+        return "mediagate token USER"
+    data_dir = shlex.quote(str(settings.data_dir.resolve()))
+    return f"MEDIAGATE_DATA_DIR={data_dir} mediagate token USER"
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    secret = tokens.load_secret(settings)
-    app[JWT_SECRET] = secret
-    app[LINKS] = StreamLinks(secret, settings.signed_url_expiry)
+    secret = tokens.obtain_secret(settings)
+    if secret.generated:
+        log.info(
+            "auth.secret_generated",
+            path=str((settings.data_dir / tokens.SECRET_FILE).resolve()),
+            get_a_token=token_command(settings),
+        )
+    app[JWT_SECRET] = secret.value
+    app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with contextlib.AsyncExitStack() as stack:
         catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
         stack.push_async_callback(catalog.close)
@@ -122,6 +137,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             key_prefix=settings.key_prefix,
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
+            max_upload_size=settings.max_upload_size,
+            max_open_sessions_per_user=settings.max_open_sessions_per_user,
             clock=app[CLOCK],
         )
         app[LIBRARY] = MediaLibrary(

@@ -41,10 +41,18 @@ def from_problem(problem: Problem) -> web.Response:
         problem.status,
         problem.code,
         problem.title,
-        problem.detail,
+        client_detail(problem),
         headers=problem.headers,
         **problem.extra,
     )
+
+
+def client_detail(problem: Problem) -> str:
+    """The problem's detail, or for a server-side failure a generic one (the cause is logged)."""
+    if problem.status < 500 or problem.public_detail:
+        return problem.detail
+    log.warning("request.problem", status=problem.status, code=problem.code, detail=problem.detail)
+    return f"{problem.title}; the server's log has the cause under this request_id"
 
 
 def from_http_exception(error: web.HTTPException) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,7 +16,13 @@ from mediagate.core.models import Media, UploadSession
 
 Model = TypeVar("Model", bound=BaseModel)
 
-CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$"
+# A media type (RFC 6838 names) with optional parameters (RFC 9110 §8.3.1):
+# `text/plain; charset=utf-8`. Printable ASCII only: it goes into headers.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+_PARAMETER = rf"[ \t]*;[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})"
+CONTENT_TYPE_PATTERN = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
 
 
 class InitiateRequest(BaseModel):
@@ -29,9 +36,17 @@ class InitiateRequest(BaseModel):
     def resolved_content_type(self) -> str:
         """The declared type, else one guessed from the extension (players check it)."""
         if self.content_type:
-            return self.content_type.lower()
+            return normalized_media_type(self.content_type)
         guessed, _ = mimetypes.guess_type(self.filename, strict=False)
         return guessed or "application/octet-stream"
+
+
+def normalized_media_type(value: str) -> str:
+    """Type, subtype and parameter names lower-cased (they are case-insensitive),
+    parameter values kept as sent: `Text/Plain;Charset=UTF-8` -> `text/plain; charset=UTF-8`."""
+    media_type = value.partition(";")[0]
+    parameters = re.findall(_PARAMETER, value[len(media_type) :])
+    return "; ".join([media_type.strip().lower()] + [f"{k.lower()}={v}" for k, v in parameters])
 
 
 async def parse_json(request: web.Request, model: type[Model]) -> Model:

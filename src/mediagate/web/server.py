@@ -23,6 +23,7 @@ import signal
 import structlog
 from aiohttp import web
 
+from mediagate.config import SettingsError
 from mediagate.web.keys import REQUEST_GATE
 
 log = structlog.get_logger("mediagate")
@@ -38,7 +39,13 @@ async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout:
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:  # in use, or not an address of this machine
+            raise SettingsError(
+                f"cannot listen on {host}:{port} ({error.strerror}); set MEDIAGATE_HOST and "
+                "MEDIAGATE_PORT (or --host, --port) to a free port on an address of this machine"
+            ) from None
         log.info("server.listening", url=site.name)
         await _until_stop_signal()
         await site.stop()

@@ -1,0 +1,30 @@
+"""Problem answers: a server-side failure tells the client what, never the server's insides."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from conftest import MiB, make_settings
+from test_upload_errors import assert_problem
+
+
+async def test_a_503_from_s3_names_no_endpoint_bucket_key_or_upload_id(
+    start_api, proxy, tmp_path, bucket
+):
+    settings = make_settings(
+        tmp_path / "data", use_cloud_storage=True, s3_bucket=bucket, s3_endpoint_url=proxy.url
+    )
+    api = await start_api(settings)
+    session = await (await api.initiate(filename="clip.mp4", size=6 * MiB)).json()
+    proxy.cut_after(1 * MiB)  # S3 goes away in the middle of the chunk's part
+    with capture_logs() as logs:
+        failed = await api.put_chunk(session["session_id"], 0, b"x" * 6 * MiB)
+        problem = await assert_problem(failed, 503, "storage-unavailable")
+
+    text = await failed.text()
+    for internal in (proxy.url.removeprefix("http://"), bucket, "clip.mp4", "uploadId"):
+        assert internal not in text
+    assert "request_id" in problem["detail"] and problem["request_id"]
+    logged = [entry for entry in logs if entry["event"] == "request.problem"]
+    assert [entry["status"] for entry in logged] == [503]
+    assert proxy.url.removeprefix("http://") in logged[0]["detail"]

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_catalog_files_are_readable_by_their_owner_only(local_api, local_settings):
+    assert (await local_api.initiate(filename="a.bin", size=2)).status == 201  # writes the WAL
+    catalog = local_settings.data_dir / CATALOG_FILE
+    files = [
+        catalog,
+        catalog.with_name(f"{CATALOG_FILE}-wal"),
+        catalog.with_name(f"{CATALOG_FILE}-shm"),
+    ]
+    assert {file.name: mode(file) for file in files} == {file.name: 0o600 for file in files}
+
+
+async def test_a_catalog_left_world_readable_is_made_private(tmp_path):
+    path = tmp_path / CATALOG_FILE
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    catalog = await SQLiteCatalog.open(path)
+    await catalog.close()
+    assert mode(path) == 0o600
