@@ -98,3 +98,41 @@ async def test_a_file_missing_on_disk_is_404_not_500(local_api, local_settings, 
         path.unlink()
     answer = await local_api.client.get(signed_path(uploaded))
     assert answer.status == 404
+
+
+@pytest.mark.parametrize(
+    ("filename", "declared"),
+    [
+        ("x.html", None),
+        ("x.svg", None),
+        ("x.xml", None),
+        ("x.js", None),
+        ("video.mp4", "text/html"),
+    ],
+)
+async def test_active_uploads_are_served_as_sandboxed_attachments(local_api, filename, declared):
+    """An uploader's HTML or SVG must not run in the API's origin through a signed link."""
+    page = b"<html><script>alert(document.domain)</script></html>"
+    body = {"filename": filename, "size": len(page)}
+    if declared:
+        body["content_type"] = declared
+    session = await (await local_api.initiate(**body)).json()
+    assert (await local_api.put_chunk(session["session_id"], 0, page)).status == 200
+    media = await (await local_api.complete(session["session_id"])).json()
+    for headers in ({}, {"Range": "bytes=0-9"}):
+        answer = await local_api.client.get(signed_path(media), headers=headers)
+        assert answer.status in (200, 206)
+        assert answer.headers["Content-Type"] == "application/octet-stream"
+        assert answer.headers["Content-Disposition"].startswith("attachment;")
+        assert answer.headers["Content-Security-Policy"] == "sandbox"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    info = await (await local_api.info(media["media_id"])).json()
+    assert info["content_type"] != "application/octet-stream"  # the record keeps the truth
+
+
+async def test_video_is_still_shown_inline_without_a_sandbox(local_api, uploaded):
+    answer = await local_api.client.get(signed_path(uploaded))
+    assert answer.headers["Content-Type"] == "video/mp4"
+    assert answer.headers["Content-Disposition"].startswith("inline;")
+    assert "Content-Security-Policy" not in answer.headers
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"

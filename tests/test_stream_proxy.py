@@ -91,3 +91,17 @@ async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, up
     for _ in range(3):
         answer = await proxy_api.client.get(path(uploaded), headers={"Range": "bytes=0-0"})
         assert answer.status == 206
+
+
+async def test_active_uploads_come_through_as_sandboxed_attachments(proxy_api):
+    page = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    session = await (await proxy_api.initiate(filename="x.svg", size=len(page))).json()
+    assert (await proxy_api.put_chunk(session["session_id"], 0, page)).status == 200
+    media = await (await proxy_api.complete(session["session_id"])).json()
+    answer = await proxy_api.client.get(path(media), allow_redirects=False)
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert answer.headers["Content-Security-Policy"] == "sandbox"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert await answer.read() == page

@@ -42,6 +42,7 @@ from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
 from mediagate.web.request_gate import RequestGate
 from mediagate.web.request_metrics import request_metrics_middleware
+from mediagate.web.security_headers import add_security_headers
 
 log = structlog.get_logger("mediagate")
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
+    app.on_response_prepare.append(add_security_headers)
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.add_routes(health.routes)

@@ -6,6 +6,7 @@ from aiohttp import web
 from yarl import URL
 
 from mediagate import metrics
+from mediagate.core.disposition import presentation
 from mediagate.core.errors import Forbidden, NotFound
 from mediagate.core.library import Redirect
 from mediagate.core.models import Media
@@ -67,21 +68,30 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    shown = presentation(media.filename, media.content_type)
+    headers = {"Content-Disposition": shown.content_disposition}
+    if shown.sandbox:
+        headers["Content-Security-Policy"] = "sandbox"
     if isinstance(target, ObjectRead):
         return await relay(
-            request, target, media, cache_control=request.app[SETTINGS].cache_control
+            request,
+            target,
+            media,
+            content_type=shown.content_type,
+            headers=headers,
+            cache_control=request.app[SETTINGS].cache_control,
         )
     try:
         return await send_file(
             request,
             target.path,
-            content_type=media.content_type,
+            content_type=shown.content_type,
             # A media's bytes never change (a new upload is a new media), so its
             # id is a strong validator and its creation its last modification.
             etag=f'"{media.id}"',
             last_modified=media.created_at.timestamp(),
             cache_control=request.app[SETTINGS].cache_control,
-            filename=media.filename,
+            headers=headers,
         )
     except FileNotFoundError:
         raise NotFound(f"the file of media {media.id} is missing on disk") from None
