@@ -26,6 +26,7 @@ from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
 from mediagate.web import health, media, uploads
+from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             request_context_middleware,
             gate.middleware,
             problems_middleware,
+            host_middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
@@ -76,6 +78,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
     app.on_response_prepare.append(add_security_headers)
+    app.on_startup.append(warn_without_public_url)
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.add_routes(health.routes)

@@ -13,6 +13,7 @@ from mediagate.core.models import Media
 from mediagate.storage.base import ObjectRead
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
+from mediagate.web.host import link_origin
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
 from mediagate.web.relay import read_conditions, relay
 from mediagate.web.schemas import media_info
@@ -22,32 +23,39 @@ routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
 
 
-def stream_url(request: web.Request, media_id: str) -> str:
-    """An absolute, signed link a player can open without any header."""
+def stream_url(request: web.Request, media_id: str, origin: URL) -> str:
+    """An absolute, signed link a player can open without any header.
+
+    `origin` is `link_origin(request)`, taken before anything that must not be left
+    half done: building the link itself cannot fail.
+    """
     expires, signature = request.app[LINKS].sign(media_id)
     metrics.signed_url_issued("stream")
-    base = request.app[SETTINGS].public_url or str(request.url.origin())
-    url = URL(base).joinpath("api/v1/media/stream", media_id)
+    url = origin.joinpath("api/v1/media/stream", media_id)
     return str(url.with_query(expires=str(expires), signature=signature))
 
 
 @routes.get("/api/v1/media/info/{media_id}")
 async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
+    origin = link_origin(request)
     media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
-    return web.json_response(media_info(media, stream_url(request, media.id)))
+    return web.json_response(media_info(media, stream_url(request, media.id, origin)))
 
 
 @routes.get("/api/v1/media")
 async def list_media(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
+    origin = link_origin(request)
     limit_text = request.query.get("limit", str(DEFAULT_PAGE))
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
     return web.json_response(
         {
-            "items": [media_info(media, stream_url(request, media.id)) for media in page.items],
+            "items": [
+                media_info(media, stream_url(request, media.id, origin)) for media in page.items
+            ],
             "next_cursor": page.next_cursor,
         }
     )
