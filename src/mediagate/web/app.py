@@ -26,6 +26,7 @@ from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
 from mediagate.web import health, media, uploads
+from mediagate.web.cors import Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
@@ -64,6 +65,7 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
+    cors = Cors(settings.cors_origins)
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
@@ -71,6 +73,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             gate.middleware,
             problems_middleware,
             host_middleware,
+            cors.middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
@@ -78,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(warn_without_public_url)
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
