@@ -7,6 +7,8 @@ import random
 import pytest
 from yarl import URL
 
+from mediagate.web.media import private_cache_control
+
 DATA = random.Random(11).randbytes(300_000)
 
 
@@ -136,3 +138,23 @@ async def test_video_is_still_shown_inline_without_a_sandbox(local_api, uploaded
     assert answer.headers["Content-Disposition"].startswith("inline;")
     assert "Content-Security-Policy" not in answer.headers
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_bytes_behind_a_signed_link_stay_out_of_shared_caches(local_api, uploaded):
+    """A CDN or proxy that kept them would serve them after expiry and after a delete."""
+    answer = await local_api.client.get(signed_path(uploaded))
+    assert answer.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [
+        ("max-age=31536000, immutable", "private, max-age=31536000, immutable"),
+        ("public, max-age=600, s-maxage=600", "private, max-age=600"),
+        ("private, max-age=60", "private, max-age=60"),
+        ("no-store", "no-store"),
+        ("", "private"),
+    ],
+)
+def test_private_cache_control(setting, sent):
+    assert private_cache_control(setting) == sent

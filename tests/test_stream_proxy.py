@@ -38,6 +38,7 @@ async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     assert answer.headers["Content-Length"] == str(len(DATA))
     assert answer.headers["Accept-Ranges"] == "bytes"
     assert "movie.mp4" in answer.headers["Content-Disposition"]
+    assert answer.headers["Cache-Control"].startswith("private")  # never a shared cache
     assert await answer.read() == DATA
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 from yarl import URL
 
@@ -76,6 +78,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    cache_control = private_cache_control(request.app[SETTINGS].cache_control)
     shown = presentation(media.filename, media.content_type)
     headers = {"Content-Disposition": shown.content_disposition}
     if shown.sandbox:
@@ -87,7 +90,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             media,
             content_type=shown.content_type,
             headers=headers,
-            cache_control=request.app[SETTINGS].cache_control,
+            cache_control=cache_control,
         )
     try:
         return await send_file(
@@ -98,11 +101,29 @@ async def stream(request: web.Request) -> web.StreamResponse:
             # id is a strong validator and its creation its last modification.
             etag=f'"{media.id}"',
             last_modified=media.created_at.timestamp(),
-            cache_control=request.app[SETTINGS].cache_control,
+            cache_control=cache_control,
             headers=headers,
         )
     except FileNotFoundError:
         raise NotFound(f"the file of media {media.id} is missing on disk") from None
+
+
+@functools.lru_cache(maxsize=8)
+def private_cache_control(cache_control: str) -> str:
+    """MEDIAGATE_CACHE_CONTROL for bytes this server sends, kept out of shared caches.
+
+    They sit behind a signed link or a token: a proxy or CDN that kept them would
+    serve them after the link expired and after the media was deleted. The setting's
+    other directives (max-age, immutable) still let the player's own cache keep them.
+    S3 objects keep the setting as it is, for the CDN the operator chose.
+    """
+    directives = [item.strip() for item in cache_control.split(",") if item.strip()]
+    names = [item.split("=", 1)[0].lower() for item in directives]
+    if "no-store" in names or "private" in names:
+        return ", ".join(directives)
+    shared_only = {"public", "s-maxage", "proxy-revalidate"}
+    kept = [item for item, name in zip(directives, names, strict=True) if name not in shared_only]
+    return ", ".join(["private", *kept])
 
 
 async def _streamable_media(request: web.Request) -> Media:
