@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from mediagate.web.problems import problem_response
 
@@ -108,7 +108,7 @@ class Cors:
         return origin if origin.lower() in self._origins else None
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Answer preflights here: no route has OPTIONS, and no token comes with them."""
         rule = self._rule(request.path)
         if (

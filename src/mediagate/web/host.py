@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from yarl import URL
 
 from mediagate.core.errors import BadRequest
@@ -47,7 +47,7 @@ def is_valid_host(value: str) -> bool:
 
 
 @web.middleware
-async def host_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     hosts = request.headers.getall(hdrs.HOST, [])
     if len(hosts) > 1:
         raise BadRequest("the request has more than one Host header")

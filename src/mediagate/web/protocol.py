@@ -12,6 +12,7 @@ answered, and logs only the kind of error.
 from __future__ import annotations
 
 import uuid
+from http import HTTPStatus
 
 import structlog
 from aiohttp import http_exceptions, web
@@ -62,11 +63,14 @@ class ProblemRequestHandler(RequestHandler):
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         request_id = request_id or uuid.uuid4().hex
         if status >= 500:
-            log.error("request.failed", request_id=request_id, exc_info=exc)
+            # aiohttp's own 500 (an exception escaped every middleware) or 504 (a
+            # handler timed out).
+            log.error("request.failed", request_id=request_id, status=status, exc_info=exc)
+            title = "Internal error" if status == 500 else HTTPStatus(status).phrase
             response = problem_response(
                 status,
-                "internal-error",
-                "Internal error",
+                title.lower().replace(" ", "-"),
+                title,
                 "the server failed; see its log",
                 request_id=request_id,
             )
