@@ -64,3 +64,28 @@ def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "MEDIAGATE_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MEDIAGATE_PUBLIC_URL", "media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "ftp://media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "https://user@media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "https://media.example.com:99999"),
+        ("MEDIAGATE_PUBLIC_URL", "https://media.example.com/?x=1"),
+        ("MEDIAGATE_CORS_ORIGINS", "https://app.example.com/page"),
+        ("MEDIAGATE_CORS_ORIGINS", "app.example.com"),
+    ],
+)
+def test_links_and_origins_that_could_never_work_are_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_public_url_with_a_path_and_origins_with_a_slash_are_fine(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_PUBLIC_URL", "https://example.com:8443/media/")
+    monkeypatch.setenv("MEDIAGATE_CORS_ORIGINS", "https://app.example.com/, http://[::1]:3000, *")
+    settings = load_settings()
+    assert settings.public_url == "https://example.com:8443/media"
