@@ -89,3 +89,4 @@ def test_public_url_with_a_path_and_origins_with_a_slash_are_fine(monkeypatch):
     monkeypatch.setenv("MEDIAGATE_CORS_ORIGINS", "https://app.example.com/, http://[::1]:3000, *")
     settings = load_settings()
     assert settings.public_url == "https://example.com:8443/media"
+    assert settings.cors_origins == ["https://app.example.com", "http://[::1]:3000", "*"]

@@ -15,7 +15,7 @@ PREFLIGHT = {
 
 @pytest.fixture
 async def cors_api(start_api, local_settings):
-    return await start_api(local_settings.model_copy(update={"cors_origins": [APP + "/"]}))
+    return await start_api(local_settings.model_copy(update={"cors_origins": [APP]}))
 
 
 def listed(value: str) -> set[str]:

@@ -154,13 +154,15 @@ class Settings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def origins_are_origins(cls, value: list[str]) -> list[str]:
-        """Browsers send `scheme://host[:port]` and nothing more: anything else never matches."""
-        for origin in value:
-            if origin != "*" and not _is_origin(origin.rstrip("/")):
+        """Browsers send `scheme://host[:port]` and nothing more: anything else never matches
+        (a trailing slash is dropped, for the API and the bucket alike)."""
+        origins = [origin.rstrip("/") if origin != "*" else origin for origin in value]
+        for origin in origins:
+            if origin != "*" and not _is_origin(origin):
                 raise ValueError(
                     f"{origin!r} is not * or an origin such as https://app.example.com"
                 )
-        return value
+        return origins
 
 
 def _is_origin(text: str) -> bool:

@@ -89,8 +89,8 @@ NATIVE_API = CorsPaths(
 
 class Cors:
     def __init__(self, origins: Sequence[str], paths: Sequence[CorsPaths] = (NATIVE_API,)) -> None:
-        # Browsers send the origin serialised: lower-case scheme and host, no slash.
-        self._origins = frozenset(origin.rstrip("/").lower() for origin in origins)
+        # Browsers send the origin serialised: lower-case scheme and host.
+        self._origins = frozenset(origin.lower() for origin in origins)
         self._any_origin = "*" in self._origins
         self._paths = sorted(paths, key=lambda rule: len(rule.prefix), reverse=True)
 
