@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
 from yarl import URL
+
+from mediagate.web.cors import NATIVE_API, Cors
 
 APP = "https://app.example"
 PREFLIGHT = {
@@ -107,3 +110,34 @@ async def test_without_cors_origins_there_is_no_cors(local_api):
     answer = await local_api.client.options("/api/v1/media", headers=PREFLIGHT)
     assert answer.status == 405
     assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+async def no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def test_another_route_family_extends_the_rule_for_its_prefix(aiohttp_client):
+    """How tus adds PATCH and its Upload-* headers on its own paths, and only there."""
+    tus = NATIVE_API.extended(
+        "/api/v1/tus",
+        methods={"PATCH"},
+        request_headers={"Upload-Offset", "Tus-Resumable"},
+        exposed_headers={"Upload-Offset"},
+    )
+    cors = Cors([APP], [NATIVE_API, tus])
+    app = web.Application(middlewares=[cors.middleware])
+    app.on_response_prepare.append(cors.on_response_prepare)
+    app.router.add_route("PATCH", "/api/v1/tus/{id}", no_content)
+    client = await aiohttp_client(app)
+
+    preflight = await client.options(
+        "/api/v1/tus/abc", headers={**PREFLIGHT, "Access-Control-Request-Method": "PATCH"}
+    )
+    assert "patch" in listed(preflight.headers["Access-Control-Allow-Methods"])
+    assert {"upload-offset", "authorization"} <= listed(
+        preflight.headers["Access-Control-Allow-Headers"]
+    )
+    patched = await client.patch("/api/v1/tus/abc", headers={"Origin": APP})
+    assert "upload-offset" in listed(patched.headers["Access-Control-Expose-Headers"])
+    native = await client.options("/api/v1/media", headers=PREFLIGHT)
+    assert "patch" not in listed(native.headers["Access-Control-Allow-Methods"])
