@@ -186,3 +186,29 @@ def test_serve_refuses_a_port_in_use_in_one_line(tmp_path):
 def test_serve_refuses_an_invalid_bucket_name(tmp_path):
     result = run_mediagate(tmp_path, "serve", USE_CLOUD_STORAGE="true", AWS_S3_BUCKET_NAME="rt")
     assert_refused_in_one_line(result, "AWS_S3_BUCKET_NAME='rt'")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MEDIAGATE_PUBLIC_URL", "media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "ftp://media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "https://user@media.example.com"),
+        ("MEDIAGATE_PUBLIC_URL", "https://media.example.com:99999"),
+        ("MEDIAGATE_PUBLIC_URL", "https://media.example.com/?x=1"),
+        ("MEDIAGATE_CORS_ORIGINS", "https://app.example.com/page"),
+        ("MEDIAGATE_CORS_ORIGINS", "app.example.com"),
+    ],
+)
+def test_links_and_origins_that_could_never_work_are_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_public_url_with_a_path_and_origins_with_a_slash_are_fine(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_PUBLIC_URL", "https://example.com:8443/media/")
+    monkeypatch.setenv("MEDIAGATE_CORS_ORIGINS", "https://app.example.com/, http://[::1]:3000, *")
+    settings = load_settings()
+    assert settings.public_url == "https://example.com:8443/media"
+    assert settings.cors_origins == ["https://app.example.com", "http://[::1]:3000", "*"]

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from mediagate.core.disposition import content_disposition
 from mediagate.web import file_response
 from mediagate.web.file_response import send_file
 
@@ -73,6 +74,10 @@ def make_files(root: Path) -> dict[str, bytes]:
     return contents
 
 
+def _disposition(filename: str | None) -> dict[str, str] | None:
+    return {"Content-Disposition": content_disposition(filename)} if filename else None
+
+
 async def serve(request: web.Request) -> web.StreamResponse:
     try:
         response = await send_file(
@@ -82,7 +87,7 @@ async def serve(request: web.Request) -> web.StreamResponse:
             etag=ETAG,
             last_modified=LAST_MODIFIED,
             cache_control=CACHE_CONTROL,
-            filename=request.query.get("filename"),
+            headers=_disposition(request.query.get("filename")),
         )
     except FileNotFoundError:
         outcome = "not found"

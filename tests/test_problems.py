@@ -1,7 +1,9 @@
-"""Problem answers: a server-side failure tells the client what, never the server's insides."""
+"""Problem answers: 4xx for bad input, never a 500; a server-side failure tells the client
+what failed, never the server's insides."""
 
 from __future__ import annotations
 
+import pytest
 from structlog.testing import capture_logs
 
 from conftest import MiB, make_settings
@@ -28,3 +30,16 @@ async def test_a_503_from_s3_names_no_endpoint_bucket_key_or_upload_id(
     logged = [entry for entry in logs if entry["event"] == "request.problem"]
     assert [entry["status"] for entry in logged] == [503]
     assert proxy.url.removeprefix("http://") in logged[0]["detail"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_cannot_be_decoded_is_400_not_500(local_api, encoding):
+    headers = {**local_api.headers, "Content-Encoding": encoding}
+    answer = await local_api.client.post(
+        "/api/v1/media/upload/initiate", data=b"not compressed at all", headers=headers
+    )
+    assert answer.status == 400
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    problem = await answer.json()
+    assert problem["title"] == "Malformed body"
+    assert "not compressed" not in problem["detail"]

@@ -8,6 +8,8 @@ import time
 import pytest
 from yarl import URL
 
+from mediagate.web.media import private_cache_control
+
 DATA = random.Random(11).randbytes(300_000)
 
 
@@ -131,4 +133,64 @@ async def test_a_declared_media_type_keeps_its_parameters(local_api, declared, k
     media = await (await local_api.complete(session_id)).json()
     assert media["info"]["content_type"] == kept
     streamed = await local_api.client.get(signed_path(media))
-    assert streamed.headers["Content-Type"] == kept
+    # Text is an active type: served as an attachment of no type, the record keeps the truth.
+    served = kept if kept.startswith("video/") else "application/octet-stream"
+    assert streamed.headers["Content-Type"] == served
+
+
+@pytest.mark.parametrize(
+    ("filename", "declared"),
+    [
+        ("x.html", None),
+        ("x.svg", None),
+        ("x.xml", None),
+        ("x.js", None),
+        ("video.mp4", "text/html"),
+    ],
+)
+async def test_active_uploads_are_served_as_sandboxed_attachments(local_api, filename, declared):
+    """An uploader's HTML or SVG must not run in the API's origin through a signed link."""
+    page = b"<html><script>alert(document.domain)</script></html>"
+    body = {"filename": filename, "size": len(page)}
+    if declared:
+        body["content_type"] = declared
+    session = await (await local_api.initiate(**body)).json()
+    assert (await local_api.put_chunk(session["session_id"], 0, page)).status == 200
+    media = await (await local_api.complete(session["session_id"])).json()
+    for headers in ({}, {"Range": "bytes=0-9"}):
+        answer = await local_api.client.get(signed_path(media), headers=headers)
+        assert answer.status in (200, 206)
+        assert answer.headers["Content-Type"] == "application/octet-stream"
+        assert answer.headers["Content-Disposition"].startswith("attachment;")
+        assert answer.headers["Content-Security-Policy"] == "sandbox"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    info = await (await local_api.info(media["media_id"])).json()
+    assert info["content_type"] != "application/octet-stream"  # the record keeps the truth
+
+
+async def test_video_is_still_shown_inline_without_a_sandbox(local_api, uploaded):
+    answer = await local_api.client.get(signed_path(uploaded))
+    assert answer.headers["Content-Type"] == "video/mp4"
+    assert answer.headers["Content-Disposition"].startswith("inline;")
+    assert "Content-Security-Policy" not in answer.headers
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_bytes_behind_a_signed_link_stay_out_of_shared_caches(local_api, uploaded):
+    """A CDN or proxy that kept them would serve them after expiry and after a delete."""
+    answer = await local_api.client.get(signed_path(uploaded))
+    assert answer.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [
+        ("max-age=31536000, immutable", "private, max-age=31536000, immutable"),
+        ("public, max-age=600, s-maxage=600", "private, max-age=600"),
+        ("private, max-age=60", "private, max-age=60"),
+        ("no-store", "no-store"),
+        ("", "private"),
+    ],
+)
+def test_private_cache_control(setting, sent):
+    assert private_cache_control(setting) == sent

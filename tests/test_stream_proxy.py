@@ -39,6 +39,7 @@ async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     assert answer.headers["Content-Length"] == str(len(DATA))
     assert answer.headers["Accept-Ranges"] == "bytes"
     assert "movie.mp4" in answer.headers["Content-Disposition"]
+    assert answer.headers["Cache-Control"].startswith("private")  # never a shared cache
     assert await answer.read() == DATA
 
 
@@ -166,3 +167,17 @@ async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
     writer.close()
     assert len(body) < len(data)
     assert body == data[: len(body)]
+
+
+async def test_active_uploads_come_through_as_sandboxed_attachments(proxy_api):
+    page = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    session = await (await proxy_api.initiate(filename="x.svg", size=len(page))).json()
+    assert (await proxy_api.put_chunk(session["session_id"], 0, page)).status == 200
+    media = await (await proxy_api.complete(session["session_id"])).json()
+    answer = await proxy_api.client.get(path(media), allow_redirects=False)
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert answer.headers["Content-Security-Policy"] == "sandbox"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert await answer.read() == page

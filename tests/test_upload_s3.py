@@ -204,3 +204,21 @@ async def test_stream_redirects_to_a_presigned_url(s3_api, bucket):
         assert s3_answer.headers["Content-Type"] == "video/mp4"
         assert "movie.mp4" in s3_answer.headers["Content-Disposition"]
         assert await s3_answer.read() == payload(4096)
+
+
+async def test_presigned_links_and_objects_keep_active_types_from_rendering(
+    s3_api, s3_objects, bucket
+):
+    page = b"<html><script>alert(document.domain)</script></html>"
+    done = await upload_parallel(s3_api, page, filename="x.html")
+    answer = await s3_api.client.get(URL(done["stream_url"]).path_qs, allow_redirects=False)
+    assert answer.status == 302
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    async with aiohttp.ClientSession() as plain, plain.get(answer.headers["Location"]) as s3_answer:
+        assert s3_answer.status == 200
+        assert s3_answer.headers["Content-Type"] == "application/octet-stream"
+        assert s3_answer.headers["Content-Disposition"].startswith("attachment;")
+    # What a CDN in front of the bucket would serve.
+    key = f"media/alice/{done['media_id']}/x.html"
+    head = await s3_objects.head_object(Bucket=bucket, Key=key)
+    assert head["ContentDisposition"].startswith("attachment;")

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -171,6 +172,49 @@ class Settings(BaseSettings):
     @classmethod
     def no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("public_url")
+    @classmethod
+    def public_url_is_absolute(cls, value: str | None) -> str | None:
+        """Every link handed out starts with it: a typo must not make them all relative."""
+        if value:
+            parts = urlsplit(value)
+            if not _is_origin(f"{parts.scheme}://{parts.netloc}") or parts.query or parts.fragment:
+                raise ValueError(
+                    "must be http(s)://host[:port][/path], e.g. https://media.example.com"
+                )
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def origins_are_origins(cls, value: list[str]) -> list[str]:
+        """Browsers send `scheme://host[:port]` and nothing more: anything else never matches
+        (a trailing slash is dropped, for the API and the bucket alike)."""
+        origins = [origin.rstrip("/") if origin != "*" else origin for origin in value]
+        for origin in origins:
+            if origin != "*" and not _is_origin(origin):
+                raise ValueError(
+                    f"{origin!r} is not * or an origin such as https://app.example.com"
+                )
+        return origins
+
+
+def _is_origin(text: str) -> bool:
+    """`text` is `http(s)://host[:port]`, nothing before or after."""
+    try:
+        parts = urlsplit(text)
+        port_is_valid = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is no number, or out of range
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and not parts.path
+        and not parts.query
+        and not parts.fragment
+        and port_is_valid
+    )
 
 
 def env_names() -> dict[str, str]:

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mediagate import metrics
 from mediagate.config import Settings
-from mediagate.core.disposition import content_disposition
+from mediagate.core.disposition import presentation
 from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import (
@@ -284,13 +284,16 @@ class S3Store:
         self, key: str, *, filename: str, content_type: str, expires_in: int
     ) -> str:
         metrics.signed_url_issued("s3_presigned")
+        # S3 cannot add Content-Security-Policy or nosniff: an active type goes out
+        # as an octet-stream attachment, which no browser renders.
+        shown = presentation(filename, content_type)
         return await self._s3.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": key,
-                "ResponseContentType": content_type,
-                "ResponseContentDisposition": content_disposition(filename),
+                "ResponseContentType": shown.content_type,
+                "ResponseContentDisposition": shown.content_disposition,
             },
             ExpiresIn=expires_in,
         )
@@ -341,7 +344,10 @@ class S3Store:
             "Key": target.key,
             "ContentType": target.content_type,
             "CacheControl": self._cache_control,
-            "ContentDisposition": content_disposition(target.filename),
+            # What a CDN in front of the bucket serves: active types as attachments.
+            "ContentDisposition": presentation(
+                target.filename, target.content_type
+            ).content_disposition,
             # S3 metadata must be ASCII, so the filename travels percent-encoded.
             "Metadata": {"owner": target.owner, "filename": quote(target.filename)},
         }

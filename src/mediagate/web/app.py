@@ -27,6 +27,8 @@ from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
 from mediagate.web import health, media, uploads
+from mediagate.web.cors import Cors
+from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
@@ -43,6 +45,7 @@ from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
 from mediagate.web.request_gate import RequestGate
 from mediagate.web.request_metrics import request_metrics_middleware
+from mediagate.web.security_headers import add_security_headers
 
 log = structlog.get_logger("mediagate")
 
@@ -63,18 +66,24 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
+    cors = Cors(settings.cors_origins)
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
             request_context_middleware,
             gate.middleware,
             problems_middleware,
+            host_middleware,
+            cors.middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
+    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(cors.on_response_prepare)
+    app.on_startup.append(warn_without_public_url)
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.add_routes(health.routes)

@@ -18,13 +18,13 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import Final, NamedTuple, TypeAlias, assert_never
 
 from aiohttp import web
 
-from mediagate.core.disposition import content_disposition
 from mediagate.web.problems import PROBLEM_TYPE_BASE
 from mediagate.web.ranges import (
     ByteRange,
@@ -78,14 +78,14 @@ async def send_file(
     etag: str,
     last_modified: float,
     cache_control: str,
-    filename: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer the GET or HEAD `request` with the file at `path`; return the sent response.
 
     `etag` is the entity-tag as it goes into the ETag header (`'"…"'` or `'W/"…"'`),
-    `last_modified` is in seconds since the epoch, `filename` (optional) is offered in an
-    inline Content-Disposition. The response is sent and finished here; the handler
-    just returns it.
+    `last_modified` is in seconds since the epoch, `headers` (optional) go out with the
+    bytes (Content-Disposition, Content-Security-Policy). The response is sent and
+    finished here; the handler just returns it.
 
     Raises FileNotFoundError, before anything is sent, when `path` is missing or not a
     regular file (answer 404); other OSErrors from opening it propagate. Raises
@@ -113,7 +113,7 @@ async def send_file(
                 "Last-Modified": _http_date(last_modified),
                 "Cache-Control": cache_control,
             },
-            filename=filename,
+            headers=headers or {},
         )
         response = web.StreamResponse(status=plan.status, headers=plan.headers)
         try:
@@ -149,12 +149,10 @@ def _plan_response(
     size: int,
     content_type: str,
     validator_headers: dict[str, str],
-    filename: str | None,
+    headers: Mapping[str, str],
 ) -> _Plan:
     """Status, headers and body segments for a decision."""
-    representation = {"Accept-Ranges": "bytes", **validator_headers}
-    if filename is not None:
-        representation["Content-Disposition"] = content_disposition(filename)
+    representation = {"Accept-Ranges": "bytes", **validator_headers, **headers}
 
     match decision:
         case SendWhole():

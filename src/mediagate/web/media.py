@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 from yarl import URL
 
 from mediagate import metrics
+from mediagate.core.disposition import presentation
 from mediagate.core.errors import Forbidden, NotFound
 from mediagate.core.library import Redirect
 from mediagate.core.models import Media
 from mediagate.storage.base import ObjectRead
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
+from mediagate.web.host import link_origin
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
 from mediagate.web.relay import read_conditions, relay
 from mediagate.web.schemas import media_info
@@ -21,32 +25,39 @@ routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
 
 
-def stream_url(request: web.Request, media_id: str) -> str:
-    """An absolute, signed link a player can open without any header."""
+def stream_url(request: web.Request, media_id: str, origin: URL) -> str:
+    """An absolute, signed link a player can open without any header.
+
+    `origin` is `link_origin(request)`, taken before anything that must not be left
+    half done: building the link itself cannot fail.
+    """
     expires, signature = request.app[LINKS].sign(media_id)
     metrics.signed_url_issued("stream")
-    base = request.app[SETTINGS].public_url or str(request.url.origin())
-    url = URL(base).joinpath("api/v1/media/stream", media_id)
+    url = origin.joinpath("api/v1/media/stream", media_id)
     return str(url.with_query(expires=str(expires), signature=signature))
 
 
 @routes.get("/api/v1/media/info/{media_id}")
 async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
+    origin = link_origin(request)
     media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
-    return web.json_response(media_info(media, stream_url(request, media.id)))
+    return web.json_response(media_info(media, stream_url(request, media.id, origin)))
 
 
 @routes.get("/api/v1/media")
 async def list_media(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
+    origin = link_origin(request)
     limit_text = request.query.get("limit", str(DEFAULT_PAGE))
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
     return web.json_response(
         {
-            "items": [media_info(media, stream_url(request, media.id)) for media in page.items],
+            "items": [
+                media_info(media, stream_url(request, media.id, origin)) for media in page.items
+            ],
             "next_cursor": page.next_cursor,
         }
     )
@@ -67,24 +78,52 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    cache_control = private_cache_control(request.app[SETTINGS].cache_control)
+    shown = presentation(media.filename, media.content_type)
+    headers = {"Content-Disposition": shown.content_disposition}
+    if shown.sandbox:
+        headers["Content-Security-Policy"] = "sandbox"
     if isinstance(target, ObjectRead):
         return await relay(
-            request, target, media, cache_control=request.app[SETTINGS].cache_control
+            request,
+            target,
+            media,
+            content_type=shown.content_type,
+            headers=headers,
+            cache_control=cache_control,
         )
     try:
         return await send_file(
             request,
             target.path,
-            content_type=media.content_type,
+            content_type=shown.content_type,
             # A media's bytes never change (a new upload is a new media), so its
             # id is a strong validator and its creation its last modification.
             etag=f'"{media.id}"',
             last_modified=media.created_at.timestamp(),
-            cache_control=request.app[SETTINGS].cache_control,
-            filename=media.filename,
+            cache_control=cache_control,
+            headers=headers,
         )
     except FileNotFoundError:
         raise NotFound(f"the file of media {media.id} is missing on disk") from None
+
+
+@functools.lru_cache(maxsize=8)
+def private_cache_control(cache_control: str) -> str:
+    """MEDIAGATE_CACHE_CONTROL for bytes this server sends, kept out of shared caches.
+
+    They sit behind a signed link or a token: a proxy or CDN that kept them would
+    serve them after the link expired and after the media was deleted. The setting's
+    other directives (max-age, immutable) still let the player's own cache keep them.
+    S3 objects keep the setting as it is, for the CDN the operator chose.
+    """
+    directives = [item.strip() for item in cache_control.split(",") if item.strip()]
+    names = [item.split("=", 1)[0].lower() for item in directives]
+    if "no-store" in names or "private" in names:
+        return ", ".join(directives)
+    shared_only = {"public", "s-maxage", "proxy-revalidate"}
+    kept = [item for item, name in zip(directives, names, strict=True) if name not in shared_only]
+    return ", ".join(["private", *kept])
 
 
 async def _streamable_media(request: web.Request) -> Media:

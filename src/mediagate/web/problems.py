@@ -76,6 +76,15 @@ async def problems_middleware(request: web.Request, handler: Any) -> web.StreamR
         return from_http_exception(error)
     except ConnectionResetError:
         raise
+    except web.RequestPayloadError:
+        # aiohttp could not decode the body it was handed (Content-Encoding, chunked
+        # framing): the client's fault, and never a byte of it quoted back.
+        return problem_response(
+            400,
+            "malformed-body",
+            "Malformed body",
+            "the request body could not be decoded (Content-Encoding or chunked framing)",
+        )
     except Exception:
         log.exception("request.failed", path=request.path)
         return problem_response(

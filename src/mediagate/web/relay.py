@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
-from mediagate.core.disposition import content_disposition
 from mediagate.core.models import Media
 from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.problems import problem_response
@@ -65,15 +65,23 @@ def _date(value: str | None) -> datetime | None:
 
 
 async def relay(
-    request: web.Request, answer: ObjectRead, media: Media, *, cache_control: str
+    request: web.Request,
+    answer: ObjectRead,
+    media: Media,
+    *,
+    content_type: str,
+    headers: Mapping[str, str],
+    cache_control: str,
 ) -> web.StreamResponse:
+    """Stream S3's `answer` to the player; `content_type` and `headers` (Content-Disposition,
+    Content-Security-Policy) replace whatever the object was stored with."""
     if answer.status in PROBLEMS:
         code, title, detail = PROBLEMS[answer.status]
         return problem_response(answer.status, code, title, detail, headers=answer.headers)
     response = web.StreamResponse(status=answer.status, headers=answer.headers)
     if answer.status != 304:
-        response.headers["Content-Type"] = media.content_type
-        response.headers["Content-Disposition"] = content_disposition(media.filename)
+        response.headers["Content-Type"] = content_type
+        response.headers.update(headers)
     response.headers["Cache-Control"] = cache_control
     await response.prepare(request)
     if answer.body is not None:

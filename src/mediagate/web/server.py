@@ -25,6 +25,7 @@ from aiohttp import web
 
 from mediagate.config import SettingsError
 from mediagate.web.keys import REQUEST_GATE
+from mediagate.web.protocol import AppRunner
 
 log = structlog.get_logger("mediagate")
 
@@ -35,7 +36,7 @@ FINAL_GRACE = 2.0
 
 
 async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
-    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=FINAL_GRACE)
+    runner = AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=FINAL_GRACE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

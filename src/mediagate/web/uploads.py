@@ -10,6 +10,7 @@ from mediagate.core.errors import BadRequest, FileTooLarge
 from mediagate.core.models import MediaState
 from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
+from mediagate.web.host import link_origin
 from mediagate.web.keys import ENGINE
 from mediagate.web.media import stream_url
 from mediagate.web.schemas import (
@@ -83,8 +84,10 @@ async def abort(request: web.Request) -> web.Response:
 @routes.post("/api/v1/media/upload/{session_id}/complete")
 async def complete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
+    # Before complete records the media: nothing may fail once it has.
+    origin = link_origin(request)
     media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
-    url = stream_url(request, media.id)
+    url = stream_url(request, media.id, origin)
     body = {"media_id": media.id, "stream_url": url, "info": media_info(media, url)}
     if media.state is MediaState.FINALIZING:
         # Every chunk is safe; some wait on local disk until S3 is back.
