@@ -65,7 +65,10 @@ async function signIn(token, { remember }) {
   if (remember) localStorage.setItem(TOKEN_KEY, token);
   api = candidate;
   user = claimsOf(token).sub || "";
-  $("who").textContent = user ? `Signed in as ${user}` : "Signed in";
+  $("who").replaceChildren(
+    element("span", { class: "who-prefix", text: "Signed in as " }),
+    element("strong", { text: user || "?" }),
+  );
   $("account").hidden = false;
   $("sign-in").hidden = true;
   $("workspace").hidden = false;
@@ -226,6 +229,7 @@ function showUnfinished() {
   for (const entry of unfinishedUploads(user)) {
     const view = uploadItem(entry.name, entry.size);
     view.item.dataset.key = entry.key;
+    view.item.classList.add("stopped");
     view.state.textContent = "Interrupted";
     view.note.textContent = `Choose ${entry.name} again to resume where it stopped.`;
     view.action.textContent = "Discard";
@@ -242,7 +246,13 @@ function showUnfinished() {
         const percent = Math.floor(100 * view.progress.value);
         view.state.textContent = `Interrupted at ${percent} %`;
       })
-      .catch(() => {});
+      .catch((error) => {
+        // Expired or gone: nothing left to resume.
+        if (error instanceof ApiError && !error.retryable) {
+          forgetUpload(entry.key);
+          view.item.remove();
+        }
+      });
   }
 }
 
@@ -283,6 +293,8 @@ async function startUpload(file) {
     if (cancelled) return;
     view.action.textContent = "Discard";
     view.state.textContent = "Stopped";
+    view.item.classList.add("stopped");
+    view.item.dataset.key = upload.key;
     handleError(error, (message) => {
       view.error.textContent = `Upload failed: ${message}. Choose the file again to resume.`;
     });
@@ -329,10 +341,16 @@ $("sign-out").addEventListener("click", () => signOut());
 $("refresh").addEventListener("click", () => loadMedia());
 $("more").addEventListener("click", () => loadMedia({ append: true }));
 
-takeTokenFromAddress();
-const saved = localStorage.getItem(TOKEN_KEY);
-if (saved) {
-  signIn(saved, { remember: false }).catch((error) => {
+async function start() {
+  takeTokenFromAddress();
+  const saved = localStorage.getItem(TOKEN_KEY);
+  if (!saved) {
+    signOut();
+    return;
+  }
+  try {
+    await signIn(saved, { remember: false });
+  } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
       signOut(`Please sign in again: ${messageOf(error)}.`);
     } else {
@@ -340,7 +358,11 @@ if (saved) {
         forget: false,
       });
     }
-  });
-} else {
-  signOut();
+  }
 }
+
+// A #token=… link opened in this tab while the page is open changes only the fragment.
+window.addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.slice(1)).has("token")) start();
+});
+start();
