@@ -199,12 +199,15 @@ async def test_a_reload_resumes_with_the_missing_chunks_only(local_api, browser,
     )
     await page.get_by_text("Signed in as alice").wait_for()
 
-    # The second chunk never gets through; the first does; then the page is reloaded.
-    await page.route("**/chunk/1", lambda route: route.abort())
+    # The second chunk never gets through (chromium blocks it: playwright's own
+    # routing would carry every body through the test); then the page is reloaded.
+    devtools = await page.context.new_cdp_session(page)
+    await devtools.send("Network.enable")
+    await devtools.send("Network.setBlockedURLs", {"urls": ["*/chunk/1"]})
     async with page.expect_response(lambda answer: "/chunk/0" in answer.url) as first:
         await page.get_by_label("Drop files here, or choose files").set_input_files(big)
     assert (await first.value).status == 200
-    await page.unroute("**/chunk/1")
+    await devtools.send("Network.setBlockedURLs", {"urls": []})
     await page.reload()
     await page.get_by_text("Interrupted at 88 %").wait_for()
 
@@ -242,3 +245,18 @@ async def test_a_token_link_signs_in_and_leaves_the_address_bar(local_api, brows
     assert page.url == "about:blank"
     # The refused sign-in's 401 is the only error the browser reported.
     assert [problem for problem in problems if "401" not in problem] == []
+
+
+@browser_tests
+async def test_the_list_is_newest_first_with_more_on_request(local_api, browser):
+    for number in range(51):  # one more than a page
+        session = await (await local_api.initiate(filename=f"note-{number}.txt", size=0)).json()
+        assert (await local_api.complete(session["session_id"])).status == 201
+    page, problems = await open_page(
+        browser, f"{local_api.client.make_url('/')}#token={token_of(local_api)}"
+    )
+    names = page.locator(".media-name")
+    await page.get_by_role("button", name="Show more").click()
+    await page.get_by_role("button", name="Show more").wait_for(state="hidden")
+    assert await names.all_inner_texts() == [f"note-{number}.txt" for number in range(50, -1, -1)]
+    assert problems == []

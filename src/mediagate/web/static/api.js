@@ -87,7 +87,7 @@ export class Api {
   }
 
   // XMLHttpRequest, not fetch: only it reports upload progress.
-  putChunk(sessionId, number, bytes, headers, onProgress, signal) {
+  putChunk(sessionId, number, body, headers, onProgress, signal) {
     return new Promise((resolve, reject) => {
       const request = new XMLHttpRequest();
       const path = `/api/v1/media/upload/${encodeURIComponent(sessionId)}/chunk/${number}`;
@@ -113,7 +113,7 @@ export class Api {
       request.onerror = () => reject(new ApiError(0, { detail: "the connection was lost" }));
       request.onabort = () => reject(new DOMException("cancelled", "AbortError"));
       signal.addEventListener("abort", () => request.abort(), { once: true });
-      request.send(bytes);
+      request.send(body);
     });
   }
 }

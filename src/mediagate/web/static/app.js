@@ -58,6 +58,7 @@ let api = null;
 let user = "";
 let nextCursor = null;
 let playingId = null;
+const activeUploads = new Set();
 
 async function signIn(token, { remember }) {
   const candidate = new Api(token);
@@ -80,6 +81,7 @@ function signOut(reason = "", { forget = true } = {}) {
   if (forget) localStorage.removeItem(TOKEN_KEY);
   api = null;
   user = "";
+  for (const upload of activeUploads) upload.cancel(); // stays resumable for the next sign-in
   stopPlayer();
   $("uploads").replaceChildren();
   $("media-list").replaceChildren();
@@ -207,7 +209,12 @@ function uploadItem(name, size) {
   const state = element("span", { class: "upload-state", text: "Starting…" });
   const note = element("p", { class: "upload-note muted" });
   const error = element("p", { class: "error", role: "alert" });
-  const action = element("button", { type: "button", class: "button-quiet", text: "Cancel" });
+  const action = element("button", {
+    type: "button",
+    class: "button-quiet",
+    "aria-label": `Cancel the upload of ${name}`,
+    text: "Cancel",
+  });
   const item = element(
     "li",
     { class: "upload-item" },
@@ -233,6 +240,7 @@ function showUnfinished() {
     view.state.textContent = "Interrupted";
     view.note.textContent = `Choose ${entry.name} again to resume where it stopped.`;
     view.action.textContent = "Discard";
+    view.action.setAttribute("aria-label", `Discard the upload of ${entry.name}`);
     view.action.addEventListener("click", async () => {
       forgetUpload(entry.key);
       view.item.remove();
@@ -273,6 +281,7 @@ async function startUpload(file) {
   }
   $("uploads").prepend(view.item);
   let cancelled = false;
+  activeUploads.add(upload);
   view.action.addEventListener("click", async () => {
     cancelled = true;
     view.action.disabled = true;
@@ -285,19 +294,27 @@ async function startUpload(file) {
     view.progress.value = 1;
     view.state.textContent = finished.state === "finalizing" ? "Uploaded (finishing storage)" : "Uploaded";
     view.item.classList.add("done");
-    const playButton = element("button", { type: "button", class: "button-quiet", text: "Play" });
+    const playButton = element("button", {
+      type: "button",
+      class: "button-quiet",
+      "aria-label": `Play ${file.name}`,
+      text: "Play",
+    });
     playButton.addEventListener("click", () => play(finished.media_id));
     view.action.replaceWith(playButton);
     await loadMedia();
   } catch (error) {
     if (cancelled) return;
     view.action.textContent = "Discard";
+    view.action.setAttribute("aria-label", `Discard the upload of ${file.name}`);
     view.state.textContent = "Stopped";
     view.item.classList.add("stopped");
     view.item.dataset.key = upload.key;
     handleError(error, (message) => {
       view.error.textContent = `Upload failed: ${message}. Choose the file again to resume.`;
     });
+  } finally {
+    activeUploads.delete(upload);
   }
 }
 

@@ -164,11 +164,14 @@ export class Upload {
 
   async sendChunk(session, number, size, onProgress) {
     const start = number * session.chunk_size;
-    const bytes = await this.file.slice(start, start + size).arrayBuffer();
-    // crypto.subtle exists only in secure contexts (https, localhost).
-    const headers = crypto.subtle ? { "X-Chunk-SHA256": await sha256Hex(bytes) } : {};
+    const chunk = this.file.slice(start, start + size);
+    // crypto.subtle exists only in secure contexts (https, localhost). The chunk is
+    // read once to hash it and sent as the Blob, which the browser streams itself.
+    const headers = crypto.subtle
+      ? { "X-Chunk-SHA256": await sha256Hex(await chunk.arrayBuffer()) }
+      : {};
     await this.withRetries(() =>
-      this.api.putChunk(session.session_id, number, bytes, headers, onProgress, this.controller.signal),
+      this.api.putChunk(session.session_id, number, chunk, headers, onProgress, this.controller.signal),
     );
   }
 
