@@ -248,7 +248,7 @@ async def test_a_token_link_signs_in_and_leaves_the_address_bar(local_api, brows
 
 
 @browser_tests
-async def test_the_list_is_newest_first_with_more_on_request(local_api, browser):
+async def test_the_list_is_newest_first_with_more_on_request_and_drops_upload(local_api, browser):
     for number in range(51):  # one more than a page
         session = await (await local_api.initiate(filename=f"note-{number}.txt", size=0)).json()
         assert (await local_api.complete(session["session_id"])).status == 201
@@ -259,4 +259,16 @@ async def test_the_list_is_newest_first_with_more_on_request(local_api, browser)
     await page.get_by_role("button", name="Show more").click()
     await page.get_by_role("button", name="Show more").wait_for(state="hidden")
     assert await names.all_inner_texts() == [f"note-{number}.txt" for number in range(50, -1, -1)]
+
+    # A file dropped on the zone is uploaded at once and heads the refreshed list.
+    await page.locator("#drop-zone").evaluate(
+        """zone => {
+            const files = new DataTransfer();
+            files.items.add(new File(["dropped"], "dropped.txt", { type: "text/plain" }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true }));
+        }"""
+    )
+    await page.locator(".upload-item.done", has_text="dropped.txt").wait_for()
+    await page.locator(".media-name").first.filter(has_text="dropped.txt").wait_for()
+    assert await names.count() == 50  # the first page again, from the newest
     assert problems == []

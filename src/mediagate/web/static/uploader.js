@@ -5,6 +5,8 @@
 
 import { ApiError } from "./api.js";
 
+// Chunks in flight across every upload on the page: a browser opens at most six
+// connections to a server, and each chunk is read into memory once to be hashed.
 const PARALLEL_CHUNKS = 3;
 const ATTEMPTS = 5;
 const REMEMBERED = "mediagate.uploads";
@@ -38,7 +40,28 @@ export function forgetUpload(key) {
   saveRemembered(all);
 }
 
+class Slots {
+  constructor(count) {
+    this.free = count;
+    this.waiting = [];
+  }
+
+  async take() {
+    if (this.free > 0) this.free -= 1;
+    else await new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give() {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free += 1;
+  }
+}
+
+const chunkSlots = new Slots(PARALLEL_CHUNKS);
+
 function sleep(seconds, signal) {
+  signal.throwIfAborted();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, seconds * 1000);
     signal.addEventListener("abort", () => {
@@ -80,21 +103,27 @@ export class Upload {
     };
     report();
 
+    const have = new Set(received);
     let missing = [];
     for (let number = 0; number < session.total_chunks; number += 1) {
-      if (!received.includes(number)) missing.push(number);
+      if (!have.has(number)) missing.push(number);
     }
     for (let round = 0; ; round += 1) {
       const queue = [...missing];
       const worker = async () => {
         while (queue.length) {
           const number = queue.shift();
-          inFlight.set(number, 0);
-          await this.sendChunk(session, number, sizeOf(number), (loaded) => {
-            inFlight.set(number, loaded);
-            report();
-          });
-          inFlight.delete(number);
+          await chunkSlots.take();
+          try {
+            inFlight.set(number, 0);
+            await this.sendChunk(session, number, sizeOf(number), (loaded) => {
+              inFlight.set(number, loaded);
+              report();
+            });
+          } finally {
+            inFlight.delete(number);
+            chunkSlots.give();
+          }
           done += sizeOf(number);
           report();
         }
