@@ -152,6 +152,7 @@ async function deleteMedia(media) {
     await loadMedia();
     const status = $("library-status");
     status.textContent = `Deleted ${media.filename}. ${status.textContent}`.trim();
+    $("library-title").focus(); // its button is gone; keep the keyboard in the list
   } catch (error) {
     handleError(error, (message) => {
       $("library-status").textContent = `Could not delete ${media.filename}: ${message}`;
@@ -176,6 +177,7 @@ async function play(mediaId) {
     $("playing-size").textContent = `${formatSize(info.size)} (${info.size.toLocaleString()} bytes)`;
     $("playing-type").textContent = info.content_type;
     $("playing-date").textContent = dateFormat.format(new Date(info.created_at));
+    $("playing-link").href = info.stream_url;
     $("player-empty").hidden = true;
     $("player-body").hidden = false;
     const video = $("video");
@@ -233,6 +235,7 @@ function uploadItem(name, size) {
 }
 
 function showUnfinished() {
+  for (const earlier of $("uploads").querySelectorAll("[data-key]")) earlier.remove();
   for (const entry of unfinishedUploads(user)) {
     const view = uploadItem(entry.name, entry.size);
     view.item.dataset.key = entry.key;
