@@ -207,8 +207,8 @@ async def test_a_reload_resumes_with_the_missing_chunks_only(local_api, browser,
     async with page.expect_response(lambda answer: "/chunk/0" in answer.url) as first:
         await page.get_by_label("Drop files here, or choose files").set_input_files(big)
     assert (await first.value).status == 200
-    await devtools.send("Network.setBlockedURLs", {"urls": []})
     await page.reload()
+    await devtools.send("Network.setBlockedURLs", {"urls": []})
     await page.get_by_text("Interrupted at 88 %").wait_for()
 
     sent: list[str] = []
