@@ -272,7 +272,8 @@ async function startUpload(file) {
   const upload = new Upload(api, user, file, {
     onProgress(sent, total) {
       view.progress.value = total ? sent / total : 1;
-      view.state.textContent = `Uploading ${Math.floor(100 * view.progress.value)} %`;
+      view.state.textContent =
+        sent === total ? "Finishing…" : `Uploading ${Math.floor(100 * view.progress.value)} %`;
     },
     onNote(text) {
       view.note.textContent = text;
