@@ -180,6 +180,7 @@ async function play(mediaId) {
     $("playing-link").href = info.stream_url;
     $("player-empty").hidden = true;
     $("player-body").hidden = false;
+    $("player").classList.remove("idle");
     const video = $("video");
     video.src = info.stream_url;
     $("player-body").scrollIntoView({ block: "nearest", behavior: "smooth" });
@@ -196,6 +197,7 @@ function stopPlayer() {
   video.load();
   $("player-body").hidden = true;
   $("player-empty").hidden = false;
+  $("player").classList.add("idle");
 }
 
 $("video").addEventListener("error", () => {
