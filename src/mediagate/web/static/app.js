@@ -1,0 +1,391 @@
+// The page: sign in, upload what is chosen or dropped, list, play and delete media.
+
+import { Api, ApiError } from "./api.js";
+import { Upload, forgetUpload, unfinishedUploads } from "./uploader.js";
+
+const TOKEN_KEY = "mediagate.token";
+const $ = (id) => document.getElementById(id);
+
+const sizeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function formatSize(bytes) {
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${sizeFormat.format(value)} ${units[unit]}`;
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function messageOf(error) {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// The token's claims, for display only: the server is the one that checks them.
+function claimsOf(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload));
+  } catch {
+    return {};
+  }
+}
+
+// A link ending in #token=… signs in; the fragment never reaches the server, and
+// is taken out of the address bar (and the history) before anything else runs.
+function takeTokenFromAddress() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("token");
+  if (token === null) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (token) localStorage.setItem(TOKEN_KEY, token.trim());
+}
+
+let api = null;
+let user = "";
+let nextCursor = null;
+let playingId = null;
+const activeUploads = new Set();
+
+async function signIn(token, { remember }) {
+  const candidate = new Api(token);
+  await candidate.listMedia(); // proves the token before anything is shown
+  if (remember) localStorage.setItem(TOKEN_KEY, token);
+  api = candidate;
+  user = claimsOf(token).sub || "";
+  $("who").replaceChildren(
+    element("span", { class: "who-prefix", text: "Signed in as " }),
+    element("strong", { text: user || "?" }),
+  );
+  $("account").hidden = false;
+  $("sign-in").hidden = true;
+  $("workspace").hidden = false;
+  showUnfinished();
+  await loadMedia();
+}
+
+function signOut(reason = "", { forget = true } = {}) {
+  if (forget) localStorage.removeItem(TOKEN_KEY);
+  api = null;
+  user = "";
+  for (const upload of activeUploads) upload.cancel(); // stays resumable for the next sign-in
+  stopPlayer();
+  $("uploads").replaceChildren();
+  $("media-list").replaceChildren();
+  $("account").hidden = true;
+  $("workspace").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = reason;
+  $("token").value = "";
+  $("token").focus();
+}
+
+// A token that expired or was refused while the page was open: back to sign-in.
+function handleError(error, show) {
+  if (error instanceof ApiError && error.status === 401) {
+    signOut(`Please sign in again: ${error.message}.`);
+    return;
+  }
+  show(messageOf(error));
+}
+
+// ----- media list -----
+
+function mediaItem(media) {
+  const when = dateFormat.format(new Date(media.created_at));
+  const open = element(
+    "button",
+    { type: "button", class: "media-open" },
+    element("span", { class: "media-name", text: media.filename }),
+    element("span", {
+      class: "media-meta",
+      text: `${formatSize(media.size)} · ${media.content_type} · ${when}`,
+    }),
+  );
+  if (media.media_id === playingId) open.setAttribute("aria-current", "true");
+  open.addEventListener("click", () => play(media.media_id));
+  const remove = element("button", {
+    type: "button",
+    class: "button-danger",
+    "aria-label": `Delete ${media.filename}`,
+    text: "Delete",
+  });
+  remove.addEventListener("click", () => deleteMedia(media));
+  return element("li", { class: "media-item", "data-media-id": media.media_id }, open, remove);
+}
+
+async function loadMedia({ append = false } = {}) {
+  const status = $("library-status");
+  status.textContent = append ? "Loading more…" : "Loading…";
+  try {
+    const page = await api.listMedia(append ? nextCursor : undefined);
+    const items = page.items.map(mediaItem);
+    if (append) $("media-list").append(...items);
+    else $("media-list").replaceChildren(...items);
+    nextCursor = page.next_cursor;
+    $("more").hidden = !nextCursor;
+    const count = $("media-list").children.length;
+    status.textContent = count ? "" : "No media yet. Files you upload appear here.";
+  } catch (error) {
+    handleError(error, (message) => (status.textContent = `Could not load your media: ${message}`));
+  }
+}
+
+async function deleteMedia(media) {
+  if (!confirm(`Delete “${media.filename}”? This cannot be undone.`)) return;
+  try {
+    await api.deleteMedia(media.media_id);
+    if (media.media_id === playingId) stopPlayer();
+    await loadMedia();
+    const status = $("library-status");
+    status.textContent = `Deleted ${media.filename}. ${status.textContent}`.trim();
+    $("library-title").focus(); // its button is gone; keep the keyboard in the list
+  } catch (error) {
+    handleError(error, (message) => {
+      $("library-status").textContent = `Could not delete ${media.filename}: ${message}`;
+    });
+  }
+}
+
+// ----- player -----
+
+async function play(mediaId) {
+  $("player-error").textContent = "";
+  try {
+    // A fresh signed link: the list's may be older than its expiry.
+    const info = await api.info(mediaId);
+    playingId = mediaId;
+    for (const button of document.querySelectorAll(".media-open")) {
+      const current = button.closest("li").dataset.mediaId === mediaId;
+      if (current) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+    }
+    $("playing-name").textContent = info.filename;
+    $("playing-size").textContent = `${formatSize(info.size)} (${info.size.toLocaleString()} bytes)`;
+    $("playing-type").textContent = info.content_type;
+    $("playing-date").textContent = dateFormat.format(new Date(info.created_at));
+    $("playing-link").href = info.stream_url;
+    $("player-empty").hidden = true;
+    $("player-body").hidden = false;
+    $("player").classList.remove("idle");
+    const video = $("video");
+    video.src = info.stream_url;
+    $("player-body").scrollIntoView({ block: "nearest", behavior: "smooth" });
+    await video.play().catch(() => {}); // a refusal (autoplay rules, no codec) shows on the element
+  } catch (error) {
+    handleError(error, (message) => ($("player-error").textContent = `Cannot play it: ${message}`));
+  }
+}
+
+function stopPlayer() {
+  playingId = null;
+  const video = $("video");
+  video.removeAttribute("src");
+  video.load();
+  $("player-body").hidden = true;
+  $("player-empty").hidden = false;
+  $("player").classList.add("idle");
+}
+
+$("video").addEventListener("error", () => {
+  if (!$("video").getAttribute("src")) return;
+  $("player-error").textContent =
+    "This browser cannot play this file (its format or codec is not supported).";
+});
+
+// ----- uploads -----
+
+function uploadItem(name, size) {
+  const progress = element("progress", { max: "1", value: "0", "aria-label": `Upload of ${name}` });
+  const state = element("span", { class: "upload-state", text: "Starting…" });
+  const note = element("p", { class: "upload-note muted" });
+  const error = element("p", { class: "error", role: "alert" });
+  const action = element("button", {
+    type: "button",
+    class: "button-quiet",
+    "aria-label": `Cancel the upload of ${name}`,
+    text: "Cancel",
+  });
+  const item = element(
+    "li",
+    { class: "upload-item" },
+    element(
+      "div",
+      { class: "upload-head" },
+      element("span", { class: "upload-name", text: name }),
+      element("span", { class: "upload-size", text: formatSize(size) }),
+    ),
+    progress,
+    element("div", { class: "upload-foot" }, state, action),
+    note,
+    error,
+  );
+  return { item, progress, state, note, error, action };
+}
+
+function showUnfinished() {
+  for (const earlier of $("uploads").querySelectorAll("[data-key]")) earlier.remove();
+  for (const entry of unfinishedUploads(user)) {
+    const view = uploadItem(entry.name, entry.size);
+    view.item.dataset.key = entry.key;
+    view.item.classList.add("stopped");
+    view.state.textContent = "Interrupted";
+    view.note.textContent = `Choose ${entry.name} again to resume where it stopped.`;
+    view.action.textContent = "Discard";
+    view.action.setAttribute("aria-label", `Discard the upload of ${entry.name}`);
+    view.action.addEventListener("click", async () => {
+      forgetUpload(entry.key);
+      view.item.remove();
+      await api.abort(entry.session_id).catch(() => {});
+    });
+    $("uploads").append(view.item);
+    api
+      .sessionStatus(entry.session_id)
+      .then((status) => {
+        view.progress.value = status.size ? status.bytes_received / status.size : 0;
+        const percent = Math.floor(100 * view.progress.value);
+        view.state.textContent = `Interrupted at ${percent} %`;
+      })
+      .catch((error) => {
+        // Expired or gone: nothing left to resume.
+        if (error instanceof ApiError && !error.retryable) {
+          forgetUpload(entry.key);
+          view.item.remove();
+        }
+      });
+  }
+}
+
+async function startUpload(file) {
+  const view = uploadItem(file.name, file.size);
+  const upload = new Upload(api, user, file, {
+    onProgress(sent, total) {
+      view.progress.value = total ? sent / total : 1;
+      view.state.textContent =
+        sent === total ? "Finishing…" : `Uploading ${Math.floor(100 * view.progress.value)} %`;
+    },
+    onNote(text) {
+      view.note.textContent = text;
+    },
+  });
+  // The same file chosen again replaces its "interrupted" line.
+  for (const earlier of $("uploads").querySelectorAll("[data-key]")) {
+    if (earlier.dataset.key === upload.key) earlier.remove();
+  }
+  $("uploads").prepend(view.item);
+  let cancelled = false;
+  activeUploads.add(upload);
+  view.action.addEventListener("click", async () => {
+    cancelled = true;
+    view.action.disabled = true;
+    view.state.textContent = "Cancelling…";
+    await upload.discard();
+    view.item.remove();
+  });
+  try {
+    const finished = await upload.run();
+    view.progress.value = 1;
+    view.state.textContent = finished.state === "finalizing" ? "Uploaded (finishing storage)" : "Uploaded";
+    view.item.classList.add("done");
+    const playButton = element("button", {
+      type: "button",
+      class: "button-quiet",
+      "aria-label": `Play ${file.name}`,
+      text: "Play",
+    });
+    playButton.addEventListener("click", () => play(finished.media_id));
+    view.action.replaceWith(playButton);
+    await loadMedia();
+  } catch (error) {
+    if (cancelled) return;
+    view.action.textContent = "Discard";
+    view.action.setAttribute("aria-label", `Discard the upload of ${file.name}`);
+    view.state.textContent = "Stopped";
+    view.item.classList.add("stopped");
+    view.item.dataset.key = upload.key;
+    handleError(error, (message) => {
+      view.error.textContent = `Upload failed: ${message}. Choose the file again to resume.`;
+    });
+  } finally {
+    activeUploads.delete(upload);
+  }
+}
+
+function startUploads(files) {
+  for (const file of files) startUpload(file);
+}
+
+// ----- wiring -----
+
+const dropZone = $("drop-zone");
+$("files").addEventListener("change", (event) => {
+  startUploads([...event.target.files]);
+  event.target.value = ""; // so that choosing the same file again fires again
+});
+for (const name of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(name, (event) => {
+    event.preventDefault();
+    dropZone.classList.add("dragging");
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  dropZone.addEventListener(name, () => dropZone.classList.remove("dragging"));
+}
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  startUploads([...event.dataTransfer.files]);
+});
+// A file dropped beside the zone would otherwise replace the page.
+for (const name of ["dragover", "drop"]) window.addEventListener(name, (event) => event.preventDefault());
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("sign-in-error").textContent = "";
+  try {
+    await signIn($("token").value.trim(), { remember: true });
+  } catch (error) {
+    $("sign-in-error").textContent = `Could not sign in: ${messageOf(error)}`;
+  }
+});
+$("sign-out").addEventListener("click", () => signOut());
+$("refresh").addEventListener("click", () => loadMedia());
+$("more").addEventListener("click", () => loadMedia({ append: true }));
+
+async function start() {
+  takeTokenFromAddress();
+  const saved = localStorage.getItem(TOKEN_KEY);
+  if (!saved) {
+    signOut();
+    return;
+  }
+  try {
+    await signIn(saved, { remember: false });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      signOut(`Please sign in again: ${messageOf(error)}.`);
+    } else {
+      signOut(`Could not reach the server: ${messageOf(error)}. Reload the page to try again.`, {
+        forget: false,
+      });
+    }
+  }
+}
+
+// A #token=… link opened in this tab while the page is open changes only the fragment.
+window.addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.slice(1)).has("token")) start();
+});
+start();

@@ -1,0 +1,284 @@
+"""The web page at `/`: its assets, its Content-Security-Policy, and a real browser using it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_settings
+from mediagate.web.page import content_security_policy, media_sources
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, ["'self'"]),
+        ({"public_url": "https://media.example.com/base"}, ["'self'", "https://media.example.com"]),
+        (
+            {
+                "use_cloud_storage": True,
+                "s3_bucket": "clips",
+                "s3_endpoint_url": "http://minio:9000",
+            },
+            ["'self'", "http://minio:9000"],
+        ),
+        (
+            {"use_cloud_storage": True, "s3_bucket": "clips", "s3_region": "eu-west-1"},
+            [
+                "'self'",
+                "https://clips.s3.amazonaws.com",
+                "https://clips.s3.eu-west-1.amazonaws.com",
+            ],
+        ),
+        (
+            {"use_cloud_storage": True, "s3_bucket": "my.clips"},
+            ["'self'", "https://s3.amazonaws.com", "https://s3.us-east-1.amazonaws.com"],
+        ),
+        (
+            {
+                "use_cloud_storage": True,
+                "s3_bucket": "clips",
+                "cdn_base_url": "https://cdn.example.com/media",
+            },
+            ["'self'", "https://cdn.example.com"],
+        ),
+        (
+            {"use_cloud_storage": True, "s3_bucket": "clips", "stream_mode": "proxy"},
+            ["'self'"],
+        ),
+    ],
+)
+def test_media_may_come_from_where_stream_links_lead(tmp_path, overrides, expected):
+    assert media_sources(make_settings(tmp_path, **overrides)) == expected
+
+
+def test_the_assets_are_package_data():
+    static = resources.files("mediagate.web") / "static"
+    names = {entry.name for entry in static.iterdir()}
+    assert {"index.html", "app.js", "api.js", "uploader.js", "style.css", "icon.svg"} <= names
+    page = (static / "index.html").read_text()
+    referenced = set(re.findall(r'(?:src|href)="/static/([^"]+)"', page))
+    assert referenced and referenced <= names
+    # No request leaves the server: nothing is loaded from another origin.
+    elsewhere = re.compile(r"(?:src|href|import|url)\W+(?:https?:)?//")
+    assert [name for name in names if elsewhere.search((static / name).read_text())] == []
+
+
+async def test_page_and_assets_are_served_with_a_policy(local_api):
+    page = await local_api.client.get("/")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    assert '<script type="module" src="/static/app.js">' in await page.text()
+    policy = page.headers["Content-Security-Policy"]
+    assert policy == content_security_policy(local_api.settings)
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+    script = await local_api.client.get("/static/app.js")
+    assert script.status == 200
+    assert script.content_type == "text/javascript"  # ES modules need a JavaScript type
+    again = await local_api.client.get(
+        "/static/app.js", headers={"If-None-Match": script.headers["ETag"]}
+    )
+    assert again.status == 304
+
+    for path in ("/static/missing.js", "/static/..%2Fpage.py", "/static/"):
+        missing = await local_api.client.get(path)
+        assert missing.status == 404
+        assert missing.content_type == "application/problem+json"
+
+
+# ----- in a real browser: Debian's chromium driven by playwright -----
+
+browser_tests = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (CI installs it)"
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async_api = pytest.importorskip("playwright.async_api")
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    page = await browser.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    await page.goto(url)
+    return page, problems
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 5-second H.264 MP4 (Debian's chromium decodes H.264 through its system ffmpeg)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg (CI installs it)")
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    command = (
+        "ffmpeg -v error -f lavfi -i testsrc=duration=5:size=320x240:rate=10 -c:v libx264 "
+        "-preset ultrafast -g 5 -pix_fmt yuv420p -movflags +faststart"
+    ).split()
+    subprocess.run(
+        [*command, str(path)],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
+def token_of(api: Any) -> str:
+    return api.headers["Authorization"].removeprefix("Bearer ")
+
+
+async def current_time(page: Any) -> float:
+    return await page.evaluate("document.getElementById('video').currentTime")
+
+
+@browser_tests
+async def test_upload_list_play_seek_and_delete_in_the_browser(s3_api, browser, clip):
+    page, problems = await open_page(browser, str(s3_api.client.make_url("/")))
+    await page.get_by_label("Access token").fill(token_of(s3_api))
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text("Signed in as alice").wait_for()
+
+    # Choosing the file is all it takes: no upload button.
+    await page.get_by_label("Drop files here, or choose files").set_input_files(clip)
+    await page.locator(".upload-item.done").get_by_text("Uploaded").wait_for()
+    listed = page.locator(".media-open", has_text="clip.mp4")
+    await listed.wait_for()
+    assert "video/mp4" in await listed.inner_text()
+
+    # The media's signed link redirects to a presigned URL on S3 (moto), which the
+    # page's policy lets the <video> follow; playing needs the browser's H.264.
+    await listed.click()
+    await page.wait_for_function("() => document.getElementById('video').currentTime > 1")
+    assert await page.locator("#playing-type").inner_text() == "video/mp4"
+    await page.evaluate("document.getElementById('video').currentTime = 3.5")
+    await page.wait_for_function("() => document.getElementById('video').currentTime > 3.7")
+    assert not await page.evaluate("document.getElementById('video').paused")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete clip.mp4").click()
+    await page.get_by_text("Deleted clip.mp4. No media yet").wait_for()
+    listing = await s3_api.client.get("/api/v1/media", headers=s3_api.headers)
+    assert (await listing.json())["items"] == []
+    assert problems == []
+
+
+@browser_tests
+async def test_a_reload_resumes_with_the_missing_chunks_only(local_api, browser, tmp_path):
+    big = tmp_path / "big.bin"  # two chunks of the default 8 MiB
+    big.write_bytes(bytes(range(256)) * (9 * 4096))
+    page, _ = await open_page(
+        browser, f"{local_api.client.make_url('/')}#token={token_of(local_api)}"
+    )
+    await page.get_by_text("Signed in as alice").wait_for()
+
+    # The second chunk never gets through (chromium blocks it: playwright's own
+    # routing would carry every body through the test); then the page is reloaded.
+    devtools = await page.context.new_cdp_session(page)
+    await devtools.send("Network.enable")
+    await devtools.send("Network.setBlockedURLs", {"urls": ["*/chunk/1"]})
+    async with page.expect_response(lambda answer: "/chunk/0" in answer.url) as first:
+        await page.get_by_label("Drop files here, or choose files").set_input_files(big)
+    assert (await first.value).status == 200
+    await page.reload()
+    await devtools.send("Network.setBlockedURLs", {"urls": []})
+    await page.get_by_text("Interrupted at 88 %").wait_for()
+
+    sent: list[str] = []
+    page.on("request", lambda request: "/chunk/" in request.url and sent.append(request.url))
+    await page.get_by_label("Drop files here, or choose files").set_input_files(big)
+    await page.get_by_text("Resumed: 1 of 2 parts were already on the server.").wait_for()
+    await page.locator(".media-open", has_text="big.bin").wait_for()
+    assert [url.rsplit("/", 1)[1] for url in sent] == ["1"]
+
+
+@browser_tests
+async def test_a_token_link_signs_in_and_leaves_the_address_bar(local_api, browser):
+    base = str(local_api.client.make_url("/"))
+    link = f"{base}#token={token_of(local_api)}"
+    page, problems = await open_page(browser, link)
+    await page.get_by_text("Signed in as alice").wait_for()
+    assert page.url == base
+
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_label("Access token").fill("not-a-token")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text("Could not sign in: the token is not valid").wait_for()
+    await page.reload()
+    await page.get_by_label("Access token").wait_for()  # signed out stays signed out
+
+    # The link opened on the page already there changes only the fragment.
+    await page.goto(link)
+    await page.get_by_text("Signed in as alice").wait_for()
+    assert page.url == base
+    # The addresses with the token were replaced in the history, not pushed.
+    await page.go_back()
+    assert page.url == base
+    await page.go_back()
+    assert page.url == "about:blank"
+    # The refused sign-in's 401 is the only error the browser reported.
+    assert [problem for problem in problems if "401" not in problem] == []
+
+
+@browser_tests
+async def test_the_list_is_newest_first_with_more_on_request_and_drops_upload(local_api, browser):
+    for number in range(51):  # one more than a page
+        session = await (await local_api.initiate(filename=f"note-{number}.txt", size=0)).json()
+        assert (await local_api.complete(session["session_id"])).status == 201
+    page, problems = await open_page(
+        browser, f"{local_api.client.make_url('/')}#token={token_of(local_api)}"
+    )
+    names = page.locator(".media-name")
+    await page.get_by_role("button", name="Show more").click()
+    await page.get_by_role("button", name="Show more").wait_for(state="hidden")
+    assert await names.all_inner_texts() == [f"note-{number}.txt" for number in range(50, -1, -1)]
+
+    # A file dropped on the zone is uploaded at once and heads the refreshed list.
+    await page.locator("#drop-zone").evaluate(
+        """zone => {
+            const files = new DataTransfer();
+            files.items.add(new File(["dropped"], "dropped.txt", { type: "text/plain" }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true }));
+        }"""
+    )
+    await page.locator(".upload-item.done", has_text="dropped.txt").wait_for()
+    await page.locator(".media-name").first.filter(has_text="dropped.txt").wait_for()
+    assert await names.count() == 50  # the first page again, from the newest
+
+    # Deleted elsewhere meanwhile: the server's problem detail is shown in words.
+    listing = await (await local_api.client.get("/api/v1/media", headers=local_api.headers)).json()
+    dropped = listing["items"][0]
+    assert (await local_api.delete(dropped["media_id"])).status == 204
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete dropped.txt").click()
+    await page.get_by_text(
+        f"Could not delete dropped.txt: no media {dropped['media_id']}"
+    ).wait_for()
+    assert [problem for problem in problems if "404" not in problem] == []
