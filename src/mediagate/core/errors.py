@@ -41,6 +41,17 @@ class ChunkIncomplete(Problem):
     status, code, title = 400, "chunk-incomplete", "Chunk body ended early"
 
 
+class ChunkSuperseded(Problem):
+    """A newer attempt at the same chunk took over while this one was still arriving."""
+
+    status, code, title = 409, "chunk-superseded", "A newer attempt at this chunk took over"
+
+
+class BodyReadTimeout(Problem):
+    status, code, title = 408, "body-timeout", "The request body stopped arriving"
+    headers: ClassVar[dict[str, str]] = {"Connection": "close"}
+
+
 class DigestMismatch(Problem):
     status, code, title = 422, "digest-mismatch", "Chunk digest does not match"
 
