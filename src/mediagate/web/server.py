@@ -23,7 +23,7 @@ import signal
 import structlog
 from aiohttp import web
 
-from mediagate.web.keys import REQUEST_GATE
+from mediagate.web.keys import REQUEST_GATE, SETTINGS
 
 log = structlog.get_logger("mediagate")
 
@@ -34,7 +34,14 @@ FINAL_GRACE = 2.0
 
 
 async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
-    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=FINAL_GRACE)
+    runner = web.AppRunner(
+        app,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=FINAL_GRACE,
+        # aiohttp closes a connection that has not delivered a whole request
+        # this long after it opened or after its last answer: the header timeout.
+        keepalive_timeout=app[SETTINGS].header_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
