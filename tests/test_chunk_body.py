@@ -201,3 +201,17 @@ async def test_a_form_with_other_fields_around_the_file_is_fine(local_api):
     )
     assert answer.status == 200, await answer.text()
     assert await fetch_media(local_api, await complete(local_api, session)) == data
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", 'multipart/form-data; boundary=""', "multipart/form-data; boundary=x"],
+)
+async def test_a_form_without_a_usable_boundary_is_400(local_api, content_type):
+    session = await open_session(local_api, 10)
+    answer = await local_api.client.post(
+        chunk_path(session, 0),
+        data=b"0123456789",
+        headers={**local_api.headers, "Content-Type": content_type},
+    )
+    assert answer.status == 400, await answer.text()

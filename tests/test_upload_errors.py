@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from conftest import MiB
+from conftest import MiB, make_settings
+from raw_http import RawConnection, request_head
 
 PROBLEM = "application/problem+json"
 
@@ -208,3 +209,18 @@ async def test_a_problem_never_shows_the_servers_paths(local_api, local_settings
     answer = await local_api.complete(sid)
     assert answer.status == 404
     assert str(local_settings.data_dir.resolve()) not in await answer.text()
+
+
+async def test_a_json_body_that_stalls_is_408(start_api, tmp_path):
+    api = await start_api(make_settings(tmp_path / "data", body_read_timeout=0.3))
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        "/api/v1/media/upload/initiate",
+        {**api.headers, "Content-Type": "application/json"},
+        content_length=40,
+    )
+    await connection.send(head, b'{"filename": "a.mp4", ')
+    status, problem = await connection.answer(seconds=5)
+    connection.close()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (408, "body-timeout")
