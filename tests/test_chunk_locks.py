@@ -28,8 +28,9 @@ async def stall_chunk(api, session_id: str, data: bytes) -> RawConnection:
     return connection
 
 
-async def test_a_retry_takes_over_from_a_stalled_attempt_at_once(start_api, tmp_path):
-    api = await start_api(make_settings(tmp_path / "data"))  # the default 60 s body timeout
+@pytest.mark.parametrize("settings", ["local_settings", "s3_settings"])
+async def test_a_retry_takes_over_from_a_stalled_attempt_at_once(start_api, request, settings):
+    api = await start_api(request.getfixturevalue(settings))  # the default 60 s body timeout
     data = os.urandom(1000)
     session_id = (await (await api.initiate(size=len(data))).json())["session_id"]
     stalled = await stall_chunk(api, session_id, data)

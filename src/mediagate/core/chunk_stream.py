@@ -3,10 +3,10 @@
 The stream counts the bytes, hashes them if the client asked for a check (one
 pass, as they go by), and holds them to the chunk's length: every byte any
 store receives passes here, so this is where a body longer than its chunk is
-stopped, whatever its source returns. Checks that can only
-be made at the end run *before* the last piece is handed on: a store that
-reads a wrong chunk therefore never receives its final bytes and keeps nothing
-of it (S3 discards a part whose body falls short of its Content-Length).
+stopped, whatever its source returns. Checks that can only be made at the end
+run *before* the last piece is handed on: a store that reads a wrong chunk
+therefore never receives its final bytes and keeps nothing of it (S3 discards
+a part whose body falls short of its Content-Length).
 """
 
 from __future__ import annotations
