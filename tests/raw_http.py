@@ -74,17 +74,5 @@ class RawConnection:
             body = await self.reader.readexactly(length) if length else b""
         return status, json.loads(body) if body else None
 
-    async def closed_by_server(self, seconds: float) -> bool:
-        """Whether the server closes the connection within `seconds` (reading what it sends)."""
-        try:
-            async with asyncio.timeout(seconds):
-                while await self.reader.read(65536):
-                    pass
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            return True
-        return True
-
     def close(self) -> None:
         self.writer.transport.abort()

@@ -14,6 +14,8 @@ class Problem(Exception):
     code: str = "internal-error"
     title: str = "Internal error"
     headers: ClassVar[dict[str, str]] = {}
+    # The connection is closed after the answer (its request body was not read to the end).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -49,7 +51,7 @@ class ChunkSuperseded(Problem):
 
 class BodyReadTimeout(Problem):
     status, code, title = 408, "body-timeout", "The request body stopped arriving"
-    headers: ClassVar[dict[str, str]] = {"Connection": "close"}
+    closes_connection = True
 
 
 class DigestMismatch(Problem):
