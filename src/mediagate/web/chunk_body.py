@@ -16,14 +16,17 @@ so a body that stalls half-way frees its chunk instead of holding it.
 from __future__ import annotations
 
 import asyncio
-from typing import TypeGuard
+from collections.abc import Awaitable
+from typing import TypeGuard, TypeVar
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from multidict import CIMultiDictProxy
 
 from mediagate.core.chunk_stream import ReadSource
 from mediagate.core.errors import BadRequest, BodyReadTimeout
 from mediagate.web.keys import SETTINGS
+
+T = TypeVar("T")
 
 FILE_FIELDS = {"file", "chunk", "data"}
 READ_SIZE = 64 * 1024
@@ -34,36 +37,42 @@ PLAIN_TRANSFER_ENCODINGS = {"binary", "8bit", "7bit"}
 
 async def chunk_source(request: web.Request) -> tuple[ReadSource, int | None]:
     """A reader of the chunk's bytes, and their length if the request declares it."""
-    timeout = request.app[SETTINGS].body_read_timeout
+    seconds = request.app[SETTINGS].body_read_timeout
     if request.content_type != "multipart/form-data":
-        return with_read_timeout(request.content.read, timeout), request.content_length
+        return raw_body(request.content, seconds), request.content_length
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if _is_file(part):
                     _check_plain(part.headers)
-                    file_part = FormFilePart(reader, part)
-                    return with_read_timeout(file_part.read, timeout), None
+                    return FormFilePart(reader, part, seconds).read, None
                 await part.release()
     except TimeoutError:
-        raise _timed_out(timeout) from None
+        raise _timed_out(seconds) from None
     except (ValueError, AssertionError):
         raise _malformed() from None
     raise BadRequest("the multipart body has no file field")
 
 
-def with_read_timeout(source: ReadSource, seconds: float) -> ReadSource:
-    """`source`, failing with a 408 when the client sends nothing for `seconds`."""
+def raw_body(content: StreamReader, seconds: float) -> ReadSource:
+    """The request's body, failing with a 408 when the client sends nothing for `seconds`."""
 
     async def read(n: int) -> bytes:
-        try:
-            async with asyncio.timeout(seconds):
-                return await source(n)
-        except TimeoutError:
-            raise _timed_out(seconds) from None
+        # Bytes already received need no timer: only a wait for the client is timed.
+        if piece := content.read_nowait(n):
+            return piece
+        return await _within(seconds, content.read(n))
 
     return read
+
+
+async def _within(seconds: float, waiting: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(seconds):
+            return await waiting
+    except TimeoutError:
+        raise _timed_out(seconds) from None
 
 
 class FormFilePart:
@@ -74,18 +83,20 @@ class FormFilePart:
     before the chunk stream hands its last piece on (and so nothing is kept).
     """
 
-    def __init__(self, reader: MultipartReader, part: BodyPartReader) -> None:
+    def __init__(self, reader: MultipartReader, part: BodyPartReader, seconds: float) -> None:
         self._reader = reader
         self._part = part
+        self._seconds = seconds
         self._pending = memoryview(b"")
 
     async def read(self, n: int) -> bytes:
         try:
             while not self._pending:
                 if self._part.at_eof():
-                    await self._read_rest_of_form()
+                    await _within(self._seconds, self._read_rest_of_form())
                     return b""
-                self._pending = memoryview(await self._part.read_chunk(READ_SIZE))
+                more = await _within(self._seconds, self._part.read_chunk(READ_SIZE))
+                self._pending = memoryview(more)
         except (ValueError, AssertionError):
             raise _malformed() from None
         piece, self._pending = self._pending[:n], self._pending[n:]
