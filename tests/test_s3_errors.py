@@ -12,7 +12,6 @@ from conftest import MiB
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
 from mediagate.core.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
-from mediagate.storage.base import ReadConditions
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import FilePartBody
 from mediagate.storage.s3 import S3Store, s3_errors
@@ -134,9 +133,6 @@ class FailingS3:
             pass
         raise self.error
 
-    async def read_conditionally(self, key, conditions, *, head):
-        raise self.error
-
 
 async def test_a_part_whose_own_body_failed_is_not_counted_against_s3(tmp_path):
     # A local file that ran short (a spilled chunk on its way to S3) is no S3 failure.
@@ -148,13 +144,6 @@ async def test_a_part_whose_own_body_failed_is_not_counted_against_s3(tmp_path):
         await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)
     assert body.failure is not None
     assert guarded.breaker.healthy
-
-
-async def test_s3_failures_of_proxied_reads_open_the_breaker():
-    guarded = GuardedStore(FailingS3(StorageUnavailable("connect refused")), CircuitBreaker())
-    with pytest.raises(StorageUnavailable):
-        await guarded.read_conditionally("k", ReadConditions(), head=False)
-    assert not guarded.breaker.healthy
 
 
 async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():

@@ -8,7 +8,7 @@ import random
 import pytest
 from yarl import URL
 
-from conftest import MiB
+from conftest import MiB, make_settings
 
 DATA = random.Random(12).randbytes(3 * MiB + 5)
 
@@ -91,3 +91,25 @@ async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, up
     for _ in range(3):
         answer = await proxy_api.client.get(path(uploaded), headers={"Range": "bytes=0-0"})
         assert answer.status == 206
+
+
+async def test_s3_failing_under_proxied_reads_shows_in_readyz(start_api, proxy, tmp_path, bucket):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_max_attempts=1,
+        stream_mode="proxy",
+    )
+    api = await start_api(settings)
+    session = await (await api.initiate(filename="movie.mp4", size=10)).json()
+    assert (await api.put_chunk(session["session_id"], 0, b"0123456789")).status == 200
+    media = await (await api.complete(session["session_id"])).json()
+    await proxy.cut()
+    answer = await api.client.get(path(media))
+    assert answer.status == 503
+    ready = await (await api.client.get("/readyz")).json()
+    assert ready["s3"] == "unavailable"  # new uploads go to local disk without trying S3
+    other = await (await api.as_user("bob").initiate(size=1)).json()
+    assert other["storage"] == "local"
