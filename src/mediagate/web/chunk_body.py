@@ -87,7 +87,7 @@ class FormFilePart:
         self._reader = reader
         self._part = part
         self._seconds = seconds
-        self._pending = memoryview(b"")
+        self._pending = b""
 
     async def read(self, n: int) -> bytes:
         try:
@@ -95,12 +95,14 @@ class FormFilePart:
                 if self._part.at_eof():
                     await _within(self._seconds, self._read_rest_of_form())
                     return b""
-                more = await _within(self._seconds, self._part.read_chunk(READ_SIZE))
-                self._pending = memoryview(more)
+                self._pending = await _within(self._seconds, self._part.read_chunk(READ_SIZE))
         except (ValueError, AssertionError):
             raise _malformed() from None
-        piece, self._pending = self._pending[:n], self._pending[n:]
-        return bytes(piece)
+        if n >= len(self._pending):  # the usual case: handed on as it is, no copy
+            piece, self._pending = self._pending, b""
+        else:
+            piece, self._pending = self._pending[:n], self._pending[n:]
+        return piece
 
     async def _read_rest_of_form(self) -> None:
         while (part := await self._reader.next()) is not None:
