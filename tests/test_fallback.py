@@ -263,3 +263,25 @@ async def test_auto_migrate_moves_fallback_media_to_s3_once_it_is_back(
     assert list(settings.data_dir.rglob("video.mp4")) == []  # the local copy is gone
     stream = await api.client.get(URL(media["stream_url"]).path_qs, allow_redirects=False)
     assert stream.status == 302
+
+
+async def test_the_reconcilers_s3_failures_open_the_breaker_for_everyone(
+    start_api, proxy, proxied_settings
+):
+    await proxy.cut()
+    api = await start_api(proxied_settings.model_copy(update={"auto_migrate": True}))
+    session = await (await api.initiate(size=3)).json()
+    assert (await api.put_chunk(session["session_id"], 0, b"abc")).status == 200
+    assert (await api.complete(session["session_id"])).status == 201  # a local media
+    await proxy.restore()
+
+    async def s3_back():
+        await asyncio.sleep(0.3)  # past the back-off: the next initiate is the probe
+        return (await (await api.as_user("bob").initiate(size=1)).json())["storage"] == "s3"
+
+    await eventually(s3_back)
+    await proxy.cut()
+    summary = await api.client.app[RECONCILER].run_once()
+    assert summary.failed == 1
+    ready = await (await api.client.get("/readyz")).json()
+    assert ready["s3"] == "unavailable"  # uploads go to local disk at once, no one waits on S3

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
-from mediagate.storage.breaker import CircuitBreaker
-from mediagate.storage.s3 import s3_errors
+from conftest import MiB
+from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
+from mediagate.core.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
+from mediagate.core.models import StorageKind
+from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.local import FilePartBody
+from mediagate.storage.s3 import S3Store, s3_errors
+from raw_http import RawConnection, form_body, new_boundary, request_head
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -65,3 +73,87 @@ def test_a_probe_that_fails_for_the_clients_sake_lets_the_next_one_through():
     assert breaker.allow()
     breaker.inconclusive()
     assert breaker.allow()
+
+
+async def s3_still_in_use(api) -> None:
+    """What other users see: /readyz says S3 is fine and a new session goes to S3."""
+    ready = await (await api.client.get("/readyz")).json()
+    assert ready["s3"] == "ok", ready
+    other = await api.as_user("bob").initiate(size=10)
+    assert (await other.json())["storage"] == "s3"
+
+
+async def test_an_overlong_form_chunk_is_the_clients_fault_not_s3s(s3_api):
+    data = os.urandom(1000)
+    session = await (await s3_api.initiate(size=len(data))).json()
+    boundary = new_boundary()
+    body = form_body(boundary, ("file", data + os.urandom(200_000)))
+    connection = await RawConnection.open(s3_api.client)
+    head = request_head(
+        "POST",
+        f"/api/v1/media/upload/{session['session_id']}/chunk/0",
+        {**s3_api.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content_length=len(body),
+    )
+    await connection.send(head, *(body[i : i + 50_000] for i in range(0, len(body), 50_000)))
+    status, problem = await connection.answer()
+    connection.close()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (400, "chunk-length-mismatch")
+    await s3_still_in_use(s3_api)
+
+
+async def test_a_chunked_body_whose_client_vanishes_is_not_an_s3_failure(s3_api):
+    session = await (await s3_api.initiate(size=5 * MiB)).json()
+    for _ in range(2):
+        connection = await RawConnection.open(s3_api.client)
+        head = request_head(
+            "POST",
+            f"/api/v1/media/upload/{session['session_id']}/chunk/0",
+            {**s3_api.headers, "Transfer-Encoding": "chunked"},
+        )
+        piece = os.urandom(100_000)
+        await connection.send(head, b"%x\r\n%s\r\n" % (len(piece), piece), pause=0.2)
+        connection.close()  # gone before the last chunk of the encoding
+        await asyncio.sleep(0.3)
+    await s3_still_in_use(s3_api)
+    status = await (await s3_api.status(session["session_id"])).json()
+    assert status["received"] == []
+
+
+class FailingS3:
+    """Stands in for S3Store: every call fails with `error`, after reading the part's body."""
+
+    kind = StorageKind.S3
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def put_part(self, key, upload_id, *, number, offset, length, body) -> str:
+        async for _ in body:
+            pass
+        raise self.error
+
+
+async def test_a_part_whose_own_body_failed_is_not_counted_against_s3(tmp_path):
+    # A local file that ran short (a spilled chunk on its way to S3) is no S3 failure.
+    staged = tmp_path / "staged"
+    staged.write_bytes(b"short")
+    body = FilePartBody(staged, 0, 10)
+    guarded = GuardedStore(FailingS3(StorageUnavailable("connection reset")), CircuitBreaker())
+    with pytest.raises(StorageUnavailable):
+        await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)
+    assert body.failure is not None
+    assert guarded.breaker.healthy
+
+
+async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():
+    class SlowClientS3:
+        async def upload_part(self, **arguments):
+            raise client_error("RequestTimeout", 400)
+
+    store = S3Store(SlowClientS3(), None, "bucket", cache_control="", storage_class=None)
+    guarded = GuardedStore(store, CircuitBreaker())
+    body = ChunkStream(lambda n: asyncio.sleep(0, b"x" * n), 10, ExpectedDigests())
+    with pytest.raises(BodyReadTimeout):
+        await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)
+    assert guarded.breaker.healthy

@@ -1,4 +1,6 @@
-"""SIGTERM: `mediagate serve` as a real process lets a chunk in flight finish, then exits 0.
+"""`mediagate serve` as a real process: SIGTERM, and connections that never send a request.
+
+SIGTERM lets a chunk in flight finish, then the server exits 0.
 
 The chunk's body is sent in pieces with pauses and SIGTERM arrives between
 them. The server must stop accepting connections at once, still read the
@@ -87,7 +89,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
     started: list[Server] = []
     source = str(Path(mediagate.__file__).parents[1])
 
-    async def start() -> Server:
+    async def start(**extra_env: str) -> Server:
         port = closed_port()
         env = {
             **os.environ,
@@ -99,6 +101,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
             "MEDIAGATE_LOG_FORMAT": "json",
             "MEDIAGATE_SHUTDOWN_TIMEOUT": "10",
             "USE_CLOUD_STORAGE": "false",
+            **extra_env,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -207,3 +210,18 @@ async def test_sigterm_lets_the_chunk_in_flight_finish_and_keeps_it(serve):
         assert (resumed["received"], resumed["state"]) == ([0], "open")
         assert resumed["bytes_received"] == len(CHUNK)
         assert await restarted.stop() == 0
+
+
+async def test_connections_that_never_finish_their_headers_are_closed(serve):
+    async with aiohttp.ClientSession() as http:
+        server = await serve(MEDIAGATE_HEADER_TIMEOUT="0.5")
+        await server.ready(http)
+    silent = await asyncio.open_connection("127.0.0.1", server.port)
+    partial = await asyncio.open_connection("127.0.0.1", server.port)
+    partial[1].write(b"POST /api/v1/media/upload/initiate HTTP/1.1\r\nHost: 127.0")
+    await partial[1].drain()
+    async with asyncio.timeout(5):  # the default would keep them for over an hour
+        assert await silent[0].read() == b""
+        assert await partial[0].read() == b""
+    for _, writer in (silent, partial):
+        writer.close()

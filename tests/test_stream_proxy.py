@@ -181,3 +181,25 @@ async def test_active_uploads_come_through_as_sandboxed_attachments(proxy_api):
     assert answer.headers["Content-Security-Policy"] == "sandbox"
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert await answer.read() == page
+
+
+async def test_s3_failing_under_proxied_reads_shows_in_readyz(start_api, proxy, tmp_path, bucket):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_max_attempts=1,
+        stream_mode="proxy",
+    )
+    api = await start_api(settings)
+    session = await (await api.initiate(filename="movie.mp4", size=10)).json()
+    assert (await api.put_chunk(session["session_id"], 0, b"0123456789")).status == 200
+    media = await (await api.complete(session["session_id"])).json()
+    await proxy.cut()
+    answer = await api.client.get(path(media))
+    assert answer.status == 503
+    ready = await (await api.client.get("/readyz")).json()
+    assert ready["s3"] == "unavailable"  # new uploads go to local disk without trying S3
+    other = await (await api.as_user("bob").initiate(size=1)).json()
+    assert other["storage"] == "local"

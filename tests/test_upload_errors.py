@@ -9,9 +9,10 @@ import os
 
 import pytest
 
-from conftest import MiB
+from conftest import MiB, make_settings
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from raw_http import RawConnection, request_head
 from test_stream_proxy import raw_get
 
 PROBLEM = "application/problem+json"
@@ -358,3 +359,18 @@ async def _abort_racing_complete(api, monkeypatch, store_class) -> None:
     if streamed.status == 302:  # S3: follow the presigned link
         streamed = await api.client.get(streamed.headers["Location"])
     assert await streamed.read() == data
+
+
+async def test_a_json_body_that_stalls_is_408(start_api, tmp_path):
+    api = await start_api(make_settings(tmp_path / "data", body_read_timeout=0.3))
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        "/api/v1/media/upload/initiate",
+        {**api.headers, "Content-Type": "application/json"},
+        content_length=40,
+    )
+    await connection.send(head, b'{"filename": "a.mp4", ')
+    status, problem = await connection.answer(seconds=5)
+    connection.close()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (408, "body-timeout")

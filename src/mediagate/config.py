@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     # TimeoutStopSec, Docker --stop-timeout: 45 s in deploy/), which then kills
     # the process without closing the catalog cleanly.
     shutdown_timeout: float = Field(30, gt=0, validation_alias=env("MEDIAGATE_SHUTDOWN_TIMEOUT"))
+    # Seconds a request body may go without a single byte arriving before the
+    # request is answered 408 and its chunk freed. Too small cuts off clients
+    # on a stalling mobile link; too large lets a vanished client hold its
+    # chunk (and complete, which waits for it) that long. A retry of the same
+    # chunk does not wait for it: the newer attempt takes over at once.
+    body_read_timeout: float = Field(60, gt=0, validation_alias=env("MEDIAGATE_BODY_READ_TIMEOUT"))
+    # Seconds a connection may take to send a request's headers, counted from
+    # when it opened or its previous answer was sent: it is also how long an idle
+    # kept-alive connection stays open. Keep it above the idle timeout of a load
+    # balancer in front (AWS ALB: 60 s, nginx upstream keepalive: 60 s), or the
+    # balancer may send a request on a connection this server is closing.
+    header_timeout: float = Field(75, gt=0, validation_alias=env("MEDIAGATE_HEADER_TIMEOUT"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
     )

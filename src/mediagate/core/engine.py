@@ -18,6 +18,7 @@ import structlog
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.assembly import Assembler, new_object
+from mediagate.core.chunk_locks import ChunkLocks, InProcessChunkLocks
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
 from mediagate.core.errors import (
@@ -58,12 +59,10 @@ def utc_now() -> datetime:
 class SessionGate:
     """In-process coordination of one session's requests.
 
-    One writer per chunk number (a client retrying while its first attempt is
-    still being read must not interleave with it), and complete waits for the
-    chunks in flight and keeps new ones out.
+    complete waits for the chunks in flight and keeps new ones out. (One writer
+    per chunk number is `ChunkLocks`' job.)
     """
 
-    chunk_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     in_flight: int = 0
     completing: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,9 +71,6 @@ class SessionGate:
 
     def __post_init__(self) -> None:
         self.idle.set()
-
-    def chunk_lock(self, number: int) -> asyncio.Lock:
-        return self.chunk_locks.setdefault(number, asyncio.Lock())
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,7 @@ class UploadEngine:
         max_upload_size: int | None = None,
         max_open_sessions_per_user: int | None = None,
         clock: Clock = utc_now,
+        chunk_locks: ChunkLocks | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -115,6 +112,7 @@ class UploadEngine:
         self._clock = clock
         self._assembler = Assembler(catalog, stores, clock)
         self._gates: dict[str, SessionGate] = {}
+        self._chunk_locks = chunk_locks or InProcessChunkLocks()
         self._finalizing = asyncio.Lock()
 
     async def initiate(
@@ -223,8 +221,12 @@ class UploadEngine:
         gate.in_flight += 1
         gate.idle.clear()
         try:
-            async with gate.chunk_lock(number):
-                return await self._receive_chunk(session, gate, number, source, expected)
+            # A retry of this chunk takes over from an attempt still arriving
+            # (stalled, or its client gone): it need not wait for a timeout.
+            async with self._chunk_locks.hold(session_id, number) as lease:
+                return await self._receive_chunk(
+                    session, gate, number, lease.guard(source), expected
+                )
         finally:
             gate.in_flight -= 1
             if gate.in_flight == 0:

@@ -18,6 +18,8 @@ class Problem(Exception):
     # upload id, paths): it goes to the log, the client gets a generic one,
     # unless the class says its detail is written for clients.
     public_detail: ClassVar[bool] = False
+    # The connection is closed after the answer (its request body was not read to the end).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -43,6 +45,17 @@ class ChunkLengthMismatch(Problem):
 
 class ChunkIncomplete(Problem):
     status, code, title = 400, "chunk-incomplete", "Chunk body ended early"
+
+
+class ChunkSuperseded(Problem):
+    """A newer attempt at the same chunk took over while this one was still arriving."""
+
+    status, code, title = 409, "chunk-superseded", "A newer attempt at this chunk took over"
+
+
+class BodyReadTimeout(Problem):
+    status, code, title = 408, "body-timeout", "The request body stopped arriving"
+    closes_connection = True
 
 
 class DigestMismatch(Problem):

@@ -17,9 +17,8 @@ from mediagate.core.models import StorageKind
 from mediagate.migrate.plan import Move, Options, media_pages
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores
-from mediagate.storage.breaker import CircuitBreaker
+from mediagate.storage.breaker import GuardedStore
 from mediagate.storage.local import LocalStore
-from mediagate.storage.s3 import S3Store
 
 log = structlog.get_logger("mediagate.reconciler")
 
@@ -34,13 +33,14 @@ class Reconciler:
         self,
         catalog: Catalog,
         local: LocalStore,
-        s3: S3Store,
-        breaker: CircuitBreaker,
+        s3: GuardedStore,
         *,
         key_prefix: str,
     ) -> None:
+        # Through the breaker: a failing S3 shows in /readyz and sends uploads
+        # to local disk, whoever met the failure first.
         self._stores = Stores(catalog, local, s3)
-        self._breaker = breaker
+        self._breaker = s3.breaker
         self._options = Options(delete_local=True, batch_size=FILES_AT_ONCE, key_prefix=key_prefix)
 
     async def run_once(self) -> Summary:

@@ -29,6 +29,7 @@ from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Pl
 from mediagate.migrate.report import Outcome, Report, Status
 from mediagate.migrate.transfer import Expected, FileIdentity, FileRejected, Uploaded, Uploader
 from mediagate.storage.base import NewObject
+from mediagate.storage.breaker import S3Objects
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 from mediagate.storage.s3_bootstrap import prepare_bucket
@@ -40,7 +41,7 @@ KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 class Stores:
     catalog: Catalog
     local: LocalStore
-    s3: S3Store
+    s3: S3Objects
 
 
 @contextlib.asynccontextmanager
@@ -263,7 +264,7 @@ async def verify_media(stores: Stores, media_id: str, *, user_id: str | None) ->
     return await compare_checksum(stores.s3, media, stored.etag)
 
 
-async def compare_checksum(s3: S3Store, media: Media, etag: str) -> Verification:
+async def compare_checksum(s3: S3Objects, media: Media, etag: str) -> Verification:
     expected = media.checksum or ""
     kind, _, value = expected.partition(":")
     if kind == "sha256":
@@ -280,7 +281,7 @@ async def compare_checksum(s3: S3Store, media: Media, etag: str) -> Verification
     return Verification(media, True, f"size matches ({media.size} bytes); no checksum recorded")
 
 
-async def object_sha256(s3: S3Store, media: Media) -> str:
+async def object_sha256(s3: S3Objects, media: Media) -> str:
     hasher = hashlib.sha256()
     if media.size:  # S3 answers a range request on an empty object with 416
         async for piece in s3.read(media.key):

@@ -32,7 +32,7 @@ import structlog
 from mediagate.core.chunking import ChunkPlan, plan_chunks
 from mediagate.core.errors import Problem, StorageUnavailable
 from mediagate.storage.base import NewObject, StoredObject
-from mediagate.storage.s3 import S3Store
+from mediagate.storage.breaker import S3Objects
 
 log = structlog.get_logger("mediagate.migrate")
 
@@ -165,7 +165,7 @@ def crc32_base64(data: bytes | bytearray) -> str:
 class Uploader:
     def __init__(
         self,
-        s3: S3Store,
+        s3: S3Objects,
         *,
         part_size: int,
         in_flight: int,

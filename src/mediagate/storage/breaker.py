@@ -10,6 +10,7 @@ outcome closes the breaker or doubles the back-off (up to a ceiling).
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -17,7 +18,8 @@ from typing import Any, TypeVar
 import structlog
 
 from mediagate.core.errors import StorageUnavailable
-from mediagate.storage.base import BlobStore, NewObject, PartBody, StoredObject
+from mediagate.storage.base import NewObject, ObjectRead, PartBody, ReadConditions, StoredObject
+from mediagate.storage.s3 import S3Store
 
 log = structlog.get_logger("mediagate.storage")
 
@@ -87,39 +89,49 @@ class CircuitBreaker:
 
 
 class GuardedStore:
-    """A `BlobStore` whose calls pass through a circuit breaker."""
+    """An `S3Store` whose calls to S3 pass through a circuit breaker.
 
-    def __init__(self, inner: BlobStore, breaker: CircuitBreaker) -> None:
+    Every capability is wrapped by name, so that a new call to S3 cannot slip
+    past the breaker unnoticed; only presigning, a local computation, is not.
+    A call counts against S3 only for S3's own failures: when a part's body
+    failed first (the client went away, sent too much, stalled; a local file
+    ran short), S3 merely saw its request end early.
+    """
+
+    def __init__(self, inner: S3Store, breaker: CircuitBreaker) -> None:
         self._inner = inner
         self.breaker = breaker
         self.kind = inner.kind
 
     @property
-    def inner(self) -> BlobStore:
+    def inner(self) -> S3Store:
         return self._inner
 
-    def __getattr__(self, name: str) -> Any:
-        # Optional capabilities (presigning) go straight to the store: they
-        # are local computations, not calls to S3.
-        return getattr(self._inner, name)
+    @property
+    def control_client(self) -> Any:
+        """The bucket set-up's client (`s3_bootstrap`); its calls are not guarded."""
+        return self._inner.control_client
 
     @contextlib.contextmanager
-    def _guarded(self) -> Iterator[None]:
+    def _guarded(self, body: PartBody | None = None) -> Iterator[None]:
         """Fail fast while the breaker is open; feed it the outcome of the call."""
         if not self.breaker.allow():
             raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
         try:
             yield
         except StorageUnavailable as error:
-            self.breaker.failed(str(error))
+            if body is not None and body.failure is not None:
+                self.breaker.inconclusive()
+            else:
+                self.breaker.failed(str(error))
             raise
         except BaseException:
             self.breaker.inconclusive()
             raise
         self.breaker.succeeded()
 
-    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
-        with self._guarded():
+    async def _call(self, work: Callable[[], Awaitable[T]], body: PartBody | None = None) -> T:
+        with self._guarded(body):
             return await work()
 
     async def start_upload(self, target: NewObject) -> str:
@@ -131,7 +143,8 @@ class GuardedStore:
         return await self._call(
             lambda: self._inner.put_part(
                 key, upload_id, number=number, offset=offset, length=length, body=body
-            )
+            ),
+            body,
         )
 
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
@@ -147,3 +160,47 @@ class GuardedStore:
 
     async def delete(self, key: str) -> None:
         await self._call(lambda: self._inner.delete(key))
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str:
+        # Signed locally: S3 is not asked, so an open breaker need not refuse it.
+        return await self._inner.presigned_url(
+            key, filename=filename, content_type=content_type, expires_in=expires_in
+        )
+
+    async def read_conditionally(
+        self, key: str, conditions: ReadConditions, *, head: bool
+    ) -> ObjectRead:
+        return await self._call(lambda: self._inner.read_conditionally(key, conditions, head=head))
+
+    async def stat(self, key: str) -> StoredObject:
+        return await self._call(lambda: self._inner.stat(key))
+
+    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
+        return await self._call(lambda: self._inner.put_object(target, body, crc32=crc32))
+
+    async def start_checked_upload(self, target: NewObject) -> str:
+        return await self._call(lambda: self._inner.start_checked_upload(target))
+
+    async def put_checked_part(
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
+    ) -> str:
+        return await self._call(
+            lambda: self._inner.put_checked_part(
+                key, upload_id, number=number, body=body, crc32=crc32
+            )
+        )
+
+    async def complete_checked_upload(
+        self, key: str, upload_id: str, parts: Sequence[tuple[str, str]]
+    ) -> StoredObject:
+        return await self._call(lambda: self._inner.complete_checked_upload(key, upload_id, parts))
+
+    async def abort_uploads(self, key: str) -> None:
+        await self._call(lambda: self._inner.abort_uploads(key))
+
+
+# What a migration writes to: S3 itself (`mediagate migrate`), or S3 behind the
+# server's breaker (the reconciler), whose failures other uploads must notice.
+S3Objects = S3Store | GuardedStore

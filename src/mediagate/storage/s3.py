@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mediagate import metrics
 from mediagate.config import Settings
 from mediagate.core.disposition import presentation
-from mediagate.core.errors import NotFound, StorageRejected, StorageUnavailable
+from mediagate.core.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import (
     NewObject,
@@ -221,15 +221,26 @@ class S3Store:
     ) -> str:
         try:
             with s3_errors("UploadPart"):
-                answer = await self._stream.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number + 1,
-                    ContentLength=length,
-                    Body=body,
-                )
-        except StorageUnavailable:
+                try:
+                    answer = await self._stream.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number + 1,
+                        ContentLength=length,
+                        Body=body,
+                    )
+                except ClientError as error:
+                    if error.response.get("Error", {}).get("Code") == "RequestTimeout":
+                        # S3 waited for the part's bytes, which only come as
+                        # fast as the client sends them: not S3's failure.
+                        raise BodyReadTimeout(
+                            "the chunk's bytes arrived too slowly: S3 stopped waiting for them"
+                        ) from error
+                    raise
+        except Exception:
+            # The body failed first (the client went away or sent too much):
+            # whatever S3 or the connection made of that is a consequence.
             if body.failure is not None:
                 raise body.failure from None
             raise

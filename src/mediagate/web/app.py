@@ -128,14 +128,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     on_change=s3_status.follow,
                     failing_since_start=None if s3_status.ready else s3_status.problem,
                 )
-                stores[StorageKind.S3] = GuardedStore(s3, breaker)
+                stores[StorageKind.S3] = guarded = GuardedStore(s3, breaker)
                 if not s3_status.ready:
                     stack.enter_context(
                         _background(prepare_until_ready(s3, s3_status, breaker, settings))
                     )
                 if settings.auto_migrate:
                     app[RECONCILER] = reconciler = Reconciler(
-                        catalog, local, s3, breaker, key_prefix=settings.key_prefix
+                        catalog, local, guarded, key_prefix=settings.key_prefix
                     )
                     stack.enter_context(_background(reconciler.run_forever()))
         app[S3_STATUS] = s3_status

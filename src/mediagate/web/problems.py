@@ -37,7 +37,7 @@ def problem_response(
 
 
 def from_problem(problem: Problem) -> web.Response:
-    return problem_response(
+    response = problem_response(
         problem.status,
         problem.code,
         problem.title,
@@ -45,6 +45,9 @@ def from_problem(problem: Problem) -> web.Response:
         headers=problem.headers,
         **problem.extra,
     )
+    if problem.closes_connection:
+        response.force_close()
+    return response
 
 
 def client_detail(problem: Problem) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import re
@@ -11,8 +12,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from mediagate.core.engine import SessionStatus
-from mediagate.core.errors import BadRequest
+from mediagate.core.errors import BadRequest, BodyReadTimeout
 from mediagate.core.models import Media, UploadSession
+from mediagate.web.keys import SETTINGS
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -50,8 +52,13 @@ def normalized_media_type(value: str) -> str:
 
 
 async def parse_json(request: web.Request, model: type[Model]) -> Model:
+    # A JSON body is small (MAX_JSON_BODY): one body read timeout covers all of it.
+    seconds = request.app[SETTINGS].body_read_timeout
     try:
-        raw = await request.json()
+        async with asyncio.timeout(seconds):
+            raw = await request.json()
+    except TimeoutError:
+        raise BodyReadTimeout(f"the body did not arrive within {seconds:g} s") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"the body is not JSON: {error}") from None
     except UnicodeDecodeError:

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from mediagate.config import SettingsError
-from mediagate.web.keys import REQUEST_GATE
+from mediagate.web.keys import REQUEST_GATE, SETTINGS
 from mediagate.web.protocol import AppRunner
 
 log = structlog.get_logger("mediagate")
@@ -36,7 +36,14 @@ FINAL_GRACE = 2.0
 
 
 async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
-    runner = AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=FINAL_GRACE)
+    runner = AppRunner(
+        app,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=FINAL_GRACE,
+        # aiohttp closes a connection that has not delivered a whole request
+        # this long after it opened or after its last answer: the header timeout.
+        keepalive_timeout=app[SETTINGS].header_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -1,0 +1,114 @@
+"""One writer per chunk, and the newest attempt at a chunk wins.
+
+A client sends a chunk again when its first attempt seems lost: a stalled
+connection, a timeout on its side, a network switch. That first attempt may
+still hold the chunk, its server side waiting for bytes that will never come.
+As in tusd (`Lock(ctx, requestUnlock)`), the newer attempt asks the holder to
+let go instead of waiting behind it: the holder's next (or current) wait for
+body bytes fails with `ChunkSuperseded`, it drops whatever it wrote as any
+failed chunk does, and the newer attempt takes the chunk once it is released.
+Attempts waiting in between are superseded too.
+
+`ChunkLocks` is the engine's whole view of this, so that the rule can move
+into the catalog when several instances share sessions; `InProcessChunkLocks`
+keeps it in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mediagate.core.chunk_stream import ReadSource
+from mediagate.core.errors import ChunkSuperseded
+
+
+class ChunkLease(Protocol):
+    def guard(self, source: ReadSource) -> ReadSource:
+        """`source`, whose reads fail with `ChunkSuperseded` once a newer attempt asks."""
+
+
+class ChunkLocks(Protocol):
+    def hold(self, session_id: str, number: int) -> AbstractAsyncContextManager[ChunkLease]:
+        """Hold chunk `number` of the session; raises `ChunkSuperseded` if a newer attempt came."""
+
+
+class _Lease:
+    def __init__(self) -> None:
+        self.superseded = False
+        self._reading: asyncio.Timeout | None = None
+
+    def let_go(self) -> None:
+        if self.superseded:
+            return  # asked already, by an attempt that is itself superseded now
+        self.superseded = True
+        if self._reading is not None:
+            self._reading.reschedule(asyncio.get_running_loop().time())
+
+    def guard(self, source: ReadSource) -> ReadSource:
+        async def read(n: int) -> bytes:
+            if self.superseded:
+                raise _superseded()
+            try:
+                # No deadline of its own: `let_go` sets one in the past.
+                async with asyncio.timeout(None) as self._reading:
+                    return await source(n)
+            except TimeoutError:
+                if self.superseded:
+                    raise _superseded() from None
+                raise
+            finally:
+                self._reading = None
+
+        return read
+
+
+@dataclass
+class _Slot:
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
+    attempts: list[_Lease] = field(default_factory=list)
+    holder: _Lease | None = None
+
+
+class InProcessChunkLocks:
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, int], _Slot] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
+        key = (session_id, number)
+        slot = self._slots.setdefault(key, _Slot())
+        lease = _Lease()
+        try:
+            async with slot.turn:
+                for older in slot.attempts:
+                    older.let_go()
+                slot.attempts.append(lease)
+                slot.turn.notify_all()
+                await slot.turn.wait_for(lambda: slot.holder is None or lease.superseded)
+                if lease.superseded:
+                    raise _superseded()
+                slot.holder = lease
+            try:
+                yield lease
+            finally:
+                async with slot.turn:
+                    slot.holder = None
+                    slot.turn.notify_all()
+        finally:
+            if lease in slot.attempts:
+                slot.attempts.remove(lease)
+            if not slot.attempts and self._slots.get(key) is slot:
+                del self._slots[key]
+
+    def __len__(self) -> int:
+        """How many chunks are held or waited for (0 when all is quiet: nothing leaks)."""
+        return len(self._slots)
+
+
+def _superseded() -> ChunkSuperseded:
+    return ChunkSuperseded("a newer attempt at this chunk took over; this one kept nothing")
