@@ -32,7 +32,9 @@ class Catalog(Protocol):
 
         Raises NotFound if the session is gone (aborted while the chunk arrived)."""
 
-    async def drop_chunk(self, session_id: str, number: int) -> None: ...
+    async def drop_chunk(self, session_id: str, number: int) -> None:
+        """Forget a chunk, durably: called before each write of it, so it must cost
+        no commit when the chunk was never recorded (the usual case)."""
 
     async def chunks(self, session_id: str) -> list[Chunk]:
         """The session's received chunks, by number."""

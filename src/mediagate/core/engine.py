@@ -226,12 +226,13 @@ class UploadEngine:
         digest = gate.digest
         fed = digest.fork_for(number) if digest is not None else None
         stream = ChunkStream(source, session.chunk_length(number), expected, also_hash=fed)
+        # Forgotten (durably) before the first byte of a replacement is written:
+        # whatever stops this write, a crash included, leaves the chunk missing
+        # rather than listed with a mix of old and new bytes.
+        await self._catalog.drop_chunk(session.id, number)
         try:
             etag, storage = await self._write_chunk(session, number, stream)
         except Exception:
-            # Whatever the store held for this number may now be partly
-            # overwritten, so the chunk counts as missing until sent again.
-            await self._catalog.drop_chunk(session.id, number)
             if stream.failure is not None:
                 raise stream.failure from None
             raise
