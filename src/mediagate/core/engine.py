@@ -298,7 +298,8 @@ class UploadEngine:
         return etag, StorageKind.LOCAL
 
     async def abort(self, user_id: str, session_id: str) -> None:
-        await self._owned_session(user_id, session_id)
+        session = await self._owned_session(user_id, session_id)
+        _check_not_completed(session)
         gate = self._gate(session_id)
         if gate.completing:
             # Discarding the upload under complete would leave its media half made.
@@ -306,10 +307,11 @@ class UploadEngine:
         async with gate.complete_lock:
             session = await self._owned_session(user_id, session_id)
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                raise SessionNotOpen("the session is completed; delete the media instead")
+                self._release_gate(session_id, gate)  # completed meanwhile
+                _check_not_completed(session)
             await self.discard_uploads(session)
             await self._catalog.delete_session(session_id)
-        self._gates.pop(session_id, None)
+        self._release_gate(session_id, gate)
         metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
 
@@ -326,15 +328,15 @@ class UploadEngine:
 
     async def complete(self, user_id: str, session_id: str) -> Media:
         session = await self._owned_session(user_id, session_id)
+        if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
+            return await self._media_of(session)
+        self._check_open(session)
         gate = self._gate(session_id)
         async with gate.complete_lock:
             session = await self._owned_session(user_id, session_id)
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                # A retried complete (its first answer was lost) gets the same media.
-                media = await self._catalog.get_media(session.media_id)
-                if media is None:
-                    raise NotFound("the media of this session has been deleted")
-                return media
+                self._release_gate(session_id, gate)  # another complete won meanwhile
+                return await self._media_of(session)
             self._check_open(session)
             gate.completing = True
             try:
@@ -347,7 +349,7 @@ class UploadEngine:
                 raise
             finally:
                 gate.completing = False
-        self._gates.pop(session_id, None)
+        self._release_gate(session_id, gate)
         metrics.SESSIONS_IN_FLIGHT.dec()
         if media.state is MediaState.READY:
             metrics.upload_completed(media.storage)
@@ -417,13 +419,32 @@ class UploadEngine:
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
         # Recounted from the catalog, so restarts and other servers' work show too.
-        metrics.SESSIONS_IN_FLIGHT.set(
-            len(await self._catalog.sessions_in_state(SessionState.OPEN))
-        )
+        still_open = {s.id for s in await self._catalog.sessions_in_state(SessionState.OPEN)}
+        metrics.SESSIONS_IN_FLIGHT.set(len(still_open))
+        for session_id, gate in list(self._gates.items()):
+            # Sessions another server completed or aborted leave their gates here.
+            if session_id not in still_open and gate.idle.is_set() and not gate.completing:
+                self._release_gate(session_id, gate)
         return expired
 
     def _gate(self, session_id: str) -> SessionGate:
         return self._gates.setdefault(session_id, SessionGate())
+
+    def _release_gate(self, session_id: str, gate: SessionGate) -> None:
+        """Forget the gate of a session that is no longer open.
+
+        Every path that finds a session done with calls this, so retried
+        completes and aborts do not leave one entry per session for ever.
+        """
+        if self._gates.get(session_id) is gate:
+            del self._gates[session_id]
+
+    async def _media_of(self, session: UploadSession) -> Media:
+        """A retried complete (its first answer was lost) gets the same media."""
+        media = await self._catalog.get_media(session.media_id)
+        if media is None:
+            raise NotFound("the media of this session has been deleted")
+        return media
 
     async def _owned_session(self, user_id: str, session_id: str) -> UploadSession:
         session = await self._catalog.get_session(session_id)
@@ -441,3 +462,8 @@ class UploadEngine:
             raise SessionExpired(f"the session expired at {session.expires_at.isoformat()}")
         if session.state is not SessionState.OPEN:
             raise SessionNotOpen(f"the session is {session.state.value}")
+
+
+def _check_not_completed(session: UploadSession) -> None:
+    if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
+        raise SessionNotOpen("the session is completed; delete the media instead")
