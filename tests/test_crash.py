@@ -7,12 +7,17 @@ import contextlib
 import hashlib
 import random
 import signal
+import sqlite3
+import uuid
 
 import aiohttp
 import pytest
 
 from conftest import MiB, chunks_of, read_object
 from mediagate import tokens
+from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.core.models import Media, MediaState
+from mediagate.web.keys import CATALOG
 from server_process import ServerProcess
 
 SECRET = "crash-test-secret-long-enough-for-hs256"
@@ -214,3 +219,137 @@ async def test_sigkill_after_s3_took_a_replaced_part_leaves_the_chunk_missing(
         assert await read_object(s3_objects, bucket, key) == expected
     finally:
         await server.stop()
+
+
+@contextlib.contextmanager
+def catalog_locked(data_dir):
+    """Hold the catalog's write lock, so the server's next commit waits (reads go on)."""
+    db = sqlite3.connect(data_dir / CATALOG_FILE, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
+async def published(tmp_path, s3_objects, bucket: str, env: dict[str, str]) -> bool:
+    if "USE_CLOUD_STORAGE" in env:
+        listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+        return listed.get("KeyCount", 0) > 0
+    return bool(list((tmp_path / "data" / "media").glob("alice/*/crash.mp4")))
+
+
+@pytest.mark.parametrize("server_env", ["local", "s3"], indirect=True)
+async def test_sigkill_in_complete_then_a_resent_chunk_keeps_the_file_whole(
+    tmp_path, server_env, s3_objects, bucket
+):
+    """Killed while complete waits for the catalog (after publishing the file, on
+    the code before the fix): a chunk re-sent after the restart must not
+    recreate a staging file that complete then publishes with a zero-filled hole,
+    nor fail against an S3 upload that is already completed."""
+    data = random.Random(25).randbytes(3 * 5 * MiB + 99)
+    pieces = chunks_of(data, 5 * MiB)
+    headers = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 600)}"}
+    server = ServerProcess(tmp_path / "data", server_env)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            sid = await initiate_and_send(client, len(data), pieces)
+            with catalog_locked(tmp_path / "data"):
+                completing = asyncio.create_task(
+                    client.post(f"/api/v1/media/upload/{sid}/complete")
+                )
+                with contextlib.suppress(TimeoutError):
+                    await until(lambda: published(tmp_path, s3_objects, bucket, server_env), 2)
+                server.signal(signal.SIGKILL)
+                assert await server.wait() == -signal.SIGKILL
+            with contextlib.suppress(aiohttp.ClientError):
+                (await completing).release()
+
+        await server.start()
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            async with client.post(f"/api/v1/media/upload/{sid}/chunk/1", data=pieces[1]) as a:
+                assert a.status in (200, 409), await a.text()  # 409: complete got through
+            async with client.post(f"/api/v1/media/upload/{sid}/complete") as answer:
+                assert answer.status in (201, 202), await answer.text()
+                media = await answer.json()
+            await until(lambda: media_ready(client, media["media_id"]))
+            if "USE_CLOUD_STORAGE" not in server_env:
+                async with client.get(f"/api/v1/media/stream/{media['media_id']}") as stream:
+                    assert await stream.read() == data
+        if "USE_CLOUD_STORAGE" in server_env:
+            key = f"media/alice/{media['media_id']}/crash.mp4"
+            assert await read_object(s3_objects, bucket, key) == data
+    finally:
+        await server.stop()
+
+
+async def media_ready(client, media_id: str) -> bool:
+    async with client.get(f"/api/v1/media/info/{media_id}") as answer:
+        return (await answer.json())["state"] == "ready"
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+async def test_a_restart_finishes_a_complete_cut_after_its_file_was_published(
+    storage, start_api, local_settings, s3_settings, s3_objects, bucket
+):
+    """The state a crash leaves between publishing (the staging file renamed into
+    place, or S3's CompleteMultipartUpload) and the catalog's final commit."""
+    settings = local_settings if storage == "local" else s3_settings
+    api = await start_api(settings)
+    data = random.Random(26).randbytes(2 * 5 * MiB + 7)
+    pieces = chunks_of(data, 5 * MiB)
+    sid = (await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json())["session_id"]
+    for n, piece in enumerate(pieces):
+        assert (await api.put_chunk(sid, n, piece)).status == 200
+    catalog = api.client.app[CATALOG]
+    session = await catalog.get_session(sid)
+    finalizing = Media(
+        id=session.media_id,
+        user_id="alice",
+        filename=session.filename,
+        content_type=session.content_type,
+        size=session.size,
+        checksum=None,
+        storage=session.storage,
+        key=session.key,
+        created_at=session.created_at,
+        state=MediaState.FINALIZING,
+    )
+    await catalog.complete_session(sid, finalizing)  # what complete records first
+    if storage == "local":
+        target = settings.data_dir / session.key
+        target.parent.mkdir(parents=True)
+        (settings.data_dir / ".staging" / uuid.UUID(session.upload_id).hex).rename(target)
+    else:
+        parts = await s3_objects.list_parts(
+            Bucket=bucket, Key=session.key, UploadId=session.upload_id
+        )
+        await s3_objects.complete_multipart_upload(
+            Bucket=bucket,
+            Key=session.key,
+            UploadId=session.upload_id,
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts["Parts"]
+                ]
+            },
+        )
+    await api.client.close()
+
+    api = await start_api(settings)  # its finalizer runs at start
+    assert (await api.put_chunk(sid, 1, pieces[1])).status == 409
+    assert (await api.complete(sid)).status in (201, 202)
+
+    async def ready() -> bool:
+        return (await (await api.info(session.media_id)).json())["state"] == "ready"
+
+    await until(ready)
+    if storage == "local":
+        stream = await api.client.get(
+            f"/api/v1/media/stream/{session.media_id}", headers=api.headers
+        )
+        assert await stream.read() == data
+    else:
+        assert await read_object(s3_objects, bucket, session.key) == data

@@ -384,23 +384,27 @@ class UploadEngine:
     async def _finish_finalizing(self) -> int:
         finished = 0
         for session in await self._catalog.sessions_in_state(SessionState.FINALIZING):
+            gate = self._gates.get(session.id)
+            if gate is not None and gate.completing:
+                continue  # its complete request is finishing it
             chunks = await self._catalog.chunks(session.id)
             try:
-                stored = await self._assembler.publish_s3(session, chunks)
-                if session.sha256:
-                    await self._assembler.verify_read_back(session, StorageKind.S3, None)
+                media = await self._assembler.finish(session, chunks, None)
             except StorageUnavailable:
                 break  # S3 is still away; the next round tries again
             except FileDigestMismatch as error:
-                await self._catalog.delete_media(session.media_id)
+                # The session is open again; its status and its media's info say why.
+                metrics.upload_failed(session.storage)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
             except Problem as error:
-                # Refused for this session alone: the others still get their turn.
+                # Refused for this session alone: the others still get their turn,
+                # and its status says why it is still finalizing.
+                # Its title only: details of store failures stay in the log.
+                await self._catalog.note_error(session.id, f"{error.title}; retrying")
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
-            media = await self._assembler.record_ready(session, stored, StorageKind.S3)
-            metrics.upload_completed(StorageKind.S3)
+            metrics.upload_completed(media.storage)
             finished += 1
             log.info("upload.finalized", session_id=session.id, media_id=media.id)
         return finished
@@ -414,6 +418,8 @@ class UploadEngine:
                 continue  # a request is still working on it; the next sweep decides
             await self.discard_uploads(session)
             await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+            if session.last_error is not None:
+                await self._forget_failed_media(session)
             self._gates.pop(session.id, None)
             metrics.upload_failed(session.storage)
             expired += 1
@@ -426,6 +432,12 @@ class UploadEngine:
             if session_id not in still_open and gate.idle.is_set() and not gate.completing:
                 self._release_gate(session_id, gate)
         return expired
+
+    async def _forget_failed_media(self, session: UploadSession) -> None:
+        """A failed media whose session expired will never be made: drop its record."""
+        media = await self._catalog.get_media(session.media_id)
+        if media is not None and media.state is MediaState.FAILED:
+            await self._catalog.delete_media(media.id)
 
     def _gate(self, session_id: str) -> SessionGate:
         return self._gates.setdefault(session_id, SessionGate())
