@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import structlog
 
-from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
+from mediagate.core.errors import NotFound, Problem, StorageFull, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
@@ -202,8 +202,13 @@ class FilePartBody:
         size = min(size, self._remaining)
         if size == 0:
             return b""
-        with disk_errors("read"):
-            piece = await _off_loop(_read_at, self._path, size, self._position)
+        try:
+            with disk_errors("read"):
+                piece = await _off_loop(_read_at, self._path, size, self._position)
+        except Problem as error:
+            # The file's failure, not the receiving store's: it must not count against S3.
+            self.failure = error
+            raise
         if not piece:
             self.failure = StorageUnavailable(f"{self._path} is shorter than expected")
             raise self.failure
