@@ -400,8 +400,9 @@ class UploadEngine:
             except Problem as error:
                 # Refused for this session alone: the others still get their turn,
                 # and its status says why it is still finalizing.
-                # Its title only: details of store failures stay in the log.
-                await self._catalog.note_error(session.id, f"{error.title}; retrying")
+                # Its kind only: details of store failures stay in the log.
+                note = f"{error.code}: {error.title}; the server keeps retrying"
+                await self._catalog.note_error(session.id, note)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
             metrics.upload_completed(media.storage)
