@@ -353,3 +353,41 @@ async def test_a_restart_finishes_a_complete_cut_after_its_file_was_published(
         assert await stream.read() == data
     else:
         assert await read_object(s3_objects, bucket, session.key) == data
+
+
+async def test_sigkill_in_abort_never_leaves_an_open_session_without_its_chunks(tmp_path):
+    data = random.Random(27).randbytes(2 * 5 * MiB + 5)
+    pieces = chunks_of(data, 5 * MiB)
+    headers = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 600)}"}
+    server = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": SECRET})
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            sid = await initiate_and_send(client, len(data), pieces)
+            staging = tmp_path / "data" / ".staging"
+
+            async def discarded() -> bool:
+                return not any(staging.iterdir())
+
+            with catalog_locked(tmp_path / "data"):
+                aborting = asyncio.create_task(client.delete(f"/api/v1/media/upload/{sid}"))
+                with contextlib.suppress(TimeoutError):
+                    await until(discarded, 2)
+                server.signal(signal.SIGKILL)
+                assert await server.wait() == -signal.SIGKILL
+            with contextlib.suppress(aiohttp.ClientError):
+                (await aborting).release()
+
+        await server.start()
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            # The abort never reached the catalog, so the session must still be whole.
+            assert await received(client, sid) == [0, 1, 2]
+            async with client.post(f"/api/v1/media/upload/{sid}/chunk/1", data=pieces[1]) as a:
+                assert a.status == 200
+            async with client.post(f"/api/v1/media/upload/{sid}/complete") as answer:
+                assert answer.status == 201, await answer.text()
+                media = await answer.json()
+            async with client.get(f"/api/v1/media/stream/{media['media_id']}") as stream:
+                assert await stream.read() == data
+    finally:
+        await server.stop()

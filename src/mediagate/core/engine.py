@@ -309,8 +309,11 @@ class UploadEngine:
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
                 self._release_gate(session_id, gate)  # completed meanwhile
                 _check_not_completed(session)
-            await self.discard_uploads(session)
+            # Forgotten first: a crash before the uploads are discarded leaves
+            # them orphaned, never an open session whose staging file is gone
+            # (a chunk sent then would recreate it with holes).
             await self._catalog.delete_session(session_id)
+            await self.discard_uploads(session)
         self._release_gate(session_id, gate)
         metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
