@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
 
 from conftest import Api
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import CATALOG, ENGINE
 
 
 async def test_retried_completes_and_aborts_of_finished_sessions_keep_no_gates(
@@ -53,3 +55,23 @@ async def test_the_sweep_forgets_gates_of_sessions_another_server_finished(
     assert set(engine._gates) == set(sids)
     await engine.expire_sessions()
     assert engine._gates == {}
+
+
+async def test_the_sweep_removes_staging_files_no_session_refers_to(local_api):
+    """An abort killed after forgetting its session leaves its staging file behind."""
+    engine = local_api.client.app[ENGINE]
+    catalog = local_api.client.app[CATALOG]
+    live = (await (await local_api.initiate(size=3)).json())["session_id"]
+    orphaned = (await (await local_api.initiate(size=3)).json())["session_id"]
+    for sid in (live, orphaned):
+        assert (await local_api.put_chunk(sid, 0, b"abc")).status == 200
+    await catalog.delete_session(orphaned)
+    staging = local_api.settings.data_dir / ".staging"
+    hours_ago = time.time() - 2 * 3600
+    for file in staging.iterdir():
+        os.utime(file, (hours_ago, hours_ago))
+
+    await engine.expire_sessions()
+    (left,) = staging.iterdir()
+    assert (await local_api.complete(live)).status == 201  # the live session's file stayed
+    assert not left.exists()

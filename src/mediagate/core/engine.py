@@ -47,6 +47,9 @@ log = structlog.get_logger("mediagate.upload")
 
 Clock = Callable[[], datetime]
 
+# A staging file no session refers to is removed once untouched this long (seconds).
+ORPHAN_STAGING_AGE = 3600.0
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -429,13 +432,26 @@ class UploadEngine:
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
         # Recounted from the catalog, so restarts and other servers' work show too.
-        still_open = {s.id for s in await self._catalog.sessions_in_state(SessionState.OPEN)}
+        open_sessions = await self._catalog.sessions_in_state(SessionState.OPEN)
+        still_open = {session.id for session in open_sessions}
         metrics.SESSIONS_IN_FLIGHT.set(len(still_open))
         for session_id, gate in list(self._gates.items()):
             # Sessions another server completed or aborted leave their gates here.
             if session_id not in still_open and gate.idle.is_set() and not gate.completing:
                 self._release_gate(session_id, gate)
+        await self._remove_orphaned_staging(open_sessions)
         return expired
+
+    async def _remove_orphaned_staging(self, open_sessions: list[UploadSession]) -> None:
+        """Staging files no session refers to: left by a crash in abort or initiate."""
+        finalizing = await self._catalog.sessions_in_state(SessionState.FINALIZING)
+        in_use = {session.local_upload_id for session in [*open_sessions, *finalizing]}
+        spill = self._assembler.spill
+        # Idle for a while only: initiate makes the file just before the session.
+        for upload_id in await spill.staged_uploads(ORPHAN_STAGING_AGE):
+            if upload_id not in in_use:
+                await spill.abort_upload("", upload_id)
+                log.info("upload.orphan_removed", upload_id=upload_id)
 
     async def _forget_failed_media(self, session: UploadSession) -> None:
         """A failed media whose session expired will never be made: drop its record."""

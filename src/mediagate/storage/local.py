@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -115,6 +116,11 @@ class LocalStore:
         with disk_errors("abort"):
             await _off_loop(self._staging_path(upload_id).unlink, True)
 
+    async def staged_uploads(self, idle_for: float) -> list[str]:
+        """Ids of the staged uploads not written to for `idle_for` seconds."""
+        with disk_errors("list"):
+            return await _off_loop(_idle_files, self._staging, idle_for)
+
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         with disk_errors("read"):
             file = await _off_loop(open, self.path(key), "rb")
@@ -179,6 +185,16 @@ def _publish(staging: Path, target: Path) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _idle_files(folder: Path, idle_for: float) -> list[str]:
+    before = time.time() - idle_for
+    idle = []
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            if entry.stat().st_mtime < before:
+                idle.append(str(uuid.UUID(hex=entry.name)))
+    return idle
 
 
 def _remove_with_folder(path: Path) -> None:
