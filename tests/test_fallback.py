@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import random
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
+from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
@@ -329,3 +331,28 @@ async def test_a_finalizing_upload_that_keeps_failing_says_why(start_api, proxy,
     info = await (await api.info(done["media_id"])).json()
     assert info["state"] == "finalizing" and info["error"] == status["last_error"]
     assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+
+
+async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    """A chunk row gone from a finalizing session (another server dropped it to
+    replace the chunk) must not become a shorter file: S3 completes a multipart
+    upload whose part numbers skip one without complaint."""
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=12))
+    with sqlite3.connect(proxied_settings.data_dir / CATALOG_FILE) as db:
+        db.execute("DELETE FROM chunks WHERE number = 2 AND session_id = ?", (done["session_id"],))
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def noted():
+        await engine.finish_finalizing()
+        status = await (await api.status(done["session_id"])).json()
+        return status if status["last_error"] else None
+
+    status = await eventually(noted)
+    assert status["state"] == "finalizing" and "missing-chunks" in status["last_error"]
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0

@@ -40,8 +40,9 @@ class Catalog(Protocol):
         Raises NotFound if the session is gone (aborted while the chunk arrived)."""
 
     async def drop_chunk(self, session_id: str, number: int) -> None:
-        """Forget a chunk, durably: called before each write of it, so it must cost
-        no commit when the chunk was never recorded (the usual case)."""
+        """Forget a chunk of an open session, durably (nothing if the session is not
+        open: a finalizing one needs all its chunks). Called before each write of
+        the chunk, so it must cost no commit when the chunk was never recorded."""
 
     async def chunks(self, session_id: str) -> list[Chunk]:
         """The session's received chunks, by number."""

@@ -229,9 +229,12 @@ class SQLiteCatalog:
     async def drop_chunk(self, session_id: str, number: int) -> None:
         await self._run(
             self._execute,
-            "DELETE FROM chunks WHERE session_id = ? AND number = ?",
+            "DELETE FROM chunks WHERE session_id = ? AND number = ? "
+            "AND (SELECT state FROM sessions WHERE id = ?) = ?",
             session_id,
             number,
+            session_id,
+            SessionState.OPEN.value,
         )
 
     async def chunks(self, session_id: str) -> list[Chunk]:

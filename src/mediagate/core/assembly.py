@@ -18,7 +18,7 @@ import structlog
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import FileDigestMismatch, StorageUnavailable
+from mediagate.core.errors import FileDigestMismatch, MissingChunks, StorageUnavailable
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.models import Chunk, Media, MediaState, StorageKind, UploadSession
 from mediagate.storage.base import NewObject, StoredObject, Stores
@@ -71,6 +71,13 @@ class Assembler:
     ) -> Media:
         """Publish a finalizing session's file and record it ready; each step may be
         repeated after a crash."""
+        if len(chunks) != session.total_chunks:
+            # Never publish a file with a hole (S3 completes a multipart upload
+            # whose part numbers skip one without complaint).
+            raise MissingChunks(
+                f"{session.total_chunks - len(chunks)} of {session.total_chunks} chunks "
+                "are no longer recorded"
+            )
         if _stays_local(session, chunks):
             stored = await self._publish_local(session, chunks)
             storage = StorageKind.LOCAL
