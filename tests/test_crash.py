@@ -171,11 +171,13 @@ async def test_sigkill_while_an_acknowledged_chunk_is_replaced_leaves_it_missing
         await server.stop()
 
 
-async def test_sigkill_after_s3_took_a_replaced_part_leaves_the_chunk_missing(
-    tmp_path, proxy, bucket, s3_objects
+@pytest.mark.parametrize("moment", ["mid-part", "part-stored"])
+async def test_sigkill_while_s3_takes_a_replaced_part_leaves_the_chunk_missing(
+    moment, tmp_path, proxy, bucket, s3_objects
 ):
-    """S3 stored the new part but the server died before recording it: the chunk
-    is missing (not listed with the old part's ETag, which complete would send)."""
+    """Killed while the new part streams to S3 (S3 keeps the old part), or once S3
+    stored it but before the server recorded it: either way the chunk is missing,
+    never listed with the old part's ETag while S3 may hold the new part."""
     data = random.Random(23).randbytes(2 * 5 * MiB + 10)
     pieces = chunks_of(data, 5 * MiB)
     replacement = random.Random(24).randbytes(5 * MiB)
@@ -194,13 +196,18 @@ async def test_sigkill_after_s3_took_a_replaced_part_leaves_the_chunk_missing(
                 )
                 return any(part["ETag"] == new_etag for part in parts["Parts"])
 
-            # Held once the body is through (not before: botocore first waits for "100 Continue").
-            proxy.call_after(len(replacement), proxy.hold_answers)
+            if moment == "mid-part":
+                proxy.call_after(MiB, lambda: server.signal(signal.SIGKILL))
+            else:
+                # Held once the body is through (not before: botocore first waits
+                # for "100 Continue").
+                proxy.call_after(len(replacement), proxy.hold_answers)
             resent = asyncio.create_task(
                 client.post(f"/api/v1/media/upload/{sid}/chunk/1", data=replacement)
             )
-            await until(stored_by_s3)
-            server.signal(signal.SIGKILL)
+            if moment == "part-stored":
+                await until(stored_by_s3)
+                server.signal(signal.SIGKILL)
             assert await server.wait() == -signal.SIGKILL
             proxy.release_answers()
             with contextlib.suppress(aiohttp.ClientError):
