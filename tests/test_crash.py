@@ -398,3 +398,37 @@ async def test_sigkill_in_abort_never_leaves_an_open_session_without_its_chunks(
                 assert await stream.read() == data
     finally:
         await server.stop()
+
+
+async def test_sigkill_while_the_finalizer_moves_a_spilled_chunk_then_a_restart_finishes(
+    tmp_path, proxy, bucket, s3_objects
+):
+    data = random.Random(28).randbytes(2 * 5 * MiB + 10)
+    pieces = chunks_of(data, 5 * MiB)
+    headers = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 600)}"}
+    env = {**s3_env(proxy.url, bucket), "MEDIAGATE_S3_PROBE_MAX_INTERVAL": "0.2"}
+    server = ServerProcess(tmp_path / "data", env)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            sid = await initiate_and_send(client, len(data), pieces[:1])
+            await proxy.cut()
+            for n in (1, 2):  # spilled to local disk
+                path = f"/api/v1/media/upload/{sid}/chunk/{n}"
+                async with client.post(path, data=pieces[n]) as a:
+                    assert a.status == 200
+            async with client.post(f"/api/v1/media/upload/{sid}/complete") as answer:
+                assert answer.status == 202
+                media_id = (await answer.json())["media_id"]
+            proxy.call_after(MiB, lambda: server.signal(signal.SIGKILL))  # mid-move
+            await proxy.restore()
+            assert await server.wait() == -signal.SIGKILL
+
+        await server.start()
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            await until(lambda: media_ready(client, media_id))
+        key = f"media/alice/{media_id}/crash.mp4"
+        assert await read_object(s3_objects, bucket, key) == data
+        assert list((tmp_path / "data" / ".staging").iterdir()) == []
+    finally:
+        await server.stop()
