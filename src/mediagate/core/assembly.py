@@ -4,8 +4,11 @@ Where the bytes end up follows the fallback rules:
 - a local session, or an S3 session whose every chunk was spilled to local
   disk: the local staging file is published as a local media;
 - otherwise on S3: spilled chunks are uploaded as their parts, then the
-  multipart upload is completed. If S3 is unavailable meanwhile the media is
-  recorded as `finalizing` and `maintenance` finishes the move later.
+  multipart upload is completed.
+
+The media is recorded as `finalizing` before the first of these steps, and
+each step may be repeated: if S3 is unavailable, or the server dies, midway,
+`maintenance` finishes the session later (docs/architecture.md, Crash safety).
 """
 
 from __future__ import annotations
