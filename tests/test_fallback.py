@@ -283,9 +283,12 @@ async def finalizing_with_a_spilled_chunk(api: Api, proxy, data: bytes, **initia
 
 
 async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
-    start_api, proxy, proxied_settings, s3_objects, bucket
+    aiohttp_client, proxy, proxied_settings, s3_objects, bucket
 ):
-    api = await start_api(proxied_settings)
+    now = [utc_now()]
+    api = Api(
+        await aiohttp_client(create_app(proxied_settings, clock=lambda: now[0])), proxied_settings
+    )
     data = payload(2 * 5 * MiB + 10, seed=10)
     wrong = hashlib.sha256(b"not the file").hexdigest()
     done = await finalizing_with_a_spilled_chunk(api, proxy, data, sha256=wrong)
@@ -310,6 +313,10 @@ async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_
     assert (await stream.json())["type"].endswith("/media-failed")
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix=f"media/alice/{media_id}/")
     assert listed.get("KeyCount", 0) == 0  # the wrong file was not kept
+
+    now[0] += timedelta(seconds=proxied_settings.session_ttl + 1)
+    assert await engine.expire_sessions() == 1
+    assert (await api.info(media_id)).status == 404  # never to be made: its record goes too
 
 
 async def test_a_finalizing_upload_that_keeps_failing_says_why(start_api, proxy, proxied_settings):

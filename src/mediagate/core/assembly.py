@@ -68,6 +68,11 @@ class Assembler:
         except StorageUnavailable as error:
             log.warning("upload.finalizing", session_id=session.id, error=str(error))
             return media
+        except FileDigestMismatch:
+            # Answered 422 now, with the session reopened: no failed media
+            # under an id this client was never given.
+            await self._catalog.delete_media(media.id)
+            raise
 
     async def finish(
         self, session: UploadSession, chunks: list[Chunk], digest: RunningDigest | None
