@@ -191,9 +191,12 @@ def _idle_files(folder: Path, idle_for: float) -> list[str]:
     before = time.time() - idle_for
     idle = []
     for entry in os.scandir(folder):
-        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+        try:
+            upload_id = str(uuid.UUID(hex=entry.name))
             if entry.stat().st_mtime < before:
-                idle.append(str(uuid.UUID(hex=entry.name)))
+                idle.append(upload_id)
+        except (ValueError, FileNotFoundError):
+            continue  # not one of ours, or removed meanwhile
     return idle
 
 
