@@ -1,4 +1,5 @@
-"""The server killed (SIGKILL) in the middle of an upload loses no acknowledged chunk."""
+"""The server killed (SIGKILL) at any step of an upload loses no acknowledged chunk
+and never publishes a file other than the one sent."""
 
 from __future__ import annotations
 
