@@ -19,6 +19,8 @@ class CuttableProxy:
         self.port = 0
         self._cut_after: int | None = None
         self._call_after: tuple[int, Callable[[], object]] | None = None
+        self._answers_flow = asyncio.Event()
+        self._answers_flow.set()
 
     @property
     def url(self) -> str:
@@ -43,6 +45,13 @@ class CuttableProxy:
     async def restore(self) -> None:
         self._cut_after = None
         await self.start()
+
+    def hold_answers(self) -> None:
+        """Keep S3's answers from reaching the client (requests still go through)."""
+        self._answers_flow.clear()
+
+    def release_answers(self) -> None:
+        self._answers_flow.set()
 
     def cut_after(self, client_bytes: int) -> None:
         """Cut once this many more bytes have gone from a client towards S3."""
@@ -86,6 +95,8 @@ class CuttableProxy:
                     if self._cut_after <= 0:
                         await self.cut()
                         return
+                if not count:
+                    await self._answers_flow.wait()
                 writer.write(data)
                 await writer.drain()
         with contextlib.suppress(ConnectionError, OSError, RuntimeError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import random
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -12,6 +14,7 @@ from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
+from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
@@ -285,3 +288,100 @@ async def test_the_reconcilers_s3_failures_open_the_breaker_for_everyone(
     assert summary.failed == 1
     ready = await (await api.client.get("/readyz")).json()
     assert ready["s3"] == "unavailable"  # uploads go to local disk at once, no one waits on S3
+
+
+async def finalizing_with_a_spilled_chunk(api: Api, proxy, data: bytes, **initiate) -> dict:
+    """Chunks 0 and 2 to S3, chunk 1 spilled while S3 is cut, then complete: 202."""
+    pieces = chunks_of(data, 5 * MiB)
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB, **initiate)).json()
+    sid = session["session_id"]
+    for n in (2, 0):  # out of order: the file's SHA-256 can only be checked on read-back
+        assert (await api.put_chunk(sid, n, pieces[n])).status == 200
+    await proxy.cut()
+    assert (await api.put_chunk(sid, 1, pieces[1])).status == 200
+    done = await api.complete(sid)
+    assert done.status == 202
+    return {**await done.json(), "session_id": sid}
+
+
+async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
+    aiohttp_client, proxy, proxied_settings, s3_objects, bucket
+):
+    now = [utc_now()]
+    api = Api(
+        await aiohttp_client(create_app(proxied_settings, clock=lambda: now[0])), proxied_settings
+    )
+    data = payload(2 * 5 * MiB + 10, seed=10)
+    wrong = hashlib.sha256(b"not the file").hexdigest()
+    done = await finalizing_with_a_spilled_chunk(api, proxy, data, sha256=wrong)
+    sid, media_id = done["session_id"], done["media_id"]
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def reopened():
+        await engine.finish_finalizing()
+        status = await (await api.status(sid)).json()
+        return status if status["state"] == "open" else None
+
+    status = await eventually(reopened)
+    assert status["received"] == []
+    assert wrong in status["last_error"] and "sent again" in status["last_error"]
+    info = await (await api.info(media_id)).json()
+    assert info["state"] == "failed"
+    assert info["error"] == status["last_error"]
+    stream = await api.client.get(f"/api/v1/media/stream/{media_id}", headers=api.headers)
+    assert stream.status == 409
+    assert (await stream.json())["type"].endswith("/media-failed")
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix=f"media/alice/{media_id}/")
+    assert listed.get("KeyCount", 0) == 0  # the wrong file was not kept
+
+    now[0] += timedelta(seconds=proxied_settings.session_ttl + 1)
+    assert await engine.expire_sessions() == 1
+    assert (await api.info(media_id)).status == 404  # never to be made: its record goes too
+
+
+async def test_a_finalizing_upload_that_keeps_failing_says_why(start_api, proxy, proxied_settings):
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=11))
+    for staged in (proxied_settings.data_dir / ".staging").iterdir():
+        staged.unlink()  # the spilled chunk lost (an operator's clean-up, a disk swap)
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def noted():
+        await engine.finish_finalizing()
+        status = await (await api.status(done["session_id"])).json()
+        return status if status["last_error"] else None
+
+    status = await eventually(noted)
+    assert status["state"] == "finalizing"
+    info = await (await api.info(done["media_id"])).json()
+    assert info["state"] == "finalizing" and info["error"] == status["last_error"]
+    assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+
+
+async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    """A chunk row gone from a finalizing session (another server dropped it to
+    replace the chunk) must not become a shorter file: S3 completes a multipart
+    upload whose part numbers skip one without complaint."""
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=12))
+    with sqlite3.connect(proxied_settings.data_dir / CATALOG_FILE) as db:
+        db.execute("DELETE FROM chunks WHERE number = 2 AND session_id = ?", (done["session_id"],))
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def noted():
+        await engine.finish_finalizing()
+        status = await (await api.status(done["session_id"])).json()
+        return status if status["last_error"] else None
+
+    status = await eventually(noted)
+    assert status["state"] == "finalizing" and "missing-chunks" in status["last_error"]
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0

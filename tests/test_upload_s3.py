@@ -155,9 +155,13 @@ async def test_wrong_sha256_is_422_and_the_session_stays_open(s3_api, s3_objects
     assert (await answer.json())["type"].endswith("/file-digest-mismatch")
     status = await s3_api.status(sid)
     assert status.status == 200
-    assert (await status.json())["state"] == "open"
+    found = await status.json()
+    assert found["state"] == "open"
+    assert (found["last_error"] is None) is in_order  # read back: the session was reset
     listed = await s3_objects.list_objects_v2(Bucket=bucket)
     assert listed.get("KeyCount", 0) == 0  # nothing published under a wrong digest
+    media = await (await s3_api.client.get("/api/v1/media", headers=s3_api.headers)).json()
+    assert media["items"] == []
 
 
 async def test_completed_upload_shows_in_info_list_and_can_be_deleted(s3_api, s3_objects, bucket):

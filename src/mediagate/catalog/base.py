@@ -21,8 +21,15 @@ class Catalog(Protocol):
 
     async def set_session_state(self, session_id: str, state: SessionState) -> None: ...
 
-    async def replace_upload(self, session_id: str, upload_id: str) -> None:
-        """Point the session at a fresh store upload, forgetting every chunk, and reopen it."""
+    async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
+        """Point the session at a fresh store upload, forgetting every chunk, and reopen it.
+
+        In the same transaction `error` becomes the session's `last_error`, and
+        its media, if recorded, is marked failed with that error.
+        """
+
+    async def note_error(self, session_id: str, error: str) -> None:
+        """Set the session's `last_error`, and its media's `error` if it has one."""
 
     async def delete_session(self, session_id: str) -> None:
         """Forget the session and its chunks."""
@@ -32,7 +39,10 @@ class Catalog(Protocol):
 
         Raises NotFound if the session is gone (aborted while the chunk arrived)."""
 
-    async def drop_chunk(self, session_id: str, number: int) -> None: ...
+    async def drop_chunk(self, session_id: str, number: int) -> None:
+        """Forget a chunk of an open session, durably (nothing if the session is not
+        open: a finalizing one needs all its chunks). Called before each write of
+        the chunk, so it must cost no commit when the chunk was never recorded."""
 
     async def chunks(self, session_id: str) -> list[Chunk]:
         """The session's received chunks, by number."""
@@ -41,7 +51,8 @@ class Catalog(Protocol):
         """Add (or update) the session's media and move the session on, in one transaction.
 
         A `finalizing` media leaves the session finalizing with its chunks kept;
-        a ready one completes the session and forgets its chunks.
+        a ready one completes the session and forgets its chunks. Either way the
+        session's `last_error` is cleared.
         """
 
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...

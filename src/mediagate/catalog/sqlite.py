@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     state TEXT NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
-    media_id TEXT NOT NULL
+    media_id TEXT NOT NULL,
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at);
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, state);
@@ -73,11 +74,14 @@ CREATE TABLE IF NOT EXISTS media (
     storage TEXT NOT NULL,
     key TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    error TEXT
 );
 CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
 """
+# Columns added after the first release, added to catalogs made before them.
+ADDED_COLUMNS = {"sessions": ["last_error TEXT"], "media": ["error TEXT"]}
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
 CHUNK_COLUMNS = list(Chunk.model_fields)
@@ -123,6 +127,11 @@ class SQLiteCatalog:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         self._db = db
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
@@ -168,14 +177,32 @@ class SQLiteCatalog:
             self._execute, "UPDATE sessions SET state = ? WHERE id = ?", state.value, session_id
         )
 
-    async def replace_upload(self, session_id: str, upload_id: str) -> None:
+    async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
         await self._run(
             self._transaction,
             [
                 ("DELETE FROM chunks WHERE session_id = ?", (session_id,)),
                 (
-                    "UPDATE sessions SET upload_id = ?, state = ? WHERE id = ?",
-                    (upload_id, SessionState.OPEN.value, session_id),
+                    "UPDATE sessions SET upload_id = ?, state = ?, last_error = ? WHERE id = ?",
+                    (upload_id, SessionState.OPEN.value, error, session_id),
+                ),
+                (
+                    "UPDATE media SET state = ?, error = ? "
+                    "WHERE id = (SELECT media_id FROM sessions WHERE id = ?)",
+                    (MediaState.FAILED.value, error, session_id),
+                ),
+            ],
+        )
+
+    async def note_error(self, session_id: str, error: str) -> None:
+        await self._run(
+            self._transaction,
+            [
+                ("UPDATE sessions SET last_error = ? WHERE id = ?", (error, session_id)),
+                (
+                    "UPDATE media SET error = ? "
+                    "WHERE id = (SELECT media_id FROM sessions WHERE id = ?)",
+                    (error, session_id),
                 ),
             ],
         )
@@ -205,9 +232,12 @@ class SQLiteCatalog:
     async def drop_chunk(self, session_id: str, number: int) -> None:
         await self._run(
             self._execute,
-            "DELETE FROM chunks WHERE session_id = ? AND number = ?",
+            "DELETE FROM chunks WHERE session_id = ? AND number = ? "
+            "AND (SELECT state FROM sessions WHERE id = ?) = ?",
             session_id,
             number,
+            session_id,
+            SessionState.OPEN.value,
         )
 
     async def chunks(self, session_id: str) -> list[Chunk]:
@@ -231,7 +261,12 @@ class SQLiteCatalog:
         else:
             state = SessionState.COMPLETED
             statements.append(("DELETE FROM chunks WHERE session_id = ?", (session_id,)))
-        statements.append(("UPDATE sessions SET state = ? WHERE id = ?", (state.value, session_id)))
+        statements.append(
+            (
+                "UPDATE sessions SET state = ?, last_error = NULL WHERE id = ?",
+                (state.value, session_id),
+            )
+        )
         await self._run(self._transaction, statements)
 
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]:

@@ -4,8 +4,11 @@ Where the bytes end up follows the fallback rules:
 - a local session, or an S3 session whose every chunk was spilled to local
   disk: the local staging file is published as a local media;
 - otherwise on S3: spilled chunks are uploaded as their parts, then the
-  multipart upload is completed. If S3 is unavailable meanwhile the media is
-  recorded as `finalizing` and `maintenance` finishes the move later.
+  multipart upload is completed.
+
+The media is recorded as `finalizing` before the first of these steps, and
+each step may be repeated: if S3 is unavailable, or the server dies, midway,
+`maintenance` finishes the session later (docs/architecture.md, Crash safety).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import structlog
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import FileDigestMismatch, StorageUnavailable
+from mediagate.core.errors import FileDigestMismatch, MissingChunks, StorageUnavailable
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.models import Chunk, Media, MediaState, StorageKind, UploadSession
 from mediagate.storage.base import NewObject, StoredObject, Stores
@@ -49,22 +52,47 @@ class Assembler:
         self, session: UploadSession, chunks: list[Chunk], digest: RunningDigest | None
     ) -> Media:
         """Store the file and record its media: ready, or finalizing if S3 is away."""
-        hashed_all = digest is not None and digest.next_chunk == session.total_chunks
-        if session.sha256 and hashed_all and digest.hasher.hexdigest() != session.sha256:
-            raise FileDigestMismatch(
-                f"the file's SHA-256 is {digest.hasher.hexdigest()}, initiate declared "
-                f"{session.sha256}; re-send the wrong chunks and complete again"
+        if session.sha256 and _hashed_all(session, digest):
+            assert digest is not None
+            if digest.hasher.hexdigest() != session.sha256:
+                raise FileDigestMismatch(
+                    f"the file's SHA-256 is {digest.hasher.hexdigest()}, initiate declared "
+                    f"{session.sha256}; re-send the wrong chunks and complete again"
+                )
+        # Recorded before the first step that cannot be undone (the staging
+        # file's rename, S3's complete): from here the session takes no chunk,
+        # and whatever a crash interrupts, the background finalizer finishes.
+        media = await self._record_finalizing(session)
+        try:
+            return await self.finish(session, chunks, digest)
+        except StorageUnavailable as error:
+            log.warning("upload.finalizing", session_id=session.id, error=str(error))
+            return media
+        except FileDigestMismatch:
+            # Answered 422 now, with the session reopened: no failed media
+            # under an id this client was never given.
+            await self._catalog.delete_media(media.id)
+            raise
+
+    async def finish(
+        self, session: UploadSession, chunks: list[Chunk], digest: RunningDigest | None
+    ) -> Media:
+        """Publish a finalizing session's file and record it ready; each step may be
+        repeated after a crash."""
+        if len(chunks) != session.total_chunks:
+            # Never publish a file with a hole (S3 completes a multipart upload
+            # whose part numbers skip one without complaint).
+            raise MissingChunks(
+                f"{session.total_chunks - len(chunks)} of {session.total_chunks} chunks "
+                "are no longer recorded"
             )
         if _stays_local(session, chunks):
             stored = await self._publish_local(session, chunks)
             storage = StorageKind.LOCAL
         else:
-            try:
-                stored = await self.publish_s3(session, chunks)
-            except StorageUnavailable as error:
-                return await self._record_finalizing(session, str(error))
+            stored = await self.publish_s3(session, chunks)
             storage = StorageKind.S3
-        if session.sha256 and not hashed_all:
+        if session.sha256 and not _hashed_all(session, digest):
             await self.verify_read_back(session, storage, digest)
         return await self.record_ready(session, stored, storage)
 
@@ -104,16 +132,15 @@ class Assembler:
         await self.spill.abort_upload(session.key, session.local_upload_id)
         return stored
 
-    async def _record_finalizing(self, session: UploadSession, error: str) -> Media:
+    async def _record_finalizing(self, session: UploadSession) -> Media:
         media = self._media(
             session,
             size=session.size,
             checksum=None,
-            storage=StorageKind.S3,
+            storage=session.storage,
             state=MediaState.FINALIZING,
         )
         await self._catalog.complete_session(session.id, media)
-        log.warning("upload.finalizing", session_id=session.id, media_id=media.id, error=error)
         return media
 
     async def record_ready(
@@ -162,13 +189,24 @@ class Assembler:
         actual = hasher.hexdigest()
         if actual == session.sha256:
             return
-        await store.delete(session.key)
-        upload_id = await self._stores[session.storage].start_upload(new_object(session))
-        await self._catalog.replace_upload(session.id, upload_id)
-        raise FileDigestMismatch(
+        error = (
             f"the file's SHA-256 is {actual}, initiate declared {session.sha256}; "
-            "the session stays open but every chunk must be sent again"
+            "the session is open again and every chunk must be sent again"
         )
+        # Reopened (durably) before the object goes: a crash in between leaves
+        # a stale object that nothing serves and the next complete overwrites,
+        # never a session pointing at an upload that no longer exists.
+        upload_id = await self._stores[session.storage].start_upload(new_object(session))
+        await self._catalog.replace_upload(session.id, upload_id, error=error)
+        try:
+            await store.delete(session.key)
+        except StorageUnavailable as failure:
+            log.warning("upload.stale_object_kept", session_id=session.id, error=str(failure))
+        raise FileDigestMismatch(error)
+
+
+def _hashed_all(session: UploadSession, digest: RunningDigest | None) -> bool:
+    return digest is not None and digest.next_chunk == session.total_chunks
 
 
 def _stays_local(session: UploadSession, chunks: list[Chunk]) -> bool:

@@ -50,6 +50,9 @@ log = structlog.get_logger("mediagate.upload")
 
 Clock = Callable[[], datetime]
 
+# A staging file no session refers to is removed once untouched this long (seconds).
+ORPHAN_STAGING_AGE = 3600.0
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -249,12 +252,13 @@ class UploadEngine:
         digest = gate.digest
         fed = digest.fork_for(number) if digest is not None else None
         stream = ChunkStream(source, session.chunk_length(number), expected, also_hash=fed)
+        # Forgotten (durably) before the first byte of a replacement is written:
+        # whatever stops this write, a crash included, leaves the chunk missing
+        # rather than listed with a mix of old and new bytes.
+        await self._catalog.drop_chunk(session.id, number)
         try:
             etag, storage = await self._write_chunk(session, number, stream)
         except Exception:
-            # Whatever the store held for this number may now be partly
-            # overwritten, so the chunk counts as missing until sent again.
-            await self._catalog.drop_chunk(session.id, number)
             if stream.failure is not None:
                 raise stream.failure from None
             raise
@@ -320,7 +324,8 @@ class UploadEngine:
         return etag, StorageKind.LOCAL
 
     async def abort(self, user_id: str, session_id: str) -> None:
-        await self._owned_session(user_id, session_id)
+        session = await self._owned_session(user_id, session_id)
+        _check_not_completed(session)
         gate = self._gate(session_id)
         if gate.completing:
             # Discarding the upload under complete would leave its media half made.
@@ -328,10 +333,14 @@ class UploadEngine:
         async with gate.complete_lock:
             session = await self._owned_session(user_id, session_id)
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                raise SessionNotOpen("the session is completed; delete the media instead")
-            await self.discard_uploads(session)
+                self._release_gate(session_id, gate)  # completed meanwhile
+                _check_not_completed(session)
+            # Forgotten first: a crash before the uploads are discarded leaves
+            # them orphaned, never an open session whose staging file is gone
+            # (a chunk sent then would recreate it with holes).
             await self._catalog.delete_session(session_id)
-        self._gates.pop(session_id, None)
+            await self.discard_uploads(session)
+        self._release_gate(session_id, gate)
         metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
 
@@ -348,15 +357,15 @@ class UploadEngine:
 
     async def complete(self, user_id: str, session_id: str) -> Media:
         session = await self._owned_session(user_id, session_id)
+        if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
+            return await self._media_of(session)
+        self._check_open(session)
         gate = self._gate(session_id)
         async with gate.complete_lock:
             session = await self._owned_session(user_id, session_id)
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                # A retried complete (its first answer was lost) gets the same media.
-                media = await self._catalog.get_media(session.media_id)
-                if media is None:
-                    raise NotFound("the media of this session has been deleted")
-                return media
+                self._release_gate(session_id, gate)  # another complete won meanwhile
+                return await self._media_of(session)
             self._check_open(session)
             gate.completing = True
             try:
@@ -369,7 +378,7 @@ class UploadEngine:
                 raise
             finally:
                 gate.completing = False
-        self._gates.pop(session_id, None)
+        self._release_gate(session_id, gate)
         metrics.SESSIONS_IN_FLIGHT.dec()
         if media.state is MediaState.READY:
             metrics.upload_completed(media.storage)
@@ -404,23 +413,28 @@ class UploadEngine:
     async def _finish_finalizing(self) -> int:
         finished = 0
         for session in await self._catalog.sessions_in_state(SessionState.FINALIZING):
+            gate = self._gates.get(session.id)
+            if gate is not None and gate.completing:
+                continue  # its complete request is finishing it
             chunks = await self._catalog.chunks(session.id)
             try:
-                stored = await self._assembler.publish_s3(session, chunks)
-                if session.sha256:
-                    await self._assembler.verify_read_back(session, StorageKind.S3, None)
+                media = await self._assembler.finish(session, chunks, None)
             except StorageUnavailable:
                 break  # S3 is still away; the next round tries again
             except FileDigestMismatch as error:
-                await self._catalog.delete_media(session.media_id)
+                # The session is open again; its status and its media's info say why.
+                metrics.upload_failed(session.storage)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
             except Problem as error:
-                # Refused for this session alone: the others still get their turn.
+                # Refused for this session alone: the others still get their turn,
+                # and its status says why it is still finalizing.
+                # Its kind only: details of store failures stay in the log.
+                note = f"{error.code}: {error.title}; the server keeps retrying"
+                await self._catalog.note_error(session.id, note)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
-            media = await self._assembler.record_ready(session, stored, StorageKind.S3)
-            metrics.upload_completed(StorageKind.S3)
+            metrics.upload_completed(media.storage)
             finished += 1
             log.info("upload.finalized", session_id=session.id, media_id=media.id)
         return finished
@@ -434,18 +448,58 @@ class UploadEngine:
                 continue  # a request is still working on it; the next sweep decides
             await self.discard_uploads(session)
             await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+            if session.last_error is not None:
+                await self._forget_failed_media(session)
             self._gates.pop(session.id, None)
             metrics.upload_failed(session.storage)
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
         # Recounted from the catalog, so restarts and other servers' work show too.
-        metrics.SESSIONS_IN_FLIGHT.set(
-            len(await self._catalog.sessions_in_state(SessionState.OPEN))
-        )
+        open_sessions = await self._catalog.sessions_in_state(SessionState.OPEN)
+        still_open = {session.id for session in open_sessions}
+        metrics.SESSIONS_IN_FLIGHT.set(len(still_open))
+        for session_id, gate in list(self._gates.items()):
+            # Sessions another server completed or aborted leave their gates here.
+            if session_id not in still_open and gate.idle.is_set() and not gate.completing:
+                self._release_gate(session_id, gate)
+        await self._remove_orphaned_staging(open_sessions)
         return expired
+
+    async def _remove_orphaned_staging(self, open_sessions: list[UploadSession]) -> None:
+        """Staging files no session refers to: left by a crash in abort or initiate."""
+        finalizing = await self._catalog.sessions_in_state(SessionState.FINALIZING)
+        in_use = {session.local_upload_id for session in [*open_sessions, *finalizing]}
+        spill = self._assembler.spill
+        # Idle for a while only: initiate makes the file just before the session.
+        for upload_id in await spill.staged_uploads(ORPHAN_STAGING_AGE):
+            if upload_id not in in_use:
+                await spill.abort_upload("", upload_id)
+                log.info("upload.orphan_removed", upload_id=upload_id)
+
+    async def _forget_failed_media(self, session: UploadSession) -> None:
+        """A failed media whose session expired will never be made: drop its record."""
+        media = await self._catalog.get_media(session.media_id)
+        if media is not None and media.state is MediaState.FAILED:
+            await self._catalog.delete_media(media.id)
 
     def _gate(self, session_id: str) -> SessionGate:
         return self._gates.setdefault(session_id, SessionGate())
+
+    def _release_gate(self, session_id: str, gate: SessionGate) -> None:
+        """Forget the gate of a session that is no longer open.
+
+        Every path that finds a session done with calls this, so retried
+        completes and aborts do not leave one entry per session for ever.
+        """
+        if self._gates.get(session_id) is gate:
+            del self._gates[session_id]
+
+    async def _media_of(self, session: UploadSession) -> Media:
+        """A retried complete (its first answer was lost) gets the same media."""
+        media = await self._catalog.get_media(session.media_id)
+        if media is None:
+            raise NotFound("the media of this session has been deleted")
+        return media
 
     async def _owned_session(self, user_id: str, session_id: str) -> UploadSession:
         session = await self._catalog.get_session(session_id)
@@ -463,3 +517,8 @@ class UploadEngine:
             raise SessionExpired(f"the session expired at {session.expires_at.isoformat()}")
         if session.state is not SessionState.OPEN:
             raise SessionNotOpen(f"the session is {session.state.value}")
+
+
+def _check_not_completed(session: UploadSession) -> None:
+    if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
+        raise SessionNotOpen("the session is completed; delete the media instead")

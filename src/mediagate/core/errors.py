@@ -95,6 +95,10 @@ class MediaNotReady(Problem):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
+class MediaFailed(Problem):
+    status, code, title = 409, "media-failed", "The media's upload failed"
+
+
 class StorageFull(Problem):
     status, code, title = 507, "storage-full", "Insufficient storage"
 

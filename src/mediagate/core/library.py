@@ -13,7 +13,13 @@ from urllib.parse import quote
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import BadRequest, MediaNotReady, NotFound, StorageUnavailable
+from mediagate.core.errors import (
+    BadRequest,
+    MediaFailed,
+    MediaNotReady,
+    NotFound,
+    StorageUnavailable,
+)
 from mediagate.core.models import Media, MediaState
 from mediagate.storage.base import (
     BlobStore,
@@ -93,6 +99,8 @@ class MediaLibrary:
         or (in proxy mode) the store's answer to the player's own Range request."""
         if media.state is MediaState.FINALIZING:
             raise MediaNotReady("its last chunks are moving to S3; try again shortly")
+        if media.state is MediaState.FAILED:
+            raise MediaFailed(f"{media.error}; see its upload session's status")
         store = self._store(media)
         if isinstance(store, LocalFiles):
             return LocalFile(store.path(media.key))

@@ -24,6 +24,9 @@ class SessionState(StrEnum):
 class MediaState(StrEnum):
     READY = "ready"
     FINALIZING = "finalizing"
+    # Its upload failed after complete answered (e.g. the file's SHA-256 on
+    # read-back); `error` says why, and the session is open again for a new try.
+    FAILED = "failed"
 
 
 class UploadSession(BaseModel):
@@ -42,6 +45,9 @@ class UploadSession(BaseModel):
     created_at: datetime
     expires_at: datetime
     media_id: str
+    # Why the last complete failed after it was answered (or is still failing,
+    # in the background); cleared when a complete starts again.
+    last_error: str | None = None
 
     def chunk_length(self, number: int) -> int:
         """Every chunk is chunk_size bytes but the last, which holds the rest."""
@@ -80,3 +86,4 @@ class Media(BaseModel):
     key: str
     created_at: datetime
     state: MediaState = MediaState.READY
+    error: str | None = None

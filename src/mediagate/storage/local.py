@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TypeVar
 
 import structlog
 
-from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
+from mediagate.core.errors import NotFound, Problem, StorageFull, StorageUnavailable
 from mediagate.core.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
@@ -115,6 +116,11 @@ class LocalStore:
         with disk_errors("abort"):
             await _off_loop(self._staging_path(upload_id).unlink, True)
 
+    async def staged_uploads(self, idle_for: float) -> list[str]:
+        """Ids of the staged uploads not written to for `idle_for` seconds."""
+        with disk_errors("list"):
+            return await _off_loop(_idle_files, self._staging, idle_for)
+
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         with disk_errors("read"):
             file = await _off_loop(open, self.path(key), "rb")
@@ -181,6 +187,19 @@ def _publish(staging: Path, target: Path) -> None:
         os.close(folder)
 
 
+def _idle_files(folder: Path, idle_for: float) -> list[str]:
+    before = time.time() - idle_for
+    idle = []
+    for entry in os.scandir(folder):
+        try:
+            upload_id = str(uuid.UUID(hex=entry.name))
+            if entry.stat().st_mtime < before:
+                idle.append(upload_id)
+        except (ValueError, FileNotFoundError):
+            continue  # not one of ours, or removed meanwhile
+    return idle
+
+
 def _remove_with_folder(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
@@ -202,8 +221,13 @@ class FilePartBody:
         size = min(size, self._remaining)
         if size == 0:
             return b""
-        with disk_errors("read"):
-            piece = await _off_loop(_read_at, self._path, size, self._position)
+        try:
+            with disk_errors("read"):
+                piece = await _off_loop(_read_at, self._path, size, self._position)
+        except Problem as error:
+            # The file's failure, not the receiving store's: it must not count against S3.
+            self.failure = error
+            raise
         if not piece:
             self.failure = StorageUnavailable(f"{self._path} is shorter than expected")
             raise self.failure

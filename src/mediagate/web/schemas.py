@@ -102,6 +102,7 @@ def session_status(status: SessionStatus) -> dict[str, Any]:
         "bytes_received": status.bytes_received,
         "storage": session.storage.value,
         "expires_at": session.expires_at.isoformat(),
+        "last_error": session.last_error,
     }
 
 
@@ -115,6 +116,7 @@ def media_info(media: Media, stream_url: str) -> dict[str, Any]:
         "checksum": media.checksum,
         "storage": media.storage.value,
         "state": media.state.value,
+        "error": media.error,
         "created_at": media.created_at.isoformat(),
         "stream_url": stream_url,
     }
