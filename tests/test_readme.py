@@ -25,12 +25,13 @@ def test_ci_runs_the_readme_test_command():
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_ci_lints_and_checks_formatting_before_the_tests():
+def test_ci_lints_and_checks_formatting_and_types_before_the_tests():
     _, test = readme_commands()
     steps = [step.strip() for step in test.split("&&")]
     lint = steps.index(".venv/bin/ruff check src tests bench")
     formatting = steps.index(".venv/bin/ruff format --check src tests bench")
-    assert lint < formatting < steps.index(".venv/bin/pytest -q")
+    types = steps.index(".venv/bin/mypy")  # strict on src/, see [tool.mypy] in pyproject.toml
+    assert lint < formatting < types < steps.index(".venv/bin/pytest -q")
 
 
 def test_every_setting_is_documented():

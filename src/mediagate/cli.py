@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
-        return arguments.handler(load_settings(), arguments)
+        status: int = arguments.handler(load_settings(), arguments)
+        return status
     except SettingsError as error:
         print(f"mediagate: {error}", file=sys.stderr)
         return 2

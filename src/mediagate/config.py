@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -231,9 +231,11 @@ def _is_origin(text: str) -> bool:
 
 def env_names() -> dict[str, str]:
     """Field name -> the environment variable that sets it."""
-    return {
-        name: field.validation_alias.choices[0] for name, field in Settings.model_fields.items()
-    }
+    names = {}
+    for name, field in Settings.model_fields.items():
+        assert isinstance(field.validation_alias, AliasChoices)
+        names[name] = str(field.validation_alias.choices[0])
+    return names
 
 
 # Never echoed in an error message: it would end up in a terminal or a log.
@@ -244,7 +246,7 @@ class SettingsError(Exception):
     """A bad setting, described in one line that names the variable."""
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**overrides)
     except ValidationError as error:

@@ -24,7 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from mediagate.core.models import StorageKind
 
 # `*_created` timestamps would double the series and Prometheus ignores them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # What went to local disk instead of S3: a new session, a whole upload whose

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
@@ -18,7 +19,9 @@ FINALIZE_INTERVAL = 5.0
 SWEEP_INTERVAL = 60.0
 
 
-async def run_periodically(name: str, work, interval: float) -> None:
+async def run_periodically(
+    name: str, work: Callable[[], Awaitable[object]], interval: float
+) -> None:
     while True:
         try:
             await work()
@@ -33,7 +36,7 @@ async def background_maintenance(
     *,
     finalize_interval: float = FINALIZE_INTERVAL,
     sweep_interval: float = SWEEP_INTERVAL,
-):
+) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(
             run_periodically("finalize", engine.finish_finalizing, finalize_interval)

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Never
 
 import structlog
 from tqdm import tqdm
@@ -164,7 +164,7 @@ class Report:
     def __init__(self, summary: Summary, *, show_bar: bool = False) -> None:
         self.summary = summary
         self._show_bar = show_bar
-        self._bar: tqdm[None] | None = None
+        self._bar: tqdm[Never] | None = None
         self._files = 0
         self._done = 0
 

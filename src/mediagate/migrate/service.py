@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,7 @@ class Migrator:
             on_sent=report.sent,
         )
 
-    async def run(self, jobs: list[Job]) -> None:
+    async def run(self, jobs: Sequence[Job]) -> None:
         """Carry out every job, `batch_size` at a time; one job's failure never stops the rest."""
         files = asyncio.Semaphore(self._options.batch_size)
         async with asyncio.TaskGroup() as group:

@@ -7,7 +7,7 @@ order, then assembles them. Stores raise `mediagate.core.errors.Problem`s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,7 +111,7 @@ class ObjectRead:
 
     status: int
     headers: dict[str, str]
-    body: AsyncIterator[bytes] | None
+    body: AsyncGenerator[bytes, None] | None
 
 
 @runtime_checkable

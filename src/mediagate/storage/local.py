@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import structlog
 
@@ -123,7 +123,7 @@ class LocalStore:
 
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         with disk_errors("read"):
-            file = await _off_loop(open, self.path(key), "rb")
+            file = await _off_loop(_open_for_reading, self.path(key))
             try:
                 await _off_loop(file.seek, offset)
                 while piece := await _off_loop(file.read, READ_SIZE):
@@ -162,6 +162,10 @@ class _StagingFile:
             self._running.add_done_callback(lambda _: os.close(self._fd))
         else:
             os.close(self._fd)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return open(path, "rb")  # closed by the reader's finally
 
 
 def _write_at(fd: int, data: bytes | bytearray, position: int) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -152,7 +152,7 @@ def _error_headers(error: ClientError, status: int) -> dict[str, str]:
     return headers
 
 
-async def _close_after(body: Any) -> AsyncIterator[bytes]:
+async def _close_after(body: Any) -> AsyncGenerator[bytes, None]:
     """The object's bytes in pieces; the S3 connection is released however it ends."""
     async with body as stream:
         async for piece in stream.iter_chunks(READ_SIZE):

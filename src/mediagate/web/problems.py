@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from mediagate.core.errors import Problem
 
@@ -68,7 +69,7 @@ def from_http_exception(error: web.HTTPException) -> web.Response:
 
 
 @web.middleware
-async def problems_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as problem:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 @web.middleware
-async def request_context_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()

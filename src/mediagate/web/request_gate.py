@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from mediagate.web.problems import problem_response
 
@@ -21,7 +21,7 @@ class RequestGate:
         self._draining = False
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._draining:
             # A new request on a kept-alive connection: the client retries it
             # (a chunk sent again replaces itself) after this process is gone.

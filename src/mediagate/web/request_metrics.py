@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from mediagate import metrics
 
@@ -27,7 +27,7 @@ def _method(request: web.Request) -> str:
 
 
 @web.middleware
-async def request_metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def request_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status_class = NO_ANSWER
     try:
