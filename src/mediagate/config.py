@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     chunk_size: int = Field(8 * MiB, gt=0, validation_alias=env("MEDIAGATE_CHUNK_SIZE"))
     # How long an upload session may stay open before its parts are discarded.
     session_ttl: int = Field(24 * 3600, gt=0, validation_alias=env("MEDIAGATE_SESSION_TTL"))
+    # The largest file an upload may declare (tus advertises it as Tus-Max-Size).
+    # Larger files are refused at creation with 413, before any byte is stored.
+    max_upload_size: int = Field(
+        5 * 1024**4, gt=0, validation_alias=env("MEDIAGATE_MAX_UPLOAD_SIZE")
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=env("MEDIAGATE_CORS_ORIGINS")
     )

@@ -19,13 +19,14 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
+from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
-from mediagate.web import health, media, uploads
+from mediagate.web import health, media, tus, uploads
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
@@ -37,6 +38,7 @@ from mediagate.web.keys import (
     REQUEST_GATE,
     S3_STATUS,
     SETTINGS,
+    TUS,
 )
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(uploads.routes)
     app.add_routes(media.routes)
     app.add_routes(health.routes)
+    app.add_routes(tus.routes)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -123,6 +126,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
             clock=app[CLOCK],
+        )
+        app[TUS] = TusUploads(
+            engine, catalog, max_size=settings.max_upload_size, chunk_size=settings.chunk_size
         )
         app[LIBRARY] = MediaLibrary(
             catalog,

@@ -1,0 +1,611 @@
+"""tus 1.0 at /api/v1/tus: the protocol as a table of requests (tusd's test shape), then
+real clients (tuspy) through to the media API."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Api, ApiFactory, MiB, make_settings
+from mediagate.config import Settings
+from mediagate.core.errors import BadRequest
+from mediagate.web.app import create_app
+from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
+ANY = object()  # the header must be present, whatever its value
+ABSENT = object()
+
+
+def b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def checksum(algorithm: str, data: bytes) -> str:
+    return f"{algorithm} {b64(hashlib.new(algorithm, data).digest())}"
+
+
+# --- headers, pure ---------------------------------------------------------
+
+METADATA_CASES = [
+    (None, {}),
+    ("", {}),
+    (f"filename {b64('a.mp4')}", {"filename": "a.mp4"}),
+    (f"filename {b64('a.mp4')},is_confidential", {"filename": "a.mp4", "is_confidential": ""}),
+    (f"name {b64('ü.txt')} , type {b64('text/plain')}", {"name": "ü.txt", "type": "text/plain"}),
+]
+
+
+@pytest.mark.parametrize(("header", "parsed"), METADATA_CASES)
+def test_metadata_is_parsed(header: str | None, parsed: dict[str, str]) -> None:
+    assert parse_metadata(header) == parsed
+
+
+@pytest.mark.parametrize(
+    "header", ["filename not-base64!", f"a {b64('x')},a {b64('y')}", f",filename {b64('x')}"]
+)
+def test_bad_metadata_is_400(header: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_metadata(header)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "name", "content_type"),
+    [
+        ({"filename": "clip.mp4", "filetype": "video/mp4"}, "clip.mp4", "video/mp4"),
+        ({"name": "clip.mov", "type": "video/quicktime"}, "clip.mov", "video/quicktime"),
+        ({"filename": "clip.mp4"}, "clip.mp4", "video/mp4"),
+        ({"filename": "a.bin", "filetype": "not a type"}, "a.bin", "application/octet-stream"),
+        ({}, "file", "application/octet-stream"),
+    ],
+)
+def test_media_name_from_metadata(metadata: dict[str, str], name: str, content_type: str) -> None:
+    assert media_name(metadata) == (name, content_type)
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "", "12345678901234567890123", "٣"])
+def test_bad_numbers_are_400(value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_number("Upload-Length", value)
+
+
+@pytest.mark.parametrize(
+    "value", ["crc32 AAAAAA==", "sha1 not-base64", f"sha1 {b64(b'short')}", "sha1"]
+)
+def test_bad_checksums_are_400(value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_checksum(value)
+
+
+# --- the protocol, as a table ------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    method: str
+    # "/api/v1/tus" or an upload made for the case: {fresh} (11 bytes, none sent),
+    # {half} (5 of 11 sent), {done}, {gone} (terminated), {foreign} (bob's),
+    # {unknown}, {deferred} (Upload-Defer-Length, none sent).
+    path: str
+    headers: dict[str, str | None] = field(default_factory=dict)  # None removes a default
+    body: bytes = b""
+    status: int = 204
+    expect: dict[str, Any] = field(default_factory=dict)
+    offset_after: int | None = None  # HEAD's Upload-Offset once the request is done
+
+    def __str__(self) -> str:
+        return self.name
+
+
+HELLO = b"hello world"
+META = f"filename {b64('hello.txt')},filetype {b64('text/plain')}"
+
+CASES = [
+    # OPTIONS: discovery, no Tus-Resumable needed or sent.
+    Case(
+        "options",
+        "OPTIONS",
+        "/api/v1/tus",
+        headers={"Tus-Resumable": None, "Authorization": None},
+        expect={
+            "Tus-Version": "1.0.0",
+            "Tus-Extension": "creation,creation-with-upload,creation-defer-length,"
+            "termination,expiration,checksum",
+            "Tus-Max-Size": str(5 * 1024**4),
+            "Tus-Checksum-Algorithm": "sha1,md5,sha256",
+            "Tus-Resumable": ABSENT,
+        },
+    ),
+    Case(
+        "options on an upload",
+        "OPTIONS",
+        "{fresh}",
+        headers={"Authorization": None},
+        expect={"Tus-Version": "1.0.0"},
+    ),
+    # Versions.
+    Case(
+        "no Tus-Resumable",
+        "POST",
+        "/api/v1/tus",
+        headers={"Tus-Resumable": None, "Upload-Length": "1"},
+        status=412,
+        expect={"Tus-Version": "1.0.0", "Tus-Resumable": "1.0.0"},
+    ),
+    Case(
+        "another version",
+        "HEAD",
+        "{fresh}",
+        headers={"Tus-Resumable": "0.2.2"},
+        status=412,
+        expect={"Tus-Version": "1.0.0"},
+    ),
+    # Creation.
+    Case(
+        "create",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Upload-Metadata": META},
+        status=201,
+        expect={
+            "Location": ANY,
+            "Upload-Offset": "0",
+            "Upload-Expires": ANY,
+            "Tus-Resumable": "1.0.0",
+        },
+    ),
+    Case(
+        "create without a token",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Authorization": None},
+        status=401,
+        expect={"Tus-Resumable": "1.0.0", "Content-Type": "application/problem+json"},
+    ),
+    Case(
+        "create with neither length",
+        "POST",
+        "/api/v1/tus",
+        status=400,
+        expect={"Content-Type": "application/problem+json"},
+    ),
+    Case(
+        "create with both lengths",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Upload-Defer-Length": "1"},
+        status=400,
+    ),
+    Case("create a negative length", "POST", "/api/v1/tus", {"Upload-Length": "-1"}, status=400),
+    Case(
+        "create over Tus-Max-Size",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": str(5 * 1024**4 + 1)},
+        status=413,
+    ),
+    Case(
+        "create with bad metadata",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "1", "Upload-Metadata": "filename ***"},
+        status=400,
+    ),
+    Case(
+        "create with upload",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", **OCTETS},
+        body=b"hello",
+        status=201,
+        expect={"Upload-Offset": "5", "Location": ANY},
+    ),
+    Case(
+        "create a 0-byte upload: complete at once",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "0"},
+        status=201,
+        expect={"Upload-Offset": "0", "Upload-Expires": ABSENT},
+    ),
+    Case(
+        "create deferred",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Defer-Length": "1"},
+        status=201,
+        expect={"Upload-Offset": "0"},
+    ),
+    # HEAD.
+    Case(
+        "head",
+        "HEAD",
+        "{half}",
+        status=200,
+        expect={
+            "Upload-Offset": "5",
+            "Upload-Length": "11",
+            "Upload-Metadata": META,
+            "Cache-Control": "no-store",
+            "Tus-Resumable": "1.0.0",
+            "Upload-Expires": ANY,
+        },
+    ),
+    Case(
+        "head deferred",
+        "HEAD",
+        "{deferred}",
+        status=200,
+        expect={"Upload-Defer-Length": "1", "Upload-Length": ABSENT, "Upload-Offset": "0"},
+    ),
+    Case(
+        "head done",
+        "HEAD",
+        "{done}",
+        status=200,
+        expect={"Upload-Offset": "11", "Upload-Length": "11"},
+    ),
+    Case("head unknown", "HEAD", "{unknown}", status=404, expect={"Tus-Resumable": "1.0.0"}),
+    Case("head terminated", "HEAD", "{gone}", status=404),
+    Case("head another user's", "HEAD", "{foreign}", status=404),
+    # PATCH.
+    Case(
+        "patch",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" wor",
+        expect={"Upload-Offset": "9", "Upload-Expires": ANY, "Tus-Resumable": "1.0.0"},
+        offset_after=9,
+    ),
+    Case(
+        "patch to the end",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" world",
+        expect={"Upload-Offset": "11", "Upload-Expires": ABSENT},
+        offset_after=11,
+    ),
+    Case(
+        "patch without the offset+octet-stream type",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Content-Type": "application/octet-stream"},
+        body=b" wor",
+        status=415,
+        offset_after=5,
+    ),
+    Case(
+        "patch at a wrong offset",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "4", **OCTETS},
+        body=b"o wor",
+        status=409,
+        offset_after=5,
+    ),
+    Case(
+        "patch without Upload-Offset",
+        "PATCH",
+        "{half}",
+        headers=OCTETS,
+        body=b" wor",
+        status=400,
+        offset_after=5,
+    ),
+    Case(
+        "patch past the length",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" world and more",
+        status=413,
+        offset_after=5,
+    ),
+    Case(
+        "patch with a good sha1",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha1", b" wor"), **OCTETS},
+        body=b" wor",
+        offset_after=9,
+    ),
+    Case(
+        "patch with a wrong sha1: 460, nothing kept",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha1", b"other"), **OCTETS},
+        body=b" wor",
+        status=460,
+        expect={"Content-Type": "application/problem+json", "Tus-Resumable": "1.0.0"},
+        offset_after=5,
+    ),
+    Case(
+        "patch with a wrong md5",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("md5", b"other"), **OCTETS},
+        body=b" wor",
+        status=460,
+        offset_after=5,
+    ),
+    Case(
+        "patch with a good sha256",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha256", b" wor"), **OCTETS},
+        body=b" wor",
+        offset_after=9,
+    ),
+    Case(
+        "patch with an unknown checksum algorithm",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": "crc32 AAAAAA==", **OCTETS},
+        body=b" wor",
+        status=400,
+        offset_after=5,
+    ),
+    Case(
+        "patch sets a deferred length",
+        "PATCH",
+        "{deferred}",
+        headers={"Upload-Offset": "0", "Upload-Length": "3", **OCTETS},
+        body=b"abc",
+        expect={"Upload-Offset": "3"},
+        offset_after=3,
+    ),
+    Case(
+        "patch through X-HTTP-Method-Override",
+        "POST",
+        "{half}",
+        headers={"X-HTTP-Method-Override": "PATCH", "Upload-Offset": "5", **OCTETS},
+        body=b" wor",
+        expect={"Upload-Offset": "9"},
+        offset_after=9,
+    ),
+    Case(
+        "patch a done upload with nothing",
+        "PATCH",
+        "{done}",
+        headers={"Upload-Offset": "11", **OCTETS},
+        expect={"Upload-Offset": "11"},
+    ),
+    Case(
+        "patch a done upload with more",
+        "PATCH",
+        "{done}",
+        headers={"Upload-Offset": "11", **OCTETS},
+        body=b"!",
+        status=413,
+    ),
+    Case(
+        "patch a terminated upload",
+        "PATCH",
+        "{gone}",
+        headers={"Upload-Offset": "0", **OCTETS},
+        body=b"x",
+        status=404,
+    ),
+    Case(
+        "patch another user's",
+        "PATCH",
+        "{foreign}",
+        headers={"Upload-Offset": "0", **OCTETS},
+        body=b"x",
+        status=404,
+    ),
+    # Termination.
+    Case("delete", "DELETE", "{half}", status=204, expect={"Tus-Resumable": "1.0.0"}),
+    Case(
+        "delete through X-HTTP-Method-Override",
+        "POST",
+        "{half}",
+        headers={"X-HTTP-Method-Override": "DELETE"},
+        status=204,
+    ),
+    Case("delete a terminated upload", "DELETE", "{gone}", status=404),
+    Case("delete another user's", "DELETE", "{foreign}", status=404),
+    Case("get is not tus", "GET", "{half}", status=405, expect={"Allow": ANY}),
+]
+
+
+async def create_upload(api: Api, length: int = 11, **headers: str) -> str:
+    answer = await api.client.post(
+        "/api/v1/tus",
+        headers={**api.headers, **TUS, "Upload-Length": str(length), **headers},
+    )
+    assert answer.status == 201, await answer.text()
+    return answer.headers["Location"].split("/api/v1/tus/")[-1]
+
+
+async def patch(api: Api, upload: str, offset: int, data: bytes, **headers: str) -> Any:
+    return await api.client.patch(
+        f"/api/v1/tus/{upload}",
+        data=data,
+        headers={**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset), **headers},
+    )
+
+
+async def offset_of(api: Api, upload: str) -> int:
+    answer = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert answer.status == 200
+    return int(answer.headers["Upload-Offset"])
+
+
+async def prepare(api: Api, path: str) -> str:
+    if not path.startswith("{"):
+        return path
+    kind = path.strip("{}")
+    if kind == "unknown":
+        return f"/api/v1/tus/{uuid.uuid4()}"
+    owner = api.as_user("bob") if kind == "foreign" else api
+    if kind == "deferred":
+        answer = await owner.client.post(
+            "/api/v1/tus", headers={**owner.headers, **TUS, "Upload-Defer-Length": "1"}
+        )
+        return answer.headers["Location"].split(str(api.client.make_url("")))[-1]
+    upload = await create_upload(owner, **{"Upload-Metadata": META})
+    if kind == "half":
+        assert (await patch(api, upload, 0, HELLO[:5])).status == 204
+    if kind == "done":
+        assert (await patch(api, upload, 0, HELLO)).status == 204
+    if kind == "gone":
+        answer = await api.client.delete(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+        assert answer.status == 204
+    return f"/api/v1/tus/{upload}"
+
+
+async def test_protocol_table(local_api: Api) -> None:
+    for case in CASES:
+        path = await prepare(local_api, case.path)
+        headers = {**local_api.headers, **TUS, **case.headers}
+        sent = {name: value for name, value in headers.items() if value is not None}
+        answer = await local_api.client.request(case.method, path, headers=sent, data=case.body)
+        assert answer.status == case.status, (case.name, await answer.text())
+        for name, expected in case.expect.items():
+            got = answer.headers.get(name)
+            if expected is ANY:
+                assert got, (case.name, name)
+            elif expected is ABSENT:
+                assert got is None, (case.name, name, got)
+            else:
+                assert got == expected, (case.name, name, got)
+        if case.offset_after is not None:
+            assert await offset_of(local_api, path.rsplit("/", 1)[-1]) == case.offset_after, case
+
+
+async def test_location_follows_public_url_or_the_host(
+    start_api: ApiFactory, tmp_path: Path
+) -> None:
+    api = await start_api(make_settings(tmp_path / "a", public_url="https://media.example/"))
+    upload = await create_upload(api)
+    answer = await api.client.post(
+        "/api/v1/tus", headers={**api.headers, **TUS, "Upload-Length": "1"}
+    )
+    assert answer.headers["Location"].startswith("https://media.example/api/v1/tus/")
+    assert upload
+    plain = await start_api(make_settings(tmp_path / "b"))
+    answer = await plain.client.post(
+        "/api/v1/tus",
+        headers={**plain.headers, **TUS, "Upload-Length": "1", "Host": "bad host/\\x"},
+    )
+    assert answer.status == 201
+    assert answer.headers["Location"].startswith("/api/v1/tus/")
+
+
+async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path: Path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings, clock=lambda: now[0])
+    api = Api(await aiohttp_client(app), settings)
+    upload = await create_upload(api)
+    assert (await patch(api, upload, 0, b"hel")).status == 204
+    tails = list((tmp_path / "data" / ".staging" / "tus").iterdir())
+    assert tails
+    now[0] += timedelta(days=2)
+    head = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert head.status == 410
+    assert (await patch(api, upload, 3, b"lo")).status == 410
+    from mediagate.web.keys import ENGINE
+
+    assert await app[ENGINE].expire_sessions() == 1
+    assert not list((tmp_path / "data" / ".staging" / "tus").iterdir())
+
+
+async def fetch_media(api: Api, filename: str) -> tuple[dict[str, Any], bytes]:
+    """The finished upload named `filename` through the media API: its info and its bytes."""
+    listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    found = [media for media in listed["items"] if media["filename"] == filename]
+    assert len(found) == 1, listed
+    info = found[0]
+    stream = await api.client.get(
+        f"/api/v1/media/stream/{info['media_id']}", headers=api.headers, allow_redirects=False
+    )
+    if stream.status == 302:
+        async with api.client.session.get(stream.headers["Location"]) as direct:
+            return info, await direct.read()
+    assert stream.status == 200
+    return info, await stream.read()
+
+
+def named(filename: str) -> dict[str, str]:
+    return {"Upload-Metadata": f"filename {b64(filename)}"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_settings(request: pytest.FixtureRequest) -> Settings:
+    return request.getfixturevalue(f"{request.param}_settings")
+
+
+@pytest.fixture
+async def store_api(start_api: ApiFactory, store_settings: Settings) -> Api:
+    return await start_api(store_settings)
+
+
+async def test_parts_cut_at_any_offset_come_back_byte_for_byte(store_api: Api) -> None:
+    api = store_api
+    store = "s3" if api.settings.use_cloud_storage else "local"
+    data = bytes(range(256)) * (12 * MiB // 256) + b"tail"
+    name = f"cut-{store}.bin"
+    upload = await create_upload(
+        api, len(data), **{"Upload-Metadata": f"filename {b64(name)},filetype {b64('video/mp4')}"}
+    )
+    # Across part boundaries (8 MiB parts): short, spanning, exactly to a boundary, the rest.
+    cuts = [0, 3, 5 * MiB, 8 * MiB, 8 * MiB + 1, 11 * MiB, len(data)]
+    for start, end in itertools.pairwise(cuts):
+        answer = await patch(api, upload, start, data[start:end])
+        assert answer.status == 204, await answer.text()
+        assert int(answer.headers["Upload-Offset"]) == end
+    info, body = await fetch_media(api, name)
+    assert info["filename"] == name
+    assert info["content_type"] == "video/mp4"
+    assert info["storage"] == store
+    assert info["size"] == len(data)
+    assert body == data
+
+
+async def test_a_wrong_checksum_across_parts_keeps_nothing(local_api: Api) -> None:
+    data = bytes(range(256)) * (20 * MiB // 256)
+    upload = await create_upload(local_api, len(data), **named("checked.bin"))
+    assert (await patch(local_api, upload, 0, data[: 3 * MiB])).status == 204
+    bad = checksum("sha1", b"not the body")
+    answer = await patch(
+        local_api, upload, 3 * MiB, data[3 * MiB : 19 * MiB], **{"Upload-Checksum": bad}
+    )
+    assert answer.status == 460
+    assert await offset_of(local_api, upload) == 3 * MiB
+    good = checksum("sha1", data[3 * MiB :])
+    answer = await patch(local_api, upload, 3 * MiB, data[3 * MiB :], **{"Upload-Checksum": good})
+    assert answer.status == 204
+    _, body = await fetch_media(local_api, "checked.bin")
+    assert body == data
+
+
+async def test_a_chunked_body_of_unknown_length(local_api: Api) -> None:
+    data = bytes(range(256)) * (10 * MiB // 256)
+    upload = await create_upload(local_api, len(data), **named("chunked.bin"))
+
+    async def pieces() -> Any:
+        for start in range(0, len(data), MiB):
+            yield data[start : start + MiB]
+
+    answer = await local_api.client.patch(
+        f"/api/v1/tus/{upload}",
+        data=pieces(),
+        headers={**local_api.headers, **TUS, **OCTETS, "Upload-Offset": "0"},
+    )
+    assert answer.status == 204, await answer.text()
+    _, body = await fetch_media(local_api, "chunked.bin")
+    assert body == data
