@@ -3,9 +3,12 @@ real clients (tuspy) through to the media API."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
+import random
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -609,3 +612,76 @@ async def test_a_chunked_body_of_unknown_length(local_api: Api) -> None:
     assert answer.status == 204, await answer.text()
     _, body = await fetch_media(local_api, "chunked.bin")
     assert body == data
+
+
+# --- a real client: tuspy (sync, so it runs in a thread beside the server) ---
+
+
+def tus_client(api: Api) -> Any:
+    from tusclient.client import TusClient
+
+    return TusClient(str(api.client.make_url("/api/v1/tus")), headers=api.headers)
+
+
+def file_of(tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size", "checked"),
+    [
+        (1, None, False),
+        (0, None, False),
+        (7 * MiB, MiB, False),
+        (23 * MiB, None, False),
+        (9 * MiB + 5, 2 * MiB, True),
+    ],
+    ids=["1-byte", "0-byte", "7MiB-in-1MiB-patches", "23MiB-in-one-patch", "sha1-checked"],
+)
+async def test_tuspy_uploads_come_back_byte_for_byte(
+    store_api: Api, tmp_path: Path, size: int, chunk_size: int | None, checked: bool
+) -> None:
+    name = f"tuspy-{size}.mp4"
+    path, data = file_of(tmp_path, name, size)
+    uploader = tus_client(store_api).uploader(
+        str(path),
+        chunk_size=chunk_size or sys.maxsize,
+        metadata={"filename": name, "filetype": "video/mp4"},
+        upload_checksum=checked,
+    )
+    await asyncio.to_thread(uploader.upload)
+    info, body = await fetch_media(store_api, name)
+    assert (info["size"], info["content_type"]) == (size, "video/mp4")
+    assert info["storage"] == ("s3" if store_api.settings.use_cloud_storage else "local")
+    assert body == data
+
+
+async def test_tuspy_resumes_with_a_new_uploader(store_api: Api, tmp_path: Path) -> None:
+    path, data = file_of(tmp_path, "resumed.bin", 13 * MiB + 7)
+    client = tus_client(store_api)
+    first = client.uploader(str(path), chunk_size=3 * MiB, metadata={"filename": "resumed.bin"})
+    await asyncio.to_thread(first.upload, 4 * MiB)  # gives up mid-part, after two PATCHes
+    assert first.offset == 4 * MiB
+    second = await asyncio.to_thread(client.uploader, str(path), url=first.url)
+    assert second.offset == 4 * MiB  # asked the server (HEAD)
+    await asyncio.to_thread(second.upload)
+    _, body = await fetch_media(store_api, "resumed.bin")
+    assert body == data
+
+
+async def test_tuspy_with_a_wrong_checksum_gets_460(local_api: Api, tmp_path: Path) -> None:
+    from tusclient.exceptions import TusUploadFailed
+    from tusclient.uploader import Uploader
+
+    class WrongSha1(Uploader):  # configuration, not code: an algorithm that lies
+        CHECKSUM_ALGORITHM_PAIR = ("sha1", lambda data: hashlib.sha1(data + b"!"))
+
+    path, _ = file_of(tmp_path, "wrong.bin", 6 * MiB)
+    uploader = WrongSha1(str(path), client=tus_client(local_api), upload_checksum=True)
+    with pytest.raises(TusUploadFailed) as failure:
+        await asyncio.to_thread(uploader.upload)
+    assert failure.value.status_code == 460
+    assert await offset_of(local_api, uploader.url.rsplit("/", 1)[-1]) == 0
