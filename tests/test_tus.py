@@ -685,3 +685,31 @@ async def test_tuspy_with_a_wrong_checksum_gets_460(local_api: Api, tmp_path: Pa
         await asyncio.to_thread(uploader.upload)
     assert failure.value.status_code == 460
     assert await offset_of(local_api, uploader.url.rsplit("/", 1)[-1]) == 0
+
+
+async def test_a_deferred_length_is_set_by_a_later_patch(local_api: Api) -> None:
+    data = random.Random(1).randbytes(9 * MiB + 3)
+    answer = await local_api.client.post(
+        "/api/v1/tus",
+        headers={**local_api.headers, **TUS, "Upload-Defer-Length": "1", **named("later.bin")},
+    )
+    upload = answer.headers["Location"].rsplit("/", 1)[-1]
+    assert (await patch(local_api, upload, 0, data[: 6 * MiB])).status == 204
+    answer = await patch(
+        local_api, upload, 6 * MiB, data[6 * MiB :], **{"Upload-Length": str(len(data))}
+    )
+    assert answer.status == 204, await answer.text()
+    _, body = await fetch_media(local_api, "later.bin")
+    assert body == data
+
+
+async def test_a_deferred_length_can_end_where_the_tail_does(local_api: Api) -> None:
+    answer = await local_api.client.post(
+        "/api/v1/tus",
+        headers={**local_api.headers, **TUS, "Upload-Defer-Length": "1", **named("short.txt")},
+    )
+    upload = answer.headers["Location"].rsplit("/", 1)[-1]
+    assert (await patch(local_api, upload, 0, b"abc")).status == 204
+    answer = await patch(local_api, upload, 3, b"", **{"Upload-Length": "3"})
+    assert answer.status == 204, await answer.text()
+    assert (await fetch_media(local_api, "short.txt"))[1] == b"abc"

@@ -187,8 +187,7 @@ class TusUploads:
         checksum: Checksum | None,
         upload_length: int | None,
     ) -> TusState:
-        lock = self._locks.setdefault(upload_id, asyncio.Lock())
-        async with lock:
+        async with self._lock(upload_id):
             session, upload = await self._load(user_id, upload_id)
             if upload_length is not None:
                 session, upload = await self._set_length(session, upload, upload_length)
@@ -212,8 +211,13 @@ class TusUploads:
             return await self.state(user_id, upload_id)
 
     async def terminate(self, user_id: str, upload_id: str) -> None:
-        await self._load(user_id, upload_id)
-        await self._engine.abort(user_id, upload_id)
+        # After a PATCH still running has ended, so that it leaves no tail behind.
+        async with self._lock(upload_id):
+            await self._load(user_id, upload_id)
+            await self._engine.abort(user_id, upload_id)
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(upload_id, asyncio.Lock())
 
     async def _receive(
         self,
@@ -228,6 +232,12 @@ class TusUploads:
         written: list[int] = []
         position = parts_end + tail
         try:
+            last = parts_end // session.chunk_size
+            if tail and tail == session.chunk_length(last):
+                # The length this PATCH set ends the file where the tail does.
+                whole = self._tails.body(session.id, parts_end, tail)
+                await self._put_part(user_id, session, last, PartSource(whole, body, 0))
+                written.append(last)
             while position < session.size and body.remaining != 0:
                 number = position // session.chunk_size
                 part_start = session.chunk_offset(number)
