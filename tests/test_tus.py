@@ -8,6 +8,7 @@ import base64
 import hashlib
 import itertools
 import random
+import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -15,13 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from conftest import Api, ApiFactory, MiB, make_settings
+from mediagate import tokens
 from mediagate.config import Settings
 from mediagate.core.errors import BadRequest
 from mediagate.web.app import create_app
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+from server_process import ServerProcess
+from tcp_proxy import CuttableProxy
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -713,3 +718,152 @@ async def test_a_deferred_length_can_end_where_the_tail_does(local_api: Api) -> 
     answer = await patch(local_api, upload, 3, b"", **{"Upload-Length": "3"})
     assert answer.status == 204, await answer.text()
     assert (await fetch_media(local_api, "short.txt"))[1] == b"abc"
+
+
+# --- what a cut PATCH keeps ------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_settings(tmp_path: Path, proxy: CuttableProxy, bucket: str) -> Settings:
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_probe_max_interval=0.2,
+    )
+
+
+async def eventually_fetched(api: Api, filename: str) -> bytes:
+    """The media's bytes once it is ready (a spilled part may first wait to move to S3)."""
+    async with asyncio.timeout(20):
+        while True:
+            listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+            if any(m["filename"] == filename and m["state"] == "ready" for m in listed["items"]):
+                return (await fetch_media(api, filename))[1]
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("cut_after", "durable"),
+    [(4 * MiB, 3 * MiB), (10 * MiB, 8 * MiB)],
+    ids=["in-the-part-joined-with-the-tail", "in-a-whole-part-from-the-body"],
+)
+async def test_s3_cut_during_a_patch_keeps_the_durable_offset(
+    start_api: ApiFactory,
+    proxy: CuttableProxy,
+    proxied_settings: Settings,
+    cut_after: int,
+    durable: int,
+) -> None:
+    api = await start_api(proxied_settings)
+    data = random.Random(cut_after).randbytes(20 * MiB + 5)
+    name = f"cut-{cut_after}.bin"
+    upload = await create_upload(api, len(data), **named(name))
+    assert (await patch(api, upload, 0, data[: 3 * MiB])).status == 204  # a spooled tail
+    proxy.cut_after(cut_after)
+    answer = await patch(api, upload, 3 * MiB, data[3 * MiB :])
+    assert answer.status == 503, await answer.text()
+    assert await offset_of(api, upload) == durable
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    offset = await offset_of(api, upload)
+    assert (await patch(api, upload, offset, data[offset:])).status == 204
+    assert await eventually_fetched(api, name) == data
+
+
+async def send_patch_and_stall(
+    server: ServerProcess, upload: str, offset: int, body: bytes, sent: int
+) -> asyncio.StreamWriter:
+    """A PATCH declaring all of `body` that sends only its first `sent` bytes, then stalls."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"PATCH /api/v1/tus/{upload} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\nUpload-Offset: {offset}\r\n"
+        f"Authorization: Bearer {CRASH_TOKEN}\r\nTus-Resumable: 1.0.0\r\n"
+        "Content-Type: application/offset+octet-stream\r\n\r\n"
+    )
+    writer.write(head.encode() + body[:sent])
+    await writer.drain()
+    return writer
+
+
+CRASH_SECRET = "tus-crash-secret-long-enough-for-hs256"
+CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", 600)
+
+
+@pytest.fixture(params=["local", "s3"])
+def server_env(request: pytest.FixtureRequest, moto_endpoint: str, bucket: str) -> dict[str, str]:
+    env = {"MEDIAGATE_JWT_SECRET": CRASH_SECRET}
+    if request.param == "s3":
+        env |= {
+            "USE_CLOUD_STORAGE": "true",
+            "AWS_S3_BUCKET_NAME": bucket,
+            "AWS_S3_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    return env
+
+
+async def test_sigkill_mid_patch_then_head_and_resume(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    data = random.Random(9).randbytes(20 * MiB + 77)
+    headers = {"Authorization": f"Bearer {CRASH_TOKEN}", **TUS}
+    server = ServerProcess(tmp_path / "data", server_env)
+
+    async def head(client: aiohttp.ClientSession) -> int:
+        async with client.head(f"/api/v1/tus/{upload}") as answer:
+            assert answer.status == 200
+            return int(answer.headers["Upload-Offset"])
+
+    async def kill(stalled: asyncio.StreamWriter) -> None:
+        server.signal(signal.SIGKILL)
+        assert await server.wait() == -signal.SIGKILL
+        stalled.transport.abort()
+        await server.start()
+
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            async with client.post(
+                "/api/v1/tus",
+                headers={"Upload-Length": str(len(data)), **named("killed.bin")},
+            ) as answer:
+                upload = answer.headers["Location"].rsplit("/", 1)[-1]
+            async with client.patch(
+                f"/api/v1/tus/{upload}",
+                data=data[: 3 * MiB],
+                headers={**OCTETS, "Upload-Offset": "0"},
+            ) as answer:
+                assert answer.status == 204
+            # Killed while part 1 streams on: part 0 (tail + body head) is kept, exactly.
+            stalled = await send_patch_and_stall(server, upload, 3 * MiB, data[3 * MiB :], 8 * MiB)
+            async with asyncio.timeout(20):
+                while await head(client) != 8 * MiB:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            await kill(stalled)
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            assert await head(client) == 8 * MiB
+            # Killed while a short remainder is spooled: what reached the tail counts.
+            rest = data[8 * MiB : 12 * MiB]
+            stalled = await send_patch_and_stall(server, upload, 8 * MiB, rest, 5 * MiB // 2)
+            await asyncio.sleep(0.5)
+            await kill(stalled)
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            offset = await head(client)
+            assert 8 * MiB <= offset <= 8 * MiB + 5 * MiB // 2
+            async with client.patch(
+                f"/api/v1/tus/{upload}",
+                data=data[offset:],
+                headers={**OCTETS, "Upload-Offset": str(offset)},
+            ) as answer:
+                assert answer.status == 204, await answer.text()
+            async with client.get("/api/v1/media") as answer:
+                (media,) = (await answer.json())["items"]
+            async with client.get(f"/api/v1/media/stream/{media['media_id']}") as stream:
+                assert await stream.read() == data
+    finally:
+        await server.stop()
