@@ -128,7 +128,7 @@ CASES = [
         expect={
             "Tus-Version": "1.0.0",
             "Tus-Extension": "creation,creation-with-upload,creation-defer-length,"
-            "termination,expiration,checksum",
+            "termination,expiration,checksum,concatenation",
             "Tus-Max-Size": str(5 * 1024**4),
             "Tus-Checksum-Algorithm": "sha1,md5,sha256",
             "Tus-Resumable": ABSENT,
@@ -867,3 +867,65 @@ async def test_sigkill_mid_patch_then_head_and_resume(
                 assert await stream.read() == data
     finally:
         await server.stop()
+
+
+# --- concatenation -------------------------------------------------------------------
+
+
+async def partial_upload(api: Api, data: bytes, *, finish: bool = True) -> str:
+    upload = await create_upload(api, len(data), **{"Upload-Concat": "partial"})
+    if finish:
+        assert (await patch(api, upload, 0, data)).status == 204
+    return upload
+
+
+async def create_final(api: Api, uploads: list[str], **headers: str) -> Any:
+    urls = " ".join(f"/api/v1/tus/{upload}" for upload in uploads)
+    return await api.client.post(
+        "/api/v1/tus",
+        headers={**api.headers, **TUS, "Upload-Concat": f"final;{urls}", **headers},
+    )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "parts"),
+    [([6 * MiB, 5 * MiB, MiB + 3], 3), ([MiB, 6 * MiB], 1), ([3, 0, 4], 1)],
+    ids=["each-partial-one-copied-part", "a-small-partial-first", "tiny"],
+)
+async def test_partials_concatenate_into_one_media(
+    store_api: Api, sizes: list[int], parts: int
+) -> None:
+    pieces = [random.Random(size).randbytes(size) for size in sizes]
+    uploads = [await partial_upload(store_api, piece) for piece in pieces]
+    head = await store_api.client.head(
+        f"/api/v1/tus/{uploads[0]}", headers={**store_api.headers, **TUS}
+    )
+    assert head.headers["Upload-Concat"] == "partial"
+    answer = await create_final(store_api, uploads, **named("joined.mp4"))
+    assert answer.status == 201, await answer.text()
+    assert answer.headers["Upload-Offset"] == str(sum(sizes))
+    final = answer.headers["Location"].rsplit("/", 1)[-1]
+    head = await store_api.client.head(f"/api/v1/tus/{final}", headers={**store_api.headers, **TUS})
+    assert head.headers["Upload-Concat"].startswith("final;/api/v1/tus/")
+    assert head.headers["Upload-Length"] == str(sum(sizes))
+    info, body = await fetch_media(store_api, "joined.mp4")
+    assert body == b"".join(pieces)
+    if store_api.settings.use_cloud_storage:
+        # S3's multipart ETag counts the parts: copied partials (UploadPartCopy) are one
+        # part each, where bytes sent through the server are cut into 8 MiB parts.
+        assert info["checksum"].endswith(f"-{parts}")
+    listed = await (await store_api.client.get("/api/v1/media", headers=store_api.headers)).json()
+    assert [m["filename"] for m in listed["items"]] == ["joined.mp4"]  # partials are gone
+    refused = await patch(store_api, final, sum(sizes), b"more")
+    assert refused.status == 403
+
+
+async def test_a_final_needs_finished_partials(local_api: Api) -> None:
+    done = await partial_upload(local_api, b"abc")
+    unfinished = await partial_upload(local_api, b"defg", finish=False)
+    plain = await create_upload(local_api, 1)
+    assert (await create_final(local_api, [done, unfinished])).status == 400
+    assert (await create_final(local_api, [done, plain])).status == 400
+    assert (await create_final(local_api, [done], **{"Upload-Length": "3"})).status == 400
+    other = await partial_upload(local_api.as_user("bob"), b"x")
+    assert (await create_final(local_api, [done, other])).status == 404

@@ -79,7 +79,8 @@ CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
 CREATE TABLE IF NOT EXISTS tus_uploads (
     session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
     metadata TEXT NOT NULL,
-    length_deferred INTEGER NOT NULL
+    length_deferred INTEGER NOT NULL,
+    concat TEXT
 );
 """
 

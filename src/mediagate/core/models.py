@@ -90,3 +90,5 @@ class TusUpload(BaseModel):
     metadata: str = ""
     # Upload-Defer-Length: the session's size is a placeholder until a PATCH sets it.
     length_deferred: bool = False
+    # Upload-Concat as sent: "partial", or "final;{url} {url} …".
+    concat: str | None = None

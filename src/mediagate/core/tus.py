@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,21 +29,34 @@ import structlog
 
 from mediagate.catalog.base import Catalog
 from mediagate.core.chunk_stream import ExpectedDigests, ReadSource
-from mediagate.core.chunking import MAX_PARTS, MIN_PART
+from mediagate.core.chunking import MAX_PART, MAX_PARTS, MIN_PART
 from mediagate.core.engine import UploadEngine
 from mediagate.core.errors import (
     BadRequest,
     ChecksumMismatch,
     ChunkIncomplete,
     FileTooLarge,
+    Forbidden,
     NotFound,
     OffsetMismatch,
 )
-from mediagate.core.models import SessionState, TusUpload, UploadSession
+from mediagate.core.library import MediaLibrary
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    TusUpload,
+    UploadSession,
+)
+from mediagate.storage.base import PartCopying, Stores
 from mediagate.storage.local import FilePartBody
 
 log = structlog.get_logger("mediagate.tus")
 
+PARTIAL = "partial"
+FINAL = "final"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 
 
@@ -121,12 +135,16 @@ class TusUploads:
         self,
         engine: UploadEngine,
         catalog: Catalog,
+        stores: Stores,
+        library: MediaLibrary,
         *,
         max_size: int,
         chunk_size: int,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
+        self._stores = stores
+        self._library = library
         self._tails = engine.tails
         self.max_size = max_size
         self._chunk_size = chunk_size
@@ -147,6 +165,7 @@ class TusUploads:
         metadata: str,
         filename: str,
         content_type: str,
+        partial: bool = False,
     ) -> TusState:
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {self.max_size}")
@@ -156,7 +175,12 @@ class TusUploads:
             size=self.deferred_max_size if length is None else length,
             content_type=content_type,
         )
-        upload = TusUpload(session_id=session.id, metadata=metadata, length_deferred=length is None)
+        upload = TusUpload(
+            session_id=session.id,
+            metadata=metadata,
+            length_deferred=length is None,
+            concat=PARTIAL if partial else None,
+        )
         await self._catalog.add_tus_upload(upload)
         log.info("tus.created", session_id=session.id, length=length)
         if length == 0:
@@ -189,6 +213,8 @@ class TusUploads:
     ) -> TusState:
         async with self._lock(upload_id):
             session, upload = await self._load(user_id, upload_id)
+            if upload.concat and upload.concat.startswith(FINAL):
+                raise Forbidden("a final upload is made by concatenation; it takes no PATCH")
             if upload_length is not None:
                 session, upload = await self._set_length(session, upload, upload_length)
             parts_end, tail = await self._position(session)
@@ -209,6 +235,63 @@ class TusUploads:
             body = PatchBody(read, body_length, checksum)
             await self._receive(user_id, session, parts_end, tail, body, checksum)
             return await self.state(user_id, upload_id)
+
+    async def concatenate(
+        self,
+        user_id: str,
+        partial_ids: list[str],
+        *,
+        concat: str,
+        metadata: str,
+        filename: str,
+        content_type: str,
+    ) -> TusState:
+        """A final upload made of finished partial uploads, in order; they are removed after."""
+        if not partial_ids:
+            raise BadRequest("Upload-Concat: final names no partial upload")
+        media = [await self._finished_partial(user_id, upload_id) for upload_id in partial_ids]
+        size = sum(item.size for item in media)
+        if size > self.max_size:
+            raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
+        session = await self._engine.initiate(
+            user_id, filename=filename, size=size, content_type=content_type
+        )
+        await self._catalog.add_tus_upload(
+            TusUpload(session_id=session.id, metadata=metadata, concat=concat)
+        )
+        parts = [item for item in media if item.size]
+        store = self._stores[session.storage]
+        if isinstance(store, PartCopying) and _copyable(parts):
+            # Each partial becomes one part, copied inside S3: no byte passes through here.
+            await self._catalog.set_length(session.id, size, len(parts))
+            for number, item in enumerate(parts):
+                etag = await store.copy_part(
+                    session.key, session.upload_id, number=number, source_key=item.key
+                )
+                chunk = Chunk(number=number, size=item.size, storage=store.kind, etag=etag)
+                await self._catalog.put_chunk(session.id, chunk)
+        else:
+            # Through this server; empty partials are skipped (S3 refuses to read from byte 0 of
+            # an empty object).
+            reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
+            body = PatchBody(reader.read, size, None)
+            await self._receive(user_id, session, 0, 0, body, None)
+        state = await self.state(user_id, session.id)
+        for item in media:
+            await self._library.delete(user_id, item.id)
+        log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
+        return state
+
+    async def _finished_partial(self, user_id: str, upload_id: str) -> Media:
+        session, upload = await self._load(user_id, upload_id)
+        if upload.concat != PARTIAL:
+            raise BadRequest(f"upload {upload_id} is not a partial upload")
+        media = await self._catalog.get_media(session.media_id)
+        if session.state is not SessionState.COMPLETED or media is None:
+            raise BadRequest(f"partial upload {upload_id} is not finished")
+        if media.state is not MediaState.READY:
+            raise BadRequest(f"partial upload {upload_id} is still being finalized")
+        return media
 
     async def terminate(self, user_id: str, upload_id: str) -> None:
         # After a PATCH still running has ended, so that it leaves no tail behind.
@@ -326,3 +409,31 @@ class TusUploads:
             return session.size, 0
         parts_end = session.chunk_offset(count)
         return parts_end, await self._tails.size(session.id, parts_end)
+
+
+def _copyable(parts: list[Media]) -> bool:
+    """Whether S3 can take each partial as one part: all in S3, and each but the
+    last at least 5 MiB (S3's smallest part), none over 5 GiB."""
+    return (
+        0 < len(parts) <= MAX_PARTS
+        and all(item.storage is StorageKind.S3 for item in parts)
+        and all(MIN_PART <= item.size <= MAX_PART for item in parts[:-1])
+        and parts[-1].size <= MAX_PART
+    )
+
+
+class _JoinedObjects:
+    """Stored objects read one after the other, as one `ReadSource`."""
+
+    def __init__(self, objects: list[AsyncIterator[bytes]]) -> None:
+        self._objects = objects
+        self._piece = b""
+
+    async def read(self, n: int) -> bytes:
+        while not self._piece and self._objects:
+            try:
+                self._piece = await anext(self._objects[0])
+            except StopAsyncIteration:
+                self._objects.pop(0)
+        piece, self._piece = self._piece[:n], self._piece[n:]
+        return piece

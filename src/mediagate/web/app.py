@@ -127,15 +127,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             session_ttl=timedelta(seconds=settings.session_ttl),
             clock=app[CLOCK],
         )
-        app[TUS] = TusUploads(
-            engine, catalog, max_size=settings.max_upload_size, chunk_size=settings.chunk_size
-        )
         app[LIBRARY] = MediaLibrary(
             catalog,
             stores,
             signed_url_expiry=settings.signed_url_expiry,
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
+        )
+        app[TUS] = TusUploads(
+            engine,
+            catalog,
+            stores,
+            app[LIBRARY],
+            max_size=settings.max_upload_size,
+            chunk_size=settings.chunk_size,
         )
         await stack.enter_async_context(background_maintenance(engine))
         log.info(

@@ -27,6 +27,7 @@ from mediagate.web.problems import from_problem, problem_response
 from mediagate.web.tus_headers import (
     media_name,
     parse_checksum,
+    parse_concat,
     parse_metadata,
     parse_number,
 )
@@ -41,6 +42,7 @@ TUS_EXTENSIONS = (
     "termination",
     "expiration",
     "checksum",
+    "concatenation",
 )
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 COLLECTION = "/api/v1/tus"
@@ -136,21 +138,36 @@ async def create(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     length = parse_number("Upload-Length", request.headers.get("Upload-Length"))
     deferred = request.headers.get("Upload-Defer-Length")
+    concat = parse_concat(request.headers.get("Upload-Concat"))
+    raw_metadata = request.headers.get("Upload-Metadata", "").strip()
+    filename, content_type = media_name(parse_metadata(raw_metadata))
+    tus = request.app[TUS]
+    if concat is not None and concat[0] == "final":
+        if length is not None or deferred is not None:
+            raise BadRequest("a final upload's length is its partial uploads' sum: send none")
+        state = await tus.concatenate(
+            user_id,
+            concat[1],
+            concat=request.headers["Upload-Concat"].strip(),
+            metadata=raw_metadata,
+            filename=filename,
+            content_type=content_type,
+        )
+        headers = {"Location": _upload_url(request, state.session.id), **_progress(state)}
+        return web.Response(status=201, headers=headers)
     if deferred is not None and deferred.strip() != "1":
         raise BadRequest("Upload-Defer-Length must be 1")
     if (length is None) == (deferred is None):
         raise BadRequest("send either Upload-Length or Upload-Defer-Length: 1")
-    raw_metadata = request.headers.get("Upload-Metadata", "").strip()
-    filename, content_type = media_name(parse_metadata(raw_metadata))
     with_body = request.content_type == OFFSET_OCTET_STREAM
     checksum = parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
-    tus = request.app[TUS]
     state = await tus.create(
         user_id,
         length=length,
         metadata=raw_metadata,
         filename=filename,
         content_type=content_type,
+        partial=concat is not None,
     )
     upload_id = state.session.id
     if with_body and request.content_length != 0:
@@ -183,6 +200,8 @@ async def head(request: web.Request) -> web.Response:
         headers["Upload-Length"] = str(state.length)
     if state.upload.metadata:
         headers["Upload-Metadata"] = state.upload.metadata
+    if state.upload.concat:
+        headers["Upload-Concat"] = state.upload.concat
     return web.Response(status=200, headers=headers)
 
 

@@ -73,3 +73,22 @@ def media_name(metadata: dict[str, str]) -> tuple[str, str]:
         return filename, declared.split(";")[0].strip().lower()
     guessed, _ = mimetypes.guess_type(filename, strict=False)
     return filename, guessed or "application/octet-stream"
+
+
+def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
+    """Upload-Concat: ("partial", []) or ("final", [upload ids from the URLs]), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "partial":
+        return "partial", []
+    kind, _, urls = value.partition(";")
+    if kind != "final":
+        raise BadRequest("Upload-Concat must be partial or final;<url> <url> …")
+    ids = []
+    for url in urls.split():
+        _, found, upload_id = url.rstrip("/").rpartition("/api/v1/tus/")
+        if not found or not upload_id or "/" in upload_id:
+            raise BadRequest(f"Upload-Concat names {url!r}, which is not a tus upload URL")
+        ids.append(upload_id)
+    return "final", ids
