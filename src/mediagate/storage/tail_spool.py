@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,8 +29,7 @@ ReadSource = Callable[[int], Awaitable[bytes]]
 
 class TailSpool:
     def __init__(self, root: Path) -> None:
-        self._root = root
-        self._root.mkdir(parents=True, exist_ok=True)
+        self._root = root  # made by the first tail: native uploads never need it
 
     def _path(self, upload: str, start: int) -> Path:
         return self._root / f"{upload}.{start}"
@@ -57,6 +57,7 @@ class TailSpool:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         path = self._path(upload, start)
         with disk_errors("tail"):
+            await _off_loop(functools.partial(self._root.mkdir, parents=True, exist_ok=True))
             fd = await _off_loop(os.open, path, flags, 0o600)
             tail = _StagingFile(fd)
             try:
