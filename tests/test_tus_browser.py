@@ -47,13 +47,14 @@ def file_bytes(size: int) -> bytes:
 
 
 TUS_JS_UPLOAD = (
-    "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate }) => {"
+    "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate, parallel }) => {"
     + MAKE_FILE
     + """
   const file = makeFile(name, size);
   const options = {
     endpoint,
     ...(chunkSize ? { chunkSize } : {}),
+    ...(parallel ? { parallelUploads: parallel } : {}),
     headers: { Authorization: `Bearer ${token}` },
     metadata: { filename: name, filetype: file.type },
     retryDelays: [0, 250, 500],
@@ -205,6 +206,16 @@ async def test_tus_js_client_uploads_resumes_and_cancels(browsing: Browsing, pag
     second = await page.evaluate(TUS_JS_UPLOAD, arguments(api, "resumed.mp4", size, chunkSize=MiB))
     assert second == {"url": first["url"], "finished": True}
     assert (await fetch_media(api, "resumed.mp4"))[1] == file_bytes(size)
+
+    # parallelUploads: partial uploads sent at once, then joined by a final one (concatenation).
+    done = await page.evaluate(
+        TUS_JS_UPLOAD, arguments(api, "parallel.mp4", 2 * size, chunkSize=None, parallel=2)
+    )
+    assert done["finished"]
+    info, body = await fetch_media(api, "parallel.mp4")
+    assert body == file_bytes(2 * size)
+    if api.settings.use_cloud_storage:
+        assert info["checksum"].endswith("-2")  # each partial one part, copied inside S3
 
     # Cancelled: abort(true) terminates the upload with DELETE.
     cancelled = await page.evaluate(
