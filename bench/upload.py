@@ -6,7 +6,9 @@ mediagate, direct, …), N concurrent uploads through mediagate's API and the
 same bytes as plain aiobotocore multipart uploads into the same moto server.
 Prints throughput medians, their ratio, the server's CPU seconds per GiB and
 its resident memory; the `rss` scenario pushes 8 × one 64 MiB chunk at once
-and reports the server's peak RSS.
+and reports the server's peak RSS. `--protocol tus` (or `both`) uploads the
+same bytes through tus 1.0 as well: creation, then PATCHes of --patch-size
+(default: the whole file in one PATCH, as tus-js-client and tuspy do).
 
 Run from the repository root: `python bench/upload.py --quick` (see --help).
 """
@@ -56,6 +58,11 @@ from _common import (
 )
 
 DIGESTS = ("none", "md5", "sha256")
+PROTOCOLS = ("native", "tus", "both")
+TUS = "tus"
+TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+TUS_BIG_PATCH = 256 * MiB
+PATH_NAMES = {"direct": "direct aiobotocore", TUS: "mediagate tus"}
 SCENARIOS = ("throughput", "rss", "all")
 USER = "bench"
 # The load generator never holds a file: every body is this block, repeated.
@@ -233,6 +240,57 @@ class MediagateClient:
             return await response.json() if response.status != 204 else None
 
 
+class TusUploadClient:
+    """One user of mediagate's tus endpoint: a raw PATCH client, the bytes streamed."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str) -> None:
+        self._http = http
+        self._base = base_url
+        self._auth = {"Authorization": f"Bearer {token}", **TUS_HEADERS}
+
+    async def create(self, size: int) -> str:
+        headers = {**self._auth, "Upload-Length": str(size)}
+        async with self._http.post(f"{self._base}/api/v1/tus", headers=headers) as answer:
+            if answer.status != 201:
+                raise RuntimeError(f"tus POST: {answer.status} {(await answer.text())[:300]}")
+            return answer.headers["Location"].rsplit("/", 1)[-1]
+
+    async def upload(self, size: int, patch_size: int | None) -> None:
+        upload = await self.create(size)
+        offset = 0
+        while offset < size:
+            offset = await self.patch(upload, offset, min(patch_size or size, size - offset))
+
+    async def patch(self, upload: str, offset: int, length: int) -> int:
+        headers = {
+            **self._auth,
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(length),
+            "Upload-Offset": str(offset),
+        }
+        async with self._http.patch(
+            f"{self._base}/api/v1/tus/{upload}", headers=headers, data=RepeatedBody(length)
+        ) as answer:
+            if answer.status != 204:
+                raise RuntimeError(f"tus PATCH: {answer.status} {(await answer.text())[:300]}")
+            return int(answer.headers["Upload-Offset"])
+
+    async def delete_all_media(self) -> None:
+        """tus answers carry no media id: the bench user's media are listed and deleted."""
+        while True:
+            async with self._http.get(
+                f"{self._base}/api/v1/media?limit=200", headers=self._auth
+            ) as answer:
+                items = (await answer.json())["items"]
+            if not items:
+                return
+            for item in items:
+                async with self._http.delete(
+                    f"{self._base}/api/v1/media/delete/{item['media_id']}", headers=self._auth
+                ) as answer:
+                    assert answer.status == 204, answer.status
+
+
 def streaming_s3_config(connections: int) -> AioConfig:
     # The settings of mediagate's streaming client (storage/s3.py), so both
     # paths ask moto for the same thing: unsigned payload, no CRC, one attempt.
@@ -355,6 +413,8 @@ class Bench:
     services: Services
     mediagate: MediagateClient
     direct: DirectClient
+    tus: TusUploadClient
+    patch_size: int | None = None
 
     async def mediagate_phase(self, load: Workload, digest: str) -> Phase:
         for length in set(chunk_lengths(load.size, load.chunk_size)):
@@ -371,6 +431,16 @@ class Bench:
         phase, media_ids = await measure(self.services, load.total_bytes, run)
         for media_id in media_ids:
             await self.mediagate.delete(media_id)
+        return phase
+
+    async def tus_phase(self, load: Workload) -> Phase:
+        async def run() -> list[None]:
+            return await asyncio.gather(
+                *(self.tus.upload(load.size, self.patch_size) for _ in range(load.clients))
+            )
+
+        phase, _ = await measure(self.services, load.total_bytes, run)
+        await self.tus.delete_all_media()
         return phase
 
     async def direct_phase(self, load: Workload) -> Phase:
@@ -393,6 +463,7 @@ class Bench:
         """Connections, lazily loaded botocore models, SQLite: paid before any timing."""
         small = Workload(clients=1, size=6 * MiB, chunk_size=6 * MiB, parallel=1)
         await self.mediagate_phase(small, "none")
+        await self.tus_phase(small)
         await self.direct_phase(small)
         await self.direct.empty_bucket()
 
@@ -427,7 +498,7 @@ async def throughput_rounds(
 
 
 def label(name: str) -> str:
-    return name if name == "direct" else f"mediagate/{name}"
+    return name if name in ("direct", TUS) else f"mediagate/{name}"
 
 
 async def one_round(
@@ -438,6 +509,8 @@ async def one_round(
     for name in order:
         if name == "direct":
             result[name] = await bench.direct_phase(load)
+        elif name == TUS:
+            result[name] = await bench.tus_phase(load)
         else:
             result[name] = await bench.mediagate_phase(load, name)
     return result
@@ -468,6 +541,19 @@ async def rss_scenario(bench: Bench, digest: str) -> PeakRss:
     return PeakRss(before=before, peak=peak)
 
 
+async def tus_rss_scenario(bench: Bench, clients: int, size: int) -> PeakRss:
+    """`clients` tus uploads each send their `size` bytes in one PATCH at the same moment."""
+    pid = bench.services.server.pid
+    uploads = await asyncio.gather(*(bench.tus.create(size) for _ in range(clients)))
+    before = memory_bytes(pid, "VmRSS")
+    reset_peak_rss(pid)
+    await asyncio.gather(*(bench.tus.patch(upload, 0, size) for upload in uploads))
+    peak = memory_bytes(pid, "VmHWM")
+    await bench.tus.delete_all_media()
+    await bench.direct.empty_bucket()
+    return PeakRss(before=before, peak=peak)
+
+
 # --- report ---------------------------------------------------------------------------
 
 
@@ -483,8 +569,12 @@ def throughput_table(phases: dict[str, list[Phase]]) -> str:
         is_direct = name == "direct"
         rows.append(
             [
-                "direct aiobotocore" if is_direct else "mediagate",
-                "-" if is_direct else name,
+                "direct aiobotocore"
+                if is_direct
+                else "mediagate tus"
+                if name == TUS
+                else "mediagate",
+                "-" if is_direct or name == TUS else name,
                 f"{median(speeds):.1f}",
                 f"{min(speeds):.1f}-{max(speeds):.1f}",
                 f"{median(speeds) / direct:.3f}",
@@ -530,8 +620,9 @@ def print_throughput(
             continue
         ratio = median([p.mb_per_s for p in runs]) / direct
         cpu = median([p.per_gib(p.server_cpu) for p in runs])
-        line = f"target, digest {name}: ratio >= {TARGET_RATIO} {verdict(ratio >= TARGET_RATIO)}"
-        if name == "none":
+        what = "tus" if name == TUS else f"digest {name}"
+        line = f"target, {what}: ratio >= {TARGET_RATIO} {verdict(ratio >= TARGET_RATIO)}"
+        if name in ("none", TUS):
             cpu_met = verdict(cpu <= TARGET_CPU_PER_GIB)
             line += f"; server CPU <= {TARGET_CPU_PER_GIB} s/GiB {cpu_met}"
         print(line)
@@ -550,12 +641,9 @@ def print_other_load(phases: Sequence[Phase]) -> None:
         )
 
 
-def print_rss(result: PeakRss, digest: str) -> None:
+def print_rss(result: PeakRss, title: str) -> None:
     print()
-    print(
-        f"rss: {RSS_CLIENTS} uploads each pushing one {mib(RSS_CHUNK)} chunk at once "
-        f"(digest {digest})"
-    )
+    print(f"rss: {title}")
     print(
         f"server RSS {mib(result.before)} before, peak {mib(result.peak)} "
         f"(+{mib(result.peak - result.before)}); "
@@ -589,6 +677,11 @@ def bearer_token(secret: str) -> str:
 async def run(options: argparse.Namespace, services: Services, bucket: str, secret: str) -> None:
     load = Workload(options.clients, options.size, options.chunk_size, options.parallel)
     digests = list(DIGESTS) if options.digest == "all" else [options.digest]
+    if options.protocol == "tus":
+        digests = [TUS]
+    elif options.protocol == "both":
+        digests = [*digests, TUS]
+    native = [name for name in digests if name != TUS]
     connections = max(load.clients * load.parallel, RSS_CLIENTS) + 8
     idle_rss = memory_bytes(services.server.pid, "VmRSS")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
@@ -609,11 +702,21 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
             services,
             MediagateClient(http, services.server.url, bearer_token(secret)),
             DirectClient(s3, bucket),
+            TusUploadClient(http, services.server.url, bearer_token(secret)),
+            options.patch_size,
         )
         await bench.warm_up()
         # The rss scenario first, while the server's heap is as small as it gets.
         if options.scenario in ("rss", "all"):
-            print_rss(await rss_scenario(bench, digests[0]), digests[0])
+            chunks = f"{RSS_CLIENTS} uploads each pushing one {mib(RSS_CHUNK)}"
+            if native:
+                result = await rss_scenario(bench, native[0])
+                print_rss(result, f"{chunks} chunk at once (digest {native[0]})")
+            if TUS in digests:
+                result = await tus_rss_scenario(bench, RSS_CLIENTS, RSS_CHUNK)
+                print_rss(result, f"{chunks} tus PATCH at once")
+                result = await tus_rss_scenario(bench, 1, TUS_BIG_PATCH)
+                print_rss(result, f"one tus upload of {mib(TUS_BIG_PATCH)} in one PATCH")
         if options.scenario in ("throughput", "all"):
             print(f"throughput rounds ({', '.join(digests)} vs direct):", flush=True)
             before = memory_bytes(services.server.pid, "VmRSS")
@@ -667,6 +770,19 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default="none",
         help="per-chunk check sent to mediagate: Content-MD5, X-Chunk-SHA256, none, or each "
         "of them in turn within every round (default: none)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="native",
+        help="the native chunk API, tus 1.0 (creation + PATCH), or both in every round "
+        "(default: native)",
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=size_argument,
+        default=None,
+        help="tus: bytes per PATCH (default: the whole file in one PATCH)",
     )
     parser.add_argument(
         "--scenario",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -110,7 +111,8 @@ async def test_page_and_assets_are_served_with_a_policy(local_api):
 # ----- in a real browser: Debian's chromium driven by playwright -----
 
 browser_tests = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (CI installs it)"
+    not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+    reason="needs Debian's chromium (CI installs it, and there a missing one fails)",
 )
 
 

@@ -147,7 +147,8 @@ class Settings(BaseSettings):
     max_open_sessions_per_user: int = Field(
         100, ge=1, validation_alias=env("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER")
     )
-    # Largest declared file size an upload may have (413 above it).
+    # Largest declared file size an upload may have: 413 at initiate or tus creation,
+    # before any byte is stored (tus advertises it as Tus-Max-Size).
     max_upload_size: int = Field(
         S3_MAX_OBJECT_SIZE,
         gt=0,

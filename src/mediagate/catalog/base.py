@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from mediagate.core.models import Chunk, Media, SessionState, StorageKind, UploadSession
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    SessionState,
+    StorageKind,
+    TusUpload,
+    UploadSession,
+)
 
 
 class Catalog(Protocol):
@@ -88,6 +95,15 @@ class Catalog(Protocol):
         self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
     ) -> list[Media]:
         """Ready media kept in `storage` (one user's, or everyone's), by id, ids after `after`."""
+
+    async def add_tus_upload(self, upload: TusUpload) -> None:
+        """Record what a tus upload adds to its (already added) session."""
+
+    async def get_tus_upload(self, session_id: str) -> TusUpload | None:
+        """The tus record of a session; None for a session of the native API."""
+
+    async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
+        """Fix a deferred-length tus upload's size (and chunk count), once."""
 
     async def ping(self) -> None:
         """Return once the catalog answers a trivial query; raise if it cannot."""

@@ -25,6 +25,7 @@ from mediagate.core.models import (
     MediaState,
     SessionState,
     StorageKind,
+    TusUpload,
     UploadSession,
 )
 
@@ -79,6 +80,12 @@ CREATE TABLE IF NOT EXISTS media (
 );
 CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
+CREATE TABLE IF NOT EXISTS tus_uploads (
+    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    metadata TEXT NOT NULL,
+    length_deferred INTEGER NOT NULL,
+    concat TEXT
+);
 """
 # Columns added after the first release, added to catalogs made before them.
 ADDED_COLUMNS = {"sessions": ["last_error TEXT"], "media": ["error TEXT"]}
@@ -86,6 +93,7 @@ ADDED_COLUMNS = {"sessions": ["last_error TEXT"], "media": ["error TEXT"]}
 SESSION_COLUMNS = list(UploadSession.model_fields)
 CHUNK_COLUMNS = list(Chunk.model_fields)
 MEDIA_COLUMNS = list(Media.model_fields)
+TUS_COLUMNS = list(TusUpload.model_fields)
 
 
 def _row(model: Any, columns: list[str]) -> tuple[Any, ...]:
@@ -365,6 +373,35 @@ class SQLiteCatalog:
             limit,
         )
         return [Media.model_validate(dict(row)) for row in rows]
+
+    async def add_tus_upload(self, upload: TusUpload) -> None:
+        await self._run(
+            self._execute,
+            f"INSERT INTO tus_uploads ({', '.join(TUS_COLUMNS)}) "
+            f"VALUES ({_placeholders(TUS_COLUMNS)})",
+            *_row(upload, TUS_COLUMNS),
+        )
+
+    async def get_tus_upload(self, session_id: str) -> TusUpload | None:
+        rows = await self._run(
+            self._execute, "SELECT * FROM tus_uploads WHERE session_id = ?", session_id
+        )
+        return TusUpload.model_validate(dict(rows[0])) if rows else None
+
+    async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
+        await self._run(
+            self._transaction,
+            [
+                (
+                    "UPDATE sessions SET size = ?, total_chunks = ? WHERE id = ?",
+                    (size, total_chunks, session_id),
+                ),
+                (
+                    "UPDATE tus_uploads SET length_deferred = 0 WHERE session_id = ?",
+                    (session_id,),
+                ),
+            ],
+        )
 
     async def close(self) -> None:
         if self._db is not None:

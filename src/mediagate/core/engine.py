@@ -45,6 +45,8 @@ from mediagate.core.models import (
     UploadSession,
 )
 from mediagate.storage.base import Stores
+from mediagate.storage.local import STAGING_DIR
+from mediagate.storage.tail_spool import TailSpool
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -117,6 +119,8 @@ class UploadEngine:
         self._gates: dict[str, SessionGate] = {}
         self._chunk_locks = chunk_locks or InProcessChunkLocks()
         self._finalizing = asyncio.Lock()
+        # tus uploads' bytes short of a part; discarded with the session's parts.
+        self.tails = TailSpool(self._assembler.spill.root / STAGING_DIR / "tus")
 
     async def initiate(
         self,
@@ -354,6 +358,7 @@ class UploadEngine:
             log.warning("upload.abort_deferred", session_id=session.id, error=str(error))
         if session.storage is not StorageKind.LOCAL:
             await spill.abort_upload(session.key, session.local_upload_id)
+        await self.tails.discard(session.id)
 
     async def complete(self, user_id: str, session_id: str) -> Media:
         session = await self._owned_session(user_id, session_id)
@@ -481,6 +486,15 @@ class UploadEngine:
         media = await self._catalog.get_media(session.media_id)
         if media is not None and media.state is MediaState.FAILED:
             await self._catalog.delete_media(media.id)
+
+    async def owned_session(self, user_id: str, session_id: str) -> UploadSession:
+        """The user's session in whatever state (404 for another user's); 410 once expired."""
+        session = await self._owned_session(user_id, session_id)
+        if session.state is SessionState.EXPIRED or (
+            session.state is SessionState.OPEN and session.expires_at <= self._clock()
+        ):
+            raise SessionExpired(f"the session expired at {session.expires_at.isoformat()}")
+        return session
 
     def _gate(self, session_id: str) -> SessionGate:
         return self._gates.setdefault(session_id, SessionGate())

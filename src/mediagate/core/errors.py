@@ -119,3 +119,26 @@ class Unauthorized(Problem):
 
 class Forbidden(Problem):
     status, code, title = 403, "forbidden", "Forbidden"
+
+
+class OffsetMismatch(Problem):
+    """tus: a PATCH's Upload-Offset is not the upload's current offset."""
+
+    status, code, title = 409, "offset-mismatch", "Upload-Offset does not match"
+
+
+class UnsupportedMediaType(Problem):
+    status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class ProtocolVersionUnsupported(Problem):
+    """tus: the client speaks a Tus-Resumable version this server does not."""
+
+    status, code, title = 412, "tus-version-unsupported", "Unsupported tus version"
+    headers: ClassVar[dict[str, str]] = {"Tus-Version": "1.0.0"}
+
+
+class ChecksumMismatch(Problem):
+    """tus checksum extension: the body does not match Upload-Checksum (status 460)."""
+
+    status, code, title = 460, "checksum-mismatch", "Checksum mismatch"

@@ -87,3 +87,15 @@ class Media(BaseModel):
     created_at: datetime
     state: MediaState = MediaState.READY
     error: str | None = None
+
+
+class TusUpload(BaseModel):
+    """What a tus upload adds to its session: what the client sent at creation."""
+
+    session_id: str
+    # The Upload-Metadata header as sent, echoed by HEAD.
+    metadata: str = ""
+    # Upload-Defer-Length: the session's size is a placeholder until a PATCH sets it.
+    length_deferred: bool = False
+    # Upload-Concat as sent: "partial", or "final;{url} {url} …".
+    concat: str | None = None

@@ -87,6 +87,15 @@ class Presigning(Protocol):
 
 
 @runtime_checkable
+class PartCopying(Protocol):
+    """A store that makes a part of an upload from a stored object, without the bytes
+    passing through this server (S3's UploadPartCopy)."""
+
+    async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
+        """Part `number` (0-based) of `upload_id` := the whole object at `source_key`; its ETag."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
     """A store whose objects are files this server can send itself."""
 

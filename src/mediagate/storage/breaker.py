@@ -153,6 +153,11 @@ class GuardedStore:
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._call(lambda: self._inner.abort_upload(key, upload_id))
 
+    async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
+        return await self._call(
+            lambda: self._inner.copy_part(key, upload_id, number=number, source_key=source_key)
+        )
+
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         with self._guarded():
             async for piece in self._inner.read(key, offset):

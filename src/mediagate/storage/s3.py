@@ -246,6 +246,17 @@ class S3Store:
             raise
         return answer["ETag"]
 
+    async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
+        with s3_errors("UploadPartCopy"):
+            answer = await self._s3.upload_part_copy(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number + 1,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+            )
+        return answer["CopyPartResult"]["ETag"]
+
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
         if not etags:
             # S3 cannot complete a multipart upload with no parts.

@@ -20,14 +20,15 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
+from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
-from mediagate.web import health, media, page, uploads
-from mediagate.web.cors import Cors
+from mediagate.web import health, media, page, tus, uploads
+from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
@@ -40,6 +41,7 @@ from mediagate.web.keys import (
     REQUEST_GATE,
     S3_STATUS,
     SETTINGS,
+    TUS,
 )
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
@@ -66,7 +68,7 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
-    cors = Cors(settings.cors_origins)
+    cors = Cors(settings.cors_origins, [NATIVE_API, tus.CORS_PATHS])
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
@@ -88,6 +90,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(media.routes)
     app.add_routes(health.routes)
     app.add_routes(page.routes)
+    app.add_routes(tus.routes)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -157,6 +160,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             signed_url_expiry=settings.signed_url_expiry,
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
+        )
+        app[TUS] = TusUploads(
+            engine,
+            catalog,
+            stores,
+            app[LIBRARY],
+            max_size=settings.max_upload_size,
+            chunk_size=settings.chunk_size,
         )
         await stack.enter_async_context(background_maintenance(engine))
         log.info(

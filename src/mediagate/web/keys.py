@@ -9,6 +9,7 @@ from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
+from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.s3_status import S3Status
 from mediagate.web.request_gate import RequestGate
@@ -23,3 +24,4 @@ CATALOG = web.AppKey("catalog", Catalog)
 S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+TUS = web.AppKey("tus", TusUploads)

@@ -1,0 +1,94 @@
+"""tus request headers, parsed (pure: table-tested in tests/test_tus.py)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+
+from mediagate.core.errors import BadRequest
+from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum
+from mediagate.web.schemas import CONTENT_TYPE_PATTERN
+
+# At most 10,000 × 5 GiB fits in S3; 20 digits reach far past it.
+_NUMBER = re.compile(r"[0-9]{1,20}")
+_KEY = re.compile(r"[!-+\--~]+")  # visible ASCII but the comma
+# The keys tus clients use for a file's name and type: tus-js-client's and
+# tuspy's examples send filename/filetype, Uppy sends name/type.
+FILENAME_KEYS = ("filename", "name")
+FILETYPE_KEYS = ("filetype", "type")
+
+
+def parse_number(name: str, value: str | None) -> int | None:
+    """A non-negative integer header (Upload-Length, Upload-Offset), or None if absent."""
+    if value is None:
+        return None
+    if not _NUMBER.fullmatch(value.strip()):
+        raise BadRequest(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def parse_metadata(value: str | None) -> dict[str, str]:
+    """Upload-Metadata: comma-separated `key base64(value)` pairs, a value may be absent."""
+    if not value or not value.strip():
+        return {}
+    metadata: dict[str, str] = {}
+    for pair in value.split(","):
+        key, _, encoded = pair.strip().partition(" ")
+        if not _KEY.fullmatch(key) or key in metadata:
+            raise BadRequest(f"Upload-Metadata has a bad or repeated key {key!r}")
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"Upload-Metadata's value of {key!r} is not base64") from None
+        metadata[key] = raw.decode("utf-8", errors="replace")
+    return metadata
+
+
+def parse_checksum(value: str | None) -> Checksum | None:
+    """Upload-Checksum: `algorithm base64(digest)`."""
+    if value is None:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise BadRequest(
+            f"Upload-Checksum algorithm {algorithm!r} is not one of "
+            f"{', '.join(CHECKSUM_ALGORITHMS)}"
+        )
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("Upload-Checksum's digest is not base64") from None
+    if len(digest) != CHECKSUM_ALGORITHMS[algorithm]().digest_size:
+        raise BadRequest(f"Upload-Checksum's digest is not a {algorithm} digest")
+    return Checksum(algorithm, digest)
+
+
+def media_name(metadata: dict[str, str]) -> tuple[str, str]:
+    """The media's filename and content type from the metadata (guessed, as for initiate)."""
+    filename = next((metadata[k] for k in FILENAME_KEYS if metadata.get(k)), "") or "file"
+    declared = next((metadata[k] for k in FILETYPE_KEYS if metadata.get(k)), "")
+    if re.fullmatch(CONTENT_TYPE_PATTERN, declared.split(";")[0].strip()):
+        return filename, declared.split(";")[0].strip().lower()
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return filename, guessed or "application/octet-stream"
+
+
+def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
+    """Upload-Concat: ("partial", []) or ("final", [upload ids from the URLs]), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "partial":
+        return "partial", []
+    kind, _, urls = value.partition(";")
+    if kind != "final":
+        raise BadRequest("Upload-Concat must be partial or final;<url> <url> …")
+    ids = []
+    for url in urls.split():
+        _, found, upload_id = url.rstrip("/").rpartition("/api/v1/tus/")
+        if not found or not upload_id or "/" in upload_id:
+            raise BadRequest(f"Upload-Concat names {url!r}, which is not a tus upload URL")
+        ids.append(upload_id)
+    return "final", ids

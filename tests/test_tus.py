@@ -1,0 +1,933 @@
+"""tus 1.0 at /api/v1/tus: the protocol as a table of requests (tusd's test shape), then
+real clients (tuspy) through to the media API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import random
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import Api, ApiFactory, MiB, make_settings
+from mediagate import tokens
+from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
+from mediagate.core.errors import BadRequest
+from mediagate.web.app import create_app
+from mediagate.web.keys import ENGINE
+from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+from server_process import ServerProcess
+from tcp_proxy import CuttableProxy
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
+ANY = object()  # the header must be present, whatever its value
+ABSENT = object()
+
+
+def b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def checksum(algorithm: str, data: bytes) -> str:
+    return f"{algorithm} {b64(hashlib.new(algorithm, data).digest())}"
+
+
+# --- headers, pure ---------------------------------------------------------
+
+METADATA_CASES = [
+    (None, {}),
+    ("", {}),
+    (f"filename {b64('a.mp4')}", {"filename": "a.mp4"}),
+    (f"filename {b64('a.mp4')},is_confidential", {"filename": "a.mp4", "is_confidential": ""}),
+    (f"name {b64('ü.txt')} , type {b64('text/plain')}", {"name": "ü.txt", "type": "text/plain"}),
+]
+
+
+@pytest.mark.parametrize(("header", "parsed"), METADATA_CASES)
+def test_metadata_is_parsed(header: str | None, parsed: dict[str, str]) -> None:
+    assert parse_metadata(header) == parsed
+
+
+@pytest.mark.parametrize(
+    "header", ["filename not-base64!", f"a {b64('x')},a {b64('y')}", f",filename {b64('x')}"]
+)
+def test_bad_metadata_is_400(header: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_metadata(header)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "name", "content_type"),
+    [
+        ({"filename": "clip.mp4", "filetype": "video/mp4"}, "clip.mp4", "video/mp4"),
+        ({"name": "clip.mov", "type": "video/quicktime"}, "clip.mov", "video/quicktime"),
+        ({"filename": "clip.mp4"}, "clip.mp4", "video/mp4"),
+        ({"filename": "a.bin", "filetype": "not a type"}, "a.bin", "application/octet-stream"),
+        ({}, "file", "application/octet-stream"),
+    ],
+)
+def test_media_name_from_metadata(metadata: dict[str, str], name: str, content_type: str) -> None:
+    assert media_name(metadata) == (name, content_type)
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "", "12345678901234567890123", "٣"])
+def test_bad_numbers_are_400(value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_number("Upload-Length", value)
+
+
+@pytest.mark.parametrize(
+    "value", ["crc32 AAAAAA==", "sha1 not-base64", f"sha1 {b64(b'short')}", "sha1"]
+)
+def test_bad_checksums_are_400(value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_checksum(value)
+
+
+# --- the protocol, as a table ------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    method: str
+    # "/api/v1/tus" or an upload made for the case: {fresh} (11 bytes, none sent),
+    # {half} (5 of 11 sent), {done}, {gone} (terminated), {foreign} (bob's),
+    # {unknown}, {deferred} (Upload-Defer-Length, none sent).
+    path: str
+    headers: dict[str, str | None] = field(default_factory=dict)  # None removes a default
+    body: bytes = b""
+    status: int = 204
+    expect: dict[str, Any] = field(default_factory=dict)
+    offset_after: int | None = None  # HEAD's Upload-Offset once the request is done
+
+    def __str__(self) -> str:
+        return self.name
+
+
+HELLO = b"hello world"
+META = f"filename {b64('hello.txt')},filetype {b64('text/plain')}"
+
+CASES = [
+    # OPTIONS: discovery, no Tus-Resumable needed or sent.
+    Case(
+        "options",
+        "OPTIONS",
+        "/api/v1/tus",
+        headers={"Tus-Resumable": None, "Authorization": None},
+        expect={
+            "Tus-Version": "1.0.0",
+            "Tus-Extension": "creation,creation-with-upload,creation-defer-length,"
+            "termination,expiration,checksum,concatenation",
+            "Tus-Max-Size": str(S3_MAX_OBJECT_SIZE),
+            "Tus-Checksum-Algorithm": "sha1,md5,sha256",
+            "Tus-Resumable": ABSENT,
+        },
+    ),
+    Case(
+        "options on an upload",
+        "OPTIONS",
+        "{fresh}",
+        headers={"Authorization": None},
+        expect={"Tus-Version": "1.0.0"},
+    ),
+    # Versions.
+    Case(
+        "no Tus-Resumable",
+        "POST",
+        "/api/v1/tus",
+        headers={"Tus-Resumable": None, "Upload-Length": "1"},
+        status=412,
+        expect={"Tus-Version": "1.0.0", "Tus-Resumable": "1.0.0"},
+    ),
+    Case(
+        "another version",
+        "HEAD",
+        "{fresh}",
+        headers={"Tus-Resumable": "0.2.2"},
+        status=412,
+        expect={"Tus-Version": "1.0.0"},
+    ),
+    # Creation.
+    Case(
+        "create",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Upload-Metadata": META},
+        status=201,
+        expect={
+            "Location": ANY,
+            "Upload-Offset": "0",
+            "Upload-Expires": ANY,
+            "Tus-Resumable": "1.0.0",
+        },
+    ),
+    Case(
+        "create without a token",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Authorization": None},
+        status=401,
+        expect={"Tus-Resumable": "1.0.0", "Content-Type": "application/problem+json"},
+    ),
+    Case(
+        "create with neither length",
+        "POST",
+        "/api/v1/tus",
+        status=400,
+        expect={"Content-Type": "application/problem+json"},
+    ),
+    Case(
+        "create with both lengths",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Upload-Defer-Length": "1"},
+        status=400,
+    ),
+    Case("create a negative length", "POST", "/api/v1/tus", {"Upload-Length": "-1"}, status=400),
+    Case(
+        "create over Tus-Max-Size",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": str(S3_MAX_OBJECT_SIZE + 1)},
+        status=413,
+    ),
+    Case(
+        "create with bad metadata",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "1", "Upload-Metadata": "filename ***"},
+        status=400,
+    ),
+    Case(
+        "create with upload",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", **OCTETS},
+        body=b"hello",
+        status=201,
+        expect={"Upload-Offset": "5", "Location": ANY},
+    ),
+    Case(
+        "create a 0-byte upload: complete at once",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "0"},
+        status=201,
+        expect={"Upload-Offset": "0", "Upload-Expires": ABSENT},
+    ),
+    Case(
+        "create deferred",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Defer-Length": "1"},
+        status=201,
+        expect={"Upload-Offset": "0"},
+    ),
+    # HEAD.
+    Case(
+        "head",
+        "HEAD",
+        "{half}",
+        status=200,
+        expect={
+            "Upload-Offset": "5",
+            "Upload-Length": "11",
+            "Upload-Metadata": META,
+            "Cache-Control": "no-store",
+            "Tus-Resumable": "1.0.0",
+            "Upload-Expires": ANY,
+        },
+    ),
+    Case(
+        "head deferred",
+        "HEAD",
+        "{deferred}",
+        status=200,
+        expect={"Upload-Defer-Length": "1", "Upload-Length": ABSENT, "Upload-Offset": "0"},
+    ),
+    Case(
+        "head done",
+        "HEAD",
+        "{done}",
+        status=200,
+        expect={"Upload-Offset": "11", "Upload-Length": "11"},
+    ),
+    Case("head unknown", "HEAD", "{unknown}", status=404, expect={"Tus-Resumable": "1.0.0"}),
+    Case("head terminated", "HEAD", "{gone}", status=404),
+    Case("head another user's", "HEAD", "{foreign}", status=404),
+    # PATCH.
+    Case(
+        "patch",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" wor",
+        expect={"Upload-Offset": "9", "Upload-Expires": ANY, "Tus-Resumable": "1.0.0"},
+        offset_after=9,
+    ),
+    Case(
+        "patch to the end",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" world",
+        expect={"Upload-Offset": "11", "Upload-Expires": ABSENT},
+        offset_after=11,
+    ),
+    Case(
+        "patch without the offset+octet-stream type",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Content-Type": "application/octet-stream"},
+        body=b" wor",
+        status=415,
+        offset_after=5,
+    ),
+    Case(
+        "patch at a wrong offset",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "4", **OCTETS},
+        body=b"o wor",
+        status=409,
+        offset_after=5,
+    ),
+    Case(
+        "patch without Upload-Offset",
+        "PATCH",
+        "{half}",
+        headers=OCTETS,
+        body=b" wor",
+        status=400,
+        offset_after=5,
+    ),
+    Case(
+        "patch past the length",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", **OCTETS},
+        body=b" world and more",
+        status=413,
+        offset_after=5,
+    ),
+    Case(
+        "patch with a good sha1",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha1", b" wor"), **OCTETS},
+        body=b" wor",
+        offset_after=9,
+    ),
+    Case(
+        "patch with a wrong sha1: 460, nothing kept",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha1", b"other"), **OCTETS},
+        body=b" wor",
+        status=460,
+        expect={"Content-Type": "application/problem+json", "Tus-Resumable": "1.0.0"},
+        offset_after=5,
+    ),
+    Case(
+        "patch with a wrong md5",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("md5", b"other"), **OCTETS},
+        body=b" wor",
+        status=460,
+        offset_after=5,
+    ),
+    Case(
+        "patch with a good sha256",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha256", b" wor"), **OCTETS},
+        body=b" wor",
+        offset_after=9,
+    ),
+    Case(
+        "patch with an unknown checksum algorithm",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": "crc32 AAAAAA==", **OCTETS},
+        body=b" wor",
+        status=400,
+        offset_after=5,
+    ),
+    Case(
+        "patch sets a deferred length",
+        "PATCH",
+        "{deferred}",
+        headers={"Upload-Offset": "0", "Upload-Length": "3", **OCTETS},
+        body=b"abc",
+        expect={"Upload-Offset": "3"},
+        offset_after=3,
+    ),
+    Case(
+        "patch through X-HTTP-Method-Override",
+        "POST",
+        "{half}",
+        headers={"X-HTTP-Method-Override": "PATCH", "Upload-Offset": "5", **OCTETS},
+        body=b" wor",
+        expect={"Upload-Offset": "9"},
+        offset_after=9,
+    ),
+    Case(
+        "patch a done upload with nothing",
+        "PATCH",
+        "{done}",
+        headers={"Upload-Offset": "11", **OCTETS},
+        expect={"Upload-Offset": "11"},
+    ),
+    Case(
+        "patch a done upload with more",
+        "PATCH",
+        "{done}",
+        headers={"Upload-Offset": "11", **OCTETS},
+        body=b"!",
+        status=413,
+    ),
+    Case(
+        "patch a terminated upload",
+        "PATCH",
+        "{gone}",
+        headers={"Upload-Offset": "0", **OCTETS},
+        body=b"x",
+        status=404,
+    ),
+    Case(
+        "patch another user's",
+        "PATCH",
+        "{foreign}",
+        headers={"Upload-Offset": "0", **OCTETS},
+        body=b"x",
+        status=404,
+    ),
+    # Termination.
+    Case("delete", "DELETE", "{half}", status=204, expect={"Tus-Resumable": "1.0.0"}),
+    Case(
+        "delete through X-HTTP-Method-Override",
+        "POST",
+        "{half}",
+        headers={"X-HTTP-Method-Override": "DELETE"},
+        status=204,
+    ),
+    Case("delete a terminated upload", "DELETE", "{gone}", status=404),
+    Case("delete another user's", "DELETE", "{foreign}", status=404),
+    Case("get is not tus", "GET", "{half}", status=405, expect={"Allow": ANY}),
+]
+
+
+async def create_upload(api: Api, length: int = 11, **headers: str) -> str:
+    answer = await api.client.post(
+        "/api/v1/tus",
+        headers={**api.headers, **TUS, "Upload-Length": str(length), **headers},
+    )
+    assert answer.status == 201, await answer.text()
+    return answer.headers["Location"].split("/api/v1/tus/")[-1]
+
+
+async def patch(api: Api, upload: str, offset: int, data: bytes, **headers: str) -> Any:
+    return await api.client.patch(
+        f"/api/v1/tus/{upload}",
+        data=data,
+        headers={**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset), **headers},
+    )
+
+
+async def offset_of(api: Api, upload: str) -> int:
+    answer = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert answer.status == 200
+    return int(answer.headers["Upload-Offset"])
+
+
+async def prepare(api: Api, path: str) -> str:
+    if not path.startswith("{"):
+        return path
+    kind = path.strip("{}")
+    if kind == "unknown":
+        return f"/api/v1/tus/{uuid.uuid4()}"
+    owner = api.as_user("bob") if kind == "foreign" else api
+    if kind == "deferred":
+        answer = await owner.client.post(
+            "/api/v1/tus", headers={**owner.headers, **TUS, "Upload-Defer-Length": "1"}
+        )
+        return answer.headers["Location"].split(str(api.client.make_url("")))[-1]
+    upload = await create_upload(owner, **{"Upload-Metadata": META})
+    if kind == "half":
+        assert (await patch(api, upload, 0, HELLO[:5])).status == 204
+    if kind == "done":
+        assert (await patch(api, upload, 0, HELLO)).status == 204
+    if kind == "gone":
+        answer = await api.client.delete(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+        assert answer.status == 204
+    return f"/api/v1/tus/{upload}"
+
+
+async def test_protocol_table(local_api: Api) -> None:
+    for case in CASES:
+        path = await prepare(local_api, case.path)
+        headers = {**local_api.headers, **TUS, **case.headers}
+        sent = {name: value for name, value in headers.items() if value is not None}
+        answer = await local_api.client.request(case.method, path, headers=sent, data=case.body)
+        assert answer.status == case.status, (case.name, await answer.text())
+        for name, expected in case.expect.items():
+            got = answer.headers.get(name)
+            if expected is ANY:
+                assert got, (case.name, name)
+            elif expected is ABSENT:
+                assert got is None, (case.name, name, got)
+            else:
+                assert got == expected, (case.name, name, got)
+        if case.offset_after is not None:
+            assert await offset_of(local_api, path.rsplit("/", 1)[-1]) == case.offset_after, case
+
+
+async def test_location_follows_public_url_or_the_host(
+    start_api: ApiFactory, tmp_path: Path
+) -> None:
+    api = await start_api(make_settings(tmp_path / "a", public_url="https://media.example/"))
+    answer = await api.client.post(
+        "/api/v1/tus", headers={**api.headers, **TUS, "Upload-Length": "1"}
+    )
+    assert answer.headers["Location"].startswith("https://media.example/api/v1/tus/")
+    plain = await start_api(make_settings(tmp_path / "b"))
+    answer = await plain.client.post(
+        "/api/v1/tus",
+        headers={**plain.headers, **TUS, "Upload-Length": "1", "Host": "media.example:8443"},
+    )
+    assert answer.status == 201
+    assert answer.headers["Location"].startswith("http://media.example:8443/api/v1/tus/")
+    refused = await plain.client.post(
+        "/api/v1/tus",
+        headers={**plain.headers, **TUS, "Upload-Length": "1", "Host": "bad host/\\x"},
+    )
+    assert refused.status == 400  # as on every path: no link can be built on it
+
+
+async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path: Path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings, clock=lambda: now[0])
+    api = Api(await aiohttp_client(app), settings)
+    upload = await create_upload(api)
+    assert (await patch(api, upload, 0, b"hel")).status == 204
+    tails = list((tmp_path / "data" / ".staging" / "tus").iterdir())
+    assert tails
+    now[0] += timedelta(days=2)
+    head = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert head.status == 410
+    assert (await patch(api, upload, 3, b"lo")).status == 410
+    assert await app[ENGINE].expire_sessions() == 1
+    assert not list((tmp_path / "data" / ".staging" / "tus").iterdir())
+
+
+async def fetch_media(api: Api, filename: str) -> tuple[dict[str, Any], bytes]:
+    """The finished upload named `filename` through the media API: its info and its bytes."""
+    listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    found = [media for media in listed["items"] if media["filename"] == filename]
+    assert len(found) == 1, listed
+    info = found[0]
+    stream = await api.client.get(
+        f"/api/v1/media/stream/{info['media_id']}", headers=api.headers, allow_redirects=False
+    )
+    if stream.status == 302:
+        async with api.client.session.get(stream.headers["Location"]) as direct:
+            return info, await direct.read()
+    assert stream.status == 200
+    return info, await stream.read()
+
+
+def named(filename: str) -> dict[str, str]:
+    return {"Upload-Metadata": f"filename {b64(filename)}"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_settings(request: pytest.FixtureRequest) -> Settings:
+    return request.getfixturevalue(f"{request.param}_settings")
+
+
+@pytest.fixture
+async def store_api(start_api: ApiFactory, store_settings: Settings) -> Api:
+    return await start_api(store_settings)
+
+
+async def test_parts_cut_at_any_offset_come_back_byte_for_byte(store_api: Api) -> None:
+    api = store_api
+    store = "s3" if api.settings.use_cloud_storage else "local"
+    data = bytes(range(256)) * (12 * MiB // 256) + b"tail"
+    name = f"cut-{store}.bin"
+    upload = await create_upload(
+        api, len(data), **{"Upload-Metadata": f"filename {b64(name)},filetype {b64('video/mp4')}"}
+    )
+    # Across part boundaries (8 MiB parts): short, spanning, exactly to a boundary, the rest.
+    cuts = [0, 3, 5 * MiB, 8 * MiB, 8 * MiB + 1, 11 * MiB, len(data)]
+    for start, end in itertools.pairwise(cuts):
+        answer = await patch(api, upload, start, data[start:end])
+        assert answer.status == 204, await answer.text()
+        assert int(answer.headers["Upload-Offset"]) == end
+    info, body = await fetch_media(api, name)
+    assert info["filename"] == name
+    assert info["content_type"] == "video/mp4"
+    assert info["storage"] == store
+    assert info["size"] == len(data)
+    assert body == data
+
+
+async def test_a_wrong_checksum_across_parts_keeps_nothing(local_api: Api) -> None:
+    data = bytes(range(256)) * (20 * MiB // 256)
+    upload = await create_upload(local_api, len(data), **named("checked.bin"))
+    assert (await patch(local_api, upload, 0, data[: 3 * MiB])).status == 204
+    bad = checksum("sha1", b"not the body")
+    answer = await patch(
+        local_api, upload, 3 * MiB, data[3 * MiB : 19 * MiB], **{"Upload-Checksum": bad}
+    )
+    assert answer.status == 460
+    assert await offset_of(local_api, upload) == 3 * MiB
+    good = checksum("sha1", data[3 * MiB :])
+    answer = await patch(local_api, upload, 3 * MiB, data[3 * MiB :], **{"Upload-Checksum": good})
+    assert answer.status == 204
+    _, body = await fetch_media(local_api, "checked.bin")
+    assert body == data
+
+
+async def test_a_chunked_body_of_unknown_length(local_api: Api) -> None:
+    data = bytes(range(256)) * (10 * MiB // 256)
+    upload = await create_upload(local_api, len(data), **named("chunked.bin"))
+
+    async def pieces() -> Any:
+        for start in range(0, len(data), MiB):
+            yield data[start : start + MiB]
+
+    answer = await local_api.client.patch(
+        f"/api/v1/tus/{upload}",
+        data=pieces(),
+        headers={**local_api.headers, **TUS, **OCTETS, "Upload-Offset": "0"},
+    )
+    assert answer.status == 204, await answer.text()
+    _, body = await fetch_media(local_api, "chunked.bin")
+    assert body == data
+
+
+# --- a real client: tuspy (sync, so it runs in a thread beside the server) ---
+
+
+def tus_client(api: Api) -> Any:
+    from tusclient.client import TusClient
+
+    return TusClient(str(api.client.make_url("/api/v1/tus")), headers=api.headers)
+
+
+def file_of(tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size", "checked"),
+    [
+        (1, None, False),
+        (0, None, False),
+        (7 * MiB, MiB, False),
+        (23 * MiB, None, False),
+        (9 * MiB + 5, 2 * MiB, True),
+    ],
+    ids=["1-byte", "0-byte", "7MiB-in-1MiB-patches", "23MiB-in-one-patch", "sha1-checked"],
+)
+async def test_tuspy_uploads_come_back_byte_for_byte(
+    store_api: Api, tmp_path: Path, size: int, chunk_size: int | None, checked: bool
+) -> None:
+    name = f"tuspy-{size}.mp4"
+    path, data = file_of(tmp_path, name, size)
+    uploader = tus_client(store_api).uploader(
+        str(path),
+        chunk_size=chunk_size or sys.maxsize,
+        metadata={"filename": name, "filetype": "video/mp4"},
+        upload_checksum=checked,
+    )
+    await asyncio.to_thread(uploader.upload)
+    info, body = await fetch_media(store_api, name)
+    assert (info["size"], info["content_type"]) == (size, "video/mp4")
+    assert info["storage"] == ("s3" if store_api.settings.use_cloud_storage else "local")
+    assert body == data
+
+
+async def test_tuspy_resumes_with_a_new_uploader(store_api: Api, tmp_path: Path) -> None:
+    path, data = file_of(tmp_path, "resumed.bin", 13 * MiB + 7)
+    client = tus_client(store_api)
+    first = client.uploader(str(path), chunk_size=3 * MiB, metadata={"filename": "resumed.bin"})
+    await asyncio.to_thread(first.upload, 4 * MiB)  # gives up mid-part, after two PATCHes
+    assert first.offset == 4 * MiB
+    second = await asyncio.to_thread(client.uploader, str(path), url=first.url)
+    assert second.offset == 4 * MiB  # asked the server (HEAD)
+    await asyncio.to_thread(second.upload)
+    _, body = await fetch_media(store_api, "resumed.bin")
+    assert body == data
+
+
+async def test_tuspy_with_a_wrong_checksum_gets_460(local_api: Api, tmp_path: Path) -> None:
+    from tusclient.exceptions import TusUploadFailed
+    from tusclient.uploader import Uploader
+
+    class WrongSha1(Uploader):  # configuration, not code: an algorithm that lies
+        CHECKSUM_ALGORITHM_PAIR = ("sha1", lambda data: hashlib.sha1(data + b"!"))
+
+    path, _ = file_of(tmp_path, "wrong.bin", 6 * MiB)
+    uploader = WrongSha1(str(path), client=tus_client(local_api), upload_checksum=True)
+    with pytest.raises(TusUploadFailed) as failure:
+        await asyncio.to_thread(uploader.upload)
+    assert failure.value.status_code == 460
+    assert await offset_of(local_api, uploader.url.rsplit("/", 1)[-1]) == 0
+
+
+async def test_a_deferred_length_is_set_by_a_later_patch(local_api: Api) -> None:
+    data = random.Random(1).randbytes(9 * MiB + 3)
+    answer = await local_api.client.post(
+        "/api/v1/tus",
+        headers={**local_api.headers, **TUS, "Upload-Defer-Length": "1", **named("later.bin")},
+    )
+    upload = answer.headers["Location"].rsplit("/", 1)[-1]
+    assert (await patch(local_api, upload, 0, data[: 6 * MiB])).status == 204
+    answer = await patch(
+        local_api, upload, 6 * MiB, data[6 * MiB :], **{"Upload-Length": str(len(data))}
+    )
+    assert answer.status == 204, await answer.text()
+    _, body = await fetch_media(local_api, "later.bin")
+    assert body == data
+
+
+async def test_a_deferred_length_can_end_where_the_tail_does(local_api: Api) -> None:
+    answer = await local_api.client.post(
+        "/api/v1/tus",
+        headers={**local_api.headers, **TUS, "Upload-Defer-Length": "1", **named("short.txt")},
+    )
+    upload = answer.headers["Location"].rsplit("/", 1)[-1]
+    assert (await patch(local_api, upload, 0, b"abc")).status == 204
+    answer = await patch(local_api, upload, 3, b"", **{"Upload-Length": "3"})
+    assert answer.status == 204, await answer.text()
+    assert (await fetch_media(local_api, "short.txt"))[1] == b"abc"
+
+
+# --- what a cut PATCH keeps ------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_settings(tmp_path: Path, proxy: CuttableProxy, bucket: str) -> Settings:
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_probe_max_interval=0.2,
+    )
+
+
+async def eventually_fetched(api: Api, filename: str) -> bytes:
+    """The media's bytes once it is ready (a spilled part may first wait to move to S3)."""
+    async with asyncio.timeout(20):
+        while True:
+            listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+            if any(m["filename"] == filename and m["state"] == "ready" for m in listed["items"]):
+                return (await fetch_media(api, filename))[1]
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("cut_after", "durable"),
+    [(4 * MiB, 3 * MiB), (10 * MiB, 8 * MiB)],
+    ids=["in-the-part-joined-with-the-tail", "in-a-whole-part-from-the-body"],
+)
+async def test_s3_cut_during_a_patch_keeps_the_durable_offset(
+    start_api: ApiFactory,
+    proxy: CuttableProxy,
+    proxied_settings: Settings,
+    cut_after: int,
+    durable: int,
+) -> None:
+    api = await start_api(proxied_settings)
+    data = random.Random(cut_after).randbytes(20 * MiB + 5)
+    name = f"cut-{cut_after}.bin"
+    upload = await create_upload(api, len(data), **named(name))
+    assert (await patch(api, upload, 0, data[: 3 * MiB])).status == 204  # a spooled tail
+    proxy.cut_after(cut_after)
+    answer = await patch(api, upload, 3 * MiB, data[3 * MiB :])
+    assert answer.status == 503, await answer.text()
+    assert await offset_of(api, upload) == durable
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    offset = await offset_of(api, upload)
+    assert (await patch(api, upload, offset, data[offset:])).status == 204
+    assert await eventually_fetched(api, name) == data
+
+
+async def send_patch_and_stall(
+    server: ServerProcess, upload: str, offset: int, body: bytes, sent: int
+) -> asyncio.StreamWriter:
+    """A PATCH declaring all of `body` that sends only its first `sent` bytes, then stalls."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"PATCH /api/v1/tus/{upload} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\nUpload-Offset: {offset}\r\n"
+        f"Authorization: Bearer {CRASH_TOKEN}\r\nTus-Resumable: 1.0.0\r\n"
+        "Content-Type: application/offset+octet-stream\r\n\r\n"
+    )
+    writer.write(head.encode() + body[:sent])
+    await writer.drain()
+    return writer
+
+
+CRASH_SECRET = "tus-crash-secret-long-enough-for-hs256"
+CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", 600)
+
+
+@pytest.fixture(params=["local", "s3"])
+def server_env(request: pytest.FixtureRequest, moto_endpoint: str, bucket: str) -> dict[str, str]:
+    env = {"MEDIAGATE_JWT_SECRET": CRASH_SECRET}
+    if request.param == "s3":
+        env |= {
+            "USE_CLOUD_STORAGE": "true",
+            "AWS_S3_BUCKET_NAME": bucket,
+            "AWS_S3_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    return env
+
+
+async def test_sigkill_mid_patch_then_head_and_resume(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    data = random.Random(9).randbytes(20 * MiB + 77)
+    headers = {"Authorization": f"Bearer {CRASH_TOKEN}", **TUS}
+    server = ServerProcess(tmp_path / "data", server_env)
+
+    async def head(client: aiohttp.ClientSession) -> int:
+        async with client.head(f"/api/v1/tus/{upload}") as answer:
+            assert answer.status == 200
+            return int(answer.headers["Upload-Offset"])
+
+    async def kill(stalled: asyncio.StreamWriter) -> None:
+        server.signal(signal.SIGKILL)
+        assert await server.wait() == -signal.SIGKILL
+        stalled.transport.abort()
+        await server.start()
+
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            async with client.post(
+                "/api/v1/tus",
+                headers={"Upload-Length": str(len(data)), **named("killed.bin")},
+            ) as answer:
+                upload = answer.headers["Location"].rsplit("/", 1)[-1]
+            async with client.patch(
+                f"/api/v1/tus/{upload}",
+                data=data[: 3 * MiB],
+                headers={**OCTETS, "Upload-Offset": "0"},
+            ) as answer:
+                assert answer.status == 204
+            # Killed while part 1 streams on: part 0 (tail + body head) is kept, exactly.
+            stalled = await send_patch_and_stall(server, upload, 3 * MiB, data[3 * MiB :], 8 * MiB)
+            async with asyncio.timeout(20):
+                while await head(client) != 8 * MiB:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            await kill(stalled)
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            assert await head(client) == 8 * MiB
+            # Killed while a short remainder is spooled: what reached the tail counts.
+            rest = data[8 * MiB : 12 * MiB]
+            stalled = await send_patch_and_stall(server, upload, 8 * MiB, rest, 5 * MiB // 2)
+            await asyncio.sleep(0.5)
+            await kill(stalled)
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            offset = await head(client)
+            assert 8 * MiB <= offset <= 8 * MiB + 5 * MiB // 2
+            async with client.patch(
+                f"/api/v1/tus/{upload}",
+                data=data[offset:],
+                headers={**OCTETS, "Upload-Offset": str(offset)},
+            ) as answer:
+                assert answer.status == 204, await answer.text()
+            async with client.get("/api/v1/media") as answer:
+                (media,) = (await answer.json())["items"]
+            async with client.get(f"/api/v1/media/stream/{media['media_id']}") as stream:
+                assert await stream.read() == data
+    finally:
+        await server.stop()
+
+
+# --- concatenation -------------------------------------------------------------------
+
+
+async def partial_upload(api: Api, data: bytes, *, finish: bool = True) -> str:
+    upload = await create_upload(api, len(data), **{"Upload-Concat": "partial"})
+    if finish:
+        assert (await patch(api, upload, 0, data)).status == 204
+    return upload
+
+
+async def create_final(api: Api, uploads: list[str], **headers: str) -> Any:
+    urls = " ".join(f"/api/v1/tus/{upload}" for upload in uploads)
+    return await api.client.post(
+        "/api/v1/tus",
+        headers={**api.headers, **TUS, "Upload-Concat": f"final;{urls}", **headers},
+    )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "parts"),
+    [([6 * MiB, 5 * MiB, MiB + 3], 3), ([MiB, 6 * MiB], 1), ([3, 0, 4], 1)],
+    ids=["each-partial-one-copied-part", "a-small-partial-first", "tiny"],
+)
+async def test_partials_concatenate_into_one_media(
+    store_api: Api, sizes: list[int], parts: int
+) -> None:
+    pieces = [random.Random(size).randbytes(size) for size in sizes]
+    uploads = [await partial_upload(store_api, piece) for piece in pieces]
+    head = await store_api.client.head(
+        f"/api/v1/tus/{uploads[0]}", headers={**store_api.headers, **TUS}
+    )
+    assert head.headers["Upload-Concat"] == "partial"
+    answer = await create_final(store_api, uploads, **named("joined.mp4"))
+    assert answer.status == 201, await answer.text()
+    assert answer.headers["Upload-Offset"] == str(sum(sizes))
+    final = answer.headers["Location"].rsplit("/", 1)[-1]
+    head = await store_api.client.head(f"/api/v1/tus/{final}", headers={**store_api.headers, **TUS})
+    assert head.headers["Upload-Concat"].startswith("final;/api/v1/tus/")
+    assert head.headers["Upload-Length"] == str(sum(sizes))
+    info, body = await fetch_media(store_api, "joined.mp4")
+    assert body == b"".join(pieces)
+    if store_api.settings.use_cloud_storage:
+        # S3's multipart ETag counts the parts: copied partials (UploadPartCopy) are one
+        # part each, where bytes sent through the server are cut into 8 MiB parts.
+        assert info["checksum"].endswith(f"-{parts}")
+    listed = await (await store_api.client.get("/api/v1/media", headers=store_api.headers)).json()
+    assert [m["filename"] for m in listed["items"]] == ["joined.mp4"]  # partials are gone
+    refused = await patch(store_api, final, sum(sizes), b"more")
+    assert refused.status == 403
+
+
+async def test_a_final_needs_finished_partials(local_api: Api) -> None:
+    done = await partial_upload(local_api, b"abc")
+    unfinished = await partial_upload(local_api, b"defg", finish=False)
+    plain = await create_upload(local_api, 1)
+    assert (await create_final(local_api, [done, unfinished])).status == 400
+    assert (await create_final(local_api, [done, plain])).status == 400
+    assert (await create_final(local_api, [done], **{"Upload-Length": "3"})).status == 400
+    other = await partial_upload(local_api.as_user("bob"), b"x")
+    assert (await create_final(local_api, [done, other])).status == 404

@@ -1,0 +1,254 @@
+"""tus-js-client and Uppy (@uppy/tus), unmodified, in headless Debian Chromium.
+
+The clients are bundled once from npm into tests/browser/tus-clients.js
+(`cd tests/browser && npm ci && npm run bundle`). Playwright drives Debian's
+/usr/bin/chromium (no browser download). Each upload is fetched back through
+the media API and compared byte for byte, into moto and onto local disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from conftest import Api, MiB
+from mediagate.config import Settings
+from mediagate.web.app import create_app
+from test_tus import TUS, fetch_media
+
+playwright = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = "/usr/bin/chromium"
+BUNDLE = Path(__file__).parent / "browser" / "tus-clients.js"
+PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (CI installs it, and there a missing one fails)",
+)
+
+# The file a page makes: byte i is i mod 251, so no part boundary lines up with the pattern.
+MAKE_FILE = """
+  const makeFile = (name, size) => {
+    const data = new Uint8Array(size);
+    for (let i = 0; i < size; i++) data[i] = i % 251;
+    return new File([data], name, { type: "video/mp4", lastModified: 1700000000000 });
+  };
+"""
+
+
+def file_bytes(size: int) -> bytes:
+    return (bytes(range(251)) * (size // 251 + 1))[:size]
+
+
+TUS_JS_UPLOAD = (
+    "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate, parallel }) => {"
+    + MAKE_FILE
+    + """
+  const file = makeFile(name, size);
+  const options = {
+    endpoint,
+    ...(chunkSize ? { chunkSize } : {}),
+    ...(parallel ? { parallelUploads: parallel } : {}),
+    headers: { Authorization: `Bearer ${token}` },
+    metadata: { filename: name, filetype: file.type },
+    retryDelays: [0, 250, 500],
+  };
+  return await new Promise((resolve, reject) => {
+    const upload = new tus.Upload(file, {
+      ...options,
+      onError: (error) => reject(String(error)),
+      onSuccess: () => resolve({ url: upload.url, finished: true }),
+      onProgress: (sent) => {
+        if (stopAt && sent >= stopAt) {
+          stopAt = 0;
+          upload.abort(terminate).then(() => resolve({ url: upload.url, finished: false }));
+        }
+      },
+    });
+    upload.findPreviousUploads().then((previous) => {
+      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+      upload.start();
+    });
+  });
+}
+"""
+)
+
+UPPY_UPLOAD = (
+    "async ({ endpoint, token, name, size, chunkSize, stopAt, cancel }) => {"
+    + MAKE_FILE
+    + """
+  const file = makeFile(name, size);
+  const uppy = new Uppy({ autoProceed: false }).use(UppyTus, {
+    endpoint,
+    ...(chunkSize ? { chunkSize } : {}),
+    headers: { Authorization: `Bearer ${token}` },
+    retryDelays: [0, 250, 500],
+  });
+  const id = uppy.addFile({ name, type: file.type, data: file });
+  return await new Promise((resolve, reject) => {
+    uppy.on("upload-progress", (f, progress) => {
+      if (stopAt && progress.bytesUploaded >= stopAt) {
+        stopAt = 0;
+        const url = uppy.getFile(id).tus?.uploadUrl;
+        // Paused, the upload stays in the browser's storage (destroying Uppy would cancel it).
+        if (cancel) uppy.removeFile(id);
+        else uppy.pauseResume(id);
+        setTimeout(() => resolve({ url, finished: false }), 500);
+      }
+    });
+    uppy.upload().then((result) => {
+      if (result && result.successful && result.successful.length) {
+        resolve({ url: result.successful[0].uploadURL, finished: true });
+      } else if (result && result.failed && result.failed.length) {
+        reject(String(result.failed[0].error));
+      }
+    }, (error) => reject(String(error)));
+  });
+}
+"""
+)
+
+
+def page_app() -> web.Application:
+    page = web.Application()
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def bundle(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(BUNDLE)
+
+    page.router.add_get("/index.html", index)
+    page.router.add_get("/tus-clients.js", bundle)
+    return page
+
+
+@dataclass
+class Browsing:
+    api: Api
+    page_url: str
+
+
+@pytest.fixture(
+    params=[("local", "same"), ("s3", "same"), ("local", "cross"), ("s3", "cross")],
+    ids=lambda param: f"{param[0]}-{param[1]}-origin",
+)
+async def browsing(
+    aiohttp_client: Any, aiohttp_server: Any, request: pytest.FixtureRequest
+) -> Browsing:
+    """mediagate, and the test page: beside the API (same origin) or on another port."""
+    store, origin = request.param
+    settings: Settings = request.getfixturevalue(f"{store}_settings")
+    if origin == "same":
+        app = create_app(settings)
+        app.add_subapp("/_test/", page_app())
+        api = Api(await aiohttp_client(app), settings)
+        return Browsing(api, str(api.client.make_url("/_test/index.html")))
+    page_server = await aiohttp_server(page_app())
+    page_origin = str(page_server.make_url("")).rstrip("/")
+    settings = settings.model_copy(update={"cors_origins": [page_origin]})
+    api = Api(await aiohttp_client(create_app(settings)), settings)
+    preflight = await api.client.options(
+        "/api/v1/tus",
+        headers={"Origin": page_origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status == 204
+    assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
+    return Browsing(api, str(page_server.make_url("/index.html")))
+
+
+@pytest.fixture
+async def page(browsing: Browsing) -> AsyncIterator[Any]:
+    async with playwright.async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = await browser.new_page()
+            tab.on("console", lambda message: print("browser:", message.text))
+            await tab.goto(browsing.page_url)
+            yield tab
+        finally:
+            await browser.close()
+
+
+def arguments(api: Api, name: str, size: int, **more: Any) -> dict[str, Any]:
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    endpoint = str(api.client.make_url("/api/v1/tus"))
+    return {"endpoint": endpoint, "token": token, "name": name, "size": size, **more}
+
+
+async def upload_state(api: Api, url: str) -> int:
+    answer = await api.client.head(
+        url.split(str(api.client.make_url("")))[-1], headers={**api.headers, **TUS}
+    )
+    return answer.status
+
+
+async def test_tus_js_client_uploads_resumes_and_cancels(browsing: Browsing, page: Any) -> None:
+    api = browsing.api
+    size = 10 * MiB + 17
+    # A fresh upload, the whole file in one PATCH (tus-js-client's default).
+    done = await page.evaluate(TUS_JS_UPLOAD, arguments(api, "fresh.mp4", size, chunkSize=None))
+    assert done["finished"]
+    assert (await fetch_media(api, "fresh.mp4"))[1] == file_bytes(size)
+
+    # Aborted after 3 MiB, then a new Upload finds it in localStorage and resumes it.
+    first = await page.evaluate(
+        TUS_JS_UPLOAD, arguments(api, "resumed.mp4", size, chunkSize=MiB, stopAt=3 * MiB)
+    )
+    assert not first["finished"]
+    second = await page.evaluate(TUS_JS_UPLOAD, arguments(api, "resumed.mp4", size, chunkSize=MiB))
+    assert second == {"url": first["url"], "finished": True}
+    assert (await fetch_media(api, "resumed.mp4"))[1] == file_bytes(size)
+
+    # parallelUploads: partial uploads sent at once, then joined by a final one (concatenation).
+    done = await page.evaluate(
+        TUS_JS_UPLOAD, arguments(api, "parallel.mp4", 2 * size, chunkSize=None, parallel=2)
+    )
+    assert done["finished"]
+    info, body = await fetch_media(api, "parallel.mp4")
+    assert body == file_bytes(2 * size)
+    if api.settings.use_cloud_storage:
+        assert info["checksum"].endswith("-2")  # each partial one part, copied inside S3
+
+    # Cancelled: abort(true) terminates the upload with DELETE.
+    cancelled = await page.evaluate(
+        TUS_JS_UPLOAD,
+        arguments(api, "cancelled.mp4", size, chunkSize=MiB, stopAt=2 * MiB, terminate=True),
+    )
+    assert await upload_state(api, cancelled["url"]) == 404
+
+
+async def test_uppy_uploads_resumes_and_cancels(browsing: Browsing, page: Any) -> None:
+    api = browsing.api
+    size = 9 * MiB + 5
+    done = await page.evaluate(UPPY_UPLOAD, arguments(api, "uppy.mp4", size, chunkSize=None))
+    assert done["finished"]
+    info, body = await fetch_media(api, "uppy.mp4")
+    assert body == file_bytes(size)
+    assert info["content_type"] == "video/mp4"  # from Uppy's name/type metadata
+
+    first = await page.evaluate(
+        UPPY_UPLOAD, arguments(api, "uppy-resumed.mp4", size, chunkSize=MiB, stopAt=3 * MiB)
+    )
+    assert not first["finished"]
+    second = await page.evaluate(
+        UPPY_UPLOAD, arguments(api, "uppy-resumed.mp4", size, chunkSize=MiB)
+    )
+    assert second["finished"]
+    assert second["url"] == first["url"]
+    assert (await fetch_media(api, "uppy-resumed.mp4"))[1] == file_bytes(size)
+
+    cancelled = await page.evaluate(
+        UPPY_UPLOAD,
+        arguments(api, "uppy-cancelled.mp4", size, chunkSize=MiB, stopAt=2 * MiB, cancel=True),
+    )
+    assert await upload_state(api, cancelled["url"]) == 404
