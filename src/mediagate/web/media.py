@@ -14,7 +14,7 @@ from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
 from mediagate.web.relay import read_conditions, relay
-from mediagate.web.schemas import media_info
+from mediagate.web.schemas import MediaInfo, MediaPage
 
 routes = web.RouteTableDef()
 
@@ -34,7 +34,7 @@ def stream_url(request: web.Request, media_id: str) -> str:
 async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
-    return web.json_response(media_info(media, stream_url(request, media.id)))
+    return MediaInfo.of(media, stream_url(request, media.id)).response()
 
 
 @routes.get("/api/v1/media")
@@ -44,12 +44,10 @@ async def list_media(request: web.Request) -> web.Response:
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
-    return web.json_response(
-        {
-            "items": [media_info(media, stream_url(request, media.id)) for media in page.items],
-            "next_cursor": page.next_cursor,
-        }
-    )
+    return MediaPage(
+        items=[MediaInfo.of(media, stream_url(request, media.id)) for media in page.items],
+        next_cursor=page.next_cursor,
+    ).response()
 
 
 @routes.delete("/api/v1/media/delete/{media_id}")

@@ -13,11 +13,14 @@ from mediagate.web.chunk_body import chunk_source
 from mediagate.web.keys import ENGINE
 from mediagate.web.media import stream_url
 from mediagate.web.schemas import (
+    ChunkReceived,
     InitiateRequest,
-    media_info,
+    MediaCreated,
+    MediaFinalizing,
+    MediaInfo,
+    SessionCreated,
+    SessionStatusAnswer,
     parse_json,
-    session_created,
-    session_status,
 )
 
 routes = web.RouteTableDef()
@@ -38,7 +41,7 @@ async def initiate(request: web.Request) -> web.Response:
         )
     except PlanTooLarge as error:
         raise FileTooLarge(str(error)) from None
-    return web.json_response(session_created(session), status=201)
+    return SessionCreated.of(session).response(201)
 
 
 @routes.post("/api/v1/media/upload/{session_id}/chunk/{chunk_number}")
@@ -57,20 +60,18 @@ async def put_chunk(request: web.Request) -> web.Response:
         declared_length=declared_length,
         expected=expected,
     )
-    return web.json_response(
-        {
-            "chunk_number": receipt.chunk.number,
-            "size": receipt.chunk.size,
-            "received_chunks": receipt.received_chunks,
-        }
-    )
+    return ChunkReceived(
+        chunk_number=receipt.chunk.number,
+        size=receipt.chunk.size,
+        received_chunks=receipt.received_chunks,
+    ).response()
 
 
 @routes.get("/api/v1/media/upload/{session_id}")
 async def status(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     found = await request.app[ENGINE].status(user_id, request.match_info["session_id"])
-    return web.json_response(session_status(found))
+    return SessionStatusAnswer.of(found).response()
 
 
 @routes.delete("/api/v1/media/upload/{session_id}")
@@ -85,11 +86,12 @@ async def complete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
     url = stream_url(request, media.id)
-    body = {"media_id": media.id, "stream_url": url, "info": media_info(media, url)}
+    info = MediaInfo.of(media, url)
     if media.state is MediaState.FINALIZING:
-        # Every chunk is safe; some wait on local disk until S3 is back.
-        return web.json_response({**body, "state": media.state.value}, status=202)
-    return web.json_response(body, status=201)
+        return MediaFinalizing(
+            media_id=media.id, stream_url=url, info=info, state=media.state
+        ).response(202)
+    return MediaCreated(media_id=media.id, stream_url=url, info=info).response(201)
 
 
 def _chunk_number(text: str) -> int:
