@@ -25,6 +25,9 @@ from mediagate.web.schemas import (
 
 routes = web.RouteTableDef()
 
+# Any id but `initiate`, so that a GET of /initiate is 405 (Allow: POST), not a session lookup.
+SESSION = "/api/v1/media/upload/{session_id:(?!initiate$)[^/]+}"
+
 
 @routes.post("/api/v1/media/upload/initiate")
 async def initiate(request: web.Request) -> web.Response:
@@ -67,14 +70,14 @@ async def put_chunk(request: web.Request) -> web.Response:
     ).response()
 
 
-@routes.get("/api/v1/media/upload/{session_id}")
+@routes.get(SESSION)
 async def status(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     found = await request.app[ENGINE].status(user_id, request.match_info["session_id"])
     return SessionStatusAnswer.of(found).response()
 
 
-@routes.delete("/api/v1/media/upload/{session_id}")
+@routes.delete(SESSION)
 async def abort(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     await request.app[ENGINE].abort(user_id, request.match_info["session_id"])
