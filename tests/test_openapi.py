@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,31 @@ async def test_the_largest_size_is_the_servers_setting(
     assert size["maximum"] == 1000
     refused = await api.initiate(size=1001)
     assert refused.status == 413
+
+
+async def test_the_docs_page_renders_the_document_from_its_own_files(local_api: Api) -> None:
+    page = await local_api.client.get("/api/v1/docs")  # no token
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    html = await page.text()
+    scripts = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert scripts == ["docs/swagger-ui.css", "docs/swagger-ui-bundle.js", "docs/start.js"]
+    for path, content_type in [
+        ("docs/swagger-ui.css", "text/css"),
+        ("docs/swagger-ui-bundle.js", "text/javascript"),
+        ("docs/start.js", "text/javascript"),
+    ]:
+        asset = await local_api.client.get(f"/api/v1/{path}")
+        assert asset.status == 200
+        assert asset.content_type == content_type
+    start = await (await local_api.client.get("/api/v1/docs/start.js")).text()
+    # The document beside the page, and no validator badge (an outside host).
+    assert 'url: "openapi.json"' in start and "validatorUrl: null" in start
+    assert "http" not in html + start
+
+
+async def test_the_docs_page_serves_no_other_file(local_api: Api) -> None:
+    for name in ["index.html", "package.json", "update.sh", "..%2Fopenapi.py", "nope.js"]:
+        answer = await local_api.client.get(f"/api/v1/docs/{name}")
+        assert answer.status == 404, name
+        assert answer.content_type == "application/problem+json"

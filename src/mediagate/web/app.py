@@ -26,7 +26,7 @@ from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
-from mediagate.web import health, media, openapi, uploads
+from mediagate.web import api_docs, health, media, openapi, uploads
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(media.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
     return app
 

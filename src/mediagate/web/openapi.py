@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mediagate.core import errors
+from mediagate.web import api_docs
 from mediagate.web.keys import SETTINGS
 from mediagate.web.problems import PROBLEM_TYPE_BASE
 from mediagate.web.request_context import REQUEST_ID_HEADER
@@ -107,6 +108,7 @@ class Route:
     description: str = ""
     # aiohttp answers HEAD on a GET route with the GET's status and headers.
     head: bool = True
+    tag: str = "media"
 
 
 def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -207,6 +209,7 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/upload/initiate",
         "initiate_upload",
         "Start an upload session",
+        tag="uploads",
         replies=(
             Reply(
                 201, "The session, with the chunk size chosen", SessionCreated, links=SESSION_LINKS
@@ -226,6 +229,7 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/upload/{session_id}/chunk/{chunk_number}",
         "put_chunk",
         "Send one chunk (again: it replaces the one stored)",
+        tag="uploads",
         description="All chunks but the last are exactly `chunk_size` bytes. `Content-Length`, "
         "when sent, must equal the chunk's length. A digest mismatch keeps nothing of the chunk.",
         parameters=(
@@ -271,6 +275,7 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/upload/{session_id}",
         "upload_status",
         "What a client needs to resume: the chunks stored",
+        tag="uploads",
         parameters=(SESSION_ID,),
         replies=(Reply(200, "The session", SessionStatusAnswer),),
         problems=(errors.NotFound,),
@@ -280,6 +285,7 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/upload/{session_id}",
         "abort_upload",
         "Abort a session: its chunks are removed",
+        tag="uploads",
         parameters=(SESSION_ID,),
         replies=(Reply(204, "Aborted"),),
         problems=(errors.NotFound, errors.SessionNotOpen, *STORAGE),
@@ -289,6 +295,7 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/upload/{session_id}/complete",
         "complete_upload",
         "Assemble the chunks into a media (again: the same media)",
+        tag="uploads",
         parameters=(SESSION_ID,),
         replies=(
             Reply(201, "The media", MediaCreated, links=MEDIA_LINKS),
@@ -391,10 +398,37 @@ REGISTRY: tuple[Route, ...] = (
         OPENAPI_PATH,
         "openapi",
         "This document",
+        tag="documentation",
         auth=None,
         replies=(
             Reply(200, "OpenAPI 3.1", content={"application/json": {"schema": {"type": "object"}}}),
         ),
+    ),
+    Route(
+        "GET",
+        api_docs.PAGE,
+        "docs_page",
+        "This document, rendered (Swagger UI)",
+        tag="documentation",
+        auth=None,
+        replies=(Reply(200, "An HTML page", content={"text/html": {"schema": {}}}),),
+    ),
+    Route(
+        "GET",
+        api_docs.PAGE + "/{asset}",
+        "docs_asset",
+        "A script or stylesheet of the rendered document",
+        tag="documentation",
+        auth=None,
+        parameters=(_path("asset", "File name", {"enum": sorted(api_docs.ASSETS)}),),
+        replies=(
+            Reply(
+                200,
+                "The file",
+                content={"text/javascript": {"schema": {}}, "text/css": {"schema": {}}},
+            ),
+        ),
+        problems=(errors.NotFound,),
     ),
 )
 
@@ -427,6 +461,11 @@ def _build(max_upload_size: int) -> dict[str, Any]:
             "with local-disk fallback and Range serving. Errors are "
             "`application/problem+json` (RFC 9457).",
         },
+        "tags": [
+            {"name": "uploads", "description": "Chunked, resumable uploads (native API)"},
+            {"name": "media", "description": "Uploaded media: info, list, stream, delete"},
+            {"name": "documentation", "description": "This document"},
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -453,7 +492,11 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
 
 
 def _operation(route: Route, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
-    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+    }
     if route.description:
         operation["description"] = route.description
     if route.parameters:
