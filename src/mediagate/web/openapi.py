@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -103,48 +103,36 @@ class Route:
     # A JSON body of `request_model`, or `request_content` as written.
     request_model: type[BaseModel] | None = None
     request_content: dict[str, Any] | None = None
-    # "bearer"; "bearer-or-link" (a signed stream link instead); None: open.
-    auth: str | None = "bearer"
+    # A signed stream link (`expires`, `signature`) may stand in for the bearer token.
+    auth: Literal["bearer", "bearer-or-link"] | None = "bearer"
     description: str = ""
     # aiohttp answers HEAD on a GET route with the GET's status and headers.
     head: bool = True
     tag: str = "media"
 
 
-def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _parameter(
+    where: Literal["path", "query", "header"],
+    name: str,
+    description: str,
+    schema: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "name": name,
-        "in": "path",
-        "required": True,
+        "in": where,
+        "required": where == "path",
         "description": description,
         "schema": schema or {"type": "string"},
     }
 
 
-def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-SESSION_ID = _path("session_id", "The upload session, as initiate answered it")
-MEDIA_ID = _path("media_id", "The media, as complete answered it")
-CHUNK_NUMBER = _path(
-    "chunk_number", "0-based chunk number", {"type": "integer", "minimum": 0, "maximum": 9999}
+SESSION_ID = _parameter("path", "session_id", "The upload session, as initiate answered it")
+MEDIA_ID = _parameter("path", "media_id", "The media, as complete answered it")
+CHUNK_NUMBER = _parameter(
+    "path",
+    "chunk_number",
+    "0-based chunk number",
+    {"type": "integer", "minimum": 0, "maximum": 9999},
 )
 
 SESSION_LINKS = {
@@ -196,7 +184,7 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     "Last-Modified": {"description": "The media's creation", "schema": {"type": "string"}},
     "Accept-Ranges": {"description": "`bytes`", "schema": {"type": "string"}},
     "Content-Disposition": {
-        "description": "`inline` (or `attachment` for active types) with the filename",
+        "description": "How to present the file, with its original filename",
         "schema": {"type": "string"},
     },
     "Cache-Control": {"description": "`MEDIAGATE_CACHE_CONTROL`", "schema": {"type": "string"}},
@@ -235,12 +223,14 @@ REGISTRY: tuple[Route, ...] = (
         parameters=(
             SESSION_ID,
             CHUNK_NUMBER,
-            _header(
+            _parameter(
+                "header",
                 "Content-MD5",
                 "Base64 MD5 of the chunk, verified",
                 {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"},
             ),
-            _header(
+            _parameter(
+                "header",
                 "X-Chunk-SHA256",
                 "Hex SHA-256 of the chunk, verified",
                 {"type": "string", "pattern": "^[0-9A-Fa-f]{64}$"},
@@ -321,12 +311,13 @@ REGISTRY: tuple[Route, ...] = (
         "list_media",
         "The caller's media, newest first, paged",
         parameters=(
-            _query(
+            _parameter(
+                "query",
                 "limit",
                 "Page size",
                 {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
             ),
-            _query("cursor", "`next_cursor` of the page before", {"type": "string"}),
+            _parameter("query", "cursor", "`next_cursor` of the page before", {"type": "string"}),
         ),
         replies=(Reply(200, "A page", MediaPage),),
         problems=(errors.BadRequest,),
@@ -359,18 +350,19 @@ REGISTRY: tuple[Route, ...] = (
         auth="bearer-or-link",
         parameters=(
             MEDIA_ID,
-            _query("expires", "Of a signed stream link", {"type": "string"}),
-            _query("signature", "Of a signed stream link", {"type": "string"}),
-            _header(
+            _parameter("query", "expires", "Of a signed stream link", {"type": "string"}),
+            _parameter("query", "signature", "Of a signed stream link", {"type": "string"}),
+            _parameter(
+                "header",
                 "Range",
                 "`bytes=first-last`, `bytes=first-`, `bytes=-suffix`, or several",
                 {"type": "string"},
             ),
-            _header("If-Range", "An ETag or HTTP-date", {"type": "string"}),
-            _header("If-Match", "ETags", {"type": "string"}),
-            _header("If-None-Match", "ETags", {"type": "string"}),
-            _header("If-Modified-Since", "HTTP-date", {"type": "string"}),
-            _header("If-Unmodified-Since", "HTTP-date", {"type": "string"}),
+            _parameter("header", "If-Range", "An ETag or HTTP-date", {"type": "string"}),
+            _parameter("header", "If-Match", "ETags", {"type": "string"}),
+            _parameter("header", "If-None-Match", "ETags", {"type": "string"}),
+            _parameter("header", "If-Modified-Since", "HTTP-date", {"type": "string"}),
+            _parameter("header", "If-Unmodified-Since", "HTTP-date", {"type": "string"}),
         ),
         replies=(
             Reply(200, "The whole file", content=ANY_BYTES, headers=STREAM_HEADERS),
@@ -420,7 +412,7 @@ REGISTRY: tuple[Route, ...] = (
         "A script or stylesheet of the rendered document",
         tag="documentation",
         auth=None,
-        parameters=(_path("asset", "File name", {"enum": sorted(api_docs.ASSETS)}),),
+        parameters=(_parameter("path", "asset", "File name", {"enum": sorted(api_docs.ASSETS)}),),
         replies=(
             Reply(
                 200,
