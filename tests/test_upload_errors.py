@@ -194,6 +194,16 @@ async def test_unknown_route_and_method_are_problems(local_api):
     assert body["title"] == "Method Not Allowed"
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE", "OPTIONS"])
+async def test_initiate_allows_post_only(local_api, method):
+    """`initiate` is no session id: GET or DELETE of it is 405, not a session lookup."""
+    answer = await local_api.client.request(
+        method, "/api/v1/media/upload/initiate", headers=local_api.headers
+    )
+    await assert_problem(answer, 405, "method-not-allowed")
+    assert answer.headers["Allow"] == "POST"
+
+
 async def test_bad_list_parameters_are_400(local_api):
     for query in ("limit=0", "limit=abc", "limit=1000", "cursor=%%%"):
         answer = await local_api.client.get(f"/api/v1/media?{query}", headers=local_api.headers)

@@ -27,7 +27,7 @@ from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
-from mediagate.web import health, media, page, tus, uploads
+from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
@@ -91,6 +91,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(health.routes)
     app.add_routes(page.routes)
     app.add_routes(tus.routes)
+    app.add_routes(openapi.routes)
+    app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
     return app
 

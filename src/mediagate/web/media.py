@@ -18,7 +18,7 @@ from mediagate.web.file_response import send_file
 from mediagate.web.host import link_origin
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
 from mediagate.web.relay import read_conditions, relay
-from mediagate.web.schemas import media_info
+from mediagate.web.schemas import MediaInfo, MediaPage
 
 routes = web.RouteTableDef()
 
@@ -42,7 +42,7 @@ async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     origin = link_origin(request)
     media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
-    return web.json_response(media_info(media, stream_url(request, media.id, origin)))
+    return MediaInfo.of(media, stream_url(request, media.id, origin)).response()
 
 
 @routes.get("/api/v1/media")
@@ -53,14 +53,10 @@ async def list_media(request: web.Request) -> web.Response:
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
-    return web.json_response(
-        {
-            "items": [
-                media_info(media, stream_url(request, media.id, origin)) for media in page.items
-            ],
-            "next_cursor": page.next_cursor,
-        }
-    )
+    return MediaPage(
+        items=[MediaInfo.of(media, stream_url(request, media.id, origin)) for media in page.items],
+        next_cursor=page.next_cursor,
+    ).response()
 
 
 @routes.delete("/api/v1/media/delete/{media_id}")

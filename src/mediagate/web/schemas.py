@@ -6,14 +6,28 @@ import asyncio
 import json
 import mimetypes
 import re
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from mediagate.core.engine import SessionStatus
 from mediagate.core.errors import BadRequest, BodyReadTimeout
-from mediagate.core.models import Media, UploadSession
+from mediagate.core.models import (
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    UploadSession,
+)
 from mediagate.web.keys import SETTINGS
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -79,44 +93,145 @@ async def parse_json(request: web.Request, model: type[Model]) -> Model:
         raise BadRequest("the body does not match the expected fields", errors=errors) from None
 
 
-def session_created(session: UploadSession) -> dict[str, Any]:
-    return {
-        "session_id": session.id,
-        "chunk_size": session.chunk_size,
-        "total_chunks": session.total_chunks,
-        "expires_at": session.expires_at.isoformat(),
-        "storage": session.storage.value,
-    }
+# --- Answers -----------------------------------------------------------------------------
+# The JSON bodies the API sends, as models: the handlers build them and the OpenAPI
+# document (web/openapi.py) describes them, so the two cannot disagree.
+
+# Sent as Python's isoformat (`2026-12-01T12:00:00+00:00`), as it always was.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
-def session_status(status: SessionStatus) -> dict[str, Any]:
-    session = status.session
-    return {
-        "session_id": session.id,
-        "state": session.state.value,
-        "filename": session.filename,
-        "size": session.size,
-        "chunk_size": session.chunk_size,
-        "total_chunks": session.total_chunks,
-        "received": status.received,
-        "bytes_received": status.bytes_received,
-        "storage": session.storage.value,
-        "expires_at": session.expires_at.isoformat(),
-        "last_error": session.last_error,
-    }
+class Answer(BaseModel):
+    def response(self, status: int = 200) -> web.Response:
+        return web.json_response(self.model_dump(mode="json"), status=status)
 
 
-def media_info(media: Media, stream_url: str) -> dict[str, Any]:
-    return {
-        "media_id": media.id,
-        "user_id": media.user_id,
-        "filename": media.filename,
-        "content_type": media.content_type,
-        "size": media.size,
-        "checksum": media.checksum,
-        "storage": media.storage.value,
-        "state": media.state.value,
-        "error": media.error,
-        "created_at": media.created_at.isoformat(),
-        "stream_url": stream_url,
-    }
+class SessionCreated(Answer):
+    session_id: str
+    chunk_size: int = Field(description="Bytes in every chunk but the last (the server's choice)")
+    total_chunks: int
+    expires_at: Timestamp
+    storage: StorageKind
+
+    @classmethod
+    def of(cls, session: UploadSession) -> SessionCreated:
+        return cls(
+            session_id=session.id,
+            chunk_size=session.chunk_size,
+            total_chunks=session.total_chunks,
+            expires_at=session.expires_at,
+            storage=session.storage,
+        )
+
+
+class ChunkReceived(Answer):
+    chunk_number: int
+    size: int
+    received_chunks: int = Field(description="How many chunks of the session are stored")
+
+
+class SessionStatusAnswer(Answer):
+    session_id: str
+    state: SessionState
+    filename: str
+    size: int
+    chunk_size: int
+    total_chunks: int
+    received: list[int] = Field(description="The numbers of the chunks stored, ascending")
+    bytes_received: int
+    storage: StorageKind
+    expires_at: Timestamp
+    last_error: str | None = Field(
+        description="Why the upload went back to open, or is stuck finalizing (else null)"
+    )
+
+    @classmethod
+    def of(cls, status: SessionStatus) -> SessionStatusAnswer:
+        session = status.session
+        return cls(
+            session_id=session.id,
+            state=session.state,
+            filename=session.filename,
+            size=session.size,
+            chunk_size=session.chunk_size,
+            total_chunks=session.total_chunks,
+            received=status.received,
+            bytes_received=status.bytes_received,
+            storage=session.storage,
+            expires_at=session.expires_at,
+            last_error=session.last_error,
+        )
+
+
+class MediaInfo(Answer):
+    media_id: str
+    user_id: str
+    filename: str
+    content_type: str
+    size: int
+    checksum: str | None = Field(description="`sha256:<hex>` if declared, else `etag:<value>`")
+    storage: StorageKind
+    state: MediaState
+    error: str | None = Field(description="Why a `failed` (or stuck `finalizing`) media is so")
+    created_at: Timestamp
+    stream_url: str = Field(description="Absolute, signed link a player opens without headers")
+
+    @classmethod
+    def of(cls, media: Media, stream_url: str) -> MediaInfo:
+        return cls(
+            media_id=media.id,
+            user_id=media.user_id,
+            filename=media.filename,
+            content_type=media.content_type,
+            size=media.size,
+            checksum=media.checksum,
+            storage=media.storage,
+            state=media.state,
+            error=media.error,
+            created_at=media.created_at,
+            stream_url=stream_url,
+        )
+
+
+class MediaCreated(Answer):
+    media_id: str
+    stream_url: str
+    info: MediaInfo
+
+
+class MediaFinalizing(MediaCreated):
+    """Every chunk is safe; some wait on local disk until S3 is back."""
+
+    state: Literal[MediaState.FINALIZING]
+
+
+class MediaPage(Answer):
+    items: list[MediaInfo] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page")
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """An error answer, `application/problem+json` (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="`https://mediagate.dev/problems/<code>`")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    request_id: str | None = Field(None, description="Also in the X-Request-ID header")
+    errors: list[ProblemField] | None = Field(None, description="400: the fields refused")
+    missing_chunks: list[int] | None = Field(None, description="409 missing-chunks")
+    total_chunks: int | None = Field(None, description="400 chunk-out-of-range")
+    expected_size: int | None = Field(None, description="400 chunk-length-mismatch")
+    max_size: int | None = Field(None, description="413 file-too-large")
+    limit: int | None = Field(None, description="429 too-many-sessions")

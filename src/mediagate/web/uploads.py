@@ -14,14 +14,20 @@ from mediagate.web.host import link_origin
 from mediagate.web.keys import ENGINE
 from mediagate.web.media import stream_url
 from mediagate.web.schemas import (
+    ChunkReceived,
     InitiateRequest,
-    media_info,
+    MediaCreated,
+    MediaFinalizing,
+    MediaInfo,
+    SessionCreated,
+    SessionStatusAnswer,
     parse_json,
-    session_created,
-    session_status,
 )
 
 routes = web.RouteTableDef()
+
+# Any id but `initiate`, so that a GET of /initiate is 405 (Allow: POST), not a session lookup.
+SESSION = "/api/v1/media/upload/{session_id:(?!initiate$)[^/]+}"
 
 
 @routes.post("/api/v1/media/upload/initiate")
@@ -39,7 +45,7 @@ async def initiate(request: web.Request) -> web.Response:
         )
     except PlanTooLarge as error:
         raise FileTooLarge(str(error)) from None
-    return web.json_response(session_created(session), status=201)
+    return SessionCreated.of(session).response(201)
 
 
 @routes.post("/api/v1/media/upload/{session_id}/chunk/{chunk_number}")
@@ -58,23 +64,21 @@ async def put_chunk(request: web.Request) -> web.Response:
         declared_length=declared_length,
         expected=expected,
     )
-    return web.json_response(
-        {
-            "chunk_number": receipt.chunk.number,
-            "size": receipt.chunk.size,
-            "received_chunks": receipt.received_chunks,
-        }
-    )
+    return ChunkReceived(
+        chunk_number=receipt.chunk.number,
+        size=receipt.chunk.size,
+        received_chunks=receipt.received_chunks,
+    ).response()
 
 
-@routes.get("/api/v1/media/upload/{session_id}")
+@routes.get(SESSION)
 async def status(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     found = await request.app[ENGINE].status(user_id, request.match_info["session_id"])
-    return web.json_response(session_status(found))
+    return SessionStatusAnswer.of(found).response()
 
 
-@routes.delete("/api/v1/media/upload/{session_id}")
+@routes.delete(SESSION)
 async def abort(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     await request.app[ENGINE].abort(user_id, request.match_info["session_id"])
@@ -88,11 +92,12 @@ async def complete(request: web.Request) -> web.Response:
     origin = link_origin(request)
     media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
     url = stream_url(request, media.id, origin)
-    body = {"media_id": media.id, "stream_url": url, "info": media_info(media, url)}
+    info = MediaInfo.of(media, url)
     if media.state is MediaState.FINALIZING:
-        # Every chunk is safe; some wait on local disk until S3 is back.
-        return web.json_response({**body, "state": media.state.value}, status=202)
-    return web.json_response(body, status=201)
+        return MediaFinalizing(
+            media_id=media.id, stream_url=url, info=info, state=media.state
+        ).response(202)
+    return MediaCreated(media_id=media.id, stream_url=url, info=info).response(201)
 
 
 def _chunk_number(text: str) -> int:

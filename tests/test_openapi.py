@@ -1,0 +1,222 @@
+"""GET /api/v1/openapi.json: an OpenAPI 3.1 document built from the code, covering every route."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+
+from conftest import Api, ApiFactory, make_settings, md5_header
+from mediagate.core import errors
+from mediagate.web.app import create_app
+from mediagate.web.openapi import document
+from mediagate.web.problems import PROBLEM_TYPE_BASE
+
+
+async def fetch_document(api: Api) -> dict[str, Any]:
+    answer = await api.client.get("/api/v1/openapi.json")  # no token: it holds no secret
+    assert answer.status == 200
+    assert answer.content_type == "application/json"
+    return await answer.json()
+
+
+async def test_the_document_is_valid_openapi_3_1(local_api: Api) -> None:
+    document = await fetch_document(local_api)
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+
+
+def test_every_api_route_of_the_app_is_documented_and_nothing_else(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    registered = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.resource.canonical.startswith("/api/v1/")
+    }
+    paths = document(10)["paths"]
+    documented = {(method, path) for path, item in paths.items() for method in item}
+    assert registered == documented
+
+
+async def test_every_problem_type_of_the_engine_is_documented(local_api: Api) -> None:
+    document = await fetch_document(local_api)
+    documented = {
+        type_
+        for item in document["paths"].values()
+        for operation in item.values()
+        for answer in operation["responses"].values()
+        for schema in answer.get("content", {}).get("application/problem+json", {}).values()
+        for type_ in schema["allOf"][1]["properties"]["type"]["enum"]
+    }
+    problems = [
+        kind
+        for kind in vars(errors).values()
+        if isinstance(kind, type) and issubclass(kind, errors.Problem)
+    ]
+    assert {PROBLEM_TYPE_BASE + kind.code for kind in problems} <= documented
+
+
+async def test_the_chunk_body_headers_and_bearer_scheme_are_described(local_api: Api) -> None:
+    document = await fetch_document(local_api)
+    chunk = document["paths"]["/api/v1/media/upload/{session_id}/chunk/{chunk_number}"]["post"]
+    assert set(chunk["requestBody"]["content"]) == {
+        "application/octet-stream",
+        "multipart/form-data",
+    }
+    assert {"Content-MD5", "X-Chunk-SHA256"} <= {p["name"] for p in chunk["parameters"]}
+    assert "Retry-After" in chunk["responses"]["503"]["headers"]
+    stream = document["paths"]["/api/v1/media/stream/{media_id}"]["get"]
+    assert "Range" in {p["name"] for p in stream["parameters"]}
+    assert "Content-Range" in stream["responses"]["206"]["headers"]
+    assert "ETag" in stream["responses"]["200"]["headers"]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
+
+
+async def test_the_largest_size_is_the_servers_setting(
+    start_api: ApiFactory, tmp_path: Path
+) -> None:
+    api = await start_api(make_settings(tmp_path / "data", max_upload_size=1000))
+    document = await fetch_document(api)
+    size = document["components"]["schemas"]["InitiateRequest"]["properties"]["size"]
+    assert size["maximum"] == 1000
+    refused = await api.initiate(size=1001)
+    assert refused.status == 413
+
+
+async def test_the_docs_page_renders_the_document_from_its_own_files(local_api: Api) -> None:
+    page = await local_api.client.get("/api/v1/docs")  # no token
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    html = await page.text()
+    scripts = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert scripts == ["docs/swagger-ui.css", "docs/swagger-ui-bundle.js", "docs/start.js"]
+    for path, content_type in [
+        ("docs/swagger-ui.css", "text/css"),
+        ("docs/swagger-ui-bundle.js", "text/javascript"),
+        ("docs/start.js", "text/javascript"),
+    ]:
+        asset = await local_api.client.get(f"/api/v1/{path}")
+        assert asset.status == 200
+        assert asset.content_type == content_type
+    start = await (await local_api.client.get("/api/v1/docs/start.js")).text()
+    # The document beside the page, and no validator badge (an outside host).
+    assert 'url: "openapi.json"' in start and "validatorUrl: null" in start
+    assert "http" not in html + start
+
+
+async def test_the_docs_page_serves_no_other_file(local_api: Api) -> None:
+    for name in ["index.html", "package.json", "update.sh", "..%2Fopenapi.py", "nope.js"]:
+        answer = await local_api.client.get(f"/api/v1/docs/{name}")
+        assert answer.status == 404, name
+        assert answer.content_type == "application/problem+json"
+
+
+def assert_documented(document: dict[str, Any], template: str, answer: Any, body: bytes) -> None:
+    """The answer's status, content type, required headers and JSON body are as documented."""
+    operation = document["paths"][template][answer.method.lower()]
+    documented = operation["responses"].get(str(answer.status))
+    assert documented is not None, f"{answer.method} {template}: {answer.status} is undocumented"
+    for name, header in documented.get("headers", {}).items():
+        if header.get("required"):
+            assert name in answer.headers, f"{answer.status} without {name}"
+        if name in answer.headers and "pattern" in header["schema"]:
+            assert re.search(header["schema"]["pattern"], answer.headers[name]), name
+    content = documented.get("content", {})
+    if answer.method == "HEAD" or not content:
+        return
+    media_type = answer.content_type
+    assert media_type in content or "*/*" in content, f"{media_type} is undocumented"
+    if media_type.endswith("json"):
+        schema = {**content[media_type]["schema"], "components": document["components"]}
+        Draft202012Validator(schema).validate(json.loads(body))
+
+
+class Recorder:
+    """Calls the API as `api` does, checking every answer against the document."""
+
+    def __init__(self, api: Api, document: dict[str, Any]) -> None:
+        self.api = api
+        self.document = document
+
+    async def call(self, method: str, template: str, path: str, **kwargs: Any) -> tuple[Any, bytes]:
+        headers = {**self.api.headers, **kwargs.pop("headers", {})}
+        answer = await self.api.client.request(method, path, headers=headers, **kwargs)
+        body = await answer.read()
+        assert_documented(self.document, template, answer, body)
+        return answer, body
+
+
+UPLOAD = "/api/v1/media/upload/{session_id}"
+STREAM = "/api/v1/media/stream/{media_id}"
+
+
+async def upload_through(recorder: Recorder, data: bytes) -> str:
+    """One upload, every step's answer checked; the media id."""
+    answer, body = await recorder.call(
+        "POST",
+        "/api/v1/media/upload/initiate",
+        "/api/v1/media/upload/initiate",
+        json={"filename": "clip.mp4", "size": len(data)},
+    )
+    assert answer.status == 201
+    session = json.loads(body)["session_id"]
+    answer, _ = await recorder.call(
+        "POST",
+        UPLOAD + "/chunk/{chunk_number}",
+        f"/api/v1/media/upload/{session}/chunk/0",
+        data=data,
+        headers=md5_header(data),
+    )
+    assert answer.status == 200
+    answer, _ = await recorder.call("GET", UPLOAD, f"/api/v1/media/upload/{session}")
+    assert answer.status == 200
+    answer, body = await recorder.call(
+        "POST", UPLOAD + "/complete", f"/api/v1/media/upload/{session}/complete"
+    )
+    assert answer.status == 201
+    return json.loads(body)["media_id"]
+
+
+async def test_a_whole_local_upload_and_playback_answer_as_documented(local_api: Api) -> None:
+    """The answers the fuzzer cannot reach without real bytes: 206, 304, 416, 412."""
+    recorder = Recorder(local_api, await fetch_document(local_api))
+    media = await upload_through(recorder, os.urandom(1000))
+    for template, path in [
+        ("/api/v1/media/info/{media_id}", f"/api/v1/media/info/{media}"),
+        ("/api/v1/media", "/api/v1/media?limit=1"),
+    ]:
+        answer, _ = await recorder.call("GET", template, path)
+        assert answer.status == 200
+    stream = f"/api/v1/media/stream/{media}"
+    # (GET, HEAD): HEAD ignores Range.
+    for headers, statuses in [
+        ({}, (200, 200)),
+        ({"Range": "bytes=10-19"}, (206, 200)),
+        ({"Range": "bytes=0-1,5-6"}, (206, 200)),
+        ({"If-None-Match": f'"{media}"'}, (304, 304)),
+        ({"Range": "bytes=5000-"}, (416, 200)),
+        ({"If-Match": '"other"'}, (412, 412)),
+    ]:
+        for method, status in zip(("GET", "HEAD"), statuses, strict=True):
+            answer, _ = await recorder.call(method, STREAM, stream, headers=headers)
+            assert answer.status == status
+    answer, _ = await recorder.call(
+        "DELETE", "/api/v1/media/delete/{media_id}", f"/api/v1/media/delete/{media}"
+    )
+    assert answer.status == 204
+    answer, _ = await recorder.call("GET", STREAM, stream)
+    assert answer.status == 404
+
+
+async def test_an_s3_upload_redirects_as_documented(s3_api: Api) -> None:
+    recorder = Recorder(s3_api, await fetch_document(s3_api))
+    media = await upload_through(recorder, os.urandom(1000))
+    stream = f"/api/v1/media/stream/{media}"
+    answer, _ = await recorder.call("GET", STREAM, stream, allow_redirects=False)
+    assert answer.status == 302
