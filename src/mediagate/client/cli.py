@@ -1,0 +1,263 @@
+"""`mediagate upload | ls | download | rm`: the client commands (HTTP only, no server settings)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mediagate.client import MediagateClient, MediagateError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+MiB = 1024 * 1024
+
+UPLOAD_DESCRIPTION = """\
+Upload files to a mediagate server in parallel chunks, each checked with its
+SHA-256, retrying what fails. Interrupted (Ctrl-C, a crash, a lost network)?
+Run the same command again: it resumes each unchanged file where it stopped,
+sending only the chunks the server lacks. Prints `MEDIA_ID  FILE` per file.
+"""
+
+
+def add_parsers(commands: Any) -> None:
+    """Add the client commands to the `mediagate` command's subparsers."""
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--server",
+        default=os.environ.get("MEDIAGATE_URL", DEFAULT_SERVER),
+        metavar="URL",
+        help=f"the server's base URL (default: MEDIAGATE_URL, else {DEFAULT_SERVER})",
+    )
+    connection.add_argument(
+        "--token",
+        default=os.environ.get("MEDIAGATE_TOKEN"),
+        help="bearer token (default: MEDIAGATE_TOKEN; `mediagate token USER` on the server)",
+    )
+    connection.add_argument("--json", action="store_true", help="print results as JSON")
+
+    upload = commands.add_parser(
+        "upload",
+        parents=[connection],
+        help="upload files (parallel chunks, resumable)",
+        description=UPLOAD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload.add_argument(
+        "--parallel", type=_at_least_one, default=4, metavar="N", help="chunks in flight (4)"
+    )
+    upload.add_argument(
+        "--chunk-size",
+        type=_at_least_one,
+        metavar="MIB",
+        help="ask for chunks of this many MiB (the server may adjust; default: its own, "
+        "8 MiB unless configured; 16-32 spare server CPU on fast links)",
+    )
+    upload.add_argument(
+        "--sha256",
+        action="store_true",
+        help="also declare each file's SHA-256 for the server to verify (one extra read)",
+    )
+    upload.add_argument(
+        "--no-resume", action="store_true", help="start a new session even if one can resume"
+    )
+    upload.set_defaults(handler=upload_command, needs_settings=False)
+
+    listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
+    listing.set_defaults(handler=ls_command, needs_settings=False)
+
+    fetch = commands.add_parser(
+        "download", parents=[connection], help="save a media to a file (resumable)"
+    )
+    fetch.add_argument("media_id", metavar="ID")
+    fetch.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="file or directory (default: its name)"
+    )
+    fetch.set_defaults(handler=download_command, needs_settings=False)
+
+    remove = commands.add_parser("rm", parents=[connection], help="delete media")
+    remove.add_argument("media_ids", nargs="+", metavar="ID")
+    remove.set_defaults(handler=rm_command, needs_settings=False)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+# --- the commands -----------------------------------------------------------------------
+
+
+def upload_command(arguments: argparse.Namespace) -> int:
+    missing = [str(path) for path in arguments.files if not path.is_file()]
+    if missing:
+        return _fail(arguments, f"not a file: {', '.join(missing)}", EXIT_USAGE)
+    return _run(arguments, _upload_all, interrupted="run the same command again to resume")
+
+
+def ls_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _list)
+
+
+def download_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _download, interrupted="run the same command again to resume")
+
+
+def rm_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _remove)
+
+
+Work = Callable[["MediagateClient", argparse.Namespace], Awaitable[int]]
+
+
+def _run(arguments: argparse.Namespace, work: Work, *, interrupted: str = "") -> int:
+    from mediagate.client.api import validate_server_url
+
+    problem = validate_server_url(arguments.server)
+    if problem is not None:
+        return _fail(arguments, f"--server {problem}", EXIT_USAGE)
+    if not arguments.token:
+        return _fail(
+            arguments,
+            "no token: pass --token or set MEDIAGATE_TOKEN "
+            "(`mediagate token USER` on the server prints one)",
+            EXIT_USAGE,
+        )
+    try:
+        return asyncio.run(_with_client(arguments, work))
+    except KeyboardInterrupt:
+        message = f"interrupted; {interrupted}" if interrupted else "interrupted"
+        return _fail(arguments, message, EXIT_INTERRUPTED)
+
+
+async def _with_client(arguments: argparse.Namespace, work: Work) -> int:
+    from mediagate.client import MediagateClient, MediagateError
+
+    def on_retry(error: MediagateError, delay: float) -> None:
+        print(f"mediagate {arguments.command}: {error}; retrying in {delay:.1f} s", file=sys.stderr)
+
+    async with MediagateClient(arguments.server, arguments.token, on_retry=on_retry) as client:
+        try:
+            return await work(client, arguments)
+        except MediagateError as error:
+            return _fail(arguments, _explain(error, arguments.server), EXIT_FAILED)
+
+
+async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    from mediagate.client import ConnectionFailed, MediagateError, Unauthorized
+    from mediagate.client.progress_display import Display
+
+    code = EXIT_OK
+    for path in arguments.files:
+        display = Display(path.name, bar=sys.stderr.isatty())
+        finished = False
+        try:
+            result = await client.upload(
+                path,
+                parallel=arguments.parallel,
+                chunk_size=arguments.chunk_size * MiB if arguments.chunk_size else None,
+                file_sha256=arguments.sha256,
+                resume=not arguments.no_resume,
+                on_progress=lambda p, display=display: display.update(p.sent, p.total, p.resumed),
+            )
+            finished = True
+        except (ConnectionFailed, Unauthorized):
+            raise  # the next file would fail the same way
+        except (MediagateError, OSError) as error:
+            code = EXIT_FAILED
+            message = str(error)
+            if isinstance(error, MediagateError):
+                message = _explain(error, arguments.server)
+            _print_result(arguments, {"file": str(path), "error": message}, f"{path}: {message}")
+            continue
+        finally:
+            display.close(finished=finished)
+        media = result.media
+        if result.finalizing:
+            display.note("stored; the server is still moving it into S3")
+        _print_result(
+            arguments,
+            {
+                "file": str(path),
+                "session_id": result.session_id,
+                "sent_chunks": result.sent_chunks,
+                "resumed_chunks": result.resumed_chunks,
+                **media.as_json(),
+            },
+            f"{media.media_id}  {path}",
+        )
+    return code
+
+
+async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    media = await client.list_media()
+    if arguments.json:
+        print(json.dumps([item.as_json() for item in media], indent=2))
+        return EXIT_OK
+    for item in media:
+        created = item.created_at.strftime("%Y-%m-%d %H:%M")
+        print(f"{item.media_id}  {item.size:>14,}  {created}  {item.filename}")
+    return EXIT_OK
+
+
+async def _download(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    from mediagate.client.progress_display import Display
+
+    display = Display(arguments.media_id, bar=sys.stderr.isatty())
+    finished = False
+    try:
+        saved = await client.download(
+            arguments.media_id, arguments.output, on_progress=lambda d, t: display.update(d, t)
+        )
+        finished = True
+    finally:
+        display.close(finished=finished)
+    _print_result(arguments, {"media_id": arguments.media_id, "file": str(saved)}, str(saved))
+    return EXIT_OK
+
+
+async def _remove(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    for media_id in arguments.media_ids:
+        await client.delete(media_id)
+        _print_result(arguments, {"deleted": media_id}, f"deleted {media_id}")
+    return EXIT_OK
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _print_result(arguments: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if arguments.json else text, flush=True)
+
+
+def _explain(error: MediagateError, server: str) -> str:
+    """One line a user can act on."""
+    from mediagate.client import ConnectionFailed, Unauthorized
+
+    if isinstance(error, Unauthorized):
+        return (
+            f"the server refused the token: {error.detail} (401); "
+            "get a new one with `mediagate token USER` on the server"
+        )
+    if isinstance(error, ConnectionFailed) and not error.retryable:
+        return f"{error} (is the server running, and is --server {server} right?)"
+    if isinstance(error, ConnectionFailed):
+        return f"{error} (gave up retrying; run the same command again to resume)"
+    return str(error)
+
+
+def _fail(arguments: argparse.Namespace, message: str, code: int) -> int:
+    print(f"mediagate {arguments.command}: {message}", file=sys.stderr)
+    return code
