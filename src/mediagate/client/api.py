@@ -259,7 +259,11 @@ class _Request:
 
 
 def connection_reason(error: BaseException) -> str:
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return f"unknown host {error.host!r}"
     if isinstance(error, aiohttp.ClientConnectorError):
+        if isinstance(error.os_error, ConnectionRefusedError):
+            return "connection refused"
         return error.os_error.strerror or str(error.os_error) or type(error).__name__
     if isinstance(error, TimeoutError):
         return "no answer in time"

@@ -1,0 +1,180 @@
+"""`mediagate upload | ls | download | rm` run as real processes against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MiB, closed_port
+from tcp_proxy import CuttableProxy
+
+
+class Cli:
+    """Runs the `mediagate` command as a user of the `local_api` server would."""
+
+    def __init__(self, api, tmp_path: Path) -> None:
+        self.server = str(api.client.make_url("")).rstrip("/")
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "MEDIAGATE_URL": self.server,
+            "MEDIAGATE_TOKEN": api.headers["Authorization"].removeprefix("Bearer "),
+            # Client commands must not read server settings: these would stop `serve`.
+            "USE_CLOUD_STORAGE": "maybe",
+            "MEDIAGATE_PORT": "not-a-port",
+        }
+
+    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mediagate",
+            *args,
+            env={**self.env, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def run(self, *args: str, **env: str) -> tuple[int, str, str]:
+        process = await self.start(*args, **env)
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def cli(local_api, tmp_path) -> Cli:
+    return Cli(local_api, tmp_path)
+
+
+def media_file(tmp_path: Path, size: int, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def test_upload_ls_download_rm(cli, tmp_path):
+    first, second = media_file(tmp_path, 1000, "a.mp4"), media_file(tmp_path, 7 * MiB, "b.mp4")
+
+    code, out, err = await cli.run("upload", str(first), str(second))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split("  ")[1] for line in lines] == [str(first), str(second)]
+    first_id, second_id = (line.split("  ")[0] for line in lines)
+    assert "b.mp4: 100% (7.3 of 7.3 MB" in err  # plain progress lines off a terminal
+
+    code, out, _ = await cli.run("upload", "--json", str(first))
+    third = json.loads(out)
+    assert (third["file"], third["size"], third["sent_chunks"]) == (str(first), 1000, 1)
+
+    code, out, _ = await cli.run("ls", "--json")
+    assert [item["media_id"] for item in json.loads(out)] == [
+        third["media_id"],
+        second_id,
+        first_id,
+    ]
+
+    code, out, _ = await cli.run("download", second_id, "-o", str(tmp_path / "back.mp4"))
+    assert (code, out.strip()) == (0, str(tmp_path / "back.mp4"))
+    assert (tmp_path / "back.mp4").read_bytes() == second.read_bytes()
+
+    code, out, _ = await cli.run("rm", first_id, third["media_id"])
+    assert (code, out.splitlines()) == (0, [f"deleted {first_id}", f"deleted {third['media_id']}"])
+    code, out, _ = await cli.run("ls")
+    assert [line.split()[0] for line in out.splitlines()] == [second_id]
+
+
+async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_path):
+    path = media_file(tmp_path, 60 * MiB, "big.mp4")
+    target = local_api.client.make_url("")
+    proxy = CuttableProxy(target.host, target.port)  # counts the bytes on their way
+    await proxy.start()
+    cli = Cli(local_api, tmp_path)
+    command = ("upload", "--json", "--parallel", "1", "--chunk-size", "5", str(path))
+    process = await cli.start(*command, MEDIAGATE_URL=proxy.url)
+    interrupted_at: list[float] = []
+
+    def interrupt() -> None:
+        interrupted_at.append(time.monotonic())
+        process.send_signal(signal.SIGINT)
+
+    proxy.call_after(12 * MiB, interrupt)
+    async with asyncio.timeout(60):
+        out, err = (stream.decode() for stream in await process.communicate())
+    stopped_in = time.monotonic() - interrupted_at[0]
+    await proxy.cut()
+
+    assert process.returncode == 130
+    assert stopped_in < 2.0
+    assert err.strip().splitlines()[-1] == (
+        "mediagate upload: interrupted; run the same command again to resume"
+    )
+    assert out == ""
+    state = next((tmp_path / "cache" / "mediagate" / "uploads").glob("*.json"))
+    session_id = json.loads(state.read_text())["session_id"]
+    status = await local_api.status(session_id)
+    received = (await status.json())["received"]
+    assert 2 <= len(received) < 12
+
+    await proxy.restore()
+    code, out, err = await cli.run(*command, MEDIAGATE_URL=proxy.url)
+    await proxy.cut()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["session_id"] == session_id
+    assert (result["resumed_chunks"], result["sent_chunks"]) == (len(received), 12 - len(received))
+    assert f"resuming: {len(received) * 5 * MiB / 1e6:.1f} of 62.9 MB already there" in err
+    assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (
+            ["--server", "ftp://example.com"],
+            {},
+            2,
+            "mediagate upload: --server 'ftp://example.com' is not an http:// or https:// URL",
+        ),
+        (
+            [],
+            {"MEDIAGATE_TOKEN": ""},
+            2,
+            "mediagate upload: no token: pass --token or set MEDIAGATE_TOKEN "
+            "(`mediagate token USER` on the server prints one)",
+        ),
+        (
+            ["--token", "not-a-token"],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token is not valid: Not enough "
+            "segments (401); get a new one with `mediagate token USER` on the server",
+        ),
+        (
+            [],
+            {"MEDIAGATE_URL": "http://127.0.0.1:{closed}"},
+            1,
+            "mediagate upload: cannot reach the server at http://127.0.0.1:{closed}: connection "
+            "refused (is the server running, and is --server http://127.0.0.1:{closed} right?)",
+        ),
+    ],
+    ids=["bad-url", "no-token", "refused-token", "server-down"],
+)
+async def test_one_line_errors(cli, tmp_path, args, env, code, message):
+    closed = str(closed_port())
+    env = {name: value.replace("{closed}", closed) for name, value in env.items()}
+    path = media_file(tmp_path, 10, "clip.mp4")
+    started = time.monotonic()
+
+    returned, out, err = await cli.run("upload", *args, str(path), **env)
+
+    assert (returned, out, err.splitlines()) == (code, "", [message.replace("{closed}", closed)])
+    assert time.monotonic() - started < 10  # no retrying what cannot succeed
