@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from mediagate.client.cli import add_parsers as add_client_parsers
+from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser

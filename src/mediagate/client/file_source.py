@@ -16,11 +16,15 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from mediagate.client.errors import FileChanged
 
 PIECE = 1024 * 1024
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,17 +65,21 @@ class FileSource:
             self._file.seek(offset)
             return self._file.read(length)
 
-    def sha256(self, offset: int = 0, length: int | None = None) -> str:
-        """Hex SHA-256 of `length` bytes at `offset`, the whole file by default (blocking)."""
+    def sha256(self, offset: int, length: int) -> str:
+        """Hex SHA-256 of `length` bytes at `offset` (blocking: call from a thread)."""
         hasher = hashlib.sha256()
-        end = self.size if length is None else offset + length
+        self.hash_into(hasher, offset, length)
+        return hasher.hexdigest()
+
+    def hash_into(self, hasher: Hasher, offset: int, length: int) -> None:
+        """Feed up to `length` bytes at `offset` (fewer at the end of the file) to `hasher`."""
+        end = min(offset + length, self.size)
         while offset < end:
             piece = self.read_at(offset, min(PIECE, end - offset))
             if not piece:
                 raise FileChanged(f"{self.name} is shorter than when the upload started")
             hasher.update(piece)
             offset += len(piece)
-        return hasher.hexdigest()
 
     async def stream(
         self, offset: int, length: int, on_piece: Callable[[int], None] | None = None

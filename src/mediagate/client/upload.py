@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 # `complete` answering `missing-chunks` (a chunk lost on the server's side) is
 # repaired by sending those again; this many times before giving up.
 REPAIR_ROUNDS = 3
+HASH_WINDOW = 16 * 1024 * 1024
 # A saved session in any other state cannot take chunks: start afresh.
 RESUMABLE_STATES = {"open", "completed", "completing"}
 
@@ -136,7 +138,7 @@ class Upload:
         if self._options.chunk_size:
             body["chunk_size"] = self._options.chunk_size
         if self._options.file_sha256:
-            body["sha256"] = await asyncio.to_thread(source.sha256)
+            body["sha256"] = await _file_sha256(source)
         answer = await self._client.initiate(body)
         if source.fingerprint is not None and self._options.resume:
             fingerprint = source.fingerprint
@@ -215,6 +217,14 @@ class Upload:
         if self._on_progress is not None:
             sent = self._confirmed + sum(self._in_flight.values())
             self._on_progress(UploadProgress(self._filename, self._total, sent, self._resumed))
+
+
+async def _file_sha256(source: FileSource) -> str:
+    """The whole file's SHA-256, a window per thread hop, so that Ctrl-C need not wait for it."""
+    hasher = hashlib.sha256()
+    for offset in range(0, source.size, HASH_WINDOW):
+        await asyncio.to_thread(source.hash_into, hasher, offset, HASH_WINDOW)
+    return hasher.hexdigest()
 
 
 def _session(status: SessionStatus) -> Session:
