@@ -16,6 +16,7 @@ from mediagate import tokens
 from mediagate.client import (
     MediagateClient,
     NotFound,
+    ProblemError,
     ResumeStore,
     RetryPolicy,
     Unauthorized,
@@ -39,6 +40,7 @@ class Recorder:
         self.peak = 0
         self.ranges: list[str | None] = []
         self.unavailable_for = 0
+        self.refused: set[int] = set()
 
     @property
     def chunk_requests(self) -> int:
@@ -52,22 +54,28 @@ class Recorder:
             return await handler(request)
         number = int(request.path.rsplit("/", 1)[1])
         self.chunk_times.setdefault(number, []).append(time.monotonic())
-        if self.unavailable_for:
-            self.unavailable_for -= 1
+        if self.unavailable_for or number in self.refused:
             while await request.content.readany():
                 pass
-            return web.json_response(
-                {"type": "about:blank", "title": "busy", "status": 503, "detail": "busy"},
-                status=503,
-                headers={"Retry-After": "1"},
-                content_type="application/problem+json",
-            )
+            if number in self.refused:
+                return problem(400, "chunk-out-of-range", {})
+            self.unavailable_for -= 1
+            return problem(503, "busy", {"Retry-After": "1"})
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             return await handler(request)
         finally:
             self.in_flight -= 1
+
+
+def problem(status: int, code: str, headers: dict[str, str]) -> web.Response:
+    return web.json_response(
+        {"type": f"https://mediagate.dev/problems/{code}", "status": status, "detail": code},
+        status=status,
+        headers=headers,
+        content_type="application/problem+json",
+    )
 
 
 @pytest.fixture
@@ -217,6 +225,15 @@ async def test_retry_after_is_honoured(serve, local, tmp_path):
     assert 1.0 <= second - first < 1.5
     assert 1.0 <= third - second < 1.5
     assert result.media.size == 1000
+
+
+async def test_a_refused_chunk_fails_the_upload_with_its_problem(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    recorder.refused = {1}
+    with pytest.raises(ProblemError) as raised:
+        await client.upload(media_file(tmp_path, 3 * CHUNK), chunk_size=CHUNK)
+    assert (raised.value.status, raised.value.code) == (400, "chunk-out-of-range")
+    assert len(recorder.chunk_times[1]) == 1  # a 4xx is not retried
 
 
 async def test_a_refused_token_is_not_retried(serve, local, tmp_path):

@@ -184,9 +184,13 @@ class Upload:
             for number in queue:
                 await self._send_chunk(source, session, number)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self._options.parallel, len(numbers))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._options.parallel, len(numbers))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:
+            # The first failure is the news; the others are the same or its consequences.
+            raise failed.exceptions[0] from None
 
     async def _send_chunk(self, source: FileSource, session: Session, number: int) -> None:
         offset = number * session.chunk_size
