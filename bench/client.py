@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,7 @@ from _common import (
     child_process,
     cpu_seconds,
     free_port,
+    machine_busy_seconds,
     mediagate_env,
     median,
     moto_server,
@@ -53,6 +55,7 @@ from _common import (
 
 MB = 1_000_000
 TARGET_RATIO = 0.9
+OTHER_LOAD_WARNING = 0.25
 USER = "bench"
 DEFAULT_AWS = "/tmp/awscli/bin/aws"
 RUN_LIMIT = 1800  # seconds for one upload, so a wedged run cannot hang the benchmark
@@ -70,6 +73,13 @@ class Run:
     client_cpu: float
     server_cpu: float
     moto_cpu: float
+    machine_busy: float
+
+    @property
+    def other_cores(self) -> float:
+        """Cores kept busy by processes other than the client, the server and moto."""
+        ours = self.client_cpu + self.server_cpu + self.moto_cpu
+        return max(self.machine_busy - ours, 0.0) / self.seconds
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class Bench:
     aws: str
     client_env: dict[str, str]
     aws_env: dict[str, str]
+    upload_args: tuple[str, ...]
 
     def measured(self, command: Sequence[str], env: dict[str, str]) -> tuple[Run, str]:
         """Run `command` to completion; its wall time and the CPU each process spent."""
@@ -89,6 +100,7 @@ class Bench:
             children_cpu(),
             cpu_seconds(self.server.process.pid),
             cpu_seconds(self.moto.process.pid),
+            machine_busy_seconds(),
         )
         started = time.monotonic()
         answer = subprocess.run(
@@ -102,11 +114,16 @@ class Bench:
             children_cpu() - before[0],
             cpu_seconds(self.server.process.pid) - before[1],
             cpu_seconds(self.moto.process.pid) - before[2],
+            machine_busy_seconds() - before[3],
         )
         return run, answer.stdout
 
     def mediagate_upload(self) -> Run:
-        command = [sys.executable, "-m", "mediagate", "upload", "--json", str(self.file)]
+        command = [
+            *(sys.executable, "-m", "mediagate", "upload", "--json"),
+            *self.upload_args,
+            str(self.file),
+        ]
         run, out = self.measured(command, self.client_env)
         media = json.loads(out)
         if media["size"] != self.file.stat().st_size or media["storage"] != "s3":
@@ -163,7 +180,11 @@ def rounds(bench: Bench, count: int) -> dict[str, list[Run]]:
         for name in order:
             run = tools[name]()
             results[name].append(run)
-            print(f"  round {number + 1}: {name:<17} {speed(bench, run):7.1f} MB/s", flush=True)
+            print(
+                f"  round {number + 1}: {name:<17} {speed(bench, run):7.1f} MB/s "
+                f"(other processes: {run.other_cores:.2f} cores)",
+                flush=True,
+            )
         order.reverse()  # a drift in moto's speed favours neither
     return results
 
@@ -197,8 +218,24 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
     print()
     print(f"{size / MiB:.0f} MiB file, {len(results['aws s3 cp'])} interleaved rounds, medians:")
     print(render_table(headers, rows))
+    # Each round's pair ran back to back: their ratio is less exposed to slow drifts.
+    paired = median(
+        [
+            aws_run.seconds / mediagate_run.seconds
+            for mediagate_run, aws_run in zip(
+                results["mediagate upload"], results["aws s3 cp"], strict=True
+            )
+        ]
+    )
     ratio = median([speed(bench, run) for run in results["mediagate upload"]]) / aws
+    print(f"ratio of medians {ratio:.3f}; median of the rounds' ratios {paired:.3f}")
     print(f"target: ratio >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    other = [run.other_cores for runs in results.values() for run in runs]
+    if max(other) > OTHER_LOAD_WARNING:
+        print(
+            f"WARNING: other processes kept up to {max(other):.2f} cores busy during runs: "
+            "MB/s and ratios are unreliable, rerun on a quiet machine"
+        )
     print()
     print(NOTE)
 
@@ -215,6 +252,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--aws",
         default=DEFAULT_AWS if Path(DEFAULT_AWS).exists() else shutil.which("aws"),
         help=f"the aws command (default: {DEFAULT_AWS}, else `aws` on PATH)",
+    )
+    parser.add_argument(
+        "--upload-args",
+        default="",
+        metavar="ARGS",
+        help='more options for `mediagate upload`, e.g. "--chunk-size 16 --parallel 8"',
     )
     options = parser.parse_args(argv)
     if not options.aws:
@@ -259,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "AWS_DEFAULT_REGION": "us-east-1",
                     "AWS_CONFIG_FILE": str(workdir / "aws-config"),  # awscli's own defaults
                 }
-                bench = Bench(workdir, file, moto, server, bucket, options.aws, client_env, aws_env)
+                bench = Bench(
+                    *(workdir, file, moto, server, bucket, options.aws, client_env, aws_env),
+                    tuple(shlex.split(options.upload_args)),
+                )
                 print(
                     f"moto pid {moto.pid} at {moto.url}, mediagate pid {server.pid} at "
                     f"{server.url}; {options.aws}",
