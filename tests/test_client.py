@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from conftest import MiB, make_settings, read_object
 from mediagate import tokens
 from mediagate.client import (
+    ConnectionFailed,
     MediagateClient,
     NotFound,
     ProblemError,
@@ -24,6 +26,7 @@ from mediagate.client import (
 )
 from mediagate.client.retry import is_retryable_status, parse_retry_after
 from mediagate.web.app import create_app
+from tcp_proxy import CuttableProxy
 
 CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
 
@@ -225,6 +228,36 @@ async def test_retry_after_is_honoured(serve, local, tmp_path):
     assert 1.0 <= second - first < 1.5
     assert 1.0 <= third - second < 1.5
     assert result.media.size == 1000
+
+
+async def test_a_lost_connection_is_retried(serve, local, tmp_path):
+    direct, recorder = await serve(local)
+    target = URL(direct.server)
+    proxy = CuttableProxy(target.host, target.port)
+    await proxy.start()
+    retries = []
+
+    async def outage() -> None:
+        await proxy.cut()
+        await asyncio.sleep(0.3)
+        await proxy.restore()
+
+    proxy.call_after(CHUNK + MiB, lambda: asyncio.ensure_future(outage()))
+    path = media_file(tmp_path, 3 * CHUNK)
+    async with MediagateClient(
+        proxy.url,
+        tokens.issue(tokens.load_secret(local), "alice", 3600),
+        retry=RetryPolicy(base_delay=0.2, max_delay=0.5),
+        resume_store=direct.resume_store,
+        on_retry=lambda error, delay: retries.append(error),
+    ) as client:
+        result = await client.upload(path, chunk_size=CHUNK, parallel=1)
+    await proxy.cut()
+
+    assert retries and all(isinstance(error, ConnectionFailed) for error in retries)
+    assert recorder.chunk_requests > 3  # chunk 1 went twice
+    saved = await direct.download(result.media.media_id, tmp_path / "back.mp4")
+    assert saved.read_bytes() == path.read_bytes()
 
 
 async def test_a_refused_chunk_fails_the_upload_with_its_problem(serve, local, tmp_path):
