@@ -206,7 +206,15 @@ class MediagateClient:
             ) as response:
                 if response.status not in ok:
                     raise await error_from(response)
-                return None if response.status == 204 else await response.json(content_type=None)
+                if response.status == 204:
+                    return None
+                try:
+                    return await response.json(content_type=None)
+                except ValueError:
+                    raise MediagateError(
+                        f"{method} {path}: the answer ({response.status}) is not JSON: "
+                        "is --server a mediagate server?"
+                    ) from None
 
         return await self.retrying(attempt)
 
@@ -247,15 +255,21 @@ class _Request:
             raise ConnectionFailed(
                 self._client.server, connection_reason(error), retryable=self._client._reached
             ) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+        except BROKEN as error:
             raise ConnectionFailed(self._client.server, connection_reason(error)) from None
         except aiohttp.InvalidURL:
             raise ConnectionFailed(self._url, "not a valid URL", retryable=False) from None
         self._client._reached = True
         return response
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._context.__aexit__(*exc_info)
+    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        await self._context.__aexit__(kind, error, traceback)
+        if isinstance(error, BROKEN):  # while the answer's body was being read
+            raise ConnectionFailed(self._client.server, connection_reason(error)) from None
+
+
+# A connection that broke, or a server that went silent, after it was reached.
+BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
 def connection_reason(error: BaseException) -> str:
