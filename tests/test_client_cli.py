@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MiB, closed_port
+from mediagate.client_cli import _how_to_resume
 from tcp_proxy import CuttableProxy
 
 
@@ -93,13 +95,13 @@ async def test_upload_ls_download_rm(cli, tmp_path):
 
 
 async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_path):
-    path = media_file(tmp_path, 60 * MiB, "big.mp4")
+    small, path = media_file(tmp_path, 1000, "small.mp4"), media_file(tmp_path, 60 * MiB, "big.mp4")
     target = local_api.client.make_url("")
     proxy = CuttableProxy(target.host, target.port)  # counts the bytes on their way
     await proxy.start()
     cli = Cli(local_api, tmp_path)
     command = ("upload", "--json", "--parallel", "1", "--chunk-size", "5", str(path))
-    process = await cli.start(*command, MEDIAGATE_URL=proxy.url)
+    process = await cli.start(*command[:-1], str(small), str(path), MEDIAGATE_URL=proxy.url)
     interrupted_at: list[float] = []
 
     def interrupt() -> None:
@@ -115,9 +117,10 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
     assert process.returncode == 130
     assert stopped_in < 2.0
     assert err.strip().splitlines()[-1] == (
-        "mediagate upload: interrupted; run the same command again to resume"
+        "mediagate upload: interrupted; 1 file(s) done; resume the rest with: "
+        f"mediagate upload --json --parallel 1 --chunk-size 5 {path}"
     )
-    assert out == ""
+    assert json.loads(out)["file"] == str(small)
     state = next((tmp_path / "cache" / "mediagate" / "uploads").glob("*.json"))
     session_id = json.loads(state.read_text())["session_id"]
     status = await local_api.status(session_id)
@@ -178,3 +181,26 @@ async def test_one_line_errors(cli, tmp_path, args, env, code, message):
 
     assert (returned, out, err.splitlines()) == (code, "", [message.replace("{closed}", closed)])
     assert time.monotonic() - started < 10  # no retrying what cannot succeed
+
+
+@pytest.mark.parametrize(
+    ("argv", "uploaded", "hint"),
+    [
+        (["upload", "a.mp4"], [], "run the same command again to resume"),
+        (
+            ["upload", "a.mp4", "--token", "secret", "b c.mp4"],
+            ["a.mp4"],
+            "1 file(s) done; resume the rest with: mediagate upload --token TOKEN 'b c.mp4'",
+        ),
+        (
+            ["upload", "--token=secret", "a.mp4", "b.mp4", "c.mp4"],
+            ["a.mp4", "b.mp4"],
+            "2 file(s) done; resume the rest with: mediagate upload --token=TOKEN c.mp4",
+        ),
+    ],
+)
+def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, argv, uploaded, hint):
+    monkeypatch.setattr(sys, "argv", ["mediagate", *argv])
+    files = [Path(word) for word in argv if word.endswith(".mp4")]
+    arguments = argparse.Namespace(files=files, uploaded=[Path(name) for name in uploaded])
+    assert _how_to_resume(arguments) == hint

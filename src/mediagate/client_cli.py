@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+RESUME_HINT = "run the same command again to resume"
 MiB = 1024 * 1024
 
 UPLOAD_DESCRIPTION = """\
@@ -104,7 +106,8 @@ def upload_command(arguments: argparse.Namespace) -> int:
     missing = [str(path) for path in arguments.files if not path.is_file()]
     if missing:
         return _fail(arguments, f"not a file: {', '.join(missing)}", EXIT_USAGE)
-    return _run(arguments, _upload_all, interrupted="run the same command again to resume")
+    arguments.uploaded = []
+    return _run(arguments, _upload_all, interrupted=lambda: _how_to_resume(arguments))
 
 
 def ls_command(arguments: argparse.Namespace) -> int:
@@ -112,7 +115,7 @@ def ls_command(arguments: argparse.Namespace) -> int:
 
 
 def download_command(arguments: argparse.Namespace) -> int:
-    return _run(arguments, _download, interrupted="run the same command again to resume")
+    return _run(arguments, _download, interrupted=lambda: RESUME_HINT)
 
 
 def rm_command(arguments: argparse.Namespace) -> int:
@@ -122,7 +125,9 @@ def rm_command(arguments: argparse.Namespace) -> int:
 Work = Callable[["MediagateClient", argparse.Namespace], Awaitable[int]]
 
 
-def _run(arguments: argparse.Namespace, work: Work, *, interrupted: str = "") -> int:
+def _run(
+    arguments: argparse.Namespace, work: Work, *, interrupted: Callable[[], str] | None = None
+) -> int:
     from mediagate.client.api import validate_server_url
 
     problem = validate_server_url(arguments.server)
@@ -138,7 +143,7 @@ def _run(arguments: argparse.Namespace, work: Work, *, interrupted: str = "") ->
     try:
         return asyncio.run(_with_client(arguments, work))
     except KeyboardInterrupt:
-        message = f"interrupted; {interrupted}" if interrupted else "interrupted"
+        message = f"interrupted; {interrupted()}" if interrupted else "interrupted"
         return _fail(arguments, message, EXIT_INTERRUPTED)
 
 
@@ -184,6 +189,7 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
             continue
         finally:
             display.close(finished=finished)
+        arguments.uploaded.append(path)
         media = result.media
         if result.finalizing:
             display.note("stored; the server is still moving it into S3")
@@ -233,6 +239,24 @@ async def _remove(client: MediagateClient, arguments: argparse.Namespace) -> int
         await client.delete(media_id)
         _print_result(arguments, {"deleted": media_id}, f"deleted {media_id}")
     return EXIT_OK
+
+
+def _how_to_resume(arguments: argparse.Namespace) -> str:
+    """The same command, less the files already uploaded (a re-run would upload them again)."""
+    if not arguments.uploaded:
+        return RESUME_HINT
+    command: list[str] = ["mediagate"]
+    hide_next = False
+    for word in sys.argv[1:]:
+        if hide_next or word.startswith("--token="):  # never echo a secret
+            word, hide_next = ("TOKEN" if hide_next else "--token=TOKEN"), False
+        elif word == "--token":
+            hide_next = True
+        elif Path(word) in arguments.uploaded:
+            continue
+        command.append(word)
+    done = len(arguments.uploaded)
+    return f"{done} file(s) done; resume the rest with: {shlex.join(command)}"
 
 
 # --- output ------------------------------------------------------------------------------
