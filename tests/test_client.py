@@ -225,8 +225,9 @@ async def test_retry_after_is_honoured(serve, local, tmp_path):
     result = await client.upload(path)
 
     first, second, third = recorder.chunk_times[0]
-    assert 1.0 <= second - first < 1.5
-    assert 1.0 <= third - second < 1.5
+    # Retry-After: 1, plus at most 10 % jitter (and some slack for a busy machine).
+    assert 1.0 <= second - first < 2.0
+    assert 1.0 <= third - second < 2.0
     assert result.media.size == 1000
 
 
