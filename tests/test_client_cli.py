@@ -35,10 +35,11 @@ class Cli:
         }
 
     async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        return await self.start_python("-m", "mediagate", *args, **env)
+
+    async def start_python(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "mediagate",
             *args,
             env={**self.env, **env},
             stdout=asyncio.subprocess.PIPE,
@@ -46,7 +47,10 @@ class Cli:
         )
 
     async def run(self, *args: str, **env: str) -> tuple[int, str, str]:
-        process = await self.start(*args, **env)
+        return await self.run_python("-m", "mediagate", *args, **env)
+
+    async def run_python(self, *args: str, **env: str) -> tuple[int, str, str]:
+        process = await self.start_python(*args, **env)
         async with asyncio.timeout(60):
             out, err = await process.communicate()
         return process.returncode, out.decode(), err.decode()
@@ -204,3 +208,24 @@ def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, arg
     files = [Path(word) for word in argv if word.endswith(".mp4")]
     arguments = argparse.Namespace(files=files, uploaded=[Path(name) for name in uploaded])
     assert _how_to_resume(arguments) == hint
+
+
+# Reports the peak RSS of the command it runs. A small process of its own starts it:
+# a child forked from pytest would count pytest's pages in its peak until it execs.
+PEAK_RSS_OF = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+async def test_upload_memory_stays_small_with_64_mib_chunks(cli, tmp_path):
+    path = media_file(tmp_path, 128 * MiB, "big.mp4")
+    command = [sys.executable, "-m", "mediagate", "upload", "--chunk-size", "64", str(path)]
+
+    _, out, err = await cli.run_python("-c", PEAK_RSS_OF, *command)
+
+    returned, peak = map(int, out.split())
+    assert returned == 0, err
+    # Two 64 MiB chunks in flight, streamed: 1 MiB pieces, not 64 MiB blobs.
+    assert peak < 100 * MiB
