@@ -24,6 +24,7 @@ from mediagate.client import (
     Unauthorized,
     UploadProgress,
 )
+from mediagate.client.resume import ResumeState
 from mediagate.client.retry import is_retryable_status, parse_retry_after
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
@@ -196,6 +197,25 @@ async def test_rerun_after_interruption_sends_only_the_missing_chunks(serve, loc
     assert (result.resumed_chunks, result.sent_chunks) == (2, 4)
     saved = await client.download(result.media.media_id, tmp_path / "back.mp4")
     assert saved.read_bytes() == path.read_bytes()
+
+
+async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
+    serve, local, tmp_path
+):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 2 * CHUNK)
+    first = await client.upload(path, chunk_size=CHUNK)
+    # As if the run had crashed after `complete` and before forgetting its session.
+    stat = path.stat()
+    client.resume_store.save(
+        ResumeState(client.server, str(path), stat.st_size, stat.st_mtime_ns, first.session_id)
+    )
+    recorder.chunk_times.clear()
+
+    again = await client.upload(path, chunk_size=CHUNK)
+
+    assert again.media.media_id == first.media.media_id
+    assert (recorder.chunk_requests, again.sent_chunks) == (0, 0)
 
 
 async def test_a_changed_file_gets_a_fresh_session(serve, local, tmp_path):

@@ -129,6 +129,11 @@ class Upload:
             return None
         if status.state not in RESUMABLE_STATES or status.size != source.size:
             return None
+        if status.state != "open":
+            # Completed, but the run that completed it did not live to say so:
+            # `complete` answers the same media again.
+            everything = frozenset(range(status.total_chunks))
+            return Session(status.session_id, status.chunk_size, status.total_chunks, everything)
         return _session(status)
 
     async def _new_session(self, source: FileSource) -> Session:
