@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ MB = 1_000_000
 TARGET_RATIO = 0.9
 OTHER_LOAD_WARNING = 0.25
 USER = "bench"
+AWS = "aws s3 cp"
 DEFAULT_AWS = "/tmp/awscli/bin/aws"
 RUN_LIMIT = 1800  # seconds for one upload, so a wedged run cannot hang the benchmark
 NOTE = (
@@ -92,7 +94,6 @@ class Bench:
     aws: str
     client_env: dict[str, str]
     aws_env: dict[str, str]
-    upload_args: tuple[str, ...]
 
     def measured(self, command: Sequence[str], env: dict[str, str]) -> tuple[Run, str]:
         """Run `command` to completion; its wall time and the CPU each process spent."""
@@ -118,10 +119,10 @@ class Bench:
         )
         return run, answer.stdout
 
-    def mediagate_upload(self) -> Run:
+    def mediagate_upload(self, options: Sequence[str]) -> Run:
         command = [
             *(sys.executable, "-m", "mediagate", "upload", "--json"),
-            *self.upload_args,
+            *options,
             str(self.file),
         ]
         run, out = self.measured(command, self.client_env)
@@ -172,16 +173,22 @@ def issue_token(env: dict[str, str]) -> str:
     return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def rounds(bench: Bench, count: int) -> dict[str, list[Run]]:
-    results: dict[str, list[Run]] = {"mediagate upload": [], "aws s3 cp": []}
-    tools = {"mediagate upload": bench.mediagate_upload, "aws s3 cp": bench.aws_cp}
+def rounds(bench: Bench, count: int, variants: Sequence[str]) -> dict[str, list[Run]]:
+    tools: dict[str, Callable[[], Run]] = {
+        " ".join(["mediagate upload", variant]).strip(): functools.partial(
+            bench.mediagate_upload, shlex.split(variant)
+        )
+        for variant in variants
+    }
+    tools[AWS] = bench.aws_cp
+    results: dict[str, list[Run]] = {name: [] for name in tools}
     order = list(tools)
     for number in range(count):
         for name in order:
             run = tools[name]()
             results[name].append(run)
             print(
-                f"  round {number + 1}: {name:<17} {speed(bench, run):7.1f} MB/s "
+                f"  round {number + 1}: {name:<34} {speed(bench, run):7.1f} MB/s "
                 f"(other processes: {run.other_cores:.2f} cores)",
                 flush=True,
             )
@@ -195,7 +202,7 @@ def speed(bench: Bench, run: Run) -> float:
 
 def report(bench: Bench, results: dict[str, list[Run]]) -> None:
     size = bench.file.stat().st_size
-    aws = median([speed(bench, run) for run in results["aws s3 cp"]])
+    aws = median([speed(bench, run) for run in results[AWS]])
     rows = []
     for name, runs in results.items():
         speeds = [speed(bench, run) for run in runs]
@@ -209,27 +216,34 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
                 f"{median(speeds):.1f}",
                 f"{min(speeds):.1f}-{max(speeds):.1f}",
                 f"{median(speeds) / aws:.3f}",
+                f"{paired_ratio(runs, results[AWS]):.3f}",
                 per_gib("client_cpu"),
                 per_gib("server_cpu") if name.startswith("mediagate") else "-",
                 per_gib("moto_cpu"),
             ]
         )
-    headers = ["command", "MB/s", "min-max", "ratio", "client CPU s/GiB", "server", "moto"]
+    headers = [
+        "command",
+        "MB/s",
+        "min-max",
+        "ratio",
+        "paired ratio",
+        "client CPU s/GiB",
+        "server",
+        "moto",
+    ]
     print()
-    print(f"{size / MiB:.0f} MiB file, {len(results['aws s3 cp'])} interleaved rounds, medians:")
+    print(f"{size / MiB:.0f} MiB file, {len(results[AWS])} interleaved rounds, medians:")
     print(render_table(headers, rows))
-    # Each round's pair ran back to back: their ratio is less exposed to slow drifts.
-    paired = median(
-        [
-            aws_run.seconds / mediagate_run.seconds
-            for mediagate_run, aws_run in zip(
-                results["mediagate upload"], results["aws s3 cp"], strict=True
-            )
-        ]
+    print(
+        "ratio: of the medians; paired ratio: the median of each round's ratio (runs back\n"
+        "to back, so less exposed to slow drifts in the machine's load)"
     )
-    ratio = median([speed(bench, run) for run in results["mediagate upload"]]) / aws
-    print(f"ratio of medians {ratio:.3f}; median of the rounds' ratios {paired:.3f}")
-    print(f"target: ratio >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    for name, runs in results.items():
+        if name != AWS:
+            ratio = median([speed(bench, run) for run in runs]) / aws
+            verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
+            print(f"target, {name}: ratio >= {TARGET_RATIO}: {verdict}")
     other = [run.other_cores for runs in results.values() for run in runs]
     if max(other) > OTHER_LOAD_WARNING:
         print(
@@ -238,6 +252,10 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
         )
     print()
     print(NOTE)
+
+
+def paired_ratio(runs: list[Run], aws_runs: list[Run]) -> float:
+    return median([aws.seconds / run.seconds for run, aws in zip(runs, aws_runs, strict=True)])
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -254,10 +272,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"the aws command (default: {DEFAULT_AWS}, else `aws` on PATH)",
     )
     parser.add_argument(
-        "--upload-args",
-        default="",
+        "--variant",
+        action="append",
         metavar="ARGS",
-        help='more options for `mediagate upload`, e.g. "--chunk-size 16 --parallel 8"',
+        help='options for `mediagate upload`, e.g. "--chunk-size 16"; repeat to compare several '
+        "in every round (default: one run with its defaults)",
     )
     options = parser.parse_args(argv)
     if not options.aws:
@@ -302,17 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "AWS_DEFAULT_REGION": "us-east-1",
                     "AWS_CONFIG_FILE": str(workdir / "aws-config"),  # awscli's own defaults
                 }
-                bench = Bench(
-                    *(workdir, file, moto, server, bucket, options.aws, client_env, aws_env),
-                    tuple(shlex.split(options.upload_args)),
-                )
+                bench = Bench(workdir, file, moto, server, bucket, options.aws, client_env, aws_env)
                 print(
                     f"moto pid {moto.pid} at {moto.url}, mediagate pid {server.pid} at "
                     f"{server.url}; {options.aws}",
                     flush=True,
                 )
                 try:
-                    report(bench, rounds(bench, options.rounds))
+                    report(bench, rounds(bench, options.rounds, options.variant or [""]))
                 except Exception:
                     print(f"--- mediagate log (tail) ---\n{tail(server.log_path)}", file=sys.stderr)
                     raise
