@@ -220,6 +220,8 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
                 per_gib("client_cpu"),
                 per_gib("server_cpu") if name.startswith("mediagate") else "-",
                 per_gib("moto_cpu"),
+                f"{path_cpu(runs) / (size / GiB):.2f}",
+                f"{path_cpu(results[AWS]) / path_cpu(runs):.3f}",
             ]
         )
     headers = [
@@ -231,13 +233,17 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
         "client CPU s/GiB",
         "server",
         "moto",
+        "all three",
+        "CPU ratio",
     ]
     print()
     print(f"{size / MiB:.0f} MiB file, {len(results[AWS])} interleaved rounds, medians:")
     print(render_table(headers, rows))
     print(
         "ratio: of the medians; paired ratio: the median of each round's ratio (runs back\n"
-        "to back, so less exposed to slow drifts in the machine's load)"
+        "to back, so less exposed to slow drifts in the machine's load); CPU ratio: aws's\n"
+        "CPU s/GiB (client + moto) over this path's (client + server + moto), the ratio to\n"
+        "expect where the cores are the limit, whatever else the machine is doing"
     )
     for name, runs in results.items():
         if name != AWS:
@@ -252,6 +258,11 @@ def report(bench: Bench, results: dict[str, list[Run]]) -> None:
         )
     print()
     print(NOTE)
+
+
+def path_cpu(runs: list[Run]) -> float:
+    """Median CPU seconds of the client, the server and moto together, for one upload."""
+    return median([run.client_cpu + run.server_cpu + run.moto_cpu for run in runs])
 
 
 def paired_ratio(runs: list[Run], aws_runs: list[Run]) -> float:
