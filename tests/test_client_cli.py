@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -229,3 +235,35 @@ async def test_upload_memory_stays_small_with_64_mib_chunks(cli, tmp_path):
     assert returned == 0, err
     # Two 64 MiB chunks in flight, streamed: 1 MiB pieces, not 64 MiB blobs.
     assert peak < 100 * MiB
+
+
+async def test_a_terminal_gets_a_progress_bar(cli, tmp_path):
+    path = media_file(tmp_path, 6 * MiB, "clip.mp4")
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mediagate", "upload", str(path)),
+        env=cli.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=child_end,
+    )
+    os.close(child_end)
+
+    def read_terminal() -> str:
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited
+            while piece := os.read(terminal, 4096):
+                seen += piece
+        os.close(terminal)
+        return seen.decode(errors="replace")
+
+    async with asyncio.timeout(60):
+        (out, _), shown = await asyncio.gather(
+            process.communicate(), asyncio.to_thread(read_terminal)
+        )
+
+    assert out.decode().endswith(f"  {path}\n")
+    # tqdm's final bar: bytes done of total, elapsed<left, rate.
+    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.00M/6\.00M \[[0-9:]+<[0-9:]+, +[0-9.]+MB/s\]"
+    assert re.search(bar, shown)
+    assert "clip.mp4: 100% (" not in shown  # no plain lines on a terminal
