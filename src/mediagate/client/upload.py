@@ -64,6 +64,8 @@ class Upload:
         self._file = file
         self._options = options
         self._on_progress = on_progress
+        self._filename = options.filename or ""  # the file's own name once it is open
+        self._total = 0
         self._confirmed = 0
         self._in_flight: dict[int, int] = {}
         self._resumed = 0
@@ -77,7 +79,7 @@ class Upload:
             source.close()
 
     async def _upload(self, source: FileSource) -> UploadResult:
-        self._filename = self._options.filename or source.name
+        self._filename = self._filename or source.name
         self._total = source.size
         session = await self._resumed_session(source) or await self._new_session(source)
         self._resumed = self._confirmed = sum(
