@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -159,6 +160,9 @@ async def test_empty_file_and_file_object(serve, local, tmp_path):
     with media_file(tmp_path, 1000, "open.bin").open("rb") as opened:
         result = await client.upload(opened)
     assert (result.media.filename, result.media.size) == ("open.bin", 1000)
+    in_memory = await client.upload(io.BytesIO(b"x" * (CHUNK + 1)), filename="memory.bin")
+    assert (in_memory.media.filename, in_memory.media.size) == ("memory.bin", CHUNK + 1)
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing to resume a BytesIO by
 
 
 async def interrupted_upload(client, path: Path, after_chunks: int) -> str:
