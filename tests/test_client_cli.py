@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from conftest import MiB, closed_port
+from conftest import Api, MiB, closed_port
 from mediagate.client_cli import _how_to_resume
+from mediagate.core.errors import StorageUnavailable
+from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
 
 
@@ -267,3 +270,28 @@ async def test_a_terminal_gets_a_progress_bar(cli, tmp_path):
     bar = r"clip\.mp4: 100%\|[^|]+\| 6\.00M/6\.00M \[[0-9:]+<[0-9:]+, +[0-9.]+MB/s\]"
     assert re.search(bar, shown)
     assert "clip.mp4: 100% (" not in shown  # no plain lines on a terminal
+
+
+async def test_a_busy_server_is_waited_for_as_it_asks(aiohttp_client, local_settings, tmp_path):
+    busy = [True]
+
+    @web.middleware
+    async def once_busy(request, handler):
+        if "/chunk/" in request.path and busy:
+            busy.clear()
+            while await request.content.readany():
+                pass
+            raise StorageUnavailable("S3 is away")  # 503 with Retry-After: 2
+        return await handler(request)
+
+    app = create_app(local_settings)
+    app.middlewares.append(once_busy)
+    api = Api(await aiohttp_client(app), local_settings)
+    path = media_file(tmp_path, 1000, "clip.mp4")
+    started = time.monotonic()
+
+    code, out, err = await Cli(api, tmp_path).run("upload", str(path))
+
+    assert (code, out.endswith(f"  {path}\n")) == (0, True), err
+    assert "clip.mp4: S3 is away (503 storage-unavailable); retrying in 2." in err
+    assert time.monotonic() - started >= 2.0

@@ -151,7 +151,12 @@ async def _with_client(arguments: argparse.Namespace, work: Work) -> int:
     from mediagate.client import MediagateClient, MediagateError
 
     def on_retry(error: MediagateError, delay: float) -> None:
-        print(f"mediagate {arguments.command}: {error}; retrying in {delay:.1f} s", file=sys.stderr)
+        message = f"{error}; retrying in {delay:.1f} s"
+        display = getattr(arguments, "display", None)
+        if display is not None:  # above its bar, which a plain print would break
+            display.note(message)
+        else:
+            print(f"mediagate {arguments.command}: {message}", file=sys.stderr)
 
     async with MediagateClient(arguments.server, arguments.token, on_retry=on_retry) as client:
         try:
@@ -166,7 +171,7 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
 
     code = EXIT_OK
     for path in arguments.files:
-        display = Display(path.name, bar=sys.stderr.isatty())
+        display = arguments.display = Display(path.name, bar=sys.stderr.isatty())
         finished = False
         try:
             result = await client.upload(
@@ -221,7 +226,7 @@ async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
 async def _download(client: MediagateClient, arguments: argparse.Namespace) -> int:
     from mediagate.client.progress_display import Display
 
-    display = Display(arguments.media_id, bar=sys.stderr.isatty())
+    display = arguments.display = Display(arguments.media_id, bar=sys.stderr.isatty())
     finished = False
     try:
         saved = await client.download(
