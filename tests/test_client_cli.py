@@ -22,7 +22,7 @@ from aiohttp import web
 
 from conftest import Api, MiB, closed_port
 from mediagate.client_cli import _how_to_resume
-from mediagate.core.errors import StorageUnavailable
+from mediagate.core.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
 
@@ -295,3 +295,30 @@ async def test_a_busy_server_is_waited_for_as_it_asks(aiohttp_client, local_sett
     assert (code, out.endswith(f"  {path}\n")) == (0, True), err
     assert "clip.mp4: S3 is away (503 storage-unavailable); retrying in 2." in err
     assert time.monotonic() - started >= 2.0
+
+
+async def test_a_refused_file_is_reported_and_the_others_still_go(
+    aiohttp_client, local_settings, tmp_path
+):
+    @web.middleware
+    async def refuse_huge(request, handler):
+        if request.path.endswith("/initiate") and (await request.json())["filename"] == "huge.mp4":
+            raise FileTooLarge("huge.mp4 is over the limit")
+        return await handler(request)
+
+    app = create_app(local_settings)
+    app.middlewares.append(refuse_huge)
+    cli = Cli(Api(await aiohttp_client(app), local_settings), tmp_path)
+    huge, fine = media_file(tmp_path, 10, "huge.mp4"), media_file(tmp_path, 10, "fine.mp4")
+
+    code, out, err = await cli.run("upload", str(huge), str(fine))
+    assert (code, out.endswith(f"  {fine}\n")) == (1, True)
+    assert err.splitlines()[0] == (
+        f"mediagate upload: {huge}: huge.mp4 is over the limit (413 file-too-large)"
+    )
+
+    code, out, _ = await cli.run("upload", "--json", str(huge), str(fine))
+    refused, uploaded = map(json.loads, out.splitlines())
+    reason = "huge.mp4 is over the limit (413 file-too-large)"
+    assert refused == {"file": str(huge), "error": reason}
+    assert (code, uploaded["file"]) == (1, str(fine))

@@ -141,14 +141,16 @@ def _run(
             EXIT_USAGE,
         )
     try:
-        return asyncio.run(_with_client(arguments, work))
+        return asyncio.run(_with_client(arguments, work, interrupted))
     except KeyboardInterrupt:
         message = f"interrupted; {interrupted()}" if interrupted else "interrupted"
         return _fail(arguments, message, EXIT_INTERRUPTED)
 
 
-async def _with_client(arguments: argparse.Namespace, work: Work) -> int:
-    from mediagate.client import MediagateClient, MediagateError
+async def _with_client(
+    arguments: argparse.Namespace, work: Work, resume_hint: Callable[[], str] | None
+) -> int:
+    from mediagate.client import ConnectionFailed, MediagateClient, MediagateError
 
     def on_retry(error: MediagateError, delay: float) -> None:
         message = f"{error}; retrying in {delay:.1f} s"
@@ -162,7 +164,10 @@ async def _with_client(arguments: argparse.Namespace, work: Work) -> int:
         try:
             return await work(client, arguments)
         except MediagateError as error:
-            return _fail(arguments, _explain(error, arguments.server), EXIT_FAILED)
+            message = _explain(error, arguments.server)
+            if isinstance(error, ConnectionFailed) and error.retryable and resume_hint:
+                message += f"; {resume_hint()}"
+            return _fail(arguments, message, EXIT_FAILED)
 
 
 async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) -> int:
@@ -190,7 +195,10 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
             message = str(error)
             if isinstance(error, MediagateError):
                 message = _explain(error, arguments.server)
-            _print_result(arguments, {"file": str(path), "error": message}, f"{path}: {message}")
+            if arguments.json:
+                _print_result(arguments, {"file": str(path), "error": message}, "")
+            else:
+                _fail(arguments, f"{path}: {message}", EXIT_FAILED)
             continue
         finally:
             display.close(finished=finished)
@@ -283,7 +291,7 @@ def _explain(error: MediagateError, server: str) -> str:
     if isinstance(error, ConnectionFailed) and not error.retryable:
         return f"{error} (is the server running, and is --server {server} right?)"
     if isinstance(error, ConnectionFailed):
-        return f"{error} (gave up retrying; run the same command again to resume)"
+        return f"{error} (gave up retrying)"
     return str(error)
 
 
