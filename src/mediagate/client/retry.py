@@ -42,7 +42,7 @@ class RetryPolicy:
     """Exponential back-off with jitter; a server's `Retry-After` wins when it sends one.
 
     `attempts` counts the first try: 1 never retries. With the defaults a
-    request is tried for about a minute in all before its error is raised,
+    request is tried for 30-50 s in all before its error is raised,
     which rides out a server restart or a short network loss.
     """
 
