@@ -1,4 +1,4 @@
-"""The `mediagate` command: serve, migrate, token."""
+"""The `mediagate` command: serve, migrate, token; upload, ls, download, rm (the client)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser
@@ -68,11 +69,17 @@ def parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=DEFAULT_TOKEN_TTL, help="lifetime in seconds (default: 1 day)"
     )
     sign.set_defaults(handler=token)
+
+    add_client_parsers(commands)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
+    if not getattr(arguments, "needs_settings", True):
+        # A client of some server, anywhere: this machine's server settings do not matter.
+        client_status: int = arguments.handler(arguments)
+        return client_status
     try:
         status: int = arguments.handler(load_settings(), arguments)
         return status

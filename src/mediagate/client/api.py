@@ -1,0 +1,319 @@
+"""`MediagateClient`: the native API over HTTP, each call retried by one policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from mediagate.client.errors import ConnectionFailed, MediagateError, ProblemError, problem_error
+from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
+from mediagate.client.resume import ResumeStore
+from mediagate.client.retry import RetryPolicy, is_retryable_status, parse_retry_after
+
+T = TypeVar("T")
+RetryHook = Callable[[MediagateError, float], None]
+PAGE_SIZE = 200  # the server's largest page
+# No total limit (a 64 MiB chunk on a slow link takes long); a silent peer is given up on.
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
+class MediagateClient:
+    """An async client of one mediagate server, acting as the user of `token`.
+
+    Use as `async with MediagateClient(url, token) as client: ...`. Every call
+    retries what may succeed later (connection loss, 408, 429, 5xx) with
+    back-off honouring `Retry-After`; `on_retry(error, delay)` hears of each
+    retry. Errors are `MediagateError`s: `ProblemError` carries the server's
+    problem+json (`status`, `type`, `detail`).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        retry: RetryPolicy | None = None,
+        resume_store: ResumeStore | None = None,
+        on_retry: RetryHook | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.resume_store = resume_store or ResumeStore()
+        self._on_retry = on_retry
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._http = http or aiohttp.ClientSession(timeout=TIMEOUT)
+        self._owns_http = http is None
+        # Until the server has answered once, a refused connection means a wrong
+        # URL or a server that is down: reported at once, not retried.
+        self._reached = False
+
+    async def __aenter__(self) -> MediagateClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.close()
+
+    # --- media ------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        file: str | os.PathLike[str] | BinaryIO,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+        parallel: int = 4,
+        chunk_size: int | None = None,
+        chunk_digest: bool = True,
+        file_sha256: bool = False,
+        resume: bool = True,
+        on_progress: Callable[[UploadProgress], None] | None = None,
+    ) -> UploadResult:
+        """Upload a file (a path, or a seekable binary file) and return the new media.
+
+        Chunks of the size the server chooses (or `chunk_size`, which it may
+        adjust) go `parallel` at a time, each with its `X-Chunk-SHA256` unless
+        `chunk_digest` is False; `file_sha256` declares the whole file's
+        SHA-256 (one extra read of the file) for the server to verify. With
+        `resume`, a path's session is remembered until it completes, so
+        uploading the same unchanged file again, after an interruption, sends
+        only the chunks the server lacks.
+        """
+        from mediagate.client.upload import Upload, UploadOptions
+
+        options = UploadOptions(
+            filename=filename,
+            content_type=content_type,
+            parallel=parallel,
+            chunk_size=chunk_size,
+            chunk_digest=chunk_digest,
+            file_sha256=file_sha256,
+            resume=resume,
+        )
+        return await Upload(self, file, options, on_progress).run()
+
+    async def info(self, media_id: str) -> Media:
+        return Media.from_json(await self.call("GET", f"media/info/{media_id}"))
+
+    async def iter_media(self, page_size: int = PAGE_SIZE) -> AsyncIterator[Media]:
+        """Every media of the user, newest first, fetched page by page."""
+        cursor: str | None = None
+        while True:
+            query = {"limit": str(page_size), **({"cursor": cursor} if cursor else {})}
+            page = await self.call("GET", "media", params=query)
+            for item in page["items"]:
+                yield Media.from_json(item)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def list_media(self, page_size: int = PAGE_SIZE) -> list[Media]:
+        """Every media of the user (all pages), newest first."""
+        return [media async for media in self.iter_media(page_size)]
+
+    async def delete(self, media_id: str) -> None:
+        await self.call("DELETE", f"media/delete/{media_id}", ok=(204,))
+
+    async def download(
+        self,
+        media_id: str,
+        destination: str | os.PathLike[str] | None = None,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Save a media to `destination` (a file or a directory; default: its filename here).
+
+        Bytes go to `<destination>.part` first, renamed when complete; an
+        interrupted download, run again, asks only for the rest (`Range`).
+        `on_progress(done, total)` hears of every piece written.
+        """
+        from mediagate.client.download import download
+
+        return await download(self, media_id, destination, on_progress)
+
+    # --- upload sessions ----------------------------------------------------------------
+
+    async def initiate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("POST", "media/upload/initiate", payload=body, ok=(201,))
+
+    async def session_status(self, session_id: str) -> SessionStatus:
+        return SessionStatus.from_json(await self.call("GET", f"media/upload/{session_id}"))
+
+    async def put_chunk(
+        self,
+        session_id: str,
+        number: int,
+        body: Callable[[], AsyncIterator[bytes]],
+        length: int,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        """Send one chunk; `body()` makes a fresh stream of its bytes for every attempt."""
+        return await self.call(
+            "POST",
+            f"media/upload/{session_id}/chunk/{number}",
+            body=body,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+                **headers,
+            },
+        )
+
+    async def complete(self, session_id: str) -> dict[str, Any]:
+        """`{media_id, stream_url, info}`, with `state: "finalizing"` when answered 202."""
+        return await self.call("POST", f"media/upload/{session_id}/complete", ok=(201, 202))
+
+    async def abort(self, session_id: str) -> None:
+        await self.call("DELETE", f"media/upload/{session_id}", ok=(204,))
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"{self.server}/api/v1/{path}"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        payload: Any = None,
+        body: Callable[[], AsyncIterator[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """One API call, retried; its JSON answer (None for 204)."""
+
+        async def attempt() -> Any:
+            async with self.request(
+                method,
+                self.url(path),
+                json=payload,
+                data=body() if body is not None else None,
+                headers=headers,
+                params=params,
+            ) as response:
+                if response.status not in ok:
+                    raise await error_from(response)
+                if response.status == 204:
+                    return None
+                try:
+                    return await response.json(content_type=None)
+                except ValueError:
+                    raise MediagateError(
+                        f"{method} {path}: the answer ({response.status}) is not JSON: "
+                        "is --server a mediagate server?"
+                    ) from None
+
+        return await self.retrying(attempt)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> _Request:
+        """An HTTP request with the token; connection failures become `ConnectionFailed`."""
+        headers = {**self._auth, **(kwargs.pop("headers", None) or {})}
+        return _Request(self, self._http.request(method, url, headers=headers, **kwargs), url)
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` until it succeeds, fails for good, or the policy's attempts run out."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except (ProblemError, ConnectionFailed) as error:
+                failures += 1
+                if failures >= self.retry.attempts or not is_retryable(error):
+                    raise
+                retry_after = error.retry_after if isinstance(error, ProblemError) else None
+                delay = self.retry.delay(failures, retry_after)
+                if self._on_retry is not None:
+                    self._on_retry(error, delay)
+            await asyncio.sleep(delay)
+
+
+class _Request:
+    """`async with` around an aiohttp request that translates its connection errors."""
+
+    def __init__(self, client: MediagateClient, context: Any, url: str) -> None:
+        self._client = client
+        self._context = context
+        self._url = url
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            response = await self._context.__aenter__()
+        except aiohttp.ClientConnectorError as error:
+            raise ConnectionFailed(
+                self._client.server, connection_reason(error), retryable=self._client._reached
+            ) from None
+        except BROKEN as error:
+            raise ConnectionFailed(self._client.server, connection_reason(error)) from None
+        except aiohttp.InvalidURL:
+            raise ConnectionFailed(self._url, "not a valid URL", retryable=False) from None
+        self._client._reached = True
+        return response
+
+    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        await self._context.__aexit__(kind, error, traceback)
+        if isinstance(error, BROKEN):  # while the answer's body was being read
+            raise ConnectionFailed(self._client.server, connection_reason(error)) from None
+
+
+# A connection that broke, or a server that went silent, after it was reached.
+BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+def connection_reason(error: BaseException) -> str:
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return f"unknown host {error.host!r}"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        if isinstance(error.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return error.os_error.strerror or str(error.os_error) or type(error).__name__
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return str(error) or type(error).__name__
+
+
+def is_retryable(error: MediagateError) -> bool:
+    if isinstance(error, ConnectionFailed):
+        return error.retryable
+    if isinstance(error, ProblemError):
+        return is_retryable_status(error.status, error.code)
+    return False
+
+
+async def error_from(response: aiohttp.ClientResponse) -> ProblemError:
+    """The problem in an error answer; a proxy's HTML page becomes a problem too."""
+    text = await response.text(errors="replace")
+    try:
+        problem = json.loads(text)
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        problem = {"title": response.reason or "", "status": response.status}
+        if text.strip():
+            problem["detail"] = f"{response.reason}: {text.strip()[:200]}"
+    return problem_error(
+        response.status, problem, parse_retry_after(response.headers.get("Retry-After"))
+    )
+
+
+def validate_server_url(server: str) -> str | None:
+    """Why `server` cannot be a mediagate base URL, or None if it can."""
+    try:
+        url = URL(server)
+    except ValueError:
+        return f"{server!r} is not a URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"{server!r} is not an http:// or https:// URL"
+    return None

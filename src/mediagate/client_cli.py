@@ -1,0 +1,307 @@
+"""`mediagate upload | ls | download | rm`: the client commands (HTTP only, no server settings)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mediagate.client import MediagateClient, MediagateError
+    from mediagate.client.models import UploadProgress
+    from mediagate.client.progress_display import Display
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+RESUME_HINT = "run the same command again to resume"
+MiB = 1024 * 1024
+
+UPLOAD_DESCRIPTION = """\
+Upload files to a mediagate server in parallel chunks, each checked with its
+SHA-256, retrying what fails. Interrupted (Ctrl-C, a crash, a lost network)?
+Run the same command again: it resumes each unchanged file where it stopped,
+sending only the chunks the server lacks. Prints `MEDIA_ID  FILE` per file.
+"""
+
+
+def add_parsers(commands: Any) -> None:
+    """Add the client commands to the `mediagate` command's subparsers."""
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--server",
+        default=os.environ.get("MEDIAGATE_URL", DEFAULT_SERVER),
+        metavar="URL",
+        help=f"the server's base URL (default: MEDIAGATE_URL, else {DEFAULT_SERVER})",
+    )
+    connection.add_argument(
+        "--token",
+        default=os.environ.get("MEDIAGATE_TOKEN"),
+        help="bearer token (default: MEDIAGATE_TOKEN; `mediagate token USER` on the server)",
+    )
+    connection.add_argument("--json", action="store_true", help="print results as JSON")
+
+    upload = commands.add_parser(
+        "upload",
+        parents=[connection],
+        help="upload files (parallel chunks, resumable)",
+        description=UPLOAD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload.add_argument(
+        "--parallel", type=_at_least_one, default=4, metavar="N", help="chunks in flight (4)"
+    )
+    upload.add_argument(
+        "--chunk-size",
+        type=_at_least_one,
+        metavar="MIB",
+        help="ask for chunks of this many MiB (the server may adjust; default: its own, "
+        "8 MiB unless configured; 16-32 spare server CPU on fast links)",
+    )
+    upload.add_argument(
+        "--sha256",
+        action="store_true",
+        help="also declare each file's SHA-256 for the server to verify (one extra read)",
+    )
+    upload.add_argument(
+        "--no-resume", action="store_true", help="start a new session even if one can resume"
+    )
+    upload.set_defaults(handler=upload_command, needs_settings=False)
+
+    listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
+    listing.set_defaults(handler=ls_command, needs_settings=False)
+
+    fetch = commands.add_parser(
+        "download", parents=[connection], help="save a media to a file (resumable)"
+    )
+    fetch.add_argument("media_id", metavar="ID")
+    fetch.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="file or directory (default: its name)"
+    )
+    fetch.set_defaults(handler=download_command, needs_settings=False)
+
+    remove = commands.add_parser("rm", parents=[connection], help="delete media")
+    remove.add_argument("media_ids", nargs="+", metavar="ID")
+    remove.set_defaults(handler=rm_command, needs_settings=False)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+# --- the commands -----------------------------------------------------------------------
+
+
+def upload_command(arguments: argparse.Namespace) -> int:
+    missing = [str(path) for path in arguments.files if not path.is_file()]
+    if missing:
+        return _fail(arguments, f"not a file: {', '.join(missing)}", EXIT_USAGE)
+    arguments.uploaded = []
+    return _run(arguments, _upload_all, interrupted=lambda: _how_to_resume(arguments))
+
+
+def ls_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _list)
+
+
+def download_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _download, interrupted=lambda: RESUME_HINT)
+
+
+def rm_command(arguments: argparse.Namespace) -> int:
+    return _run(arguments, _remove)
+
+
+Work = Callable[["MediagateClient", argparse.Namespace], Awaitable[int]]
+
+
+def _run(
+    arguments: argparse.Namespace, work: Work, *, interrupted: Callable[[], str] | None = None
+) -> int:
+    from mediagate.client.api import validate_server_url
+
+    problem = validate_server_url(arguments.server)
+    if problem is not None:
+        return _fail(arguments, f"--server {problem}", EXIT_USAGE)
+    if not arguments.token:
+        return _fail(
+            arguments,
+            "no token: pass --token or set MEDIAGATE_TOKEN "
+            "(`mediagate token USER` on the server prints one)",
+            EXIT_USAGE,
+        )
+    try:
+        return asyncio.run(_with_client(arguments, work, interrupted))
+    except KeyboardInterrupt:
+        message = f"interrupted; {interrupted()}" if interrupted else "interrupted"
+        return _fail(arguments, message, EXIT_INTERRUPTED)
+
+
+async def _with_client(
+    arguments: argparse.Namespace, work: Work, resume_hint: Callable[[], str] | None
+) -> int:
+    from mediagate.client import ConnectionFailed, MediagateClient, MediagateError
+
+    def on_retry(error: MediagateError, delay: float) -> None:
+        message = f"{error}; retrying in {delay:.1f} s"
+        display = getattr(arguments, "display", None)
+        if display is not None:  # above its bar, which a plain print would break
+            display.note(message)
+        else:
+            print(f"mediagate {arguments.command}: {message}", file=sys.stderr)
+
+    async with MediagateClient(arguments.server, arguments.token, on_retry=on_retry) as client:
+        try:
+            return await work(client, arguments)
+        except MediagateError as error:
+            message = _explain(error, arguments.server)
+            if isinstance(error, ConnectionFailed) and error.retryable and resume_hint:
+                message += f"; {resume_hint()}"
+            return _fail(arguments, message, EXIT_FAILED)
+
+
+async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    from mediagate.client import ConnectionFailed, MediagateError, Unauthorized
+    from mediagate.client.progress_display import Display
+
+    code = EXIT_OK
+    for path in arguments.files:
+        display = arguments.display = Display(path.name, bar=sys.stderr.isatty())
+        finished = False
+        try:
+            result = await client.upload(
+                path,
+                parallel=arguments.parallel,
+                chunk_size=arguments.chunk_size * MiB if arguments.chunk_size else None,
+                file_sha256=arguments.sha256,
+                resume=not arguments.no_resume,
+                on_progress=functools.partial(_show_progress, display),
+            )
+            finished = True
+        except (ConnectionFailed, Unauthorized):
+            raise  # the next file would fail the same way
+        except (MediagateError, OSError) as error:
+            code = EXIT_FAILED
+            message = str(error)
+            if isinstance(error, MediagateError):
+                message = _explain(error, arguments.server)
+            if arguments.json:
+                _print_result(arguments, {"file": str(path), "error": message}, "")
+            else:
+                _fail(arguments, f"{path}: {message}", EXIT_FAILED)
+            continue
+        finally:
+            display.close(finished=finished)
+        arguments.uploaded.append(path)
+        media = result.media
+        if result.finalizing:
+            display.note("stored; the server is still moving it into S3")
+        _print_result(
+            arguments,
+            {
+                "file": str(path),
+                "session_id": result.session_id,
+                "sent_chunks": result.sent_chunks,
+                "resumed_chunks": result.resumed_chunks,
+                **media.as_json(),
+            },
+            f"{media.media_id}  {path}",
+        )
+    return code
+
+
+async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    media = await client.list_media()
+    if arguments.json:
+        print(json.dumps([item.as_json() for item in media], indent=2))
+        return EXIT_OK
+    for item in media:
+        created = item.created_at.strftime("%Y-%m-%d %H:%M")
+        print(f"{item.media_id}  {item.size:>14,}  {created}  {item.filename}")
+    return EXIT_OK
+
+
+async def _download(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    from mediagate.client.progress_display import Display
+
+    display = arguments.display = Display(arguments.media_id, bar=sys.stderr.isatty())
+    finished = False
+    try:
+        saved = await client.download(
+            arguments.media_id, arguments.output, on_progress=lambda d, t: display.update(d, t)
+        )
+        finished = True
+    finally:
+        display.close(finished=finished)
+    _print_result(arguments, {"media_id": arguments.media_id, "file": str(saved)}, str(saved))
+    return EXIT_OK
+
+
+async def _remove(client: MediagateClient, arguments: argparse.Namespace) -> int:
+    for media_id in arguments.media_ids:
+        await client.delete(media_id)
+        _print_result(arguments, {"deleted": media_id}, f"deleted {media_id}")
+    return EXIT_OK
+
+
+def _how_to_resume(arguments: argparse.Namespace) -> str:
+    """The same command, less the files already uploaded (a re-run would upload them again)."""
+    if not arguments.uploaded:
+        return RESUME_HINT
+    command: list[str] = ["mediagate"]
+    hide_next = False
+    for word in sys.argv[1:]:
+        if hide_next or word.startswith("--token="):  # never echo a secret
+            word, hide_next = ("TOKEN" if hide_next else "--token=TOKEN"), False
+        elif word == "--token":
+            hide_next = True
+        elif Path(word) in arguments.uploaded:
+            continue
+        command.append(word)
+    done = len(arguments.uploaded)
+    return f"{done} file(s) done; resume the rest with: {shlex.join(command)}"
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _print_result(arguments: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if arguments.json else text, flush=True)
+
+
+def _explain(error: MediagateError, server: str) -> str:
+    """One line a user can act on."""
+    from mediagate.client import ConnectionFailed, Unauthorized
+
+    if isinstance(error, Unauthorized):
+        return (
+            f"the server refused the token: {error.detail} (401); "
+            "get a new one with `mediagate token USER` on the server"
+        )
+    if isinstance(error, ConnectionFailed) and not error.retryable:
+        return f"{error} (is the server running, and is --server {server} right?)"
+    if isinstance(error, ConnectionFailed):
+        return f"{error} (gave up retrying)"
+    return str(error)
+
+
+def _fail(arguments: argparse.Namespace, message: str, code: int) -> int:
+    print(f"mediagate {arguments.command}: {message}", file=sys.stderr)
+    return code
+
+
+def _show_progress(display: Display, progress: UploadProgress) -> None:
+    display.update(progress.sent, progress.total, progress.resumed)

@@ -1,0 +1,381 @@
+"""mediagate.client against a real server over loopback HTTP (moto S3 or local disk)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from conftest import MiB, make_settings, read_object
+from mediagate import tokens
+from mediagate.client import (
+    ConnectionFailed,
+    MediagateClient,
+    NotFound,
+    ProblemError,
+    ResumeStore,
+    RetryPolicy,
+    Unauthorized,
+    UploadProgress,
+)
+from mediagate.client.resume import ResumeState
+from mediagate.client.retry import is_retryable_status, parse_retry_after
+from mediagate.web.app import create_app
+from tcp_proxy import CuttableProxy
+
+CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
+
+
+class Recorder:
+    """Server-side view of the requests: chunks received, how many at once, Range headers.
+
+    It can also answer the next chunk requests itself with a 503 and `Retry-After`.
+    """
+
+    def __init__(self) -> None:
+        self.chunk_times: dict[int, list[float]] = {}
+        self.in_flight = 0
+        self.peak = 0
+        self.ranges: list[str | None] = []
+        self.unavailable_for = 0
+        self.refused: set[int] = set()
+
+    @property
+    def chunk_requests(self) -> int:
+        return sum(len(times) for times in self.chunk_times.values())
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if request.path.startswith("/api/v1/media/stream/"):
+            self.ranges.append(request.headers.get("Range"))
+        if "/chunk/" not in request.path:
+            return await handler(request)
+        number = int(request.path.rsplit("/", 1)[1])
+        self.chunk_times.setdefault(number, []).append(time.monotonic())
+        if self.unavailable_for or number in self.refused:
+            while await request.content.readany():
+                pass
+            if number in self.refused:
+                return problem(400, "chunk-out-of-range", {})
+            self.unavailable_for -= 1
+            return problem(503, "busy", {"Retry-After": "1"})
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+
+def problem(status: int, code: str, headers: dict[str, str]) -> web.Response:
+    return web.json_response(
+        {"type": f"https://mediagate.dev/problems/{code}", "status": status, "detail": code},
+        status=status,
+        headers=headers,
+        content_type="application/problem+json",
+    )
+
+
+@pytest.fixture
+async def serve(aiohttp_client, tmp_path):
+    """Start mediagate with a Recorder; returns (client, recorder, settings)."""
+
+    async def start(settings, user: str = "alice"):
+        recorder = Recorder()
+        app = create_app(settings)
+        app.middlewares.append(recorder.middleware)
+        server = await aiohttp_client(app)
+        token = tokens.issue(tokens.load_secret(settings), user, 3600)
+        client = MediagateClient(
+            str(server.make_url("")).rstrip("/"),
+            token,
+            retry=RetryPolicy(base_delay=0.05, max_delay=0.2),
+            resume_store=ResumeStore(tmp_path / "cache"),
+        )
+        clients.append(client)
+        return client, recorder
+
+    clients: list[MediagateClient] = []
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+def local(tmp_path):
+    return make_settings(tmp_path / "data")
+
+
+def media_file(tmp_path: Path, size: int, name: str = "clip.mp4") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def test_parallel_upload_into_s3_is_byte_exact(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 4 * CHUNK + 12345)
+    seen: list[UploadProgress] = []
+
+    result = await client.upload(path, chunk_size=CHUNK, file_sha256=True, on_progress=seen.append)
+
+    data = path.read_bytes()
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == data
+    assert result.media.storage == "s3"
+    assert result.media.checksum.startswith("sha256:")
+    assert recorder.chunk_requests == 5 and result.sent_chunks == 5
+    assert 1 < recorder.peak <= 4  # several chunks at once, never more than asked
+    assert seen[-1].sent == seen[-1].total == len(data)
+    # An S3 media downloads through the presigned redirect.
+    saved = await client.download(result.media.media_id, tmp_path / "back.mp4")
+    assert saved.read_bytes() == data
+
+
+async def test_upload_onto_local_disk_is_byte_exact(serve, local, tmp_path):
+    client, _ = await serve(local)
+    path = media_file(tmp_path, 2 * CHUNK + 1)
+
+    result = await client.upload(path, chunk_size=CHUNK, parallel=2)
+
+    stored = next(local.data_dir.rglob(f"{result.media.media_id}/clip.mp4"))
+    assert stored.read_bytes() == path.read_bytes()
+    assert result.media.storage == "local"
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing left to resume
+
+
+async def test_empty_file_and_file_object(serve, local, tmp_path):
+    client, _ = await serve(local)
+    empty = media_file(tmp_path, 0, "empty.bin")
+    assert (await client.upload(empty)).media.size == 0
+    with media_file(tmp_path, 1000, "open.bin").open("rb") as opened:
+        result = await client.upload(opened)
+    assert (result.media.filename, result.media.size) == ("open.bin", 1000)
+    in_memory = await client.upload(io.BytesIO(b"x" * (CHUNK + 1)), filename="memory.bin")
+    assert (in_memory.media.filename, in_memory.media.size) == ("memory.bin", CHUNK + 1)
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing to resume a BytesIO by
+
+
+async def interrupted_upload(client, path: Path, after_chunks: int) -> str:
+    """Start uploading one chunk at a time; cancel it as chunk `after_chunks` starts streaming."""
+    started = asyncio.Event()
+
+    def on_progress(progress: UploadProgress) -> None:
+        if progress.sent > after_chunks * CHUNK:
+            started.set()
+
+    upload = asyncio.create_task(
+        client.upload(path, chunk_size=CHUNK, parallel=1, on_progress=on_progress)
+    )
+    async with asyncio.timeout(20):
+        await started.wait()
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    state = client.resume_store.load(client.server, str(path))  # tmp_path is absolute
+    assert state is not None
+    return state.session_id
+
+
+async def test_rerun_after_interruption_sends_only_the_missing_chunks(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 5 * CHUNK + 7)
+    session_id = await interrupted_upload(client, path, after_chunks=2)
+    received = (await client.session_status(session_id)).received
+    assert received == {0, 1}  # chunk 2 was cut short: the server does not count it
+    recorder.chunk_times.clear()
+
+    result = await client.upload(path, chunk_size=CHUNK, parallel=1)
+
+    assert result.session_id == session_id
+    assert sorted(recorder.chunk_times) == [2, 3, 4, 5]
+    assert (result.resumed_chunks, result.sent_chunks) == (2, 4)
+    saved = await client.download(result.media.media_id, tmp_path / "back.mp4")
+    assert saved.read_bytes() == path.read_bytes()
+
+
+async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
+    serve, local, tmp_path
+):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 2 * CHUNK)
+    first = await client.upload(path, chunk_size=CHUNK)
+    # As if the run had crashed after `complete` and before forgetting its session.
+    stat = path.stat()
+    client.resume_store.save(
+        ResumeState(client.server, str(path), stat.st_size, stat.st_mtime_ns, first.session_id)
+    )
+    recorder.chunk_times.clear()
+
+    again = await client.upload(path, chunk_size=CHUNK)
+
+    assert again.media.media_id == first.media.media_id
+    assert (recorder.chunk_requests, again.sent_chunks) == (0, 0)
+
+
+async def test_a_changed_file_gets_a_fresh_session(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 3 * CHUNK)
+    old_session = await interrupted_upload(client, path, after_chunks=1)
+    path.write_bytes(os.urandom(3 * CHUNK))  # same size, new bytes and mtime
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    recorder.chunk_times.clear()
+
+    result = await client.upload(path, chunk_size=CHUNK)
+
+    assert result.session_id != old_session
+    assert sorted(recorder.chunk_times) == [0, 1, 2]
+    with pytest.raises(NotFound):  # the stale session was aborted, not left to expire
+        await client.session_status(old_session)
+    saved = await client.download(result.media.media_id, tmp_path / "back.mp4")
+    assert saved.read_bytes() == path.read_bytes()
+
+
+async def test_retry_after_is_honoured(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 1000)
+    recorder.unavailable_for = 2  # two 503s with Retry-After: 1
+
+    result = await client.upload(path)
+
+    first, second, third = recorder.chunk_times[0]
+    # Retry-After: 1, plus at most 10 % jitter (and some slack for a busy machine).
+    assert 1.0 <= second - first < 2.0
+    assert 1.0 <= third - second < 2.0
+    assert result.media.size == 1000
+
+
+async def test_a_lost_connection_is_retried(serve, local, tmp_path):
+    direct, recorder = await serve(local)
+    target = URL(direct.server)
+    proxy = CuttableProxy(target.host, target.port)
+    await proxy.start()
+    retries = []
+
+    async def outage() -> None:
+        await proxy.cut()
+        await asyncio.sleep(0.3)
+        await proxy.restore()
+
+    proxy.call_after(CHUNK + MiB, lambda: asyncio.ensure_future(outage()))
+    path = media_file(tmp_path, 3 * CHUNK)
+    async with MediagateClient(
+        proxy.url,
+        tokens.issue(tokens.load_secret(local), "alice", 3600),
+        retry=RetryPolicy(base_delay=0.2, max_delay=0.5),
+        resume_store=direct.resume_store,
+        on_retry=lambda error, delay: retries.append(error),
+    ) as client:
+        result = await client.upload(path, chunk_size=CHUNK, parallel=1)
+    await proxy.cut()
+
+    assert retries and all(isinstance(error, ConnectionFailed) for error in retries)
+    assert recorder.chunk_requests > 3  # chunk 1 went twice
+    saved = await direct.download(result.media.media_id, tmp_path / "back.mp4")
+    assert saved.read_bytes() == path.read_bytes()
+
+
+async def test_a_refused_chunk_fails_the_upload_with_its_problem(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    recorder.refused = {1}
+    with pytest.raises(ProblemError) as raised:
+        await client.upload(media_file(tmp_path, 3 * CHUNK), chunk_size=CHUNK)
+    assert (raised.value.status, raised.value.code) == (400, "chunk-out-of-range")
+    assert len(recorder.chunk_times[1]) == 1  # a 4xx is not retried
+
+
+async def test_a_refused_token_is_not_retried(serve, local, tmp_path):
+    good, _ = await serve(local)
+    retries = []
+
+    def on_retry(error, delay):
+        retries.append(error)
+
+    async with MediagateClient(good.server, "not-a-token", on_retry=on_retry) as client:
+        with pytest.raises(Unauthorized) as raised:
+            await client.list_media()
+    assert (raised.value.status, raised.value.code, retries) == (401, "unauthorized", [])
+
+
+async def test_list_returns_every_page_newest_first(serve, local, tmp_path):
+    client, _ = await serve(local)
+    ids = [
+        (await client.upload(media_file(tmp_path, 10, f"{n}.txt"))).media.media_id for n in range(5)
+    ]
+    listed = await client.list_media(page_size=2)
+    assert [media.media_id for media in listed] == ids[::-1]
+
+
+async def test_download_resumes_from_a_part_file(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, 3 * MiB + 5)
+    media = (await client.upload(path)).media
+    target = tmp_path / "back.mp4"
+    (tmp_path / "back.mp4.part").write_bytes(path.read_bytes()[: MiB + 1])
+
+    saved = await client.download(media.media_id, target)
+
+    assert recorder.ranges == [f"bytes={MiB + 1}-"]
+    assert saved.read_bytes() == path.read_bytes()
+    assert not (tmp_path / "back.mp4.part").exists()
+
+
+async def test_delete_and_problem_details(serve, local, tmp_path):
+    client, _ = await serve(local)
+    media = (await client.upload(media_file(tmp_path, 10))).media
+    await client.delete(media.media_id)
+    with pytest.raises(NotFound) as raised:
+        await client.info(media.media_id)
+    assert raised.value.status == 404
+    assert raised.value.type.endswith("/not-found")
+    assert media.media_id in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retry"),
+    [
+        (400, "", False),
+        (401, "", False),
+        (404, "", False),
+        (409, "missing-chunks", False),
+        (408, "", True),
+        (429, "", True),
+        (500, "internal-error", True),
+        (502, "", True),
+        (502, "storage-rejected", False),
+        (503, "storage-unavailable", True),
+        (507, "storage-full", False),
+        (501, "", False),
+    ],
+)
+def test_which_answers_are_retried(status, code, retry):
+    assert is_retryable_status(status, code) is retry
+
+
+def test_retry_after_header_values():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    later = (now + timedelta(seconds=7)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(later, now) == 7.0
+    assert parse_retry_after("Thu, 01 Jan 2020 00:00:00 GMT", now) == 0.0
+    assert parse_retry_after("99999") == 300.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_back_off_grows_and_honours_retry_after():
+    policy = RetryPolicy(base_delay=0.5, max_delay=4.0)
+    assert [policy.delay(n, jitter=0.0) for n in (1, 2, 3, 4, 5)] == [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert [policy.delay(n, jitter=1.0) for n in (1, 5)] == [0.5, 4.0]
+    assert policy.delay(1, retry_after=3.0, jitter=0.0) == 3.0
+    assert policy.delay(1, retry_after=3.0, jitter=1.0) == pytest.approx(3.3)

@@ -1,0 +1,324 @@
+"""`mediagate upload | ls | download | rm` run as real processes against a real server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from conftest import Api, MiB, closed_port
+from mediagate.client_cli import _how_to_resume
+from mediagate.core.errors import FileTooLarge, StorageUnavailable
+from mediagate.web.app import create_app
+from tcp_proxy import CuttableProxy
+
+
+class Cli:
+    """Runs the `mediagate` command as a user of the `local_api` server would."""
+
+    def __init__(self, api, tmp_path: Path) -> None:
+        self.server = str(api.client.make_url("")).rstrip("/")
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "MEDIAGATE_URL": self.server,
+            "MEDIAGATE_TOKEN": api.headers["Authorization"].removeprefix("Bearer "),
+            # Client commands must not read server settings: these would stop `serve`.
+            "USE_CLOUD_STORAGE": "maybe",
+            "MEDIAGATE_PORT": "not-a-port",
+        }
+
+    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        return await self.start_python("-m", "mediagate", *args, **env)
+
+    async def start_python(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            env={**self.env, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def run(self, *args: str, **env: str) -> tuple[int, str, str]:
+        return await self.run_python("-m", "mediagate", *args, **env)
+
+    async def run_python(self, *args: str, **env: str) -> tuple[int, str, str]:
+        process = await self.start_python(*args, **env)
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def cli(local_api, tmp_path) -> Cli:
+    return Cli(local_api, tmp_path)
+
+
+def media_file(tmp_path: Path, size: int, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def test_upload_ls_download_rm(cli, tmp_path):
+    first, second = media_file(tmp_path, 1000, "a.mp4"), media_file(tmp_path, 7 * MiB, "b.mp4")
+
+    code, out, err = await cli.run("upload", str(first), str(second))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split("  ")[1] for line in lines] == [str(first), str(second)]
+    first_id, second_id = (line.split("  ")[0] for line in lines)
+    assert "b.mp4: 100% (7.3 of 7.3 MB" in err  # plain progress lines off a terminal
+
+    code, out, _ = await cli.run("upload", "--json", str(first))
+    third = json.loads(out)
+    assert (third["file"], third["size"], third["sent_chunks"]) == (str(first), 1000, 1)
+
+    code, out, _ = await cli.run("ls", "--json")
+    assert [item["media_id"] for item in json.loads(out)] == [
+        third["media_id"],
+        second_id,
+        first_id,
+    ]
+
+    code, out, _ = await cli.run("download", second_id, "-o", str(tmp_path / "back.mp4"))
+    assert (code, out.strip()) == (0, str(tmp_path / "back.mp4"))
+    assert (tmp_path / "back.mp4").read_bytes() == second.read_bytes()
+
+    code, out, _ = await cli.run("rm", first_id, third["media_id"])
+    assert (code, out.splitlines()) == (0, [f"deleted {first_id}", f"deleted {third['media_id']}"])
+    code, out, _ = await cli.run("ls")
+    assert [line.split()[0] for line in out.splitlines()] == [second_id]
+
+
+async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_path):
+    small, path = media_file(tmp_path, 1000, "small.mp4"), media_file(tmp_path, 60 * MiB, "big.mp4")
+    target = local_api.client.make_url("")
+    proxy = CuttableProxy(target.host, target.port)  # counts the bytes on their way
+    await proxy.start()
+    cli = Cli(local_api, tmp_path)
+    command = ("upload", "--json", "--parallel", "1", "--chunk-size", "5", str(path))
+    process = await cli.start(*command[:-1], str(small), str(path), MEDIAGATE_URL=proxy.url)
+    interrupted_at: list[float] = []
+
+    def interrupt() -> None:
+        interrupted_at.append(time.monotonic())
+        process.send_signal(signal.SIGINT)
+
+    proxy.call_after(12 * MiB, interrupt)
+    async with asyncio.timeout(60):
+        out, err = (stream.decode() for stream in await process.communicate())
+    stopped_in = time.monotonic() - interrupted_at[0]
+    await proxy.cut()
+
+    assert process.returncode == 130
+    assert stopped_in < 2.0
+    assert err.strip().splitlines()[-1] == (
+        "mediagate upload: interrupted; 1 file(s) done; resume the rest with: "
+        f"mediagate upload --json --parallel 1 --chunk-size 5 {path}"
+    )
+    assert json.loads(out)["file"] == str(small)
+    state = next((tmp_path / "cache" / "mediagate" / "uploads").glob("*.json"))
+    session_id = json.loads(state.read_text())["session_id"]
+    status = await local_api.status(session_id)
+    received = (await status.json())["received"]
+    assert 2 <= len(received) < 12
+
+    await proxy.restore()
+    code, out, err = await cli.run(*command, MEDIAGATE_URL=proxy.url)
+    await proxy.cut()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["session_id"] == session_id
+    assert (result["resumed_chunks"], result["sent_chunks"]) == (len(received), 12 - len(received))
+    assert f"resuming: {len(received) * 5 * MiB / 1e6:.1f} of 62.9 MB already there" in err
+    assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (
+            ["--server", "ftp://example.com"],
+            {},
+            2,
+            "mediagate upload: --server 'ftp://example.com' is not an http:// or https:// URL",
+        ),
+        (
+            [],
+            {"MEDIAGATE_TOKEN": ""},
+            2,
+            "mediagate upload: no token: pass --token or set MEDIAGATE_TOKEN "
+            "(`mediagate token USER` on the server prints one)",
+        ),
+        (
+            ["--token", "not-a-token"],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token is not valid: Not enough "
+            "segments (401); get a new one with `mediagate token USER` on the server",
+        ),
+        (
+            [],
+            {"MEDIAGATE_URL": "http://127.0.0.1:{closed}"},
+            1,
+            "mediagate upload: cannot reach the server at http://127.0.0.1:{closed}: connection "
+            "refused (is the server running, and is --server http://127.0.0.1:{closed} right?)",
+        ),
+    ],
+    ids=["bad-url", "no-token", "refused-token", "server-down"],
+)
+async def test_one_line_errors(cli, tmp_path, args, env, code, message):
+    closed = str(closed_port())
+    env = {name: value.replace("{closed}", closed) for name, value in env.items()}
+    path = media_file(tmp_path, 10, "clip.mp4")
+    started = time.monotonic()
+
+    returned, out, err = await cli.run("upload", *args, str(path), **env)
+
+    assert (returned, out, err.splitlines()) == (code, "", [message.replace("{closed}", closed)])
+    assert time.monotonic() - started < 10  # no retrying what cannot succeed
+
+
+@pytest.mark.parametrize(
+    ("argv", "uploaded", "hint"),
+    [
+        (["upload", "a.mp4"], [], "run the same command again to resume"),
+        (
+            ["upload", "a.mp4", "--token", "secret", "b c.mp4"],
+            ["a.mp4"],
+            "1 file(s) done; resume the rest with: mediagate upload --token TOKEN 'b c.mp4'",
+        ),
+        (
+            ["upload", "--token=secret", "a.mp4", "b.mp4", "c.mp4"],
+            ["a.mp4", "b.mp4"],
+            "2 file(s) done; resume the rest with: mediagate upload --token=TOKEN c.mp4",
+        ),
+    ],
+)
+def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, argv, uploaded, hint):
+    monkeypatch.setattr(sys, "argv", ["mediagate", *argv])
+    files = [Path(word) for word in argv if word.endswith(".mp4")]
+    arguments = argparse.Namespace(files=files, uploaded=[Path(name) for name in uploaded])
+    assert _how_to_resume(arguments) == hint
+
+
+# Reports the peak RSS of the command it runs. A small process of its own starts it:
+# a child forked from pytest would count pytest's pages in its peak until it execs.
+PEAK_RSS_OF = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+async def test_upload_memory_stays_small_with_64_mib_chunks(cli, tmp_path):
+    path = media_file(tmp_path, 128 * MiB, "big.mp4")
+    command = [sys.executable, "-m", "mediagate", "upload", "--chunk-size", "64", str(path)]
+
+    _, out, err = await cli.run_python("-c", PEAK_RSS_OF, *command)
+
+    returned, peak = map(int, out.split())
+    assert returned == 0, err
+    # Two 64 MiB chunks in flight, streamed: 1 MiB pieces, not 64 MiB blobs.
+    assert peak < 100 * MiB
+
+
+async def test_a_terminal_gets_a_progress_bar(cli, tmp_path):
+    path = media_file(tmp_path, 6 * MiB, "clip.mp4")
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mediagate", "upload", str(path)),
+        env=cli.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=child_end,
+    )
+    os.close(child_end)
+
+    def read_terminal() -> str:
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited
+            while piece := os.read(terminal, 4096):
+                seen += piece
+        os.close(terminal)
+        return seen.decode(errors="replace")
+
+    async with asyncio.timeout(60):
+        (out, _), shown = await asyncio.gather(
+            process.communicate(), asyncio.to_thread(read_terminal)
+        )
+
+    assert out.decode().endswith(f"  {path}\n")
+    # tqdm's final bar: bytes done of total, elapsed<left, rate.
+    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.00M/6\.00M \[[0-9:]+<[0-9:]+, +[0-9.]+MB/s\]"
+    assert re.search(bar, shown)
+    assert "clip.mp4: 100% (" not in shown  # no plain lines on a terminal
+
+
+async def test_a_busy_server_is_waited_for_as_it_asks(aiohttp_client, local_settings, tmp_path):
+    busy = [True]
+
+    @web.middleware
+    async def once_busy(request, handler):
+        if "/chunk/" in request.path and busy:
+            busy.clear()
+            while await request.content.readany():
+                pass
+            raise StorageUnavailable("S3 is away")  # 503 with Retry-After: 2
+        return await handler(request)
+
+    app = create_app(local_settings)
+    app.middlewares.append(once_busy)
+    api = Api(await aiohttp_client(app), local_settings)
+    path = media_file(tmp_path, 1000, "clip.mp4")
+    started = time.monotonic()
+
+    code, out, err = await Cli(api, tmp_path).run("upload", str(path))
+
+    assert (code, out.endswith(f"  {path}\n")) == (0, True), err
+    assert "clip.mp4: S3 is away (503 storage-unavailable); retrying in 2." in err
+    assert time.monotonic() - started >= 2.0
+
+
+async def test_a_refused_file_is_reported_and_the_others_still_go(
+    aiohttp_client, local_settings, tmp_path
+):
+    @web.middleware
+    async def refuse_huge(request, handler):
+        if request.path.endswith("/initiate") and (await request.json())["filename"] == "huge.mp4":
+            raise FileTooLarge("huge.mp4 is over the limit")
+        return await handler(request)
+
+    app = create_app(local_settings)
+    app.middlewares.append(refuse_huge)
+    cli = Cli(Api(await aiohttp_client(app), local_settings), tmp_path)
+    huge, fine = media_file(tmp_path, 10, "huge.mp4"), media_file(tmp_path, 10, "fine.mp4")
+
+    code, out, err = await cli.run("upload", str(huge), str(fine))
+    assert (code, out.endswith(f"  {fine}\n")) == (1, True)
+    assert err.splitlines()[0] == (
+        f"mediagate upload: {huge}: huge.mp4 is over the limit (413 file-too-large)"
+    )
+
+    code, out, _ = await cli.run("upload", "--json", str(huge), str(fine))
+    refused, uploaded = map(json.loads, out.splitlines())
+    reason = "huge.mp4 is over the limit (413 file-too-large)"
+    assert refused == {"file": str(huge), "error": reason}
+    assert (code, uploaded["file"]) == (1, str(fine))
