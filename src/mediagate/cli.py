@@ -1,4 +1,4 @@
-"""The `mediagate` command: serve, migrate, token."""
+"""The `mediagate` command: serve, migrate, token, db upgrade."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.schema import SchemaTooNew
+    from mediagate.core.errors import CatalogUnavailable
+    from mediagate.services import upgrade_catalog
+
+    try:
+        upgrade = asyncio.run(upgrade_catalog(settings))
+    except (CatalogUnavailable, SchemaTooNew) as error:
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 1
+    print(upgrade.describe())
+    return 0
+
+
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
@@ -54,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=serve)
 
     add_migrate_parser(commands)
+
+    database = commands.add_parser("db", help="look after the catalog's schema")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    upgrade = database_commands.add_parser(
+        "upgrade",
+        help="bring the catalog's schema up to date (serve and migrate also do it when they start)",
+    )
+    upgrade.set_defaults(handler=upgrade_database)
 
     sign = commands.add_parser("token", help="print a bearer token for a user")
     sign.add_argument("user", help="the user id (the token's `sub`)")

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("data"), validation_alias=env("MEDIAGATE_DATA_DIR"))
+    # postgresql://user:password@host:port/database: the catalog lives in
+    # PostgreSQL, shared by every instance. Unset: SQLite in the data directory.
+    database_url: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_DATABASE_URL"))
+    # Connections each process keeps to PostgreSQL at most. Too small and
+    # requests queue for a connection (503 after 5 s); too large and N
+    # instances exceed the server's max_connections (or pgbouncer's pool).
+    database_pool_size: int = Field(
+        10, ge=1, le=1000, validation_alias=env("MEDIAGATE_DATABASE_POOL_SIZE")
+    )
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
@@ -125,6 +134,15 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def prefix_is_a_folder(cls, value: str) -> str:
@@ -160,11 +178,18 @@ def load_settings(**overrides: object) -> Settings:
             field = str(problem["loc"][0]) if problem["loc"] else ""
             name = names.get(field, field)
             value = problem.get("input")
+            if name == "MEDIAGATE_DATABASE_URL":  # may carry a password
+                value = "<hidden>"
             lines.append(f"{name}={value!r}: {problem['msg']}")
         raise SettingsError("invalid setting " + "; ".join(lines)) from None
     if settings.use_cloud_storage and not settings.s3_bucket:
         raise SettingsError(
             "invalid setting AWS_S3_BUCKET_NAME: required when USE_CLOUD_STORAGE=true"
+        )
+    if settings.database_url is not None and settings.jwt_secret is None:
+        raise SettingsError(
+            "invalid setting MEDIAGATE_JWT_SECRET: required when MEDIAGATE_DATABASE_URL is set, "
+            "so that every instance sharing the catalog accepts the same tokens"
         )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:
