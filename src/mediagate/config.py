@@ -78,11 +78,15 @@ class Settings(BaseSettings):
     # PostgreSQL, shared by every instance. Unset: SQLite in the data directory.
     database_url: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_DATABASE_URL"))
     # Connections each process keeps to PostgreSQL at most. Too small and
-    # requests queue for a connection (503 after 5 s); too large and N
-    # instances exceed the server's max_connections (or pgbouncer's pool).
+    # requests queue for a connection; too large and N instances exceed the
+    # server's max_connections (or pgbouncer's pool).
     database_pool_size: int = Field(
         10, ge=1, le=1000, validation_alias=env("MEDIAGATE_DATABASE_POOL_SIZE")
     )
+    # Seconds a request waits for a PostgreSQL connection before it is answered
+    # 503 catalog-unavailable. While the server is down every request takes this
+    # long to fail; too small and a burst of requests fails instead of queueing.
+    database_timeout: float = Field(5.0, gt=0, validation_alias=env("MEDIAGATE_DATABASE_TIMEOUT"))
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))

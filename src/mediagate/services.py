@@ -42,5 +42,7 @@ async def _open_catalog(settings: Settings) -> SQLiteCatalog | PostgresCatalog:
     from mediagate.catalog.postgres import PostgresCatalog  # psycopg: only when configured
 
     return await PostgresCatalog.open(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        settings.database_url.get_secret_value(),
+        pool_size=settings.database_pool_size,
+        wait=settings.database_timeout,
     )

@@ -8,7 +8,7 @@ straight on the server. The semantics are those of the SQLite catalog,
 method for method.
 
 A server that cannot be reached (connection refused or lost, no connection
-free within POOL_WAIT) is `CatalogUnavailable`, a 503 of its own: it is not an
+free within MEDIAGATE_DATABASE_TIMEOUT) is `CatalogUnavailable`, a 503 of its own: it is not an
 S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
 """
 
@@ -43,10 +43,8 @@ log = structlog.get_logger("mediagate.catalog")
 M = TypeVar("M", bound=BaseModel)
 Connection = psycopg.AsyncConnection[DictRow]
 
-# Seconds a request waits for a pooled connection before it is answered 503.
-# While the server is down no connection comes back, so this is also how long
-# each request takes to fail; under load it bounds the queue for the pool.
-POOL_WAIT = 5.0
+# Seconds `open` waits for the first connection: start-up fails after that.
+STARTUP_WAIT = 10.0
 # Seconds to open one connection (unless the URL sets connect_timeout): a
 # blackholed host must not hold the pool's connecting workers for minutes.
 CONNECT_TIMEOUT = 5
@@ -142,9 +140,17 @@ class PostgresCatalog:
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 10, migrations: Sequence[Step] = MIGRATIONS
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        wait: float = 5.0,
+        migrations: Sequence[Step] = MIGRATIONS,
     ) -> PostgresCatalog:
-        """Connect, then bring the schema up to date; CatalogUnavailable if the server is away."""
+        """Connect, then bring the schema up to date; CatalogUnavailable if the server is away.
+
+        `wait`: seconds a call waits for a free connection before it fails.
+        """
         options: dict[str, Any] = {"prepare_threshold": None, "row_factory": dict_row}
         if "connect_timeout" not in conninfo_to_dict(url):
             options["connect_timeout"] = CONNECT_TIMEOUT
@@ -153,7 +159,7 @@ class PostgresCatalog:
             kwargs=options,
             min_size=1,
             max_size=pool_size,
-            timeout=POOL_WAIT,
+            timeout=wait,
             # One empty round trip per borrowed connection, so that connections
             # broken by a server restart are replaced instead of failing a request.
             check=AsyncConnectionPool.check_connection,
@@ -163,11 +169,11 @@ class PostgresCatalog:
         catalog = cls(pool, migrations)
         try:
             try:
-                await pool.open(wait=True, timeout=POOL_WAIT)
+                await pool.open(wait=True, timeout=STARTUP_WAIT)
             except psycopg.OperationalError as error:
                 raise CatalogUnavailable(
                     f"cannot connect to the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) within "
-                    f"{POOL_WAIT:g} s: is the server up and the URL right?"
+                    f"{STARTUP_WAIT:g} s: is the server up and the URL right?"
                 ) from error
             await catalog._upgrade()
         except BaseException:
