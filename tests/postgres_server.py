@@ -16,7 +16,20 @@ from pathlib import Path
 
 import psycopg
 
-BIN = Path(os.environ.get("MEDIAGATE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _binaries() -> Path:
+    """MEDIAGATE_TEST_PG_BIN, else Debian's PostgreSQL 15, else its newest version installed."""
+    if "MEDIAGATE_TEST_PG_BIN" in os.environ:
+        return Path(os.environ["MEDIAGATE_TEST_PG_BIN"])
+    debian = Path("/usr/lib/postgresql")
+    installed = sorted(debian.glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    preferred = debian / "15" / "bin"
+    if (preferred / "initdb").is_file() or not installed:
+        return preferred
+    return installed[-1].parent
+
+
+BIN = _binaries()
 SUPERUSER = "postgres"
 
 
