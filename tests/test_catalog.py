@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CATALOGS, MiB, chunks_of, database_url_for, make_settings, read_object
+from conftest import (
+    CATALOGS,
+    MiB,
+    chunks_of,
+    closed_port,
+    database_url_for,
+    make_settings,
+    read_object,
+)
 from mediagate.catalog import postgres, sqlite
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
@@ -468,3 +476,26 @@ async def test_postgres_outage_is_503_catalog_unavailable_and_never_an_s3_outage
     assert media["info"]["storage"] == "s3"  # no chunk went to local disk
     key = f"media/alice/{media['media_id']}/video.mp4"
     assert await read_object(s3_objects, bucket, key) == data
+
+
+def test_serve_stops_in_one_line_when_postgresql_cannot_be_reached(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mediagate", "serve", "--port", "0"],
+        env={
+            "MEDIAGATE_DATABASE_URL": f"postgresql://mediagate:pw@127.0.0.1:{closed_port()}/db",
+            "MEDIAGATE_JWT_SECRET": "a-secret-shared-by-every-instance",
+            "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
+            "MEDIAGATE_LOG_FORMAT": "json",
+            "PATH": "/usr/bin:/bin",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mediagate: cannot connect to the PostgreSQL catalog")
+    assert "Connection refused" in last and "pw" not in last
+    assert "Traceback" not in result.stderr

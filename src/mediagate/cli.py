@@ -14,18 +14,24 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.schema import SchemaTooNew
+    from mediagate.core.errors import CatalogUnavailable
     from mediagate.web.app import create_app
     from mediagate.web.server import serve as serve_app
 
     configure_logging(settings.log_format)
-    asyncio.run(
-        serve_app(
-            create_app(settings),
-            host=arguments.host or settings.host,
-            port=arguments.port if arguments.port is not None else settings.port,
-            shutdown_timeout=settings.shutdown_timeout,
+    try:
+        asyncio.run(
+            serve_app(
+                create_app(settings),
+                host=arguments.host or settings.host,
+                port=arguments.port if arguments.port is not None else settings.port,
+                shutdown_timeout=settings.shutdown_timeout,
+            )
         )
-    )
+    except (CatalogUnavailable, SchemaTooNew) as error:  # the catalog could not be opened
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

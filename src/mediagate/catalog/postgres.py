@@ -132,6 +132,25 @@ def _update_all(columns: list[str], key: str) -> str:
     return ", ".join(f"{column} = EXCLUDED.{column}" for column in columns if column != key)
 
 
+async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> SchemaUpgrade:
+    """Run the missing steps in the connection's transaction, one instance at a time."""
+    await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    await connection.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version integer PRIMARY KEY, upgraded_at timestamptz NOT NULL DEFAULT now())"
+    )
+    cursor = await connection.execute(
+        "SELECT coalesce(max(version), 0) AS version FROM schema_version"
+    )
+    row = await cursor.fetchone()
+    before = after = int(row["version"]) if row else 0
+    for after, step in missing_steps(before, migrations):
+        for statement in step:
+            await connection.execute(statement)
+        await connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (after,))
+    return SchemaUpgrade(before, after)
+
+
 class PostgresCatalog:
     def __init__(self, pool: AsyncConnectionPool[Connection], migrations: Sequence[Step]) -> None:
         self._pool = pool
@@ -147,13 +166,23 @@ class PostgresCatalog:
         wait: float = 5.0,
         migrations: Sequence[Step] = MIGRATIONS,
     ) -> PostgresCatalog:
-        """Connect, then bring the schema up to date; CatalogUnavailable if the server is away.
+        """Bring the schema up to date, then open the pool; CatalogUnavailable if the server
+        cannot be reached, with libpq's reason (refused, authentication, no such database).
 
         `wait`: seconds a call waits for a free connection before it fails.
         """
         options: dict[str, Any] = {"prepare_threshold": None, "row_factory": dict_row}
         if "connect_timeout" not in conninfo_to_dict(url):
             options["connect_timeout"] = CONNECT_TIMEOUT
+        try:
+            connection = await psycopg.AsyncConnection.connect(url, **options)
+        except psycopg.OperationalError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+            raise CatalogUnavailable(
+                f"cannot connect to the PostgreSQL catalog (MEDIAGATE_DATABASE_URL): {reason}"
+            ) from error
+        async with connection:  # committed, then closed
+            upgrade = await _upgrade(connection, migrations)
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             kwargs=options,
@@ -166,19 +195,17 @@ class PostgresCatalog:
             name="catalog",
             open=False,
         )
-        catalog = cls(pool, migrations)
         try:
-            try:
-                await pool.open(wait=True, timeout=STARTUP_WAIT)
-            except psycopg.OperationalError as error:
-                raise CatalogUnavailable(
-                    f"cannot connect to the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) within "
-                    f"{STARTUP_WAIT:g} s: is the server up and the URL right?"
-                ) from error
-            await catalog._upgrade()
-        except BaseException:
+            await pool.open(wait=True, timeout=STARTUP_WAIT)
+        except BaseException as error:
             await pool.close()
+            if isinstance(error, psycopg.OperationalError):
+                raise CatalogUnavailable(
+                    "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
+                ) from error
             raise
+        catalog = cls(pool, migrations)
+        catalog.schema_upgrade = upgrade
         return catalog
 
     @contextlib.asynccontextmanager
@@ -200,26 +227,6 @@ class PostgresCatalog:
     async def _changed(self, sql: str, *parameters: Any) -> int:
         async with self._transaction() as connection:
             return (await connection.execute(sql, parameters)).rowcount
-
-    async def _upgrade(self) -> None:
-        async with self._transaction() as connection:
-            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            await connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                "version integer PRIMARY KEY, upgraded_at timestamptz NOT NULL DEFAULT now())"
-            )
-            cursor = await connection.execute(
-                "SELECT coalesce(max(version), 0) AS version FROM schema_version"
-            )
-            row = await cursor.fetchone()
-            before = after = int(row["version"]) if row else 0
-            for after, step in missing_steps(before, self._migrations):
-                for statement in step:
-                    await connection.execute(statement)
-                await connection.execute(
-                    "INSERT INTO schema_version (version) VALUES (%s)", (after,)
-                )
-        self.schema_upgrade = SchemaUpgrade(before, after)
 
     async def ping(self) -> None:
         await self._rows("SELECT 1")
