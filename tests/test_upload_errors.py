@@ -6,7 +6,14 @@ import base64
 
 import pytest
 
-from conftest import MiB
+from conftest import CATALOGS, MiB, database_url_for
+
+
+@pytest.fixture(params=CATALOGS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
+    return database_url_for(request)
+
 
 PROBLEM = "application/problem+json"
 
