@@ -10,21 +10,36 @@ from datetime import timedelta
 import pytest
 from yarl import URL
 
-from conftest import Api, MiB, chunks_of, make_settings, read_object
+from conftest import (
+    CATALOGS,
+    Api,
+    MiB,
+    chunks_of,
+    database_url_for,
+    make_settings,
+    read_object,
+)
 from mediagate import metrics
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
 
 
+@pytest.fixture(params=CATALOGS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
+    return database_url_for(request)
+
+
 @pytest.fixture
-def proxied_settings(tmp_path, proxy, bucket):
+def proxied_settings(tmp_path, proxy, bucket, database_url):
     return make_settings(
         tmp_path / "data",
         use_cloud_storage=True,
         s3_bucket=bucket,
         s3_endpoint_url=proxy.url,
         s3_probe_max_interval=0.2,
+        database_url=database_url,
     )
 
 
