@@ -152,10 +152,9 @@ async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> Schema
 
 
 class PostgresCatalog:
-    def __init__(self, pool: AsyncConnectionPool[Connection], migrations: Sequence[Step]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade) -> None:
         self._pool = pool
-        self._migrations = migrations
-        self.schema_upgrade = SchemaUpgrade(0, 0)
+        self.schema_upgrade = upgrade
 
     @classmethod
     async def open(
@@ -204,9 +203,7 @@ class PostgresCatalog:
                     "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
                 ) from error
             raise
-        catalog = cls(pool, migrations)
-        catalog.schema_upgrade = upgrade
-        return catalog
+        return cls(pool, upgrade)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:
