@@ -93,3 +93,8 @@ def test_serve_with_a_shared_catalog_and_no_jwt_secret_refuses_to_start(tmp_path
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "MEDIAGATE_JWT_SECRET" in result.stderr
+
+
+def test_an_empty_database_url_means_sqlite(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "")
+    assert load_settings().database_url is None

@@ -138,12 +138,14 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", mode="before")
     @classmethod
-    def postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
+    def postgresql_url(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value == "":  # set but empty, as templates leave it: SQLite
+            return None
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql://user:password@host:port/database URL")
         return value
 
