@@ -207,20 +207,19 @@ def make_tree(data_dir: Path, tree: Tree) -> None:
                 created_at=datetime.now(UTC),
             )
         )
-    catalog_path = data_dir / CATALOG_FILE
-    asyncio.run(register(catalog_path, media))
-    shutil.copy(catalog_path, pristine_catalog(data_dir))
+    asyncio.run(register(data_dir, media))
+    shutil.copy(data_dir / CATALOG_FILE, pristine_catalog(data_dir))
 
 
-async def register(catalog_path: Path, media: list[Any]) -> None:
-    from mediagate.catalog.sqlite import SQLiteCatalog
+async def register(data_dir: Path, media: list[Any]) -> None:
+    from mediagate.config import Settings
+    from mediagate.services import open_catalog
 
-    catalog = await SQLiteCatalog.open(catalog_path)
-    try:
+    # SQLite whatever the environment says: each round restores a copy of its file.
+    settings = Settings(_env_file=None, data_dir=data_dir, database_url=None)
+    async with open_catalog(settings) as catalog:
         for item in media:
             await catalog.add_media(item)
-    finally:
-        await catalog.close()
 
 
 def pristine_catalog(data_dir: Path) -> Path:

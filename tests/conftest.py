@@ -1,4 +1,5 @@
-"""Shared fixtures: a real moto S3 server on loopback, and mediagate served over real HTTP."""
+"""Shared fixtures: a real moto S3 server and a real PostgreSQL on loopback, and mediagate
+served over real HTTP."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from moto.server import ThreadedMotoServer
 from mediagate import tokens
 from mediagate.config import Settings
 from mediagate.web.app import create_app
+from postgres_server import BIN, PostgresServer, available
+from server_process import free_port
 from tcp_proxy import CuttableProxy
 
 MiB = 1024 * 1024
@@ -35,6 +38,42 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 for the whole run; in CI (CI=true) its absence fails instead of skipping."""
+    if not available():
+        reason = f"PostgreSQL binaries not found in {BIN} (apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run the PostgreSQL cases")
+        pytest.skip(reason)
+    server = PostgresServer(free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        server.remove()
+
+
+# The params of a `database_url` fixture that runs a module on both catalogs.
+CATALOGS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def database_url() -> str | None:
+    """The catalog of the settings fixtures: SQLite (None) unless a module overrides this
+    with a fixture parametrised over CATALOGS (see `database_url_for`)."""
+    return None
+
+
+def database_url_for(request: pytest.FixtureRequest) -> str | None:
+    """None for the "sqlite" param, a fresh database for the "postgres" one."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()
 
 
 @pytest.fixture
@@ -58,12 +97,15 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def s3_settings(tmp_path: Path, moto_endpoint: str, bucket: str) -> Settings:
+def s3_settings(
+    tmp_path: Path, moto_endpoint: str, bucket: str, database_url: str | None
+) -> Settings:
     return make_settings(
         tmp_path / "data",
         use_cloud_storage=True,
         s3_bucket=bucket,
         s3_endpoint_url=moto_endpoint,
+        database_url=database_url,
     )
 
 
@@ -80,8 +122,8 @@ def unreachable_s3(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def local_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
+def local_settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path / "data", database_url=database_url)
 
 
 class Api:

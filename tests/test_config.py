@@ -212,3 +212,37 @@ def test_public_url_with_a_path_and_origins_with_a_slash_are_fine(monkeypatch):
     settings = load_settings()
     assert settings.public_url == "https://example.com:8443/media"
     assert settings.cors_origins == ["https://app.example.com", "http://[::1]:3000", "*"]
+
+
+def test_a_database_url_needs_a_jwt_secret_and_keeps_its_password_out_of_errors(monkeypatch):
+    monkeypatch.delenv("MEDIAGATE_JWT_SECRET", raising=False)
+    monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "postgresql://mediagate:pw@db/mediagate")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "MEDIAGATE_JWT_SECRET" in str(raised.value) and "\n" not in str(raised.value)
+
+    monkeypatch.setenv("MEDIAGATE_JWT_SECRET", "a-secret-shared-by-every-instance")
+    assert load_settings().database_url is not None
+
+    monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "mysql://mediagate:hunter2@db/mediagate")
+    with pytest.raises(SettingsError, match="MEDIAGATE_DATABASE_URL") as raised:
+        load_settings()
+    assert "hunter2" not in str(raised.value)
+
+
+def test_serve_with_a_shared_catalog_and_no_jwt_secret_refuses_to_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mediagate", "serve"],
+        env={"MEDIAGATE_DATABASE_URL": "postgresql://db/mediagate", "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "MEDIAGATE_JWT_SECRET" in result.stderr
+
+
+def test_an_empty_database_url_means_sqlite(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "")
+    assert load_settings().database_url is None

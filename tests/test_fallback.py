@@ -9,10 +9,19 @@ import random
 import sqlite3
 from datetime import timedelta
 
+import psycopg
 import pytest
 from yarl import URL
 
-from conftest import Api, MiB, chunks_of, make_settings, read_object
+from conftest import (
+    CATALOGS,
+    Api,
+    MiB,
+    chunks_of,
+    database_url_for,
+    make_settings,
+    read_object,
+)
 from mediagate import metrics
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
@@ -20,14 +29,21 @@ from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
 
 
+@pytest.fixture(params=CATALOGS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
+    return database_url_for(request)
+
+
 @pytest.fixture
-def proxied_settings(tmp_path, proxy, bucket):
+def proxied_settings(tmp_path, proxy, bucket, database_url):
     return make_settings(
         tmp_path / "data",
         use_cloud_storage=True,
         s3_bucket=bucket,
         s3_endpoint_url=proxy.url,
         s3_probe_max_interval=0.2,
+        database_url=database_url,
     )
 
 
@@ -370,8 +386,7 @@ async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
     upload whose part numbers skip one without complaint."""
     api = await start_api(proxied_settings)
     done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=12))
-    with sqlite3.connect(proxied_settings.data_dir / CATALOG_FILE) as db:
-        db.execute("DELETE FROM chunks WHERE number = 2 AND session_id = ?", (done["session_id"],))
+    forget_chunk_behind_the_catalogs_back(proxied_settings, done["session_id"], 2)
 
     await proxy.restore()
     engine = api.client.app[ENGINE]
@@ -385,3 +400,15 @@ async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
     assert status["state"] == "finalizing" and "missing-chunks" in status["last_error"]
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
     assert listed.get("KeyCount", 0) == 0
+
+
+def forget_chunk_behind_the_catalogs_back(settings, session_id: str, number: int) -> None:
+    """Delete a chunk row as another server's stray write could, bypassing the catalog's rules."""
+    if settings.database_url is None:
+        with sqlite3.connect(settings.data_dir / CATALOG_FILE) as db:
+            db.execute(
+                "DELETE FROM chunks WHERE number = ? AND session_id = ?", (number, session_id)
+            )
+        return
+    with psycopg.connect(settings.database_url.get_secret_value()) as db:
+        db.execute("DELETE FROM chunks WHERE number = %s AND session_id = %s", (number, session_id))

@@ -24,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import mediagate
-from conftest import MiB, chunks_of, read_object
+from conftest import MiB, chunks_of, make_settings, read_object
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
 from mediagate.config import Settings
@@ -32,6 +32,7 @@ from mediagate.core.models import Media, StorageKind
 from mediagate.migrate.plan import Options, plan_migration
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores, migrate_all
+from mediagate.services import open_catalog
 from mediagate.storage.base import StoredObject
 from mediagate.storage.local import LocalStore
 
@@ -98,8 +99,7 @@ async def migrate(settings: Settings, **options) -> Summary:
 
 
 async def records(settings: Settings) -> dict[str, Media]:
-    catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
-    try:
+    async with open_catalog(settings) as catalog:
         return {
             media.id: media
             for storage in StorageKind
@@ -107,8 +107,6 @@ async def records(settings: Settings) -> dict[str, Media]:
                 storage, user_id=None, after=None, limit=1000
             )
         }
-    finally:
-        await catalog.close()
 
 
 async def object_count(s3_objects, bucket: str) -> int:
@@ -141,6 +139,16 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "AWS_S3_BUCKET_NAME": settings.s3_bucket or "",
         "AWS_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "MEDIAGATE_LOG_FORMAT": "json",
+        **database_env(settings),
+    }
+
+
+def database_env(settings: Settings) -> dict[str, str]:
+    if settings.database_url is None or settings.jwt_secret is None:
+        return {}
+    return {
+        "MEDIAGATE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "MEDIAGATE_JWT_SECRET": settings.jwt_secret.get_secret_value(),
     }
 
 
@@ -182,6 +190,25 @@ async def test_dry_run_prints_the_plan_and_changes_nothing(
     assert {media.storage for media in (await records(s3_settings)).values()} == {StorageKind.LOCAL}
     with pytest.raises(ClientError):
         await s3_objects.head_bucket(Bucket=bucket)  # not even the bucket was created
+
+
+async def test_the_migration_command_works_on_a_postgresql_catalog(
+    start_api, postgres_server, tmp_path, moto_endpoint, bucket, s3_objects
+):
+    local = make_settings(tmp_path / "data", database_url=postgres_server.new_database())
+    library = await upload_all(await start_api(local), FEW)
+    settings = local.model_copy(
+        update={"use_cloud_storage": True, "s3_bucket": bucket, "s3_endpoint_url": moto_endpoint}
+    )
+
+    code, out, err = await run_cli(settings, "--json")
+
+    assert code == 0, err
+    assert json.loads(out)["migrated"] == len(FEW)
+    assert not (settings.data_dir / CATALOG_FILE).exists()  # the records live in PostgreSQL
+    assert await assert_each_media_whole_in_one_place(settings, s3_objects, bucket, library) == {
+        StorageKind.S3
+    }
 
 
 async def test_migration_copies_byte_for_byte_and_the_server_serves_from_s3_throughout(

@@ -6,7 +6,7 @@ import sqlite3
 import stat
 from datetime import timedelta
 
-from mediagate.catalog.sqlite import CATALOG_FILE, SCHEMA, SQLiteCatalog
+from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.core.engine import utc_now
 from mediagate.core.models import (
     Chunk,
@@ -61,28 +61,6 @@ async def test_a_finalizing_session_keeps_its_chunks_when_asked_to_drop_one(tmp_
     await catalog.complete_session(session.id, media)
     await catalog.drop_chunk(session.id, 1)  # a late re-send, seen by another server
     assert [chunk.number for chunk in await catalog.chunks(session.id)] == [0, 1]
-    await catalog.close()
-
-
-async def test_a_catalog_made_before_the_error_columns_opens_and_keeps_its_sessions(tmp_path):
-    path = tmp_path / "catalog.sqlite3"
-    old_schema = SCHEMA.replace(",\n    last_error TEXT", "").replace(",\n    error TEXT", "")
-    assert "error" not in old_schema
-    session = a_session()
-    with sqlite3.connect(path) as db:
-        db.executescript(old_schema)
-        columns = [name for name in UploadSession.model_fields if name != "last_error"]
-        values = session.model_dump(mode="json")
-        db.execute(
-            f"INSERT INTO sessions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            [values[name] for name in columns],
-        )
-    catalog = await SQLiteCatalog.open(path)
-    found = await catalog.get_session(session.id)
-    assert found is not None and found.last_error is None
-    await catalog.note_error(session.id, "why")
-    found = await catalog.get_session(session.id)
-    assert found is not None and found.last_error == "why"
     await catalog.close()
 
 

@@ -9,11 +9,18 @@ import os
 
 import pytest
 
-from conftest import MiB, make_settings
+from conftest import CATALOGS, MiB, database_url_for, make_settings
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 from raw_http import RawConnection, request_head
 from test_stream_proxy import raw_get
+
+
+@pytest.fixture(params=CATALOGS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
+    return database_url_for(request)
+
 
 PROBLEM = "application/problem+json"
 

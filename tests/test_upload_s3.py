@@ -10,7 +10,21 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import MiB, chunks_of, md5_header, read_object, sha256_header
+from conftest import (
+    CATALOGS,
+    MiB,
+    chunks_of,
+    database_url_for,
+    md5_header,
+    read_object,
+    sha256_header,
+)
+
+
+@pytest.fixture(params=CATALOGS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
+    return database_url_for(request)
 
 
 async def stored(s3_objects, bucket: str, media: dict, filename: str = "video.mp4") -> bytes:

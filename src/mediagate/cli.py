@@ -1,4 +1,5 @@
-"""The `mediagate` command: serve, migrate, token; upload, ls, download, rm (the client)."""
+"""The `mediagate` command: serve, migrate, token, db upgrade; upload, ls, download, rm
+(the client)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.schema import SchemaTooNew
+    from mediagate.core.errors import CatalogUnavailable
     from mediagate.web.app import create_app
     from mediagate.web.server import serve as serve_app
 
@@ -24,14 +27,32 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     check_data_dir(settings.data_dir)
     check_listen_host(host, port)
     configure_logging(settings.log_format)
-    asyncio.run(
-        serve_app(
-            create_app(settings),
-            host=host,
-            port=port,
-            shutdown_timeout=settings.shutdown_timeout,
+    try:
+        asyncio.run(
+            serve_app(
+                create_app(settings),
+                host=host,
+                port=port,
+                shutdown_timeout=settings.shutdown_timeout,
+            )
         )
-    )
+    except (CatalogUnavailable, SchemaTooNew) as error:  # the catalog could not be opened
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.schema import SchemaTooNew
+    from mediagate.core.errors import CatalogUnavailable
+    from mediagate.services import upgrade_catalog
+
+    try:
+        upgrade = asyncio.run(upgrade_catalog(settings))
+    except (CatalogUnavailable, SchemaTooNew) as error:
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 1
+    print(upgrade.describe())
     return 0
 
 
@@ -62,6 +83,14 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=serve)
 
     add_migrate_parser(commands)
+
+    database = commands.add_parser("db", help="look after the catalog's schema")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    upgrade = database_commands.add_parser(
+        "upgrade",
+        help="bring the catalog's schema up to date (serve and migrate also do it when they start)",
+    )
+    upgrade.set_defaults(handler=upgrade_database)
 
     sign = commands.add_parser("token", help="print a bearer token for a user")
     sign.add_argument("user", help="the user id (the token's `sub`)")

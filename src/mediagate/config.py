@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias=env("MEDIAGATE_DATA_DIR"))
+    # postgresql://user:password@host:port/database: the catalog lives in
+    # PostgreSQL, shared by every instance. Unset: SQLite in the data directory.
+    database_url: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_DATABASE_URL"))
+    # Connections each process keeps to PostgreSQL at most. Too small and
+    # requests queue for a connection; too large and N instances exceed the
+    # server's max_connections (or pgbouncer's pool).
+    database_pool_size: int = Field(
+        10, ge=1, le=1000, validation_alias=env("MEDIAGATE_DATABASE_POOL_SIZE")
+    )
+    # Seconds a request waits for a PostgreSQL connection before it is answered
+    # 503 catalog-unavailable. While the server is down every request takes this
+    # long to fail; too small and a burst of requests fails instead of queueing.
+    database_timeout: float = Field(5.0, gt=0, validation_alias=env("MEDIAGATE_DATABASE_TIMEOUT"))
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
@@ -173,6 +186,17 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def postgresql_url(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value == "":  # set but empty, as templates leave it: SQLite
+            return None
+        if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def prefix_is_a_folder(cls, value: str) -> str:
@@ -240,7 +264,10 @@ def env_names() -> dict[str, str]:
 
 
 # Never echoed in an error message: it would end up in a terminal or a log.
-SECRET_VARIABLES = frozenset({"MEDIAGATE_JWT_SECRET", "AWS_SECRET_ACCESS_KEY"})
+# (A database URL may carry a password.)
+SECRET_VARIABLES = frozenset(
+    {"MEDIAGATE_JWT_SECRET", "AWS_SECRET_ACCESS_KEY", "MEDIAGATE_DATABASE_URL"}
+)
 
 
 class SettingsError(Exception):
@@ -268,6 +295,11 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting AWS_S3_BUCKET_NAME={settings.s3_bucket!r}: S3 bucket names are "
             "3-63 lowercase letters, digits, dots and hyphens, starting and ending with a "
             "letter or digit"
+        )
+    if settings.database_url is not None and settings.jwt_secret is None:
+        raise SettingsError(
+            "invalid setting MEDIAGATE_JWT_SECRET: required when MEDIAGATE_DATABASE_URL is set, "
+            "so that every instance sharing the catalog accepts the same tokens"
         )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:

@@ -2,8 +2,10 @@
 
 A chunk is acknowledged to the client only after `put_chunk` returns, so
 whatever the catalog has committed survives a crash and is what a restarted
-server resumes from. SQLite is the embedded default; a PostgreSQL catalog
-implements the same methods.
+server resumes from. SQLite is the embedded default; the PostgreSQL catalog
+implements the same methods (tests/test_catalog.py runs one suite on both).
+Every method raises `CatalogUnavailable` when the database cannot be used,
+never `StorageUnavailable`, which is about the blob stores.
 """
 
 from __future__ import annotations

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediagate.core.errors import NotFound, StorageFull, StorageUnavailable
+from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
+from mediagate.core.errors import CatalogUnavailable, NotFound, StorageFull
 from mediagate.core.models import (
     Chunk,
     Media,
@@ -34,61 +35,67 @@ T = TypeVar("T")
 # The catalog's file inside the data directory, shared by the server and `mediagate migrate`.
 CATALOG_FILE = "catalog.sqlite3"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    chunk_size INTEGER NOT NULL,
-    total_chunks INTEGER NOT NULL,
-    sha256 TEXT,
-    storage TEXT NOT NULL,
-    key TEXT NOT NULL,
-    upload_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    media_id TEXT NOT NULL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at);
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, state);
-CREATE TABLE IF NOT EXISTS chunks (
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    number INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    storage TEXT NOT NULL,
-    etag TEXT NOT NULL,
-    md5 TEXT,
-    sha256 TEXT,
-    PRIMARY KEY (session_id, number)
-);
-CREATE TABLE IF NOT EXISTS media (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    checksum TEXT,
-    storage TEXT NOT NULL,
-    key TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    state TEXT NOT NULL,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
-CREATE TABLE IF NOT EXISTS tus_uploads (
-    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
-    metadata TEXT NOT NULL,
-    length_deferred INTEGER NOT NULL,
-    concat TEXT
-);
-"""
-# Columns added after the first release, added to catalogs made before them.
-ADDED_COLUMNS = {"sessions": ["last_error TEXT"], "media": ["error TEXT"]}
+# Version 1 is the schema of the first release, whose catalogs had no version
+# (user_version 0): its IF NOT EXISTS statements adopt such a catalog as it is.
+MIGRATIONS: tuple[Step, ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS sessions (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            chunk_size INTEGER NOT NULL,
+            total_chunks INTEGER NOT NULL,
+            sha256 TEXT,
+            storage TEXT NOT NULL,
+            key TEXT NOT NULL,
+            upload_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            media_id TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at)",
+        """CREATE TABLE IF NOT EXISTS chunks (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            storage TEXT NOT NULL,
+            etag TEXT NOT NULL,
+            md5 TEXT,
+            sha256 TEXT,
+            PRIMARY KEY (session_id, number)
+        )""",
+        """CREATE TABLE IF NOT EXISTS media (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            checksum TEXT,
+            storage TEXT NOT NULL,
+            key TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            state TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC)",
+        "CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id)",
+    ),
+    # Version 2: why a session went back to open or a media failed (last_error,
+    # error), the per-user open-session count's index, and tus uploads.
+    (
+        "ALTER TABLE sessions ADD COLUMN last_error TEXT",
+        "ALTER TABLE media ADD COLUMN error TEXT",
+        "CREATE INDEX sessions_by_user ON sessions (user_id, state)",
+        """CREATE TABLE tus_uploads (
+            session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+            metadata TEXT NOT NULL,
+            length_deferred INTEGER NOT NULL,
+            concat TEXT
+        )""",
+    ),
+)
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
 CHUNK_COLUMNS = list(Chunk.model_fields)
@@ -114,15 +121,22 @@ def _placeholders(columns: list[str]) -> str:
 
 
 class SQLiteCatalog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, migrations: Sequence[Step] = MIGRATIONS) -> None:
         self._path = path
+        self._migrations = migrations
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
+        self.schema_upgrade = SchemaUpgrade(0, 0)
 
     @classmethod
-    async def open(cls, path: Path) -> SQLiteCatalog:
-        catalog = cls(path)
-        await catalog._run(catalog._connect)
+    async def open(cls, path: Path, migrations: Sequence[Step] = MIGRATIONS) -> SQLiteCatalog:
+        """Open (or create) the catalog file and bring its schema up to date."""
+        catalog = cls(path, migrations)
+        try:
+            await catalog._run(catalog._connect)
+        except BaseException:
+            await catalog.close()
+            raise
         return catalog
 
     def _connect(self) -> None:
@@ -134,13 +148,28 @@ class SQLiteCatalog:
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        for table, columns in ADDED_COLUMNS.items():
-            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-            for column in columns:
-                if column.split()[0] not in present:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         self._db = db
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Run the missing steps and record the version (PRAGMA user_version) in one transaction.
+
+        BEGIN IMMEDIATE takes the write lock first, so a second process opening the
+        catalog meanwhile waits and then finds the steps done."""
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            after = before
+            for after, step in missing_steps(before, self._migrations):
+                for statement in step:
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {after}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self.schema_upgrade = SchemaUpgrade(before, after)
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         try:
@@ -148,7 +177,7 @@ class SQLiteCatalog:
         except sqlite3.OperationalError as error:
             if "full" in str(error):
                 raise StorageFull(f"catalog: {error}") from error
-            raise StorageUnavailable(f"catalog: {error}") from error
+            raise CatalogUnavailable(f"catalog: {error}") from error
 
     def _execute(self, sql: str, *parameters: Any) -> list[sqlite3.Row]:
         assert self._db is not None, "catalog is closed"

@@ -83,6 +83,17 @@ class StorageUnavailable(Problem):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
 
 
+class CatalogUnavailable(Problem):
+    """The catalog (SQLite file or PostgreSQL server) cannot be reached or used.
+
+    Deliberately not a `StorageUnavailable`: a catalog outage must never make the
+    engine fall back to local disk or open the S3 circuit breaker.
+    """
+
+    status, code, title = 503, "catalog-unavailable", "Catalog is unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
+
+
 class StorageRejected(Problem):
     """The store is up but refused this request: retrying it will not help."""
 

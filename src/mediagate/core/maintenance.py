@@ -27,6 +27,12 @@ async def run_periodically(
             await work()
         except Exception:
             log.exception("maintenance.failed", task=name)
+        # Python 3.11's asyncio.wait_for (psycopg's pool waits with it) can swallow a
+        # cancellation that races the result (cpython gh-86296): without this check
+        # the loop would go on, and the server's shutdown would wait for it forever.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError
         await asyncio.sleep(interval)
 
 

@@ -120,7 +120,7 @@ def usage_problem(settings: Settings, arguments: argparse.Namespace) -> str | No
         return "--verify checks one media; it combines with --user-id and --json only"
     if arguments.source is not None:
         return source_problem(arguments.source, settings.data_dir)
-    if not (settings.data_dir / CATALOG_FILE).is_file():
+    if settings.database_url is None and not (settings.data_dir / CATALOG_FILE).is_file():
         return (
             f"there is no catalog at {settings.data_dir / CATALOG_FILE}: "
             "is MEDIAGATE_DATA_DIR the server's data directory?"

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
 from mediagate.core.errors import NotFound, Problem, StorageUnavailable
 from mediagate.core.models import Media, StorageKind
 from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Plan, plan_migration
 from mediagate.migrate.report import Outcome, Report, Status
 from mediagate.migrate.transfer import Expected, FileIdentity, FileRejected, Uploaded, Uploader
+from mediagate.services import open_catalog
 from mediagate.storage.base import NewObject
 from mediagate.storage.breaker import S3Objects
 from mediagate.storage.local import LocalStore
@@ -47,12 +47,8 @@ class Stores:
 @contextlib.asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """The catalog, the data directory and the bucket of these settings (nothing is sent yet)."""
-    catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
-    try:
-        async with S3Store.connect(settings) as s3:
-            yield Stores(catalog, LocalStore(settings.data_dir), s3)
-    finally:
-        await catalog.close()
+    async with open_catalog(settings) as catalog, S3Store.connect(settings) as s3:
+        yield Stores(catalog, LocalStore(settings.data_dir), s3)
 
 
 async def dry_run(settings: Settings, options: Options) -> Plan:

@@ -13,7 +13,6 @@ import structlog
 from aiohttp import web
 
 from mediagate import tokens
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import DEFAULT_DATA_DIR, Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.library import MediaLibrary
@@ -22,6 +21,7 @@ from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
+from mediagate.services import open_catalog
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
@@ -117,9 +117,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with contextlib.AsyncExitStack() as stack:
-        catalog = await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
-        stack.push_async_callback(catalog.close)
-        app[CATALOG] = catalog
+        app[CATALOG] = catalog = await stack.enter_async_context(open_catalog(settings))
         local = LocalStore(settings.data_dir)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)

@@ -1,0 +1,452 @@
+"""PostgreSQL catalog (MEDIAGATE_DATABASE_URL): one database shared by every instance.
+
+Each method is one transaction on a connection borrowed from an async pool and
+given back at its end: no session state (SET, temporary tables, advisory locks
+held across statements) outlives a method, and server-side prepared statements
+are off, so the catalog works behind pgbouncer in transaction mode as well as
+straight on the server. The semantics are those of the SQLite catalog,
+method for method.
+
+A server that cannot be reached (connection refused or lost, no connection
+free within MEDIAGATE_DATABASE_TIMEOUT) is `CatalogUnavailable`, a 503 of its own: it is not an
+S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+
+from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
+from mediagate.core.errors import CatalogUnavailable, NotFound, StorageFull
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    TusUpload,
+    UploadSession,
+)
+
+log = structlog.get_logger("mediagate.catalog")
+
+M = TypeVar("M", bound=BaseModel)
+Connection = psycopg.AsyncConnection[DictRow]
+
+# Seconds `open` waits for the first connection: start-up fails after that.
+STARTUP_WAIT = 10.0
+# Seconds to open one connection (unless the URL sets connect_timeout): a
+# blackholed host must not hold the pool's connecting workers for minutes.
+CONNECT_TIMEOUT = 5
+# Any fixed number; the key of the transaction-scoped advisory lock that
+# serialises schema upgrades of instances starting together.
+SCHEMA_LOCK = 0x6D65_6469_6167
+
+# Ids and user ids sort bytewise ("C"), as in SQLite, whatever the database's
+# locale: keyset paging relies on one fixed order.
+MIGRATIONS: tuple[Step, ...] = (
+    (
+        """CREATE TABLE sessions (
+            id text COLLATE "C" PRIMARY KEY,
+            user_id text COLLATE "C" NOT NULL,
+            filename text NOT NULL,
+            content_type text NOT NULL,
+            size bigint NOT NULL,
+            chunk_size bigint NOT NULL,
+            total_chunks integer NOT NULL,
+            sha256 text,
+            storage text NOT NULL,
+            key text NOT NULL,
+            upload_id text NOT NULL,
+            state text NOT NULL,
+            created_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            media_id text NOT NULL
+        )""",
+        "CREATE INDEX sessions_by_expiry ON sessions (state, expires_at)",
+        """CREATE TABLE chunks (
+            session_id text COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            number integer NOT NULL,
+            size bigint NOT NULL,
+            storage text NOT NULL,
+            etag text NOT NULL,
+            md5 text,
+            sha256 text,
+            PRIMARY KEY (session_id, number)
+        )""",
+        """CREATE TABLE media (
+            id text COLLATE "C" PRIMARY KEY,
+            user_id text COLLATE "C" NOT NULL,
+            filename text NOT NULL,
+            content_type text NOT NULL,
+            size bigint NOT NULL,
+            checksum text,
+            storage text NOT NULL,
+            key text NOT NULL,
+            created_at timestamptz NOT NULL,
+            state text NOT NULL
+        )""",
+        "CREATE INDEX media_by_user ON media (user_id, created_at DESC, id DESC)",
+        "CREATE INDEX media_by_storage ON media (storage, id)",
+    ),
+    # Version 2: why a session went back to open or a media failed (last_error,
+    # error), the per-user open-session count's index, and tus uploads.
+    (
+        "ALTER TABLE sessions ADD COLUMN last_error text",
+        "ALTER TABLE media ADD COLUMN error text",
+        "CREATE INDEX sessions_by_user ON sessions (user_id, state)",
+        """CREATE TABLE tus_uploads (
+            session_id text COLLATE "C" PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+            metadata text NOT NULL,
+            length_deferred boolean NOT NULL,
+            concat text
+        )""",
+    ),
+)
+
+SESSION_COLUMNS = list(UploadSession.model_fields)
+CHUNK_COLUMNS = list(Chunk.model_fields)
+MEDIA_COLUMNS = list(Media.model_fields)
+TUS_COLUMNS = list(TusUpload.model_fields)
+
+
+def _values(model: BaseModel, columns: list[str]) -> tuple[Any, ...]:
+    values = model.model_dump()
+    return tuple(
+        values[column].value if isinstance(values[column], StrEnum) else values[column]
+        for column in columns
+    )
+
+
+def _placeholders(columns: list[str]) -> str:
+    return ", ".join("%s" for _ in columns)
+
+
+def _record(model: type[M], row: DictRow) -> M:
+    """A model from a row, its timestamps in UTC whatever the server's TimeZone."""
+    return model.model_validate(
+        {
+            name: value.astimezone(UTC) if isinstance(value, datetime) else value
+            for name, value in row.items()
+        }
+    )
+
+
+def _update_all(columns: list[str], key: str) -> str:
+    return ", ".join(f"{column} = EXCLUDED.{column}" for column in columns if column != key)
+
+
+async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> SchemaUpgrade:
+    """Run the missing steps in the connection's transaction, one instance at a time."""
+    await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    await connection.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version integer PRIMARY KEY, upgraded_at timestamptz NOT NULL DEFAULT now())"
+    )
+    cursor = await connection.execute(
+        "SELECT coalesce(max(version), 0) AS version FROM schema_version"
+    )
+    row = await cursor.fetchone()
+    before = after = int(row["version"]) if row else 0
+    for after, step in missing_steps(before, migrations):
+        for statement in step:
+            await connection.execute(statement)
+        await connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (after,))
+    return SchemaUpgrade(before, after)
+
+
+class PostgresCatalog:
+    def __init__(self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade) -> None:
+        self._pool = pool
+        self.schema_upgrade = upgrade
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        wait: float = 5.0,
+        migrations: Sequence[Step] = MIGRATIONS,
+    ) -> PostgresCatalog:
+        """Bring the schema up to date, then open the pool; CatalogUnavailable if the server
+        cannot be reached, with libpq's reason (refused, authentication, no such database).
+
+        `wait`: seconds a call waits for a free connection before it fails.
+        """
+        options: dict[str, Any] = {"prepare_threshold": None, "row_factory": dict_row}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            options["connect_timeout"] = CONNECT_TIMEOUT
+        try:
+            connection = await psycopg.AsyncConnection.connect(url, **options)
+        except psycopg.OperationalError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+            raise CatalogUnavailable(
+                f"cannot connect to the PostgreSQL catalog (MEDIAGATE_DATABASE_URL): {reason}"
+            ) from error
+        async with connection:  # committed, then closed
+            upgrade = await _upgrade(connection, migrations)
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            url,
+            kwargs=options,
+            min_size=1,
+            max_size=pool_size,
+            timeout=wait,
+            # One empty round trip per borrowed connection, so that connections
+            # broken by a server restart are replaced instead of failing a request.
+            check=AsyncConnectionPool.check_connection,
+            name="catalog",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=STARTUP_WAIT)
+        except BaseException as error:
+            await pool.close()
+            if isinstance(error, psycopg.OperationalError):
+                raise CatalogUnavailable(
+                    "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
+                ) from error
+            raise
+        return cls(pool, upgrade)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection, committed on success and rolled back on error."""
+        try:
+            async with self._pool.connection() as connection:
+                yield connection
+        except psycopg.errors.DiskFull as error:
+            raise StorageFull(f"catalog: {error}") from error
+        except psycopg.OperationalError as error:
+            log.warning("catalog.unavailable", error=str(error).strip())
+            raise CatalogUnavailable("the catalog database does not answer") from error
+
+    async def _rows(self, sql: str, *parameters: Any) -> list[DictRow]:
+        async with self._transaction() as connection:
+            return await (await connection.execute(sql, parameters)).fetchall()
+
+    async def _changed(self, sql: str, *parameters: Any) -> int:
+        async with self._transaction() as connection:
+            return (await connection.execute(sql, parameters)).rowcount
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1")
+
+    async def add_session(self, session: UploadSession) -> None:
+        await self._changed(
+            f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+            f"VALUES ({_placeholders(SESSION_COLUMNS)})",
+            *_values(session, SESSION_COLUMNS),
+        )
+
+    async def get_session(self, session_id: str) -> UploadSession | None:
+        rows = await self._rows("SELECT * FROM sessions WHERE id = %s", session_id)
+        return _record(UploadSession, rows[0]) if rows else None
+
+    async def set_session_state(self, session_id: str, state: SessionState) -> None:
+        await self._changed("UPDATE sessions SET state = %s WHERE id = %s", state.value, session_id)
+
+    async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
+        async with self._transaction() as connection:
+            await connection.execute("DELETE FROM chunks WHERE session_id = %s", (session_id,))
+            await connection.execute(
+                "UPDATE sessions SET upload_id = %s, state = %s, last_error = %s WHERE id = %s",
+                (upload_id, SessionState.OPEN.value, error, session_id),
+            )
+            await connection.execute(
+                "UPDATE media SET state = %s, error = %s "
+                "WHERE id = (SELECT media_id FROM sessions WHERE id = %s)",
+                (MediaState.FAILED.value, error, session_id),
+            )
+
+    async def note_error(self, session_id: str, error: str) -> None:
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE sessions SET last_error = %s WHERE id = %s", (error, session_id)
+            )
+            await connection.execute(
+                "UPDATE media SET error = %s "
+                "WHERE id = (SELECT media_id FROM sessions WHERE id = %s)",
+                (error, session_id),
+            )
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._changed("DELETE FROM sessions WHERE id = %s", session_id)
+
+    async def put_chunk(self, session_id: str, chunk: Chunk) -> int:
+        try:
+            async with self._transaction() as connection:
+                await connection.execute(
+                    f"INSERT INTO chunks (session_id, {', '.join(CHUNK_COLUMNS)}) "
+                    f"VALUES (%s, {_placeholders(CHUNK_COLUMNS)}) "
+                    f"ON CONFLICT (session_id, number) DO UPDATE SET "
+                    f"{_update_all(CHUNK_COLUMNS, 'number')}",
+                    (session_id, *_values(chunk, CHUNK_COLUMNS)),
+                )
+                cursor = await connection.execute(
+                    "SELECT count(*) AS received FROM chunks WHERE session_id = %s", (session_id,)
+                )
+                row = await cursor.fetchone()
+        except psycopg.errors.ForeignKeyViolation:  # the session is gone
+            raise NotFound(f"no upload session {session_id}") from None
+        return int(row["received"]) if row else 0
+
+    async def drop_chunk(self, session_id: str, number: int) -> None:
+        # A DELETE that matches no row writes nothing, so its commit costs no WAL flush.
+        await self._changed(
+            "DELETE FROM chunks WHERE session_id = %s AND number = %s "
+            "AND (SELECT state FROM sessions WHERE id = %s) = %s",
+            session_id,
+            number,
+            session_id,
+            SessionState.OPEN.value,
+        )
+
+    async def chunks(self, session_id: str) -> list[Chunk]:
+        rows = await self._rows(
+            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE session_id = %s ORDER BY number",
+            session_id,
+        )
+        return [_record(Chunk, row) for row in rows]
+
+    async def complete_session(self, session_id: str, media: Media) -> None:
+        if media.state is MediaState.FINALIZING:
+            state = SessionState.FINALIZING
+        else:
+            state = SessionState.COMPLETED
+        async with self._transaction() as connection:
+            await connection.execute(
+                f"INSERT INTO media ({', '.join(MEDIA_COLUMNS)}) "
+                f"VALUES ({_placeholders(MEDIA_COLUMNS)}) "
+                f"ON CONFLICT (id) DO UPDATE SET {_update_all(MEDIA_COLUMNS, 'id')}",
+                _values(media, MEDIA_COLUMNS),
+            )
+            if state is SessionState.COMPLETED:
+                await connection.execute("DELETE FROM chunks WHERE session_id = %s", (session_id,))
+            await connection.execute(
+                "UPDATE sessions SET state = %s, last_error = NULL WHERE id = %s",
+                (state.value, session_id),
+            )
+
+    async def sessions_in_state(self, state: SessionState) -> list[UploadSession]:
+        rows = await self._rows(
+            "SELECT * FROM sessions WHERE state = %s ORDER BY created_at", state.value
+        )
+        return [_record(UploadSession, row) for row in rows]
+
+    async def count_open_sessions(self, user_id: str) -> int:
+        rows = await self._rows(
+            "SELECT count(*) AS open FROM sessions WHERE user_id = %s AND state = %s",
+            user_id,
+            SessionState.OPEN.value,
+        )
+        return int(rows[0]["open"])
+
+    async def expired_sessions(self, now: datetime) -> list[UploadSession]:
+        rows = await self._rows(
+            "SELECT * FROM sessions WHERE state = %s AND expires_at <= %s ORDER BY expires_at",
+            SessionState.OPEN.value,
+            now,
+        )
+        return [_record(UploadSession, row) for row in rows]
+
+    async def get_media(self, media_id: str) -> Media | None:
+        rows = await self._rows("SELECT * FROM media WHERE id = %s", media_id)
+        return _record(Media, rows[0]) if rows else None
+
+    async def delete_media(self, media_id: str) -> None:
+        await self._changed("DELETE FROM media WHERE id = %s", media_id)
+
+    async def list_media(
+        self, user_id: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Media]:
+        if before is None:
+            rows = await self._rows(
+                "SELECT * FROM media WHERE user_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+                user_id,
+                limit,
+            )
+        else:
+            created_at, media_id = before
+            rows = await self._rows(
+                "SELECT * FROM media WHERE user_id = %s AND (created_at, id) < (%s, %s) "
+                "ORDER BY created_at DESC, id DESC LIMIT %s",
+                user_id,
+                created_at,
+                media_id,
+                limit,
+            )
+        return [_record(Media, row) for row in rows]
+
+    async def add_media(self, media: Media) -> bool:
+        added = await self._changed(
+            f"INSERT INTO media ({', '.join(MEDIA_COLUMNS)}) "
+            f"VALUES ({_placeholders(MEDIA_COLUMNS)}) ON CONFLICT (id) DO NOTHING",
+            *_values(media, MEDIA_COLUMNS),
+        )
+        return added == 1
+
+    async def move_media(
+        self, media_id: str, *, source: StorageKind, target: StorageKind, checksum: str
+    ) -> bool:
+        moved = await self._changed(
+            "UPDATE media SET storage = %s, checksum = %s "
+            "WHERE id = %s AND storage = %s AND state = %s",
+            target.value,
+            checksum,
+            media_id,
+            source.value,
+            MediaState.READY.value,
+        )
+        return moved == 1
+
+    async def media_in_storage(
+        self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
+    ) -> list[Media]:
+        owner = "" if user_id is None else "AND user_id = %s "
+        rows = await self._rows(
+            f"SELECT * FROM media WHERE storage = %s AND state = %s AND id > %s {owner}"
+            "ORDER BY id LIMIT %s",
+            storage.value,
+            MediaState.READY.value,
+            after or "",
+            *([] if user_id is None else [user_id]),
+            limit,
+        )
+        return [_record(Media, row) for row in rows]
+
+    async def add_tus_upload(self, upload: TusUpload) -> None:
+        await self._changed(
+            f"INSERT INTO tus_uploads ({', '.join(TUS_COLUMNS)}) "
+            f"VALUES ({_placeholders(TUS_COLUMNS)})",
+            *_values(upload, TUS_COLUMNS),
+        )
+
+    async def get_tus_upload(self, session_id: str) -> TusUpload | None:
+        rows = await self._rows("SELECT * FROM tus_uploads WHERE session_id = %s", session_id)
+        return _record(TusUpload, rows[0]) if rows else None
+
+    async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE sessions SET size = %s, total_chunks = %s WHERE id = %s",
+                (size, total_chunks, session_id),
+            )
+            await connection.execute(
+                "UPDATE tus_uploads SET length_deferred = false WHERE session_id = %s",
+                (session_id,),
+            )
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,559 @@
+"""The catalog contract, run on SQLite and on a real PostgreSQL: every method, the schema
+upgrades, and what a PostgreSQL outage looks like through the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    CATALOGS,
+    MiB,
+    chunks_of,
+    closed_port,
+    database_url_for,
+    make_settings,
+    read_object,
+)
+from mediagate.catalog import postgres, sqlite
+from mediagate.catalog.postgres import PostgresCatalog
+from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
+from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+from mediagate.core.errors import NotFound
+from mediagate.core.models import (
+    Chunk,
+    Media,
+    MediaState,
+    SessionState,
+    StorageKind,
+    TusUpload,
+    UploadSession,
+)
+from mediagate.services import open_catalog
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@dataclass
+class Opener:
+    """Opens the catalog under test (one kind, one fresh database) with its own steps."""
+
+    kind: str
+    path: Path
+    url: str | None
+
+    @property
+    def migrations(self) -> tuple[Step, ...]:
+        return sqlite.MIGRATIONS if self.url is None else postgres.MIGRATIONS
+
+    async def open(
+        self, migrations: Sequence[Step] | None = None
+    ) -> SQLiteCatalog | PostgresCatalog:
+        steps = self.migrations if migrations is None else migrations
+        if self.url is None:
+            return await SQLiteCatalog.open(self.path, steps)
+        return await PostgresCatalog.open(self.url, migrations=steps)
+
+
+@pytest.fixture(params=CATALOGS)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return Opener(request.param, tmp_path / CATALOG_FILE, database_url_for(request))
+
+
+@pytest.fixture
+async def catalog(opener: Opener) -> AsyncIterator[SQLiteCatalog | PostgresCatalog]:
+    catalog = await opener.open()
+    yield catalog
+    await catalog.close()
+
+
+def new_session(
+    session_id: str = "s1",
+    *,
+    state: SessionState = SessionState.OPEN,
+    created_at: datetime = NOW,
+    expires_at: datetime | None = None,
+) -> UploadSession:
+    return UploadSession(
+        id=session_id,
+        user_id="alice",
+        filename="clip.mp4",
+        content_type="video/mp4",
+        size=12 * MiB + 5,
+        chunk_size=5 * MiB,
+        total_chunks=3,
+        sha256="ab" * 32,
+        storage=StorageKind.S3,
+        key=f"media/alice/m-{session_id}/clip.mp4",
+        upload_id=f"upload-{session_id}",
+        state=state,
+        created_at=created_at,
+        expires_at=expires_at or created_at + timedelta(hours=1),
+        media_id=f"m-{session_id}",
+    )
+
+
+def new_chunk(number: int, etag: str = "etag", storage: StorageKind = StorageKind.S3) -> Chunk:
+    return Chunk(number=number, size=5 * MiB, storage=storage, etag=f"{etag}-{number}", md5="m")
+
+
+def new_media(
+    media_id: str,
+    *,
+    user_id: str = "alice",
+    created_at: datetime = NOW,
+    storage: StorageKind = StorageKind.LOCAL,
+    state: MediaState = MediaState.READY,
+) -> Media:
+    return Media(
+        id=media_id,
+        user_id=user_id,
+        filename="clip.mp4",
+        content_type="video/mp4",
+        size=42,
+        checksum="sha256:" + "cd" * 32,
+        storage=storage,
+        key=f"media/{user_id}/{media_id}/clip.mp4",
+        created_at=created_at,
+        state=state,
+    )
+
+
+async def test_a_session_reads_back_as_written_in_utc(catalog):
+    written = new_session(created_at=NOW.astimezone(timezone(timedelta(hours=2))))
+    await catalog.add_session(written)
+
+    read = await catalog.get_session("s1")
+
+    assert read == written
+    assert read.created_at.utcoffset() == timedelta(0)
+    assert await catalog.get_session("nope") is None
+
+
+async def test_chunks_are_counted_replaced_and_listed_by_number(catalog):
+    await catalog.add_session(new_session())
+
+    assert await catalog.put_chunk("s1", new_chunk(2)) == 1
+    assert await catalog.put_chunk("s1", new_chunk(0)) == 2
+    assert await catalog.put_chunk("s1", new_chunk(0, etag="retried")) == 2
+
+    assert await catalog.chunks("s1") == [new_chunk(0, etag="retried"), new_chunk(2)]
+    await catalog.drop_chunk("s1", 2)
+    assert await catalog.chunks("s1") == [new_chunk(0, etag="retried")]
+
+
+async def test_a_chunk_of_a_deleted_session_is_not_found_and_its_chunks_go_too(catalog):
+    await catalog.add_session(new_session())
+    await catalog.put_chunk("s1", new_chunk(0))
+
+    await catalog.delete_session("s1")
+
+    assert await catalog.chunks("s1") == []
+    with pytest.raises(NotFound):
+        await catalog.put_chunk("s1", new_chunk(1))
+
+
+async def test_replace_upload_forgets_the_chunks_reopens_and_says_why(catalog):
+    await catalog.add_session(new_session(state=SessionState.FINALIZING))
+    await catalog.put_chunk("s1", new_chunk(0))
+    await catalog.complete_session("s1", new_media("m-s1", state=MediaState.FINALIZING))
+
+    await catalog.replace_upload("s1", "fresh-upload", error="the SHA-256 did not match")
+
+    session = await catalog.get_session("s1")
+    assert (session.upload_id, session.state) == ("fresh-upload", SessionState.OPEN)
+    assert session.last_error == "the SHA-256 did not match"
+    assert await catalog.chunks("s1") == []
+    media = await catalog.get_media("m-s1")
+    assert (media.state, media.error) == (MediaState.FAILED, "the SHA-256 did not match")
+
+
+async def test_note_error_marks_the_session_and_its_media_until_complete_clears_it(catalog):
+    await catalog.add_session(new_session())
+    await catalog.note_error("s1", "no media yet")
+    assert (await catalog.get_session("s1")).last_error == "no media yet"
+    await catalog.complete_session("s1", new_media("m-s1", state=MediaState.FINALIZING))
+    assert (await catalog.get_session("s1")).last_error is None
+    await catalog.note_error("s1", "S3 refused the part")
+    assert (await catalog.get_media("m-s1")).error == "S3 refused the part"
+    await catalog.complete_session("s1", new_media("m-s1"))
+    assert (await catalog.get_session("s1")).last_error is None
+
+
+async def test_drop_chunk_forgets_only_chunks_of_an_open_session(catalog):
+    await catalog.add_session(new_session())
+    await catalog.add_session(new_session("s2"))
+    for session_id in ("s1", "s2"):
+        await catalog.put_chunk(session_id, new_chunk(0))
+        await catalog.put_chunk(session_id, new_chunk(1))
+    await catalog.complete_session("s2", new_media("m-s2", state=MediaState.FINALIZING))
+
+    await catalog.drop_chunk("s1", 1)
+    await catalog.drop_chunk("s1", 2)  # never recorded: nothing happens
+    await catalog.drop_chunk("s2", 1)  # finalizing: it needs every chunk
+
+    assert [chunk.number for chunk in await catalog.chunks("s1")] == [0]
+    assert [chunk.number for chunk in await catalog.chunks("s2")] == [0, 1]
+
+
+async def test_open_sessions_are_counted_per_user(catalog):
+    await catalog.add_session(new_session("s1"))
+    await catalog.add_session(new_session("s2"))
+    await catalog.add_session(new_session("s3", state=SessionState.COMPLETED))
+    assert await catalog.count_open_sessions("alice") == 2
+    assert await catalog.count_open_sessions("bob") == 0
+
+
+async def test_a_tus_upload_keeps_its_metadata_and_its_length_is_set_once(catalog):
+    await catalog.add_session(new_session())
+    upload = TusUpload(session_id="s1", metadata="filename Y2xpcC5tcDQ=", length_deferred=True)
+    await catalog.add_tus_upload(upload)
+    assert await catalog.get_tus_upload("s1") == upload
+    assert await catalog.get_tus_upload("nope") is None
+
+    await catalog.set_length("s1", 11 * MiB, 3)
+
+    session = await catalog.get_session("s1")
+    assert (session.size, session.total_chunks) == (11 * MiB, 3)
+    assert (await catalog.get_tus_upload("s1")).length_deferred is False
+
+
+async def test_complete_session_records_finalizing_then_ready_media(catalog):
+    await catalog.add_session(new_session())
+    await catalog.put_chunk("s1", new_chunk(0, storage=StorageKind.LOCAL))
+    finalizing = new_media("m-s1", storage=StorageKind.S3, state=MediaState.FINALIZING)
+
+    await catalog.complete_session("s1", finalizing)
+
+    assert (await catalog.get_session("s1")).state is SessionState.FINALIZING
+    assert await catalog.get_media("m-s1") == finalizing
+    assert len(await catalog.chunks("s1")) == 1
+
+    ready = finalizing.model_copy(update={"state": MediaState.READY, "checksum": "etag:x"})
+    await catalog.complete_session("s1", ready)
+
+    assert (await catalog.get_session("s1")).state is SessionState.COMPLETED
+    assert await catalog.get_media("m-s1") == ready
+    assert await catalog.chunks("s1") == []
+
+
+async def test_sessions_by_state_and_expiry(catalog):
+    later = new_session("later", created_at=NOW + timedelta(minutes=1), expires_at=NOW)
+    now = new_session("now", created_at=NOW, expires_at=NOW)
+    future = new_session("future", expires_at=NOW + timedelta(microseconds=1))
+    done = new_session("done", state=SessionState.COMPLETED, expires_at=NOW - timedelta(days=1))
+    for session in (later, now, future, done):
+        await catalog.add_session(session)
+
+    open_ids = [s.id for s in await catalog.sessions_in_state(SessionState.OPEN)]
+    assert open_ids[-1] == "later" and sorted(open_ids) == ["future", "later", "now"]
+    assert {s.id for s in await catalog.expired_sessions(NOW)} == {"later", "now"}
+
+    await catalog.set_session_state("now", SessionState.EXPIRED)
+    assert [s.id for s in await catalog.expired_sessions(NOW)] == ["later"]
+    assert [s.id for s in await catalog.sessions_in_state(SessionState.EXPIRED)] == ["now"]
+
+
+async def test_list_media_pages_newest_first_without_gaps_or_repeats(catalog):
+    times = [NOW, NOW, NOW - timedelta(seconds=1), NOW + timedelta(seconds=1), NOW]
+    for number, created_at in enumerate(times):
+        await catalog.add_media(new_media(f"m{number}", created_at=created_at))
+    await catalog.add_media(new_media("theirs", user_id="bob"))
+
+    seen: list[str] = []
+    before = None
+    for _ in range(10):
+        page = await catalog.list_media("alice", 2, before)
+        if not page:
+            break
+        seen += [media.id for media in page]
+        before = (page[-1].created_at, page[-1].id)
+
+    assert seen == ["m3", "m4", "m1", "m0", "m2"]
+
+
+async def test_add_media_refuses_an_id_that_is_taken(catalog):
+    assert await catalog.add_media(new_media("m1")) is True
+    assert await catalog.add_media(new_media("m1", user_id="bob")) is False
+    assert (await catalog.get_media("m1")).user_id == "alice"
+
+
+async def test_move_media_is_a_compare_and_set(catalog):
+    await catalog.add_media(new_media("m1"))
+    await catalog.add_media(new_media("busy", state=MediaState.FINALIZING))
+    move = {"source": StorageKind.LOCAL, "target": StorageKind.S3, "checksum": "sha256:new"}
+
+    assert await catalog.move_media("m1", **move) is True
+    assert await catalog.move_media("m1", **move) is False
+    assert await catalog.move_media("busy", **move) is False
+    assert await catalog.move_media("gone", **move) is False
+
+    moved = await catalog.get_media("m1")
+    assert (moved.storage, moved.checksum) == (StorageKind.S3, "sha256:new")
+
+
+async def test_media_in_storage_pages_by_id(catalog):
+    for media_id in ("c", "a", "d", "b"):
+        await catalog.add_media(new_media(media_id, user_id="bob" if media_id == "d" else "alice"))
+    await catalog.add_media(new_media("e", storage=StorageKind.S3))
+    await catalog.add_media(new_media("f", state=MediaState.FINALIZING))
+
+    def ids(media: list[Media]) -> list[str]:
+        return [item.id for item in media]
+
+    local, s3 = StorageKind.LOCAL, StorageKind.S3
+    everyones = await catalog.media_in_storage(local, user_id=None, after=None, limit=3)
+    assert ids(everyones) == ["a", "b", "c"]
+    assert ids(await catalog.media_in_storage(local, user_id=None, after="c", limit=3)) == ["d"]
+    alices = await catalog.media_in_storage(local, user_id="alice", after="a", limit=9)
+    assert ids(alices) == ["b", "c"]
+    assert ids(await catalog.media_in_storage(s3, user_id=None, after=None, limit=9)) == ["e"]
+
+
+async def test_deleted_media_is_gone_and_ping_answers(catalog):
+    await catalog.add_media(new_media("m1"))
+    await catalog.delete_media("m1")
+    assert await catalog.get_media("m1") is None
+    await catalog.ping()
+
+
+async def test_the_settings_choose_the_catalog(opener, tmp_path):
+    settings = make_settings(tmp_path / "data", database_url=opener.url)
+    async with open_catalog(settings) as catalog:
+        await catalog.add_media(new_media("m1"))
+        kind = type(catalog)
+    assert kind is (SQLiteCatalog if opener.kind == "sqlite" else PostgresCatalog)
+    assert (tmp_path / "data" / CATALOG_FILE).exists() == (opener.kind == "sqlite")
+
+
+# --- schema versions -----------------------------------------------------------------
+
+
+async def test_a_new_catalog_is_made_at_the_latest_version_once(opener):
+    first = await opener.open()
+    await first.add_media(new_media("m1"))
+    await first.close()
+    again = await opener.open()
+    await again.close()
+
+    assert first.schema_upgrade == SchemaUpgrade(0, len(opener.migrations))
+    latest = len(opener.migrations)
+    assert again.schema_upgrade == SchemaUpgrade(latest, latest)
+
+
+async def test_instances_starting_together_upgrade_once(opener):
+    catalogs = await asyncio.gather(opener.open(), opener.open())
+    for catalog in catalogs:
+        await catalog.close()
+
+    latest = len(opener.migrations)
+    assert sorted(catalog.schema_upgrade.before for catalog in catalogs) == [0, latest]
+
+
+async def test_a_later_step_runs_once_keeps_the_rows_and_older_code_refuses(opener):
+    catalog = await opener.open()
+    await catalog.add_media(new_media("m1"))
+    await catalog.close()
+    latest = len(opener.migrations)
+    step = ("CREATE TABLE notes (media_id TEXT PRIMARY KEY, note TEXT NOT NULL)",)
+
+    upgraded = await opener.open([*opener.migrations, step])
+    assert await upgraded.get_media("m1") == new_media("m1")
+    await upgraded.close()
+    reopened = await opener.open([*opener.migrations, step])
+    await reopened.close()
+
+    assert upgraded.schema_upgrade == SchemaUpgrade(latest, latest + 1)
+    assert reopened.schema_upgrade == SchemaUpgrade(latest + 1, latest + 1)
+    with pytest.raises(SchemaTooNew, match=f"version {latest + 1}"):
+        await opener.open()
+
+
+# The schema of the first release, which kept no version: copied here as it was.
+PREVIOUS_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    total_chunks INTEGER NOT NULL,
+    sha256 TEXT,
+    storage TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    media_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (state, expires_at);
+CREATE TABLE IF NOT EXISTS chunks (
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    storage TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    md5 TEXT,
+    sha256 TEXT,
+    PRIMARY KEY (session_id, number)
+);
+CREATE TABLE IF NOT EXISTS media (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    checksum TEXT,
+    storage TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS media_by_user ON media (user_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS media_by_storage ON media (storage, id);
+"""
+
+
+def make_previous_sqlite_catalog(path: Path) -> None:
+    """A catalog as the first release left it, holding a session, a chunk and a media."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(PREVIOUS_SQLITE_SCHEMA)
+        db.execute(
+            "INSERT INTO sessions VALUES ('s1', 'alice', 'clip.mp4', 'video/mp4', 12582917, "
+            "5242880, 3, NULL, 's3', 'media/alice/m-s1/clip.mp4', 'up-1', 'open', "
+            "'2026-01-02T03:04:05.678901Z', '2026-01-02T04:04:05.678901Z', 'm-s1')"
+        )
+        db.execute("INSERT INTO chunks VALUES ('s1', 0, 5242880, 's3', 'etag-0', 'm', NULL)")
+        db.execute(
+            "INSERT INTO media VALUES ('m1', 'alice', 'clip.mp4', 'video/mp4', 42, "
+            f"'sha256:{'cd' * 32}', 'local', 'media/alice/m1/clip.mp4', "
+            "'2026-01-02T03:04:05.678901Z', 'ready')"
+        )
+    db.close()
+
+
+async def test_a_sqlite_catalog_of_the_first_release_is_adopted_with_its_rows(tmp_path):
+    path = tmp_path / CATALOG_FILE
+    make_previous_sqlite_catalog(path)
+
+    catalog = await SQLiteCatalog.open(path)
+    try:
+        assert catalog.schema_upgrade == SchemaUpgrade(0, len(sqlite.MIGRATIONS))
+        session = await catalog.get_session("s1")
+        assert (session.upload_id, session.created_at) == ("up-1", NOW)
+        assert await catalog.chunks("s1") == [new_chunk(0)]
+        assert await catalog.get_media("m1") == new_media("m1")
+        assert await catalog.put_chunk("s1", new_chunk(1)) == 2
+        assert session.last_error is None  # a column of version 2, added to the old rows
+        await catalog.note_error("s1", "why")
+        assert (await catalog.get_session("s1")).last_error == "why"
+    finally:
+        await catalog.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(sqlite.MIGRATIONS)
+    db.close()
+
+
+def test_db_upgrade_command_upgrades_and_then_has_nothing_to_do(tmp_path):
+    data_dir = tmp_path / "data"
+    make_previous_sqlite_catalog(data_dir / CATALOG_FILE)
+
+    def upgrade() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mediagate", "db", "upgrade"],
+            env={"MEDIAGATE_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    first, second = upgrade(), upgrade()
+    assert (first.returncode, first.stdout.strip()) == (
+        0,
+        f"catalog schema upgraded from version 0 to {len(sqlite.MIGRATIONS)}",
+    )
+    assert "nothing to do" in second.stdout
+
+
+# --- a PostgreSQL outage, through the HTTP API -----------------------------------------
+
+
+async def test_postgres_outage_is_503_catalog_unavailable_and_never_an_s3_outage(
+    start_api, postgres_server, tmp_path, moto_endpoint, bucket, s3_objects
+):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=moto_endpoint,
+        database_url=postgres_server.new_database(),
+        database_timeout=0.5,
+    )
+    api = await start_api(settings)
+    data = bytes(range(256)) * (40 * 1024) + b"tail"  # two chunks of 5 MiB and a tail
+    session = await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json()
+    session_id = session["session_id"]
+    pieces = chunks_of(data, 5 * MiB)
+    assert (await api.put_chunk(session_id, 0, pieces[0])).status == 200
+
+    postgres_server.stop()
+    try:
+        refused = await api.put_chunk(session_id, 1, pieces[1])
+        problem = await refused.json()
+        assert (refused.status, problem["type"].rsplit("/", 1)[-1]) == (503, "catalog-unavailable")
+        assert refused.headers["Retry-After"] == "2"
+        ready = await api.client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["s3"] == "ok"
+    finally:
+        postgres_server.start()
+
+    async with asyncio.timeout(20):
+        while (await api.client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.2)
+    # The S3 breaker was never fed the catalog's failure: S3 stayed "ok" throughout.
+    assert await (await api.client.get("/readyz")).json() == {"catalog": "ok", "s3": "ok"}
+    for number in (1, 2):
+        assert (await api.put_chunk(session_id, number, pieces[number])).status == 200
+    done = await api.complete(session_id)
+    assert done.status == 201, await done.text()
+    media = await done.json()
+    assert media["info"]["storage"] == "s3"  # no chunk went to local disk
+    key = f"media/alice/{media['media_id']}/video.mp4"
+    assert await read_object(s3_objects, bucket, key) == data
+
+
+def test_serve_stops_in_one_line_when_postgresql_cannot_be_reached(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mediagate", "serve", "--port", "0"],
+        env={
+            "MEDIAGATE_DATABASE_URL": f"postgresql://mediagate:pw@127.0.0.1:{closed_port()}/db",
+            "MEDIAGATE_JWT_SECRET": "a-secret-shared-by-every-instance",
+            "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
+            "MEDIAGATE_LOG_FORMAT": "json",
+            "PATH": "/usr/bin:/bin",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mediagate: cannot connect to the PostgreSQL catalog")
+    assert "Connection refused" in last and "pw" not in last
+    assert "Traceback" not in result.stderr
