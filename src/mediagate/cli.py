@@ -15,23 +15,49 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate import supervisor
     from mediagate.web.app import create_app
+    from mediagate.web.server import bind_sockets
     from mediagate.web.server import serve as serve_app
 
     host = arguments.host or settings.host
     port = arguments.port if arguments.port is not None else settings.port
+    workers = arguments.workers if arguments.workers is not None else settings.workers
+    refusal = supervisor.several_processes_refusal(settings) if workers > 1 else None
+    if refusal is not None:
+        print(f"mediagate: {refusal}", file=sys.stderr)
+        return 2
     check_data_dir(settings.data_dir)
     check_listen_host(host, port)
     configure_logging(settings.log_format)
-    asyncio.run(
-        serve_app(
-            create_app(settings),
-            host=host,
-            port=port,
-            shutdown_timeout=settings.shutdown_timeout,
+    if workers == 1:
+        asyncio.run(
+            serve_app(
+                create_app(settings),
+                host=host,
+                port=port,
+                shutdown_timeout=settings.shutdown_timeout,
+            )
         )
+        return 0
+    sockets = bind_sockets(host, port)
+
+    def run_worker() -> int:
+        app = create_app(settings)
+        asyncio.run(
+            serve_app(
+                app,
+                host=host,
+                port=port,
+                shutdown_timeout=settings.shutdown_timeout,
+                sockets=sockets,
+            )
+        )
+        return 0
+
+    return supervisor.supervise(
+        workers, run_worker, sockets=sockets, stop_timeout=settings.shutdown_timeout
     )
-    return 0
 
 
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -58,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="run the HTTP server")
     run.add_argument("--host", help="address to bind (default: MEDIAGATE_HOST, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to bind (default: MEDIAGATE_PORT, 8080)")
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="processes serving the port (default: MEDIAGATE_WORKERS, 1)",
+    )
     run.set_defaults(handler=serve)
 
     add_migrate_parser(commands)
@@ -69,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
     )
     sign.set_defaults(handler=token)
     return root
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
