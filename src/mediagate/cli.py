@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from mediagate.config import Settings, SettingsError, load_settings
@@ -40,9 +41,15 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
             )
         )
         return 0
-    sockets = bind_sockets(host, port)
+    bound_port = port
 
-    def run_worker() -> int:
+    def listen() -> list[socket.socket]:
+        nonlocal bound_port  # port 0: the first worker's port is every worker's
+        sockets = bind_sockets(host, bound_port, reuse_port=True)
+        bound_port = sockets[0].getsockname()[1]
+        return sockets
+
+    def run_worker(sockets: list[socket.socket]) -> int:
         app = create_app(settings)
         asyncio.run(
             serve_app(
@@ -56,7 +63,7 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
         return 0
 
     return supervisor.supervise(
-        workers, run_worker, sockets=sockets, stop_timeout=settings.shutdown_timeout
+        workers, run_worker, listen=listen, stop_timeout=settings.shutdown_timeout
     )
 
 

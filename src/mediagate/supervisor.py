@@ -1,20 +1,21 @@
-"""`mediagate serve --workers N`: N server processes on one listening socket.
+"""`mediagate serve --workers N`: N server processes on one port.
 
-Pre-fork: the parent binds the port once, forks N workers that each run the
-single-process server (web/server.py) on that socket, restarts a worker that
-dies unexpectedly, and on SIGTERM or SIGINT forwards SIGTERM to every worker
-and waits for each to drain. It serves no request itself.
+The parent binds the port, forks N workers that each run the single-process
+server (web/server.py) on sockets the parent opened for it, restarts a worker
+that dies unexpectedly, and on SIGTERM or SIGINT forwards SIGTERM to every
+worker and waits for each to drain. It serves no request itself.
 
-Why one shared socket rather than SO_REUSEPORT (a socket per worker):
-- the socket outlives a worker: connections waiting to be accepted when a
-  worker dies are taken by the others, where SO_REUSEPORT resets those queued
-  on the dead worker's socket;
-- the kernel hands a new connection to whichever worker is waiting in accept,
-  so a worker busy with a long request takes fewer; SO_REUSEPORT hashes
-  connections to workers whatever their load;
-- a port in use is reported once, port 0 means one port for all, and no other
-  process of the same user can silently join the port.
-bench/scale.py measures the spread of work over the workers.
+Each worker has its own listening socket on the port (SO_REUSEPORT), opened by
+the parent, rather than all sharing one: on a shared socket asyncio accepts every
+waiting connection in one go, so a burst of new keep-alive connections (a load
+balancer filling its pool) lands on one worker and stays there; bench/scale.py
+measured one worker doing 60-110 times the other's work that way (plain aiohttp
+alike). SO_REUSEPORT spreads connections over the sockets by the kernel's hash.
+What it costs: connections queued on the socket of a worker that dies are reset
+(the parent then closes that socket, so new ones go to the others until the
+worker is back), and another process of the same user could join the port.
+Opening the sockets in the parent keeps one clear line for a port in use, and
+makes port 0 one port for all.
 """
 
 from __future__ import annotations
@@ -68,42 +69,44 @@ class _Slot:
     """One worker's place: its process now, and how often it failed in a row."""
 
     index: int
+    sockets: list[socket.socket] | None = None
     pid: int | None = None
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
 
 
-def supervise(
-    workers: int,
-    run_worker: Callable[[], int],
-    *,
-    sockets: list[socket.socket],
-    stop_timeout: float,
-) -> int:
+Listen = Callable[[], list[socket.socket]]
+Worker = Callable[[list[socket.socket]], int]
+
+
+def supervise(workers: int, run_worker: Worker, *, listen: Listen, stop_timeout: float) -> int:
     """Run `run_worker` in `workers` forked processes until SIGTERM or SIGINT.
 
-    Returns 0 when every worker drained and exited 0, SETTINGS_ERROR_STATUS when
-    a worker reported a bad setting, 1 otherwise."""
-    return _Supervisor(workers, run_worker, sockets, stop_timeout + KILL_MARGIN).run()
+    Each worker serves the sockets `listen` opened for it in the parent (raises
+    SettingsError before any worker starts if it cannot). Returns 0 when every
+    worker drained and exited 0, SETTINGS_ERROR_STATUS when a worker reported a
+    bad setting, 1 otherwise."""
+    supervisor = _Supervisor(workers, run_worker, listen, stop_timeout + KILL_MARGIN)
+    return supervisor.run()
 
 
 class _Supervisor:
-    def __init__(
-        self,
-        workers: int,
-        run_worker: Callable[[], int],
-        sockets: list[socket.socket],
-        kill_after: float,
-    ) -> None:
+    def __init__(self, workers: int, run_worker: Worker, listen: Listen, kill_after: float):
         self._slots = [_Slot(index) for index in range(workers)]
         self._run_worker = run_worker
-        self._sockets = sockets
+        self._listen = listen
         self._kill_after = kill_after
         self._stopping_since: float | None = None
         self._status = 0
 
     def run(self) -> int:
+        try:
+            for slot in self._slots:
+                slot.sockets = self._listen()
+        except BaseException:
+            self._close_sockets()
+            raise
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         try:
             log.info("supervisor.started", workers=len(self._slots), pid=os.getpid())
@@ -139,18 +142,23 @@ class _Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            os._exit(self._be_worker(parent, signal_mask))
+            os._exit(self._be_worker(slot, parent, signal_mask))
         slot.pid, slot.started_at, slot.restart_at = pid, time.monotonic(), None
         log.info("worker.started", worker=slot.index, pid=pid)
 
-    def _be_worker(self, parent: int, signal_mask: set[int | signal.Signals]) -> int:
+    def _be_worker(self, slot: _Slot, parent: int, signal_mask: set[int | signal.Signals]) -> int:
         try:
             if sys.platform == "linux":  # a SIGKILLed supervisor must not leave workers behind
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() != parent:  # it died before prctl took effect
                 return 1
             signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
-            return self._run_worker()
+            own = slot.sockets or []
+            for other in self._slots:  # or a closed socket would live on in this worker
+                if other is not slot:
+                    for sock in other.sockets or []:
+                        sock.close()
+            return self._run_worker(own)
         except SettingsError as error:
             print(f"mediagate: {error}", file=sys.stderr)
             return SETTINGS_ERROR_STATUS
@@ -169,6 +177,11 @@ class _Supervisor:
                 continue
             status = os.waitstatus_to_exitcode(wait_status)
             slot.pid = None
+            # Connections queued on its sockets are lost either way; closed, the
+            # kernel sends new ones to the other workers until it is back.
+            for sock in slot.sockets or []:
+                sock.close()
+            slot.sockets = None
             if self._stopping_since is not None:
                 log.info("worker.stopped", worker=slot.index, pid=pid, status=status)
                 if status != 0:
@@ -180,7 +193,7 @@ class _Supervisor:
             else:
                 self._schedule_restart(slot, pid, status)
 
-    def _schedule_restart(self, slot: _Slot, pid: int, status: int) -> None:
+    def _schedule_restart(self, slot: _Slot, pid: int | None, status: int) -> None:
         now = time.monotonic()
         slot.failures = 1 if now - slot.started_at >= STABLE_AFTER else slot.failures + 1
         delay = min(MAX_RESTART_DELAY, FIRST_RESTART_DELAY * 2 ** (slot.failures - 1))
@@ -196,6 +209,12 @@ class _Supervisor:
         now = time.monotonic()
         for slot in self._slots:
             if slot.restart_at is not None and slot.restart_at <= now:
+                try:
+                    slot.sockets = self._listen()
+                except SettingsError as error:  # the port was taken meanwhile
+                    log.error("worker.cannot_listen", worker=slot.index, error=str(error))
+                    self._schedule_restart(slot, None, SETTINGS_ERROR_STATUS)
+                    continue
                 self._start(slot, signal_mask)
 
     def _stop(self, reason: str) -> None:
@@ -203,14 +222,19 @@ class _Supervisor:
             return
         self._stopping_since = time.monotonic()
         # The workers stop accepting as they get SIGTERM; with the supervisor's
-        # copy closed too, the port refuses new connections once they have.
-        for sock in self._sockets:
-            sock.close()
+        # copies closed too, the port refuses new connections once they have.
+        self._close_sockets()
         running = self._running()
         log.info("supervisor.stopping", reason=reason, workers=len(running))
         for slot in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(slot.pid or 0, signal.SIGTERM)
+
+    def _close_sockets(self) -> None:
+        for slot in self._slots:
+            for sock in slot.sockets or []:
+                sock.close()
+            slot.sockets = None
 
     def _kill_if_overdue(self) -> None:
         if self._stopping_since is None:

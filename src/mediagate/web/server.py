@@ -84,10 +84,11 @@ async def serve(
         await runner.cleanup()
 
 
-def bind_sockets(host: str, port: int) -> list[socket.socket]:
+def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets on `host`:`port`, as aiohttp's TCPSite would open them.
 
-    For a supervisor that binds the port once and hands it to its workers."""
+    For a supervisor that binds the port for its workers; with `reuse_port`
+    each worker gets sockets of its own on the same port (SO_REUSEPORT)."""
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in socket.getaddrinfo(
@@ -96,6 +97,8 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:  # as asyncio does: the IPv4 address gets its own
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
