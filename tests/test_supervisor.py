@@ -173,6 +173,9 @@ async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(super
                 await asyncio.sleep(0.1)
         replacement = set(workers_of(server)) - {survivor}
         assert replacement and victim not in replacement
+        async with asyncio.timeout(10):
+            while server.events.count("server.listening") < 3:
+                await asyncio.sleep(0.1)
         assert await server.stop() == 0
 
 

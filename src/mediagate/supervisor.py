@@ -184,7 +184,8 @@ class _Supervisor:
             slot.sockets = None
             if self._stopping_since is not None:
                 log.info("worker.stopped", worker=slot.index, pid=pid, status=status)
-                if status != 0:
+                # Killed by the SIGTERM itself: it was still starting, with nothing to drain.
+                if status not in (0, -signal.SIGTERM):
                     self._status = 1
             elif status == SETTINGS_ERROR_STATUS:
                 log.error("worker.settings_error", worker=slot.index, pid=pid)
