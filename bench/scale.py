@@ -100,6 +100,12 @@ class Run:
     def cpu_us_per_request(self) -> float:
         return self.server_cpu / self.requests_per_second * 1e6
 
+    @property
+    def requests_per_core_second(self) -> float:
+        """What the server does with the CPU it got: on a shared machine the req/s
+        of 2 workers also depend on how much of the second core others left."""
+        return self.requests_per_second / self.server_cpu
+
 
 # --- plain aiohttp, the peer --------------------------------------------------------------
 
@@ -356,9 +362,10 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
             for a, b in zip(results[one], results[two], strict=True)
         ]
         ratio = median(two, "requests_per_second") / median(one, "requests_per_second")
+        per_core = median(two, "requests_per_core_second") / median(one, "requests_per_core_second")
         print(
             f"{two} / {one}: {ratio:.2f} req/s (ratio of the medians;"
-            f" per round {min(ratios):.2f}..{max(ratios):.2f})"
+            f" per round {min(ratios):.2f}..{max(ratios):.2f}), {per_core:.2f} req per core-second"
         )
 
 
