@@ -232,3 +232,25 @@ async def test_sigterm_drains_every_worker_and_the_chunk_in_flight_finishes(supe
         async with http.get(f"{restarted.url}/api/v1/media/upload/{session_id}", headers=auth) as s:
             assert (await s.json())["received"] == [0]
         assert await restarted.stop() == 0
+
+
+def test_a_bad_setting_met_by_the_workers_stops_the_server_with_status_2(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / tokens.SECRET_FILE).write_bytes(b"abc\n")  # too short to sign with
+    env = environment(tmp_path / "data", closed_port())
+    del env["MEDIAGATE_JWT_SECRET"]
+    result = subprocess.run(
+        [sys.executable, "-c", ALLOWED, "serve", "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    refusals = {line for line in result.stderr.splitlines() if line.startswith("mediagate:")}
+    assert len(refusals) == 1 and tokens.SECRET_FILE in refusals.pop()
+    log = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in log]
+    assert "worker.died" not in events, "a bad setting is not worth a restart"
+    assert events[-1] == "supervisor.stopped"

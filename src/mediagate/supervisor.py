@@ -160,7 +160,8 @@ class _Supervisor:
                         sock.close()
             return self._run_worker(own)
         except SettingsError as error:
-            print(f"mediagate: {error}", file=sys.stderr)
+            # One write: the other workers write to the same stderr meanwhile.
+            sys.stderr.write(f"mediagate: {error}\n")
             return SETTINGS_ERROR_STATUS
         except BaseException:  # the process ends here: say why, then exit
             traceback.print_exc()
@@ -186,7 +187,7 @@ class _Supervisor:
                 log.info("worker.stopped", worker=slot.index, pid=pid, status=status)
                 # Killed by the SIGTERM itself: it was still starting, with nothing to drain.
                 if status not in (0, -signal.SIGTERM):
-                    self._status = 1
+                    self._status = self._status or 1  # a bad setting's 2 stays
             elif status == SETTINGS_ERROR_STATUS:
                 log.error("worker.settings_error", worker=slot.index, pid=pid)
                 self._status = SETTINGS_ERROR_STATUS
