@@ -121,8 +121,7 @@ class _Supervisor:
                 self._kill_if_overdue()
         finally:
             for slot in self._running():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid or 0, signal.SIGKILL)
+                _send(slot, signal.SIGKILL)
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         log.info("supervisor.stopped", status=self._status)
         return self._status
@@ -229,8 +228,7 @@ class _Supervisor:
         running = self._running()
         log.info("supervisor.stopping", reason=reason, workers=len(running))
         for slot in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(slot.pid or 0, signal.SIGTERM)
+            _send(slot, signal.SIGTERM)
 
     def _close_sockets(self) -> None:
         for slot in self._slots:
@@ -245,7 +243,12 @@ class _Supervisor:
             return
         for slot in self._running():
             log.error("worker.killed", worker=slot.index, pid=slot.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(slot.pid or 0, signal.SIGKILL)
+            _send(slot, signal.SIGKILL)
         self._status = 1
         self._kill_after = float("inf")  # once; the reaping ends the loop
+
+
+def _send(slot: _Slot, signum: signal.Signals) -> None:
+    if slot.pid is not None:  # never os.kill(0, ...): that is the whole process group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(slot.pid, signum)
