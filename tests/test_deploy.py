@@ -372,3 +372,144 @@ def test_nginx_t(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+# --- several instances: compose with PostgreSQL, MinIO, two instances, nginx ----
+
+INSTANCES = ("mediagate-a", "mediagate-b")
+# The PostgreSQL catalog's setting (issue 9 item 1).
+CATALOG_URL = "MEDIAGATE_DATABASE_URL"
+
+
+def instances_compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.instances.yml").read_text())
+
+
+def test_instances_compose_services_and_shared_volume():
+    c = instances_compose()
+    services = c["services"]
+    assert set(services) == {
+        *("postgres", "minio", "create-bucket", "db-upgrade", "nginx", *INSTANCES)
+    }
+    used = {
+        v.split(":", 1)[0]
+        for s in services.values()
+        for v in s.get("volumes", [])
+        if not v.startswith((".", "/"))
+    }
+    assert used == set(c["volumes"]) == {"postgres-data", "minio-data", "mediagate-data"}
+    a, b = (services[name] for name in INSTANCES)
+    assert a == b, "the two instances must run with the same settings"
+    # One data directory for both: local media, spilled chunks and tus tails.
+    assert a["volumes"] == [f"mediagate-data:{json.loads(instr('VOLUME'))[0]}"]
+    assert (ROOT / a["build"]["dockerfile"]) == DEPLOY / "Dockerfile"
+    assert (DEPLOY / a["build"]["context"]).resolve() == ROOT
+    assert "ports" not in a, "instances are reached through nginx only"
+    assert a["stop_grace_period"] == compose()["services"]["mediagate"]["stop_grace_period"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+
+
+def test_instances_share_catalog_secret_bucket_and_public_url():
+    services = instances_compose()["services"]
+    env = services["mediagate-a"]["environment"]
+    names = set(env)
+    assert names <= KNOWN_SETTINGS | {CATALOG_URL}, names - KNOWN_SETTINGS
+    # Required, never generated per data directory: tokens must work on both.
+    assert re.fullmatch(r"\$\{MEDIAGATE_JWT_SECRET:\?[^}]+\}", env["MEDIAGATE_JWT_SECRET"])
+    values = {k: interpolate(str(v)) for k, v in env.items() if k != "MEDIAGATE_JWT_SECRET"}
+    postgres = {k: interpolate(v) for k, v in services["postgres"]["environment"].items()}
+    user, password, database = (postgres[f"POSTGRES_{key}"] for key in ("USER", "PASSWORD", "DB"))
+    assert values[CATALOG_URL] == f"postgresql://{user}:{password}@postgres:5432/{database}"
+    minio = {k: interpolate(v) for k, v in services["minio"]["environment"].items()}
+    mc = {k: interpolate(v) for k, v in services["create-bucket"]["environment"].items()}
+    assert values["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert values["AWS_S3_BUCKET_NAME"] == mc["BUCKET"]
+    assert values["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
+    assert values["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    # Links point at nginx, the one published address.
+    (published,) = services["nginx"]["ports"]
+    assert values["MEDIAGATE_PUBLIC_URL"] == "http://" + published.rsplit(":", 1)[0]
+
+
+def test_instances_start_in_order():
+    services = instances_compose()["services"]
+    done = {"condition": "service_completed_successfully"}
+    healthy = {"condition": "service_healthy"}
+    assert services["postgres"]["healthcheck"]["test"]
+    # The schema is upgraded once, before the instances start, not by both at once.
+    assert services["db-upgrade"]["depends_on"] == {"postgres": healthy}
+    assert services["db-upgrade"]["command"] == ["db", "upgrade"]
+    assert services["db-upgrade"]["restart"] == "no"
+    for name in INSTANCES:
+        assert services[name]["depends_on"] == {"create-bucket": done, "db-upgrade": done}
+    # nginx waits for the image's HEALTHCHECK of both.
+    assert services["nginx"]["depends_on"] == dict.fromkeys(INSTANCES, healthy)
+
+
+def test_instances_nginx_balances_over_both():
+    services = instances_compose()["services"]
+    (mount,) = services["nginx"]["volumes"]
+    source, target, mode = mount.split(":")
+    assert (DEPLOY / source).resolve() == DEPLOY / "nginx-instances.conf"
+    assert target.startswith("/etc/nginx/conf.d/") and mode == "ro"
+    tree = nginx_tree((DEPLOY / "nginx-instances.conf").read_text())
+    directives = list(walk(tree))
+
+    def values(name: str, inside: str | None = None) -> list[list[str]]:
+        return [
+            words[1:]
+            for parents, words in directives
+            if words[0] == name and (inside is None or any(inside in " ".join(p) for p in parents))
+        ]
+
+    port = dockerfile_env()["MEDIAGATE_PORT"]
+    upstream = values("server", "upstream mediagate")
+    assert [words[0] for words in upstream] == [f"{name}:{port}" for name in INSTANCES]
+    assert values("keepalive", "upstream mediagate")
+    (published,) = services["nginx"]["ports"]
+    assert [published.rsplit(":", 1)[1]] in values("listen")
+    # What deploy/nginx.conf sets for streamed chunks and ranges holds here too.
+    assert values("proxy_request_buffering") == [["off"]]
+    assert values("proxy_buffering", "location /api/v1/media/stream/") == [["off"]]
+    (body_size,) = values("client_max_body_size")
+    assert nginx_size(body_size[0]) >= MAX_CHUNK
+    assert ["Connection", '""'] in values("proxy_set_header")
+    assert not values("proxy_set_header", "location")
+    assert int(values("proxy_read_timeout", "location /api/v1/media/upload/")[0][0][:-1]) >= 300
+    # A draining instance answers 503: the request goes to the other one.
+    assert "http_503" in values("proxy_next_upstream")[0]
+    assert "non_idempotent" not in values("proxy_next_upstream")[0]
+
+
+def test_readme_shows_the_instances_compose_command():
+    command = (DEPLOY / "docker-compose.instances.yml").read_text().splitlines()[2].lstrip("# ")
+    assert f"\n{command}\n" in README
+
+
+def test_instances_nginx_t(tmp_path):
+    nginx = shutil.which("nginx")
+    if not nginx:
+        pytest.skip("nginx is not installed: `nginx -t` not run")
+    site = (DEPLOY / "nginx-instances.conf").read_text()
+    for index, name in enumerate(INSTANCES):  # the names resolve inside compose only
+        site = site.replace(f"{name}:", f"127.0.0.{index + 1}:")
+    (tmp_path / "instances.conf").write_text(site)
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\n"
+        f"error_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        "http {\n"
+        "    access_log off;\n"
+        f"    client_body_temp_path {tmp_path}/body;\n"
+        f"    proxy_temp_path {tmp_path}/proxy;\n"
+        f"    include {tmp_path}/instances.conf;\n"
+        "}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-e", "stderr", "-p", f"{tmp_path}/", "-c", str(main)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from mediagate.client_cli import add_parsers as add_client_parsers
@@ -17,29 +18,51 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate import supervisor
     from mediagate.catalog.schema import SchemaTooNew
     from mediagate.core.errors import CatalogUnavailable
     from mediagate.web.app import create_app
+    from mediagate.web.server import bind_sockets
     from mediagate.web.server import serve as serve_app
 
     host = arguments.host or settings.host
     port = arguments.port if arguments.port is not None else settings.port
+    workers = arguments.workers if arguments.workers is not None else settings.workers
+    refusal = supervisor.several_processes_refusal(settings) if workers > 1 else None
+    if refusal is not None:
+        print(f"mediagate: {refusal}", file=sys.stderr)
+        return 2
     check_data_dir(settings.data_dir)
     check_listen_host(host, port)
     configure_logging(settings.log_format)
-    try:
-        asyncio.run(
-            serve_app(
-                create_app(settings),
-                host=host,
-                port=port,
-                shutdown_timeout=settings.shutdown_timeout,
+
+    def run(sockets: list[socket.socket] | None = None) -> int:
+        try:
+            asyncio.run(
+                serve_app(
+                    create_app(settings),
+                    host=host,
+                    port=port,
+                    shutdown_timeout=settings.shutdown_timeout,
+                    sockets=sockets,
+                )
             )
-        )
-    except (CatalogUnavailable, SchemaTooNew) as error:  # the catalog could not be opened
-        print(f"mediagate: {error}", file=sys.stderr)
-        return 1
-    return 0
+        except (CatalogUnavailable, SchemaTooNew) as error:  # the catalog could not be opened
+            print(f"mediagate: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    if workers == 1:
+        return run()
+    bound_port = port
+
+    def listen() -> list[socket.socket]:
+        nonlocal bound_port  # port 0: the first worker's port is every worker's
+        sockets = bind_sockets(host, bound_port, reuse_port=True)
+        bound_port = sockets[0].getsockname()[1]
+        return sockets
+
+    return supervisor.supervise(workers, run, listen=listen, stop_timeout=settings.shutdown_timeout)
 
 
 def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -80,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="run the HTTP server")
     run.add_argument("--host", help="address to bind (default: MEDIAGATE_HOST, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to bind (default: MEDIAGATE_PORT, 8080)")
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="processes serving the port (default: MEDIAGATE_WORKERS, 1)",
+    )
     run.set_defaults(handler=serve)
 
     add_migrate_parser(commands)
@@ -101,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
 
     add_client_parsers(commands)
     return root
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # balancer in front (AWS ALB: 60 s, nginx upstream keepalive: 60 s), or the
     # balancer may send a request on a connection this server is closing.
     header_timeout: float = Field(75, gt=0, validation_alias=env("MEDIAGATE_HEADER_TIMEOUT"))
+    # Processes serving the port (`serve --workers`). Each takes a core: more
+    # than the machine's cores only adds context switches.
+    workers: int = Field(1, ge=1, validation_alias=env("MEDIAGATE_WORKERS"))
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias=env("MEDIAGATE_LOG_FORMAT")
     )

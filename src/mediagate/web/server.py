@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 
 import structlog
 from aiohttp import web
@@ -33,9 +34,19 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 # Seconds aiohttp may take, after draining, to write answers already produced
 # (a file being sent) and then to let cancelled handlers unwind.
 FINAL_GRACE = 2.0
+# aiohttp's TCPSite default.
+LISTEN_BACKLOG = 128
 
 
-async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; on `sockets` bound by a supervisor if given."""
     runner = AppRunner(
         app,
         access_log_format=ACCESS_LOG_FORMAT,
@@ -46,17 +57,20 @@ async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as error:  # in use, or not an address of this machine
-            raise SettingsError(
-                f"cannot listen on {host}:{port} ({error.strerror}); set MEDIAGATE_HOST and "
-                "MEDIAGATE_PORT (or --host, --port) to a free port on an address of this machine"
-            ) from None
-        log.info("server.listening", url=site.name)
+        sites: list[web.BaseSite]
+        if sockets is None:
+            sites = [web.TCPSite(runner, host, port)]
+        else:
+            sites = [web.SockSite(runner, sock) for sock in sockets]
+        for site in sites:
+            try:
+                await site.start()
+            except OSError as error:  # in use, or not an address of this machine
+                raise cannot_listen(host, port, error) from None
+            log.info("server.listening", url=site.name)
         await _until_stop_signal()
-        await site.stop()
+        for site in sites:
+            await site.stop()
         # Requests whose headers arrived just before start in the next loop turn.
         await asyncio.sleep(0)
         gate = app[REQUEST_GATE]
@@ -68,6 +82,40 @@ async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout:
             log.warning("server.requests_cancelled", count=gate.in_flight)
     finally:
         await runner.cleanup()
+
+
+def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening sockets on `host`:`port`, as aiohttp's TCPSite would open them.
+
+    For a supervisor that binds the port for its workers; with `reuse_port`
+    each worker gets sockets of its own on the same port (SO_REUSEPORT)."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # as asyncio does: the IPv4 address gets its own
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        raise cannot_listen(host, port, error) from None
+    return sockets
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> SettingsError:
+    return SettingsError(
+        f"cannot listen on {host}:{port} ({error.strerror}); set MEDIAGATE_HOST and "
+        "MEDIAGATE_PORT (or --host, --port) to a free port on an address of this machine"
+    )
 
 
 async def _until_stop_signal() -> None:

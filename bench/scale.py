@@ -1,0 +1,410 @@
+"""Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests.
+
+Four servers run side by side on 127.0.0.1, each in its own process tree:
+mediagate with 1 and with 2 workers (the stream endpoint, a local file uploaded
+through the API first), and plain aiohttp (`web.FileResponse`) in 1 and in 2
+processes on one shared socket, the peer figure for what a second process buys.
+The load comes from `wrk` (one thread, 64 connections, a Lua script asking for
+random 64 KiB ranges) in its own process. Rounds are interleaved with the server
+order rotated every round; the summary shows medians and the 2-over-1 ratios.
+
+    python bench/scale.py --quick     # under a minute
+    python bench/scale.py             # 7 rounds of 5 s per server, about 4 minutes
+
+Nothing is pinned: two workers need both cores of a 2-core machine, which the
+load generator shares. Printed per run: requests/s, p99, server CPU per request
+(the whole process tree), the spread of CPU over the workers (busiest / idlest)
+and the CPU every other process used meanwhile, which shows a disturbed run.
+
+Several workers are refused until uploads are safe across processes
+(`mediagate.supervisor.several_processes_refusal`); this benchmark only reads,
+so its server entry point lifts the refusal for itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import (
+    ROOT,
+    child_process,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    render_table,
+    wait_until_answering,
+)
+
+MiB = 1024 * 1024
+RANGE_SIZE = 64 * 1024
+JWT_SECRET = "bench-scale-secret-with-enough-length-for-hs256"
+# The entry point of the mediagate servers: several workers allowed (read-only load).
+MEDIAGATE_ENTRY = (
+    "import sys, mediagate.supervisor as supervisor\n"
+    "supervisor.several_processes_refusal = lambda settings: None\n"
+    "from mediagate.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+WRK_SCRIPT = """\
+local size, range_size = {size}, {range_size}
+math.randomseed(os.time() + {seed})
+request = function()
+  local first = math.random(0, size - range_size)
+  local range = string.format("bytes=%d-%d", first, first + range_size - 1)
+  return wrk.format("GET", "{path}", {{["Range"] = range}})
+end
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    family: str  # "mediagate" or "aiohttp"
+    processes: int
+    port: int
+    path: str  # what to GET, query included
+    pid: int  # the supervising parent
+
+    def tree(self) -> list[int]:
+        """The parent and its worker processes."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [self.pid, *(int(pid) for pid in children.read_text().split())]
+
+
+@dataclass(frozen=True)
+class Run:
+    requests_per_second: float
+    p99_ms: float
+    errors: int
+    server_cpu: float  # cores
+    worker_spread: float  # busiest worker's CPU / idlest's (1.0 for one process)
+    client_cpu: float  # cores used by wrk
+    others_cpu: float  # cores used by everything but this server and wrk
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu / self.requests_per_second * 1e6
+
+    @property
+    def requests_per_core_second(self) -> float:
+        """What the server does with the CPU it got: on a shared machine the req/s
+        of 2 workers also depend on how much of the second core others left."""
+        return self.requests_per_second / self.server_cpu
+
+
+# --- plain aiohttp, the peer --------------------------------------------------------------
+
+
+def serve_plain_aiohttp(path: Path, port: int, processes: int, shared: bool) -> None:
+    """FileResponse in `processes` forked processes, each on its own SO_REUSEPORT
+    socket as mediagate's workers are, or on one shared socket."""
+    import asyncio
+
+    from aiohttp import web
+
+    def listener() -> socket.socket:
+        sock = socket.create_server(("127.0.0.1", port), backlog=128, reuse_port=not shared)
+        sock.setblocking(False)
+        return sock
+
+    listeners = [listener()] * processes if shared else [listener() for _ in range(processes)]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path)
+
+    async def run(listener: socket.socket) -> None:
+        app = web.Application()
+        app.router.add_get("/file", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    if processes == 1:
+        asyncio.run(run(listeners[0]))
+        return
+    children = []
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigwait below
+    for own in listeners:
+        pid = os.fork()
+        if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            asyncio.run(run(own))
+            os._exit(0)
+        children.append(pid)
+    signal.sigwait({signal.SIGTERM})
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+
+
+@contextmanager
+def plain_aiohttp(
+    file: Path, processes: int, workdir: Path, shared: bool = False
+) -> Iterator[Server]:
+    port = free_port()
+    command = [sys.executable, __file__, "--role", "aiohttp", "--file", str(file)]
+    command += ["--port", str(port), "--processes", str(processes)]
+    command += ["--shared-socket"] if shared else []
+    name = f"aiohttp {processes}p" + (" shared" if shared else "")
+    with child_process(command, os.environ, workdir / f"{name}.log") as process:
+        wait_until_answering(f"http://127.0.0.1:{port}/file", process, workdir / f"{name}.log")
+        yield Server(name, "aiohttp", processes, port, "/file", process.pid)
+
+
+# --- mediagate ----------------------------------------------------------------------------
+
+
+@contextmanager
+def mediagate(file: Path, workers: int, workdir: Path) -> Iterator[Server]:
+    port = free_port()
+    python_path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "PYTHONPATH": python_path,
+        "MEDIAGATE_DATA_DIR": str(workdir / f"data-{workers}"),
+        "MEDIAGATE_JWT_SECRET": JWT_SECRET,
+        "MEDIAGATE_HOST": "127.0.0.1",
+        "MEDIAGATE_PORT": str(port),
+        "MEDIAGATE_LOG_FORMAT": "json",
+        "USE_CLOUD_STORAGE": "false",
+        "SIGNED_URL_EXPIRY": str(24 * 3600),
+    }
+    command = [sys.executable, "-c", MEDIAGATE_ENTRY, "serve", "--workers", str(workers)]
+    log = workdir / f"mediagate-{workers}.log"
+    with child_process(command, env, log) as process:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_answering(f"{base}/healthz", process, log)
+        stream_url = upload(base, file)
+        path = stream_url.removeprefix(base)
+        yield Server(f"mediagate {workers}w", "mediagate", workers, port, path, process.pid)
+
+
+def upload(base: str, file: Path) -> str:
+    """Upload `file` through the native API; its signed stream URL."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from mediagate import tokens
+
+    auth = {"Authorization": f"Bearer {tokens.issue(JWT_SECRET.encode(), 'bench', 3600)}"}
+
+    def call(path: str, data: bytes | None, content_type: str) -> dict[str, object]:
+        headers = {**auth, "Content-Type": content_type}
+        request = urllib.request.Request(base + path, data=data, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return dict(json.loads(answer.read()))
+
+    size = file.stat().st_size
+    initiate = json.dumps({"filename": "bench.mp4", "size": size}).encode()
+    session = call("/api/v1/media/upload/initiate", initiate, "application/json")
+    chunk_size, prefix = (
+        int(str(session["chunk_size"])),
+        f"/api/v1/media/upload/{session['session_id']}",
+    )
+    with file.open("rb") as source:
+        for number in range(int(str(session["total_chunks"]))):
+            call(f"{prefix}/chunk/{number}", source.read(chunk_size), "application/octet-stream")
+    return str(call(f"{prefix}/complete", b"", "application/json")["stream_url"])
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def measure(server: Server, args: argparse.Namespace, workdir: Path, seed: int) -> Run:
+    script = workdir / f"range-{seed}.lua"
+    script.write_text(
+        WRK_SCRIPT.format(size=args.size, range_size=RANGE_SIZE, seed=seed, path=server.path)
+    )
+    url = f"http://127.0.0.1:{server.port}"
+    if args.warmup:
+        warm = wrk_command(args, args.warmup, script, url)
+        subprocess.run(warm, capture_output=True, check=True, timeout=args.warmup + 60)
+    pids = server.tree()
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    busy_before = machine_busy_seconds()
+    wrk = subprocess.Popen(
+        wrk_command(args, args.duration, script, url), stdout=subprocess.PIPE, text=True
+    )
+    output, _ = wrk.communicate(timeout=args.duration + 60)
+    wrk_cpu = _children_cpu()  # wrk's own CPU, reaped just now
+    elapsed_busy = machine_busy_seconds() - busy_before
+    used = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
+    workers = [used[pid] for pid in pids[1:]] or [used[pids[0]]]
+    server_cpu = sum(used.values()) / args.duration
+    return Run(
+        requests_per_second=float(_wrk_field(output, r"Requests/sec:\s+([\d.]+)")),
+        p99_ms=_latency_ms(output),
+        errors=int(_wrk_field(output, r"Non-2xx or 3xx responses:\s+(\d+)", "0"))
+        + sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output)),
+        server_cpu=server_cpu,
+        worker_spread=max(workers) / min(workers) if min(workers) > 0 else float("inf"),
+        client_cpu=wrk_cpu / args.duration,
+        others_cpu=max(0.0, (elapsed_busy - sum(used.values()) - wrk_cpu) / args.duration),
+    )
+
+
+def wrk_command(args: argparse.Namespace, seconds: int, script: Path, url: str) -> list[str]:
+    command = [args.wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
+    return [*command, "-s", str(script), url]
+
+
+_reaped_cpu = 0.0
+
+
+def _children_cpu() -> float:
+    """CPU of the child processes reaped since the last call (wrk)."""
+    global _reaped_cpu
+    usage = os.times()
+    total = usage.children_user + usage.children_system
+    spent, _reaped_cpu = total - _reaped_cpu, total
+    return spent
+
+
+def _wrk_field(output: str, pattern: str, default: str | None = None) -> str:
+    found = re.search(pattern, output)
+    if found is None:
+        if default is not None:
+            return default
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    return found.group(1)
+
+
+def _latency_ms(output: str) -> float:
+    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", output).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    results: dict[str, list[Run]] = {}
+    with tempfile.TemporaryDirectory(prefix="mediagate-scale-") as directory, ExitStack() as stack:
+        workdir = Path(directory)
+        file = workdir / "bench.mp4"
+        print(f"writing a {args.size // MiB} MiB random file ...", flush=True)
+        with file.open("wb") as out:
+            for _ in range(args.size // MiB):
+                out.write(os.urandom(MiB))
+        servers = [
+            stack.enter_context(mediagate(file, 1, workdir)),
+            stack.enter_context(mediagate(file, 2, workdir)),
+            stack.enter_context(plain_aiohttp(file, 1, workdir)),
+            stack.enter_context(plain_aiohttp(file, 2, workdir)),
+        ]
+        if args.shared_socket_peer:
+            servers.append(stack.enter_context(plain_aiohttp(file, 2, workdir, shared=True)))
+        _children_cpu()  # start counting wrk's CPU from here
+        for round_ in range(args.rounds):
+            shift = round_ % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                run = measure(server, args, workdir, seed=round_)
+                results.setdefault(server.name, []).append(run)
+                print(
+                    f"round {round_ + 1}/{args.rounds} {server.name:12}"
+                    f" {run.requests_per_second:7.0f} req/s  p99 {run.p99_ms:6.2f} ms"
+                    f"  server {run.server_cpu:4.2f} cores {run.cpu_us_per_request:4.0f} µs/req"
+                    f"  spread {run.worker_spread:4.2f}  wrk {run.client_cpu:4.2f}"
+                    f"  others {run.others_cpu:4.2f} cores"
+                    f"  errors {run.errors}",
+                    flush=True,
+                )
+    print_summary(results, args)
+
+
+def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
+    def median(name: str, metric: str) -> float:
+        return statistics.median(getattr(run, metric) for run in results[name])
+
+    rows = []
+    for name in results:
+        rows.append(
+            [
+                name,
+                f"{median(name, 'requests_per_second'):.0f}",
+                f"{median(name, 'p99_ms'):.2f}",
+                f"{median(name, 'server_cpu'):.2f}",
+                f"{median(name, 'cpu_us_per_request'):.0f}",
+                f"{median(name, 'worker_spread'):.2f}",
+                f"{median(name, 'client_cpu'):.2f}",
+                f"{median(name, 'others_cpu'):.2f}",
+                str(sum(run.errors for run in results[name])),
+            ]
+        )
+    print(
+        f"\nMedians of {args.rounds} interleaved rounds of {args.duration} s; wrk -t1"
+        f" -c{args.connections}, random 64 KiB ranges of a {args.size // MiB} MiB file;"
+        f" {os.cpu_count()} CPUs, nothing pinned"
+    )
+    headers = ["server", "req/s", "p99 ms", "cores", "cpu µs/req", "spread", "wrk", "others"]
+    headers.append("errors")
+    print(render_table(headers, rows))
+    pairs = [("mediagate 1w", "mediagate 2w"), ("aiohttp 1p", "aiohttp 2p")]
+    if "aiohttp 2p shared" in results:
+        pairs.append(("aiohttp 1p", "aiohttp 2p shared"))
+    for one, two in pairs:
+        ratios = [
+            b.requests_per_second / a.requests_per_second
+            for a, b in zip(results[one], results[two], strict=True)
+        ]
+        ratio = median(two, "requests_per_second") / median(one, "requests_per_second")
+        per_core = median(two, "requests_per_core_second") / median(one, "requests_per_core_second")
+        print(
+            f"{two} / {one}: {ratio:.2f} req/s (ratio of the medians;"
+            f" per round {min(ratios):.2f}..{max(ratios):.2f}), {per_core:.2f} req per core-second"
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    option = parser.add_argument
+    option("--rounds", type=int, default=7, help="interleaved rounds (7)")
+    option("--duration", type=int, default=5, help="seconds measured per run (5)")
+    option("--warmup", type=int, default=1, help="unmeasured seconds before each run (1)")
+    option("--connections", type=int, default=64, help="wrk connections (64)")
+    option("--size", type=int, default=64 * MiB, help="file size in bytes (64 MiB)")
+    option("--quick", action="store_true", help="3 rounds of 2 s: under a minute")
+    option(
+        "--shared-socket-peer",
+        action="store_true",
+        help="add plain aiohttp in 2 processes sharing one socket (what --workers does not do)",
+    )
+    # Internal: the same script runs the plain aiohttp servers.
+    option("--role", help=argparse.SUPPRESS)
+    option("--file", type=Path, help=argparse.SUPPRESS)
+    option("--port", type=int, help=argparse.SUPPRESS)
+    option("--processes", type=int, help=argparse.SUPPRESS)
+    option("--shared-socket", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 3, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.role == "aiohttp":
+        serve_plain_aiohttp(args.file, args.port, args.processes, args.shared_socket)
+        return
+    args.wrk = shutil.which("wrk")
+    if args.wrk is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    run_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
