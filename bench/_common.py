@@ -231,3 +231,15 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         )
         for line in lines
     )
+
+
+def interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt wherever the bench is, even inside
+    the event loop (asyncio.run's own SIGINT handler only cancels the main task,
+    which a library may swallow), so its servers and temp dirs are cleaned up too."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)

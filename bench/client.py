@@ -28,7 +28,6 @@ import resource
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from _common import (
     child_process,
     cpu_seconds,
     free_port,
+    interrupt_on_signals,
     machine_busy_seconds,
     mediagate_env,
     median,
@@ -299,14 +299,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(argv)
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_on_signals()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     secret = secrets.token_urlsafe(32)
     try:

@@ -23,7 +23,6 @@ import functools
 import hashlib
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from _common import (
     child_process,
     cpu_seconds,
     free_port,
+    interrupt_on_signals,
     machine_busy_seconds,
     mediagate_env,
     median,
@@ -830,17 +830,9 @@ def running_services(
         yield Services(moto, server)
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(argv)
-    # Ctrl-C and SIGTERM raise KeyboardInterrupt wherever we are, even inside
-    # the event loop (asyncio.run's own SIGINT handler only cancels the main
-    # task, which a library may swallow), so the servers and temp dirs go too.
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_on_signals()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     secret = secrets.token_urlsafe(32)
     moto_in_memory = moto_memory_bound(options)
