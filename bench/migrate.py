@@ -183,7 +183,7 @@ def make_tree(data_dir: Path, tree: Tree) -> None:
     """Random files at their keys below `data_dir`, each registered as local media."""
     from mediagate.catalog.sqlite import CATALOG_FILE
     from mediagate.core.keys import new_id, object_key
-    from mediagate.core.models import Media, StorageKind
+    from mediagate.models import Media, StorageKind
 
     rng = random.Random(tree.files * tree.size)
     media = []

@@ -27,8 +27,8 @@ from mediagate.catalog import postgres, sqlite
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
-from mediagate.core.errors import NotFound
-from mediagate.core.models import (
+from mediagate.errors import NotFound
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

@@ -10,7 +10,7 @@ from yarl import URL
 
 from conftest import make_settings
 from mediagate.core.chunk_locks import InProcessChunkLocks
-from mediagate.core.errors import ChunkSuperseded
+from mediagate.errors import ChunkSuperseded
 from mediagate.web.keys import ENGINE
 from raw_http import RawConnection, request_head
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
-from mediagate.core.errors import BadRequest, ChunkIncomplete, ChunkLengthMismatch
+from mediagate.errors import BadRequest, ChunkIncomplete, ChunkLengthMismatch
 from mediagate.storage.base import NewObject
 from mediagate.storage.local import LocalStore
 

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from conftest import Api, MiB, closed_port
 from mediagate.client_cli import _how_to_resume
-from mediagate.core.errors import FileTooLarge, StorageUnavailable
+from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import MiB, chunks_of, read_object
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
-from mediagate.core.models import Media, MediaState
+from mediagate.models import Media, MediaState
 from mediagate.web.keys import CATALOG
 from server_process import ServerProcess
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mediagate.core.disposition import DOWNLOAD_TYPE, is_passive, presentation
+from mediagate.disposition import DOWNLOAD_TYPE, is_passive, presentation
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mediagate.core.disposition import content_disposition
+from mediagate.disposition import content_disposition
 from mediagate.web import file_response
 from mediagate.web.file_response import send_file
 

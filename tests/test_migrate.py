@@ -28,10 +28,10 @@ from conftest import MiB, chunks_of, make_settings, read_object
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
 from mediagate.config import Settings
-from mediagate.core.models import Media, StorageKind
 from mediagate.migrate.plan import Options, plan_migration
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores, migrate_all
+from mediagate.models import Media, StorageKind
 from mediagate.services import open_catalog
 from mediagate.storage.base import StoredObject
 from mediagate.storage.local import LocalStore

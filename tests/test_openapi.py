@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from conftest import Api, ApiFactory, make_settings, md5_header
-from mediagate.core import errors
+from mediagate import errors
 from mediagate.web.app import create_app
 from mediagate.web.openapi import document
 from mediagate.web.problems import PROBLEM_TYPE_BASE

@@ -10,8 +10,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from conftest import MiB
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
-from mediagate.core.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
-from mediagate.core.models import StorageKind
+from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
+from mediagate.models import StorageKind
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import FilePartBody
 from mediagate.storage.s3 import S3Store, s3_errors

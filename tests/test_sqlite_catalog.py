@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.core.engine import utc_now
-from mediagate.core.models import (
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

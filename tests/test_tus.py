@@ -22,7 +22,7 @@ import pytest
 from conftest import Api, ApiFactory, MiB, make_settings
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
-from mediagate.core.errors import BadRequest
+from mediagate.errors import BadRequest
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number

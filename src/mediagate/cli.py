@@ -20,7 +20,7 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import supervisor
     from mediagate.catalog.schema import SchemaTooNew
-    from mediagate.core.errors import CatalogUnavailable
+    from mediagate.errors import CatalogUnavailable
     from mediagate.web.app import create_app
     from mediagate.web.server import bind_sockets
     from mediagate.web.server import serve as serve_app
@@ -67,7 +67,7 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate.catalog.schema import SchemaTooNew
-    from mediagate.core.errors import CatalogUnavailable
+    from mediagate.errors import CatalogUnavailable
     from mediagate.services import upgrade_catalog
 
     try:

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from mediagate.core.models import StorageKind
+from mediagate.models import StorageKind
 
 # `*_created` timestamps would double the series and Prometheus ignores them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from mediagate.core.models import (
+from mediagate.models import (
     Chunk,
     Media,
     SessionState,

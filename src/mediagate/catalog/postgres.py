@@ -28,8 +28,8 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
-from mediagate.core.errors import CatalogUnavailable, NotFound, StorageFull
-from mediagate.core.models import (
+from mediagate.errors import CatalogUnavailable, NotFound, StorageFull
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
-from mediagate.core.errors import CatalogUnavailable, NotFound, StorageFull
-from mediagate.core.models import (
+from mediagate.errors import CatalogUnavailable, NotFound, StorageFull
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

@@ -21,9 +21,9 @@ import structlog
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import FileDigestMismatch, MissingChunks, StorageUnavailable
 from mediagate.core.file_digest import RunningDigest
-from mediagate.core.models import Chunk, Media, MediaState, StorageKind, UploadSession
+from mediagate.errors import FileDigestMismatch, MissingChunks, StorageUnavailable
+from mediagate.models import Chunk, Media, MediaState, StorageKind, UploadSession
 from mediagate.storage.base import NewObject, StoredObject, Stores
 from mediagate.storage.local import LocalStore
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mediagate.core.chunk_stream import ReadSource
-from mediagate.core.errors import ChunkSuperseded
+from mediagate.errors import ChunkSuperseded
 
 
 class ChunkLease(Protocol):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from mediagate.core.errors import (
+from mediagate.errors import (
     BadRequest,
     ChunkIncomplete,
     ChunkLengthMismatch,

@@ -21,7 +21,9 @@ from mediagate.core.assembly import Assembler, new_object
 from mediagate.core.chunk_locks import ChunkLocks, InProcessChunkLocks
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
-from mediagate.core.errors import (
+from mediagate.core.file_digest import RunningDigest
+from mediagate.core.keys import new_id, object_key, sanitize_filename
+from mediagate.errors import (
     ChunkLengthMismatch,
     ChunkOutOfRange,
     FileDigestMismatch,
@@ -34,9 +36,7 @@ from mediagate.core.errors import (
     StorageUnavailable,
     TooManySessions,
 )
-from mediagate.core.file_digest import RunningDigest
-from mediagate.core.keys import new_id, object_key, sanitize_filename
-from mediagate.core.models import (
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

@@ -13,14 +13,14 @@ from urllib.parse import quote
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.errors import (
+from mediagate.errors import (
     BadRequest,
     MediaFailed,
     MediaNotReady,
     NotFound,
     StorageUnavailable,
 )
-from mediagate.core.models import Media, MediaState
+from mediagate.models import Media, MediaState
 from mediagate.storage.base import (
     BlobStore,
     ConditionalReads,

@@ -31,7 +31,8 @@ from mediagate.catalog.base import Catalog
 from mediagate.core.chunk_stream import ExpectedDigests, ReadSource
 from mediagate.core.chunking import MAX_PART, MAX_PARTS, MIN_PART
 from mediagate.core.engine import UploadEngine
-from mediagate.core.errors import (
+from mediagate.core.library import MediaLibrary
+from mediagate.errors import (
     BadRequest,
     ChecksumMismatch,
     ChunkIncomplete,
@@ -40,8 +41,7 @@ from mediagate.core.errors import (
     NotFound,
     OffsetMismatch,
 )
-from mediagate.core.library import MediaLibrary
-from mediagate.core.models import (
+from mediagate.models import (
     Chunk,
     Media,
     MediaState,

@@ -13,8 +13,8 @@ from typing import Any
 
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.config import Settings
-from mediagate.core.errors import NotFound, Problem
 from mediagate.core.keys import is_valid_user_id
+from mediagate.errors import NotFound, Problem
 from mediagate.logs import configure_logging
 from mediagate.migrate.plan import LEGACY_OWNER, Options
 

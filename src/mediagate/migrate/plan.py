@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mediagate.catalog.base import Catalog
 from mediagate.core.keys import object_key, sanitize_filename
-from mediagate.core.models import Media, StorageKind
+from mediagate.models import Media, StorageKind
 from mediagate.storage.local import LocalStore
 
 MiB = 1024 * 1024

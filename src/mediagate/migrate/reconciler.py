@@ -13,10 +13,10 @@ import asyncio
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.models import StorageKind
 from mediagate.migrate.plan import Move, Options, media_pages
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores
+from mediagate.models import StorageKind
 from mediagate.storage.breaker import GuardedStore
 from mediagate.storage.local import LocalStore
 

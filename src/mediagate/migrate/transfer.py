@@ -30,7 +30,7 @@ from typing import TypeVar
 import structlog
 
 from mediagate.core.chunking import ChunkPlan, plan_chunks
-from mediagate.core.errors import Problem, StorageUnavailable
+from mediagate.errors import Problem, StorageUnavailable
 from mediagate.storage.base import NewObject, StoredObject
 from mediagate.storage.breaker import S3Objects
 

@@ -1,7 +1,7 @@
 """The `BlobStore` protocol: what the engine needs from a place that keeps bytes.
 
 A store receives a file as numbered parts, possibly in parallel and out of
-order, then assembles them. Stores raise `mediagate.core.errors.Problem`s
+order, then assembles them. Stores raise `mediagate.errors.Problem`s
 (translated at their edge), never their client library's exceptions.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from mediagate.core.models import StorageKind
+from mediagate.models import StorageKind
 
 
 class PartBody(Protocol):

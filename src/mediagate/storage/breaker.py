@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from mediagate.core.errors import StorageUnavailable
+from mediagate.errors import StorageUnavailable
 from mediagate.storage.base import NewObject, ObjectRead, PartBody, ReadConditions, StoredObject
 from mediagate.storage.s3 import S3Store
 

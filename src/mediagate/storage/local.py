@@ -21,8 +21,8 @@ from typing import BinaryIO, TypeVar
 
 import structlog
 
-from mediagate.core.errors import NotFound, Problem, StorageFull, StorageUnavailable
-from mediagate.core.models import StorageKind
+from mediagate.errors import NotFound, Problem, StorageFull, StorageUnavailable
+from mediagate.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
 T = TypeVar("T")

@@ -32,9 +32,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mediagate import metrics
 from mediagate.config import Settings
-from mediagate.core.disposition import presentation
-from mediagate.core.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
-from mediagate.core.models import StorageKind
+from mediagate.disposition import presentation
+from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
+from mediagate.models import StorageKind
 from mediagate.storage.base import (
     NewObject,
     ObjectRead,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mediagate.core.errors import NotFound
+from mediagate.errors import NotFound
 
 routes = web.RouteTableDef()
 

@@ -18,9 +18,9 @@ from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.maintenance import background_maintenance
-from mediagate.core.models import StorageKind
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
+from mediagate.models import StorageKind
 from mediagate.services import open_catalog
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore

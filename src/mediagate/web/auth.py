@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 
 from mediagate import tokens
-from mediagate.core.errors import Unauthorized
+from mediagate.errors import Unauthorized
 from mediagate.web.keys import JWT_SECRET
 
 

@@ -23,7 +23,7 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from multidict import CIMultiDictProxy
 
 from mediagate.core.chunk_stream import ReadSource
-from mediagate.core.errors import BadRequest, BodyReadTimeout
+from mediagate.errors import BadRequest, BodyReadTimeout
 from mediagate.web.keys import SETTINGS
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
-from mediagate.core.errors import BadRequest
+from mediagate.errors import BadRequest
 from mediagate.web.keys import SETTINGS
 
 log = structlog.get_logger("mediagate")

@@ -8,10 +8,10 @@ from aiohttp import web
 from yarl import URL
 
 from mediagate import metrics
-from mediagate.core.disposition import presentation
-from mediagate.core.errors import Forbidden, NotFound
 from mediagate.core.library import Redirect
-from mediagate.core.models import Media
+from mediagate.disposition import presentation
+from mediagate.errors import Forbidden, NotFound
+from mediagate.models import Media
 from mediagate.storage.base import ObjectRead
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file

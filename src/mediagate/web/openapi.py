@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the API, built from the code: a registry of the
 routes (below) plus the pydantic models of bodies and answers (web/schemas.py)
-and the problem types of core/errors.py. Nothing of it is written by hand as JSON.
+and the problem types of errors.py. Nothing of it is written by hand as JSON.
 
 tests/test_openapi.py checks that every route the application registers under
 /api/v1 is in the registry, and tests/test_fuzz.py fuzzes a live server with
@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from mediagate.core import errors
+from mediagate import errors
 from mediagate.web import api_docs
 from mediagate.web.keys import SETTINGS
 from mediagate.web.problems import PROBLEM_TYPE_BASE
@@ -56,7 +56,7 @@ class ProblemType:
         return cls(problem.status, problem.code, problem.title)
 
 
-# Problems the web layer answers itself, not raised as core/errors.py classes.
+# Problems the web layer answers itself, not raised as errors.py classes.
 SHUTTING_DOWN = ProblemType(503, "shutting-down", "Shutting down")  # web/request_gate.py
 BODY_TOO_LARGE = ProblemType(413, "request-entity-too-large", "Request Entity Too Large")
 PRECONDITION_FAILED = ProblemType(412, "precondition-failed", "Precondition Failed")
@@ -67,7 +67,7 @@ ALWAYS = (SHUTTING_DOWN, ProblemType.of(errors.Problem))
 AUTHENTICATED = (errors.Unauthorized,)
 STORAGE = (errors.StorageUnavailable, errors.StorageRejected, errors.StorageFull)
 
-# Headers each problem type's answer carries (core/errors.py `headers`).
+# Headers each problem type's answer carries (errors.py `headers`).
 PROBLEM_HEADERS = {
     SHUTTING_DOWN.code: ("Retry-After",),
     RANGE_NOT_SATISFIABLE.code: ("Content-Range",),

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mediagate.core.errors import Problem
+from mediagate.errors import Problem
 
 log = structlog.get_logger("mediagate.web")
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from mediagate.core.models import Media
+from mediagate.models import Media
 from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.problems import problem_response
 from mediagate.web.ranges import parse_http_date

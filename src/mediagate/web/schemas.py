@@ -20,8 +20,8 @@ from pydantic import (
 )
 
 from mediagate.core.engine import SessionStatus
-from mediagate.core.errors import BadRequest, BodyReadTimeout
-from mediagate.core.models import (
+from mediagate.errors import BadRequest, BodyReadTimeout
+from mediagate.models import (
     Media,
     MediaState,
     SessionState,

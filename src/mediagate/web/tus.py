@@ -13,13 +13,13 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mediagate.core.errors import (
+from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
+from mediagate.errors import (
     BadRequest,
     Problem,
     ProtocolVersionUnsupported,
     UnsupportedMediaType,
 )
-from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
 from mediagate.web.auth import authenticated_user
 from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin

@@ -7,8 +7,8 @@ import binascii
 import mimetypes
 import re
 
-from mediagate.core.errors import BadRequest
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum
+from mediagate.errors import BadRequest
 from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 
 # At most 10,000 × 5 GiB fits in S3; 20 digits reach far past it.

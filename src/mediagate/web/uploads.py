@@ -6,8 +6,8 @@ from aiohttp import web
 
 from mediagate.core.chunk_stream import ExpectedDigests
 from mediagate.core.chunking import FileTooLarge as PlanTooLarge
-from mediagate.core.errors import BadRequest, FileTooLarge
-from mediagate.core.models import MediaState
+from mediagate.errors import BadRequest, FileTooLarge
+from mediagate.models import MediaState
 from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
 from mediagate.web.host import link_origin
