@@ -256,10 +256,12 @@ UPLOAD_LENGTH = _parameter(
     "The upload's length in bytes",
     {"type": "integer", "minimum": 0},
 )
-TUS_METADATA_KEY = r"[!-+\--~]+"  # visible ASCII but the comma (web/tus_headers.py)
+# The tus headers' grammar as web/tus_headers.py parses it (spaces around items are
+# stripped); what a pattern cannot say (distinct keys) is a 400 all the same.
+TUS_METADATA_KEY = r"[!-+\--~]+"  # visible ASCII but the comma
 BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
-METADATA_PAIR = rf"{TUS_METADATA_KEY}(?: {BASE64})?"
-CHECKSUM = r"md5 [A-Za-z0-9+/]{22}==|sha1 [A-Za-z0-9+/]{27}=|sha256 [A-Za-z0-9+/]{43}="
+METADATA_PAIR = rf"\s*{TUS_METADATA_KEY}(?: \s*{BASE64})?\s*"
+CHECKSUM = r"md5 \s*[A-Za-z0-9+/]{22}==|sha1 \s*[A-Za-z0-9+/]{27}=|sha256 \s*[A-Za-z0-9+/]{43}="
 TUS_CREATION_HEADERS = (
     TUS_RESUMABLE,
     UPLOAD_LENGTH,
@@ -274,21 +276,24 @@ TUS_CREATION_HEADERS = (
         "Upload-Metadata",
         "Comma-separated `key base64(value)` pairs, keys distinct; `filename` (or `name`) "
         "and `filetype` (or `type`) name the media",
-        {"type": "string", "pattern": rf"^{METADATA_PAIR}(?:, ?{METADATA_PAIR})*$"},
+        {"type": "string", "pattern": rf"^(?:{METADATA_PAIR}(?:,{METADATA_PAIR})*|\s*)$"},
     ),
     _parameter(
         "header",
         "Upload-Concat",
         "`partial`, or `final;` and the finished partial uploads' URLs, space-separated "
         "(then no `Upload-Length`)",
-        {"type": "string", "pattern": r"^(partial|final;(?: *[^ ]*/api/v1/tus/[^/ ]+)+ *)$"},
+        {
+            "type": "string",
+            "pattern": r"^\s*(?:partial|final;(?:\s*\S*/api/v1/tus/[^/\s]+/*)+)\s*$",
+        },
     ),
 )
 UPLOAD_CHECKSUM = _parameter(
     "header",
     "Upload-Checksum",
     "`algorithm base64(digest)` of this request's body, verified (460 if it differs)",
-    {"type": "string", "pattern": rf"^(?:{CHECKSUM})$"},
+    {"type": "string", "pattern": rf"^\s*(?:{CHECKSUM})\s*$"},
 )
 # tus bodies, as the checksum extension and the creation-with-upload one send them.
 OFFSET_OCTET_STREAM = {tus.OFFSET_OCTET_STREAM: {"schema": BINARY}}
