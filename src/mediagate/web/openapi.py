@@ -249,7 +249,7 @@ TUS_RESUMABLE = _parameter(
     {"type": "string", "enum": [tus.TUS_VERSION]},
     required=True,
 )
-# Upload-Length's `maximum` is this server's MEDIAGATE_MAX_UPLOAD_SIZE (`_build`).
+# Upload-Length's `maximum` is this server's MEDIAGATE_MAX_UPLOAD_SIZE (`_limited`).
 UPLOAD_LENGTH = _parameter(
     "header",
     "Upload-Length",
@@ -295,7 +295,7 @@ UPLOAD_CHECKSUM = _parameter(
     "`algorithm base64(digest)` of this request's body, verified (460 if it differs)",
     {"type": "string", "pattern": rf"^\s*(?:{CHECKSUM})\s*$"},
 )
-# tus bodies, as the checksum extension and the creation-with-upload one send them.
+# A tus body: the upload's bytes from the offset on.
 OFFSET_OCTET_STREAM = {tus.OFFSET_OCTET_STREAM: {"schema": BINARY}}
 TUS_ANSWER = ("Tus-Resumable",)
 TUS_PROGRESS = ("Upload-Expires",)
