@@ -152,6 +152,15 @@ def _headers_cut_short(boundary: str, data: bytes) -> bytes:
     return f'--{boundary}\r\nContent-Disposition: form-data; name="file"'.encode()
 
 
+def _control_character_in_a_part_name(boundary: str, data: bytes) -> bytes:
+    note = f'--{boundary}\r\nContent-Disposition: form-data; name="a\x18b"\r\n\r\nx\r\n'
+    return note.encode() + form_body(boundary, ("file", data))
+
+
+def _no_part_at_all(boundary: str, data: bytes) -> bytes:
+    return f"--{boundary}--\r\n".encode()
+
+
 MALFORMED_FORMS = {
     "longer-than-the-chunk": (
         lambda b, d: form_body(b, ("file", d + b"x" * 100)),
@@ -163,6 +172,8 @@ MALFORMED_FORMS = {
     "second-file-field": (lambda b, d: form_body(b, ("file", d), ("data", d)), "bad-request"),
     "no-file-field": (_no_file_field, "bad-request"),
     "headers-cut-short": (_headers_cut_short, "bad-request"),
+    "control-character-in-a-part-name": (_control_character_in_a_part_name, "bad-request"),
+    "no-part-at-all": (_no_part_at_all, "bad-request"),
 }
 
 

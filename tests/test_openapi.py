@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from openapi_spec_validator import validate
 
 from conftest import Api, ApiFactory, make_settings, md5_header
 from mediagate import errors
+from mediagate.web import tus
 from mediagate.web.app import create_app
 from mediagate.web.openapi import document
 from mediagate.web.problems import PROBLEM_TYPE_BASE
@@ -33,11 +35,14 @@ async def test_the_document_is_valid_openapi_3_1(local_api: Api) -> None:
 
 def test_every_api_route_of_the_app_is_documented_and_nothing_else(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path / "data"))
-    registered = {
-        (route.method.lower(), route.resource.canonical)
-        for route in app.router.routes()
-        if route.resource is not None and route.resource.canonical.startswith("/api/v1/")
-    }
+    registered = set()
+    for route in app.router.routes():
+        if route.resource is None or not route.resource.canonical.startswith("/api/v1/"):
+            continue
+        path = route.resource.canonical
+        # A tus route takes any method and dispatches the verbs it knows itself.
+        verbs = tus.DISPATCHED[path] if route.method == "*" else [route.method]
+        registered |= {(verb.lower(), path) for verb in verbs}
     paths = document(10)["paths"]
     documented = {(method, path) for path, item in paths.items() for method in item}
     assert registered == documented
@@ -220,3 +225,54 @@ async def test_an_s3_upload_redirects_as_documented(s3_api: Api) -> None:
     stream = f"/api/v1/media/stream/{media}"
     answer, _ = await recorder.call("GET", STREAM, stream, allow_redirects=False)
     assert answer.status == 302
+
+
+TUS = "/api/v1/tus"
+TUS_UPLOAD = "/api/v1/tus/{upload_id}"
+
+
+async def test_a_tus_upload_answers_as_documented(local_api: Api) -> None:
+    """Each tus verb's success, and the tus problems, checked against the document."""
+    recorder = Recorder(local_api, await fetch_document(local_api))
+    tus = {"Tus-Resumable": "1.0.0"}
+    answer, _ = await recorder.call("OPTIONS", TUS, TUS)
+    assert answer.status == 204
+    data = os.urandom(100)
+    answer, _ = await recorder.call(
+        "POST",
+        TUS,
+        TUS,
+        data=data[:10],
+        headers={
+            **tus,
+            "Upload-Length": "100",
+            "Upload-Metadata": "filename " + base64.b64encode(b"clip.mp4").decode(),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert answer.status == 201
+    upload = answer.headers["Location"].rsplit("/", 1)[1]
+    path = f"{TUS}/{upload}"
+    answer, _ = await recorder.call("OPTIONS", TUS_UPLOAD, path)
+    assert answer.status == 204
+    answer, _ = await recorder.call("HEAD", TUS_UPLOAD, path, headers=tus)
+    assert (answer.status, answer.headers["Upload-Offset"]) == (200, "10")
+    octets = {**tus, "Content-Type": "application/offset+octet-stream"}
+    wrong_md5 = "md5 " + base64.b64encode(bytes(16)).decode()
+    for headers, status in [
+        ({**octets, "Upload-Offset": "0"}, 409),
+        ({**octets, "Upload-Offset": "10", "Upload-Checksum": wrong_md5}, 460),
+        ({**tus, "Upload-Offset": "10", "Content-Type": "text/plain"}, 415),
+        ({"Upload-Offset": "10", "Content-Type": "application/offset+octet-stream"}, 412),
+        ({**octets, "Upload-Offset": "10", "Upload-Length": "99"}, 400),
+    ]:
+        answer, _ = await recorder.call("PATCH", TUS_UPLOAD, path, data=data[10:], headers=headers)
+        assert answer.status == status, headers
+    answer, _ = await recorder.call(
+        "PATCH", TUS_UPLOAD, path, data=data[10:50], headers={**octets, "Upload-Offset": "10"}
+    )
+    assert (answer.status, answer.headers["Upload-Offset"]) == (204, "50")
+    answer, _ = await recorder.call("DELETE", TUS_UPLOAD, path, headers=tus)
+    assert answer.status == 204
+    answer, _ = await recorder.call("HEAD", TUS_UPLOAD, path, headers=tus)
+    assert answer.status == 404

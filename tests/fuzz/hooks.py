@@ -6,10 +6,18 @@ import re
 from typing import Any
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
+
+from mediagate.web.openapi import REGISTRY
 
 INITIATE = "POST /api/v1/media/upload/initiate"
 PUT_CHUNK = "POST /api/v1/media/upload/{session_id}/chunk/{chunk_number}"
+TUS_CREATE = "POST /api/v1/tus"
+TUS_PATCH = "PATCH /api/v1/tus/{upload_id}"
+
+# tus bodies are bytes like any octet stream.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 
 
 @schemathesis.hook("map_body").apply_to(name=INITIATE)
@@ -25,36 +33,38 @@ def integral_numbers_as_integers(context: Any, body: Any) -> Any:
     }
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-DIGEST_HEADERS = {
-    "Content-MD5": re.compile(r"^[A-Za-z0-9+/]{22}==$"),
-    "X-Chunk-SHA256": re.compile(r"^[0-9A-Fa-f]{64}$"),
+# Optional headers with a pattern, as the document gives them.
+PATTERNED_HEADERS = {
+    parameter["name"]: re.compile(parameter["schema"]["pattern"])
+    for route in REGISTRY
+    for parameter in route.parameters
+    if parameter["in"] == "header" and not parameter["required"]
+    if "pattern" in parameter["schema"]
 }
 
 
-@schemathesis.hook("filter_case").apply_to(name=PUT_CHUNK)
-def positive_digests_match_their_pattern(context: Any, case: Any) -> bool:
+@schemathesis.hook("filter_case").apply_to(name=[PUT_CHUNK, TUS_CREATE, TUS_PATCH])
+def positive_headers_match_their_pattern(context: Any, case: Any) -> bool:
     """schemathesis 4.32's coverage scenario `object_required_and_optional` sends an
     optional header as `0`, ignoring its pattern, and calls the case positive: the
-    server rightly refuses that digest (400). Drop such cases; negative ones stay."""
+    server rightly refuses that digest or checksum (400). Drop such cases; negative
+    ones stay."""
     if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
         return True
     headers = case.headers or {}
     return all(
         pattern.match(str(headers[name]))
-        for name, pattern in DIGEST_HEADERS.items()
+        for name, pattern in PATTERNED_HEADERS.items()
         if name in headers
     )
 
 
-@schemathesis.hook
-def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
-    """Keep every failure but the ones another branch owns (named below)."""
-    multipart = (case.media_type or "").startswith("multipart/form-data")
-    if case.operation.label == PUT_CHUNK and multipart and response.status_code == 500:
-        # Issue 8 item 6 (branch body-safety owns it; drop this once it is merged):
-        # form framing aiohttp's parser refuses answers 500 today, as a form with
-        # no part at all, or a part whose name holds a control character.
-        fields = case.body if isinstance(case.body, dict) else {}
-        return bool(fields) and not any(CONTROL.search(name) for name in fields)
-    return True
+@schemathesis.hook("filter_case").apply_to(name=[TUS_CREATE, TUS_PATCH])
+def tus_bodies_are_any_bytes(context: Any, case: Any) -> bool:
+    """Any bytes are an `application/offset+octet-stream` body, and the server takes
+    them as they come: schemathesis knows that of `application/octet-stream` alone,
+    and calls a "non-string" body of this type negative. Drop such cases."""
+    if case.meta is None:
+        return True
+    body = case.meta.components.get(ParameterLocation.BODY)
+    return body is None or body.mode is not GenerationMode.NEGATIVE

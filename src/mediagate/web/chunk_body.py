@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeGuard, TypeVar
 
-from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, http_exceptions, web
 from multidict import CIMultiDictProxy
 
 from mediagate.core.chunk_stream import ReadSource
@@ -33,6 +33,10 @@ READ_SIZE = 64 * 1024
 # Encodings that leave the bytes as they are; base64 or quoted-printable parts
 # (and compressed ones) would be stored encoded.
 PLAIN_TRANSFER_ENCODINGS = {"binary", "8bit", "7bit"}
+# What aiohttp's multipart reader raises for a form it cannot read: bad framing
+# (ValueError, AssertionError), or a part's header it refuses, such as a name
+# holding a control character (InvalidHeader, from its HTTP header parser).
+MALFORMED = (ValueError, AssertionError, http_exceptions.BadHttpMessage)
 
 
 async def chunk_source(request: web.Request) -> tuple[ReadSource, int | None]:
@@ -50,7 +54,7 @@ async def chunk_source(request: web.Request) -> tuple[ReadSource, int | None]:
                 await part.release()
     except TimeoutError:
         raise _timed_out(seconds) from None
-    except (ValueError, AssertionError):
+    except MALFORMED:
         raise _malformed() from None
     raise BadRequest("the multipart body has no file field")
 
@@ -96,7 +100,7 @@ class FormFilePart:
                     await _within(self._seconds, self._read_rest_of_form())
                     return b""
                 self._pending = await _within(self._seconds, self._part.read_chunk(READ_SIZE))
-        except (ValueError, AssertionError):
+        except MALFORMED:
             raise _malformed() from None
         if n >= len(self._pending):  # the usual case: handed on as it is, no copy
             piece, self._pending = self._pending, b""
@@ -127,8 +131,8 @@ def _check_plain(headers: CIMultiDictProxy[str]) -> None:
 def _malformed() -> BadRequest:
     # Not aiohttp's own message: it names its internals (an assertion's text).
     return BadRequest(
-        "the multipart body is malformed: each part must end with a CRLF and the "
-        "boundary, and the body with the closing boundary"
+        "the multipart body is malformed: each part must have valid headers and end "
+        "with a CRLF and the boundary, and the body with the closing boundary"
     )
 
 

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mediagate import errors
-from mediagate.web import api_docs
+from mediagate.core.tus import CHECKSUM_ALGORITHMS
+from mediagate.web import api_docs, tus
 from mediagate.web.keys import SETTINGS
 from mediagate.web.problems import PROBLEM_TYPE_BASE
 from mediagate.web.request_context import REQUEST_ID_HEADER
@@ -61,10 +62,14 @@ SHUTTING_DOWN = ProblemType(503, "shutting-down", "Shutting down")  # web/reques
 BODY_TOO_LARGE = ProblemType(413, "request-entity-too-large", "Request Entity Too Large")
 PRECONDITION_FAILED = ProblemType(412, "precondition-failed", "Precondition Failed")
 RANGE_NOT_SATISFIABLE = ProblemType(416, "range-not-satisfiable", "Range Not Satisfiable")
+MALFORMED_BODY = ProblemType(400, "malformed-body", "Malformed body")  # web/problems.py
+CORS_ORIGIN_NOT_ALLOWED = ProblemType(403, "cors-origin-not-allowed", "Origin not allowed")
 
-# Any request may meet these: a server going down, or a failure of its own.
-ALWAYS = (SHUTTING_DOWN, ProblemType.of(errors.Problem))
-AUTHENTICATED = (errors.Unauthorized,)
+# Any request may meet these: a malformed Host (web/host.py), a server going
+# down, or a failure of its own.
+ALWAYS = (errors.BadRequest, SHUTTING_DOWN, ProblemType.of(errors.Problem))
+# Every operation that takes a token reads or writes the catalog, which may be away.
+AUTHENTICATED = (errors.Unauthorized, errors.CatalogUnavailable)
 STORAGE = (errors.StorageUnavailable, errors.StorageRejected, errors.StorageFull)
 
 # Headers each problem type's answer carries (errors.py `headers`).
@@ -81,13 +86,15 @@ PROBLEM_HEADERS = {
 
 @dataclass(frozen=True)
 class Reply:
-    """A success answer: JSON of `model`, or `content` as written, or no body."""
+    """A success answer: JSON of `model`, or `content` as written, or no body;
+    `required` headers are always on it, `headers` may be."""
 
     status: int
     description: str
     model: type[BaseModel] | None = None
     content: dict[str, Any] | None = None
     headers: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
     links: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,12 +110,16 @@ class Route:
     # A JSON body of `request_model`, or `request_content` as written.
     request_model: type[BaseModel] | None = None
     request_content: dict[str, Any] | None = None
+    body_required: bool = True
     # A signed stream link (`expires`, `signature`) may stand in for the bearer token.
     auth: Literal["bearer", "bearer-or-link"] | None = "bearer"
     description: str = ""
     # aiohttp answers HEAD on a GET route with the GET's status and headers.
     head: bool = True
     tag: str = "media"
+    # On every answer of the handler: required on its replies, documented on its
+    # problems (the web layer's own refusals, before the handler runs, lack them).
+    answer_headers: tuple[str, ...] = ()
 
 
 def _parameter(
@@ -116,11 +127,13 @@ def _parameter(
     name: str,
     description: str,
     schema: dict[str, Any] | None = None,
+    *,
+    required: bool = False,
 ) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
-        "required": where == "path",
+        "required": required or where == "path",
         "description": description,
         "schema": schema or {"type": "string"},
     }
@@ -172,7 +185,7 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string"},
     },
     "Location": {
-        "description": "A presigned S3 GET, or the CDN URL",
+        "description": "A presigned S3 GET or the CDN URL (stream); the new upload's URL (tus)",
         "required": True,
         "schema": {"type": "string"},
     },
@@ -187,9 +200,130 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "description": "How to present the file, with its original filename",
         "schema": {"type": "string"},
     },
-    "Cache-Control": {"description": "`MEDIAGATE_CACHE_CONTROL`", "schema": {"type": "string"}},
+    "Cache-Control": {
+        "description": "`MEDIAGATE_CACHE_CONTROL` for bytes, `no-store` for a redirect or tus HEAD",
+        "schema": {"type": "string"},
+    },
+    "Tus-Resumable": {"description": "The tus version", "schema": {"const": tus.TUS_VERSION}},
+    "Tus-Version": {"description": "The tus versions spoken", "schema": {"const": tus.TUS_VERSION}},
+    "Tus-Extension": {
+        "description": "The tus extensions offered",
+        "schema": {"const": ",".join(tus.TUS_EXTENSIONS)},
+    },
+    "Tus-Max-Size": {
+        "description": "The largest upload, `MEDIAGATE_MAX_UPLOAD_SIZE`",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Tus-Checksum-Algorithm": {
+        "description": "The algorithms `Upload-Checksum` may use",
+        "schema": {"const": ",".join(CHECKSUM_ALGORITHMS)},
+    },
+    "Upload-Offset": {
+        "description": "The bytes of the upload kept so far",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Upload-Length": {
+        "description": "The upload's length, once known",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Upload-Defer-Length": {
+        "description": "`1` while the length is not known",
+        "schema": {"const": "1"},
+    },
+    "Upload-Metadata": {"description": "As the creation sent it", "schema": {"type": "string"}},
+    "Upload-Concat": {
+        "description": "`partial`, or `final;` and the partial uploads' URLs",
+        "schema": {"type": "string", "pattern": "^(partial|final;.*)$"},
+    },
+    "Upload-Expires": {
+        "description": "When an unfinished upload expires (HTTP-date)",
+        "schema": {"type": "string"},
+    },
 }
 STREAM_HEADERS = ("ETag", "Last-Modified", "Accept-Ranges", "Content-Disposition", "Cache-Control")
+
+UPLOAD_ID = _parameter("path", "upload_id", "The tus upload: the last segment of its `Location`")
+TUS_RESUMABLE = _parameter(
+    "header",
+    "Tus-Resumable",
+    "The client's tus version; another is 412",
+    {"type": "string", "enum": [tus.TUS_VERSION]},
+    required=True,
+)
+# Upload-Length's `maximum` is this server's MEDIAGATE_MAX_UPLOAD_SIZE (`_limited`).
+UPLOAD_LENGTH = _parameter(
+    "header",
+    "Upload-Length",
+    "The upload's length in bytes",
+    {"type": "integer", "minimum": 0},
+)
+# The tus headers' grammar as web/tus_headers.py parses it (spaces around items are
+# stripped); what a pattern cannot say (distinct keys) is a 400 all the same.
+TUS_METADATA_KEY = r"[!-+\--~]+"  # visible ASCII but the comma
+BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+METADATA_PAIR = rf"\s*{TUS_METADATA_KEY}(?: \s*{BASE64})?\s*"
+CHECKSUM = r"md5 \s*[A-Za-z0-9+/]{22}==|sha1 \s*[A-Za-z0-9+/]{27}=|sha256 \s*[A-Za-z0-9+/]{43}="
+TUS_CREATION_HEADERS = (
+    TUS_RESUMABLE,
+    UPLOAD_LENGTH,
+    _parameter(
+        "header",
+        "Upload-Defer-Length",
+        "`1`: the length comes with a later PATCH (instead of `Upload-Length`)",
+        {"type": "string", "enum": ["1"]},
+    ),
+    _parameter(
+        "header",
+        "Upload-Metadata",
+        "Comma-separated `key base64(value)` pairs, keys distinct; `filename` (or `name`) "
+        "and `filetype` (or `type`) name the media",
+        {"type": "string", "pattern": rf"^(?:{METADATA_PAIR}(?:,{METADATA_PAIR})*|\s*)$"},
+    ),
+    _parameter(
+        "header",
+        "Upload-Concat",
+        "`partial`, or `final;` and the finished partial uploads' URLs, space-separated "
+        "(then no `Upload-Length`)",
+        {
+            "type": "string",
+            "pattern": r"^\s*(?:partial|final;(?:\s*\S*/api/v1/tus/[^/\s]+/*)+)\s*$",
+        },
+    ),
+)
+UPLOAD_CHECKSUM = _parameter(
+    "header",
+    "Upload-Checksum",
+    "`algorithm base64(digest)` of this request's body, verified (460 if it differs)",
+    {"type": "string", "pattern": rf"^\s*(?:{CHECKSUM})\s*$"},
+)
+# A tus body: the upload's bytes from the offset on.
+OFFSET_OCTET_STREAM = {tus.OFFSET_OCTET_STREAM: {"schema": BINARY}}
+TUS_ANSWER = ("Tus-Resumable",)
+TUS_PROGRESS = ("Upload-Expires",)
+TUS_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {
+            "upload_id": "$response.header.Location#regex:/api/v1/tus/([^/]+)$",
+            **extra,
+        },
+    }
+    for name, operation, extra in [
+        ("Status", "tus_status", {}),
+        ("Send", "tus_patch", {"header.Upload-Offset": "$response.header.Upload-Offset"}),
+        ("Terminate", "tus_terminate", {}),
+    ]
+}
+TUS_OPTIONS_REPLY = Reply(
+    204,
+    "What this server speaks",
+    required=("Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"),
+)
+TUS_OPTIONS_DESCRIPTION = (
+    "No token needed. A CORS preflight (with `Access-Control-Request-Method`) is "
+    "answered by the CORS rules instead (`MEDIAGATE_CORS_ORIGINS`)."
+)
+OVERRIDE = " `X-HTTP-Method-Override: {verb}` on a POST does the same."
 
 REGISTRY: tuple[Route, ...] = (
     Route(
@@ -205,6 +339,8 @@ REGISTRY: tuple[Route, ...] = (
         ),
         problems=(
             errors.BadRequest,
+            MALFORMED_BODY,
+            errors.BodyReadTimeout,
             BODY_TOO_LARGE,
             errors.FileTooLarge,
             errors.TooManySessions,
@@ -250,11 +386,14 @@ REGISTRY: tuple[Route, ...] = (
         replies=(Reply(200, "The chunk is stored", ChunkReceived),),
         problems=(
             errors.BadRequest,
+            MALFORMED_BODY,
             errors.ChunkOutOfRange,
             errors.ChunkLengthMismatch,
             errors.ChunkIncomplete,
             errors.NotFound,
+            errors.BodyReadTimeout,
             errors.SessionNotOpen,
+            errors.ChunkSuperseded,
             errors.SessionExpired,
             errors.DigestMismatch,
             *STORAGE,
@@ -380,9 +519,158 @@ REGISTRY: tuple[Route, ...] = (
             errors.NotFound,
             PRECONDITION_FAILED,
             RANGE_NOT_SATISFIABLE,
+            errors.MediaFailed,
             errors.MediaNotReady,
             errors.StorageUnavailable,
             errors.StorageRejected,
+        ),
+    ),
+    Route(
+        "OPTIONS",
+        tus.COLLECTION,
+        "tus_options",
+        "The tus versions, extensions, largest size and checksum algorithms",
+        tag="tus",
+        description=TUS_OPTIONS_DESCRIPTION,
+        auth=None,
+        replies=(TUS_OPTIONS_REPLY,),
+        problems=(CORS_ORIGIN_NOT_ALLOWED,),
+    ),
+    Route(
+        "POST",
+        tus.COLLECTION,
+        "tus_create",
+        "Create a tus upload (creation, creation-with-upload, concatenation)",
+        tag="tus",
+        description="A body (`application/offset+octet-stream`) is the upload's first bytes; "
+        "if they fail, the upload is made all the same and `Upload-Offset` says what was kept.",
+        parameters=(*TUS_CREATION_HEADERS, UPLOAD_CHECKSUM),
+        request_content=OFFSET_OCTET_STREAM,
+        body_required=False,
+        answer_headers=TUS_ANSWER,
+        replies=(
+            Reply(
+                201,
+                "The upload, at `Location`",
+                headers=TUS_PROGRESS,
+                required=("Location", "Upload-Offset"),
+                links=TUS_LINKS,
+            ),
+        ),
+        problems=(
+            errors.BadRequest,
+            MALFORMED_BODY,
+            errors.NotFound,
+            errors.SessionExpired,
+            errors.ProtocolVersionUnsupported,
+            errors.FileTooLarge,
+            errors.TooManySessions,
+            *STORAGE,
+        ),
+    ),
+    Route(
+        "OPTIONS",
+        tus.UPLOAD,
+        "tus_upload_options",
+        "As OPTIONS on the collection",
+        tag="tus",
+        description=TUS_OPTIONS_DESCRIPTION,
+        auth=None,
+        parameters=(UPLOAD_ID,),
+        replies=(TUS_OPTIONS_REPLY,),
+        problems=(CORS_ORIGIN_NOT_ALLOWED,),
+    ),
+    Route(
+        "HEAD",
+        tus.UPLOAD,
+        "tus_status",
+        "The upload's offset, length and metadata",
+        tag="tus",
+        description="Completes an upload whose every byte is in but whose completion failed."
+        + OVERRIDE.format(verb="HEAD"),
+        parameters=(UPLOAD_ID, TUS_RESUMABLE),
+        answer_headers=TUS_ANSWER,
+        replies=(
+            Reply(
+                200,
+                "The upload",
+                headers=(
+                    "Upload-Length",
+                    "Upload-Defer-Length",
+                    "Upload-Metadata",
+                    "Upload-Concat",
+                    *TUS_PROGRESS,
+                ),
+                required=("Upload-Offset", "Cache-Control"),
+            ),
+        ),
+        problems=(
+            errors.NotFound,
+            errors.SessionExpired,
+            errors.ProtocolVersionUnsupported,
+            *STORAGE,
+        ),
+    ),
+    Route(
+        "PATCH",
+        tus.UPLOAD,
+        "tus_patch",
+        "Send bytes at the upload's offset",
+        tag="tus",
+        description="Cut at part boundaries as it streams; with `Upload-Checksum`, nothing of a "
+        "PATCH that fails is kept. The last byte completes the upload into a media."
+        + OVERRIDE.format(verb="PATCH"),
+        parameters=(
+            UPLOAD_ID,
+            TUS_RESUMABLE,
+            _parameter(
+                "header",
+                "Upload-Offset",
+                "Where the body starts: the offset HEAD answers",
+                {"type": "integer", "minimum": 0},
+                required=True,
+            ),
+            UPLOAD_CHECKSUM,
+            {**UPLOAD_LENGTH, "description": "A deferred length, once"},
+        ),
+        request_content=OFFSET_OCTET_STREAM,
+        answer_headers=TUS_ANSWER,
+        replies=(Reply(204, "Kept", headers=TUS_PROGRESS, required=("Upload-Offset",)),),
+        problems=(
+            errors.BadRequest,
+            MALFORMED_BODY,
+            errors.ChunkIncomplete,
+            errors.Forbidden,
+            errors.NotFound,
+            errors.BodyReadTimeout,
+            errors.OffsetMismatch,
+            errors.ChunkSuperseded,
+            errors.SessionNotOpen,
+            errors.SessionExpired,
+            errors.ProtocolVersionUnsupported,
+            errors.FileTooLarge,
+            errors.UnsupportedMediaType,
+            errors.ChecksumMismatch,
+            *STORAGE,
+        ),
+    ),
+    Route(
+        "DELETE",
+        tus.UPLOAD,
+        "tus_terminate",
+        "Terminate an unfinished upload: its bytes are removed",
+        tag="tus",
+        description="A finished upload is a media: delete that instead."
+        + OVERRIDE.format(verb="DELETE"),
+        parameters=(UPLOAD_ID, TUS_RESUMABLE),
+        answer_headers=TUS_ANSWER,
+        replies=(Reply(204, "Terminated"),),
+        problems=(
+            errors.NotFound,
+            errors.SessionNotOpen,
+            errors.SessionExpired,
+            errors.ProtocolVersionUnsupported,
+            *STORAGE,
         ),
     ),
     Route(
@@ -440,10 +728,14 @@ def _build(max_upload_size: int) -> dict[str, Any]:
     schemas[InitiateRequest.__name__]["properties"]["size"]["maximum"] = max_upload_size
     paths: dict[str, dict[str, Any]] = {}
     for route in REGISTRY:
-        operation = _operation(route, refs)
+        operation = _operation(route, refs, max_upload_size)
+        if route.method == "HEAD":
+            operation = _without_bodies(operation)
         paths.setdefault(route.path, {})[route.method.lower()] = operation
         if route.method == "GET" and route.head:
-            paths[route.path]["head"] = _head(operation)
+            head = _without_bodies(operation)
+            head["operationId"] = operation["operationId"] + "_head"
+            paths[route.path]["head"] = head
     return {
         "openapi": "3.1.0",
         "info": {
@@ -456,6 +748,7 @@ def _build(max_upload_size: int) -> dict[str, Any]:
         "tags": [
             {"name": "uploads", "description": "Chunked, resumable uploads (native API)"},
             {"name": "media", "description": "Uploaded media: info, list, stream, delete"},
+            {"name": "tus", "description": "tus 1.0 resumable uploads, on the same engine"},
             {"name": "documentation", "description": "This document"},
         ],
         "paths": paths,
@@ -483,7 +776,9 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     return list(dict.fromkeys(found))
 
 
-def _operation(route: Route, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+def _operation(
+    route: Route, refs: dict[type[BaseModel], dict[str, Any]], max_upload_size: int
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -492,19 +787,23 @@ def _operation(route: Route, refs: dict[type[BaseModel], dict[str, Any]]) -> dic
     if route.description:
         operation["description"] = route.description
     if route.parameters:
-        operation["parameters"] = list(route.parameters)
+        operation["parameters"] = [_limited(p, max_upload_size) for p in route.parameters]
     if route.request_model is not None:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": refs[route.request_model]}},
         }
     elif route.request_content is not None:
-        operation["requestBody"] = {"required": True, "content": route.request_content}
+        operation["requestBody"] = {
+            "required": route.body_required,
+            "content": route.request_content,
+        }
     responses: dict[str, Any] = {}
     for reply in route.replies:
+        required = (*reply.required, *route.answer_headers)
         answer: dict[str, Any] = {
             "description": reply.description,
-            "headers": _headers(reply.headers),
+            "headers": _headers(reply.headers, required=required),
         }
         if reply.model is not None:
             answer["content"] = {"application/json": {"schema": refs[reply.model]}}
@@ -517,7 +816,7 @@ def _operation(route: Route, refs: dict[type[BaseModel], dict[str, Any]]) -> dic
     if route.auth is not None:
         problems += AUTHENTICATED
     for status, types in _by_status(problems).items():
-        responses[str(status)] = _problem_answer(types, refs[ProblemDetails])
+        responses[str(status)] = _problem_answer(types, refs[ProblemDetails], route.answer_headers)
     operation["responses"] = dict(sorted(responses.items()))
     if route.auth is None:
         operation["security"] = []
@@ -526,19 +825,28 @@ def _operation(route: Route, refs: dict[type[BaseModel], dict[str, Any]]) -> dic
     return operation
 
 
-def _head(get: dict[str, Any]) -> dict[str, Any]:
-    """HEAD: the GET's answers without their bodies."""
-    head = {key: value for key, value in get.items() if key != "responses"}
-    head["operationId"] = get["operationId"] + "_head"
+def _without_bodies(operation: dict[str, Any]) -> dict[str, Any]:
+    """For HEAD: the answers without their bodies."""
+    head = {key: value for key, value in operation.items() if key != "responses"}
     head["responses"] = {
         status: {key: value for key, value in answer.items() if key not in ("content", "links")}
-        for status, answer in get["responses"].items()
+        for status, answer in operation["responses"].items()
     }
     return head
 
 
-def _headers(names: Iterable[str]) -> dict[str, Any]:
-    return {REQUEST_ID_HEADER: REQUEST_ID, **{name: RESPONSE_HEADERS[name] for name in names}}
+def _limited(parameter: dict[str, Any], max_upload_size: int) -> dict[str, Any]:
+    """A larger Upload-Length is refused (413), as a larger initiate `size` is."""
+    if parameter["name"] != UPLOAD_LENGTH["name"]:
+        return parameter
+    return {**parameter, "schema": {**parameter["schema"], "maximum": max_upload_size}}
+
+
+def _headers(names: Iterable[str], *, required: Iterable[str] = ()) -> dict[str, Any]:
+    headers = {REQUEST_ID_HEADER: REQUEST_ID, **{name: RESPONSE_HEADERS[name] for name in names}}
+    for name in required:
+        headers[name] = {**RESPONSE_HEADERS[name], "required": True}
+    return headers
 
 
 def _by_status(
@@ -552,8 +860,11 @@ def _by_status(
     return grouped
 
 
-def _problem_answer(types: list[ProblemType], problem_schema: dict[str, Any]) -> dict[str, Any]:
+def _problem_answer(
+    types: list[ProblemType], problem_schema: dict[str, Any], route_headers: Iterable[str]
+) -> dict[str, Any]:
     headers = sorted({name for kind in types for name in PROBLEM_HEADERS.get(kind.code, ())})
+    headers += [name for name in route_headers if name not in headers]
     lines = [f"`{kind.code}`: {kind.title}" for kind in types]
     return {
         "description": "; ".join(lines),

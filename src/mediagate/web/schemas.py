@@ -235,3 +235,4 @@ class ProblemDetails(BaseModel):
     expected_size: int | None = Field(None, description="400 chunk-length-mismatch")
     max_size: int | None = Field(None, description="413 file-too-large")
     limit: int | None = Field(None, description="429 too-many-sessions")
+    offset: int | None = Field(None, description="409 offset-mismatch: the upload's offset")

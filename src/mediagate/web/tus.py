@@ -248,9 +248,12 @@ def _upload_url(request: web.Request, upload_id: str) -> str:
     return f"{link_origin(request)}{COLLECTION}/{upload_id}"
 
 
-routes.route("*", COLLECTION)(
-    _tus_answer({"POST": create, "OPTIONS": options}),
-)
-routes.route("*", COLLECTION + "/{upload_id}")(
-    _tus_answer({"HEAD": head, "PATCH": patch, "DELETE": delete, "OPTIONS": options}),
-)
+UPLOAD = COLLECTION + "/{upload_id}"
+# The verbs each path's one route dispatches; tests/test_openapi.py holds the
+# OpenAPI document to exactly these.
+DISPATCHED: dict[str, dict[str, Handler]] = {
+    COLLECTION: {"POST": create, "OPTIONS": options},
+    UPLOAD: {"HEAD": head, "PATCH": patch, "DELETE": delete, "OPTIONS": options},
+}
+for path, verbs in DISPATCHED.items():
+    routes.route("*", path)(_tus_answer(verbs))
