@@ -212,8 +212,8 @@ def make_tree(data_dir: Path, tree: Tree) -> None:
 
 
 async def register(data_dir: Path, media: list[Any]) -> None:
+    from mediagate.catalog.connect import open_catalog
     from mediagate.config import Settings
-    from mediagate.services import open_catalog
 
     # SQLite whatever the environment says: each round restores a copy of its file.
     settings = Settings(_env_file=None, data_dir=data_dir, database_url=None)

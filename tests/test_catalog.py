@@ -24,6 +24,7 @@ from conftest import (
     read_object,
 )
 from mediagate.catalog import postgres, sqlite
+from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
@@ -37,7 +38,6 @@ from mediagate.models import (
     TusUpload,
     UploadSession,
 )
-from mediagate.services import open_catalog
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 

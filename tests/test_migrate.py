@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 import mediagate
 from conftest import MiB, chunks_of, make_settings, read_object
+from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
 from mediagate.config import Settings
@@ -32,7 +33,6 @@ from mediagate.migrate.plan import Options, plan_migration
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores, migrate_all
 from mediagate.models import Media, StorageKind
-from mediagate.services import open_catalog
 from mediagate.storage.base import StoredObject
 from mediagate.storage.local import LocalStore
 

@@ -66,9 +66,9 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.connect import upgrade_catalog
     from mediagate.catalog.schema import SchemaTooNew
     from mediagate.errors import CatalogUnavailable
-    from mediagate.services import upgrade_catalog
 
     try:
         upgrade = asyncio.run(upgrade_catalog(settings))

@@ -1,48 +1,127 @@
-"""The composition root: what a process (server, migrator, bench) is built from.
+"""The composition root: a server's catalog, stores, engine and background work.
 
-Settings choose the catalog here and nowhere else: SQLite in the data
-directory by default, PostgreSQL when MEDIAGATE_DATABASE_URL is set.
+`open_services` wires them from the settings and owns the background work:
+closing it cancels every task and waits for it. (The catalog itself is chosen
+by `catalog.connect.open_catalog`, which the migrator and benches use too.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.catalog.schema import SchemaUpgrade
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings
+from mediagate.core.engine import Clock, UploadEngine
+from mediagate.core.library import MediaLibrary
+from mediagate.core.maintenance import background_maintenance
+from mediagate.core.tus import TusUploads
+from mediagate.migrate.reconciler import Reconciler
+from mediagate.models import StorageKind
+from mediagate.storage.base import BlobStore
+from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.local import LocalStore
+from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
+from mediagate.storage.s3_status import S3State, S3Status
 
-if TYPE_CHECKING:
-    from mediagate.catalog.postgres import PostgresCatalog
+log = structlog.get_logger("mediagate")
+
+# How long closing waits for a cancelled background task (a library may swallow
+# one cancellation: cpython gh-86296, met in psycopg's pool).
+STOP_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a running server is made of."""
+
+    catalog: Catalog
+    stores: dict[StorageKind, BlobStore]
+    default_storage: StorageKind
+    s3_status: S3Status
+    engine: UploadEngine
+    library: MediaLibrary
+    tus: TusUploads
+    reconciler: Reconciler | None
 
 
 @contextlib.asynccontextmanager
-async def open_catalog(settings: Settings) -> AsyncIterator[Catalog]:
-    """The catalog of these settings, its schema brought up to date; closed on exit."""
-    catalog = await _open_catalog(settings)
+async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Services]:
+    """A server's parts and its background work, for the life of the context."""
+    async with contextlib.AsyncExitStack() as stack:
+        catalog = await stack.enter_async_context(open_catalog(settings))
+        local = LocalStore(settings.data_dir)
+        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
+        s3_status = S3Status(S3State.DISABLED)
+        reconciler = None
+        if settings.use_cloud_storage:
+            s3, s3_status = await open_s3(settings, stack)
+            if s3 is not None:
+                # Kept while S3 is unavailable: its media still get presigned links.
+                breaker = CircuitBreaker(
+                    first_backoff=min(1.0, settings.s3_probe_max_interval),
+                    max_backoff=settings.s3_probe_max_interval,
+                    on_change=s3_status.follow,
+                    failing_since_start=None if s3_status.ready else s3_status.problem,
+                )
+                stores[StorageKind.S3] = guarded = GuardedStore(s3, breaker)
+                if not s3_status.ready:
+                    await stack.enter_async_context(
+                        _running(
+                            "s3.prepare", prepare_until_ready(s3, s3_status, breaker, settings)
+                        )
+                    )
+                if settings.auto_migrate:
+                    reconciler = Reconciler(catalog, local, guarded, key_prefix=settings.key_prefix)
+                    await stack.enter_async_context(
+                        _running("reconciler", reconciler.run_forever())
+                    )
+        default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
+        engine = UploadEngine(
+            catalog,
+            stores,
+            default_storage=default,
+            key_prefix=settings.key_prefix,
+            chunk_size=settings.chunk_size,
+            session_ttl=timedelta(seconds=settings.session_ttl),
+            max_upload_size=settings.max_upload_size,
+            max_open_sessions_per_user=settings.max_open_sessions_per_user,
+            clock=clock,
+        )
+        library = MediaLibrary(
+            catalog,
+            stores,
+            signed_url_expiry=settings.signed_url_expiry,
+            cdn_base_url=settings.cdn_base_url,
+            proxy_reads=settings.stream_mode == "proxy",
+        )
+        tus = TusUploads(
+            engine,
+            catalog,
+            stores,
+            library,
+            max_size=settings.max_upload_size,
+            chunk_size=settings.chunk_size,
+        )
+        await stack.enter_async_context(background_maintenance(engine))
+        yield Services(catalog, stores, default, s3_status, engine, library, tus, reconciler)
+
+
+@contextlib.asynccontextmanager
+async def _running(name: str, work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`work` as a task for the life of the context; cancelled and waited for on exit."""
+    task = asyncio.create_task(work, name=name)
     try:
-        yield catalog
+        yield
     finally:
-        await catalog.close()
-
-
-async def upgrade_catalog(settings: Settings) -> SchemaUpgrade:
-    """Bring the catalog's schema up to date (what opening it does) and say what changed."""
-    catalog = await _open_catalog(settings)
-    await catalog.close()
-    return catalog.schema_upgrade
-
-
-async def _open_catalog(settings: Settings) -> SQLiteCatalog | PostgresCatalog:
-    if settings.database_url is None:
-        return await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
-    from mediagate.catalog.postgres import PostgresCatalog  # psycopg: only when configured
-
-    return await PostgresCatalog.open(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.database_pool_size,
-        wait=settings.database_timeout,
-    )
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+        if not done:
+            log.warning("background.not_stopped", task=name)

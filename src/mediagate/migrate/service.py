@@ -21,13 +21,13 @@ from pathlib import Path
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
+from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings
 from mediagate.errors import NotFound, Problem, StorageUnavailable
 from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Plan, plan_migration
 from mediagate.migrate.report import Outcome, Report, Status
 from mediagate.migrate.transfer import Expected, FileIdentity, FileRejected, Uploaded, Uploader
 from mediagate.models import Media, StorageKind
-from mediagate.services import open_catalog
 from mediagate.storage.base import NewObject
 from mediagate.storage.breaker import S3Objects
 from mediagate.storage.local import LocalStore

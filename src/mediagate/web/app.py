@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shlex
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from datetime import timedelta
-from typing import Any
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from mediagate import tokens
 from mediagate.config import DEFAULT_DATA_DIR, Settings
-from mediagate.core.engine import Clock, UploadEngine, utc_now
-from mediagate.core.library import MediaLibrary
+from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
-from mediagate.core.maintenance import background_maintenance
-from mediagate.core.tus import TusUploads
-from mediagate.migrate.reconciler import Reconciler
-from mediagate.models import StorageKind
-from mediagate.services import open_catalog
-from mediagate.storage.base import BlobStore
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
-from mediagate.storage.local import LocalStore
-from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
-from mediagate.storage.s3_status import S3State, S3Status
+from mediagate.services import open_services
 from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
@@ -50,15 +36,6 @@ from mediagate.web.request_metrics import request_metrics_middleware
 from mediagate.web.security_headers import add_security_headers
 
 log = structlog.get_logger("mediagate")
-
-
-@contextlib.contextmanager
-def _background(work: Coroutine[Any, Any, None]) -> Iterator[None]:
-    task = asyncio.create_task(work)
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 # JSON bodies are small; chunk bodies are streamed and never meet this limit.
@@ -116,63 +93,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
-    async with contextlib.AsyncExitStack() as stack:
-        app[CATALOG] = catalog = await stack.enter_async_context(open_catalog(settings))
-        local = LocalStore(settings.data_dir)
-        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
-        s3_status = S3Status(S3State.DISABLED)
-        if settings.use_cloud_storage:
-            s3, s3_status = await open_s3(settings, stack)
-            if s3 is not None:
-                # Kept while S3 is unavailable: its media still get presigned links.
-                breaker = CircuitBreaker(
-                    first_backoff=min(1.0, settings.s3_probe_max_interval),
-                    max_backoff=settings.s3_probe_max_interval,
-                    on_change=s3_status.follow,
-                    failing_since_start=None if s3_status.ready else s3_status.problem,
-                )
-                stores[StorageKind.S3] = guarded = GuardedStore(s3, breaker)
-                if not s3_status.ready:
-                    stack.enter_context(
-                        _background(prepare_until_ready(s3, s3_status, breaker, settings))
-                    )
-                if settings.auto_migrate:
-                    app[RECONCILER] = reconciler = Reconciler(
-                        catalog, local, guarded, key_prefix=settings.key_prefix
-                    )
-                    stack.enter_context(_background(reconciler.run_forever()))
-        app[S3_STATUS] = s3_status
-        default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
-        app[ENGINE] = engine = UploadEngine(
-            catalog,
-            stores,
-            default_storage=default,
-            key_prefix=settings.key_prefix,
-            chunk_size=settings.chunk_size,
-            session_ttl=timedelta(seconds=settings.session_ttl),
-            max_upload_size=settings.max_upload_size,
-            max_open_sessions_per_user=settings.max_open_sessions_per_user,
-            clock=app[CLOCK],
-        )
-        app[LIBRARY] = MediaLibrary(
-            catalog,
-            stores,
-            signed_url_expiry=settings.signed_url_expiry,
-            cdn_base_url=settings.cdn_base_url,
-            proxy_reads=settings.stream_mode == "proxy",
-        )
-        app[TUS] = TusUploads(
-            engine,
-            catalog,
-            stores,
-            app[LIBRARY],
-            max_size=settings.max_upload_size,
-            chunk_size=settings.chunk_size,
-        )
-        await stack.enter_async_context(background_maintenance(engine))
+    async with open_services(settings, clock=app[CLOCK]) as services:
+        app[CATALOG] = services.catalog
+        app[S3_STATUS] = services.s3_status
+        app[ENGINE] = services.engine
+        app[LIBRARY] = services.library
+        app[TUS] = services.tus
+        if services.reconciler is not None:
+            app[RECONCILER] = services.reconciler
         log.info(
             "server.started",
-            storage=default.value,
+            storage=services.default_storage.value,
             data_dir=str(settings.data_dir.resolve()),
             bucket=settings.s3_bucket if settings.use_cloud_storage else None,
         )
