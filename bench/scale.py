@@ -24,6 +24,7 @@ so its server entry point lifts the refusal for itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -34,20 +35,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import (
     ROOT,
+    GiB,
     Service,
     child_process,
     cpu_seconds,
     free_port,
+    interrupt_on_signals,
     machine_busy_seconds,
+    mediagate_env,
+    moto_server,
+    parse_size,
     render_table,
     wait_until_answering,
 )
@@ -56,6 +64,7 @@ from _instances import cpu_of, cpu_since, instance, nginx, postgres, process_tre
 MiB = 1024 * 1024
 RANGE_SIZE = 64 * 1024
 MODES = ("workers", "instances", "uploads")
+UPLOAD_BUCKET = "scale-bench"
 JWT_SECRET = "bench-scale-secret-with-enough-length-for-hs256"
 # The entry point of the mediagate servers: several workers allowed (read-only load).
 MEDIAGATE_ENTRY = (
@@ -464,6 +473,182 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
         )
 
 
+# --- uploads through instances (--mode uploads) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    name: str
+    url: str  # nginx's
+    balancer: int  # nginx's master
+    instances: tuple[int, ...]  # the instances behind it
+
+
+@dataclass(frozen=True)
+class UploadRun:
+    seconds: float
+    bytes: int
+    server_cpu: float  # seconds, the instances' sum
+    worker_spread: float  # the busiest instance's CPU / the idlest's
+    balancer_cpu: float  # seconds, nginx
+    catalog_cpu: float  # seconds, PostgreSQL
+    moto_cpu: float
+    client_cpu: float  # this process: the load generator
+    others_cpu: float  # cores used by every other process meanwhile
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+    def per_gib(self, cpu: float) -> float:
+        return cpu / (self.bytes / GiB)
+
+
+def run_upload_benchmark(args: argparse.Namespace) -> None:
+    interrupt_on_signals()
+    with tempfile.TemporaryDirectory(prefix="mediagate-scale-") as directory, ExitStack() as stack:
+        workdir = Path(directory)
+        # moto keeps a round's parts in memory (see bench/upload.py): less noise from its disk.
+        moto = stack.enter_context(moto_server(workdir, in_memory_up_to=64 * MiB + 1))
+        catalog = stack.enter_context(postgres())
+        env = {
+            **mediagate_env(workdir, moto.url, UPLOAD_BUCKET, JWT_SECRET),
+            "MEDIAGATE_DATABASE_URL": catalog.url,
+        }
+        # One after the other: the first makes the bucket and the catalog's schema.
+        a = stack.enter_context(instance("a", env, workdir))
+        b = stack.enter_context(instance("b", env, workdir))
+        one = stack.enter_context(nginx("1", [a], workdir))
+        two = stack.enter_context(nginx("2", [a, b], workdir))
+        targets = [
+            UploadTarget("nginx -> 1 instance", one.url, one.pid, (a.pid,)),
+            UploadTarget("nginx -> 2 instances", two.url, two.pid, (a.pid, b.pid)),
+        ]
+        results = asyncio.run(upload_rounds(targets, args, moto.pid, catalog.postmaster))
+    print_upload_summary(results, args)
+
+
+async def upload_rounds(
+    targets: list[UploadTarget], args: argparse.Namespace, moto: int, postmaster: int
+) -> dict[str, list[UploadRun]]:
+    import aiohttp
+
+    from upload import MediagateClient, Workload, bearer_token
+
+    load = Workload(args.upload_clients, args.upload_size, args.chunk_size, args.parallel)
+    results: dict[str, list[UploadRun]] = {target.name: [] for target in targets}
+    connections = load.clients * load.parallel + 8
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        token = bearer_token(JWT_SECRET)
+        clients = {t.name: MediagateClient(http, t.url, token) for t in targets}
+        for target in targets:  # connections, botocore's models, the catalog's pool
+            client = clients[target.name]
+            await client.delete(await client.upload(6 * MiB, 6 * MiB, 1, "none"))
+        width = max(len(target.name) for target in targets)
+        for round_ in range(args.rounds):
+            order = targets if round_ % 2 == 0 else targets[::-1]
+            for target in order:
+                run = await upload_phase(target, clients[target.name], load, moto, postmaster)
+                results[target.name].append(run)
+                print(
+                    f"round {round_ + 1}/{args.rounds} {target.name:{width}}"
+                    f" {run.mb_per_s:6.1f} MB/s  server {run.per_gib(run.server_cpu):4.2f} s/GiB"
+                    f"  spread {run.worker_spread:4.2f}"
+                    f"  nginx {run.per_gib(run.balancer_cpu):4.2f}"
+                    f"  pg {run.per_gib(run.catalog_cpu):4.2f}"
+                    f"  moto {run.per_gib(run.moto_cpu):4.2f}"
+                    f"  client {run.per_gib(run.client_cpu):4.2f} s/GiB"
+                    f"  others {run.others_cpu:4.2f} cores",
+                    flush=True,
+                )
+    return results
+
+
+async def upload_phase(
+    target: UploadTarget, client: Any, load: Any, moto: int, postmaster: int
+) -> UploadRun:
+    """`load.clients` uploads at once through `target`; the media deleted after the timing."""
+    instances = cpu_of(target.instances)
+    balancer, catalog = cpu_of(process_tree(target.balancer)), cpu_of(process_tree(postmaster))
+    moto_before, client_before = cpu_seconds(moto), time.process_time()
+    busy_before, started = machine_busy_seconds(), time.perf_counter()
+    media = await asyncio.gather(
+        *(
+            client.upload(load.size, load.chunk_size, load.parallel, "none")
+            for _ in range(load.clients)
+        )
+    )
+    seconds = time.perf_counter() - started
+    client_cpu = time.process_time() - client_before
+    busy = machine_busy_seconds() - busy_before
+    used = [cpu_seconds(pid) - before for pid, before in instances.items()]
+    balancer_cpu, catalog_cpu = cpu_since(balancer), cpu_since(catalog)
+    moto_cpu = cpu_seconds(moto) - moto_before
+    for media_id in media:
+        await client.delete(media_id)
+    ours = sum(used) + balancer_cpu + catalog_cpu + moto_cpu + client_cpu
+    return UploadRun(
+        seconds=seconds,
+        bytes=load.total_bytes,
+        server_cpu=sum(used),
+        worker_spread=max(used) / min(used) if min(used) > 0 else float("inf"),
+        balancer_cpu=balancer_cpu,
+        catalog_cpu=catalog_cpu,
+        moto_cpu=moto_cpu,
+        client_cpu=client_cpu,
+        others_cpu=max(0.0, busy - ours) / seconds,
+    )
+
+
+def print_upload_summary(results: dict[str, list[UploadRun]], args: argparse.Namespace) -> None:
+    def median(name: str, figure: Callable[[UploadRun], float]) -> float:
+        return statistics.median(figure(run) for run in results[name])
+
+    def per_gib(name: str, field: str) -> float:
+        return median(name, lambda run: run.per_gib(getattr(run, field)))
+
+    rows = []
+    for name, runs in results.items():
+        speeds = [run.mb_per_s for run in runs]
+        rows.append(
+            [
+                name,
+                f"{statistics.median(speeds):.1f}",
+                f"{min(speeds):.1f}-{max(speeds):.1f}",
+                f"{per_gib(name, 'server_cpu'):.2f}",
+                f"{median(name, lambda run: run.worker_spread):.2f}",
+                f"{per_gib(name, 'balancer_cpu'):.2f}",
+                f"{per_gib(name, 'catalog_cpu'):.2f}",
+                f"{per_gib(name, 'moto_cpu'):.2f}",
+                f"{per_gib(name, 'client_cpu'):.2f}",
+                f"{median(name, lambda run: run.others_cpu):.2f}",
+            ]
+        )
+    print(
+        f"\nMedians of {args.rounds} interleaved rounds; each {args.upload_clients} uploads at once"
+        f" of {args.upload_size // MiB} MiB, {args.chunk_size // MiB} MiB chunks,"
+        f" {args.parallel} in flight per upload, into moto; {os.cpu_count()} CPUs, nothing pinned"
+    )
+    headers = ["through", "MB/s", "min-max", "server CPU s/GiB", "spread", "nginx s/GiB"]
+    headers += ["pg s/GiB", "moto s/GiB", "client s/GiB", "others cores"]
+    print(render_table(headers, rows))
+    one, two = results
+    ratios = [b.mb_per_s / a.mb_per_s for a, b in zip(results[one], results[two], strict=True)]
+    ratio = median(two, lambda run: run.mb_per_s) / median(one, lambda run: run.mb_per_s)
+    cpu = per_gib(two, "server_cpu") / per_gib(one, "server_cpu")
+    print(
+        f"{two} / {one}: {ratio:.2f} MB/s (ratio of the medians; per round"
+        f" {min(ratios):.2f}..{max(ratios):.2f}), {cpu:.2f} server CPU per GiB"
+    )
+    print(
+        "note: moto (pure Python), the instances, nginx, PostgreSQL and this client share the"
+        " machine's cores, so MB/s is moto's limit, not mediagate's: the server CPU per GiB is"
+        " the figure that carries over to a real S3."
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     option = parser.add_argument
@@ -481,6 +666,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " instances behind nginx on PostgreSQL, range requests; uploads: the same, uploads"
         " into moto",
     )
+    option("--upload-clients", type=int, default=4, help="uploads: uploads at once (4)")
+    option("--upload-size", type=parse_size, default=64 * MiB, help="uploads: bytes each (64M)")
+    option("--chunk-size", type=parse_size, default=8 * MiB, help="uploads: chunk size (8M)")
+    option("--parallel", type=int, default=4, help="uploads: chunks in flight per upload (4)")
     option(
         "--shared-socket-peer",
         action="store_true",
@@ -502,6 +691,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.role == "aiohttp":
         serve_plain_aiohttp(args.file, args.port, args.processes, args.shared_socket)
+        return
+    if args.mode == "uploads":
+        run_upload_benchmark(args)
         return
     args.wrk = shutil.which("wrk")
     if args.wrk is None:
