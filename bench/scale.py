@@ -1,4 +1,5 @@
-"""Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests.
+"""Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests,
+and (--mode instances, --mode uploads) 2 instances behind nginx against one.
 
 Four servers run side by side on 127.0.0.1, each in its own process tree:
 mediagate with 1 and with 2 workers (the stream endpoint, a local file uploaded
@@ -15,6 +16,17 @@ Nothing is pinned: two workers need both cores of a 2-core machine, which the
 load generator shares. Printed per run: requests/s, p99, server CPU per request
 (the whole process tree), the spread of CPU over the workers (busiest / idlest)
 and the CPU every other process used meanwhile, which shows a disturbed run.
+
+--mode instances: two `mediagate serve` instances sharing one PostgreSQL catalog
+and one data directory (bench/_instances.py), nginx with deploy/nginx-instances.conf
+in front of one of them and in front of both, the same wrk load through each, and
+the one instance reached directly; nginx's and PostgreSQL's CPU are shown apart.
+--mode uploads: the same instances storing into moto (its own process), timed
+rounds of concurrent native uploads through each nginx; MB/s is moto's limit on a
+small machine, the instances' CPU per GiB is the figure to read.
+
+    python bench/scale.py --mode instances --quick
+    python bench/scale.py --mode uploads --quick
 
 Several workers are refused until uploads are safe across processes
 (`mediagate.supervisor.several_processes_refusal`); this benchmark only reads,
@@ -666,7 +678,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " instances behind nginx on PostgreSQL, range requests; uploads: the same, uploads"
         " into moto",
     )
-    option("--upload-clients", type=int, default=4, help="uploads: uploads at once (4)")
+    option("--upload-clients", type=int, help="uploads: uploads at once (4; --quick: 2)")
     option("--upload-size", type=parse_size, default=64 * MiB, help="uploads: bytes each (64M)")
     option("--chunk-size", type=parse_size, default=8 * MiB, help="uploads: chunk size (8M)")
     option("--parallel", type=int, default=4, help="uploads: chunks in flight per upload (4)")
@@ -684,6 +696,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 3, 2
+    if args.upload_clients is None:
+        args.upload_clients = 2 if args.quick else 4
     return args
 
 
