@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from _common import (
     ROOT,
@@ -72,6 +72,9 @@ from _common import (
     wait_until_answering,
 )
 from _instances import cpu_of, cpu_since, instance, nginx, postgres, process_tree
+
+if TYPE_CHECKING:  # upload.py imports aiohttp, jwt and aiobotocore: only --mode uploads does
+    from upload import MediagateClient, Workload
 
 MiB = 1024 * 1024
 RANGE_SIZE = 64 * 1024
@@ -579,7 +582,7 @@ async def upload_rounds(
 
 
 async def upload_phase(
-    target: UploadTarget, client: Any, load: Any, moto: int, postmaster: int
+    target: UploadTarget, client: MediagateClient, load: Workload, moto: int, postmaster: int
 ) -> UploadRun:
     """`load.clients` uploads at once through `target`; the media deleted after the timing."""
     instances = cpu_of(target.instances)
