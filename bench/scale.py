@@ -1,4 +1,5 @@
-"""Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests.
+"""Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests,
+and (--mode instances, --mode uploads) 2 instances behind nginx against one.
 
 Four servers run side by side on 127.0.0.1, each in its own process tree:
 mediagate with 1 and with 2 workers (the stream endpoint, a local file uploaded
@@ -16,6 +17,17 @@ load generator shares. Printed per run: requests/s, p99, server CPU per request
 (the whole process tree), the spread of CPU over the workers (busiest / idlest)
 and the CPU every other process used meanwhile, which shows a disturbed run.
 
+--mode instances: two `mediagate serve` instances sharing one PostgreSQL catalog
+and one data directory (bench/_instances.py), nginx with deploy/nginx-instances.conf
+in front of one of them and in front of both, the same wrk load through each, and
+the one instance reached directly; nginx's and PostgreSQL's CPU are shown apart.
+--mode uploads: the same instances storing into moto (its own process), timed
+rounds of concurrent native uploads through each nginx; MB/s is moto's limit on a
+small machine, the instances' CPU per GiB is the figure to read.
+
+    python bench/scale.py --mode instances --quick
+    python bench/scale.py --mode uploads --quick
+
 Several workers are refused until uploads are safe across processes
 (`mediagate.supervisor.several_processes_refusal`); this benchmark only reads,
 so its server entry point lifts the refusal for itself.
@@ -24,6 +36,7 @@ so its server entry point lifts the refusal for itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -34,24 +47,39 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import (
     ROOT,
+    GiB,
+    Service,
     child_process,
     cpu_seconds,
     free_port,
+    interrupt_on_signals,
     machine_busy_seconds,
+    mediagate_env,
+    moto_server,
+    parse_size,
     render_table,
     wait_until_answering,
 )
+from _instances import cpu_of, cpu_since, instance, nginx, postgres, process_tree
+
+if TYPE_CHECKING:  # upload.py imports aiohttp, jwt and aiobotocore: only --mode uploads does
+    from upload import MediagateClient, Workload
 
 MiB = 1024 * 1024
 RANGE_SIZE = 64 * 1024
+MODES = ("workers", "instances", "uploads")
+UPLOAD_BUCKET = "scale-bench"
 JWT_SECRET = "bench-scale-secret-with-enough-length-for-hs256"
 # The entry point of the mediagate servers: several workers allowed (read-only load).
 MEDIAGATE_ENTRY = (
@@ -74,16 +102,27 @@ end
 @dataclass(frozen=True)
 class Server:
     name: str
-    family: str  # "mediagate" or "aiohttp"
     processes: int
     port: int
     path: str  # what to GET, query included
-    pid: int  # the supervising parent
+    pid: int  # the supervising parent, or nginx's master in front of instances
+    instances: tuple[int, ...] = ()  # behind nginx: the mediagate instances it balances over
+    postmaster: int = 0  # the PostgreSQL catalog's, if any
 
-    def tree(self) -> list[int]:
-        """The parent and its worker processes."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [self.pid, *(int(pid) for pid in children.read_text().split())]
+    def server_pids(self) -> list[int]:
+        """Whose CPU is the server's: the parent and its workers, or the instances."""
+        return list(self.instances) or process_tree(self.pid)
+
+    def worker_pids(self) -> list[int]:
+        """Over which the work should spread: the workers, or the instances."""
+        return list(self.instances) or process_tree(self.pid)[1:] or [self.pid]
+
+    def balancer_pids(self) -> list[int]:
+        return process_tree(self.pid) if self.instances else []
+
+    def catalog_pids(self) -> list[int]:
+        """PostgreSQL's postmaster and backends: a range request is a catalog query."""
+        return process_tree(self.postmaster) if self.postmaster else []
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,8 @@ class Run:
     p99_ms: float
     errors: int
     server_cpu: float  # cores
+    balancer_cpu: float  # cores used by nginx (0 without)
+    catalog_cpu: float  # cores used by PostgreSQL (0 with SQLite)
     worker_spread: float  # busiest worker's CPU / idlest's (1.0 for one process)
     client_cpu: float  # cores used by wrk
     others_cpu: float  # cores used by everything but this server and wrk
@@ -99,6 +140,14 @@ class Run:
     @property
     def cpu_us_per_request(self) -> float:
         return self.server_cpu / self.requests_per_second * 1e6
+
+    @property
+    def balancer_us_per_request(self) -> float:
+        return self.balancer_cpu / self.requests_per_second * 1e6
+
+    @property
+    def catalog_us_per_request(self) -> float:
+        return self.catalog_cpu / self.requests_per_second * 1e6
 
     @property
     def requests_per_core_second(self) -> float:
@@ -167,35 +216,71 @@ def plain_aiohttp(
     name = f"aiohttp {processes}p" + (" shared" if shared else "")
     with child_process(command, os.environ, workdir / f"{name}.log") as process:
         wait_until_answering(f"http://127.0.0.1:{port}/file", process, workdir / f"{name}.log")
-        yield Server(name, "aiohttp", processes, port, "/file", process.pid)
+        yield Server(name, processes, port, "/file", process.pid)
 
 
 # --- mediagate ----------------------------------------------------------------------------
 
 
-@contextmanager
-def mediagate(file: Path, workers: int, workdir: Path) -> Iterator[Server]:
-    port = free_port()
+def local_env(data_dir: Path) -> dict[str, str]:
+    """mediagate on local storage in `data_dir`, the worktree's code first on the path."""
     python_path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
-    env = {
+    return {
         **os.environ,
         "PYTHONPATH": python_path,
-        "MEDIAGATE_DATA_DIR": str(workdir / f"data-{workers}"),
+        "MEDIAGATE_DATA_DIR": str(data_dir),
         "MEDIAGATE_JWT_SECRET": JWT_SECRET,
-        "MEDIAGATE_HOST": "127.0.0.1",
-        "MEDIAGATE_PORT": str(port),
         "MEDIAGATE_LOG_FORMAT": "json",
         "USE_CLOUD_STORAGE": "false",
         "SIGNED_URL_EXPIRY": str(24 * 3600),
+    }
+
+
+@contextmanager
+def mediagate(file: Path, workers: int, workdir: Path) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        **local_env(workdir / f"data-{workers}"),
+        "MEDIAGATE_HOST": "127.0.0.1",
+        "MEDIAGATE_PORT": str(port),
     }
     command = [sys.executable, "-c", MEDIAGATE_ENTRY, "serve", "--workers", str(workers)]
     log = workdir / f"mediagate-{workers}.log"
     with child_process(command, env, log) as process:
         base = f"http://127.0.0.1:{port}"
         wait_until_answering(f"{base}/healthz", process, log)
-        stream_url = upload(base, file)
-        path = stream_url.removeprefix(base)
-        yield Server(f"mediagate {workers}w", "mediagate", workers, port, path, process.pid)
+        path = path_of(upload(base, file))
+        yield Server(f"mediagate {workers}w", workers, port, path, process.pid)
+
+
+def instances_behind_nginx(file: Path, workdir: Path, stack: ExitStack) -> list[Server]:
+    """Instances a and b (one process each) on one PostgreSQL catalog and one data
+    directory; nginx in front of a alone, another nginx in front of both, and a
+    reached directly."""
+    catalog = stack.enter_context(postgres())
+    env = {**local_env(workdir / "data-shared"), "MEDIAGATE_DATABASE_URL": catalog.url}
+    # One after the other: the first brings the catalog's schema up to date.
+    a = stack.enter_context(instance("a", env, workdir))
+    b = stack.enter_context(instance("b", env, workdir))
+    one = stack.enter_context(nginx("1", [a], workdir))
+    two = stack.enter_context(nginx("2", [a, b], workdir))
+    path = path_of(upload(two.url, file))  # its chunks spread over both instances
+    pg = catalog.postmaster
+    return [
+        # Without nginx: what the proxy adds, and what PostgreSQL adds over SQLite (workers mode).
+        Server("instance a, direct", 1, port_of(a), path, a.pid, postmaster=pg),
+        Server("nginx -> 1 instance", 1, port_of(one), path, one.pid, (a.pid,), pg),
+        Server("nginx -> 2 instances", 2, port_of(two), path, two.pid, (a.pid, b.pid), pg),
+    ]
+
+
+def path_of(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def port_of(service: Service) -> int:
+    return int(service.url.rsplit(":", 1)[1])
 
 
 def upload(base: str, file: Path) -> str:
@@ -236,8 +321,9 @@ def measure(server: Server, args: argparse.Namespace, workdir: Path, seed: int) 
     if args.warmup:
         warm = wrk_command(args, args.warmup, script, url)
         subprocess.run(warm, capture_output=True, check=True, timeout=args.warmup + 60)
-    pids = server.tree()
-    before = {pid: cpu_seconds(pid) for pid in pids}
+    pids, balancer = server.server_pids(), server.balancer_pids()
+    before, balancer_before = cpu_of(pids), cpu_of(balancer)
+    catalog_before = cpu_of(server.catalog_pids())
     busy_before = machine_busy_seconds()
     wrk = subprocess.Popen(
         wrk_command(args, args.duration, script, url), stdout=subprocess.PIPE, text=True
@@ -246,7 +332,9 @@ def measure(server: Server, args: argparse.Namespace, workdir: Path, seed: int) 
     wrk_cpu = _children_cpu()  # wrk's own CPU, reaped just now
     elapsed_busy = machine_busy_seconds() - busy_before
     used = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
-    workers = [used[pid] for pid in pids[1:]] or [used[pids[0]]]
+    balancer_cpu, catalog_cpu = cpu_since(balancer_before), cpu_since(catalog_before)
+    ours = sum(used.values()) + balancer_cpu + catalog_cpu + wrk_cpu
+    workers = [used[pid] for pid in server.worker_pids()]
     server_cpu = sum(used.values()) / args.duration
     return Run(
         requests_per_second=float(_wrk_field(output, r"Requests/sec:\s+([\d.]+)")),
@@ -254,9 +342,11 @@ def measure(server: Server, args: argparse.Namespace, workdir: Path, seed: int) 
         errors=int(_wrk_field(output, r"Non-2xx or 3xx responses:\s+(\d+)", "0"))
         + sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output)),
         server_cpu=server_cpu,
+        balancer_cpu=balancer_cpu / args.duration,
+        catalog_cpu=catalog_cpu / args.duration,
         worker_spread=max(workers) / min(workers) if min(workers) > 0 else float("inf"),
         client_cpu=wrk_cpu / args.duration,
-        others_cpu=max(0.0, (elapsed_busy - sum(used.values()) - wrk_cpu) / args.duration),
+        others_cpu=max(0.0, (elapsed_busy - ours) / args.duration),
     )
 
 
@@ -300,25 +390,34 @@ def run_benchmark(args: argparse.Namespace) -> None:
         with file.open("wb") as out:
             for _ in range(args.size // MiB):
                 out.write(os.urandom(MiB))
-        servers = [
-            stack.enter_context(mediagate(file, 1, workdir)),
-            stack.enter_context(mediagate(file, 2, workdir)),
-            stack.enter_context(plain_aiohttp(file, 1, workdir)),
-            stack.enter_context(plain_aiohttp(file, 2, workdir)),
-        ]
-        if args.shared_socket_peer:
+        if args.mode == "instances":
+            servers = instances_behind_nginx(file, workdir, stack)
+        else:
+            servers = [
+                stack.enter_context(mediagate(file, 1, workdir)),
+                stack.enter_context(mediagate(file, 2, workdir)),
+                stack.enter_context(plain_aiohttp(file, 1, workdir)),
+                stack.enter_context(plain_aiohttp(file, 2, workdir)),
+            ]
+        if args.shared_socket_peer and args.mode == "workers":
             servers.append(stack.enter_context(plain_aiohttp(file, 2, workdir, shared=True)))
+        width = max(len(server.name) for server in servers)
         _children_cpu()  # start counting wrk's CPU from here
         for round_ in range(args.rounds):
             shift = round_ % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 run = measure(server, args, workdir, seed=round_)
                 results.setdefault(server.name, []).append(run)
+                in_front = (
+                    f"  nginx {run.balancer_cpu:4.2f} pg {run.catalog_cpu:4.2f}"
+                    if args.mode == "instances"
+                    else ""
+                )
                 print(
-                    f"round {round_ + 1}/{args.rounds} {server.name:12}"
+                    f"round {round_ + 1}/{args.rounds} {server.name:{width}}"
                     f" {run.requests_per_second:7.0f} req/s  p99 {run.p99_ms:6.2f} ms"
                     f"  server {run.server_cpu:4.2f} cores {run.cpu_us_per_request:4.0f} µs/req"
-                    f"  spread {run.worker_spread:4.2f}  wrk {run.client_cpu:4.2f}"
+                    f"  spread {run.worker_spread:4.2f}{in_front}  wrk {run.client_cpu:4.2f}"
                     f"  others {run.others_cpu:4.2f} cores"
                     f"  errors {run.errors}",
                     flush=True,
@@ -330,6 +429,7 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
     def median(name: str, metric: str) -> float:
         return statistics.median(getattr(run, metric) for run in results[name])
 
+    instances = args.mode == "instances"
     rows = []
     for name in results:
         rows.append(
@@ -340,6 +440,16 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
                 f"{median(name, 'server_cpu'):.2f}",
                 f"{median(name, 'cpu_us_per_request'):.0f}",
                 f"{median(name, 'worker_spread'):.2f}",
+                *(
+                    [
+                        f"{median(name, 'balancer_cpu'):.2f}",
+                        f"{median(name, 'balancer_us_per_request'):.0f}",
+                        f"{median(name, 'catalog_cpu'):.2f}",
+                        f"{median(name, 'catalog_us_per_request'):.0f}",
+                    ]
+                    if instances
+                    else []
+                ),
                 f"{median(name, 'client_cpu'):.2f}",
                 f"{median(name, 'others_cpu'):.2f}",
                 str(sum(run.errors for run in results[name])),
@@ -350,10 +460,19 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
         f" -c{args.connections}, random 64 KiB ranges of a {args.size // MiB} MiB file;"
         f" {os.cpu_count()} CPUs, nothing pinned"
     )
-    headers = ["server", "req/s", "p99 ms", "cores", "cpu µs/req", "spread", "wrk", "others"]
-    headers.append("errors")
+    headers = ["server", "req/s", "p99 ms", "cores", "cpu µs/req", "spread"]
+    if instances:
+        headers += ["nginx cores", "nginx µs/req", "pg cores", "pg µs/req"]
+    headers += ["wrk", "others", "errors"]
     print(render_table(headers, rows))
-    pairs = [("mediagate 1w", "mediagate 2w"), ("aiohttp 1p", "aiohttp 2p")]
+    if instances:
+        print(
+            "cores and cpu µs/req: the instances' sum (spread: over the instances); nginx: one"
+            " worker process, the deploy site, no access log; pg: the PostgreSQL catalog"
+        )
+        pairs = [("nginx -> 1 instance", "nginx -> 2 instances")]
+    else:
+        pairs = [("mediagate 1w", "mediagate 2w"), ("aiohttp 1p", "aiohttp 2p")]
     if "aiohttp 2p shared" in results:
         pairs.append(("aiohttp 1p", "aiohttp 2p shared"))
     for one, two in pairs:
@@ -369,6 +488,182 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
         )
 
 
+# --- uploads through instances (--mode uploads) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    name: str
+    url: str  # nginx's
+    balancer: int  # nginx's master
+    instances: tuple[int, ...]  # the instances behind it
+
+
+@dataclass(frozen=True)
+class UploadRun:
+    seconds: float
+    bytes: int
+    server_cpu: float  # seconds, the instances' sum
+    worker_spread: float  # the busiest instance's CPU / the idlest's
+    balancer_cpu: float  # seconds, nginx
+    catalog_cpu: float  # seconds, PostgreSQL
+    moto_cpu: float
+    client_cpu: float  # this process: the load generator
+    others_cpu: float  # cores used by every other process meanwhile
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+    def per_gib(self, cpu: float) -> float:
+        return cpu / (self.bytes / GiB)
+
+
+def run_upload_benchmark(args: argparse.Namespace) -> None:
+    interrupt_on_signals()
+    with tempfile.TemporaryDirectory(prefix="mediagate-scale-") as directory, ExitStack() as stack:
+        workdir = Path(directory)
+        # moto keeps a round's parts in memory (see bench/upload.py): less noise from its disk.
+        moto = stack.enter_context(moto_server(workdir, in_memory_up_to=64 * MiB + 1))
+        catalog = stack.enter_context(postgres())
+        env = {
+            **mediagate_env(workdir, moto.url, UPLOAD_BUCKET, JWT_SECRET),
+            "MEDIAGATE_DATABASE_URL": catalog.url,
+        }
+        # One after the other: the first makes the bucket and the catalog's schema.
+        a = stack.enter_context(instance("a", env, workdir))
+        b = stack.enter_context(instance("b", env, workdir))
+        one = stack.enter_context(nginx("1", [a], workdir))
+        two = stack.enter_context(nginx("2", [a, b], workdir))
+        targets = [
+            UploadTarget("nginx -> 1 instance", one.url, one.pid, (a.pid,)),
+            UploadTarget("nginx -> 2 instances", two.url, two.pid, (a.pid, b.pid)),
+        ]
+        results = asyncio.run(upload_rounds(targets, args, moto.pid, catalog.postmaster))
+    print_upload_summary(results, args)
+
+
+async def upload_rounds(
+    targets: list[UploadTarget], args: argparse.Namespace, moto: int, postmaster: int
+) -> dict[str, list[UploadRun]]:
+    import aiohttp
+
+    from upload import MediagateClient, Workload, bearer_token
+
+    load = Workload(args.upload_clients, args.upload_size, args.chunk_size, args.parallel)
+    results: dict[str, list[UploadRun]] = {target.name: [] for target in targets}
+    connections = load.clients * load.parallel + 8
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        token = bearer_token(JWT_SECRET)
+        clients = {t.name: MediagateClient(http, t.url, token) for t in targets}
+        for target in targets:  # connections, botocore's models, the catalog's pool
+            client = clients[target.name]
+            await client.delete(await client.upload(6 * MiB, 6 * MiB, 1, "none"))
+        width = max(len(target.name) for target in targets)
+        for round_ in range(args.rounds):
+            order = targets if round_ % 2 == 0 else targets[::-1]
+            for target in order:
+                run = await upload_phase(target, clients[target.name], load, moto, postmaster)
+                results[target.name].append(run)
+                print(
+                    f"round {round_ + 1}/{args.rounds} {target.name:{width}}"
+                    f" {run.mb_per_s:6.1f} MB/s  server {run.per_gib(run.server_cpu):4.2f} s/GiB"
+                    f"  spread {run.worker_spread:4.2f}"
+                    f"  nginx {run.per_gib(run.balancer_cpu):4.2f}"
+                    f"  pg {run.per_gib(run.catalog_cpu):4.2f}"
+                    f"  moto {run.per_gib(run.moto_cpu):4.2f}"
+                    f"  client {run.per_gib(run.client_cpu):4.2f} s/GiB"
+                    f"  others {run.others_cpu:4.2f} cores",
+                    flush=True,
+                )
+    return results
+
+
+async def upload_phase(
+    target: UploadTarget, client: MediagateClient, load: Workload, moto: int, postmaster: int
+) -> UploadRun:
+    """`load.clients` uploads at once through `target`; the media deleted after the timing."""
+    instances = cpu_of(target.instances)
+    balancer, catalog = cpu_of(process_tree(target.balancer)), cpu_of(process_tree(postmaster))
+    moto_before, client_before = cpu_seconds(moto), time.process_time()
+    busy_before, started = machine_busy_seconds(), time.perf_counter()
+    media = await asyncio.gather(
+        *(
+            client.upload(load.size, load.chunk_size, load.parallel, "none")
+            for _ in range(load.clients)
+        )
+    )
+    seconds = time.perf_counter() - started
+    client_cpu = time.process_time() - client_before
+    busy = machine_busy_seconds() - busy_before
+    used = [cpu_seconds(pid) - before for pid, before in instances.items()]
+    balancer_cpu, catalog_cpu = cpu_since(balancer), cpu_since(catalog)
+    moto_cpu = cpu_seconds(moto) - moto_before
+    for media_id in media:
+        await client.delete(media_id)
+    ours = sum(used) + balancer_cpu + catalog_cpu + moto_cpu + client_cpu
+    return UploadRun(
+        seconds=seconds,
+        bytes=load.total_bytes,
+        server_cpu=sum(used),
+        worker_spread=max(used) / min(used) if min(used) > 0 else float("inf"),
+        balancer_cpu=balancer_cpu,
+        catalog_cpu=catalog_cpu,
+        moto_cpu=moto_cpu,
+        client_cpu=client_cpu,
+        others_cpu=max(0.0, busy - ours) / seconds,
+    )
+
+
+def print_upload_summary(results: dict[str, list[UploadRun]], args: argparse.Namespace) -> None:
+    def median(name: str, figure: Callable[[UploadRun], float]) -> float:
+        return statistics.median(figure(run) for run in results[name])
+
+    def per_gib(name: str, field: str) -> float:
+        return median(name, lambda run: run.per_gib(getattr(run, field)))
+
+    rows = []
+    for name, runs in results.items():
+        speeds = [run.mb_per_s for run in runs]
+        rows.append(
+            [
+                name,
+                f"{statistics.median(speeds):.1f}",
+                f"{min(speeds):.1f}-{max(speeds):.1f}",
+                f"{per_gib(name, 'server_cpu'):.2f}",
+                f"{median(name, lambda run: run.worker_spread):.2f}",
+                f"{per_gib(name, 'balancer_cpu'):.2f}",
+                f"{per_gib(name, 'catalog_cpu'):.2f}",
+                f"{per_gib(name, 'moto_cpu'):.2f}",
+                f"{per_gib(name, 'client_cpu'):.2f}",
+                f"{median(name, lambda run: run.others_cpu):.2f}",
+            ]
+        )
+    print(
+        f"\nMedians of {args.rounds} interleaved rounds; each {args.upload_clients} uploads at once"
+        f" of {args.upload_size // MiB} MiB, {args.chunk_size // MiB} MiB chunks,"
+        f" {args.parallel} in flight per upload, into moto; {os.cpu_count()} CPUs, nothing pinned"
+    )
+    headers = ["through", "MB/s", "min-max", "server CPU s/GiB", "spread", "nginx s/GiB"]
+    headers += ["pg s/GiB", "moto s/GiB", "client s/GiB", "others cores"]
+    print(render_table(headers, rows))
+    one, two = results
+    ratios = [b.mb_per_s / a.mb_per_s for a, b in zip(results[one], results[two], strict=True)]
+    ratio = median(two, lambda run: run.mb_per_s) / median(one, lambda run: run.mb_per_s)
+    cpu = per_gib(two, "server_cpu") / per_gib(one, "server_cpu")
+    print(
+        f"{two} / {one}: {ratio:.2f} MB/s (ratio of the medians; per round"
+        f" {min(ratios):.2f}..{max(ratios):.2f}), {cpu:.2f} server CPU per GiB"
+    )
+    print(
+        "note: moto (pure Python), the instances, nginx, PostgreSQL and this client share the"
+        " machine's cores, so MB/s is moto's limit, not mediagate's: the server CPU per GiB is"
+        " the figure that carries over to a real S3."
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     option = parser.add_argument
@@ -378,6 +673,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     option("--connections", type=int, default=64, help="wrk connections (64)")
     option("--size", type=int, default=64 * MiB, help="file size in bytes (64 MiB)")
     option("--quick", action="store_true", help="3 rounds of 2 s: under a minute")
+    option(
+        "--mode",
+        choices=MODES,
+        default="workers",
+        help="workers: serve --workers 1 vs 2 and plain aiohttp (default); instances: 1 vs 2"
+        " instances behind nginx on PostgreSQL, range requests; uploads: the same, uploads"
+        " into moto",
+    )
+    option("--upload-clients", type=int, help="uploads: uploads at once (4; --quick: 2)")
+    option("--upload-size", type=parse_size, default=64 * MiB, help="uploads: bytes each (64M)")
+    option("--chunk-size", type=parse_size, default=8 * MiB, help="uploads: chunk size (8M)")
+    option("--parallel", type=int, default=4, help="uploads: chunks in flight per upload (4)")
     option(
         "--shared-socket-peer",
         action="store_true",
@@ -392,6 +699,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 3, 2
+    if args.upload_clients is None:
+        args.upload_clients = 2 if args.quick else 4
     return args
 
 
@@ -399,6 +708,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.role == "aiohttp":
         serve_plain_aiohttp(args.file, args.port, args.processes, args.shared_socket)
+        return
+    if args.mode == "uploads":
+        run_upload_benchmark(args)
         return
     args.wrk = shutil.which("wrk")
     if args.wrk is None:
