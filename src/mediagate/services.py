@@ -7,13 +7,17 @@ directory by default, PostgreSQL when MEDIAGATE_DATABASE_URL is set.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mediagate.catalog.base import Catalog
 from mediagate.catalog.schema import SchemaUpgrade
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings
+from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 
 if TYPE_CHECKING:
     from mediagate.catalog.postgres import PostgresCatalog
@@ -27,6 +31,22 @@ async def open_catalog(settings: Settings) -> AsyncIterator[Catalog]:
         yield catalog
     finally:
         await catalog.close()
+
+
+def session_locks(settings: Settings, catalog: Catalog) -> SessionLocks:
+    """Where the upload rules hold: in this process for SQLite (one process owns it),
+    in the catalog for PostgreSQL (any instance may get any request)."""
+    if settings.database_url is None:
+        return InProcessSessionLocks(catalog)
+    from mediagate.catalog.postgres import PostgresCatalog
+
+    return CatalogSessionLocks(cast(PostgresCatalog, catalog), instance_id())
+
+
+def instance_id() -> str:
+    """This process among the instances: its host and pid (for people), and a random
+    part (so that a restarted process never passes for its predecessor)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
 
 
 async def upgrade_catalog(settings: Settings) -> SchemaUpgrade:

@@ -21,7 +21,7 @@ from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.services import open_catalog
+from mediagate.services import open_catalog, session_locks
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
@@ -118,6 +118,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with contextlib.AsyncExitStack() as stack:
         app[CATALOG] = catalog = await stack.enter_async_context(open_catalog(settings))
+        locks = session_locks(settings, catalog)
         local = LocalStore(settings.data_dir)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)
@@ -138,7 +139,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     )
                 if settings.auto_migrate:
                     app[RECONCILER] = reconciler = Reconciler(
-                        catalog, local, guarded, key_prefix=settings.key_prefix
+                        catalog, local, guarded, key_prefix=settings.key_prefix, locks=locks
                     )
                     stack.enter_context(_background(reconciler.run_forever()))
         app[S3_STATUS] = s3_status
@@ -153,6 +154,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             max_upload_size=settings.max_upload_size,
             max_open_sessions_per_user=settings.max_open_sessions_per_user,
             clock=app[CLOCK],
+            locks=locks,
         )
         app[LIBRARY] = MediaLibrary(
             catalog,
