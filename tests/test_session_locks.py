@@ -11,9 +11,11 @@ from datetime import timedelta
 import pytest
 from yarl import URL
 
-from conftest import Api, MiB, chunks_of, read_object
+from conftest import Api, MiB, chunks_of, make_settings, read_object
+from mediagate import metrics
 from mediagate.catalog.base import ClaimTake, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
+from mediagate.config import SettingsError
 from mediagate.core.engine import utc_now
 from mediagate.core.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
@@ -238,3 +240,100 @@ async def test_a_session_claim_and_a_chunk_lease_exclude_each_other(catalog):
     assert await catalog.claim("session", "s1", "aborter", 5) is ClaimTake.BUSY
     await catalog.release_claim("session", "s1", "completer")
     assert await catalog.take_chunk_lease("s1", 0, "late", 5, first=True) is LeaseTake.HELD
+
+
+# --- the shared spool -----------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_settings(tmp_path, proxy, bucket, database_url):
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_probe_max_interval=0.2,
+        database_url=database_url,
+    )
+
+
+def completed_on_s3() -> float:
+    labels = {"storage": "s3"}
+    return metrics.REGISTRY.get_sample_value("mediagate_uploads_completed_total", labels) or 0.0
+
+
+async def eventually(check, seconds: float = 20.0):
+    async with asyncio.timeout(seconds):
+        while not (result := await check()):
+            await asyncio.sleep(0.1)
+        return result
+
+
+async def test_a_chunk_spilled_on_one_instance_reaches_s3_through_the_other(
+    aiohttp_client, proxy, proxied_settings, s3_objects, bucket
+):
+    a, b = await two_instances(aiohttp_client, proxied_settings)
+    data = os.urandom(2 * 5 * MiB + 100)
+    pieces = chunks_of(data, 5 * MiB)
+    sid = await new_session(a, len(data))
+    assert (await a.put_chunk(sid, 0, pieces[0])).status == 200
+    assert (await b.put_chunk(sid, 1, pieces[1])).status == 200
+    await proxy.cut()
+    spilled = await a.put_chunk(sid, 2, pieces[2])
+    if spilled.status == 503:  # its bytes went to the failing S3; the retry goes to disk
+        spilled = await a.put_chunk(sid, 2, pieces[2])
+    assert spilled.status == 200, await spilled.text()
+
+    done = await b.complete(sid)  # B reads A's spilled chunk from the shared spool
+    assert done.status == 202, await done.text()
+    media_id = (await done.json())["media_id"]
+    await proxy.restore()
+
+    async def ready():
+        info = await (await b.info(media_id)).json()
+        return info if info["state"] == "ready" else None
+
+    info = await eventually(ready)
+    assert info["storage"] == "s3"
+    listed = await s3_objects.list_objects_v2(Bucket=bucket)
+    (key,) = [item["Key"] for item in listed["Contents"]]
+    assert await read_object(s3_objects, bucket, key) == data
+
+
+async def test_the_finalizers_of_two_instances_finish_each_upload_once(
+    aiohttp_client, proxy, proxied_settings
+):
+    a, b = await two_instances(aiohttp_client, proxied_settings)
+    head = os.urandom(5 * MiB)
+    sids = [await new_session(a, len(head) + 3) for _ in range(3)]
+    for number, sid in enumerate(sids):
+        assert (await (a, b)[number % 2].put_chunk(sid, 0, head)).status == 200
+    await proxy.cut()
+    media_ids = []
+    for number, sid in enumerate(sids):
+        api = (a, b)[number % 2]
+        answer = await api.put_chunk(sid, 1, b"abc")
+        if answer.status == 503:  # its bytes went to the failing S3; the retry goes to disk
+            answer = await api.put_chunk(sid, 1, b"abc")
+        assert answer.status == 200, await answer.text()
+        done = await (b, a)[number % 2].complete(sid)
+        assert done.status == 202, await done.text()
+        media_ids.append((await done.json())["media_id"])
+    before = completed_on_s3()
+    await proxy.restore()
+    await asyncio.sleep(0.5)  # past the breakers' back-off
+
+    engines = [api.client.app[ENGINE] for api in (a, b)]
+    await asyncio.gather(*(engine.finish_finalizing() for engine in engines * 2))
+    for media_id in media_ids:
+        assert (await (await a.info(media_id)).json())["state"] == "ready"
+    assert completed_on_s3() - before == len(media_ids)  # not once per instance
+
+
+async def test_an_instance_with_another_data_directory_refuses_to_start(
+    aiohttp_client, tmp_path, database_url
+):
+    await aiohttp_client(create_app(make_settings(tmp_path / "one", database_url=database_url)))
+    elsewhere = make_settings(tmp_path / "two", database_url=database_url)
+    with pytest.raises(SettingsError, match=r"MEDIAGATE_DATA_DIR=.*not the data directory"):
+        await aiohttp_client(create_app(elsewhere))

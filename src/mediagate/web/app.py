@@ -7,12 +7,13 @@ import contextlib
 import shlex
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
 
 from mediagate import tokens
+from mediagate.catalog.base import SharedCatalog
 from mediagate.config import DEFAULT_DATA_DIR, Settings
 from mediagate.core.engine import Clock, UploadEngine, utc_now
 from mediagate.core.library import MediaLibrary
@@ -21,7 +22,7 @@ from mediagate.core.maintenance import background_maintenance
 from mediagate.core.models import StorageKind
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.services import open_catalog, session_locks
+from mediagate.services import check_shared_spool, open_catalog, session_locks
 from mediagate.storage.base import BlobStore
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
@@ -118,6 +119,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with contextlib.AsyncExitStack() as stack:
         app[CATALOG] = catalog = await stack.enter_async_context(open_catalog(settings))
+        if settings.database_url is not None:
+            await check_shared_spool(cast(SharedCatalog, catalog), settings.data_dir)
         locks = session_locks(settings, catalog)
         local = LocalStore(settings.data_dir)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
