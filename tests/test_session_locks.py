@@ -21,6 +21,7 @@ from mediagate.core.models import Chunk, SessionState, StorageKind, UploadSessio
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE
 from raw_http import RawConnection, request_head
+from test_tus import create_upload, offset_of, patch
 
 
 @pytest.fixture
@@ -337,3 +338,36 @@ async def test_an_instance_with_another_data_directory_refuses_to_start(
     elsewhere = make_settings(tmp_path / "two", database_url=database_url)
     with pytest.raises(SettingsError, match=r"MEDIAGATE_DATA_DIR=.*not the data directory"):
         await aiohttp_client(create_app(elsewhere))
+
+
+async def test_a_chunk_costs_two_catalog_transactions_more_than_on_one_instance(
+    aiohttp_client, s3_settings, monkeypatch
+):
+    """Taking and releasing the chunk's lease; the record's lease check rides in its own
+    transaction (renewals, once a second, only while a chunk takes longer)."""
+    a, _ = await two_instances(aiohttp_client, s3_settings)
+    sid = await new_session(a, 3)
+    transactions = []
+    opened = PostgresCatalog._transaction
+
+    def counted(self):
+        transactions.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    assert (await a.put_chunk(sid, 0, b"abc")).status == 200
+    # get_session, take_chunk_lease, drop_chunk, record_chunk, release_chunk_lease
+    assert len(transactions) == 5
+
+
+async def test_two_tus_patches_at_one_offset_on_two_instances_take_turns(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    upload = await create_upload(a, length=11)
+    answers = await asyncio.gather(patch(a, upload, 0, b"AAAAAA"), patch(b, upload, 0, b"BBBBBB"))
+    # The second waits for the first, then finds the offset moved on.
+    assert sorted(answer.status for answer in answers) == [204, 409]
+    assert await offset_of(b, upload) == 6
+    assert (await patch(b, upload, 6, b"12345")).status == 204
+    assert await offset_of(a, upload) == 11

@@ -19,7 +19,6 @@ from mediagate.catalog.schema import SchemaUpgrade
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.config import Settings, SettingsError
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
-from mediagate.storage.local import STAGING_DIR
 
 if TYPE_CHECKING:
     from mediagate.catalog.postgres import PostgresCatalog
@@ -52,7 +51,7 @@ def instance_id() -> str:
 
 
 # Where the data directory keeps the spool token the catalog holds too.
-SPOOL_TOKEN_FILE = Path(STAGING_DIR) / "spool-token"
+SPOOL_TOKEN_FILE = ".spool-token"
 
 
 async def check_shared_spool(catalog: SharedCatalog, data_dir: Path) -> None:
