@@ -86,7 +86,7 @@ class InProcessSessionLocks:
         self._catalog = catalog
         self._chunks = InProcessChunkLocks()
         self._gates: dict[str, _Gate] = {}
-        self._exclusive: dict[tuple[str, str], asyncio.Lock] = {}
+        self._exclusive: dict[tuple[str, str], _Holders] = {}
 
     def __len__(self) -> int:
         """Sessions and chunks held or waited for (0 when all is quiet: nothing leaks)."""
@@ -145,16 +145,24 @@ class InProcessSessionLocks:
     @contextlib.asynccontextmanager
     async def exclusive(self, kind: str, item: str, *, wait: bool) -> AsyncIterator[bool]:
         key = (kind, item)
-        lock = self._exclusive.setdefault(key, asyncio.Lock())
-        if lock.locked() and not wait:
+        holders = self._exclusive.setdefault(key, _Holders())
+        if holders.lock.locked() and not wait:
             yield False
             return
+        holders.users += 1
         try:
-            async with lock:
+            async with holders.lock:
                 yield True
         finally:
-            if not lock.locked() and self._exclusive.get(key) is lock:
+            holders.users -= 1
+            if holders.users == 0 and self._exclusive.get(key) is holders:
                 del self._exclusive[key]
+
+
+@dataclass
+class _Holders:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
 
 
 class CatalogSessionLocks:
