@@ -145,8 +145,9 @@ class SharedCatalog(Protocol):
         self, session_id: str, number: int, owner: str, seconds: float, *, first: bool
     ) -> LeaseTake:
         """Take the chunk for `owner` if it is free (released, or its holder's lease
-        expired); otherwise mark it wanted by `owner` (`first`) or check `owner` is still
-        the newest to want it. Only while the session is open and unclaimed."""
+        expired), forgetting its recorded chunk in the same commit; otherwise mark it
+        wanted by `owner` (`first`) or check `owner` is still the newest to want it.
+        Only while the session is open and unclaimed."""
 
     async def renew_chunk_lease(
         self, session_id: str, number: int, owner: str, seconds: float
@@ -156,7 +157,8 @@ class SharedCatalog(Protocol):
 
     async def record_chunk(self, session_id: str, chunk: Chunk, owner: str) -> int | None:
         """`put_chunk`, only if `owner` still holds the chunk's lease (else None, nothing
-        recorded); NotFound if the session is gone."""
+        recorded), releasing the lease in the same commit; NotFound if the session is
+        gone."""
 
     async def claim(
         self, kind: str, item: str, owner: str, seconds: float, *, idle_session: bool = False

@@ -509,6 +509,11 @@ class PostgresCatalog:
                 seconds,
             )
             if taken is not None:
+                # Forgotten in the same commit, before the first byte of the new write.
+                await connection.execute(
+                    "DELETE FROM chunks WHERE session_id = %s AND number = %s",
+                    (session_id, number),
+                )
                 return LeaseTake.HELD
             # The newest attempt marks the chunk wanted (replacing an older waiter's
             # mark); a waiter keeps its mark alive while it is still the newest.
@@ -573,6 +578,11 @@ class PostgresCatalog:
                     f"ON CONFLICT (session_id, number) DO UPDATE SET "
                     f"{_update_all(CHUNK_COLUMNS, 'number')}",
                     (session_id, *_values(chunk, CHUNK_COLUMNS)),
+                )
+                await connection.execute(
+                    "UPDATE chunk_leases SET owner = NULL "
+                    "WHERE session_id = %s AND number = %s AND owner = %s",
+                    (session_id, chunk.number, owner),
                 )
                 row = await _one(
                     connection,

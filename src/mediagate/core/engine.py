@@ -235,10 +235,6 @@ class UploadEngine:
         stream = ChunkStream(
             lease.guard(source), session.chunk_length(number), expected, also_hash=fed
         )
-        # Forgotten (durably) before the first byte of a replacement is written:
-        # whatever stops this write, a crash included, leaves the chunk missing
-        # rather than listed with a mix of old and new bytes.
-        await self._catalog.drop_chunk(session.id, number)
         try:
             etag, storage = await self._write_chunk(session, number, stream)
         except Exception:

@@ -55,8 +55,10 @@ class SessionBusy(Exception):
 
 class SessionLocks(Protocol):
     def chunk(self, session_id: str, number: int) -> AbstractAsyncContextManager[ChunkLease]:
-        """Hold chunk `number`; SessionNotOpen while the session is being completed,
-        ChunkSuperseded if a newer attempt came."""
+        """Hold chunk `number`, its record forgotten (durably) before this returns:
+        whatever stops the write, a crash included, leaves the chunk missing rather than
+        listed with a mix of old and new bytes. SessionNotOpen while the session is being
+        completed, ChunkSuperseded if a newer attempt came."""
 
     async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
         """Record the chunk written under `lease` if it still holds it (ChunkSuperseded
@@ -112,6 +114,7 @@ class InProcessSessionLocks:
             gate.idle.clear()
             try:
                 async with self._chunks.hold(session_id, number) as lease:
+                    await self._catalog.drop_chunk(session_id, number)
                     yield lease
             finally:
                 gate.in_flight -= 1
@@ -171,6 +174,8 @@ class CatalogSessionLocks:
     def __init__(self, catalog: SharedCatalog, instance: str) -> None:
         self._catalog = catalog
         self.instance = instance
+        # Leases released by their chunk's record (no separate release needed).
+        self._recorded: set[str] = set()
 
     def _owner(self) -> str:
         return f"{self.instance}:{uuid.uuid4().hex[:12]}"
@@ -207,12 +212,17 @@ class CatalogSessionLocks:
             try:
                 yield lease
             finally:
-                await _quietly(self._catalog.release_chunk_lease(session_id, number, lease.owner))
+                if lease.owner in self._recorded:
+                    self._recorded.discard(lease.owner)  # released by the record's commit
+                else:
+                    release = self._catalog.release_chunk_lease(session_id, number, lease.owner)
+                    await _quietly(release)
 
     async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
         received = await self._catalog.record_chunk(session_id, chunk, lease.owner)
         if received is None:
             raise superseded()
+        self._recorded.add(lease.owner)
         return received
 
     @contextlib.asynccontextmanager
