@@ -19,7 +19,7 @@ from mediagate.config import SettingsError
 from mediagate.core.engine import utc_now
 from mediagate.core.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import ENGINE, RECONCILER
 from raw_http import RawConnection, request_head
 from test_tus import create_upload, offset_of, patch
 
@@ -372,3 +372,27 @@ async def test_two_tus_patches_at_one_offset_on_two_instances_take_turns(
     assert await offset_of(b, upload) == 6
     assert (await patch(b, upload, 6, b"12345")).status == 204
     assert await offset_of(a, upload) == 11
+
+
+async def test_the_reconcilers_of_two_instances_move_each_media_once(
+    aiohttp_client, proxy, proxied_settings
+):
+    await proxy.cut()
+    settings = proxied_settings.model_copy(update={"auto_migrate": True})
+    a, b = await two_instances(aiohttp_client, settings)
+    for number in range(3):
+        sid = await new_session(a, 3)
+        assert (await (a, b)[number % 2].put_chunk(sid, 0, b"abc")).status == 200
+        assert (await b.complete(sid)).status == 201  # a local media
+    await proxy.restore()
+
+    async def s3_back() -> bool:
+        await asyncio.sleep(0.3)  # past the back-off: the next initiate is the probe
+        answers = [await (await api.as_user("bob").initiate(size=1)).json() for api in (a, b)]
+        return all(answer["storage"] == "s3" for answer in answers)
+
+    await eventually(s3_back)
+    reconcilers = [api.client.app[RECONCILER] for api in (a, b)]
+    summaries = await asyncio.gather(*(reconciler.run_once() for reconciler in reconcilers))
+    assert sum(summary.migrated for summary in summaries) == 3
+    assert sum(summary.failed + summary.skipped for summary in summaries) == 0
