@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import timedelta
@@ -35,16 +36,17 @@ async def test_retried_completes_and_aborts_of_finished_sessions_keep_no_gates(
         assert (await api.abort(sid)).status == 409
     for sid in expired:
         assert (await api.complete(sid)).status == 410
-    assert engine._gates == {}
+    assert len(engine.locks) == 0
 
 
-async def test_the_sweep_forgets_gates_of_sessions_another_server_finished(
+async def test_the_sweep_forgets_digests_of_sessions_another_server_finished(
     start_api, local_settings
 ):
     first, second = await start_api(local_settings), await start_api(local_settings)
     sids = []
     for _ in range(5):
-        sid = (await (await first.initiate(size=1)).json())["session_id"]
+        answer = await first.initiate(size=1, sha256=hashlib.sha256(b"x").hexdigest())
+        sid = (await answer.json())["session_id"]
         assert (await first.put_chunk(sid, 0, b"x")).status == 200
         sids.append(sid)
     for sid in sids[:3]:
@@ -52,9 +54,10 @@ async def test_the_sweep_forgets_gates_of_sessions_another_server_finished(
     for sid in sids[3:]:
         assert (await second.abort(sid)).status == 204
     engine = first.client.app[ENGINE]
-    assert set(engine._gates) == set(sids)
+    assert set(engine._digests) == set(sids)
     await engine.expire_sessions()
-    assert engine._gates == {}
+    assert engine._digests == {}
+    assert len(engine.locks) == 0
 
 
 async def test_the_sweep_removes_staging_files_no_session_refers_to(local_api):

@@ -1,9 +1,8 @@
 """`mediagate serve --workers N` as a real process tree: refusal, serving, restart, drain.
 
-Several workers are refused until the upload rules hold across processes
-(`supervisor.several_processes_refusal`). The tests of real multi-process
-serving start the command through an entry point that patches that one
-function first, as the coordinator's switch will.
+Several workers need the PostgreSQL catalog, where the upload rules hold across
+processes (`supervisor.several_processes_refusal`); the tests of real
+multi-process serving run on a PostgreSQL the tests start themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from mediagate import tokens
 from test_shutdown import CHUNK, PIECES, SECRET, Server, read_answer
 
 SOURCE = str(Path(mediagate.__file__).parents[1])
+# Only to show what the supervisor does with a bad setting its workers meet (on SQLite,
+# which several workers are otherwise refused).
 ALLOWED = (
     "import sys, mediagate.supervisor as supervisor\n"
     "supervisor.several_processes_refusal = lambda settings: None\n"
@@ -56,16 +57,17 @@ def workers_of(server: Server) -> list[int]:
 
 
 @pytest.fixture
-async def supervised(tmp_path: Path) -> AsyncIterator[Any]:
-    """Start `mediagate serve --workers N` with several processes allowed."""
+async def supervised(tmp_path: Path, postgres_server: Any) -> AsyncIterator[Any]:
+    """Start `mediagate serve --workers N` on a PostgreSQL catalog of its own."""
     started: list[Server] = []
+    database_url = postgres_server.new_database()
 
     async def start(workers: int = 2) -> Server:
         port = closed_port()
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-c", ALLOWED, "serve", "--workers", str(workers)),
+            *(sys.executable, "-m", "mediagate", "serve", "--workers", str(workers)),
             cwd=tmp_path,
-            env=environment(tmp_path / "data", port),
+            env=environment(tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

@@ -53,6 +53,12 @@ class ChunkSuperseded(Problem):
     status, code, title = 409, "chunk-superseded", "A newer attempt at this chunk took over"
 
 
+class ChunkInFlight(Problem):
+    """complete waited in vain for a chunk still being written (on another instance)."""
+
+    status, code, title = 409, "chunk-in-flight", "A chunk is still being written"
+
+
 class BodyReadTimeout(Problem):
     status, code, title = 408, "body-timeout", "The request body stopped arriving"
     closes_connection = True

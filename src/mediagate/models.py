@@ -73,6 +73,9 @@ class Chunk(BaseModel):
     etag: str
     md5: str | None = None
     sha256: str | None = None
+    # The attempt that wrote the bytes (its chunk lease's owner); None when
+    # no attempt wrote them (a spilled part moved to S3, a copied part).
+    writer: str | None = None
 
 
 class Media(BaseModel):

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import structlog
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import Catalog, SharedCatalog
 from mediagate.catalog.connect import open_catalog
-from mediagate.config import Settings
+from mediagate.config import Settings, SettingsError
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
+from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.models import StorageKind
@@ -57,6 +62,9 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
     """A server's parts and its background work, for the life of the context."""
     async with contextlib.AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(open_catalog(settings))
+        if settings.database_url is not None:
+            await check_shared_spool(cast(SharedCatalog, catalog), settings.data_dir)
+        locks = session_locks(settings, catalog)
         local = LocalStore(settings.data_dir)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)
@@ -79,7 +87,9 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                         )
                     )
                 if settings.auto_migrate:
-                    reconciler = Reconciler(catalog, local, guarded, key_prefix=settings.key_prefix)
+                    reconciler = Reconciler(
+                        catalog, local, guarded, key_prefix=settings.key_prefix, locks=locks
+                    )
                     await stack.enter_async_context(
                         _running("reconciler", reconciler.run_forever())
                     )
@@ -94,6 +104,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             max_upload_size=settings.max_upload_size,
             max_open_sessions_per_user=settings.max_open_sessions_per_user,
             clock=clock,
+            locks=locks,
         )
         library = MediaLibrary(
             catalog,
@@ -125,3 +136,55 @@ async def _running(name: str, work: Coroutine[Any, Any, None]) -> AsyncIterator[
         done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
         if not done:
             log.warning("background.not_stopped", task=name)
+
+
+def session_locks(settings: Settings, catalog: Catalog) -> SessionLocks:
+    """Where the upload rules hold: in this process for SQLite (one process owns it),
+    in the catalog for PostgreSQL (any instance may get any request)."""
+    if settings.database_url is None:
+        return InProcessSessionLocks(catalog)
+    from mediagate.catalog.postgres import PostgresCatalog
+
+    return CatalogSessionLocks(cast(PostgresCatalog, catalog), instance_id())
+
+
+def instance_id() -> str:
+    """This process among the instances: its host and pid (for people), and a random
+    part (so that a restarted process never passes for its predecessor)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+
+
+# Where the data directory keeps the spool token the catalog holds too.
+SPOOL_TOKEN_FILE = ".spool-token"
+
+
+async def check_shared_spool(catalog: SharedCatalog, data_dir: Path) -> None:
+    """Refuse to start unless the data directory is the one every instance of this
+    catalog uses: spilled chunks, tus tails and local media written by one instance are
+    finished and served by any other."""
+    marker = data_dir / SPOOL_TOKEN_FILE
+    mine = _spool_token(marker)
+    shared = await catalog.shared_value("spool-token", mine)
+    if mine != shared:
+        raise SettingsError(
+            f"invalid setting MEDIAGATE_DATA_DIR={str(data_dir)!r}: it is not the data "
+            "directory the other instances on this MEDIAGATE_DATABASE_URL use "
+            f"({marker} holds another token); mount the same shared volume on every "
+            f"instance (or, if this is that volume, write {shared} into that file)"
+        )
+
+
+def _spool_token(marker: Path) -> str:
+    """The data directory's spool token, made now if it has none. Made atomically (a
+    hard link never overwrites), so processes starting together on one directory all
+    read the one that was made first."""
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    made = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}")
+    made.write_text(f"{uuid.uuid4().hex}\n")
+    try:
+        os.link(made, marker)
+    except FileExistsError:
+        pass  # made by an earlier start, or by a process starting beside this one
+    finally:
+        made.unlink()
+    return marker.read_text().strip()

@@ -54,13 +54,16 @@ _PR_SET_PDEATHSIG = 1
 def several_processes_refusal(settings: Settings) -> str | None:
     """Why several processes may not share this catalog, or None when they may.
 
-    The rules that keep an upload correct (one writer per chunk, complete waits
-    for chunks in flight, background work claimed once) still hold in one
-    process's memory (core/engine.py), so for now the answer is always no."""
+    With PostgreSQL the rules that keep an upload correct (one writer per chunk,
+    complete waits for chunks in flight, background work claimed once) hold in the
+    catalog (core/session_locks.py); with SQLite they hold in one process's memory."""
+    if settings.database_url is not None:
+        return None
     return (
-        "invalid setting MEDIAGATE_WORKERS (or --workers): more than 1 is not supported yet, "
-        "because the rules that keep an upload correct (one writer per chunk, complete waits "
-        "for chunks in flight) hold in one process only; set MEDIAGATE_WORKERS=1"
+        "invalid setting MEDIAGATE_WORKERS (or --workers): more than 1 needs "
+        "MEDIAGATE_DATABASE_URL (a PostgreSQL catalog), where the rules that keep an upload "
+        "correct hold across processes; with SQLite they hold in one process only: set "
+        "MEDIAGATE_WORKERS=1, or run on PostgreSQL"
     )
 
 

@@ -11,6 +11,7 @@ never `StorageUnavailable`, which is about the blob stores.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from mediagate.models import (
@@ -111,3 +112,64 @@ class Catalog(Protocol):
         """Return once the catalog answers a trivial query; raise if it cannot."""
 
     async def close(self) -> None: ...
+
+
+class LeaseTake(StrEnum):
+    """What asking for a chunk lease got."""
+
+    HELD = "held"  # this attempt holds the chunk now
+    WAITING = "waiting"  # a live holder was asked to let go; ask again
+    SUPERSEDED = "superseded"  # a newer attempt asked after this one
+    CLOSED = "closed"  # the session is not open, or claimed (being completed)
+    GONE = "gone"  # no such session
+
+
+class LeaseRenewal(StrEnum):
+    HELD = "held"
+    WANTED = "wanted"  # still held, but a newer attempt asks for it
+    LOST = "lost"  # expired and taken by another attempt
+
+
+class ClaimTake(StrEnum):
+    CLAIMED = "claimed"
+    BUSY = "busy"  # someone else's claim is live
+    CHUNKS = "chunks"  # a chunk of the session is being written
+    GONE = "gone"  # no such session
+
+
+class SharedCatalog(Protocol):
+    """What a catalog shared by several instances adds: leases and claims, timed by the
+    database's clock (docs/architecture.md, "Several instances")."""
+
+    async def take_chunk_lease(
+        self, session_id: str, number: int, owner: str, seconds: float, *, first: bool
+    ) -> LeaseTake:
+        """Take the chunk for `owner` if it is free (released, or its holder's lease
+        expired), forgetting its recorded chunk in the same commit; otherwise mark it
+        wanted by `owner` (`first`) or check `owner` is still the newest to want it.
+        Only while the session is open and unclaimed."""
+
+    async def renew_chunk_lease(
+        self, session_id: str, number: int, owner: str, seconds: float
+    ) -> LeaseRenewal: ...
+
+    async def release_chunk_lease(self, session_id: str, number: int, owner: str) -> None: ...
+
+    async def record_chunk(self, session_id: str, chunk: Chunk, owner: str) -> int | None:
+        """`put_chunk`, only if `owner` still holds the chunk's lease (else None, nothing
+        recorded), releasing the lease in the same commit; NotFound if the session is
+        gone."""
+
+    async def claim(
+        self, kind: str, item: str, owner: str, seconds: float, *, idle_session: bool = False
+    ) -> ClaimTake:
+        """Claim `item` for `owner` unless someone else's claim is live. For kind
+        "session", under the session's row lock, and with `idle_session` only if no
+        chunk of it is being written."""
+
+    async def renew_claim(self, kind: str, item: str, owner: str, seconds: float) -> bool: ...
+
+    async def release_claim(self, kind: str, item: str, owner: str) -> None: ...
+
+    async def shared_value(self, name: str, proposed: str) -> str:
+        """The value every instance sees under `name`: `proposed` if it is the first."""

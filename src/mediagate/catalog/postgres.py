@@ -27,6 +27,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
 from mediagate.errors import CatalogUnavailable, NotFound, StorageFull
 from mediagate.models import (
@@ -112,6 +113,29 @@ MIGRATIONS: tuple[Step, ...] = (
             length_deferred boolean NOT NULL,
             concat text
         )""",
+    ),
+    # Version 3: the upload rules of several instances (docs/architecture.md,
+    # "Several instances"): who wrote each chunk, chunk leases, claims, and
+    # values every instance shares (the spool token).
+    (
+        "ALTER TABLE chunks ADD COLUMN writer text",
+        """CREATE TABLE chunk_leases (
+            session_id text COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            number integer NOT NULL,
+            owner text,
+            expires_at timestamptz NOT NULL,
+            wanted_by text,
+            wanted_until timestamptz,
+            PRIMARY KEY (session_id, number)
+        )""",
+        """CREATE TABLE claims (
+            kind text NOT NULL,
+            item text COLLATE "C" NOT NULL,
+            owner text NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (kind, item)
+        )""",
+        "CREATE TABLE shared_values (name text PRIMARY KEY, value text NOT NULL)",
     ),
 )
 
@@ -334,6 +358,9 @@ class PostgresCatalog:
             )
             if state is SessionState.COMPLETED:
                 await connection.execute("DELETE FROM chunks WHERE session_id = %s", (session_id,))
+                await connection.execute(
+                    "DELETE FROM chunk_leases WHERE session_id = %s", (session_id,)
+                )
             await connection.execute(
                 "UPDATE sessions SET state = %s, last_error = NULL WHERE id = %s",
                 (state.value, session_id),
@@ -448,5 +475,186 @@ class PostgresCatalog:
                 (session_id,),
             )
 
+    # --- the rules of several instances (core/session_locks.py) ---------------------
+
+    async def take_chunk_lease(
+        self, session_id: str, number: int, owner: str, seconds: float, *, first: bool
+    ) -> LeaseTake:
+        async with self._transaction() as connection:
+            # FOR SHARE conflicts with the FOR UPDATE of `claim`: either the claim
+            # sees this lease or this sees the claim (docs/architecture.md).
+            row = await _one(
+                connection, "SELECT state FROM sessions WHERE id = %s FOR SHARE", session_id
+            )
+            if row is None:
+                return LeaseTake.GONE
+            if row["state"] != SessionState.OPEN.value or await _one(
+                connection,
+                "SELECT 1 FROM claims WHERE kind = 'session' AND item = %s AND expires_at > now()",
+                session_id,
+            ):
+                return LeaseTake.CLOSED
+            taken = await _one(
+                connection,
+                "INSERT INTO chunk_leases (session_id, number, owner, expires_at) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (session_id, number) DO UPDATE SET owner = EXCLUDED.owner, "
+                "expires_at = EXCLUDED.expires_at, wanted_by = NULL, wanted_until = NULL "
+                "WHERE (chunk_leases.owner IS NULL OR chunk_leases.expires_at <= now()) "
+                "AND (chunk_leases.wanted_by IS NULL OR chunk_leases.wanted_by = EXCLUDED.owner "
+                "OR chunk_leases.wanted_until <= now()) RETURNING owner",
+                session_id,
+                number,
+                owner,
+                seconds,
+            )
+            if taken is not None:
+                # Forgotten in the same commit, before the first byte of the new write.
+                await connection.execute(
+                    "DELETE FROM chunks WHERE session_id = %s AND number = %s",
+                    (session_id, number),
+                )
+                return LeaseTake.HELD
+            # The newest attempt marks the chunk wanted (replacing an older waiter's
+            # mark); a waiter keeps its mark alive while it is still the newest.
+            mine = "" if first else "AND wanted_by = %s "
+            marked = await _one(
+                connection,
+                "UPDATE chunk_leases SET wanted_by = %s, "
+                "wanted_until = now() + make_interval(secs => %s) "
+                f"WHERE session_id = %s AND number = %s {mine}RETURNING 1",
+                owner,
+                seconds,
+                session_id,
+                number,
+                *([] if first else [owner]),
+            )
+            return LeaseTake.WAITING if marked is not None else LeaseTake.SUPERSEDED
+
+    async def renew_chunk_lease(
+        self, session_id: str, number: int, owner: str, seconds: float
+    ) -> LeaseRenewal:
+        async with self._transaction() as connection:
+            row = await _one(
+                connection,
+                "UPDATE chunk_leases SET expires_at = now() + make_interval(secs => %s) "
+                "WHERE session_id = %s AND number = %s AND owner = %s RETURNING wanted_by",
+                seconds,
+                session_id,
+                number,
+                owner,
+            )
+        if row is None:
+            return LeaseRenewal.LOST
+        return LeaseRenewal.HELD if row["wanted_by"] is None else LeaseRenewal.WANTED
+
+    async def release_chunk_lease(self, session_id: str, number: int, owner: str) -> None:
+        await self._changed(
+            "UPDATE chunk_leases SET owner = NULL "
+            "WHERE session_id = %s AND number = %s AND owner = %s",
+            session_id,
+            number,
+            owner,
+        )
+
+    async def record_chunk(self, session_id: str, chunk: Chunk, owner: str) -> int | None:
+        try:
+            async with self._transaction() as connection:
+                held = await _one(
+                    connection,
+                    "SELECT 1 FROM chunk_leases "
+                    "WHERE session_id = %s AND number = %s AND owner = %s FOR UPDATE",
+                    session_id,
+                    chunk.number,
+                    owner,
+                )
+                if held is None:
+                    if await _one(connection, "SELECT 1 FROM sessions WHERE id = %s", session_id):
+                        return None
+                    raise NotFound(f"no upload session {session_id}")  # its leases went with it
+                await connection.execute(
+                    f"INSERT INTO chunks (session_id, {', '.join(CHUNK_COLUMNS)}) "
+                    f"VALUES (%s, {_placeholders(CHUNK_COLUMNS)}) "
+                    f"ON CONFLICT (session_id, number) DO UPDATE SET "
+                    f"{_update_all(CHUNK_COLUMNS, 'number')}",
+                    (session_id, *_values(chunk, CHUNK_COLUMNS)),
+                )
+                await connection.execute(
+                    "UPDATE chunk_leases SET owner = NULL "
+                    "WHERE session_id = %s AND number = %s AND owner = %s",
+                    (session_id, chunk.number, owner),
+                )
+                row = await _one(
+                    connection,
+                    "SELECT count(*) AS received FROM chunks WHERE session_id = %s",
+                    session_id,
+                )
+        except psycopg.errors.ForeignKeyViolation:  # the session is gone
+            raise NotFound(f"no upload session {session_id}") from None
+        return int(row["received"]) if row else 0
+
+    async def claim(
+        self, kind: str, item: str, owner: str, seconds: float, *, idle_session: bool = False
+    ) -> ClaimTake:
+        async with self._transaction() as connection:
+            if kind == "session":
+                locked = await _one(
+                    connection, "SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", item
+                )
+                if locked is None:
+                    return ClaimTake.GONE
+                # A statement after the row lock: it sees every lease committed before.
+                if idle_session and await _one(
+                    connection,
+                    "SELECT 1 FROM chunk_leases WHERE session_id = %s "
+                    "AND owner IS NOT NULL AND expires_at > now() LIMIT 1",
+                    item,
+                ):
+                    return ClaimTake.CHUNKS
+            taken = await _one(
+                connection,
+                "INSERT INTO claims (kind, item, owner, expires_at) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (kind, item) DO UPDATE SET owner = EXCLUDED.owner, "
+                "expires_at = EXCLUDED.expires_at WHERE claims.expires_at <= now() "
+                "RETURNING owner",
+                kind,
+                item,
+                owner,
+                seconds,
+            )
+        return ClaimTake.CLAIMED if taken is not None else ClaimTake.BUSY
+
+    async def renew_claim(self, kind: str, item: str, owner: str, seconds: float) -> bool:
+        renewed = await self._changed(
+            "UPDATE claims SET expires_at = now() + make_interval(secs => %s) "
+            "WHERE kind = %s AND item = %s AND owner = %s",
+            seconds,
+            kind,
+            item,
+            owner,
+        )
+        return renewed == 1
+
+    async def release_claim(self, kind: str, item: str, owner: str) -> None:
+        await self._changed(
+            "DELETE FROM claims WHERE kind = %s AND item = %s AND owner = %s", kind, item, owner
+        )
+
+    async def shared_value(self, name: str, proposed: str) -> str:
+        async with self._transaction() as connection:
+            await connection.execute(
+                "INSERT INTO shared_values (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, proposed),
+            )
+            row = await _one(connection, "SELECT value FROM shared_values WHERE name = %s", name)
+        assert row is not None
+        return str(row["value"])
+
     async def close(self) -> None:
         await self._pool.close()
+
+
+async def _one(connection: Connection, sql: str, *parameters: Any) -> DictRow | None:
+    return await (await connection.execute(sql, parameters)).fetchone()

@@ -95,6 +95,8 @@ MIGRATIONS: tuple[Step, ...] = (
             concat TEXT
         )""",
     ),
+    # Version 3: which attempt wrote each chunk (whether a running digest still describes it).
+    ("ALTER TABLE chunks ADD COLUMN writer TEXT",),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from mediagate.errors import ChunkSuperseded
 
 
 class ChunkLease(Protocol):
+    # Who writes the chunk under this lease: recorded as the chunk's writer.
+    owner: str
+
     def guard(self, source: ReadSource) -> ReadSource:
         """`source`, whose reads fail with `ChunkSuperseded` once a newer attempt asks."""
 
@@ -37,8 +41,11 @@ class ChunkLocks(Protocol):
         """Hold chunk `number` of the session; raises `ChunkSuperseded` if a newer attempt came."""
 
 
-class _Lease:
-    def __init__(self) -> None:
+class Lease:
+    """One attempt's hold on a chunk, asked to let go by `let_go`."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
         self.superseded = False
         self._reading: asyncio.Timeout | None = None
 
@@ -52,14 +59,14 @@ class _Lease:
     def guard(self, source: ReadSource) -> ReadSource:
         async def read(n: int) -> bytes:
             if self.superseded:
-                raise _superseded()
+                raise superseded()
             try:
                 # No deadline of its own: `let_go` sets one in the past.
                 async with asyncio.timeout(None) as self._reading:
                     return await source(n)
             except TimeoutError:
                 if self.superseded:
-                    raise _superseded() from None
+                    raise superseded() from None
                 raise
             finally:
                 self._reading = None
@@ -70,8 +77,8 @@ class _Lease:
 @dataclass
 class _Slot:
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)
-    attempts: list[_Lease] = field(default_factory=list)
-    holder: _Lease | None = None
+    attempts: list[Lease] = field(default_factory=list)
+    holder: Lease | None = None
 
 
 class InProcessChunkLocks:
@@ -82,7 +89,7 @@ class InProcessChunkLocks:
     async def hold(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
         key = (session_id, number)
         slot = self._slots.setdefault(key, _Slot())
-        lease = _Lease()
+        lease = Lease(uuid.uuid4().hex)
         try:
             async with slot.turn:
                 for older in slot.attempts:
@@ -91,7 +98,7 @@ class InProcessChunkLocks:
                 slot.turn.notify_all()
                 await slot.turn.wait_for(lambda: slot.holder is None or lease.superseded)
                 if lease.superseded:
-                    raise _superseded()
+                    raise superseded()
                 slot.holder = lease
             try:
                 yield lease
@@ -110,5 +117,5 @@ class InProcessChunkLocks:
         return len(self._slots)
 
 
-def _superseded() -> ChunkSuperseded:
+def superseded() -> ChunkSuperseded:
     return ChunkSuperseded("a newer attempt at this chunk took over; this one kept nothing")

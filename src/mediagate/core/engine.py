@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -18,11 +18,17 @@ import structlog
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.assembly import Assembler, new_object
-from mediagate.core.chunk_locks import ChunkLocks, InProcessChunkLocks
+from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.keys import new_id, object_key, sanitize_filename
+from mediagate.core.session_locks import (
+    InProcessSessionLocks,
+    Purpose,
+    SessionBusy,
+    SessionLocks,
+)
 from mediagate.errors import (
     ChunkLengthMismatch,
     ChunkOutOfRange,
@@ -60,24 +66,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class SessionGate:
-    """In-process coordination of one session's requests.
-
-    complete waits for the chunks in flight and keeps new ones out. (One writer
-    per chunk number is `ChunkLocks`' job.)
-    """
-
-    in_flight: int = 0
-    completing: bool = False
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    complete_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    digest: RunningDigest | None = field(default_factory=RunningDigest)
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-
 @dataclass(frozen=True)
 class ChunkReceipt:
     chunk: Chunk
@@ -104,7 +92,7 @@ class UploadEngine:
         max_upload_size: int | None = None,
         max_open_sessions_per_user: int | None = None,
         clock: Clock = utc_now,
-        chunk_locks: ChunkLocks | None = None,
+        locks: SessionLocks | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -116,8 +104,11 @@ class UploadEngine:
         self._max_open_sessions = max_open_sessions_per_user
         self._clock = clock
         self._assembler = Assembler(catalog, stores, clock)
-        self._gates: dict[str, SessionGate] = {}
-        self._chunk_locks = chunk_locks or InProcessChunkLocks()
+        # Who may work on a session when (in this process, or across instances).
+        self.locks = locks or InProcessSessionLocks(catalog)
+        # The running whole-file digest of each session this process hashes;
+        # None once it gave up on one (a chunk arrived out of order or again).
+        self._digests: dict[str, RunningDigest | None] = {}
         self._finalizing = asyncio.Lock()
         # tus uploads' bytes short of a part; discarded with the session's parts.
         self.tails = TailSpool(self._assembler.spill.root / STAGING_DIR / "tus")
@@ -222,52 +213,36 @@ class UploadEngine:
                 f"chunk {number} must be {length} bytes, the request declares {declared_length}",
                 expected_size=length,
             )
-        gate = self._gate(session_id)
-        if gate.completing:
-            raise SessionNotOpen("the session is being completed")
-        gate.in_flight += 1
-        gate.idle.clear()
-        try:
-            # A retry of this chunk takes over from an attempt still arriving
-            # (stalled, or its client gone): it need not wait for a timeout.
-            async with self._chunk_locks.hold(session_id, number) as lease:
-                return await self._receive_chunk(
-                    session, gate, number, lease.guard(source), expected
-                )
-        finally:
-            gate.in_flight -= 1
-            if gate.in_flight == 0:
-                gate.idle.set()
+        # A retry of this chunk takes over from an attempt still arriving
+        # (stalled, or its client gone): it need not wait for a timeout.
+        async with self.locks.chunk(session_id, number) as lease:
+            return await self._receive_chunk(session, number, lease, source, expected)
 
     async def _receive_chunk(
         self,
         session: UploadSession,
-        gate: SessionGate,
         number: int,
+        lease: ChunkLease,
         source: ReadSource,
         expected: ExpectedDigests,
     ) -> ChunkReceipt:
-        if session.sha256 is None:
-            gate.digest = None
-        elif gate.digest is not None and number < gate.digest.next_chunk:
+        digest = self._digests.setdefault(session.id, RunningDigest())
+        if session.sha256 is None or (digest is not None and number < digest.next_chunk):
             # A chunk already hashed is being replaced: the running digest no
             # longer describes the file, so complete reads everything back.
-            gate.digest = None
-        digest = gate.digest
+            digest = self._digests[session.id] = None
         fed = digest.fork_for(number) if digest is not None else None
-        stream = ChunkStream(source, session.chunk_length(number), expected, also_hash=fed)
-        # Forgotten (durably) before the first byte of a replacement is written:
-        # whatever stops this write, a crash included, leaves the chunk missing
-        # rather than listed with a mix of old and new bytes.
-        await self._catalog.drop_chunk(session.id, number)
+        stream = ChunkStream(
+            lease.guard(source), session.chunk_length(number), expected, also_hash=fed
+        )
         try:
             etag, storage = await self._write_chunk(session, number, stream)
         except Exception:
             if stream.failure is not None:
                 raise stream.failure from None
             raise
-        if digest is not None and fed is not None and gate.digest is digest:
-            digest.advance(number, fed)
+        if digest is not None and fed is not None and self._digests.get(session.id) is digest:
+            digest.advance(number, fed, lease.owner)
         chunk = Chunk(
             number=number,
             size=session.chunk_length(number),
@@ -275,9 +250,12 @@ class UploadEngine:
             etag=etag,
             md5=stream.md5,
             sha256=stream.sha256,
+            writer=lease.owner,
         )
         try:
-            received = await self._catalog.put_chunk(session.id, chunk)
+            # Only while this attempt still holds the chunk: the ETag recorded
+            # is that of the bytes the store keeps.
+            received = await self.locks.record(session.id, chunk, lease)
         except NotFound:
             # Aborted while this chunk was written: remove what the write may
             # have re-created on disk (the staging file is opened with O_CREAT).
@@ -330,21 +308,15 @@ class UploadEngine:
     async def abort(self, user_id: str, session_id: str) -> None:
         session = await self._owned_session(user_id, session_id)
         _check_not_completed(session)
-        gate = self._gate(session_id)
-        if gate.completing:
-            # Discarding the upload under complete would leave its media half made.
-            raise SessionNotOpen("the session is being completed; delete the media instead")
-        async with gate.complete_lock:
+        async with self.locks.session(session_id, Purpose.ABORT):
             session = await self._owned_session(user_id, session_id)
-            if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                self._release_gate(session_id, gate)  # completed meanwhile
-                _check_not_completed(session)
+            _check_not_completed(session)  # completed meanwhile
             # Forgotten first: a crash before the uploads are discarded leaves
             # them orphaned, never an open session whose staging file is gone
             # (a chunk sent then would recreate it with holes).
             await self._catalog.delete_session(session_id)
             await self.discard_uploads(session)
-        self._release_gate(session_id, gate)
+        self._digests.pop(session_id, None)
         metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
 
@@ -365,25 +337,20 @@ class UploadEngine:
         if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
             return await self._media_of(session)
         self._check_open(session)
-        gate = self._gate(session_id)
-        async with gate.complete_lock:
+        # Waits for the chunks in flight; no chunk starts until it is done.
+        async with self.locks.session(session_id, Purpose.COMPLETE):
             session = await self._owned_session(user_id, session_id)
             if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
-                self._release_gate(session_id, gate)  # another complete won meanwhile
-                return await self._media_of(session)
+                return await self._media_of(session)  # another complete won meanwhile
             self._check_open(session)
-            gate.completing = True
             try:
-                await gate.idle.wait()
-                media = await self._assemble(session, gate)
+                media = await self._assemble(session)
             except Exception as error:
                 log.warning("upload.complete_failed", session_id=session_id, error=str(error))
                 if isinstance(error, FileDigestMismatch):
                     metrics.upload_failed(session.storage)
                 raise
-            finally:
-                gate.completing = False
-        self._release_gate(session_id, gate)
+        self._digests.pop(session_id, None)
         metrics.SESSIONS_IN_FLIGHT.dec()
         if media.state is MediaState.READY:
             metrics.upload_completed(media.storage)
@@ -399,7 +366,7 @@ class UploadEngine:
         )
         return media
 
-    async def _assemble(self, session: UploadSession, gate: SessionGate) -> Media:
+    async def _assemble(self, session: UploadSession) -> Media:
         chunks = await self._catalog.chunks(session.id)
         received = {chunk.number for chunk in chunks}
         missing = [n for n in range(session.total_chunks) if n not in received]
@@ -408,7 +375,12 @@ class UploadEngine:
                 f"{len(missing)} of {session.total_chunks} chunks are missing",
                 missing_chunks=missing,
             )
-        return await self._assembler.assemble(session, chunks, gate.digest)
+        digest = self._digests.get(session.id)
+        if digest is not None and not digest.describes(chunks):
+            # A chunk it hashed was written again since, by another attempt
+            # (on another instance): read the file back instead.
+            digest = None
+        return await self._assembler.assemble(session, chunks, digest)
 
     async def finish_finalizing(self) -> int:
         """Try once to move every finalizing session's spilled chunks to S3; how many finished."""
@@ -418,12 +390,12 @@ class UploadEngine:
     async def _finish_finalizing(self) -> int:
         finished = 0
         for session in await self._catalog.sessions_in_state(SessionState.FINALIZING):
-            gate = self._gates.get(session.id)
-            if gate is not None and gate.completing:
-                continue  # its complete request is finishing it
-            chunks = await self._catalog.chunks(session.id)
             try:
-                media = await self._assembler.finish(session, chunks, None)
+                # Not under a complete still finishing it, nor another instance's round.
+                async with self.locks.session(session.id, Purpose.BACKGROUND):
+                    media = await self._finish_one(session.id)
+            except SessionBusy:
+                continue
             except StorageUnavailable:
                 break  # S3 is still away; the next round tries again
             except FileDigestMismatch as error:
@@ -439,34 +411,49 @@ class UploadEngine:
                 await self._catalog.note_error(session.id, note)
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
                 continue
+            if media is None:
+                continue  # finished meanwhile
             metrics.upload_completed(media.storage)
             finished += 1
             log.info("upload.finalized", session_id=session.id, media_id=media.id)
         return finished
 
+    async def _finish_one(self, session_id: str) -> Media | None:
+        session = await self._catalog.get_session(session_id)
+        if session is None or session.state is not SessionState.FINALIZING:
+            return None
+        chunks = await self._catalog.chunks(session.id)
+        return await self._assembler.finish(session, chunks, None)
+
     async def expire_sessions(self) -> int:
         """Discard the parts of open sessions past their expiry time; how many expired."""
         expired = 0
-        for session in await self._catalog.expired_sessions(self._clock()):
-            gate = self._gates.get(session.id)
-            if gate is not None and (gate.in_flight or gate.completing):
-                continue  # a request is still working on it; the next sweep decides
-            await self.discard_uploads(session)
-            await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
-            if session.last_error is not None:
-                await self._forget_failed_media(session)
-            self._gates.pop(session.id, None)
+        for candidate in await self._catalog.expired_sessions(self._clock()):
+            try:
+                # Not while a request (here or on another instance) works on it:
+                # the next sweep decides.
+                async with self.locks.session(candidate.id, Purpose.BACKGROUND):
+                    session = await self._catalog.get_session(candidate.id)
+                    if session is None or session.state is not SessionState.OPEN:
+                        continue  # completed, aborted or expired meanwhile
+                    await self.discard_uploads(session)
+                    await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+                    if session.last_error is not None:
+                        await self._forget_failed_media(session)
+            except SessionBusy:
+                continue
             metrics.upload_failed(session.storage)
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
-        # Recounted from the catalog, so restarts and other servers' work show too.
+        # Recounted from the catalog, so restarts and other servers' work show too
+        # (every instance reports the same count).
         open_sessions = await self._catalog.sessions_in_state(SessionState.OPEN)
         still_open = {session.id for session in open_sessions}
         metrics.SESSIONS_IN_FLIGHT.set(len(still_open))
-        for session_id, gate in list(self._gates.items()):
-            # Sessions another server completed or aborted leave their gates here.
-            if session_id not in still_open and gate.idle.is_set() and not gate.completing:
-                self._release_gate(session_id, gate)
+        for session_id in list(self._digests):
+            # Sessions completed or aborted elsewhere leave their digests here.
+            if session_id not in still_open:
+                del self._digests[session_id]
         await self._remove_orphaned_staging(open_sessions)
         return expired
 
@@ -495,18 +482,6 @@ class UploadEngine:
         ):
             raise SessionExpired(f"the session expired at {session.expires_at.isoformat()}")
         return session
-
-    def _gate(self, session_id: str) -> SessionGate:
-        return self._gates.setdefault(session_id, SessionGate())
-
-    def _release_gate(self, session_id: str, gate: SessionGate) -> None:
-        """Forget the gate of a session that is no longer open.
-
-        Every path that finds a session done with calls this, so retried
-        completes and aborts do not leave one entry per session for ever.
-        """
-        if self._gates.get(session_id) is gate:
-            del self._gates[session_id]
 
     async def _media_of(self, session: UploadSession) -> Media:
         """A retried complete (its first answer was lost) gets the same media."""

@@ -19,8 +19,8 @@ spooled first, one part at a time, and each part sent once it is whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -148,9 +148,6 @@ class TusUploads:
         self._tails = engine.tails
         self.max_size = max_size
         self._chunk_size = chunk_size
-        # One PATCH at a time per upload: a new one waits for the last to end
-        # (a client that reconnects finds its old request still being read).
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def deferred_max_size(self) -> int:
@@ -299,8 +296,12 @@ class TusUploads:
             await self._load(user_id, upload_id)
             await self._engine.abort(user_id, upload_id)
 
-    def _lock(self, upload_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(upload_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, upload_id: str) -> AsyncIterator[None]:
+        """One PATCH at a time per upload, on every instance: a new one waits for the
+        last to end (a client that reconnects finds its old request still being read)."""
+        async with self._engine.locks.exclusive("tus", upload_id, wait=True):
+            yield
 
     async def _receive(
         self,

@@ -13,6 +13,7 @@ import asyncio
 import structlog
 
 from mediagate.catalog.base import Catalog
+from mediagate.core.session_locks import SessionLocks
 from mediagate.migrate.plan import Move, Options, media_pages
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores
@@ -36,11 +37,13 @@ class Reconciler:
         s3: GuardedStore,
         *,
         key_prefix: str,
+        locks: SessionLocks,
     ) -> None:
         # Through the breaker: a failing S3 shows in /readyz and sends uploads
         # to local disk, whoever met the failure first.
         self._stores = Stores(catalog, local, s3)
         self._breaker = s3.breaker
+        self._locks = locks
         self._options = Options(delete_local=True, batch_size=FILES_AT_ONCE, key_prefix=key_prefix)
 
     async def run_once(self) -> Summary:
@@ -48,6 +51,13 @@ class Reconciler:
         summary = Summary()
         if not self._breaker.healthy:
             return summary
+        # One instance's round at a time: no media is moved twice.
+        async with self._locks.exclusive("reconciler", "round", wait=False) as mine:
+            if mine:
+                await self._move_all(summary)
+        return summary
+
+    async def _move_all(self, summary: Summary) -> None:
         jobs = [
             Move(media, self._stores.local.path(media.key))
             async for page in media_pages(self._stores.catalog, StorageKind.LOCAL, None)
@@ -62,7 +72,6 @@ class Reconciler:
                 skipped=summary.skipped,
                 bytes=summary.bytes,
             )
-        return summary
 
     async def run_forever(self, interval: float = ROUND_INTERVAL) -> None:
         while True:

@@ -438,6 +438,7 @@ REGISTRY: tuple[Route, ...] = (
         problems=(
             errors.NotFound,
             errors.MissingChunks,
+            errors.ChunkInFlight,
             errors.SessionNotOpen,
             errors.SessionExpired,
             errors.FileDigestMismatch,

@@ -1,0 +1,309 @@
+"""The rules that keep an upload correct while several requests work on it.
+
+- one writer per (session, chunk), the newest attempt taking over (`chunk`);
+- a chunk is recorded only by the attempt that still holds it (`record`);
+- complete, abort and the background work hold the session alone: no chunk is
+  written under them, and they do not run under each other (`session`);
+- one holder of any other named item: a tus upload's PATCH, the reconciler's
+  round (`exclusive`).
+
+`InProcessSessionLocks` keeps them in this process's memory: enough for the
+SQLite catalog, which one process owns. `CatalogSessionLocks` keeps them in a
+catalog shared by several instances, as lease rows renewed by a heartbeat
+(docs/architecture.md, "Several instances").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import structlog
+
+from mediagate.catalog.base import Catalog, ClaimTake, LeaseRenewal, LeaseTake, SharedCatalog
+from mediagate.core.chunk_locks import ChunkLease, InProcessChunkLocks, Lease, superseded
+from mediagate.errors import ChunkInFlight, NotFound, SessionNotOpen
+from mediagate.models import Chunk
+
+log = structlog.get_logger("mediagate.upload")
+
+# Seconds a lease or claim lives without renewal: how long a dead instance's hold lasts.
+LEASE_SECONDS = 10.0
+# Seconds between renewals (and between a newer attempt's mark and the holder noticing).
+RENEW_INTERVAL = 1.0
+# Seconds between two asks of a waiter.
+POLL_INTERVAL = 0.1
+# Seconds complete waits for chunks still being written elsewhere, or for another complete.
+COMPLETE_WAIT = 30.0
+
+
+class Purpose(Enum):
+    COMPLETE = "complete"  # waits for chunks in flight and for another holder
+    ABORT = "abort"  # refused while the session is being completed; chunks in flight lose
+    BACKGROUND = "background"  # the sweep, the finalizer: only if nobody works on the session
+
+
+class SessionBusy(Exception):
+    """Background work found the session in use; the next round tries again."""
+
+
+class SessionLocks(Protocol):
+    def chunk(self, session_id: str, number: int) -> AbstractAsyncContextManager[ChunkLease]:
+        """Hold chunk `number`, its record forgotten (durably) before this returns:
+        whatever stops the write, a crash included, leaves the chunk missing rather than
+        listed with a mix of old and new bytes. SessionNotOpen while the session is being
+        completed, ChunkSuperseded if a newer attempt came."""
+
+    async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
+        """Record the chunk written under `lease` if it still holds it (ChunkSuperseded
+        otherwise); how many chunks the session has."""
+
+    def session(self, session_id: str, purpose: Purpose) -> AbstractAsyncContextManager[None]:
+        """Hold the session alone for `purpose` (see `Purpose`)."""
+
+    def exclusive(self, kind: str, item: str, *, wait: bool) -> AbstractAsyncContextManager[bool]:
+        """Hold `item` alone; without `wait`, False at once if someone holds it."""
+
+
+@dataclass
+class _Gate:
+    in_flight: int = 0
+    users: int = 0
+    completing: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    complete_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+class InProcessSessionLocks:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._chunks = InProcessChunkLocks()
+        self._gates: dict[str, _Gate] = {}
+        self._exclusive: dict[tuple[str, str], _Holders] = {}
+
+    def __len__(self) -> int:
+        """Sessions and chunks held or waited for (0 when all is quiet: nothing leaks)."""
+        return len(self._gates) + len(self._chunks) + len(self._exclusive)
+
+    @contextlib.asynccontextmanager
+    async def _using(self, session_id: str) -> AsyncIterator[_Gate]:
+        gate = self._gates.setdefault(session_id, _Gate())
+        gate.users += 1
+        try:
+            yield gate
+        finally:
+            gate.users -= 1
+            if gate.users == 0 and self._gates.get(session_id) is gate:
+                del self._gates[session_id]
+
+    @contextlib.asynccontextmanager
+    async def chunk(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
+        async with self._using(session_id) as gate:
+            if gate.completing:
+                raise SessionNotOpen("the session is being completed")
+            gate.in_flight += 1
+            gate.idle.clear()
+            try:
+                async with self._chunks.hold(session_id, number) as lease:
+                    await self._catalog.drop_chunk(session_id, number)
+                    yield lease
+            finally:
+                gate.in_flight -= 1
+                if gate.in_flight == 0:
+                    gate.idle.set()
+
+    async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
+        return await self._catalog.put_chunk(session_id, chunk)
+
+    @contextlib.asynccontextmanager
+    async def session(self, session_id: str, purpose: Purpose) -> AsyncIterator[None]:
+        async with self._using(session_id) as gate:
+            if purpose is Purpose.BACKGROUND and (
+                gate.in_flight or gate.completing or gate.complete_lock.locked()
+            ):
+                raise SessionBusy(session_id)
+            if purpose is Purpose.ABORT and gate.completing:
+                # Discarding the upload under complete would leave its media half made.
+                raise SessionNotOpen("the session is being completed; delete the media instead")
+            async with gate.complete_lock:
+                if purpose is not Purpose.COMPLETE:
+                    yield
+                    return
+                gate.completing = True
+                try:
+                    await gate.idle.wait()
+                    yield
+                finally:
+                    gate.completing = False
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, kind: str, item: str, *, wait: bool) -> AsyncIterator[bool]:
+        key = (kind, item)
+        holders = self._exclusive.setdefault(key, _Holders())
+        if holders.lock.locked() and not wait:
+            yield False
+            return
+        holders.users += 1
+        try:
+            async with holders.lock:
+                yield True
+        finally:
+            holders.users -= 1
+            if holders.users == 0 and self._exclusive.get(key) is holders:
+                del self._exclusive[key]
+
+
+@dataclass
+class _Holders:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
+
+
+class CatalogSessionLocks:
+    """The rules as rows of a catalog that every instance shares."""
+
+    def __init__(self, catalog: SharedCatalog, instance: str) -> None:
+        self._catalog = catalog
+        self.instance = instance
+        # Leases released by their chunk's record (no separate release needed).
+        self._recorded: set[str] = set()
+
+    def _owner(self) -> str:
+        return f"{self.instance}:{uuid.uuid4().hex[:12]}"
+
+    @contextlib.asynccontextmanager
+    async def chunk(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
+        lease = Lease(self._owner())
+        first = True
+        while True:
+            answer = await self._catalog.take_chunk_lease(
+                session_id, number, lease.owner, LEASE_SECONDS, first=first
+            )
+            first = False
+            if answer is LeaseTake.HELD:
+                break
+            if answer is LeaseTake.GONE:
+                raise NotFound(f"no upload session {session_id}")
+            if answer is LeaseTake.CLOSED:
+                raise SessionNotOpen("the session is being completed")
+            if answer is LeaseTake.SUPERSEDED:
+                raise superseded()
+            # The holder lets go at its next renewal, or its lease runs out.
+            await asyncio.sleep(POLL_INTERVAL)
+
+        async def renew() -> bool:
+            renewal = await self._catalog.renew_chunk_lease(
+                session_id, number, lease.owner, LEASE_SECONDS
+            )
+            if renewal is not LeaseRenewal.HELD:
+                lease.let_go()
+            return True  # renewed until the write has returned, wanted or not
+
+        async with _heartbeat(renew):
+            try:
+                yield lease
+            finally:
+                if lease.owner in self._recorded:
+                    self._recorded.discard(lease.owner)  # released by the record's commit
+                else:
+                    release = self._catalog.release_chunk_lease(session_id, number, lease.owner)
+                    await _quietly(release)
+
+    async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
+        received = await self._catalog.record_chunk(session_id, chunk, lease.owner)
+        if received is None:
+            raise superseded()
+        self._recorded.add(lease.owner)
+        return received
+
+    @contextlib.asynccontextmanager
+    async def session(self, session_id: str, purpose: Purpose) -> AsyncIterator[None]:
+        owner = self._owner()
+        deadline = asyncio.get_running_loop().time() + COMPLETE_WAIT
+        while True:
+            answer = await self._catalog.claim(
+                "session",
+                session_id,
+                owner,
+                LEASE_SECONDS,
+                idle_session=purpose is not Purpose.ABORT,
+            )
+            if answer is ClaimTake.CLAIMED:
+                break
+            if purpose is Purpose.BACKGROUND:
+                raise SessionBusy(session_id)  # or gone: nothing to do either way
+            if answer is ClaimTake.GONE:
+                raise NotFound(f"no upload session {session_id}")
+            if purpose is Purpose.ABORT:
+                raise SessionNotOpen("the session is being completed; delete the media instead")
+            if asyncio.get_running_loop().time() >= deadline:
+                if answer is ClaimTake.CHUNKS:
+                    raise ChunkInFlight(
+                        f"a chunk is still being written after {COMPLETE_WAIT:g} s; "
+                        "complete again once every chunk is answered"
+                    )
+                raise SessionNotOpen("the session is being completed; ask again later")
+            await asyncio.sleep(POLL_INTERVAL)
+        async with self._claimed("session", session_id, owner):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, kind: str, item: str, *, wait: bool) -> AsyncIterator[bool]:
+        owner = self._owner()
+        while await self._catalog.claim(kind, item, owner, LEASE_SECONDS) is not ClaimTake.CLAIMED:
+            if not wait:
+                yield False
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        async with self._claimed(kind, item, owner):
+            yield True
+
+    @contextlib.asynccontextmanager
+    async def _claimed(self, kind: str, item: str, owner: str) -> AsyncIterator[None]:
+        async def renew() -> bool:
+            return await self._catalog.renew_claim(kind, item, owner, LEASE_SECONDS)
+
+        async with _heartbeat(renew):
+            try:
+                yield
+            finally:
+                await _quietly(self._catalog.release_claim(kind, item, owner))
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None]:
+    """Renew a hold every RENEW_INTERVAL while the block runs."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(RENEW_INTERVAL)
+            try:
+                if not await renew():
+                    log.warning("lease.lost")
+                    return
+            except Exception as error:  # the catalog is away: the next beat tries again
+                log.warning("lease.renew_failed", error=str(error))
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _quietly(release: Awaitable[None]) -> None:
+    """Release a hold, even from a cancelled request; if the catalog is away, it expires."""
+    try:
+        await asyncio.shield(release)
+    except Exception as error:
+        log.warning("lease.release_failed", error=str(error))

@@ -1,0 +1,398 @@
+"""The upload rules across instances: two servers on one PostgreSQL catalog (and one
+data directory, the shared spool), any request to either."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from datetime import timedelta
+
+import pytest
+from yarl import URL
+
+from conftest import Api, MiB, chunks_of, make_settings, read_object
+from mediagate import metrics
+from mediagate.catalog.base import ClaimTake, LeaseTake
+from mediagate.catalog.postgres import PostgresCatalog
+from mediagate.config import SettingsError
+from mediagate.core.engine import utc_now
+from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
+from mediagate.web.app import create_app
+from mediagate.web.keys import ENGINE, RECONCILER
+from raw_http import RawConnection, request_head
+from test_tus import create_upload, offset_of, patch
+
+
+@pytest.fixture
+def database_url(postgres_server) -> str:
+    return postgres_server.new_database()
+
+
+async def two_instances(aiohttp_client, settings, clock=utc_now) -> tuple[Api, Api]:
+    first = await aiohttp_client(create_app(settings, clock=clock))
+    second = await aiohttp_client(create_app(settings, clock=clock))
+    return Api(first, settings), Api(second, settings)
+
+
+async def new_session(api: Api, size: int, **extra) -> str:
+    answer = await api.initiate(size=size, chunk_size=5 * MiB, **extra)
+    assert answer.status == 201, await answer.text()
+    return (await answer.json())["session_id"]
+
+
+async def start_chunk(api: Api, session_id: str, number: int, data: bytes) -> RawConnection:
+    """Headers and half of the chunk's body, then silence (the connection stays open)."""
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        f"/api/v1/media/upload/{session_id}/chunk/{number}",
+        {**api.headers, "Content-Type": "application/octet-stream"},
+        content_length=len(data),
+    )
+    await connection.send(head, data[: len(data) // 2], pause=0.2)
+    return connection
+
+
+async def stream_of(api: Api, media: dict) -> bytes:
+    answer = await api.client.get(URL(media["stream_url"]).path_qs, allow_redirects=False)
+    if answer.status == 302:  # S3: presigned
+        async with api.client.session.get(answer.headers["Location"]) as stored:
+            return await stored.read()
+    return await answer.read()
+
+
+async def test_a_retry_on_another_instance_takes_over_from_a_stalled_attempt(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    stalled_bytes, retried_bytes = os.urandom(1000), os.urandom(1000)
+    sid = await new_session(a, 1000)
+    stalled = await start_chunk(a, sid, 0, stalled_bytes)
+
+    async with asyncio.timeout(5):  # the holder lets go at its next renewal, not the body timeout
+        retry = await b.put_chunk(sid, 0, retried_bytes)
+    assert retry.status == 200, await retry.text()
+    status, problem = await stalled.answer()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (409, "chunk-superseded")
+    stalled.close()
+
+    done = await a.complete(sid)
+    assert done.status == 201, await done.text()
+    assert await stream_of(a, await done.json()) == retried_bytes
+
+
+async def test_complete_on_one_instance_waits_for_a_chunk_streaming_on_the_other(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(2000)
+    sid = await new_session(a, len(data))
+    arriving = await start_chunk(a, sid, 0, data)
+    complete = asyncio.create_task(b.complete(sid))
+    await asyncio.sleep(0.5)
+    assert not complete.done()  # not a 409 missing-chunks: it waits for the chunk
+
+    await arriving.send(data[len(data) // 2 :])
+    status, _ = await arriving.answer()
+    assert status == 200
+    done = await complete
+    assert done.status == 201, await done.text()
+    assert await stream_of(b, await done.json()) == data
+
+
+async def test_two_completes_on_two_instances_make_one_media(
+    aiohttp_client, s3_settings, s3_objects, bucket
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(5 * MiB + 10)
+    sid = await new_session(a, len(data))
+    for number, piece in enumerate(chunks_of(data, 5 * MiB)):
+        assert (await (a, b)[number % 2].put_chunk(sid, number, piece)).status == 200
+
+    first, second = await asyncio.gather(a.complete(sid), b.complete(sid))
+    assert (first.status, second.status) == (201, 201), (await first.text(), await second.text())
+    one, two = await first.json(), await second.json()
+    same = {key: value for key, value in one["info"].items() if key != "stream_url"}
+    assert {key: value for key, value in two["info"].items() if key != "stream_url"} == same
+    listed = await s3_objects.list_objects_v2(Bucket=bucket)
+    (stored,) = [item["Key"] for item in listed["Contents"]]
+    assert await read_object(s3_objects, bucket, stored) == data
+
+
+async def test_abort_on_one_instance_is_refused_while_the_other_completes(
+    aiohttp_client, s3_settings, monkeypatch
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    sid = await new_session(a, 3)
+    assert (await a.put_chunk(sid, 0, b"abc")).status == 200
+    engine = a.client.app[ENGINE]
+    reached, release = asyncio.Event(), asyncio.Event()
+    assemble = engine._assemble
+
+    async def held(session):
+        reached.set()
+        await release.wait()
+        return await assemble(session)
+
+    monkeypatch.setattr(engine, "_assemble", held)
+    complete = asyncio.create_task(a.complete(sid))
+    await reached.wait()
+    aborted = await b.abort(sid)
+    assert aborted.status == 409, await aborted.text()
+    refused = await b.put_chunk(sid, 0, b"xyz")  # no chunk starts under a complete either
+    assert refused.status == 409, await refused.text()
+    release.set()
+    assert (await complete).status == 201
+
+
+async def test_the_running_digest_is_not_trusted_once_another_instance_rewrote_a_chunk(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(5 * MiB + 10)
+    pieces = chunks_of(data, 5 * MiB)
+    sid = await new_session(a, len(data), sha256=hashlib.sha256(data).hexdigest())
+    for number, piece in enumerate(pieces):
+        assert (await a.put_chunk(sid, number, piece)).status == 200  # A hashed them all
+    assert (await b.put_chunk(sid, 1, b"Z" * len(pieces[1]))).status == 200
+
+    done = await a.complete(sid)  # A's digest says the file is right; it is not
+    assert done.status == 422, await done.text()
+    assert (await done.json())["type"].endswith("/file-digest-mismatch")
+
+
+async def test_the_sweep_on_two_instances_expires_each_session_once(aiohttp_client, s3_settings):
+    now = [utc_now()]
+    a, b = await two_instances(aiohttp_client, s3_settings, clock=lambda: now[0])
+    sids = [await new_session(a, 3) for _ in range(6)]
+    for sid in sids:
+        assert (await b.put_chunk(sid, 0, b"abc")).status == 200
+    now[0] += timedelta(seconds=s3_settings.session_ttl + 1)
+
+    counts = await asyncio.gather(
+        a.client.app[ENGINE].expire_sessions(), b.client.app[ENGINE].expire_sessions()
+    )
+    assert sum(counts) == len(sids)
+    for sid in sids:
+        assert (await a.complete(sid)).status == 410
+
+
+# --- the catalog's side of it ---------------------------------------------------------
+
+
+@pytest.fixture
+async def catalog(database_url):
+    catalog = await PostgresCatalog.open(database_url)
+    yield catalog
+    await catalog.close()
+
+
+async def add_session(catalog: PostgresCatalog, session_id: str = "s1") -> None:
+    now = utc_now()
+    await catalog.add_session(
+        UploadSession(
+            id=session_id,
+            user_id="alice",
+            filename="a.bin",
+            content_type="application/octet-stream",
+            size=10,
+            chunk_size=10,
+            total_chunks=1,
+            sha256=None,
+            storage=StorageKind.S3,
+            key="k",
+            upload_id="u",
+            state=SessionState.OPEN,
+            created_at=now,
+            expires_at=now + timedelta(hours=1),
+            media_id="m1",
+        )
+    )
+
+
+def chunk(writer: str) -> Chunk:
+    return Chunk(number=0, size=10, storage=StorageKind.S3, etag=f'"{writer}"', writer=writer)
+
+
+async def test_only_the_lease_holder_records_its_chunk(catalog):
+    await add_session(catalog)
+    assert await catalog.take_chunk_lease("s1", 0, "old", 0.2, first=True) is LeaseTake.HELD
+    assert await catalog.take_chunk_lease("s1", 0, "new", 0.2, first=True) is LeaseTake.WAITING
+    assert await catalog.take_chunk_lease("s1", 0, "newest", 5, first=True) is LeaseTake.WAITING
+    assert await catalog.take_chunk_lease("s1", 0, "new", 5, first=False) is (LeaseTake.SUPERSEDED)
+    await asyncio.sleep(0.3)  # the old holder's lease runs out
+    assert await catalog.take_chunk_lease("s1", 0, "newest", 5, first=False) is LeaseTake.HELD
+
+    assert await catalog.record_chunk("s1", chunk("old"), "old") is None
+    assert await catalog.record_chunk("s1", chunk("newest"), "newest") == 1
+    assert [c.writer for c in await catalog.chunks("s1")] == ["newest"]
+
+
+async def test_a_session_claim_and_a_chunk_lease_exclude_each_other(catalog):
+    await add_session(catalog)
+    assert await catalog.take_chunk_lease("s1", 0, "writer", 5, first=True) is LeaseTake.HELD
+    claim = await catalog.claim("session", "s1", "completer", 5, idle_session=True)
+    assert claim is ClaimTake.CHUNKS
+    await catalog.release_chunk_lease("s1", 0, "writer")
+    claim = await catalog.claim("session", "s1", "completer", 5, idle_session=True)
+    assert claim is ClaimTake.CLAIMED
+    assert await catalog.take_chunk_lease("s1", 0, "late", 5, first=True) is LeaseTake.CLOSED
+    assert await catalog.claim("session", "s1", "aborter", 5) is ClaimTake.BUSY
+    await catalog.release_claim("session", "s1", "completer")
+    assert await catalog.take_chunk_lease("s1", 0, "late", 5, first=True) is LeaseTake.HELD
+
+
+# --- the shared spool -----------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_settings(tmp_path, proxy, bucket, database_url):
+    return make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_probe_max_interval=0.2,
+        database_url=database_url,
+    )
+
+
+def completed_on_s3() -> float:
+    labels = {"storage": "s3"}
+    return metrics.REGISTRY.get_sample_value("mediagate_uploads_completed_total", labels) or 0.0
+
+
+async def eventually(check, seconds: float = 20.0):
+    async with asyncio.timeout(seconds):
+        while not (result := await check()):
+            await asyncio.sleep(0.1)
+        return result
+
+
+async def test_a_chunk_spilled_on_one_instance_reaches_s3_through_the_other(
+    aiohttp_client, proxy, proxied_settings, s3_objects, bucket
+):
+    a, b = await two_instances(aiohttp_client, proxied_settings)
+    data = os.urandom(2 * 5 * MiB + 100)
+    pieces = chunks_of(data, 5 * MiB)
+    sid = await new_session(a, len(data))
+    assert (await a.put_chunk(sid, 0, pieces[0])).status == 200
+    assert (await b.put_chunk(sid, 1, pieces[1])).status == 200
+    await proxy.cut()
+    spilled = await a.put_chunk(sid, 2, pieces[2])
+    if spilled.status == 503:  # its bytes went to the failing S3; the retry goes to disk
+        spilled = await a.put_chunk(sid, 2, pieces[2])
+    assert spilled.status == 200, await spilled.text()
+
+    done = await b.complete(sid)  # B reads A's spilled chunk from the shared spool
+    assert done.status == 202, await done.text()
+    media_id = (await done.json())["media_id"]
+    await proxy.restore()
+
+    async def ready():
+        info = await (await b.info(media_id)).json()
+        return info if info["state"] == "ready" else None
+
+    info = await eventually(ready)
+    assert info["storage"] == "s3"
+    listed = await s3_objects.list_objects_v2(Bucket=bucket)
+    (key,) = [item["Key"] for item in listed["Contents"]]
+    assert await read_object(s3_objects, bucket, key) == data
+
+
+async def test_the_finalizers_of_two_instances_finish_each_upload_once(
+    aiohttp_client, proxy, proxied_settings
+):
+    a, b = await two_instances(aiohttp_client, proxied_settings)
+    head = os.urandom(5 * MiB)
+    sids = [await new_session(a, len(head) + 3) for _ in range(3)]
+    for number, sid in enumerate(sids):
+        assert (await (a, b)[number % 2].put_chunk(sid, 0, head)).status == 200
+    await proxy.cut()
+    media_ids = []
+    for number, sid in enumerate(sids):
+        api = (a, b)[number % 2]
+        answer = await api.put_chunk(sid, 1, b"abc")
+        if answer.status == 503:  # its bytes went to the failing S3; the retry goes to disk
+            answer = await api.put_chunk(sid, 1, b"abc")
+        assert answer.status == 200, await answer.text()
+        done = await (b, a)[number % 2].complete(sid)
+        assert done.status == 202, await done.text()
+        media_ids.append((await done.json())["media_id"])
+    before = completed_on_s3()
+    await proxy.restore()
+    await asyncio.sleep(0.5)  # past the breakers' back-off
+
+    engines = [api.client.app[ENGINE] for api in (a, b)]
+    await asyncio.gather(*(engine.finish_finalizing() for engine in engines * 2))
+    for media_id in media_ids:
+        assert (await (await a.info(media_id)).json())["state"] == "ready"
+    assert completed_on_s3() - before == len(media_ids)  # not once per instance
+
+
+async def test_an_instance_with_another_data_directory_refuses_to_start(
+    aiohttp_client, tmp_path, database_url
+):
+    await aiohttp_client(create_app(make_settings(tmp_path / "one", database_url=database_url)))
+    elsewhere = make_settings(tmp_path / "two", database_url=database_url)
+    with pytest.raises(SettingsError, match=r"MEDIAGATE_DATA_DIR=.*not the data directory"):
+        await aiohttp_client(create_app(elsewhere))
+
+
+async def test_a_chunk_costs_no_more_catalog_transactions_than_on_one_instance(
+    aiohttp_client, s3_settings, monkeypatch
+):
+    """Taking the lease forgets the old record, recording releases the lease: the same
+    three transactions as with the rules in memory (plus one renewal a second while a
+    chunk takes longer)."""
+    a, _ = await two_instances(aiohttp_client, s3_settings)
+    sid = await new_session(a, 3)
+    transactions = []
+    opened = PostgresCatalog._transaction
+
+    def counted(self):
+        transactions.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    assert (await a.put_chunk(sid, 0, b"abc")).status == 200
+    # get_session, take_chunk_lease (with drop_chunk), record_chunk (with the release)
+    assert len(transactions) == 3
+
+
+async def test_two_tus_patches_at_one_offset_on_two_instances_take_turns(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    upload = await create_upload(a, length=11)
+    answers = await asyncio.gather(patch(a, upload, 0, b"AAAAAA"), patch(b, upload, 0, b"BBBBBB"))
+    # The second waits for the first, then finds the offset moved on.
+    assert sorted(answer.status for answer in answers) == [204, 409]
+    assert await offset_of(b, upload) == 6
+    assert (await patch(b, upload, 6, b"12345")).status == 204
+    assert await offset_of(a, upload) == 11
+
+
+async def test_the_reconcilers_of_two_instances_move_each_media_once(
+    aiohttp_client, proxy, proxied_settings
+):
+    await proxy.cut()
+    settings = proxied_settings.model_copy(update={"auto_migrate": True})
+    a, b = await two_instances(aiohttp_client, settings)
+    for number in range(3):
+        sid = await new_session(a, 3)
+        assert (await (a, b)[number % 2].put_chunk(sid, 0, b"abc")).status == 200
+        assert (await b.complete(sid)).status == 201  # a local media
+    await proxy.restore()
+
+    async def s3_back() -> bool:
+        await asyncio.sleep(0.3)  # past the back-off: the next initiate is the probe
+        answers = [await (await api.as_user("bob").initiate(size=1)).json() for api in (a, b)]
+        return all(answer["storage"] == "s3" for answer in answers)
+
+    await eventually(s3_back)
+    reconcilers = [api.client.app[RECONCILER] for api in (a, b)]
+    summaries = await asyncio.gather(*(reconciler.run_once() for reconciler in reconcilers))
+    assert sum(summary.migrated for summary in summaries) == 3
+    assert sum(summary.failed + summary.skipped for summary in summaries) == 0
