@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -31,6 +32,9 @@ from mediagate.models import (
 )
 
 T = TypeVar("T")
+
+# How long a statement waits for another process's lock on the file.
+BUSY_TIMEOUT_MS = 5000
 
 # The catalog's file inside the data directory, shared by the server and `mediagate migrate`.
 CATALOG_FILE = "catalog.sqlite3"
@@ -146,10 +150,10 @@ class SQLiteCatalog:
         _make_private(self._path)
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _use_wal(db)
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
         self._db = db
         self._upgrade()
 
@@ -439,6 +443,22 @@ class SQLiteCatalog:
             await self._run(self._db.close)
             self._db = None
         self._thread.shutdown(wait=True)
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. Switching needs the file to itself and fails at once instead of
+    waiting when another process opens a new catalog at the same moment (the server
+    and `mediagate migrate`, or two processes starting together), so it is retried
+    for as long as any statement would wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _make_private(path: Path) -> None:
