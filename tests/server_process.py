@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], *, log: Path | None = None) -> None:
+        """`log`: a file to keep the server's log in (stderr), else it is dropped."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._env = {
@@ -31,19 +32,24 @@ class ServerProcess:
             **env,
         }
         self._cwd = data_dir.parent
+        self._log = log
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mediagate",
-            "serve",
-            env=self._env,
-            cwd=self._cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = os.open(self._log or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mediagate",
+                "serve",
+                env=self._env,
+                cwd=self._cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        finally:
+            os.close(log)  # the child keeps its own copy
         async with asyncio.timeout(30), aiohttp.ClientSession() as client:
             while True:
                 assert self.process.returncode is None, "the server exited at start"

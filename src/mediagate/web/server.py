@@ -25,12 +25,12 @@ import structlog
 from aiohttp import web
 
 from mediagate.config import SettingsError
+from mediagate.web.access_log import AccessLogger
 from mediagate.web.keys import REQUEST_GATE, SETTINGS
 from mediagate.web.protocol import AppRunner
 
 log = structlog.get_logger("mediagate")
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 # Seconds aiohttp may take, after draining, to write answers already produced
 # (a file being sent) and then to let cancelled handlers unwind.
 FINAL_GRACE = 2.0
@@ -49,7 +49,7 @@ async def serve(
     """Serve until SIGTERM or SIGINT; on `sockets` bound by a supervisor if given."""
     runner = AppRunner(
         app,
-        access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=AccessLogger,
         shutdown_timeout=FINAL_GRACE,
         # aiohttp closes a connection that has not delivered a whole request
         # this long after it opened or after its last answer: the header timeout.
