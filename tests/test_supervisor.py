@@ -63,12 +63,14 @@ async def supervised(tmp_path: Path, postgres_server: Any) -> AsyncIterator[Any]
     started: list[Server] = []
     database_url = postgres_server.new_database()
 
-    async def start(workers: int = 2) -> Server:
+    async def start(workers: int = 2, **extra_env: str) -> Server:
         port = closed_port()
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "mediagate", "serve", "--workers", str(workers)),
             cwd=tmp_path,
-            env=environment(tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url),
+            env=environment(
+                tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url, **extra_env
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -245,7 +247,7 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[Any, float]:
     return {key: value for key, value in samples.items() if ("route", "/metrics") not in key[1]}
 
 
-async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(supervised):
+async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(supervised, tmp_path):
     requests = 40
     refused = (
         "mediagate_http_request_duration_seconds_count",
@@ -256,7 +258,8 @@ async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(sup
     auth = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
     # A connection per request: the kernel spreads connections over the workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-        server = await supervised(2)
+        (tmp_path / "tmp").mkdir()
+        server = await supervised(2, TMPDIR=str(tmp_path / "tmp"))
         await server.ready(http)
         for _ in range(requests):
             async with http.get(f"{server.url}/api/v1/media") as answer:
@@ -281,7 +284,10 @@ async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(sup
         for _ in range(4):
             after = await scrape(http, server.url)
             assert (after[refused], after[started], after[sessions]) == (requests, 3, 2)
+        (shared,) = (tmp_path / "tmp").iterdir()
+        assert shared.name.startswith("mediagate-metrics-") and any(shared.glob("*.db"))
         assert await server.stop() == 0
+    assert not any((tmp_path / "tmp").iterdir()), "the next start must not add in these counts"
 
 
 def test_a_bad_setting_met_by_the_workers_stops_the_server_with_status_2(tmp_path):
