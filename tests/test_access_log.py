@@ -158,3 +158,40 @@ async def test_a_terminal_gets_one_line_of_text_with_the_body_bytes(tmp_path):
     (line,) = [line for line in log.read_text().splitlines() if f"GET {link.path} " in line]
     assert re.search(rf'127\.0\.0\.1 "GET {re.escape(link.path)} HTTP/1\.1" 200 {len(data)} ', line)
     assert link.query["signature"] not in line
+
+
+async def test_an_s3_object_relayed_logs_its_body_bytes(tmp_path, moto_endpoint, bucket):
+    data = os.urandom(40 * MiB + 5)
+    log = tmp_path / "server.log"
+    env = {
+        "MEDIAGATE_JWT_SECRET": SECRET,
+        "MEDIAGATE_STREAM_MODE": "proxy",
+        "USE_CLOUD_STORAGE": "true",
+        "AWS_S3_BUCKET_NAME": bucket,
+        "AWS_S3_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    server = ServerProcess(tmp_path / "data", env, log=log)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=server.base) as http:
+            link = await upload(http, data)
+            info_url = f"/api/v1/media/info/{link.path.rsplit('/', 1)[-1]}"
+            async with http.get(info_url, headers=AUTH) as info:
+                assert (await info.json())["storage"] == "s3"
+            before = len(await access_lines(log, 0))
+            async with http.get(link.path_qs, headers={"X-Request-ID": "whole"}) as answer:
+                assert await answer.read() == data
+            async with aiohttp.ClientSession(base_url=server.base) as cut_short:
+                async with cut_short.get(link.path_qs, headers={"X-Request-ID": "cut"}) as answer:
+                    read = len(await answer.content.readexactly(MiB))
+                    answer.close()  # the connection, mid-body
+            logged = {line["request_id"]: line for line in await access_lines(log, before + 2)}
+            whole, cut = logged["whole"], logged["cut"]
+    finally:
+        await server.stop()
+
+    assert (whole["path"], whole["status"], whole["bytes_sent"]) == (link.path, 200, len(data))
+    assert (cut["path"], cut["status"]) == (link.path, 200)
+    assert read <= cut["bytes_sent"] < len(data)
