@@ -12,7 +12,8 @@ whole server: the supervisor makes a directory and names it in
 PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client, each worker
 then keeps its samples in files there, and `exposition()` adds up every worker's
 files (prometheus-client's multiprocess mode). Counters and histograms are summed,
-a dead worker's counts included, so they never go down when a worker is replaced.
+a dead worker's counts included, so they never go down when a worker is replaced
+(no gauge is `live*`, so a dead worker's files need no `mark_process_dead`).
 That beats the supervisor scraping its workers: the supervisor stays a plain
 process manager that serves nothing, and a scrape needs no worker but the one it
 reached.
