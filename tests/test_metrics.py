@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediagate import metrics
+from mediagate.web.keys import CATALOG
 
 CHUNK_ROUTE = "/api/v1/media/upload/{session_id}/chunk/{chunk_number}"
 
@@ -120,3 +121,27 @@ async def test_an_s3_call_without_an_answer_is_counted_as_such(start_api, unreac
 
     calls = "mediagate_s3_requests_total"
     assert moved(before, after, calls, operation="HeadBucket", outcome="no_response") == 1
+
+
+async def test_open_sessions_are_the_catalog_s_count_at_the_scrape(local_api):
+    created = [await (await local_api.initiate(filename="a.txt", size=5)).json() for _ in range(3)]
+    completed, aborted, _ = (session["session_id"] for session in created)
+    assert (await local_api.put_chunk(completed, 0, b"hello")).status == 200
+    assert (await local_api.complete(completed)).status == 201
+    assert (await local_api.abort(aborted)).status == 204
+
+    _, samples = await scrape(local_api.client)
+
+    assert samples[("mediagate_upload_sessions_in_flight", frozenset())] == 1
+
+
+async def test_a_scrape_without_the_catalog_answers_with_the_last_count(local_api):
+    for _ in range(2):
+        assert (await local_api.initiate(filename="a.txt", size=5)).status == 201
+    _, counted = await scrape(local_api.client)
+    await local_api.client.app[CATALOG].close()
+
+    _, uncounted = await scrape(local_api.client)
+
+    sessions = ("mediagate_upload_sessions_in_flight", frozenset())
+    assert counted[sessions] == uncounted[sessions] == 2

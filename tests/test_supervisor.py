@@ -23,6 +23,7 @@ import pytest
 import mediagate
 from conftest import closed_port
 from mediagate import tokens
+from test_metrics import parse
 from test_shutdown import CHUNK, PIECES, SECRET, Server, read_answer
 
 SOURCE = str(Path(mediagate.__file__).parents[1])
@@ -62,12 +63,14 @@ async def supervised(tmp_path: Path, postgres_server: Any) -> AsyncIterator[Any]
     started: list[Server] = []
     database_url = postgres_server.new_database()
 
-    async def start(workers: int = 2) -> Server:
+    async def start(workers: int = 2, **extra_env: str) -> Server:
         port = closed_port()
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "mediagate", "serve", "--workers", str(workers)),
             cwd=tmp_path,
-            env=environment(tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url),
+            env=environment(
+                tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url, **extra_env
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -234,6 +237,57 @@ async def test_sigterm_drains_every_worker_and_the_chunk_in_flight_finishes(supe
         async with http.get(f"{restarted.url}/api/v1/media/upload/{session_id}", headers=auth) as s:
             assert (await s.json())["received"] == [0]
         assert await restarted.stop() == 0
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> dict[Any, float]:
+    """One /metrics answer's samples, less those of the scrapes themselves."""
+    async with http.get(f"{url}/metrics") as answer:
+        assert answer.status == 200
+        samples = parse(await answer.text())
+    return {key: value for key, value in samples.items() if ("route", "/metrics") not in key[1]}
+
+
+async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(supervised, tmp_path):
+    requests = 40
+    refused = (
+        "mediagate_http_request_duration_seconds_count",
+        frozenset({("method", "GET"), ("route", "/api/v1/media"), ("status_class", "4xx")}),
+    )
+    started = ("mediagate_uploads_started_total", frozenset({("storage", "local")}))
+    sessions = ("mediagate_upload_sessions_in_flight", frozenset())
+    auth = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
+    # A connection per request: the kernel spreads connections over the workers.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        (tmp_path / "tmp").mkdir()
+        server = await supervised(2, TMPDIR=str(tmp_path / "tmp"))
+        await server.ready(http)
+        for _ in range(requests):
+            async with http.get(f"{server.url}/api/v1/media") as answer:
+                assert answer.status == 401
+        await upload(http, server.url, CHUNK)  # a session opened and completed
+        for _ in range(2):  # and two left open
+            async with http.post(
+                f"{server.url}/api/v1/media/upload/initiate",
+                json={"filename": "open.bin", "size": 10},
+                headers=auth,
+            ) as answer:
+                assert answer.status == 201
+
+        scrapes = [await scrape(http, server.url) for _ in range(8)]
+        assert [(s[refused], s[started], s[sessions]) for s in scrapes] == [(requests, 3, 2)] * 8
+        assert all(later == scrapes[0] for later in scrapes[1:])
+
+        os.kill(workers_of(server)[0], signal.SIGKILL)
+        async with asyncio.timeout(20):
+            while server.events.count("server.listening") < 3:
+                await asyncio.sleep(0.1)
+        for _ in range(4):
+            after = await scrape(http, server.url)
+            assert (after[refused], after[started], after[sessions]) == (requests, 3, 2)
+        (shared,) = (tmp_path / "tmp").iterdir()
+        assert shared.name.startswith("mediagate-metrics-") and any(shared.glob("*.db"))
+        assert await server.stop() == 0
+    assert not any((tmp_path / "tmp").iterdir()), "the next start must not add in these counts"
 
 
 def test_a_bad_setting_met_by_the_workers_stops_the_server_with_status_2(tmp_path):

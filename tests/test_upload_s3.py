@@ -81,6 +81,33 @@ async def test_zero_byte_file_completes_without_chunks(s3_api, s3_objects, bucke
     assert await read_object(s3_objects, bucket, key) == b""
 
 
+async def test_a_zero_byte_object_carries_what_a_multipart_one_does(s3_api, s3_objects, bucket):
+    heads = []
+    for size in (0, 5):
+        created = await (await s3_api.initiate(filename="clip é.mp4", size=size)).json()
+        if size:
+            assert (await s3_api.put_chunk(created["session_id"], 0, b"x" * size)).status == 200
+        media = await (await s3_api.complete(created["session_id"])).json()
+        head = await s3_objects.head_object(
+            Bucket=bucket, Key=f"media/alice/{media['media_id']}/clip é.mp4"
+        )
+        assert head["ContentLength"] == size
+        heads.append(head)
+
+    empty, multipart = (
+        {name: head.get(name) for name in ("ContentType", "CacheControl", "ContentDisposition")}
+        | {"Metadata": head["Metadata"]}
+        for head in heads
+    )
+    assert empty == multipart
+    assert empty == {
+        "ContentType": "video/mp4",
+        "CacheControl": "max-age=31536000, immutable",
+        "ContentDisposition": "inline; filename=\"clip _.mp4\"; filename*=UTF-8''clip%20%C3%A9.mp4",
+        "Metadata": {"owner": "alice", "filename": "clip%20%C3%A9.mp4"},
+    }
+
+
 async def test_retried_chunk_replaces_the_first(s3_api, s3_objects, bucket):
     data = payload(5 * MiB + 10)
     session = await (await s3_api.initiate(size=len(data), chunk_size=5 * MiB)).json()

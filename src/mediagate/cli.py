@@ -21,9 +21,6 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import supervisor
     from mediagate.catalog.schema import SchemaTooNew
     from mediagate.errors import CatalogUnavailable
-    from mediagate.web.app import create_app
-    from mediagate.web.server import bind_sockets
-    from mediagate.web.server import serve as serve_app
 
     host = arguments.host or settings.host
     port = arguments.port if arguments.port is not None else settings.port
@@ -36,7 +33,12 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     check_listen_host(host, port)
     configure_logging(settings.log_format)
 
+    # The application is imported here and below, not above: with several workers the
+    # supervisor must set up shared metrics before prometheus_client is imported.
     def run(sockets: list[socket.socket] | None = None) -> int:
+        from mediagate.web.app import create_app
+        from mediagate.web.server import serve as serve_app
+
         try:
             asyncio.run(
                 serve_app(
@@ -57,6 +59,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     bound_port = port
 
     def listen() -> list[socket.socket]:
+        from mediagate.web.server import bind_sockets
+
         nonlocal bound_port  # port 0: the first worker's port is every worker's
         sockets = bind_sockets(host, bound_port, reuse_port=True)
         bound_port = sockets[0].getsockname()[1]

@@ -15,8 +15,13 @@ import structlog
 Format = Literal["auto", "json", "console"]
 
 
+def renders_json(log_format: Format) -> bool:
+    """JSON lines, or readable ones: `auto` writes JSON unless stderr is a terminal."""
+    return log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+
+
 def configure_logging(log_format: Format = "auto", level: int = logging.INFO) -> None:
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    use_json = renders_json(log_format)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -5,11 +5,23 @@ that tests can build many applications in one process without "duplicated
 timeseries" errors. Label values come from small fixed sets (storage kinds,
 S3 operation names, route patterns), never from ids or paths, so the number
 of series stays bounded. Callers use the functions below; the metric objects
-are public for tests and for the gauge.
+are public for tests.
+
+With `mediagate serve --workers N` a scrape reaches one worker, yet must show the
+whole server: the supervisor makes a directory and names it in
+PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client, each worker
+then keeps its samples in files there, and `exposition()` adds up every worker's
+files (prometheus-client's multiprocess mode). Counters and histograms are summed,
+a dead worker's counts included, so they never go down when a worker is replaced
+(no gauge is `live*`, so a dead worker's files need no `mark_process_dead`).
+That beats the supervisor scraping its workers: the supervisor stays a plain
+process manager that serves nothing, and a scrape needs no worker but the one it
+reached.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal, get_args
 
 from prometheus_client import (
@@ -20,12 +32,15 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from mediagate.models import StorageKind
 
 # `*_created` timestamps would double the series and Prometheus ignores them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Read once, as prometheus_client itself reads it when first imported.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 # What went to local disk instead of S3: a new session, a whole upload whose
 # every chunk was spilled, or an upload left finalizing until S3 is back.
@@ -97,6 +112,9 @@ S3_REQUEST_SECONDS = Histogram(
 SESSIONS_IN_FLIGHT = Gauge(
     "mediagate_upload_sessions_in_flight",
     "Upload sessions open (initiated, not yet completed, aborted or expired).",
+    # The catalog's count, taken by the worker a scrape reaches (web/health.py):
+    # the latest count is the answer, not a sum or the largest of every worker's.
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 MIGRATION_FILES = Counter(
@@ -182,7 +200,20 @@ def http_request(method: str, route: str, status_class: str, seconds: float) -> 
     HTTP_REQUEST_SECONDS.labels(method, route, status_class).observe(seconds)
 
 
+def sessions_open(count: int) -> None:
+    SESSIONS_IN_FLIGHT.set(count)
+
+
 def exposition(accept: str | None) -> tuple[bytes, str]:
-    """The registry's samples in the format the scraper asked for, and its content type."""
+    """The whole server's samples in the format the scraper asked for, and its content type."""
     encode, content_type = choose_encoder(accept or "")
-    return encode(REGISTRY), content_type
+    return encode(_whole_server()), content_type
+
+
+def _whole_server() -> CollectorRegistry:
+    """This process's registry, or with several workers every worker's samples added up."""
+    if MULTIPROCESS_DIR is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return registry

@@ -23,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -49,6 +51,8 @@ KILL_MARGIN = 10.0
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 _WATCHED = {signal.SIGCHLD, *STOP_SIGNALS}
 _PR_SET_PDEATHSIG = 1
+# prometheus_client's multiprocess mode, read when it is first imported.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def several_processes_refusal(settings: Settings) -> str | None:
@@ -91,7 +95,27 @@ def supervise(workers: int, run_worker: Worker, *, listen: Listen, stop_timeout:
     worker drained and exited 0, SETTINGS_ERROR_STATUS when a worker reported a
     bad setting, 1 otherwise."""
     supervisor = _Supervisor(workers, run_worker, listen, stop_timeout + KILL_MARGIN)
-    return supervisor.run()
+    with _shared_metrics():
+        return supervisor.run()
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A new directory where every worker keeps its metrics, for a scrape of any one of
+    them to add up (metrics.py); removed when the server stops.
+
+    New at each start, so no count of an earlier run is added in. Not in the data
+    directory: instances that share a data volume must not share their metrics."""
+    if "prometheus_client" in sys.modules:
+        # Its metrics live in this process's memory already, and so would the workers'.
+        raise RuntimeError("prometheus_client was imported before the workers' metrics were set up")
+    directory = tempfile.mkdtemp(prefix="mediagate-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        del os.environ[METRICS_DIR_VARIABLE]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _Supervisor:

@@ -172,7 +172,6 @@ class UploadEngine:
             session.upload_id = await self._assembler.spill.start_upload(new_object(session))
         await self._catalog.add_session(session)
         metrics.upload_started(session.storage)
-        metrics.SESSIONS_IN_FLIGHT.inc()
         log.info(
             "upload.initiated",
             session_id=session.id,
@@ -317,7 +316,6 @@ class UploadEngine:
             await self._catalog.delete_session(session_id)
             await self.discard_uploads(session)
         self._digests.pop(session_id, None)
-        metrics.SESSIONS_IN_FLIGHT.dec()
         log.info("upload.aborted", session_id=session_id)
 
     async def discard_uploads(self, session: UploadSession) -> None:
@@ -351,7 +349,6 @@ class UploadEngine:
                     metrics.upload_failed(session.storage)
                 raise
         self._digests.pop(session_id, None)
-        metrics.SESSIONS_IN_FLIGHT.dec()
         if media.state is MediaState.READY:
             metrics.upload_completed(media.storage)
         else:
@@ -445,11 +442,8 @@ class UploadEngine:
             metrics.upload_failed(session.storage)
             expired += 1
             log.info("upload.expired", session_id=session.id, user_id=session.user_id)
-        # Recounted from the catalog, so restarts and other servers' work show too
-        # (every instance reports the same count).
         open_sessions = await self._catalog.sessions_in_state(SessionState.OPEN)
         still_open = {session.id for session in open_sessions}
-        metrics.SESSIONS_IN_FLIGHT.set(len(still_open))
         for session_id in list(self._digests):
             # Sessions completed or aborted elsewhere leave their digests here.
             if session_id not in still_open:

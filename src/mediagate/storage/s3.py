@@ -259,13 +259,24 @@ class S3Store:
 
     async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> StoredObject:
         if not etags:
-            # S3 cannot complete a multipart upload with no parts.
-            await self.abort_upload(key, upload_id)
-            with s3_errors("PutObject"):
-                answer = await self._s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
-            return StoredObject(size=0, etag=answer["ETag"])
+            return await self._complete_empty(key, upload_id)
         parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
         return await self._complete(key, upload_id, parts)
+
+    async def _complete_empty(self, key: str, upload_id: str) -> StoredObject:
+        """A 0-byte file: S3 completes no upload without a part, so it gets one empty part.
+
+        Not a PutObject instead: the object's type, caching, disposition and metadata
+        were given to CreateMultipartUpload, and only completing that upload keeps them
+        (tusd and tus-node-server's S3 stores do the same)."""
+        try:
+            with s3_errors("UploadPart"):
+                answer = await self._s3.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b""
+                )
+        except NotFound:
+            return await self.stat(key)  # completed before a crash or a lost answer
+        return await self._complete(key, upload_id, [{"PartNumber": 1, "ETag": answer["ETag"]}])
 
     async def _complete(
         self, key: str, upload_id: str, parts: list[dict[str, Any]]

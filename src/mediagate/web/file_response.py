@@ -38,6 +38,7 @@ from mediagate.web.ranges import (
     SendWhole,
     decide,
 )
+from mediagate.web.sent_bytes import CountedResponse
 
 # aiohttp's own switch, so that one setting covers both servers: set AIOHTTP_NOSENDFILE=1
 # where sendfile(2) misbehaves (some network or FUSE file systems). Tests flip this.
@@ -115,7 +116,7 @@ async def send_file(
             },
             headers=headers or {},
         )
-        response = web.StreamResponse(status=plan.status, headers=plan.headers)
+        response = CountedResponse(status=plan.status, headers=plan.headers)
         try:
             await response.prepare(request)
             if request.method != "HEAD":
@@ -251,7 +252,7 @@ def _open_regular_file(path: Path) -> tuple[io.FileIO, int]:
 
 
 async def _write_body(
-    request: web.Request, response: web.StreamResponse, file: io.FileIO, body: list[Segment]
+    request: web.Request, response: CountedResponse, file: io.FileIO, body: list[Segment]
 ) -> None:
     for segment in body:
         if isinstance(segment, ByteRange):
@@ -261,17 +262,21 @@ async def _write_body(
 
 
 async def _send_range(
-    request: web.Request, response: web.StreamResponse, file: io.FileIO, byte_range: ByteRange
+    request: web.Request, response: CountedResponse, file: io.FileIO, byte_range: ByteRange
 ) -> None:
     if USE_SENDFILE:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Connection lost")
         sent = _sendfile_at_once(transport, file, byte_range)
+        response.sent_with_sendfile(sent)
         if sent == byte_range.length:
             return
         byte_range = ByteRange(byte_range.start + sent, byte_range.stop)
         loop = asyncio.get_running_loop()
+        # loop.sendfile() leaves the file's position after the last byte it sent, even
+        # when it raises (the client went away): that is how much of the range went out.
+        file.seek(byte_range.start)
         try:
             sent = await loop.sendfile(transport, file, byte_range.start, byte_range.length)
         except NotImplementedError:
@@ -280,6 +285,8 @@ async def _send_range(
             if sent < byte_range.length:
                 raise _FileShrankError
             return
+        finally:
+            response.sent_with_sendfile(file.tell() - byte_range.start)
     await _copy_range(response, file, byte_range)
 
 
@@ -314,7 +321,7 @@ def _sendfile_at_once(transport: asyncio.Transport, file: io.FileIO, byte_range:
     return sent
 
 
-async def _copy_range(response: web.StreamResponse, file: io.FileIO, byte_range: ByteRange) -> None:
+async def _copy_range(response: CountedResponse, file: io.FileIO, byte_range: ByteRange) -> None:
     loop = asyncio.get_running_loop()
     position = byte_range.start
     while position < byte_range.stop:

@@ -13,6 +13,8 @@ import structlog
 from aiohttp import web
 
 from mediagate import metrics
+from mediagate.catalog.base import Catalog
+from mediagate.models import SessionState
 from mediagate.web.keys import CATALOG, S3_STATUS
 from mediagate.web.problems import problem_response
 
@@ -56,5 +58,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
+    await _count_open_sessions(request.app[CATALOG])
     body, content_type = metrics.exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _count_open_sessions(catalog: Catalog) -> None:
+    """Open sessions are counted in the catalog at each scrape: they open and close
+    on every worker and instance, so no one process could keep the count."""
+    try:
+        async with asyncio.timeout(CATALOG_PING_TIMEOUT):
+            sessions = await catalog.sessions_in_state(SessionState.OPEN)
+    # The scrape still answers, with the last count: metrics matter most in an outage.
+    except Exception as error:
+        log.warning("metrics.sessions_not_counted", detail=str(error) or type(error).__name__)
+        return
+    metrics.sessions_open(len(sessions))

@@ -19,6 +19,7 @@ from mediagate.models import Media
 from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.problems import problem_response
 from mediagate.web.ranges import parse_http_date
+from mediagate.web.sent_bytes import CountedResponse
 
 log = structlog.get_logger("mediagate.media")
 
@@ -78,7 +79,7 @@ async def relay(
     if answer.status in PROBLEMS:
         code, title, detail = PROBLEMS[answer.status]
         return problem_response(answer.status, code, title, detail, headers=answer.headers)
-    response = web.StreamResponse(status=answer.status, headers=answer.headers)
+    response = CountedResponse(status=answer.status, headers=answer.headers)
     if answer.status != 304:
         response.headers["Content-Type"] = content_type
         response.headers.update(headers)

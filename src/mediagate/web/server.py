@@ -25,7 +25,8 @@ import structlog
 from aiohttp import web
 
 from mediagate.config import SettingsError
-from mediagate.web.access_log import AccessLogger
+from mediagate.logs import renders_json
+from mediagate.web.access_log import JSON_FIELDS, TEXT_LINE, AccessLogger
 from mediagate.web.keys import REQUEST_GATE, SETTINGS
 from mediagate.web.protocol import AppRunner
 
@@ -50,6 +51,7 @@ async def serve(
     runner = AppRunner(
         app,
         access_log_class=AccessLogger,
+        access_log_format=JSON_FIELDS if renders_json(app[SETTINGS].log_format) else TEXT_LINE,
         shutdown_timeout=FINAL_GRACE,
         # aiohttp closes a connection that has not delivered a whole request
         # this long after it opened or after its last answer: the header timeout.
