@@ -247,6 +247,7 @@ def test_serve_refuses_a_port_in_use_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]  # after the start-up log
     assert last.startswith("mediagate: cannot listen on") and "MEDIAGATE_PORT" in last
+    assert "server.started" not in result.stderr  # it never served
 
 
 def test_serve_refuses_an_invalid_bucket_name(tmp_path):

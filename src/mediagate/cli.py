@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import socket
 import sys
+from importlib import metadata
 
 from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
@@ -98,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
         description="Chunked media uploads into S3 or local disk, served with Range support.",
         epilog="Settings come from environment variables and ./.env (see README.md).",
     )
+    root.add_argument("--version", action="version", version=f"mediagate {version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="run the HTTP server")
@@ -129,6 +131,13 @@ def parser() -> argparse.ArgumentParser:
 
     add_client_parsers(commands)
     return root
+
+
+def version() -> str:
+    try:
+        return metadata.version("mediagate")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def _worker_count(text: str) -> int:

@@ -25,3 +25,5 @@ S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 TUS = web.AppKey("tus", TusUploads)
+# What the server serves, for its start-up log line (web/server.py).
+SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")
