@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 
 from mediagate import tokens
 from mediagate.config import GiB, MiB, SettingsError, format_size, load_settings, parse_size
-from server_process import free_port
+from server_process import ServerProcess, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -313,3 +314,17 @@ def test_serve_with_a_shared_catalog_and_no_jwt_secret_refuses_to_start(tmp_path
 def test_an_empty_database_url_means_sqlite(monkeypatch):
     monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "")
     assert load_settings().database_url is None
+
+
+async def test_a_second_server_on_one_sqlite_data_dir_is_refused_in_one_line(tmp_path):
+    first = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": "s" * 32})
+    await first.start()
+    try:
+        second = await asyncio.to_thread(run_mediagate, tmp_path, "serve")
+        assert_refused_in_one_line(second, "MEDIAGATE_DATA_DIR", f"pid {first.process.pid}")
+        assert "another mediagate serve" in second.stderr
+    finally:
+        await first.stop()  # SIGKILL: the kernel drops the lock with the process
+    again = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": "s" * 32})
+    await again.start()
+    await again.stop()

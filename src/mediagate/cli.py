@@ -13,7 +13,7 @@ from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser
-from mediagate.preflight import check_data_dir, check_listen_host
+from mediagate.preflight import check_data_dir, check_listen_host, lock_data_dir
 
 DEFAULT_TOKEN_TTL = 24 * 3600
 
@@ -35,6 +35,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
         return 2
     check_data_dir(settings.data_dir)
     check_listen_host(host, port)
+    if settings.database_url is None:  # held until this process exits
+        lock_data_dir(settings.data_dir)
     configure_logging(settings.log_format)
 
     def run(sockets: list[socket.socket] | None = None) -> int:
