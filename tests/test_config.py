@@ -95,7 +95,8 @@ def test_sizes_that_are_no_sizes_are_refused(text):
 
 
 @pytest.mark.parametrize(
-    ("size", "text"), [(300, "300 B"), (8 * MiB, "8 MiB"), (3 * GiB // 2, "1.5 GiB")]
+    ("size", "text"),
+    [(300, "300 B"), (8 * MiB, "8 MiB"), (3 * GiB // 2, "1.5 GiB"), (2**60, "1048576 TiB")],
 )
 def test_sizes_are_told_in_iec_units(size, text):
     assert format_size(size) == text

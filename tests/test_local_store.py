@@ -1,13 +1,19 @@
-"""LocalStore edge cases that the HTTP tests cannot time: cancellation mid-write."""
+"""LocalStore: cancellation mid-write, and the largest file its disk holds."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import threading
 
+import aiohttp
+
+from conftest import MiB
+from mediagate import tokens
 from mediagate.storage import local
 from mediagate.storage.base import NewObject
+from server_process import ServerProcess
 
 
 class OneShotBody:
@@ -51,3 +57,51 @@ async def test_a_cancelled_write_keeps_its_file_open_until_the_thread_is_done(
             break
         await asyncio.sleep(0.02)
     assert seen == [True]
+
+
+SECRET = "test-secret-with-enough-length-for-hs256"
+
+
+def limit_file_size(pid: int, size: int) -> None:
+    """RLIMIT_FSIZE of a running process: past it the kernel answers EFBIG, as ext4
+    does past 16 TiB."""
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, size))
+
+
+async def test_an_upload_larger_than_the_disk_holds_in_one_file_is_refused(tmp_path):
+    server = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": SECRET})
+    await server.start()
+    auth = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
+    try:
+        assert server.process is not None
+        limit_file_size(server.process.pid, 12 * MiB)
+        async with aiohttp.ClientSession(server.base, headers=auth) as http:
+
+            async def initiate(size: int) -> aiohttp.ClientResponse:
+                return await http.post(
+                    "/api/v1/media/upload/initiate",
+                    json={"filename": "big.bin", "size": size, "chunk_size": 5 * MiB},
+                )
+
+            # At initiate, before any byte: 413, naming the limit.
+            refused = await initiate(12 * MiB + 1)
+            assert refused.status == 413
+            problem = await refused.json()
+            assert problem["type"].endswith("/file-too-large")
+            assert problem["max_size"] == 12 * MiB
+            assert "12 MiB" in problem["detail"]
+            assert (await initiate(12 * MiB)).status == 201
+
+            # A limit met mid-upload (lowered after initiate): 507, not a 503 to retry for ever.
+            session = await (await initiate(10 * MiB)).json()
+            chunk_url = f"/api/v1/media/upload/{session['session_id']}/chunk"
+            limit_file_size(server.process.pid, 6 * MiB)
+            assert (await http.post(f"{chunk_url}/0", data=bytes(5 * MiB))).status == 200
+            for _ in range(2):
+                answer = await http.post(f"{chunk_url}/1", data=bytes(5 * MiB))
+                assert answer.status == 507 and "Retry-After" not in answer.headers
+                problem = await answer.json()
+                assert problem["type"].endswith("/file-too-large-for-storage")
+                assert "larger than this server's disk" in problem["detail"]
+    finally:
+        await server.stop()

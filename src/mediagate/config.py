@@ -88,7 +88,8 @@ def format_size(size: int) -> str:
     """A size for people, in IEC units: `8 MiB`, `1.5 GiB`, `300 B`."""
     for unit, factor in (("TiB", 1024 * GiB), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if size >= factor:
-            return f"{size / factor:.4g} {unit}"
+            number = size / factor
+            return f"{number:.4g} {unit}" if number < 1000 else f"{number:.0f} {unit}"
     return f"{size} B"
 
 
@@ -150,6 +151,17 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias=env("MEDIAGATE_DATA_DIR"))
+    # With S3 on, what an S3 outage does. On: sessions start on local disk and
+    # chunks S3 refuses are kept there (no upload fails), so several instances
+    # need MEDIAGATE_DATA_DIR on one shared volume. Off: initiate and chunks are
+    # answered 503 storage-unavailable (Retry-After) until S3 is back, and no
+    # upload's bytes touch local disk: instances need no shared volume.
+    fallback: bool = Field(True, validation_alias=env("MEDIAGATE_FALLBACK"))
+    # Free space the data directory's disk keeps: below it /readyz answers 503,
+    # new local sessions and chunks written to local disk are refused 507 (a
+    # spill 503: S3 may take the chunk later). The SQLite catalog, and every
+    # other user's uploads, need that room. 0: only a full disk counts.
+    min_free_disk: ByteSize = Field(GiB, ge=0, validation_alias=env("MEDIAGATE_MIN_FREE_DISK"))
     # postgresql://user:password@host:port/database: the catalog lives in
     # PostgreSQL, shared by every instance. Unset: SQLite in the data directory.
     database_url: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_DATABASE_URL"))
@@ -389,6 +401,17 @@ def load_settings(**overrides: Any) -> Settings:
             "discards parts of sessions still open (0 turns the rule off)"
         )
     return settings
+
+
+def uses_local_disk(settings: Settings) -> bool:
+    """Whether uploads (or the SQLite catalog) may write to MEDIAGATE_DATA_DIR."""
+    return not settings.use_cloud_storage or settings.fallback or settings.database_url is None
+
+
+def needs_shared_volume(settings: Settings) -> bool:
+    """Whether instances on one PostgreSQL catalog must share MEDIAGATE_DATA_DIR: local
+    media and spilled chunks written by one are finished and served by the others."""
+    return not settings.use_cloud_storage or settings.fallback
 
 
 def is_valid_bucket_name(name: str) -> bool:

@@ -19,6 +19,7 @@ from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
+    DATA_DISK,
     ENGINE,
     JWT_SECRET,
     LIBRARY,
@@ -92,6 +93,8 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
         "catalog": "sqlite" if settings.database_url is None else "postgresql",
         "chunk_size": format_size(settings.chunk_size),
         "max_upload": format_size(settings.max_upload_size),
+        "fallback": ("on" if settings.fallback else "off") if settings.use_cloud_storage else None,
+        "min_free_disk": format_size(settings.min_free_disk),
     }
 
 
@@ -109,6 +112,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with open_services(settings, clock=app[CLOCK]) as services:
         app[CATALOG] = services.catalog
         app[S3_STATUS] = services.s3_status
+        app[DATA_DISK] = services.data_disk
         app[ENGINE] = services.engine
         app[LIBRARY] = services.library
         app[TUS] = services.tus
