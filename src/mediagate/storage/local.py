@@ -222,7 +222,8 @@ def _makes_sparse_files(folder: Path) -> bool:
     """Whether extending a file allocates nothing here (ext4, XFS, btrfs, tmpfs do; FAT
     writes zeros), so that probing the largest file costs no disk."""
     with tempfile.TemporaryFile(dir=folder) as probe:
-        os.ftruncate(probe.fileno(), 1024 * 1024)
+        if not _extends_to(probe.fileno(), 1024 * 1024):
+            return True  # a file-size limit under 1 MiB: probing it costs nothing either
         return os.fstat(probe.fileno()).st_blocks * 512 < 64 * 1024
 
 
