@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,7 @@ async def test_the_start_up_log_names_what_is_served_once_the_port_is_bound(serv
     assert started["tus"] == f"{server.url}/api/v1/tus"
     assert started["docs"] == f"{server.url}/api/v1/docs"
     assert (started["chunk_size"], started["max_upload"]) == ("16 MiB", "2 GiB")
+    assert started["version"] == metadata.version("mediagate")
     assert (started["storage"], started["catalog"], started["bucket"]) == ("local", "sqlite", None)
     async with aiohttp.ClientSession() as http:
         for url in (started["page"], started["docs"]):

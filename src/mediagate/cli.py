@@ -7,8 +7,8 @@ import argparse
 import asyncio
 import socket
 import sys
-from importlib import metadata
 
+from mediagate import version
 from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
@@ -133,13 +133,6 @@ def parser() -> argparse.ArgumentParser:
 
     add_client_parsers(commands)
     return root
-
-
-def version() -> str:
-    try:
-        return metadata.version("mediagate")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown (not installed)"
 
 
 def _worker_count(text: str) -> int:

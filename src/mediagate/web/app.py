@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from mediagate import tokens
+from mediagate import tokens, version
 from mediagate.config import DEFAULT_DATA_DIR, Settings, format_size
 from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
@@ -87,6 +87,7 @@ def token_command(settings: Settings) -> str:
 def served(settings: Settings, services: Services) -> dict[str, str | None]:
     """How the server stores what it is sent, in the words of the settings."""
     return {
+        "version": version(),
         "storage": services.default_storage.value,
         "bucket": settings.s3_bucket if settings.use_cloud_storage else None,
         "data_dir": str(settings.data_dir.resolve()),
