@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
+import subprocess
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
+import pytest
 
-from conftest import MiB
+from conftest import MiB, make_settings
 from mediagate import tokens
 from mediagate.storage import local
 from mediagate.storage.base import NewObject
@@ -105,3 +110,61 @@ async def test_an_upload_larger_than_the_disk_holds_in_one_file_is_refused(tmp_p
                 assert "larger than this server's disk" in problem["detail"]
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB file system that fills up: a tmpfs (mounting needs root; skipped
+    where the test may not mount)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def fill_up(path: Path) -> None:
+    """Write to `path` until the disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(64 * 1024))
+    finally:
+        os.close(fd)
+
+
+async def test_a_small_disk_keeps_its_floor_and_readyz_says_when_it_is_full(start_api, small_disk):
+    api = await start_api(make_settings(small_disk / "data", min_free_disk="2MiB"))
+    session = await (await api.initiate(filename="a.bin", size=3 * MiB)).json()
+    assert session["storage"] == "local"
+    assert (await api.put_chunk(session["session_id"], 0, bytes(3 * MiB))).status == 200
+    ready = await api.client.get("/readyz")
+    assert ready.status == 200 and (await ready.json())["disk"] == "ok"
+
+    # 3 MiB more would leave less than the 2 MiB floor: refused before a byte is written.
+    second = await (await api.initiate(filename="b.bin", size=3 * MiB)).json()
+    refused = await api.put_chunk(second["session_id"], 0, bytes(3 * MiB))
+    assert refused.status == 507
+    assert (await refused.json())["type"].endswith("/storage-full")
+
+    # Something else fills the disk: not ready, and no new local session.
+    filler = small_disk / "filler"
+    fill_up(filler)
+    ready = await api.client.get("/readyz")
+    assert ready.status == 503
+    problem = await ready.json()
+    assert (problem["disk"], problem["disk_free_bytes"], problem["catalog"]) == ("full", 0, "ok")
+    assert (await api.initiate(filename="c.bin", size=1)).status == 507
+
+    filler.unlink()  # room again
+    assert (await api.client.get("/readyz")).status == 200
+    assert (await api.complete(session["session_id"])).status == 201
