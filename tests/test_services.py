@@ -50,6 +50,9 @@ async def test_with_s3_and_the_fallback_off_instances_share_no_data_directory(
         )
         instances.append(Api(await aiohttp_client(create_app(settings)), settings))
     one, two = instances
+    ready = await one.client.get("/readyz")
+    assert ready.status == 200
+    assert "disk" not in await ready.json()  # nothing is written there: not its business
     data = bytes(range(256)) * (24 * 1024) + b"tail"  # 6 MiB + 4 bytes: two chunks
     created = await one.initiate(filename="clip.mp4", size=len(data), chunk_size=5 * MiB)
     session = await created.json()
