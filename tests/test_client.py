@@ -355,6 +355,7 @@ async def test_delete_and_problem_details(serve, local, tmp_path):
         (502, "storage-rejected", False),
         (503, "storage-unavailable", True),
         (507, "storage-full", False),
+        (507, "file-too-large-for-storage", False),
         (501, "", False),
     ],
 )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mediagate import tokens
-from mediagate.config import SettingsError, load_settings
-from server_process import free_port
+from mediagate.config import GiB, MiB, SettingsError, format_size, load_settings, parse_size
+from server_process import ServerProcess, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +51,13 @@ def test_guide_names_and_dotenv_are_read(tmp_path, monkeypatch):
         ("MEDIAGATE_JWT_SECRET", "x" * 31),
         ("MEDIAGATE_MAX_UPLOAD_SIZE", "0"),
         ("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER", "0"),
+        ("MEDIAGATE_CHUNK_SIZE", "16"),  # bytes: S3 refuses parts under 5 MiB
+        ("MEDIAGATE_CHUNK_SIZE", "4MiB"),
+        ("MEDIAGATE_CHUNK_SIZE", "6GiB"),  # S3 refuses parts over 5 GiB
+        ("MEDIAGATE_CHUNK_SIZE", "16M"),  # MiB or MB? not guessed
+        ("MEDIAGATE_MAX_UPLOAD_SIZE", "ten gigs"),
+        ("MEDIAGATE_MAX_UPLOAD_SIZE", "0.5B"),
+        ("MEDIAGATE_MAX_UPLOAD_SIZE", "60TiB"),  # more than S3's largest object
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
@@ -60,6 +68,55 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
     assert name in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("16777216", 16 * MiB),
+        ("16MiB", 16 * MiB),
+        ("16 MiB", 16 * MiB),
+        ("16mib", 16 * MiB),
+        ("1.5GiB", 3 * GiB // 2),
+        ("500MB", 500_000_000),
+        ("2 kB", 2000),
+        ("3KiB", 3072),
+        ("1TiB", 1024 * GiB),
+        ("7B", 7),
+        (" 8MiB ", 8 * MiB),
+    ],
+)
+def test_sizes_are_read_with_iec_and_si_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "-1MiB", "16M", "16 mebibytes", "0.1KiB", "1e6"])
+def test_sizes_that_are_no_sizes_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(300, "300 B"), (8 * MiB, "8 MiB"), (3 * GiB // 2, "1.5 GiB"), (2**60, "1048576 TiB")],
+)
+def test_sizes_are_told_in_iec_units(size, text):
+    assert format_size(size) == text
+
+
+def test_size_settings_take_units(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_CHUNK_SIZE", "16MiB")
+    monkeypatch.setenv("MEDIAGATE_MAX_UPLOAD_SIZE", "2 GB")
+    settings = load_settings()
+    assert (settings.chunk_size, settings.max_upload_size) == (16 * MiB, 2_000_000_000)
+
+
+def test_a_chunk_size_in_bytes_below_s3s_smallest_part_says_so(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_CHUNK_SIZE", "16")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "MEDIAGATE_CHUNK_SIZE='16'" in str(raised.value)
+    assert "16 B" in str(raised.value) and "5 MiB to 5 GiB" in str(raised.value)
+
+
 def test_a_refused_secret_is_not_echoed(monkeypatch):
     monkeypatch.setenv("MEDIAGATE_JWT_SECRET", "short-but-secret")
     with pytest.raises(SettingsError) as raised:
@@ -68,7 +125,18 @@ def test_a_refused_secret_is_not_echoed(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "bucket", ["rt", "My-Media", "media_files", "-media", "media-", "a..b", "192.168.1.1", "x" * 64]
+    "bucket",
+    [
+        "rt",
+        "My-Media",
+        "media_files",
+        "-media",
+        "media-",
+        "a..b",
+        "192.168.1.1",
+        "x" * 64,
+        "media\n",
+    ],
 )
 def test_cloud_storage_refuses_a_bucket_name_s3_would_refuse(monkeypatch, bucket):
     monkeypatch.setenv("USE_CLOUD_STORAGE", "true")
@@ -181,6 +249,7 @@ def test_serve_refuses_a_port_in_use_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]  # after the start-up log
     assert last.startswith("mediagate: cannot listen on") and "MEDIAGATE_PORT" in last
+    assert "server.started" not in result.stderr  # it never served
 
 
 def test_serve_refuses_an_invalid_bucket_name(tmp_path):
@@ -246,3 +315,17 @@ def test_serve_with_a_shared_catalog_and_no_jwt_secret_refuses_to_start(tmp_path
 def test_an_empty_database_url_means_sqlite(monkeypatch):
     monkeypatch.setenv("MEDIAGATE_DATABASE_URL", "")
     assert load_settings().database_url is None
+
+
+async def test_a_second_server_on_one_sqlite_data_dir_is_refused_in_one_line(tmp_path):
+    first = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": "s" * 32})
+    await first.start()
+    try:
+        second = await asyncio.to_thread(run_mediagate, tmp_path, "serve")
+        assert_refused_in_one_line(second, "MEDIAGATE_DATA_DIR", f"pid {first.process.pid}")
+        assert "another mediagate serve" in second.stderr
+    finally:
+        await first.stop()  # SIGKILL: the kernel drops the lock with the process
+    again = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": "s" * 32})
+    await again.start()
+    await again.stop()

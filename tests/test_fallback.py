@@ -25,8 +25,12 @@ from conftest import (
 from mediagate import metrics
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
+from mediagate.storage.local import STAGING_DIR
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE, RECONCILER
+from mediagate.web.keys import DATA_DISK, ENGINE, RECONCILER
+
+# A floor no disk reaches: MEDIAGATE_MIN_FREE_DISK as if the disk had filled up.
+FLOOR_ABOVE_ANY_DISK = 2**60
 
 
 @pytest.fixture(params=CATALOGS)
@@ -412,3 +416,75 @@ def forget_chunk_behind_the_catalogs_back(settings, session_id: str, number: int
         return
     with psycopg.connect(settings.database_url.get_secret_value()) as db:
         db.execute("DELETE FROM chunks WHERE number = %s AND session_id = %s", (number, session_id))
+
+
+def staged_files(settings) -> list[str]:
+    staging = settings.data_dir / STAGING_DIR
+    return [path.name for path in staging.iterdir() if path.is_file()]
+
+
+async def test_with_the_fallback_off_an_s3_outage_is_a_503_and_no_byte_goes_to_disk(
+    start_api, proxy, proxied_settings
+):
+    settings = proxied_settings.model_copy(update={"fallback": False})
+    api = await start_api(settings)
+    session = await (await api.initiate(size=6)).json()
+    assert session["storage"] == "s3"
+    sid = session["session_id"]
+
+    await proxy.cut()
+    for _ in range(2):  # the retry finds the breaker open: still S3's 503, no spill
+        answer = await api.put_chunk(sid, 0, b"abcdef")
+        assert answer.status == 503 and "Retry-After" in answer.headers
+        assert (await answer.json())["type"].endswith("/storage-unavailable")
+    refused = await api.initiate(size=6)
+    assert refused.status == 503 and "Retry-After" in refused.headers
+    assert (await refused.json())["type"].endswith("/storage-unavailable")
+    assert staged_files(settings) == []
+    assert (await (await api.status(sid)).json())["received"] == []
+
+    await proxy.restore()
+
+    async def chunk_taken() -> bool:
+        return (await api.put_chunk(sid, 0, b"abcdef")).status == 200
+
+    await eventually(chunk_taken)
+    done = await api.complete(sid)
+    assert done.status == 201
+    assert (await done.json())["info"]["storage"] == "s3"
+
+
+async def test_a_spill_that_would_go_below_the_disk_floor_is_a_503_to_retry(
+    start_api, proxy, proxied_settings
+):
+    settings = proxied_settings.model_copy(update={"min_free_disk": FLOOR_ABOVE_ANY_DISK})
+    api = await start_api(settings)
+    session = await (await api.initiate(size=6)).json()
+    assert session["storage"] == "s3"  # an S3 session needs no room on disk
+    await proxy.cut()
+    answer = await api.put_chunk(session["session_id"], 0, b"abcdef")
+    assert answer.status == 503 and "Retry-After" in answer.headers  # S3 may take it later
+    assert staged_files(settings) == []
+    refused = await api.initiate(size=6)  # nor can a session start on local disk
+    assert refused.status == 503 and "Retry-After" in refused.headers
+
+
+async def test_local_writes_stop_at_the_disk_floor_with_a_507(local_api):
+    session = await (await local_api.initiate(size=6)).json()
+    sid = session["session_id"]
+    disk = local_api.client.app[DATA_DISK]
+    assert disk is not None
+    floor = disk.min_free
+    disk.min_free = FLOOR_ABOVE_ANY_DISK  # the disk filled up meanwhile
+
+    answer = await local_api.put_chunk(sid, 0, b"abcdef")
+    assert answer.status == 507 and "Retry-After" not in answer.headers
+    assert (await answer.json())["type"].endswith("/storage-full")
+    assert (await (await local_api.status(sid)).json())["received"] == []
+    refused = await local_api.initiate(size=6)
+    assert refused.status == 507
+    assert (await refused.json())["type"].endswith("/storage-full")
+
+    disk.min_free = floor  # room again: the same session goes on
+    assert (await local_api.put_chunk(sid, 0, b"abcdef")).status == 200
+    assert (await local_api.complete(sid)).status == 201

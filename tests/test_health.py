@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mediagate.web.keys import CATALOG
+from conftest import make_settings
 
 
 @pytest.mark.parametrize(
@@ -28,27 +28,27 @@ async def test_healthz_says_the_process_is_alive(local_api):
 
 async def test_readyz_with_local_storage_only(local_api):
     answer = await local_api.client.get("/readyz")
-    assert await answer.json() == {"catalog": "ok", "s3": "disabled"}
+    body = await answer.json()
+    assert body.pop("disk_free_bytes") > 0
+    assert body == {"catalog": "ok", "s3": "disabled", "disk": "ok"}
 
 
 async def test_readyz_with_s3_ready(s3_api):
     answer = await s3_api.client.get("/readyz")
     assert answer.status == 200
-    assert await answer.json() == {"catalog": "ok", "s3": "ok"}
+    body = await answer.json()
+    assert body.pop("disk_free_bytes") > 0  # the SQLite catalog, and the spill, are on it
+    assert body == {"catalog": "ok", "s3": "ok", "disk": "ok"}
 
 
-async def test_readyz_is_a_503_problem_when_the_catalog_does_not_answer(local_api):
-    await local_api.client.app[CATALOG].close()
-
-    answer = await local_api.client.get("/readyz")
-
+async def test_readyz_is_a_503_naming_the_data_disk_below_its_floor(start_api, tmp_path):
+    api = await start_api(make_settings(tmp_path / "data", min_free_disk="1024TiB"))
+    answer = await api.client.get("/readyz")
     assert answer.status == 503
     assert answer.content_type == "application/problem+json"
     problem = await answer.json()
     assert problem["type"].endswith("/not-ready")
-    assert (problem["status"], problem["catalog"], problem["s3"]) == (
-        503,
-        "unavailable",
-        "disabled",
-    )
-    assert "catalog" in problem["detail"]
+    assert (problem["catalog"], problem["disk"]) == ("ok", "low")
+    assert 0 < problem["disk_free_bytes"] < 1024**5
+    assert "data disk" in problem["detail"]
+    assert "MEDIAGATE_MIN_FREE_DISK=1024 TiB" in problem["detail"]

@@ -54,6 +54,10 @@ def test_sanitize_filename(given, expected):
         ("", False),
         ("a" * 129, False),
         ("x\x00", False),
+        # `$` matches before a final newline: the rule must match the whole id.
+        ("alice\n", False),
+        ("alice\r\n", False),
+        ("\nalice", False),
     ],
 )
 def test_user_ids(user_id, valid):

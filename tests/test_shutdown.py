@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,21 @@ async def test_connections_that_never_finish_their_headers_are_closed(serve):
         assert await partial[0].read() == b""
     for _, writer in (silent, partial):
         writer.close()
+
+
+async def test_the_start_up_log_names_what_is_served_once_the_port_is_bound(serve):
+    server = await serve(MEDIAGATE_CHUNK_SIZE="16MiB", MEDIAGATE_MAX_UPLOAD_SIZE="2GiB")
+    started = await server.logged("server.started")
+    assert server.events.index("server.listening") < server.events.index("server.started")
+    assert started["page"] == f"{server.url}/"
+    assert started["native_api"] == f"{server.url}/api/v1/media"
+    assert started["tus"] == f"{server.url}/api/v1/tus"
+    assert started["docs"] == f"{server.url}/api/v1/docs"
+    assert (started["chunk_size"], started["max_upload"]) == ("16 MiB", "2 GiB")
+    assert started["version"] == metadata.version("mediagate")
+    assert (started["storage"], started["catalog"], started["bucket"]) == ("local", "sqlite", None)
+    async with aiohttp.ClientSession() as http:
+        for url in (started["page"], started["docs"]):
+            async with http.get(url) as answer:
+                assert answer.status == 200, url
+    assert await server.stop() == 0

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import jwt as pyjwt
 import pytest
 from structlog.testing import capture_logs
 
@@ -74,3 +76,28 @@ async def test_first_start_with_a_generated_secret_logs_how_to_get_a_token(start
     with capture_logs() as logs:
         await start_api(settings)  # a restart: the secret is the one from before
     assert "auth.secret_generated" not in [entry["event"] for entry in logs]
+
+
+def test_mediagate_token_refuses_a_user_id_with_a_trailing_newline(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mediagate", "token", "alice\n"],
+        env={"MEDIAGATE_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and "user id" in result.stderr
+
+
+async def test_a_token_whose_user_id_ends_in_a_newline_is_refused(local_api, tmp_path):
+    secret = tokens.load_secret(local_api.settings)
+    forged = pyjwt.encode({"sub": "alice\n", "exp": int(time.time()) + 60}, secret, "HS256")
+    headers = {"Authorization": f"Bearer {forged}"}
+    answer = await local_api.client.post(
+        "/api/v1/media/upload/initiate", json={"filename": "a.mp4", "size": 3}, headers=headers
+    )
+    assert answer.status == 401
+    assert answer.content_type == "application/problem+json"
+    assert not [path for path in (tmp_path / "data").rglob("*") if "\n" in path.name]

@@ -8,11 +8,12 @@ import asyncio
 import socket
 import sys
 
+from mediagate import version
 from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
 from mediagate.migrate.cli import add_parser as add_migrate_parser
-from mediagate.preflight import check_data_dir, check_listen_host
+from mediagate.preflight import check_data_dir, check_listen_host, lock_data_dir
 
 DEFAULT_TOKEN_TTL = 24 * 3600
 
@@ -31,6 +32,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
         return 2
     check_data_dir(settings.data_dir)
     check_listen_host(host, port)
+    if settings.database_url is None:  # held until this process exits
+        lock_data_dir(settings.data_dir)
     configure_logging(settings.log_format)
 
     # The application is imported here and below, not above: with several workers the
@@ -102,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
         description="Chunked media uploads into S3 or local disk, served with Range support.",
         epilog="Settings come from environment variables and ./.env (see README.md).",
     )
+    root.add_argument("--version", action="version", version=f"mediagate {version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="run the HTTP server")

@@ -13,18 +13,84 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 DEFAULT_DATA_DIR = Path("data")
+# S3's part sizes: every part but the last at least 5 MiB, none above 5 GiB.
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * GiB
 # S3's largest object (10,000 parts of 5 GiB); also the most a chunk plan can hold.
-S3_MAX_OBJECT_SIZE = 10_000 * 5 * 1024 * MiB
+S3_MAX_OBJECT_SIZE = 10_000 * S3_MAX_PART
 # HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
 MIN_JWT_SECRET_BYTES = 32
 # AWS bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens,
 # starting and ending with a letter or digit (MinIO follows them too).
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # fullmatch: no final newline
+
+
+# A size: a number of bytes, optionally with a unit. IEC units (KiB, MiB, GiB, TiB)
+# count in 1024s, SI units (kB, MB, GB, TB) in 1000s. A lone K, M, G or T is refused:
+# some tools read `8M` as MiB, others as MB, and a guess would be off by 5 %.
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)[ \t]*([A-Za-z]*)")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1024,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": 1024 * GiB,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+
+
+def parse_size(value: object) -> object:
+    """`16MiB`, `1.5 GiB`, `500MB` or `1048576` (bytes) as a number of bytes.
+
+    Anything but a string is left to the field's own validation."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("must be a size such as 16MiB, 500MB or a number of bytes")
+    number, unit = match.groups()
+    if unit.lower() not in _SIZE_UNITS:
+        raise ValueError(
+            f"unknown unit {unit!r}: use B, KiB, MiB, GiB, TiB (powers of 1024) "
+            "or kB, MB, GB, TB (powers of 1000)"
+        )
+    whole, _, fraction = number.partition(".")
+    factor = _SIZE_UNITS[unit.lower()]
+    scale = 10 ** len(fraction)
+    numerator = int(whole + fraction) * factor
+    if numerator % scale:
+        raise ValueError(f"{value.strip()} is not a whole number of bytes")
+    return numerator // scale
+
+
+# A setting counted in bytes, written with or without a unit.
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def format_size(size: int) -> str:
+    """A size for people, in IEC units: `8 MiB`, `1.5 GiB`, `300 B`."""
+    for unit, factor in (("TiB", 1024 * GiB), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if size >= factor:
+            number = size / factor
+            return f"{number:.4g} {unit}" if number < 1000 else f"{number:.0f} {unit}"
+    return f"{size} B"
 
 
 def env(name: str) -> AliasChoices:
@@ -85,6 +151,17 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias=env("MEDIAGATE_DATA_DIR"))
+    # With S3 on, what an S3 outage does. On: sessions start on local disk and
+    # chunks S3 refuses are kept there (no upload fails), so several instances
+    # need MEDIAGATE_DATA_DIR on one shared volume. Off: initiate and chunks are
+    # answered 503 storage-unavailable (Retry-After) until S3 is back, and no
+    # upload's bytes touch local disk: instances need no shared volume.
+    fallback: bool = Field(True, validation_alias=env("MEDIAGATE_FALLBACK"))
+    # Free space the data directory's disk keeps: below it /readyz answers 503,
+    # new local sessions and chunks written to local disk are refused 507 (a
+    # spill 503: S3 may take the chunk later). The SQLite catalog, and every
+    # other user's uploads, need that room. 0: only a full disk counts.
+    min_free_disk: ByteSize = Field(GiB, ge=0, validation_alias=env("MEDIAGATE_MIN_FREE_DISK"))
     # postgresql://user:password@host:port/database: the catalog lives in
     # PostgreSQL, shared by every instance. Unset: SQLite in the data directory.
     database_url: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_DATABASE_URL"))
@@ -104,8 +181,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, validation_alias=env("MEDIAGATE_PUBLIC_URL"))
     # The chunk size offered when a client asks for none. Larger chunks mean
     # fewer requests and S3 parts; smaller ones mean less to resend after a
-    # dropped connection. Adjusted per file to S3's 5 MiB..5 GiB, 10,000-part rules.
-    chunk_size: int = Field(8 * MiB, gt=0, validation_alias=env("MEDIAGATE_CHUNK_SIZE"))
+    # dropped connection. Every upload plan follows S3's part rules (local ones
+    # too), so a size outside 5 MiB..5 GiB could never be used and is refused;
+    # it is raised per file when 10,000 chunks would not hold the file.
+    chunk_size: ByteSize = Field(8 * MiB, validation_alias=env("MEDIAGATE_CHUNK_SIZE"))
     # How long an upload session may stay open before its parts are discarded.
     session_ttl: int = Field(24 * 3600, gt=0, validation_alias=env("MEDIAGATE_SESSION_TTL"))
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -165,7 +244,7 @@ class Settings(BaseSettings):
     )
     # Largest declared file size an upload may have: 413 at initiate or tus creation,
     # before any byte is stored (tus advertises it as Tus-Max-Size).
-    max_upload_size: int = Field(
+    max_upload_size: ByteSize = Field(
         S3_MAX_OBJECT_SIZE,
         gt=0,
         le=S3_MAX_OBJECT_SIZE,
@@ -177,6 +256,16 @@ class Settings(BaseSettings):
     def split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("chunk_size")
+    @classmethod
+    def chunk_size_is_a_part_size(cls, value: int) -> int:
+        if not S3_MIN_PART <= value <= S3_MAX_PART:
+            raise ValueError(
+                f"{format_size(value)} is not a chunk size: chunks are S3 parts (local "
+                "uploads follow the same plan), 5 MiB to 5 GiB, e.g. 8MiB"
+            )
         return value
 
     @field_validator("jwt_secret")
@@ -314,8 +403,19 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+def uses_local_disk(settings: Settings) -> bool:
+    """Whether uploads (or the SQLite catalog) may write to MEDIAGATE_DATA_DIR."""
+    return not settings.use_cloud_storage or settings.fallback or settings.database_url is None
+
+
+def needs_shared_volume(settings: Settings) -> bool:
+    """Whether instances on one PostgreSQL catalog must share MEDIAGATE_DATA_DIR: local
+    media and spilled chunks written by one are finished and served by the others."""
+    return not settings.use_cloud_storage or settings.fallback
+
+
 def is_valid_bucket_name(name: str) -> bool:
-    if not _BUCKET_NAME.match(name) or ".." in name:
+    if not _BUCKET_NAME.fullmatch(name) or ".." in name:
         return False
     try:
         ipaddress.IPv4Address(name)

@@ -120,6 +120,14 @@ class StorageFull(Problem):
     status, code, title = 507, "storage-full", "Insufficient storage"
 
 
+class FileTooLargeForStorage(StorageFull):
+    """The local file system (or the server's file-size limit) cannot hold a file this large:
+    retrying cannot help."""
+
+    code, title = "file-too-large-for-storage", "File too large for this server's disk"
+    public_detail = True
+
+
 class FileTooLarge(Problem):
     status, code, title = 413, "file-too-large", "File too large"
 

@@ -22,7 +22,7 @@ import structlog
 
 from mediagate.catalog.base import Catalog, SharedCatalog
 from mediagate.catalog.connect import open_catalog
-from mediagate.config import Settings, SettingsError
+from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
@@ -55,6 +55,8 @@ class Services:
     library: MediaLibrary
     tus: TusUploads
     reconciler: Reconciler | None
+    # The disk of the data directory, when anything may be written to it (/readyz).
+    data_disk: LocalStore | None
 
 
 @contextlib.asynccontextmanager
@@ -62,10 +64,10 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
     """A server's parts and its background work, for the life of the context."""
     async with contextlib.AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(open_catalog(settings))
-        if settings.database_url is not None:
+        if settings.database_url is not None and needs_shared_volume(settings):
             await check_shared_spool(cast(SharedCatalog, catalog), settings.data_dir)
         locks = session_locks(settings, catalog)
-        local = LocalStore(settings.data_dir)
+        local = LocalStore(settings.data_dir, min_free=settings.min_free_disk)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)
         reconciler = None
@@ -105,6 +107,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             max_open_sessions_per_user=settings.max_open_sessions_per_user,
             clock=clock,
             locks=locks,
+            fallback=settings.fallback,
         )
         library = MediaLibrary(
             catalog,
@@ -122,7 +125,10 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             chunk_size=settings.chunk_size,
         )
         await stack.enter_async_context(background_maintenance(engine))
-        yield Services(catalog, stores, default, s3_status, engine, library, tus, reconciler)
+        data_disk = local if uses_local_disk(settings) else None
+        yield Services(
+            catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk
+        )
 
 
 @contextlib.asynccontextmanager

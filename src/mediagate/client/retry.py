@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Asking again cannot help with these, whatever their status says.
-FINAL_PROBLEMS = frozenset({"storage-rejected", "storage-full", "file-too-large"})
+FINAL_PROBLEMS = frozenset(
+    {"storage-rejected", "storage-full", "file-too-large", "file-too-large-for-storage"}
+)
 # A server asking for longer than this is treated as asking for this long.
 MAX_RETRY_AFTER = 300.0
 

@@ -39,6 +39,7 @@ from mediagate.errors import (
     Problem,
     SessionExpired,
     SessionNotOpen,
+    StorageFull,
     StorageUnavailable,
     TooManySessions,
 )
@@ -93,7 +94,9 @@ class UploadEngine:
         max_open_sessions_per_user: int | None = None,
         clock: Clock = utc_now,
         locks: SessionLocks | None = None,
+        fallback: bool = True,
     ) -> None:
+        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK)."""
         self._catalog = catalog
         self._stores = stores
         self._default_storage = default_storage
@@ -103,6 +106,7 @@ class UploadEngine:
         self._max_upload_size = max_upload_size
         self._max_open_sessions = max_open_sessions_per_user
         self._clock = clock
+        self._fallback = fallback
         self._assembler = Assembler(catalog, stores, clock)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
@@ -159,17 +163,26 @@ class UploadEngine:
             expires_at=now + self._session_ttl,
             media_id=media_id,
         )
+        spill = self._assembler.spill
         try:
+            if session.storage is StorageKind.LOCAL:
+                await spill.check_new_upload(size)
             session.upload_id = await self._stores[session.storage].start_upload(
                 new_object(session)
             )
         except StorageUnavailable as error:
-            if session.storage is StorageKind.LOCAL:
+            if session.storage is StorageKind.LOCAL or not self._fallback:
                 raise
+            try:
+                await spill.check_new_upload(size)
+            except (FileTooLarge, StorageFull) as refused:
+                # Not the client's fault: S3 may take the file once it is back.
+                log.warning("upload.no_fallback", reason=refused.detail, error=str(error))
+                raise error from None
             log.warning("upload.fallback", reason="initiate", error=str(error))
             metrics.fallback("initiate")
             session.storage = StorageKind.LOCAL
-            session.upload_id = await self._assembler.spill.start_upload(new_object(session))
+            session.upload_id = await spill.start_upload(new_object(session))
         await self._catalog.add_session(session)
         metrics.upload_started(session.storage)
         log.info(
@@ -271,7 +284,8 @@ class UploadEngine:
 
         Bytes already sent to a failing S3 are gone from the request, so such a
         chunk is answered 503 (Retry-After); its retry finds the breaker open
-        and lands on local disk.
+        and lands on local disk. With the fallback off, or no room left on local
+        disk, S3's 503 is the answer.
         """
         spill = self._assembler.spill
         offset = session.chunk_offset(number)
@@ -288,20 +302,29 @@ class UploadEngine:
             )
             return etag, store.kind
         except StorageUnavailable as error:
-            if store.kind is StorageKind.LOCAL or stream.started:
+            if store.kind is StorageKind.LOCAL or stream.started or not self._fallback:
                 raise
-            log.warning(
-                "upload.chunk_spilled", session_id=session.id, chunk=number, error=str(error)
+            s3_error = error
+        try:
+            etag = await spill.put_part(
+                session.key,
+                session.local_upload_id,
+                number=number,
+                offset=offset,
+                length=length,
+                body=stream,
             )
-            metrics.chunk_spilled()
-        etag = await spill.put_part(
-            session.key,
-            session.local_upload_id,
-            number=number,
-            offset=offset,
-            length=length,
-            body=stream,
+        except StorageFull as refused:
+            # No room on local disk (or below its floor): S3 may take the chunk once it
+            # is back, so the client is told to retry rather than to give up.
+            log.warning(
+                "upload.no_spill", session_id=session.id, chunk=number, reason=refused.detail
+            )
+            raise s3_error from None
+        log.warning(
+            "upload.chunk_spilled", session_id=session.id, chunk=number, error=str(s3_error)
         )
+        metrics.chunk_spilled()
         return etag, StorageKind.LOCAL
 
     async def abort(self, user_id: str, session_id: str) -> None:

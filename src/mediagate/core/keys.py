@@ -15,7 +15,9 @@ MAX_FILENAME_BYTES = 200
 # Longer suffixes are not kept whole when a name is capped (a dot in a long title).
 MAX_EXTENSION_BYTES = 16
 MAX_USER_ID_LENGTH = 128
-_USER_ID = re.compile(r"^[A-Za-z0-9._@+=-]+$")
+# Matched whole (fullmatch): with `match`, `$` also matches before a final
+# newline, and `alice\n` would pass.
+_USER_ID = re.compile(r"[A-Za-z0-9._@+=-]+")
 # Lone surrogates stand for bytes that are not UTF-8 (os.fsdecode of a legacy
 # file name); they cannot be encoded, so they go with the control characters.
 # Bidirectional controls (RLO and friends) make `\u202egnp.exe` display as
@@ -51,7 +53,7 @@ def _capped(name: str) -> str:
 def is_valid_user_id(user_id: str) -> bool:
     return (
         0 < len(user_id) <= MAX_USER_ID_LENGTH
-        and _USER_ID.match(user_id) is not None
+        and _USER_ID.fullmatch(user_id) is not None
         and user_id.strip(".") != ""
     )
 

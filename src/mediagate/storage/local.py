@@ -5,6 +5,11 @@ An upload is one staging file per session; chunk n is written at its offset
 concurrently. Each chunk is flushed to disk before it is acknowledged. On
 complete the staging file is renamed into `{root}/{key}`, atomically. Disk
 work runs in the default thread pool, never on the event loop.
+
+Two limits of the disk are checked before they are met, not after: the largest
+file its file system holds (ext4: 16 TiB; also this process's RLIMIT_FSIZE), at
+the start of an upload (413), and the free space the server keeps
+(MEDIAGATE_MIN_FREE_DISK), before each write (507).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -21,7 +27,15 @@ from typing import BinaryIO, TypeVar
 
 import structlog
 
-from mediagate.errors import NotFound, Problem, StorageFull, StorageUnavailable
+from mediagate.config import format_size
+from mediagate.errors import (
+    FileTooLarge,
+    FileTooLargeForStorage,
+    NotFound,
+    Problem,
+    StorageFull,
+    StorageUnavailable,
+)
 from mediagate.models import StorageKind
 from mediagate.storage.base import NewObject, PartBody, StoredObject
 
@@ -46,6 +60,10 @@ def disk_errors(operation: str) -> Iterator[None]:
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull(f"local {operation}: the disk is full") from error
+        if error.errno == errno.EFBIG:
+            raise FileTooLargeForStorage(
+                "the file is larger than this server's disk can hold in one file; abort the upload"
+            ) from error
         raise StorageUnavailable(f"local {operation} failed: {error.strerror}") from error
 
 
@@ -60,10 +78,40 @@ def object_etag(stat: os.stat_result) -> str:
 class LocalStore:
     kind = StorageKind.LOCAL
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, min_free: int = 0) -> None:
+        """`min_free`: bytes of the disk that writes leave free."""
         self.root = root.resolve()
+        self.min_free = min_free
         self._staging = self.root / STAGING_DIR
         self._staging.mkdir(parents=True, exist_ok=True)
+        self._sparse = _makes_sparse_files(self._staging)
+
+    async def free_space(self) -> int:
+        """Bytes this process may still write to the disk."""
+        with disk_errors("statvfs"):
+            return await _off_loop(_free_bytes, self.root)
+
+    async def check_new_upload(self, size: int) -> None:
+        """Refuse an upload of `size` bytes that this disk could never hold as one file
+        (413, naming the limit), or that would start below the free-space floor (507)."""
+        if self._sparse:
+            with disk_errors("probe"):
+                limit = await _off_loop(_largest_file, self._staging, size)
+            if limit is not None:
+                raise FileTooLarge(
+                    f"{size} bytes declared; this server's disk holds files of at most "
+                    f"{limit} bytes ({format_size(limit)})",
+                    max_size=limit,
+                )
+        await self._keep_free(0)
+
+    async def _keep_free(self, length: int) -> None:
+        free = await self.free_space()
+        if free - length < self.min_free or free == 0:
+            raise StorageFull(
+                f"local disk: {format_size(free)} free, {format_size(length)} to write, "
+                f"{format_size(self.min_free)} kept free (MEDIAGATE_MIN_FREE_DISK)"
+            )
 
     def path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -83,6 +131,7 @@ class LocalStore:
     async def put_part(
         self, key: str, upload_id: str, *, number: int, offset: int, length: int, body: PartBody
     ) -> str:
+        await self._keep_free(length)
         with disk_errors("write"):
             # O_CREAT: chunks spilled from an S3 session start their staging file.
             fd = await _off_loop(
@@ -162,6 +211,50 @@ class _StagingFile:
             self._running.add_done_callback(lambda _: os.close(self._fd))
         else:
             os.close(self._fd)
+
+
+def _free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _makes_sparse_files(folder: Path) -> bool:
+    """Whether extending a file allocates nothing here (ext4, XFS, btrfs, tmpfs do; FAT
+    writes zeros), so that probing the largest file costs no disk."""
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        if not _extends_to(probe.fileno(), 1024 * 1024):
+            return True  # a file-size limit under 1 MiB: probing it costs nothing either
+        return os.fstat(probe.fileno()).st_blocks * 512 < 64 * 1024
+
+
+def _largest_file(folder: Path, wanted: int) -> int | None:
+    """None if a file of `wanted` bytes fits on `folder`'s file system (and under this
+    process's RLIMIT_FSIZE), else the largest size that does.
+
+    statvfs does not tell, nor does pathconf (ext4 answers 64 bits for a 16 TiB
+    limit): an unnamed sparse file is extended to the size, which fails with EFBIG
+    past the limit, and a binary search finds the limit (about 45 calls, on refusal only)."""
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        if _extends_to(probe.fileno(), wanted):
+            return None
+        fits, too_large = 0, wanted
+        while too_large - fits > 1:
+            middle = (fits + too_large) // 2
+            if _extends_to(probe.fileno(), middle):
+                fits = middle
+            else:
+                too_large = middle
+        return fits
+
+
+def _extends_to(fd: int, size: int) -> bool:
+    try:
+        os.ftruncate(fd, size)
+    except OSError as error:
+        if error.errno == errno.EFBIG:
+            return False
+        raise
+    return True
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

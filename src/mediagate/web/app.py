@@ -8,17 +8,18 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from mediagate import tokens
-from mediagate.config import DEFAULT_DATA_DIR, Settings
+from mediagate import tokens, version
+from mediagate.config import DEFAULT_DATA_DIR, Settings, format_size
 from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
-from mediagate.services import open_services
+from mediagate.services import Services, open_services
 from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CATALOG,
     CLOCK,
+    DATA_DISK,
     ENGINE,
     JWT_SECRET,
     LIBRARY,
@@ -26,6 +27,7 @@ from mediagate.web.keys import (
     RECONCILER,
     REQUEST_GATE,
     S3_STATUS,
+    SERVED,
     SETTINGS,
     TUS,
 )
@@ -82,6 +84,21 @@ def token_command(settings: Settings) -> str:
     return f"MEDIAGATE_DATA_DIR={data_dir} mediagate token USER"
 
 
+def served(settings: Settings, services: Services) -> dict[str, str | None]:
+    """How the server stores what it is sent, in the words of the settings."""
+    return {
+        "version": version(),
+        "storage": services.default_storage.value,
+        "bucket": settings.s3_bucket if settings.use_cloud_storage else None,
+        "data_dir": str(settings.data_dir.resolve()),
+        "catalog": "sqlite" if settings.database_url is None else "postgresql",
+        "chunk_size": format_size(settings.chunk_size),
+        "max_upload": format_size(settings.max_upload_size),
+        "fallback": ("on" if settings.fallback else "off") if settings.use_cloud_storage else None,
+        "min_free_disk": format_size(settings.min_free_disk),
+    }
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     secret = tokens.obtain_secret(settings)
@@ -96,16 +113,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with open_services(settings, clock=app[CLOCK]) as services:
         app[CATALOG] = services.catalog
         app[S3_STATUS] = services.s3_status
+        app[DATA_DISK] = services.data_disk
         app[ENGINE] = services.engine
         app[LIBRARY] = services.library
         app[TUS] = services.tus
         if services.reconciler is not None:
             app[RECONCILER] = services.reconciler
-        log.info(
-            "server.started",
-            storage=services.default_storage.value,
-            data_dir=str(settings.data_dir.resolve()),
-            bucket=settings.s3_bucket if settings.use_cloud_storage else None,
-        )
+        # Logged as `server.started` once the port is bound (web/server.py).
+        app[SERVED] = served(settings, services)
         yield
     log.info("server.stopped")

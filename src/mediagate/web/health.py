@@ -1,8 +1,10 @@
 """Operations endpoints, open without a token: liveness, readiness, metrics.
 
-`/readyz` answers 200 whenever the catalog answers, S3 or not: without S3
-new uploads go to local disk, so the server still serves. The S3 state is in
-the body for dashboards and humans.
+`/readyz` answers 200 whenever the catalog answers and the data directory's
+disk (when anything may be written to it) has more than MEDIAGATE_MIN_FREE_DISK
+free, S3 or not: without S3 new uploads go to local disk (or, with the fallback
+off, are told to retry), so the server still serves. The S3 state is in the
+body for dashboards and humans.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from aiohttp import web
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
+from mediagate.config import format_size
+from mediagate.errors import Problem
 from mediagate.models import SessionState
-from mediagate.web.keys import CATALOG, S3_STATUS
+from mediagate.web.keys import CATALOG, DATA_DISK, S3_STATUS
 from mediagate.web.problems import problem_response
 
 log = structlog.get_logger("mediagate.web")
@@ -35,9 +39,10 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     s3 = request.app[S3_STATUS]
-    body: dict[str, str] = {"s3": s3.state.value}
+    body: dict[str, str | int] = {"s3": s3.state.value}
     if s3.problem:
         body["s3_problem"] = s3.problem
+    disk_problem = await _disk_problem(request, body)
     try:
         async with asyncio.timeout(CATALOG_PING_TIMEOUT):
             await request.app[CATALOG].ping()
@@ -53,7 +58,32 @@ async def readyz(request: web.Request) -> web.Response:
             catalog="unavailable",
             **body,
         )
+    if disk_problem is not None:
+        return problem_response(503, "not-ready", "Not ready", disk_problem, catalog="ok", **body)
     return web.json_response({"catalog": "ok", **body})
+
+
+async def _disk_problem(request: web.Request, body: dict[str, str | int]) -> str | None:
+    """The data disk's state into `body`; why it makes the server unready, if it does."""
+    disk = request.app[DATA_DISK]
+    if disk is None:  # S3 without fallback, PostgreSQL: nothing is written there
+        return None
+    try:
+        free = await disk.free_space()
+    except Problem as error:
+        body["disk"] = "unavailable"
+        log.warning("readyz.disk_unusable", path=str(disk.root), detail=error.detail)
+        return "the data disk cannot be read"
+    body["disk_free_bytes"] = free
+    if free > 0 and free >= disk.min_free:
+        body["disk"] = "ok"
+        return None
+    body["disk"] = "full" if free == 0 else "low"
+    log.warning("readyz.disk_low", path=str(disk.root), free=free, floor=disk.min_free)
+    return (
+        f"the data disk (MEDIAGATE_DATA_DIR) has {format_size(free)} free, below "
+        f"MEDIAGATE_MIN_FREE_DISK={format_size(disk.min_free)}"
+    )
 
 
 @routes.get("/metrics")

@@ -11,6 +11,7 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
 from mediagate.migrate.reconciler import Reconciler
+from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_status import S3Status
 from mediagate.web.request_gate import RequestGate
 
@@ -25,3 +26,7 @@ S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 TUS = web.AppKey("tus", TusUploads)
+# What the server serves, for its start-up log line (web/server.py).
+SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")
+# The data directory's disk, when anything may be written to it (/readyz).
+DATA_DISK: web.AppKey[LocalStore | None] = web.AppKey("data_disk")

@@ -70,7 +70,12 @@ CORS_ORIGIN_NOT_ALLOWED = ProblemType(403, "cors-origin-not-allowed", "Origin no
 ALWAYS = (errors.BadRequest, SHUTTING_DOWN, ProblemType.of(errors.Problem))
 # Every operation that takes a token reads or writes the catalog, which may be away.
 AUTHENTICATED = (errors.Unauthorized, errors.CatalogUnavailable)
-STORAGE = (errors.StorageUnavailable, errors.StorageRejected, errors.StorageFull)
+STORAGE = (
+    errors.StorageUnavailable,
+    errors.StorageRejected,
+    errors.StorageFull,
+    errors.FileTooLargeForStorage,
+)
 
 # Headers each problem type's answer carries (errors.py `headers`).
 PROBLEM_HEADERS = {

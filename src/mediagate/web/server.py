@@ -27,7 +27,7 @@ from aiohttp import web
 from mediagate.config import SettingsError
 from mediagate.logs import renders_json
 from mediagate.web.access_log import JSON_FIELDS, TEXT_LINE, AccessLogger
-from mediagate.web.keys import REQUEST_GATE, SETTINGS
+from mediagate.web.keys import REQUEST_GATE, SERVED, SETTINGS
 from mediagate.web.protocol import AppRunner
 
 log = structlog.get_logger("mediagate")
@@ -70,6 +70,7 @@ async def serve(
             except OSError as error:  # in use, or not an address of this machine
                 raise cannot_listen(host, port, error) from None
             log.info("server.listening", url=site.name)
+        log_started(app, sites[0].name)
         await _until_stop_signal()
         for site in sites:
             await site.stop()
@@ -84,6 +85,19 @@ async def serve(
             log.warning("server.requests_cancelled", count=gate.in_flight)
     finally:
         await runner.cleanup()
+
+
+def log_started(app: web.Application, listening: str) -> None:
+    """`server.started`, with what is served where: only once the port is bound."""
+    base = app[SETTINGS].public_url or listening
+    log.info(
+        "server.started",
+        page=f"{base}/",
+        native_api=f"{base}/api/v1/media",
+        tus=f"{base}/api/v1/tus",
+        docs=f"{base}/api/v1/docs",
+        **app[SERVED],
+    )
 
 
 def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
