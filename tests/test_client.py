@@ -294,6 +294,27 @@ async def test_a_refused_chunk_fails_the_upload_with_its_problem(serve, local, t
     assert len(recorder.chunk_times[1]) == 1  # a 4xx is not retried
 
 
+async def test_resume_state_is_private_to_the_user(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    recorder.refused = {1}
+    old_umask = os.umask(0o022)
+    try:
+        with pytest.raises(ProblemError):
+            await client.upload(media_file(tmp_path, 3 * CHUNK), chunk_size=CHUNK)
+    finally:
+        os.umask(old_umask)
+    folder = tmp_path / "cache"
+    (state,) = folder.iterdir()  # kept for the next run to resume
+    assert (folder.stat().st_mode & 0o777, state.stat().st_mode & 0o777) == (0o700, 0o600)
+
+
+def test_a_server_url_with_a_password_is_refused_without_echoing_it():
+    with pytest.raises(ValueError) as raised:
+        MediagateClient("https://alice:hunter2@media.example.com", "token")
+    assert "hunter2" not in str(raised.value)
+    assert "https://media.example.com must not carry a user name or password" in str(raised.value)
+
+
 async def test_a_refused_token_is_not_retried(serve, local, tmp_path):
     good, _ = await serve(local)
     retries = []

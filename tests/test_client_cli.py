@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import Api, MiB, closed_port
+from conftest import Api, MiB, closed_port, make_settings
+from mediagate import tokens
 from mediagate.client_cli import _how_to_resume
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
+
+TEST_SECRET = make_settings(Path("unused")).jwt_secret.get_secret_value().encode()
 
 
 class Cli:
@@ -46,20 +49,25 @@ class Cli:
     async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         return await self.start_python("-m", "mediagate", *args, **env)
 
-    async def start_python(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+    async def start_python(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             *args,
             env={**self.env, **env},
+            cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
 
-    async def run(self, *args: str, **env: str) -> tuple[int, str, str]:
-        return await self.run_python("-m", "mediagate", *args, **env)
+    async def run(self, *args: str, cwd: Path | None = None, **env: str) -> tuple[int, str, str]:
+        return await self.run_python("-m", "mediagate", *args, cwd=cwd, **env)
 
-    async def run_python(self, *args: str, **env: str) -> tuple[int, str, str]:
-        process = await self.start_python(*args, **env)
+    async def run_python(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> tuple[int, str, str]:
+        process = await self.start_python(*args, cwd=cwd, **env)
         async with asyncio.timeout(60):
             out, err = await process.communicate()
         return process.returncode, out.decode(), err.decode()
@@ -171,8 +179,24 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
             ["--token", "not-a-token"],
             {},
             1,
-            "mediagate upload: the server refused the token: the token is not valid: Not enough "
-            "segments (401); get a new one with `mediagate token USER` on the server",
+            "mediagate upload: the server refused the token: not a mediagate token (401); "
+            "pass the whole line `mediagate token USER` printed on the server",
+        ),
+        (
+            ["--token", tokens.issue(b"another-server-s-secret-long-enough", "alice", 60)],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token is signed for another "
+            "server (not with this server's secret) (401); run `mediagate token USER` where that "
+            "server runs (with its MEDIAGATE_DATA_DIR or MEDIAGATE_JWT_SECRET), not on another "
+            "machine or data directory",
+        ),
+        (
+            ["--token", tokens.issue(TEST_SECRET, "alice", 60, now=1_000_000_000)],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token expired at 2001-09-09 "
+            "01:47 UTC (401); get a new one with `mediagate token USER` on the server",
         ),
         (
             [],
@@ -181,12 +205,28 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
             "mediagate upload: cannot reach the server at http://127.0.0.1:{closed}: connection "
             "refused (is the server running, and is --server http://127.0.0.1:{closed} right?)",
         ),
+        (
+            ["--server", "http://user:hunter2@127.0.0.1:{closed}"],
+            {},
+            2,
+            "mediagate upload: --server http://127.0.0.1:{closed} must not carry a user name or "
+            "password (`user:pass@`): the token signs you in",
+        ),
     ],
-    ids=["bad-url", "no-token", "refused-token", "server-down"],
+    ids=[
+        "bad-url",
+        "no-token",
+        "not-a-token",
+        "another-server-s-token",
+        "expired-token",
+        "server-down",
+        "password-in-url",
+    ],
 )
 async def test_one_line_errors(cli, tmp_path, args, env, code, message):
     closed = str(closed_port())
     env = {name: value.replace("{closed}", closed) for name, value in env.items()}
+    args = [arg.replace("{closed}", closed) for arg in args]
     path = media_file(tmp_path, 10, "clip.mp4")
     started = time.monotonic()
 
@@ -217,6 +257,54 @@ def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, arg
     files = [Path(word) for word in argv if word.endswith(".mp4")]
     arguments = argparse.Namespace(files=files, uploaded=[Path(name) for name in uploaded])
     assert _how_to_resume(arguments) == hint
+
+
+async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media(
+    aiohttp_client, proxy, bucket, tmp_path
+):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_read_timeout=3,
+        s3_max_attempts=1,
+    )
+    chunk_posts: list[str] = []
+    running: list[asyncio.subprocess.Process] = []
+
+    @web.middleware
+    async def slow_complete(request, handler):
+        if "/chunk/" in request.path:
+            chunk_posts.append(request.path)
+        if request.path.endswith("/complete") and running:
+            # S3 keeps its answer to CompleteMultipartUpload: the session is
+            # finalizing while the user presses Ctrl-C.
+            proxy.hold_answers()
+            asyncio.get_running_loop().call_later(1.0, running.pop().send_signal, signal.SIGINT)
+        return await handler(request)
+
+    app = create_app(settings)
+    app.middlewares.append(slow_complete)
+    cli = Cli(Api(await aiohttp_client(app), settings), tmp_path)
+    path = media_file(tmp_path, 12 * MiB, "clip.mp4")
+    command = ("upload", "--chunk-size", "5", str(path))
+
+    interrupted = await cli.start(*command)
+    running.append(interrupted)
+    async with asyncio.timeout(60):
+        _, first_err = await interrupted.communicate()
+    assert (interrupted.returncode, running) == (130, []), first_err.decode()
+
+    code, out, err = await cli.run(*command)
+    proxy.release_answers()
+
+    assert code == 0, err
+    media_id = out.split()[0]
+    assert "stored; the server is still moving it into S3" in err
+    assert len(chunk_posts) == 3  # every byte went once, in the first run
+    code, out, _ = await cli.run("ls", "--json")
+    assert [item["media_id"] for item in json.loads(out)] == [media_id]
 
 
 # Reports the peak RSS of the command it runs. A small process of its own starts it:
@@ -324,3 +412,98 @@ async def test_a_refused_file_is_reported_and_the_others_still_go(
     reason = "huge.mp4 is over the limit (413 file-too-large)"
     assert refused == {"file": str(huge), "error": reason}
     assert (code, uploaded["file"]) == (1, str(fine))
+
+
+def lying_server(filename: str, body: bytes) -> web.Application:
+    """A server whose info answer names a hostile file, and whose media id is a path."""
+    media = {
+        "media_id": "../../PWNED",
+        "user_id": "alice",
+        "filename": filename,
+        "content_type": "application/octet-stream",
+        "size": len(body),
+        "checksum": None,
+        "storage": "local",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "stream_url": "/elsewhere",
+    }
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response(media)
+
+    async def stream(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/media/info/{id}", info)
+    app.router.add_get("/api/v1/media/stream/{id}", stream)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("filename", "saved"),
+    [
+        ("", "file"),
+        (".", "file"),
+        ("..", "file"),
+        ("../../PWNED", "PWNED"),
+        ("..\\..\\PWNED", "PWNED"),
+        (".bashrc", "bashrc"),
+        ("clip\x1b[2J.mp4", "clip[2J.mp4"),
+    ],
+)
+async def test_download_names_the_file_itself_never_from_a_path_the_server_gives(
+    aiohttp_client, local_api, tmp_path, filename, saved
+):
+    server = await aiohttp_client(lying_server(filename, b"payload"))
+    root = tmp_path / "root"
+    here = root / "a" / "b" / "here"
+    here.mkdir(parents=True)
+    cli = Cli(local_api, tmp_path)
+
+    code, out, err = await cli.run(
+        "download", "m1", cwd=here, MEDIAGATE_URL=str(server.make_url("")).rstrip("/")
+    )
+
+    assert (code, out.strip()) == (0, saved), err
+    assert (here / saved).read_bytes() == b"payload"
+    assert [path for path in root.rglob("*") if path.is_file()] == [here / saved]
+
+
+async def test_download_replaces_a_file_only_when_named_or_forced(
+    aiohttp_client, local_api, tmp_path
+):
+    server = await aiohttp_client(lying_server(".bashrc", b"new"))
+    cli = Cli(local_api, tmp_path)
+    url = str(server.make_url("")).rstrip("/")
+    mine = tmp_path / "bashrc"
+    mine.write_bytes(b"mine")
+
+    code, out, err = await cli.run("download", "m1", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "mediagate download: bashrc already exists (not replaced); "
+        "name the file with -o FILE, or replace it with --force"
+    ]
+    assert mine.read_bytes() == b"mine"
+    assert [path.name for path in tmp_path.iterdir() if path.is_file()] == ["bashrc"]
+
+    code, out, err = await cli.run("download", "m1", "-o", ".", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 1 and mine.read_bytes() == b"mine", err
+
+    code, _, err = await cli.run("download", "m1", "-o", "bashrc", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 0 and mine.read_bytes() == b"new", err
+
+    mine.write_bytes(b"mine")
+    code, _, err = await cli.run("download", "m1", "--force", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 0 and mine.read_bytes() == b"new", err
+
+
+async def test_download_of_an_empty_media(cli, local_api, tmp_path):
+    session = await (await local_api.initiate(filename="empty.txt", size=0)).json()
+    media_id = (await (await local_api.complete(session["session_id"])).json())["media_id"]
+
+    code, out, err = await cli.run("download", media_id, cwd=tmp_path)
+
+    assert (code, out.strip()) == (0, "empty.txt"), err
+    assert (tmp_path / "empty.txt").read_bytes() == b""

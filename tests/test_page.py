@@ -232,7 +232,7 @@ async def test_a_token_link_signs_in_and_leaves_the_address_bar(local_api, brows
     await page.get_by_role("button", name="Sign out").click()
     await page.get_by_label("Access token").fill("not-a-token")
     await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_text("Could not sign in: the token is not valid").wait_for()
+    await page.get_by_text("Could not sign in: not a mediagate token").wait_for()
     await page.reload()
     await page.get_by_label("Access token").wait_for()  # signed out stays signed out
 

@@ -82,10 +82,12 @@ def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
-    if settings.jwt_secret is None:  # the secret is (or will be) in the data directory
+    create = arguments.create_secret
+    if settings.jwt_secret is None and create:  # the secret will be in the data directory
         check_data_dir(settings.data_dir)
     try:
-        print(tokens.issue(tokens.load_secret(settings), arguments.user, arguments.ttl))
+        secret = tokens.load_secret(settings, create=create)
+        print(tokens.issue(secret, arguments.user, arguments.ttl))
     except ValueError as error:
         print(f"mediagate: {error}", file=sys.stderr)
         return 2
@@ -124,6 +126,12 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("user", help="the user id (the token's `sub`)")
     sign.add_argument(
         "--ttl", type=int, default=DEFAULT_TOKEN_TTL, help="lifetime in seconds (default: 1 day)"
+    )
+    sign.add_argument(
+        "--create-secret",
+        action="store_true",
+        help="with no MEDIAGATE_JWT_SECRET and no secret in the data directory yet, make it "
+        "(as `serve` does on its first start) instead of refusing",
     )
     sign.set_defaults(handler=token)
 

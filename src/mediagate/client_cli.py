@@ -83,7 +83,16 @@ def add_parsers(commands: Any) -> None:
     )
     fetch.add_argument("media_id", metavar="ID")
     fetch.add_argument(
-        "-o", "--output", type=Path, metavar="FILE", help="file or directory (default: its name)"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="file or directory (default: the media's filename, made safe, in this directory)",
+    )
+    fetch.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file of that name in the directory (a file named by -o always is)",
     )
     fetch.set_defaults(handler=download_command, needs_settings=False)
 
@@ -241,7 +250,10 @@ async def _download(client: MediagateClient, arguments: argparse.Namespace) -> i
     finished = False
     try:
         saved = await client.download(
-            arguments.media_id, arguments.output, on_progress=lambda d, t: display.update(d, t)
+            arguments.media_id,
+            arguments.output,
+            on_progress=lambda d, t: display.update(d, t),
+            overwrite=arguments.force,
         )
         finished = True
     finally:
@@ -284,18 +296,28 @@ def _print_result(arguments: argparse.Namespace, data: dict[str, Any], text: str
 
 def _explain(error: MediagateError, server: str) -> str:
     """One line a user can act on."""
-    from mediagate.client import ConnectionFailed, Unauthorized
+    from mediagate.client import ConnectionFailed, TargetExists, Unauthorized
 
+    if isinstance(error, TargetExists):
+        return f"{error}; name the file with -o FILE, or replace it with --force"
     if isinstance(error, Unauthorized):
-        return (
-            f"the server refused the token: {error.detail} (401); "
-            "get a new one with `mediagate token USER` on the server"
-        )
+        hint = TOKEN_HINTS.get(str(error.problem.get("reason")), TOKEN_HINTS["expired"])
+        return f"the server refused the token: {error.detail} (401); {hint}"
     if isinstance(error, ConnectionFailed) and not error.retryable:
         return f"{error} (is the server running, and is --server {server} right?)"
     if isinstance(error, ConnectionFailed):
         return f"{error} (gave up retrying)"
     return str(error)
+
+
+# What to do about a refused token, by the `reason` of the server's 401 problem.
+TOKEN_HINTS = {
+    "missing": "pass --token or set MEDIAGATE_TOKEN",
+    "malformed": "pass the whole line `mediagate token USER` printed on the server",
+    "bad-signature": "run `mediagate token USER` where that server runs (with its "
+    "MEDIAGATE_DATA_DIR or MEDIAGATE_JWT_SECRET), not on another machine or data directory",
+    "expired": "get a new one with `mediagate token USER` on the server",
+}
 
 
 def _fail(arguments: argparse.Namespace, message: str, code: int) -> int:

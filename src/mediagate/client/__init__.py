@@ -14,6 +14,7 @@ from mediagate.client.errors import (
     MediagateError,
     NotFound,
     ProblemError,
+    TargetExists,
     Unauthorized,
 )
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
@@ -31,6 +32,7 @@ __all__ = [
     "ResumeStore",
     "RetryPolicy",
     "SessionStatus",
+    "TargetExists",
     "Unauthorized",
     "UploadProgress",
     "UploadResult",

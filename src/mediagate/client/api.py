@@ -44,6 +44,9 @@ class MediagateClient:
         on_retry: RetryHook | None = None,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
+        problem = validate_server_url(server)
+        if problem is not None:
+            raise ValueError(problem)
         self.server = server.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.resume_store = resume_store or ResumeStore()
@@ -131,16 +134,20 @@ class MediagateClient:
         destination: str | os.PathLike[str] | None = None,
         *,
         on_progress: Callable[[int, int], None] | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Save a media to `destination` (a file or a directory; default: its filename here).
 
-        Bytes go to `<destination>.part` first, renamed when complete; an
-        interrupted download, run again, asks only for the rest (`Range`).
-        `on_progress(done, total)` hears of every piece written.
+        In a directory the file is named after the media's filename, sanitised
+        (never a path from the server), and an existing file there is not
+        replaced (`TargetExists`) unless `overwrite`; a file named as
+        `destination` is replaced. Bytes go to `<file>.part` first, renamed
+        when complete; an interrupted download, run again, asks only for the
+        rest (`Range`). `on_progress(done, total)` hears of every piece written.
         """
         from mediagate.client.download import download
 
-        return await download(self, media_id, destination, on_progress)
+        return await download(self, media_id, destination, on_progress, overwrite)
 
     # --- upload sessions ----------------------------------------------------------------
 
@@ -316,4 +323,10 @@ def validate_server_url(server: str) -> str | None:
         return f"{server!r} is not a URL"
     if url.scheme not in ("http", "https") or not url.host:
         return f"{server!r} is not an http:// or https:// URL"
+    if url.user is not None or url.password is not None:
+        # Not echoed: it holds a password. The bearer token is the one credential.
+        return (
+            f"{url.with_user(None)} must not carry a user name or password (`user:pass@`): "
+            "the token signs you in"
+        )
     return None
