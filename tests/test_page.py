@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -117,13 +118,19 @@ browser_tests = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def launched_chromium() -> AsyncIterator[Any]:
     async_api = pytest.importorskip("playwright.async_api")
     async with async_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with launched_chromium() as launched:
+        yield launched
 
 
 async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
