@@ -16,6 +16,7 @@ import sys
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -92,7 +93,7 @@ async def test_upload_ls_download_rm(cli, tmp_path):
     lines = out.splitlines()
     assert [line.split("  ")[1] for line in lines] == [str(first), str(second)]
     first_id, second_id = (line.split("  ")[0] for line in lines)
-    assert "b.mp4: 100% (7.3 of 7.3 MB" in err  # plain progress lines off a terminal
+    assert "b.mp4: 100% (7.0 of 7.0 MiB" in err  # plain progress lines off a terminal
 
     code, out, _ = await cli.run("upload", "--json", str(first))
     third = json.loads(out)
@@ -155,7 +156,7 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
     result = json.loads(out)
     assert result["session_id"] == session_id
     assert (result["resumed_chunks"], result["sent_chunks"]) == (len(received), 12 - len(received))
-    assert f"resuming: {len(received) * 5 * MiB / 1e6:.1f} of 62.9 MB already there" in err
+    assert f"resuming: {len(received) * 5:.1f} of 60.0 MiB already there" in err
     assert not state.exists()
 
 
@@ -307,6 +308,87 @@ async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media
     assert [item["media_id"] for item in json.loads(out)] == [media_id]
 
 
+async def test_an_outage_is_told_once_per_file_not_per_chunk_and_try(local_api, tmp_path):
+    target = local_api.client.make_url("")
+    proxy = CuttableProxy(target.host, target.port)
+    await proxy.start()
+    cli = Cli(local_api, tmp_path)
+    path = media_file(tmp_path, 30 * MiB, "clip.mp4")
+
+    async def outage() -> None:
+        await proxy.cut()  # 4 chunks in flight break, and every retry is refused
+        await asyncio.sleep(4)
+        await proxy.restore()
+
+    proxy.call_after(8 * MiB, lambda: asyncio.ensure_future(outage()))
+    code, out, err = await cli.run(
+        "upload", "--chunk-size", "5", "--parallel", "4", str(path), MEDIAGATE_URL=proxy.url
+    )
+    await proxy.cut()
+
+    assert code == 0, err
+    told = [line for line in err.splitlines() if "retrying" in line]
+    assert len(told) == 1, err
+    assert told[0].startswith(f"clip.mp4: cannot reach the server at {proxy.url}: ")
+    media_id = out.split()[0]
+    back = tmp_path / "back.mp4"
+    assert (await cli.run("download", media_id, "-o", str(back), "--quiet"))[0] == 0
+    assert back.read_bytes() == path.read_bytes()
+
+
+async def run_with_stdin(cli: Cli, stdin: Any, *args: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mediagate", *args),
+        env=cli.env,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return process
+
+
+@pytest.mark.parametrize("kind", ["pipe", "file"])
+async def test_upload_from_standard_input_with_a_name(cli, tmp_path, kind):
+    data = os.urandom(11 * MiB + 3)  # three chunks of 5 MiB: some sent after the first
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    command = ("upload", "-", "--name", "clip.mp4", "--chunk-size", "5", "--quiet", "--json")
+
+    if kind == "pipe":
+        process = await run_with_stdin(cli, asyncio.subprocess.PIPE, *command)
+        async with asyncio.timeout(60):
+            out, err = await process.communicate(data)
+    else:
+        with source.open("rb") as stdin:
+            process = await run_with_stdin(cli, stdin, *command)
+            async with asyncio.timeout(60):
+                out, err = await process.communicate()
+
+    assert (process.returncode, err.decode()) == (0, "")  # --quiet: results only
+    result = json.loads(out)
+    assert (result["file"], result["filename"], result["size"]) == ("-", "clip.mp4", len(data))
+    assert list((tmp_path / "cache").glob("**/*.json")) == []  # nothing to resume stdin with
+    code, out, _ = await cli.run("download", result["media_id"], cwd=tmp_path)
+    assert (code, (tmp_path / "clip.mp4").read_bytes()) == (0, data)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-"], "mediagate upload: - (standard input) needs --name NAME"),
+        (
+            ["a.mp4", "b.mp4", "--name", "x.mp4"],
+            "mediagate upload: --name names one file: give one FILE (or -)",
+        ),
+    ],
+)
+async def test_upload_name_misuse_is_a_usage_error(cli, tmp_path, args, message):
+    media_file(tmp_path, 10, "a.mp4")
+    media_file(tmp_path, 10, "b.mp4")
+    code, out, err = await cli.run("upload", *args, cwd=tmp_path)
+    assert (code, out, err.splitlines()) == (2, "", [message])
+
+
 # Reports the peak RSS of the command it runs. A small process of its own starts it:
 # a child forked from pytest would count pytest's pages in its peak until it execs.
 PEAK_RSS_OF = """
@@ -355,7 +437,7 @@ async def test_a_terminal_gets_a_progress_bar(cli, tmp_path):
 
     assert out.decode().endswith(f"  {path}\n")
     # tqdm's final bar: bytes done of total, elapsed<left, rate.
-    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.00M/6\.00M \[[0-9:]+<[0-9:]+, +[0-9.]+MB/s\]"
+    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.0/6\.0 MiB \[[0-9:]+<[0-9:]+, +[0-9.]+MiB/s\]"
     assert re.search(bar, shown)
     assert "clip.mp4: 100% (" not in shown  # no plain lines on a terminal
 
