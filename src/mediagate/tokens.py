@@ -28,7 +28,7 @@ SECRET_FILE = "jwt-secret"
 
 
 class InvalidToken(Exception):
-    """A refused token: `reason` for programs (one of REASONS), the message for people."""
+    """A refused token: `reason` for programs (one of the four below), the message for people."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -37,7 +37,6 @@ class InvalidToken(Exception):
 
 # Why a token is refused: the server's 401 problem carries one of these as `reason`.
 MISSING, MALFORMED, BAD_SIGNATURE, EXPIRED = "missing", "malformed", "bad-signature", "expired"
-REASONS = (MISSING, MALFORMED, BAD_SIGNATURE, EXPIRED)
 NOT_OURS = "not a mediagate token"
 
 
