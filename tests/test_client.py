@@ -222,6 +222,54 @@ async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
     assert (recorder.chunk_requests, again.sent_chunks) == (0, 0)
 
 
+async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
+    aiohttp_client, proxy, bucket, tmp_path
+):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_read_timeout=3,
+        s3_max_attempts=1,
+    )
+    chunk_posts: list[str] = []
+
+    @web.middleware
+    async def held_complete(request, handler):
+        if "/chunk/" in request.path:
+            chunk_posts.append(request.path)
+        if request.path.endswith("/complete"):
+            proxy.hold_answers()  # S3's CompleteMultipartUpload answer does not come
+        return await handler(request)
+
+    app = create_app(settings)
+    app.middlewares.append(held_complete)
+    server = await aiohttp_client(app)
+    token = tokens.issue(tokens.load_secret(settings), "alice", 3600)
+    path = media_file(tmp_path, 2 * CHUNK + 1)
+    async with MediagateClient(
+        str(server.make_url("")).rstrip("/"), token, resume_store=ResumeStore(tmp_path / "cache")
+    ) as client:
+        first = asyncio.create_task(client.upload(path, chunk_size=CHUNK))
+        session_id = None
+        async with asyncio.timeout(30):
+            while session_id is None or (await client.session_status(session_id)).state == "open":
+                await asyncio.sleep(0.05)
+                state = client.resume_store.load(client.server, str(path))
+                session_id = state.session_id if state else None
+        first.cancel()  # stopped while the server is still at it
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+        again = await client.upload(path, chunk_size=CHUNK)
+        proxy.release_answers()
+
+        assert (again.session_id, again.sent_chunks, again.finalizing) == (session_id, 0, True)
+        assert len(chunk_posts) == 3  # each chunk once, by the first run
+        assert [media.media_id for media in await client.list_media()] == [again.media.media_id]
+
+
 async def test_a_changed_file_gets_a_fresh_session(serve, local, tmp_path):
     client, recorder = await serve(local)
     path = media_file(tmp_path, 3 * CHUNK)
