@@ -221,6 +221,7 @@ async def test_a_reload_resumes_with_the_missing_chunks_only(local_api, browser,
     await page.reload()
     await devtools.send("Network.setBlockedURLs", {"urls": []})
     await page.get_by_text("Interrupted at 88 %").wait_for()
+    await page.locator(".upload-size", has_text="9 MiB").wait_for()  # IEC, as the CLI prints
 
     sent: list[str] = []
     page.on("request", lambda request: "/chunk/" in request.url and sent.append(request.url))
