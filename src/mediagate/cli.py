@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import socket
 import sys
+from pathlib import Path
 
 from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
@@ -83,8 +84,8 @@ def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
     create = arguments.create_secret
-    if settings.jwt_secret is None and create:  # the secret will be in the data directory
-        check_data_dir(settings.data_dir)
+    if settings.jwt_secret is None and (create or _in_the_way(settings.data_dir)):
+        check_data_dir(settings.data_dir)  # says what is wrong with it, in one line
     try:
         secret = tokens.load_secret(settings, create=create)
         print(tokens.issue(secret, arguments.user, arguments.ttl))
@@ -92,6 +93,14 @@ def token(settings: Settings, arguments: argparse.Namespace) -> int:
         print(f"mediagate: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _in_the_way(data_dir: Path) -> bool:
+    """Whether the data directory exists, or a file stands where it or a parent should be
+    (a missing one is not made: `token` refuses to make a secret unasked)."""
+    path = data_dir.absolute()
+    nearest = next(place for place in (path, *path.parents) if place.exists())
+    return nearest == path or not nearest.is_dir()
 
 
 def parser() -> argparse.ArgumentParser:
