@@ -372,6 +372,20 @@ async def test_upload_from_standard_input_with_a_name(cli, tmp_path, kind):
     assert (code, (tmp_path / "clip.mp4").read_bytes()) == (0, data)
 
 
+async def test_upload_from_a_terminal_is_refused_not_waited_for(cli, tmp_path):
+    terminal, child_end = pty.openpty()
+    process = await run_with_stdin(cli, child_end, "upload", "-", "--name", "clip.mp4")
+    os.close(child_end)
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    os.close(terminal)
+    assert (process.returncode, out, err.decode().splitlines()) == (
+        2,
+        b"",
+        ["mediagate upload: - reads standard input, a terminal here: pipe the data in"],
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -134,6 +134,10 @@ def upload_command(arguments: argparse.Namespace) -> int:
         return _fail(arguments, "--name names one file: give one FILE (or -)", EXIT_USAGE)
     if STDIN in arguments.files and not arguments.name:
         return _fail(arguments, "- (standard input) needs --name NAME", EXIT_USAGE)
+    if STDIN in arguments.files and sys.stdin.isatty():
+        return _fail(
+            arguments, "- reads standard input, a terminal here: pipe the data in", EXIT_USAGE
+        )
     arguments.uploaded = []
     return _run(arguments, _upload_all, interrupted=lambda: _how_to_resume(arguments))
 
