@@ -222,6 +222,54 @@ async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
     assert (recorder.chunk_requests, again.sent_chunks) == (0, 0)
 
 
+async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
+    aiohttp_client, proxy, bucket, tmp_path
+):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_read_timeout=3,
+        s3_max_attempts=1,
+    )
+    chunk_posts: list[str] = []
+
+    @web.middleware
+    async def held_complete(request, handler):
+        if "/chunk/" in request.path:
+            chunk_posts.append(request.path)
+        if request.path.endswith("/complete"):
+            proxy.hold_answers()  # S3's CompleteMultipartUpload answer does not come
+        return await handler(request)
+
+    app = create_app(settings)
+    app.middlewares.append(held_complete)
+    server = await aiohttp_client(app)
+    token = tokens.issue(tokens.load_secret(settings), "alice", 3600)
+    path = media_file(tmp_path, 2 * CHUNK + 1)
+    async with MediagateClient(
+        str(server.make_url("")).rstrip("/"), token, resume_store=ResumeStore(tmp_path / "cache")
+    ) as client:
+        first = asyncio.create_task(client.upload(path, chunk_size=CHUNK))
+        session_id = None
+        async with asyncio.timeout(30):
+            while session_id is None or (await client.session_status(session_id)).state == "open":
+                await asyncio.sleep(0.05)
+                state = client.resume_store.load(client.server, str(path))
+                session_id = state.session_id if state else None
+        first.cancel()  # stopped while the server is still at it
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+        again = await client.upload(path, chunk_size=CHUNK)
+        proxy.release_answers()
+
+        assert (again.session_id, again.sent_chunks, again.finalizing) == (session_id, 0, True)
+        assert len(chunk_posts) == 3  # each chunk once, by the first run
+        assert [media.media_id for media in await client.list_media()] == [again.media.media_id]
+
+
 async def test_a_changed_file_gets_a_fresh_session(serve, local, tmp_path):
     client, recorder = await serve(local)
     path = media_file(tmp_path, 3 * CHUNK)
@@ -292,6 +340,27 @@ async def test_a_refused_chunk_fails_the_upload_with_its_problem(serve, local, t
         await client.upload(media_file(tmp_path, 3 * CHUNK), chunk_size=CHUNK)
     assert (raised.value.status, raised.value.code) == (400, "chunk-out-of-range")
     assert len(recorder.chunk_times[1]) == 1  # a 4xx is not retried
+
+
+async def test_resume_state_is_private_to_the_user(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    recorder.refused = {1}
+    old_umask = os.umask(0o022)
+    try:
+        with pytest.raises(ProblemError):
+            await client.upload(media_file(tmp_path, 3 * CHUNK), chunk_size=CHUNK)
+    finally:
+        os.umask(old_umask)
+    folder = tmp_path / "cache"
+    (state,) = folder.iterdir()  # kept for the next run to resume
+    assert (folder.stat().st_mode & 0o777, state.stat().st_mode & 0o777) == (0o700, 0o600)
+
+
+def test_a_server_url_with_a_password_is_refused_without_echoing_it():
+    with pytest.raises(ValueError) as raised:
+        MediagateClient("https://alice:hunter2@media.example.com", "token")
+    assert "hunter2" not in str(raised.value)
+    assert "https://media.example.com must not carry a user name or password" in str(raised.value)
 
 
 async def test_a_refused_token_is_not_retried(serve, local, tmp_path):

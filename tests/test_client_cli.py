@@ -16,15 +16,19 @@ import sys
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from conftest import Api, MiB, closed_port
+from conftest import Api, MiB, closed_port, make_settings
+from mediagate import tokens
 from mediagate.client_cli import _how_to_resume
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
+
+TEST_SECRET = make_settings(Path("unused")).jwt_secret.get_secret_value().encode()
 
 
 class Cli:
@@ -46,20 +50,25 @@ class Cli:
     async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         return await self.start_python("-m", "mediagate", *args, **env)
 
-    async def start_python(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+    async def start_python(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             *args,
             env={**self.env, **env},
+            cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
 
-    async def run(self, *args: str, **env: str) -> tuple[int, str, str]:
-        return await self.run_python("-m", "mediagate", *args, **env)
+    async def run(self, *args: str, cwd: Path | None = None, **env: str) -> tuple[int, str, str]:
+        return await self.run_python("-m", "mediagate", *args, cwd=cwd, **env)
 
-    async def run_python(self, *args: str, **env: str) -> tuple[int, str, str]:
-        process = await self.start_python(*args, **env)
+    async def run_python(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> tuple[int, str, str]:
+        process = await self.start_python(*args, cwd=cwd, **env)
         async with asyncio.timeout(60):
             out, err = await process.communicate()
         return process.returncode, out.decode(), err.decode()
@@ -84,7 +93,7 @@ async def test_upload_ls_download_rm(cli, tmp_path):
     lines = out.splitlines()
     assert [line.split("  ")[1] for line in lines] == [str(first), str(second)]
     first_id, second_id = (line.split("  ")[0] for line in lines)
-    assert "b.mp4: 100% (7.3 of 7.3 MB" in err  # plain progress lines off a terminal
+    assert "b.mp4: 100% (7.0 of 7.0 MiB" in err  # plain progress lines off a terminal
 
     code, out, _ = await cli.run("upload", "--json", str(first))
     third = json.loads(out)
@@ -147,7 +156,7 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
     result = json.loads(out)
     assert result["session_id"] == session_id
     assert (result["resumed_chunks"], result["sent_chunks"]) == (len(received), 12 - len(received))
-    assert f"resuming: {len(received) * 5 * MiB / 1e6:.1f} of 62.9 MB already there" in err
+    assert f"resuming: {len(received) * 5:.1f} of 60.0 MiB already there" in err
     assert not state.exists()
 
 
@@ -171,8 +180,24 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
             ["--token", "not-a-token"],
             {},
             1,
-            "mediagate upload: the server refused the token: the token is not valid: Not enough "
-            "segments (401); get a new one with `mediagate token USER` on the server",
+            "mediagate upload: the server refused the token: not a mediagate token (401); "
+            "pass the whole line `mediagate token USER` printed on the server",
+        ),
+        (
+            ["--token", tokens.issue(b"another-server-s-secret-long-enough", "alice", 60)],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token is signed for another "
+            "server (not with this server's secret) (401); run `mediagate token USER` where that "
+            "server runs (with its MEDIAGATE_DATA_DIR or MEDIAGATE_JWT_SECRET), not on another "
+            "machine or data directory",
+        ),
+        (
+            ["--token", tokens.issue(TEST_SECRET, "alice", 60, now=1_000_000_000)],
+            {},
+            1,
+            "mediagate upload: the server refused the token: the token expired at 2001-09-09 "
+            "01:47 UTC (401); get a new one with `mediagate token USER` on the server",
         ),
         (
             [],
@@ -181,12 +206,28 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
             "mediagate upload: cannot reach the server at http://127.0.0.1:{closed}: connection "
             "refused (is the server running, and is --server http://127.0.0.1:{closed} right?)",
         ),
+        (
+            ["--server", "http://user:hunter2@127.0.0.1:{closed}"],
+            {},
+            2,
+            "mediagate upload: --server http://127.0.0.1:{closed} must not carry a user name or "
+            "password (`user:pass@`): the token signs you in",
+        ),
     ],
-    ids=["bad-url", "no-token", "refused-token", "server-down"],
+    ids=[
+        "bad-url",
+        "no-token",
+        "not-a-token",
+        "another-server-s-token",
+        "expired-token",
+        "server-down",
+        "password-in-url",
+    ],
 )
 async def test_one_line_errors(cli, tmp_path, args, env, code, message):
     closed = str(closed_port())
     env = {name: value.replace("{closed}", closed) for name, value in env.items()}
+    args = [arg.replace("{closed}", closed) for arg in args]
     path = media_file(tmp_path, 10, "clip.mp4")
     started = time.monotonic()
 
@@ -217,6 +258,149 @@ def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, arg
     files = [Path(word) for word in argv if word.endswith(".mp4")]
     arguments = argparse.Namespace(files=files, uploaded=[Path(name) for name in uploaded])
     assert _how_to_resume(arguments) == hint
+
+
+async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media(
+    aiohttp_client, proxy, bucket, tmp_path
+):
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_read_timeout=3,
+        s3_max_attempts=1,
+    )
+    chunk_posts: list[str] = []
+    running: list[asyncio.subprocess.Process] = []
+
+    @web.middleware
+    async def slow_complete(request, handler):
+        if "/chunk/" in request.path:
+            chunk_posts.append(request.path)
+        if request.path.endswith("/complete") and running:
+            # S3 keeps its answer to CompleteMultipartUpload: the session is
+            # finalizing while the user presses Ctrl-C.
+            proxy.hold_answers()
+            asyncio.get_running_loop().call_later(1.0, running.pop().send_signal, signal.SIGINT)
+        return await handler(request)
+
+    app = create_app(settings)
+    app.middlewares.append(slow_complete)
+    cli = Cli(Api(await aiohttp_client(app), settings), tmp_path)
+    path = media_file(tmp_path, 12 * MiB, "clip.mp4")
+    command = ("upload", "--chunk-size", "5", str(path))
+
+    interrupted = await cli.start(*command)
+    running.append(interrupted)
+    async with asyncio.timeout(60):
+        _, first_err = await interrupted.communicate()
+    assert (interrupted.returncode, running) == (130, []), first_err.decode()
+
+    code, out, err = await cli.run(*command)
+    proxy.release_answers()
+
+    assert code == 0, err
+    media_id = out.split()[0]
+    assert "stored; the server is still moving it into S3" in err
+    assert len(chunk_posts) == 3  # every byte went once, in the first run
+    code, out, _ = await cli.run("ls", "--json")
+    assert [item["media_id"] for item in json.loads(out)] == [media_id]
+
+
+async def test_an_outage_is_told_once_per_file_not_per_chunk_and_try(local_api, tmp_path):
+    target = local_api.client.make_url("")
+    proxy = CuttableProxy(target.host, target.port)
+    await proxy.start()
+    cli = Cli(local_api, tmp_path)
+    path = media_file(tmp_path, 30 * MiB, "clip.mp4")
+
+    async def outage() -> None:
+        await proxy.cut()  # 4 chunks in flight break, and every retry is refused
+        await asyncio.sleep(4)
+        await proxy.restore()
+
+    proxy.call_after(8 * MiB, lambda: asyncio.ensure_future(outage()))
+    code, out, err = await cli.run(
+        "upload", "--chunk-size", "5", "--parallel", "4", str(path), MEDIAGATE_URL=proxy.url
+    )
+    await proxy.cut()
+
+    assert code == 0, err
+    told = [line for line in err.splitlines() if "retrying" in line]
+    assert len(told) == 1, err
+    assert told[0].startswith(f"clip.mp4: cannot reach the server at {proxy.url}: ")
+    media_id = out.split()[0]
+    back = tmp_path / "back.mp4"
+    assert (await cli.run("download", media_id, "-o", str(back), "--quiet"))[0] == 0
+    assert back.read_bytes() == path.read_bytes()
+
+
+async def run_with_stdin(cli: Cli, stdin: Any, *args: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mediagate", *args),
+        env=cli.env,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return process
+
+
+@pytest.mark.parametrize("kind", ["pipe", "file"])
+async def test_upload_from_standard_input_with_a_name(cli, tmp_path, kind):
+    data = os.urandom(11 * MiB + 3)  # three chunks of 5 MiB: some sent after the first
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    command = ("upload", "-", "--name", "clip.mp4", "--chunk-size", "5", "--quiet", "--json")
+
+    if kind == "pipe":
+        process = await run_with_stdin(cli, asyncio.subprocess.PIPE, *command)
+        async with asyncio.timeout(60):
+            out, err = await process.communicate(data)
+    else:
+        with source.open("rb") as stdin:
+            process = await run_with_stdin(cli, stdin, *command)
+            async with asyncio.timeout(60):
+                out, err = await process.communicate()
+
+    assert (process.returncode, err.decode()) == (0, "")  # --quiet: results only
+    result = json.loads(out)
+    assert (result["file"], result["filename"], result["size"]) == ("-", "clip.mp4", len(data))
+    assert list((tmp_path / "cache").glob("**/*.json")) == []  # nothing to resume stdin with
+    code, out, _ = await cli.run("download", result["media_id"], cwd=tmp_path)
+    assert (code, (tmp_path / "clip.mp4").read_bytes()) == (0, data)
+
+
+async def test_upload_from_a_terminal_is_refused_not_waited_for(cli, tmp_path):
+    terminal, child_end = pty.openpty()
+    process = await run_with_stdin(cli, child_end, "upload", "-", "--name", "clip.mp4")
+    os.close(child_end)
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    os.close(terminal)
+    assert (process.returncode, out, err.decode().splitlines()) == (
+        2,
+        b"",
+        ["mediagate upload: - reads standard input, a terminal here: pipe the data in"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-"], "mediagate upload: - (standard input) needs --name NAME"),
+        (
+            ["a.mp4", "b.mp4", "--name", "x.mp4"],
+            "mediagate upload: --name names one file: give one FILE (or -)",
+        ),
+    ],
+)
+async def test_upload_name_misuse_is_a_usage_error(cli, tmp_path, args, message):
+    media_file(tmp_path, 10, "a.mp4")
+    media_file(tmp_path, 10, "b.mp4")
+    code, out, err = await cli.run("upload", *args, cwd=tmp_path)
+    assert (code, out, err.splitlines()) == (2, "", [message])
 
 
 # Reports the peak RSS of the command it runs. A small process of its own starts it:
@@ -267,7 +451,7 @@ async def test_a_terminal_gets_a_progress_bar(cli, tmp_path):
 
     assert out.decode().endswith(f"  {path}\n")
     # tqdm's final bar: bytes done of total, elapsed<left, rate.
-    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.00M/6\.00M \[[0-9:]+<[0-9:]+, +[0-9.]+MB/s\]"
+    bar = r"clip\.mp4: 100%\|[^|]+\| 6\.0/6\.0 MiB \[[0-9:]+<[0-9:]+, +[0-9.]+MiB/s\]"
     assert re.search(bar, shown)
     assert "clip.mp4: 100% (" not in shown  # no plain lines on a terminal
 
@@ -324,3 +508,98 @@ async def test_a_refused_file_is_reported_and_the_others_still_go(
     reason = "huge.mp4 is over the limit (413 file-too-large)"
     assert refused == {"file": str(huge), "error": reason}
     assert (code, uploaded["file"]) == (1, str(fine))
+
+
+def lying_server(filename: str, body: bytes) -> web.Application:
+    """A server whose info answer names a hostile file, and whose media id is a path."""
+    media = {
+        "media_id": "../../PWNED",
+        "user_id": "alice",
+        "filename": filename,
+        "content_type": "application/octet-stream",
+        "size": len(body),
+        "checksum": None,
+        "storage": "local",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "stream_url": "/elsewhere",
+    }
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response(media)
+
+    async def stream(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/media/info/{id}", info)
+    app.router.add_get("/api/v1/media/stream/{id}", stream)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("filename", "saved"),
+    [
+        ("", "file"),
+        (".", "file"),
+        ("..", "file"),
+        ("../../PWNED", "PWNED"),
+        ("..\\..\\PWNED", "PWNED"),
+        (".bashrc", "bashrc"),
+        ("clip\x1b[2J.mp4", "clip[2J.mp4"),
+    ],
+)
+async def test_download_names_the_file_itself_never_from_a_path_the_server_gives(
+    aiohttp_client, local_api, tmp_path, filename, saved
+):
+    server = await aiohttp_client(lying_server(filename, b"payload"))
+    root = tmp_path / "root"
+    here = root / "a" / "b" / "here"
+    here.mkdir(parents=True)
+    cli = Cli(local_api, tmp_path)
+
+    code, out, err = await cli.run(
+        "download", "m1", cwd=here, MEDIAGATE_URL=str(server.make_url("")).rstrip("/")
+    )
+
+    assert (code, out.strip()) == (0, saved), err
+    assert (here / saved).read_bytes() == b"payload"
+    assert [path for path in root.rglob("*") if path.is_file()] == [here / saved]
+
+
+async def test_download_replaces_a_file_only_when_named_or_forced(
+    aiohttp_client, local_api, tmp_path
+):
+    server = await aiohttp_client(lying_server(".bashrc", b"new"))
+    cli = Cli(local_api, tmp_path)
+    url = str(server.make_url("")).rstrip("/")
+    mine = tmp_path / "bashrc"
+    mine.write_bytes(b"mine")
+
+    code, out, err = await cli.run("download", "m1", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "mediagate download: bashrc already exists (not replaced); "
+        "name the file with -o FILE, or replace it with --force"
+    ]
+    assert mine.read_bytes() == b"mine"
+    assert [path.name for path in tmp_path.iterdir() if path.is_file()] == ["bashrc"]
+
+    code, out, err = await cli.run("download", "m1", "-o", ".", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 1 and mine.read_bytes() == b"mine", err
+
+    code, _, err = await cli.run("download", "m1", "-o", "bashrc", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 0 and mine.read_bytes() == b"new", err
+
+    mine.write_bytes(b"mine")
+    code, _, err = await cli.run("download", "m1", "--force", cwd=tmp_path, MEDIAGATE_URL=url)
+    assert code == 0 and mine.read_bytes() == b"new", err
+
+
+async def test_download_of_an_empty_media(cli, local_api, tmp_path):
+    session = await (await local_api.initiate(filename="empty.txt", size=0)).json()
+    media_id = (await (await local_api.complete(session["session_id"])).json())["media_id"]
+
+    code, out, err = await cli.run("download", media_id, cwd=tmp_path)
+
+    assert (code, out.strip()) == (0, "empty.txt"), err
+    assert (tmp_path / "empty.txt").read_bytes() == b""

@@ -18,6 +18,7 @@ from mediagate.web import tus
 from mediagate.web.app import create_app
 from mediagate.web.openapi import document
 from mediagate.web.problems import PROBLEM_TYPE_BASE
+from test_page import browser_tests, launched_chromium, open_page
 
 
 async def fetch_document(api: Api) -> dict[str, Any]:
@@ -100,7 +101,12 @@ async def test_the_docs_page_renders_the_document_from_its_own_files(local_api: 
     assert page.content_type == "text/html"
     html = await page.text()
     scripts = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert scripts == ["docs/swagger-ui.css", "docs/swagger-ui-bundle.js", "docs/start.js"]
+    assert scripts == [
+        "/static/icon.svg",  # the web page's: no request for a missing /favicon.ico
+        "docs/swagger-ui.css",
+        "docs/swagger-ui-bundle.js",
+        "docs/start.js",
+    ]
     for path, content_type in [
         ("docs/swagger-ui.css", "text/css"),
         ("docs/swagger-ui-bundle.js", "text/javascript"),
@@ -276,3 +282,38 @@ async def test_a_tus_upload_answers_as_documented(local_api: Api) -> None:
     assert answer.status == 204
     answer, _ = await recorder.call("HEAD", TUS_UPLOAD, path, headers=tus)
     assert answer.status == 404
+
+
+async def test_the_docs_page_and_its_files_are_guarded_and_not_cached_publicly(
+    local_api: Api,
+) -> None:
+    for path in ["docs", "docs/swagger-ui.css", "docs/swagger-ui-bundle.js", "docs/start.js"]:
+        answer = await local_api.client.get(f"/api/v1/{path}")
+        assert answer.status == 200, path
+        policy = answer.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
+        assert "unsafe" not in policy
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Cache-Control"] == "no-cache"
+        again = await local_api.client.get(
+            f"/api/v1/{path}", headers={"If-None-Match": answer.headers["ETag"]}
+        )
+        assert again.status == 304, path
+
+
+@browser_tests
+async def test_the_docs_page_renders_under_its_policy(local_api: Api, tmp_path: Path) -> None:
+    async with launched_chromium() as browser:
+        await docs_page_renders(browser, str(local_api.client.make_url("/api/v1/docs")), tmp_path)
+
+
+async def docs_page_renders(browser: Any, url: str, tmp_path: Path) -> None:
+    # A script, style or image the policy refuses is a console error.
+    page, problems = await open_page(browser, url)
+    await page.get_by_role("button", name="Authorize").wait_for()
+    await page.get_by_text("/api/v1/media/upload/initiate").first.click()  # opened
+    await page.get_by_role("button", name="Try it out").first.wait_for()
+    await page.get_by_role("button", name="Authorize").first.click()
+    await page.get_by_text("Available authorizations").wait_for()
+    await page.screenshot(path=tmp_path / "docs.png")
+    assert problems == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import make_settings
+from mediagate import tokens
 from mediagate.web.page import content_security_policy, media_sources
 
 CHROMIUM = "/usr/bin/chromium"
@@ -116,8 +118,8 @@ browser_tests = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def launched_chromium() -> AsyncIterator[Any]:
     async_api = pytest.importorskip("playwright.async_api")
     async with async_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -125,7 +127,14 @@ async def browser() -> AsyncIterator[Any]:
         await browser.close()
 
 
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with launched_chromium() as launched:
+        yield launched
+
+
 async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """A new page (in a context of its own, or in `browser` if that is a context) at `url`."""
     page = await browser.new_page()
     page.set_default_timeout(10_000)
     problems: list[str] = []
@@ -212,6 +221,7 @@ async def test_a_reload_resumes_with_the_missing_chunks_only(local_api, browser,
     await page.reload()
     await devtools.send("Network.setBlockedURLs", {"urls": []})
     await page.get_by_text("Interrupted at 88 %").wait_for()
+    await page.locator(".upload-size", has_text="9 MiB").wait_for()  # IEC, as the CLI prints
 
     sent: list[str] = []
     page.on("request", lambda request: "/chunk/" in request.url and sent.append(request.url))
@@ -232,7 +242,7 @@ async def test_a_token_link_signs_in_and_leaves_the_address_bar(local_api, brows
     await page.get_by_role("button", name="Sign out").click()
     await page.get_by_label("Access token").fill("not-a-token")
     await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_text("Could not sign in: the token is not valid").wait_for()
+    await page.get_by_text("Could not sign in: not a mediagate token").wait_for()
     await page.reload()
     await page.get_by_label("Access token").wait_for()  # signed out stays signed out
 
@@ -284,3 +294,63 @@ async def test_the_list_is_newest_first_with_more_on_request_and_drops_upload(lo
         f"Could not delete dropped.txt: no media {dropped['media_id']}"
     ).wait_for()
     assert [problem for problem in problems if "404" not in problem] == []
+
+
+@browser_tests
+async def test_a_link_for_another_user_asks_before_switching(local_api, browser, tmp_path):
+    base = str(local_api.client.make_url("/"))
+    alice, bob = token_of(local_api), token_of(local_api.as_user("bob"))
+    context = await browser.new_context()  # two tabs sharing localStorage
+    page, problems = await open_page(context, f"{base}#token={alice}")
+    await page.get_by_text("Signed in as alice", exact=True).wait_for()
+
+    # bob's link opened in the same tab (only the fragment changes): asked, kept.
+    await page.goto(f"{base}#token={bob}")
+    dialog = page.get_by_role("dialog", name="Switch account?")
+    await dialog.wait_for()
+    assert page.url == base
+    text = await dialog.inner_text()
+    assert "You are signed in as alice. The link you opened signs in as bob" in text
+    await page.screenshot(path=tmp_path / "switch.png")
+    await dialog.get_by_role("button", name="Stay signed in as alice").click()
+    await page.get_by_text(
+        "The link for bob was not used: you are still signed in as alice."
+    ).wait_for()
+    await page.get_by_text("Signed in as alice", exact=True).wait_for()
+    assert await page.evaluate("localStorage.getItem('mediagate.token')") == alice
+
+    # In a new tab (a whole page load): Escape keeps alice too; the next upload is hers.
+    tab, more_problems = await open_page(context, f"{base}#token={bob}")
+    await tab.get_by_role("dialog", name="Switch account?").wait_for()
+    await tab.keyboard.press("Escape")
+    await tab.get_by_text("Signed in as alice", exact=True).wait_for()
+    await tab.locator("#drop-zone").evaluate(
+        """zone => {
+            const files = new DataTransfer();
+            files.items.add(new File(["hers"], "hers.txt", { type: "text/plain" }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true }));
+        }"""
+    )
+    await tab.locator(".upload-item.done", has_text="hers.txt").wait_for()
+    listing = await local_api.client.get("/api/v1/media", headers=local_api.headers)
+    assert [item["filename"] for item in (await listing.json())["items"]] == ["hers.txt"]
+
+    # Agreeing switches.
+    await tab.goto(f"{base}#token={bob}")
+    await tab.get_by_role("button", name="Switch to bob").click()
+    await tab.get_by_text("Signed in as bob", exact=True).wait_for()
+    assert await tab.evaluate("localStorage.getItem('mediagate.token')") == bob
+    assert problems == more_problems == []
+
+
+@browser_tests
+async def test_a_refused_token_is_explained_on_the_page(local_api, browser):
+    base = str(local_api.client.make_url("/"))
+    page, _ = await open_page(browser, base)
+    foreign = tokens.issue(b"another-server-s-secret-long-enough", "alice", 60)
+    await page.get_by_label("Access token").fill(foreign)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text(
+        "Could not sign in: the token is signed for another server (not with this server's "
+        "secret). Ask for a token made by this server."
+    ).wait_for()

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import socket
 import sys
+from pathlib import Path
 
 from mediagate import version
 from mediagate.client_cli import add_parsers as add_client_parsers
@@ -89,14 +90,24 @@ def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
-    if settings.jwt_secret is None:  # the secret is (or will be) in the data directory
-        check_data_dir(settings.data_dir)
+    create = arguments.create_secret
+    if settings.jwt_secret is None and (create or _in_the_way(settings.data_dir)):
+        check_data_dir(settings.data_dir)  # says what is wrong with it, in one line
     try:
-        print(tokens.issue(tokens.load_secret(settings), arguments.user, arguments.ttl))
+        secret = tokens.load_secret(settings, create=create)
+        print(tokens.issue(secret, arguments.user, arguments.ttl))
     except ValueError as error:
         print(f"mediagate: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _in_the_way(data_dir: Path) -> bool:
+    """Whether the data directory exists, or a file stands where it or a parent should be
+    (a missing one is not made: `token` refuses to make a secret unasked)."""
+    path = data_dir.absolute()
+    nearest = next(place for place in (path, *path.parents) if place.exists())
+    return nearest == path or not nearest.is_dir()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,6 +143,12 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("user", help="the user id (the token's `sub`)")
     sign.add_argument(
         "--ttl", type=int, default=DEFAULT_TOKEN_TTL, help="lifetime in seconds (default: 1 day)"
+    )
+    sign.add_argument(
+        "--create-secret",
+        action="store_true",
+        help="with no MEDIAGATE_JWT_SECRET and no secret in the data directory yet, make it "
+        "(as `serve` does on its first start) instead of refusing",
     )
     sign.set_defaults(handler=token)
 

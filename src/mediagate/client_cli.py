@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mediagate.client import MediagateClient, MediagateError
-    from mediagate.client.models import UploadProgress
+    from mediagate.client.models import UploadProgress, UploadResult
     from mediagate.client.progress_display import Display
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 RESUME_HINT = "run the same command again to resume"
+STDIN = Path("-")
 MiB = 1024 * 1024
 
 UPLOAD_DESCRIPTION = """\
@@ -28,6 +29,7 @@ Upload files to a mediagate server in parallel chunks, each checked with its
 SHA-256, retrying what fails. Interrupted (Ctrl-C, a crash, a lost network)?
 Run the same command again: it resumes each unchanged file where it stopped,
 sending only the chunks the server lacks. Prints `MEDIA_ID  FILE` per file.
+`-` reads standard input (with --name; not resumable: see docs/client.md).
 """
 
 
@@ -46,6 +48,9 @@ def add_parsers(commands: Any) -> None:
         help="bearer token (default: MEDIAGATE_TOKEN; `mediagate token USER` on the server)",
     )
     connection.add_argument("--json", action="store_true", help="print results as JSON")
+    connection.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no retry notes, only results"
+    )
 
     upload = commands.add_parser(
         "upload",
@@ -54,7 +59,14 @@ def add_parsers(commands: Any) -> None:
         description=UPLOAD_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="a file, or - for standard input"
+    )
+    upload.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the media's filename (needed for -; with one FILE, instead of its own name)",
+    )
     upload.add_argument(
         "--parallel", type=_at_least_one, default=4, metavar="N", help="chunks in flight (4)"
     )
@@ -83,7 +95,16 @@ def add_parsers(commands: Any) -> None:
     )
     fetch.add_argument("media_id", metavar="ID")
     fetch.add_argument(
-        "-o", "--output", type=Path, metavar="FILE", help="file or directory (default: its name)"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="file or directory (default: the media's filename, made safe, in this directory)",
+    )
+    fetch.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file of that name in the directory (a file named by -o always is)",
     )
     fetch.set_defaults(handler=download_command, needs_settings=False)
 
@@ -106,9 +127,17 @@ def _at_least_one(text: str) -> int:
 
 
 def upload_command(arguments: argparse.Namespace) -> int:
-    missing = [str(path) for path in arguments.files if not path.is_file()]
+    missing = [str(path) for path in arguments.files if path != STDIN and not path.is_file()]
     if missing:
         return _fail(arguments, f"not a file: {', '.join(missing)}", EXIT_USAGE)
+    if arguments.name is not None and len(arguments.files) > 1:
+        return _fail(arguments, "--name names one file: give one FILE (or -)", EXIT_USAGE)
+    if STDIN in arguments.files and not arguments.name:
+        return _fail(arguments, "- (standard input) needs --name NAME", EXIT_USAGE)
+    if STDIN in arguments.files and sys.stdin.isatty():
+        return _fail(
+            arguments, "- reads standard input, a terminal here: pipe the data in", EXIT_USAGE
+        )
     arguments.uploaded = []
     return _run(arguments, _upload_all, interrupted=lambda: _how_to_resume(arguments))
 
@@ -155,15 +184,13 @@ async def _with_client(
 ) -> int:
     from mediagate.client import ConnectionFailed, MediagateClient, MediagateError
 
-    def on_retry(error: MediagateError, delay: float) -> None:
-        message = f"{error}; retrying in {delay:.1f} s"
-        display = getattr(arguments, "display", None)
-        if display is not None:  # above its bar, which a plain print would break
-            display.note(message)
-        else:
-            print(f"mediagate {arguments.command}: {message}", file=sys.stderr)
-
-    async with MediagateClient(arguments.server, arguments.token, on_retry=on_retry) as client:
+    notes = arguments.retry_notes = RetryNotes(arguments)
+    async with MediagateClient(
+        arguments.server,
+        arguments.token,
+        on_retry=notes.retrying,
+        on_recovered=notes.recovered,
+    ) as client:
         try:
             return await work(client, arguments)
         except MediagateError as error:
@@ -173,23 +200,44 @@ async def _with_client(
             return _fail(arguments, message, EXIT_FAILED)
 
 
+class RetryNotes:
+    """Retries told one line per outage (and per file): the first retry says what failed;
+    the other chunks' retries, and the later tries, until a call succeeds again, say nothing
+    (with 4 chunks in flight, one line per retry would scroll the bar away)."""
+
+    def __init__(self, arguments: argparse.Namespace) -> None:
+        self._arguments = arguments
+        self._told = False
+
+    def retrying(self, error: MediagateError, delay: float) -> None:
+        if self._told or self._arguments.quiet:
+            return
+        self._told = True
+        message = f"{error}; retrying in {delay:.1f} s"
+        display = getattr(self._arguments, "display", None)
+        if display is not None:  # above its bar, which a plain print would break
+            display.note(message)
+        else:
+            print(f"mediagate {self._arguments.command}: {message}", file=sys.stderr)
+
+    def recovered(self) -> None:
+        self._told = False
+
+    next_file = recovered
+
+
 async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) -> int:
     from mediagate.client import ConnectionFailed, MediagateError, Unauthorized
     from mediagate.client.progress_display import Display
 
     code = EXIT_OK
     for path in arguments.files:
-        display = arguments.display = Display(path.name, bar=sys.stderr.isatty())
+        label = arguments.name or path.name
+        display = arguments.display = Display(label, bar=sys.stderr.isatty(), quiet=arguments.quiet)
+        arguments.retry_notes.next_file()
         finished = False
         try:
-            result = await client.upload(
-                path,
-                parallel=arguments.parallel,
-                chunk_size=arguments.chunk_size * MiB if arguments.chunk_size else None,
-                file_sha256=arguments.sha256,
-                resume=not arguments.no_resume,
-                on_progress=functools.partial(_show_progress, display),
-            )
+            result = await _upload_one(client, arguments, path, display)
             finished = True
         except (ConnectionFailed, Unauthorized):
             raise  # the next file would fail the same way
@@ -223,6 +271,30 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
     return code
 
 
+async def _upload_one(
+    client: MediagateClient, arguments: argparse.Namespace, path: Path, display: Display
+) -> UploadResult:
+    from mediagate.client.spool import readable_again
+
+    options: dict[str, Any] = {
+        "filename": arguments.name,
+        "parallel": arguments.parallel,
+        "chunk_size": arguments.chunk_size * MiB if arguments.chunk_size else None,
+        "file_sha256": arguments.sha256,
+        "resume": not arguments.no_resume,
+        "on_progress": functools.partial(_show_progress, display),
+    }
+    if path != STDIN:
+        return await client.upload(path, **options)
+    # Nothing recognises standard input again in a later run: no resume state for it.
+    source, owned = await asyncio.to_thread(readable_again, sys.stdin.buffer)
+    try:
+        return await client.upload(source, **{**options, "resume": False})
+    finally:
+        if owned:
+            source.close()
+
+
 async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
     media = await client.list_media()
     if arguments.json:
@@ -237,11 +309,16 @@ async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
 async def _download(client: MediagateClient, arguments: argparse.Namespace) -> int:
     from mediagate.client.progress_display import Display
 
-    display = arguments.display = Display(arguments.media_id, bar=sys.stderr.isatty())
+    display = arguments.display = Display(
+        arguments.media_id, bar=sys.stderr.isatty(), quiet=arguments.quiet
+    )
     finished = False
     try:
         saved = await client.download(
-            arguments.media_id, arguments.output, on_progress=lambda d, t: display.update(d, t)
+            arguments.media_id,
+            arguments.output,
+            on_progress=lambda d, t: display.update(d, t),
+            overwrite=arguments.force,
         )
         finished = True
     finally:
@@ -284,18 +361,28 @@ def _print_result(arguments: argparse.Namespace, data: dict[str, Any], text: str
 
 def _explain(error: MediagateError, server: str) -> str:
     """One line a user can act on."""
-    from mediagate.client import ConnectionFailed, Unauthorized
+    from mediagate.client import ConnectionFailed, TargetExists, Unauthorized
 
+    if isinstance(error, TargetExists):
+        return f"{error}; name the file with -o FILE, or replace it with --force"
     if isinstance(error, Unauthorized):
-        return (
-            f"the server refused the token: {error.detail} (401); "
-            "get a new one with `mediagate token USER` on the server"
-        )
+        hint = TOKEN_HINTS.get(str(error.problem.get("reason")), TOKEN_HINTS["expired"])
+        return f"the server refused the token: {error.detail} (401); {hint}"
     if isinstance(error, ConnectionFailed) and not error.retryable:
         return f"{error} (is the server running, and is --server {server} right?)"
     if isinstance(error, ConnectionFailed):
         return f"{error} (gave up retrying)"
     return str(error)
+
+
+# What to do about a refused token, by the `reason` of the server's 401 problem.
+TOKEN_HINTS = {
+    "missing": "pass --token or set MEDIAGATE_TOKEN",
+    "malformed": "pass the whole line `mediagate token USER` printed on the server",
+    "bad-signature": "run `mediagate token USER` where that server runs (with its "
+    "MEDIAGATE_DATA_DIR or MEDIAGATE_JWT_SECRET), not on another machine or data directory",
+    "expired": "get a new one with `mediagate token USER` on the server",
+}
 
 
 def _fail(arguments: argparse.Namespace, message: str, code: int) -> int:

@@ -3,6 +3,8 @@
 With no MEDIAGATE_JWT_SECRET set, a random secret is made on first start and
 kept in the data directory (mode 0600), so tokens survive restarts and
 `mediagate token` run on the same data directory signs tokens the server takes.
+`mediagate token` never makes that secret unless asked (`--create-secret`):
+one no server uses would only sign tokens that every server refuses.
 A secret file shorter than MIN_JWT_SECRET_BYTES (truncated, hand-edited) is
 refused like a short MEDIAGATE_JWT_SECRET, never used.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +28,16 @@ SECRET_FILE = "jwt-secret"
 
 
 class InvalidToken(Exception):
-    pass
+    """A refused token: `reason` for programs (one of the four below), the message for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Why a token is refused: the server's 401 problem carries one of these as `reason`.
+MISSING, MALFORMED, BAD_SIGNATURE, EXPIRED = "missing", "malformed", "bad-signature", "expired"
+NOT_OURS = "not a mediagate token"
 
 
 class Secret(NamedTuple):
@@ -33,18 +45,27 @@ class Secret(NamedTuple):
     generated: bool  # made just now, in the data directory
 
 
-def load_secret(settings: Settings) -> bytes:
-    return obtain_secret(settings).value
+def load_secret(settings: Settings, *, create: bool = True) -> bytes:
+    return obtain_secret(settings, create=create).value
 
 
-def obtain_secret(settings: Settings) -> Secret:
-    """The configured secret, else the data directory's, made on first use.
+def obtain_secret(settings: Settings, *, create: bool = True) -> Secret:
+    """The configured secret, else the data directory's, made on first use if `create`.
 
-    Raises SettingsError if the data directory's secret is too short."""
+    Raises SettingsError if the data directory's secret is too short, or
+    missing and not to be created: a token signed with a secret no server
+    uses would only be refused."""
     if settings.jwt_secret is not None:
         return Secret(settings.jwt_secret.get_secret_value().encode(), generated=False)
     path = settings.data_dir / SECRET_FILE
     generated = False
+    if not path.exists() and not create:
+        raise SettingsError(
+            f"no JWT secret: MEDIAGATE_JWT_SECRET is not set and {path.resolve()} does not exist "
+            "(no server has started on this data directory); run this where the server runs, "
+            "with its MEDIAGATE_DATA_DIR (or in the directory holding its ./data), or pass "
+            "--create-secret to make the secret a server started here will use"
+        )
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         generated = _write_private(path, secrets.token_urlsafe(48).encode())
@@ -95,16 +116,29 @@ def issue(secret: bytes, user_id: str, ttl: int, now: float | None = None) -> st
 
 
 def verify(secret: bytes, token: str) -> str:
-    """The user id a valid token names."""
+    """The user id a valid token names; else InvalidToken saying why in a person's words."""
     if not token.isascii():  # PyJWT would raise UnicodeEncodeError on a lone surrogate
-        raise InvalidToken("a JWT is ASCII")
+        raise InvalidToken(MALFORMED, NOT_OURS)
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
         )
-    except jwt.PyJWTError as error:
-        raise InvalidToken(str(error)) from error
+    except jwt.ExpiredSignatureError:  # PyJWT checks the signature first: it is ours
+        raise InvalidToken(EXPIRED, f"the token expired {_expiry(token)}") from None
+    except jwt.InvalidSignatureError:
+        raise InvalidToken(
+            BAD_SIGNATURE, "the token is signed for another server (not with this server's secret)"
+        ) from None
+    except jwt.PyJWTError:  # not a JWT, another algorithm, no `sub` or `exp`
+        raise InvalidToken(MALFORMED, NOT_OURS) from None
     user_id = claims["sub"]
     if not isinstance(user_id, str) or not is_valid_user_id(user_id):
-        raise InvalidToken("the token's subject is not a valid user id")
+        raise InvalidToken(MALFORMED, f"{NOT_OURS} (its subject is not a user id)")
     return user_id
+
+
+def _expiry(token: str) -> str:
+    """When a token whose signature was verified expired, in words."""
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    when = datetime.fromtimestamp(int(expires), UTC)
+    return f"at {when:%Y-%m-%d %H:%M} UTC"

@@ -4,7 +4,9 @@
         result = await client.upload("clip.mp4", on_progress=print)
         print(result.media.media_id, result.media.stream_url)
 
-Only HTTP: nothing here imports the server. See docs/client.md.
+Only HTTP: nothing here imports the server, but for the pure rule that makes a
+filename safe (`core/keys.py`), which a download applies as the server does.
+See docs/client.md.
 """
 
 from mediagate.client.api import MediagateClient
@@ -14,6 +16,7 @@ from mediagate.client.errors import (
     MediagateError,
     NotFound,
     ProblemError,
+    TargetExists,
     Unauthorized,
 )
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
@@ -31,6 +34,7 @@ __all__ = [
     "ResumeStore",
     "RetryPolicy",
     "SessionStatus",
+    "TargetExists",
     "Unauthorized",
     "UploadProgress",
     "UploadResult",

@@ -19,6 +19,7 @@ from mediagate.client.retry import RetryPolicy, is_retryable_status, parse_retry
 
 T = TypeVar("T")
 RetryHook = Callable[[MediagateError, float], None]
+RecoveryHook = Callable[[], None]
 PAGE_SIZE = 200  # the server's largest page
 # No total limit (a 64 MiB chunk on a slow link takes long); a silent peer is given up on.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
@@ -30,8 +31,10 @@ class MediagateClient:
     Use as `async with MediagateClient(url, token) as client: ...`. Every call
     retries what may succeed later (connection loss, 408, 429, 5xx) with
     back-off honouring `Retry-After`; `on_retry(error, delay)` hears of each
-    retry. Errors are `MediagateError`s: `ProblemError` carries the server's
-    problem+json (`status`, `type`, `detail`).
+    retry, and `on_recovered()` of each call that succeeded after retries
+    (together they tell when an outage starts and when it ends). Errors are
+    `MediagateError`s: `ProblemError` carries the server's problem+json
+    (`status`, `type`, `detail`).
     """
 
     def __init__(
@@ -42,12 +45,17 @@ class MediagateClient:
         retry: RetryPolicy | None = None,
         resume_store: ResumeStore | None = None,
         on_retry: RetryHook | None = None,
+        on_recovered: RecoveryHook | None = None,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
+        problem = validate_server_url(server)
+        if problem is not None:
+            raise ValueError(problem)
         self.server = server.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.resume_store = resume_store or ResumeStore()
         self._on_retry = on_retry
+        self._on_recovered = on_recovered
         self._auth = {"Authorization": f"Bearer {token}"}
         self._http = http or aiohttp.ClientSession(timeout=TIMEOUT)
         self._owns_http = http is None
@@ -131,16 +139,20 @@ class MediagateClient:
         destination: str | os.PathLike[str] | None = None,
         *,
         on_progress: Callable[[int, int], None] | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Save a media to `destination` (a file or a directory; default: its filename here).
 
-        Bytes go to `<destination>.part` first, renamed when complete; an
-        interrupted download, run again, asks only for the rest (`Range`).
-        `on_progress(done, total)` hears of every piece written.
+        In a directory the file is named after the media's filename, sanitised
+        (never a path from the server), and an existing file there is not
+        replaced (`TargetExists`) unless `overwrite`; a file named as
+        `destination` is replaced. Bytes go to `<file>.part` first, renamed
+        when complete; an interrupted download, run again, asks only for the
+        rest (`Range`). `on_progress(done, total)` hears of every piece written.
         """
         from mediagate.client.download import download
 
-        return await download(self, media_id, destination, on_progress)
+        return await download(self, media_id, destination, on_progress, overwrite)
 
     # --- upload sessions ----------------------------------------------------------------
 
@@ -228,7 +240,7 @@ class MediagateClient:
         failures = 0
         while True:
             try:
-                return await attempt()
+                result = await attempt()
             except (ProblemError, ConnectionFailed) as error:
                 failures += 1
                 if failures >= self.retry.attempts or not is_retryable(error):
@@ -237,6 +249,10 @@ class MediagateClient:
                 delay = self.retry.delay(failures, retry_after)
                 if self._on_retry is not None:
                     self._on_retry(error, delay)
+            else:
+                if failures and self._on_recovered is not None:
+                    self._on_recovered()
+                return result
             await asyncio.sleep(delay)
 
 
@@ -316,4 +332,10 @@ def validate_server_url(server: str) -> str | None:
         return f"{server!r} is not a URL"
     if url.scheme not in ("http", "https") or not url.host:
         return f"{server!r} is not an http:// or https:// URL"
+    if url.user is not None or url.password is not None:
+        # Not echoed: it holds a password. The bearer token is the one credential.
+        return (
+            f"{url.with_user(None)} must not carry a user name or password (`user:pass@`): "
+            "the token signs you in"
+        )
     return None

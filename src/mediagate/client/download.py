@@ -2,6 +2,11 @@
 
 Bytes go to `<file>.part`, renamed once complete; a re-run (or a retry) asks
 with `Range` only for what the `.part` file lacks.
+
+The server's word is never a path: the file is named after the media's
+filename sanitised as the server sanitises it (last path component, no
+leading dots, no control characters), and an existing file is replaced only
+if the caller named it or asked for it (`overwrite`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import IO, TYPE_CHECKING
 import aiohttp
 
 from mediagate.client.api import error_from
-from mediagate.client.errors import ConnectionFailed
+from mediagate.client.errors import ConnectionFailed, TargetExists
 from mediagate.client.models import Media
+from mediagate.core.keys import sanitize_filename  # pure: the server's own rule
 
 if TYPE_CHECKING:
     from mediagate.client.api import MediagateClient
@@ -29,42 +35,67 @@ async def download(
     media_id: str,
     destination: str | os.PathLike[str] | None,
     on_progress: Callable[[int, int], None] | None,
+    overwrite: bool = False,
 ) -> Path:
     media = await client.info(media_id)
-    target = _target(media, destination)
+    target, named = _target(media, destination)
+    replace = overwrite or named
+    if not replace and await asyncio.to_thread(os.path.lexists, target):
+        raise TargetExists(target)  # before the download, not after it
     partial = target.with_name(target.name + ".part")
 
     async def attempt() -> None:
-        await _fetch_rest(client, media, partial, on_progress)
+        await _fetch_rest(client, media_id, media.size, partial, on_progress)
 
     await client.retrying(attempt)
-    await asyncio.to_thread(partial.replace, target)
+    await asyncio.to_thread(_put_in_place, partial, target, replace)
     return target
 
 
-def _target(media: Media, destination: str | os.PathLike[str] | None) -> Path:
-    # The server already stripped path parts from the name; strip again, it costs nothing.
-    name = Path(media.filename).name or media.media_id
+def _target(media: Media, destination: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """Where to save the media, and whether the caller named that very file."""
+    name = sanitize_filename(media.filename)
     if destination is None:
-        return Path(name)
+        return Path(name), False
     path = Path(destination)
-    return path / name if path.is_dir() else path
+    if path.is_dir():
+        return path / name, False
+    return path, True
+
+
+def _put_in_place(partial: Path, target: Path, replace: bool) -> None:
+    if replace:
+        partial.replace(target)
+        return
+    # A link fails if the target appeared meanwhile, where a rename would replace it.
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise TargetExists(target) from None
+    except OSError:  # a file system without hard links (FAT, some network shares)
+        if os.path.lexists(target):
+            raise TargetExists(target) from None
+        partial.rename(target)
+        return
+    partial.unlink()
 
 
 async def _fetch_rest(
     client: MediagateClient,
-    media: Media,
+    media_id: str,
+    size: int,
     partial: Path,
     on_progress: Callable[[int, int], None] | None,
 ) -> None:
     """Append to `partial` what it lacks of the media (all of it if the server ignores Range)."""
-    have = await asyncio.to_thread(_kept_bytes, partial, media.size)
-    if have == media.size:
+    have = await asyncio.to_thread(_kept_bytes, partial, size)
+    if have == size:
+        await asyncio.to_thread(partial.touch)  # a 0-byte media has nothing to fetch
         return
     headers = {"Range": f"bytes={have}-"} if have else {}
     # An S3 media answers with a redirect to a presigned URL; aiohttp follows it and
     # drops the Authorization header on the way to another origin.
-    url = client.url(f"media/stream/{media.media_id}")
+    url = client.url(f"media/stream/{media_id}")
     async with client.request("GET", url, headers=headers) as response:
         if response.status == 206 and _range_start(response.headers.get("Content-Range")) == have:
             mode = "ab"
@@ -78,12 +109,12 @@ async def _fetch_rest(
                     await asyncio.to_thread(_write, out, piece)
                     have += len(piece)
                     if on_progress is not None:
-                        on_progress(have, media.size)
+                        on_progress(have, size)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
                 # Kept in `partial`: the retry asks for the rest only.
                 raise ConnectionFailed(client.server, "the connection broke mid-download") from None
-    if have != media.size:
-        raise ConnectionFailed(client.server, f"the download stopped at {have} of {media.size}")
+    if have != size:
+        raise ConnectionFailed(client.server, f"the download stopped at {have} of {size}")
 
 
 def _kept_bytes(partial: Path, size: int) -> int:

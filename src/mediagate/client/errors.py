@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -52,6 +53,14 @@ class NotFound(ProblemError):
 
 class FileChanged(MediagateError):
     """The local file changed while it was being uploaded: its chunks no longer agree."""
+
+
+class TargetExists(MediagateError):
+    """A download would replace a file the caller did not name."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} already exists (not replaced)")
+        self.path = path
 
 
 def problem_error(status: int, problem: dict[str, Any], retry_after: float | None) -> ProblemError:

@@ -53,11 +53,18 @@ class ResumeStore:
         return state if (state.server, state.path) == (server, path) else None
 
     def save(self, state: ResumeState) -> None:
-        """Write atomically: a crash mid-write leaves the old state or the new, never half."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Write atomically: a crash mid-write leaves the old state or the new, never half.
+
+        Private to the user (folder 0700, files 0600): a session id lets its
+        holder's token add chunks, and a path tells what the user uploads."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)  # made by an older version, or under another umask
         target = self._file(state.server, state.path)
         partial = target.with_suffix(".tmp")
-        partial.write_text(json.dumps(asdict(state)))
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            os.fchmod(fd, 0o600)  # a .tmp left by a crash keeps its old mode otherwise
+            file.write(json.dumps(asdict(state)))
         partial.replace(target)
 
     def remove(self, server: str, path: str) -> None:

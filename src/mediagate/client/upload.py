@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 # repaired by sending those again; this many times before giving up.
 REPAIR_ROUNDS = 3
 HASH_WINDOW = 16 * 1024 * 1024
-# A saved session in any other state cannot take chunks: start afresh.
-RESUMABLE_STATES = {"open", "completed", "completing"}
+# A saved session in another state (expired) cannot become the media: start afresh.
+# A finalizing or completed one already is the media: `complete` answers it again.
+RESUMABLE_STATES = {"open", "finalizing", "completed"}
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ class Upload:
         if status.state not in RESUMABLE_STATES or status.size != source.size:
             return None
         if status.state != "open":
-            # Completed, but the run that completed it did not live to say so:
-            # `complete` answers the same media again.
+            # Completed (or finalizing), but the run that completed it did not live
+            # to say so: `complete` answers the same media again, never a second one.
             everything = frozenset(range(status.total_chunks))
             return Session(status.session_id, status.chunk_size, status.total_chunks, everything)
         return _session(status)

@@ -70,6 +70,11 @@ class Summary:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def mib_per_s(self) -> float:
+        """The rate the text report gives (IEC, as every size mediagate prints)."""
+        return self.bytes / 1024**2 / self.seconds if self.seconds > 0 else 0.0
+
+    @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
@@ -94,7 +99,7 @@ class Summary:
         lines = [
             f"{'interrupted' if self.interrupted else 'done'}: migrated {self.migrated}, "
             f"imported {self.imported}, {human_bytes(self.bytes)} in {self.seconds:.1f} s "
-            f"({self.mb_per_s:.1f} MB/s); local copies deleted {self.local_copies_deleted}; "
+            f"({self.mib_per_s:.1f} MiB/s); local copies deleted {self.local_copies_deleted}; "
             f"skipped {self.skipped}{reason_counts(self.skips)}; failed {self.failed}"
         ]
         lines += [f"failed: {failure['item']}: {failure['error']}" for failure in self.failures]

@@ -20,10 +20,10 @@ def bearer_token(request: web.Request) -> str | None:
 def authenticated_user(request: web.Request) -> str:
     token = bearer_token(request)
     if token is None:
-        raise Unauthorized("send Authorization: Bearer <token>")
+        raise Unauthorized("no token: send Authorization: Bearer <token>", reason=tokens.MISSING)
     try:
         user_id = tokens.verify(request.app[JWT_SECRET], token)
     except tokens.InvalidToken as error:
-        raise Unauthorized(f"the token is not valid: {error}") from None
+        raise Unauthorized(str(error), reason=error.reason) from None
     structlog.contextvars.bind_contextvars(user_id=user_id)
     return user_id

@@ -229,6 +229,9 @@ class ProblemDetails(BaseModel):
     status: int = Field(ge=400, le=599)
     detail: str
     request_id: str | None = Field(None, description="Also in the X-Request-ID header")
+    reason: str | None = Field(
+        None, description="401 unauthorized: missing, malformed, bad-signature or expired"
+    )
     errors: list[ProblemField] | None = Field(None, description="400: the fields refused")
     missing_chunks: list[int] | None = Field(None, description="409 missing-chunks")
     total_chunks: int | None = Field(None, description="400 chunk-out-of-range")

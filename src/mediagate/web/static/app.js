@@ -9,12 +9,13 @@ const $ = (id) => document.getElementById(id);
 const sizeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
+// IEC units, as the command line and the server's logs print sizes.
 function formatSize(bytes) {
-  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes;
   let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
     unit += 1;
   }
   return `${sizeFormat.format(value)} ${units[unit]}`;
@@ -30,8 +31,21 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+function sentence(text) {
+  return text.endsWith(".") ? text : `${text}.`;
+}
+
+// What to do about a refused token, by the `reason` of the server's 401 problem.
+const TOKEN_HINTS = {
+  malformed: "Paste the whole token, as `mediagate token` printed it.",
+  "bad-signature": "Ask for a token made by this server.",
+  expired: "Ask for a new one.",
+};
+
 function messageOf(error) {
-  return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof Error)) return String(error);
+  const hint = error instanceof ApiError && error.status === 401 && TOKEN_HINTS[error.problem.reason];
+  return hint ? `${error.message}. ${hint}` : error.message;
 }
 
 // The token's claims, for display only: the server is the one that checks them.
@@ -44,14 +58,53 @@ function claimsOf(token) {
   }
 }
 
-// A link ending in #token=… signs in; the fragment never reaches the server, and
-// is taken out of the address bar (and the history) before anything else runs.
+// A link ending in #token=… offers a token; the fragment never reaches the server,
+// and is taken out of the address bar (and the history) before anything else runs.
 function takeTokenFromAddress() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   const token = fragment.get("token");
-  if (token === null) return;
+  if (token === null) return "";
   history.replaceState(null, "", location.pathname + location.search);
-  if (token) localStorage.setItem(TOKEN_KEY, token.trim());
+  return token.trim();
+}
+
+// A link can carry anyone's token (login CSRF): signed in as one user, switching
+// to another takes the user's yes, with both names shown. Escape keeps the account.
+function askToSwitch(current, offered) {
+  const dialog = $("switch-dialog");
+  const from = claimsOf(current).sub || "?";
+  const to = claimsOf(offered).sub || "an unknown user";
+  $("switch-current").textContent = from;
+  $("switch-offered").textContent = to;
+  $("switch-keep").textContent = `Stay signed in as ${from}`;
+  $("switch-accept").textContent = `Switch to ${to}`;
+  return new Promise((resolve) => {
+    const answer = (yes) => () => {
+      dialog.close();
+      resolve(yes);
+    };
+    const keep = answer(false);
+    $("switch-keep").onclick = keep;
+    $("switch-accept").onclick = answer(true);
+    dialog.oncancel = (event) => {
+      event.preventDefault();
+      keep();
+    };
+    dialog.showModal();
+    $("switch-keep").focus();
+  });
+}
+
+// The token to sign in with: the saved one, or the link's if it is the same user
+// (a fresh token) or the user agreed to switch.
+async function chooseToken(saved, offered) {
+  if (!offered || offered === saved || !saved) return offered || saved;
+  const sameUser = claimsOf(saved).sub !== undefined && claimsOf(saved).sub === claimsOf(offered).sub;
+  if (sameUser || (await askToSwitch(saved, offered))) return offered;
+  const notice = $("notice");
+  notice.textContent = `The link for ${claimsOf(offered).sub || "another user"} was not used: you are still signed in as ${claimsOf(saved).sub || "before"}.`;
+  notice.hidden = false;
+  return saved;
 }
 
 let api = null;
@@ -78,6 +131,7 @@ async function signIn(token, { remember }) {
 }
 
 function signOut(reason = "", { forget = true } = {}) {
+  $("notice").hidden = true;
   if (forget) localStorage.removeItem(TOKEN_KEY);
   api = null;
   user = "";
@@ -96,7 +150,7 @@ function signOut(reason = "", { forget = true } = {}) {
 // A token that expired or was refused while the page was open: back to sign-in.
 function handleError(error, show) {
   if (error instanceof ApiError && error.status === 401) {
-    signOut(`Please sign in again: ${error.message}.`);
+    signOut(sentence(`Please sign in again: ${messageOf(error)}`));
     return;
   }
   show(messageOf(error));
@@ -365,17 +419,21 @@ $("refresh").addEventListener("click", () => loadMedia());
 $("more").addEventListener("click", () => loadMedia({ append: true }));
 
 async function start() {
-  takeTokenFromAddress();
+  const offered = takeTokenFromAddress();
   const saved = localStorage.getItem(TOKEN_KEY);
-  if (!saved) {
+  const token = await chooseToken(saved, offered);
+  if (!token) {
     signOut();
     return;
   }
+  // The link's token is remembered only once the server took it.
+  const fromLink = token !== saved;
   try {
-    await signIn(saved, { remember: false });
+    await signIn(token, { remember: fromLink });
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      signOut(`Please sign in again: ${messageOf(error)}.`);
+      const what = fromLink ? "Could not sign in with the link" : "Please sign in again";
+      signOut(sentence(`${what}: ${messageOf(error)}`), { forget: !fromLink });
     } else {
       signOut(`Could not reach the server: ${messageOf(error)}. Reload the page to try again.`, {
         forget: false,
