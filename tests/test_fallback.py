@@ -357,25 +357,46 @@ async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_
     assert (await api.info(media_id)).status == 404  # never to be made: its record goes too
 
 
-async def test_a_finalizing_upload_that_keeps_failing_says_why(start_api, proxy, proxied_settings):
+async def test_a_finalizing_upload_whose_spilled_chunk_is_gone_fails_with_the_reason(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    """Retrying cannot bring a lost file back: the session is open again and says why."""
     api = await start_api(proxied_settings)
     done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=11))
     for staged in (proxied_settings.data_dir / ".staging").iterdir():
         staged.unlink()  # the spilled chunk lost (an operator's clean-up, a disk swap)
 
     await proxy.restore()
+    status = await given_up(api, done["session_id"])
+    assert status["received"] == []
+    assert "not-found" in status["last_error"] and "sent again" in status["last_error"]
+    info = await (await api.info(done["media_id"])).json()
+    assert info["state"] == "failed" and info["error"] == status["last_error"]
+    assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+    uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
+    assert len(uploads.get("Uploads", [])) == 1  # the old one aborted, a fresh one to fill
+
+    pieces = chunks_of(payload(2 * 5 * MiB + 10, seed=11), 5 * MiB)
+    for number, piece in enumerate(pieces):
+        assert (await api.put_chunk(done["session_id"], number, piece)).status == 200
+    again = await api.complete(done["session_id"])
+    assert again.status == 201 and (await again.json())["media_id"] == done["media_id"]
+    assert (await (await api.info(done["media_id"])).json())["state"] == "ready"
+
+
+async def given_up(api: Api, session_id: str) -> dict:
+    """The session's status once the finalizer gave it up (it retries nothing twice)."""
     engine = api.client.app[ENGINE]
 
-    async def noted():
+    async def reopened():
         await engine.finish_finalizing()
-        status = await (await api.status(done["session_id"])).json()
-        return status if status["last_error"] else None
+        status = await (await api.status(session_id)).json()
+        return status if status["state"] == "open" else None
 
-    status = await eventually(noted)
-    assert status["state"] == "finalizing"
-    info = await (await api.info(done["media_id"])).json()
-    assert info["state"] == "finalizing" and info["error"] == status["last_error"]
-    assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+    status = await eventually(reopened)
+    await engine.finish_finalizing()
+    assert (await (await api.status(session_id)).json())["state"] == "open"
+    return status
 
 
 async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
@@ -389,17 +410,12 @@ async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
     forget_chunk_behind_the_catalogs_back(proxied_settings, done["session_id"], 2)
 
     await proxy.restore()
-    engine = api.client.app[ENGINE]
-
-    async def noted():
-        await engine.finish_finalizing()
-        status = await (await api.status(done["session_id"])).json()
-        return status if status["last_error"] else None
-
-    status = await eventually(noted)
-    assert status["state"] == "finalizing" and "missing-chunks" in status["last_error"]
+    status = await given_up(api, done["session_id"])
+    assert "missing-chunks" in status["last_error"]
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
     assert listed.get("KeyCount", 0) == 0
+    info = await (await api.info(done["media_id"])).json()
+    assert info["state"] == "failed"
 
 
 def forget_chunk_behind_the_catalogs_back(settings, session_id: str, number: int) -> None:

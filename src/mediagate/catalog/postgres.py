@@ -137,6 +137,12 @@ MIGRATIONS: tuple[Step, ...] = (
         )""",
         "CREATE TABLE shared_values (name text PRIMARY KEY, value text NOT NULL)",
     ),
+    # Version 4: which API a session belongs to (its native chunk calls are refused
+    # on a tus upload); the tus uploads made before are found by their tus row.
+    (
+        "ALTER TABLE sessions ADD COLUMN protocol text NOT NULL DEFAULT 'native'",
+        "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)

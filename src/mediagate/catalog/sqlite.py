@@ -101,6 +101,12 @@ MIGRATIONS: tuple[Step, ...] = (
     ),
     # Version 3: which attempt wrote each chunk (whether a running digest still describes it).
     ("ALTER TABLE chunks ADD COLUMN writer TEXT",),
+    # Version 4: which API a session belongs to (its native chunk calls are refused
+    # on a tus upload); the tus uploads made before are found by their tus row.
+    (
+        "ALTER TABLE sessions ADD COLUMN protocol TEXT NOT NULL DEFAULT 'native'",
+        "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)

@@ -48,6 +48,7 @@ from mediagate.models import (
     SessionState,
     StorageKind,
     TusUpload,
+    UploadProtocol,
     UploadSession,
 )
 from mediagate.storage.base import PartCopying, Stores
@@ -171,6 +172,7 @@ class TusUploads:
             filename=filename,
             size=self.deferred_max_size if length is None else length,
             content_type=content_type,
+            protocol=UploadProtocol.TUS,
         )
         upload = TusUpload(
             session_id=session.id,
@@ -181,7 +183,7 @@ class TusUploads:
         await self._catalog.add_tus_upload(upload)
         log.info("tus.created", session_id=session.id, length=length)
         if length == 0:
-            await self._engine.complete(user_id, session.id)
+            await self._engine.complete(user_id, session.id, via=UploadProtocol.TUS)
         return await self.state(user_id, session.id)
 
     async def state(self, user_id: str, upload_id: str) -> TusState:
@@ -192,7 +194,7 @@ class TusUploads:
                 # Every part is safe but the upload was not completed (its
                 # PATCH failed at the end): complete it now, so that a client
                 # that sees the full offset also finds its media.
-                await self._engine.complete(user_id, upload_id)
+                await self._engine.complete(user_id, upload_id, via=UploadProtocol.TUS)
                 await self._tails.discard(upload_id)
                 session, upload = await self._load(user_id, upload_id)
         return TusState(session, upload, parts_end + tail)
@@ -251,7 +253,11 @@ class TusUploads:
         if size > self.max_size:
             raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
         session = await self._engine.initiate(
-            user_id, filename=filename, size=size, content_type=content_type
+            user_id,
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            protocol=UploadProtocol.TUS,
         )
         await self._catalog.add_tus_upload(
             TusUpload(session_id=session.id, metadata=metadata, concat=concat)
@@ -362,7 +368,13 @@ class TusUploads:
         self, user_id: str, session: UploadSession, number: int, source: ReadSource
     ) -> None:
         await self._engine.put_chunk(
-            user_id, session.id, number, source, declared_length=None, expected=ExpectedDigests()
+            user_id,
+            session.id,
+            number,
+            source,
+            declared_length=None,
+            expected=ExpectedDigests(),
+            via=UploadProtocol.TUS,
         )
 
     async def _undo(
