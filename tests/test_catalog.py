@@ -204,10 +204,11 @@ async def test_drop_chunk_forgets_only_chunks_of_an_open_session(catalog):
     assert [chunk.number for chunk in await catalog.chunks("s2")] == [0, 1]
 
 
-async def test_open_sessions_are_counted_per_user(catalog):
+async def test_open_and_finalizing_sessions_are_counted_per_user(catalog):
     await catalog.add_session(new_session("s1"))
-    await catalog.add_session(new_session("s2"))
+    await catalog.add_session(new_session("s2", state=SessionState.FINALIZING))
     await catalog.add_session(new_session("s3", state=SessionState.COMPLETED))
+    await catalog.add_session(new_session("s4", state=SessionState.EXPIRED))
     assert await catalog.count_open_sessions("alice") == 2
     assert await catalog.count_open_sessions("bob") == 0
 

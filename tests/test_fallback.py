@@ -320,6 +320,27 @@ async def finalizing_with_a_spilled_chunk(api: Api, proxy, data: bytes, **initia
     return {**await done.json(), "session_id": sid}
 
 
+async def test_finalizing_sessions_count_against_the_per_user_cap(
+    start_api, proxy, proxied_settings
+):
+    """A session waiting for S3 still holds an upload (and spilled bytes on the disk)."""
+    api = await start_api(proxied_settings.model_copy(update={"max_open_sessions_per_user": 1}))
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=14))
+    refused = await api.initiate(size=1)
+    assert refused.status == 429
+    assert (await refused.json())["type"].endswith("/too-many-sessions")
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def finished():
+        await engine.finish_finalizing()
+        return (await (await api.info(done["media_id"])).json())["state"] == "ready"
+
+    await eventually(finished)
+    assert (await api.initiate(size=1)).status == 201
+
+
 async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
     aiohttp_client, proxy, proxied_settings, s3_objects, bucket
 ):

@@ -68,7 +68,8 @@ class Catalog(Protocol):
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...
 
     async def count_open_sessions(self, user_id: str) -> int:
-        """How many of the user's sessions are in state `open` (expired or not)."""
+        """How many of the user's sessions still hold an upload: `open` (expired or
+        not) or `finalizing`."""
 
     async def expired_sessions(self, now: datetime) -> list[UploadSession]:
         """Open sessions whose expiry time is at or before `now`."""

@@ -380,9 +380,10 @@ class PostgresCatalog:
 
     async def count_open_sessions(self, user_id: str) -> int:
         rows = await self._rows(
-            "SELECT count(*) AS open FROM sessions WHERE user_id = %s AND state = %s",
+            "SELECT count(*) AS open FROM sessions WHERE user_id = %s AND state IN (%s, %s)",
             user_id,
             SessionState.OPEN.value,
+            SessionState.FINALIZING.value,
         )
         return int(rows[0]["open"])
 

@@ -327,9 +327,10 @@ class SQLiteCatalog:
     async def count_open_sessions(self, user_id: str) -> int:
         rows = await self._run(
             self._execute,
-            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state = ?",
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state IN (?, ?)",
             user_id,
             SessionState.OPEN.value,
+            SessionState.FINALIZING.value,
         )
         return int(rows[0][0])
 
