@@ -227,6 +227,24 @@ async def test_a_tus_upload_keeps_its_metadata_and_its_length_is_set_once(catalo
     assert (await catalog.get_tus_upload("s1")).length_deferred is False
 
 
+async def test_each_partial_upload_is_taken_by_one_live_final(catalog):
+    for session_id in ("p1", "p2", "p3", "f1", "f2"):
+        await catalog.add_session(new_session(session_id))
+        concat = "partial" if session_id.startswith("p") else "final;"
+        await catalog.add_tus_upload(TusUpload(session_id=session_id, concat=concat))
+
+    assert await catalog.take_partials("f1", ["p1", "p2"]) is True
+    assert await catalog.take_partials("f2", ["p2", "p3"]) is False  # all or none
+    assert await catalog.take_partials("f2", ["p3"]) is True  # p3 was left free
+    assert await catalog.take_partials("f1", ["p1", "p2"]) is True  # its own again
+    await catalog.set_session_state("f1", SessionState.COMPLETED)
+    assert await catalog.take_partials("f2", ["p1"]) is False  # a completed final keeps them
+    await catalog.set_session_state("f1", SessionState.EXPIRED)
+    assert await catalog.take_partials("f2", ["p1"]) is True  # an expired one does not
+    await catalog.delete_session("f2")
+    assert await catalog.take_partials("f1", ["p1", "p3"]) is True  # nor one gone
+
+
 async def test_complete_session_records_finalizing_then_ready_media(catalog):
     await catalog.add_session(new_session())
     await catalog.put_chunk("s1", new_chunk(0, storage=StorageKind.LOCAL))

@@ -82,6 +82,12 @@ class WrongProtocol(Problem):
     status, code, title = 409, "wrong-protocol", "The upload belongs to another API"
 
 
+class PartialTaken(Problem):
+    """tus concatenation: a partial upload already went into another final upload."""
+
+    status, code, title = 409, "partial-taken", "A partial upload is part of another final"
+
+
 class MissingChunks(Problem):
     status, code, title = 409, "missing-chunks", "Chunks are missing"
 

@@ -569,6 +569,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ProtocolVersionUnsupported,
             errors.FileTooLarge,
             errors.TooManySessions,
+            errors.PartialTaken,
             *STORAGE,
         ),
     ),
