@@ -341,6 +341,28 @@ async def test_finalizing_sessions_count_against_the_per_user_cap(
     assert (await api.initiate(size=1)).status == 201
 
 
+async def test_a_finalizing_media_can_be_deleted_while_s3_is_away(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=15))
+    staging = proxied_settings.data_dir / ".staging"
+    assert [path for path in staging.iterdir() if path.is_file()]
+
+    assert (await api.delete(done["media_id"])).status == 204
+    assert (await api.info(done["media_id"])).status == 404
+    assert (await api.status(done["session_id"])).status == 404
+    assert not [path for path in staging.iterdir() if path.is_file()]  # the spilled chunk
+
+    await proxy.restore()
+    await api.client.app[ENGINE].finish_finalizing()
+    assert (await api.info(done["media_id"])).status == 404  # nothing finished it meanwhile
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0
+    media = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    assert media["items"] == []
+
+
 async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
     aiohttp_client, proxy, proxied_settings, s3_objects, bucket
 ):

@@ -469,6 +469,35 @@ class UploadEngine:
         log.error("upload.given_up", session_id=session.id, reason=reason)
         return reason
 
+    async def delete_unfinished(self, media: Media) -> None:
+        """Delete a finalizing media: its session and its parts (in S3, spilled, a tus
+        tail) go with it. Under the session's claim, as complete and the finalizer
+        take it, so never while a round is moving its parts."""
+        session = next(
+            (
+                session
+                for session in await self._catalog.sessions_in_state(SessionState.FINALIZING)
+                if session.media_id == media.id
+            ),
+            None,
+        )
+        if session is not None:
+            async with self.locks.session(session.id, Purpose.COMPLETE):
+                current = await self._catalog.get_session(session.id)
+                if current is not None and current.state is SessionState.FINALIZING:
+                    # Forgotten first, as by abort: no round finds it again.
+                    await self._catalog.delete_session(session.id)
+                    await self.discard_uploads(current)
+                    metrics.upload_failed(current.storage)
+        # The object too, wherever it may be: a finish that published it may have
+        # stopped short of recording the media ready, or finished meanwhile.
+        for store in self._stores.values():
+            try:
+                await store.delete(media.key)
+            except StorageUnavailable as error:
+                log.warning("upload.stale_object_kept", media_id=media.id, error=str(error))
+        await self._catalog.delete_media(media.id)
+
     async def expire_sessions(self) -> int:
         """Discard the parts of open sessions past their expiry time; how many expired."""
         expired = 0

@@ -479,9 +479,10 @@ REGISTRY: tuple[Route, ...] = (
         "/api/v1/media/delete/{media_id}",
         "delete_media",
         "Delete a media: its object or file and its record",
+        description="A finalizing media is deleted with its upload: its parts are dropped.",
         parameters=(MEDIA_ID,),
         replies=(Reply(204, "Deleted"),),
-        problems=(errors.NotFound, errors.MediaNotReady, *STORAGE),
+        problems=(errors.NotFound, errors.SessionNotOpen, *STORAGE),
     ),
     Route(
         "GET",
