@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import (
@@ -36,6 +37,7 @@ from mediagate.models import (
     SessionState,
     StorageKind,
     TusUpload,
+    UploadProtocol,
     UploadSession,
 )
 
@@ -394,6 +396,39 @@ async def test_a_later_step_runs_once_keeps_the_rows_and_older_code_refuses(open
     assert reopened.schema_upgrade == SchemaUpgrade(latest + 1, latest + 1)
     with pytest.raises(SchemaTooNew, match=f"version {latest + 1}"):
         await opener.open()
+
+
+async def test_tus_uploads_made_before_version_4_are_known_as_tus(opener):
+    """Their native chunk calls are refused from the upgrade on, as a new upload's are."""
+    old = await opener.open(opener.migrations[:3])
+    await old.close()
+    rows = [
+        "INSERT INTO sessions (id, user_id, filename, content_type, size, chunk_size, "
+        "total_chunks, storage, key, upload_id, state, created_at, expires_at, media_id) "
+        f"VALUES ('{session_id}', 'alice', 'a.mp4', 'video/mp4', 3, 5242880, 1, 'local', "
+        f"'media/alice/m/a.mp4', 'u-{session_id}', 'open', '2026-01-02T03:04:05Z', "
+        f"'2026-01-03T03:04:05Z', 'm-{session_id}')"
+        for session_id in ("native", "tus")
+    ]
+    rows.append(
+        "INSERT INTO tus_uploads (session_id, metadata, length_deferred) VALUES ('tus', '', false)"
+    )
+    if opener.url is None:
+        with sqlite3.connect(opener.path) as db:
+            for row in rows:
+                db.execute(row)
+        db.close()
+    else:
+        with psycopg.connect(opener.url) as db:
+            for row in rows:
+                db.execute(row)
+
+    catalog = await opener.open()
+    try:
+        assert (await catalog.get_session("tus")).protocol is UploadProtocol.TUS
+        assert (await catalog.get_session("native")).protocol is UploadProtocol.NATIVE
+    finally:
+        await catalog.close()
 
 
 # The schema of the first release, which kept no version: copied here as it was.
