@@ -976,3 +976,20 @@ async def test_finals_racing_for_partials_make_one_media(
     expected = b"abcde" if lists[made] == [first, second] else b"def"
     assert (await fetch_media(api, f"final-{made}.bin"))[1] == expected
     assert await api.client.app[CATALOG].count_open_sessions("alice") == 0
+
+
+async def test_a_final_that_fails_midway_leaves_its_partials_free(
+    start_api: ApiFactory, proxy: CuttableProxy, proxied_settings: Settings
+) -> None:
+    api = await start_api(proxied_settings)
+    first, second = [await partial_upload(api, data) for data in (b"abc", b"de")]
+    await proxy.cut()  # the partials cannot be read back
+    failed = await create_final(api, [first, second], **named("joined.bin"))
+    assert failed.status == 503, await failed.text()
+    assert await api.client.app[CATALOG].count_open_sessions("alice") == 0  # nothing kept
+
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    made = await create_final(api, [first, second], **named("joined.bin"))
+    assert made.status == 201, await made.text()
+    assert await eventually_fetched(api, "joined.bin") == b"abcde"
