@@ -960,10 +960,15 @@ async def test_finals_racing_for_partials_make_one_media(
     start_api: ApiFactory, catalog_settings: Settings
 ) -> None:
     api = await start_api(catalog_settings)
+    # On PostgreSQL, two instances sharing the catalog and the data directory.
+    apis = [api, await start_api(catalog_settings)] if catalog_settings.database_url else [api]
     first, second, third = [await partial_upload(api, data) for data in (b"abc", b"de", b"f")]
     lists = [[first, second]] * 4 + [[second, third]] * 2
     answers = await asyncio.gather(
-        *(create_final(api, uploads, **named(f"final-{n}.bin")) for n, uploads in enumerate(lists))
+        *(
+            create_final(apis[n % len(apis)], uploads, **named(f"final-{n}.bin"))
+            for n, uploads in enumerate(lists)
+        )
     )
     statuses = [answer.status for answer in answers]
     assert statuses.count(201) == 1, statuses  # every final needs the second partial
