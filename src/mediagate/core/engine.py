@@ -488,7 +488,6 @@ class UploadEngine:
                     # Forgotten first, as by abort: no round finds it again.
                     await self._catalog.delete_session(session.id)
                     await self.discard_uploads(current)
-                    metrics.upload_failed(current.storage)
         # The object too, wherever it may be: a finish that published it may have
         # stopped short of recording the media ready, or finished meanwhile.
         for store in self._stores.values():
