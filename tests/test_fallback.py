@@ -459,6 +459,9 @@ async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
     assert listed.get("KeyCount", 0) == 0
     info = await (await api.info(done["media_id"])).json()
     assert info["state"] == "failed"
+    assert (await api.delete(done["media_id"])).status == 204  # a failed media can go
+    assert (await api.info(done["media_id"])).status == 404
+    assert (await (await api.status(done["session_id"])).json())["state"] == "open"
 
 
 def forget_chunk_behind_the_catalogs_back(settings, session_id: str, number: int) -> None:
