@@ -234,6 +234,7 @@ async def test_native_chunks_and_complete_on_a_tus_upload_are_409(local_api):
         problem = await assert_problem(refused, 409, "wrong-protocol")
         assert f"/api/v1/tus/{sid}" in problem["detail"]
     await assert_problem(await local_api.complete(sid), 409, "wrong-protocol")
+    await assert_problem(await local_api.abort(sid), 409, "wrong-protocol")
     status = await (await local_api.status(sid)).json()
     assert status["state"] == "open" and status["received"] == []
 

@@ -312,8 +312,11 @@ class UploadEngine:
         )
         return etag, StorageKind.LOCAL
 
-    async def abort(self, user_id: str, session_id: str) -> None:
+    async def abort(
+        self, user_id: str, session_id: str, *, via: UploadProtocol = UploadProtocol.NATIVE
+    ) -> None:
         session = await self._owned_session(user_id, session_id)
+        _check_protocol(session, via)
         _check_not_completed(session)
         async with self.locks.session(session_id, Purpose.ABORT):
             session = await self._owned_session(user_id, session_id)
@@ -581,14 +584,15 @@ class UploadEngine:
 
 
 def _check_protocol(session: UploadSession, via: UploadProtocol) -> None:
-    """A tus upload's offset is its own (a tail, a deferred length): chunks or a
-    complete sent through the native API would break it."""
+    """A tus upload's offset is its own (a tail, a deferred length) and one PATCH at a
+    time holds it: chunks, a complete or an abort sent around tus would break it."""
     if session.protocol is via:
         return
     if session.protocol is UploadProtocol.TUS:
         raise WrongProtocol(
             f"session {session.id} is a tus upload: send its bytes with "
-            f"PATCH /api/v1/tus/{session.id}; it completes at its last byte"
+            f"PATCH /api/v1/tus/{session.id} (it completes at its last byte), "
+            "or terminate it with DELETE there"
         )
     raise WrongProtocol(f"session {session.id} is an upload of the native API")
 

@@ -309,7 +309,7 @@ class TusUploads:
 
     async def _drop_final(self, user_id: str, session_id: str) -> None:
         try:
-            await self._engine.abort(user_id, session_id)
+            await self._engine.abort(user_id, session_id, via=UploadProtocol.TUS)
         except Problem as error:  # made meanwhile (finalizing), or the catalog is away
             log.warning("tus.final_kept", session_id=session_id, error=str(error))
 
@@ -332,7 +332,7 @@ class TusUploads:
         # After a PATCH still running has ended, so that it leaves no tail behind.
         async with self._lock(upload_id):
             await self._load(user_id, upload_id)
-            await self._engine.abort(user_id, upload_id)
+            await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
 
     @contextlib.asynccontextmanager
     async def _lock(self, upload_id: str) -> AsyncIterator[None]:

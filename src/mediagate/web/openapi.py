@@ -418,7 +418,7 @@ REGISTRY: tuple[Route, ...] = (
         tag="uploads",
         parameters=(SESSION_ID,),
         replies=(Reply(204, "Aborted"),),
-        problems=(errors.NotFound, errors.SessionNotOpen, *STORAGE),
+        problems=(errors.NotFound, errors.SessionNotOpen, errors.WrongProtocol, *STORAGE),
     ),
     Route(
         "POST",
