@@ -363,6 +363,27 @@ async def test_a_finalizing_media_can_be_deleted_while_s3_is_away(
     assert media["items"] == []
 
 
+async def test_a_delete_racing_the_finalizer_leaves_neither_media_nor_object(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=16))
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off: the finalizer can reach S3
+
+    _, deleted = await asyncio.gather(
+        api.client.app[ENGINE].finish_finalizing(), api.delete(done["media_id"])
+    )
+    assert deleted.status == 204, await deleted.text()
+    assert (await api.info(done["media_id"])).status == 404
+    await api.client.app[ENGINE].finish_finalizing()
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0
+    assert (await s3_objects.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    staging = proxied_settings.data_dir / ".staging"
+    assert not [path for path in staging.iterdir() if path.is_file()]
+
+
 async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
     aiohttp_client, proxy, proxied_settings, s3_objects, bucket
 ):
