@@ -398,7 +398,7 @@ async def test_a_later_step_runs_once_keeps_the_rows_and_older_code_refuses(open
         await opener.open()
 
 
-async def test_tus_uploads_made_before_version_4_are_known_as_tus(opener):
+async def test_tus_uploads_made_before_sessions_knew_their_protocol_are_tus(opener):
     """Their native chunk calls are refused from the upgrade on, as a new upload's are."""
     old = await opener.open(opener.migrations[:3])
     await old.close()
