@@ -274,7 +274,7 @@ class TusUploads:
         try:
             if not await self._catalog.take_partials(session.id, partial_ids):
                 raise PartialTaken("a partial upload named is already part of another final upload")
-            state = await self._join(user_id, session, media)
+            state = await self._join(user_id, session, media, size)
         except BaseException:
             # Nothing of it was handed out: gone, its partials free for another final.
             await asyncio.shield(self._drop_final(user_id, session.id))
@@ -287,12 +287,14 @@ class TusUploads:
         log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
         return state
 
-    async def _join(self, user_id: str, session: UploadSession, media: list[Media]) -> TusState:
+    async def _join(
+        self, user_id: str, session: UploadSession, media: list[Media], size: int
+    ) -> TusState:
         parts = [item for item in media if item.size]
         store = self._stores[session.storage]
         if isinstance(store, PartCopying) and _copyable(parts):
             # Each partial becomes one part, copied inside S3: no byte passes through here.
-            await self._catalog.set_length(session.id, session.size, len(parts))
+            await self._catalog.set_length(session.id, size, len(parts))
             for number, item in enumerate(parts):
                 etag = await store.copy_part(
                     session.key, session.upload_id, number=number, source_key=item.key
@@ -303,7 +305,7 @@ class TusUploads:
             # Through this server; empty partials are skipped (S3 refuses to read from byte 0 of
             # an empty object).
             reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
-            body = PatchBody(reader.read, session.size, None)
+            body = PatchBody(reader.read, size, None)
             await self._receive(user_id, session, 0, 0, body, None)
         return await self.state(user_id, session.id)
 
