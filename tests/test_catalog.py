@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import (
@@ -36,6 +37,7 @@ from mediagate.models import (
     SessionState,
     StorageKind,
     TusUpload,
+    UploadProtocol,
     UploadSession,
 )
 
@@ -204,10 +206,11 @@ async def test_drop_chunk_forgets_only_chunks_of_an_open_session(catalog):
     assert [chunk.number for chunk in await catalog.chunks("s2")] == [0, 1]
 
 
-async def test_open_sessions_are_counted_per_user(catalog):
+async def test_open_and_finalizing_sessions_are_counted_per_user(catalog):
     await catalog.add_session(new_session("s1"))
-    await catalog.add_session(new_session("s2"))
+    await catalog.add_session(new_session("s2", state=SessionState.FINALIZING))
     await catalog.add_session(new_session("s3", state=SessionState.COMPLETED))
+    await catalog.add_session(new_session("s4", state=SessionState.EXPIRED))
     assert await catalog.count_open_sessions("alice") == 2
     assert await catalog.count_open_sessions("bob") == 0
 
@@ -224,6 +227,24 @@ async def test_a_tus_upload_keeps_its_metadata_and_its_length_is_set_once(catalo
     session = await catalog.get_session("s1")
     assert (session.size, session.total_chunks) == (11 * MiB, 3)
     assert (await catalog.get_tus_upload("s1")).length_deferred is False
+
+
+async def test_each_partial_upload_is_taken_by_one_live_final(catalog):
+    for session_id in ("p1", "p2", "p3", "f1", "f2"):
+        await catalog.add_session(new_session(session_id))
+        concat = "partial" if session_id.startswith("p") else "final;"
+        await catalog.add_tus_upload(TusUpload(session_id=session_id, concat=concat))
+
+    assert await catalog.take_partials("f1", ["p1", "p2"]) is True
+    assert await catalog.take_partials("f2", ["p2", "p3"]) is False  # all or none
+    assert await catalog.take_partials("f2", ["p3"]) is True  # p3 was left free
+    assert await catalog.take_partials("f1", ["p1", "p2"]) is True  # its own again
+    await catalog.set_session_state("f1", SessionState.COMPLETED)
+    assert await catalog.take_partials("f2", ["p1"]) is False  # a completed final keeps them
+    await catalog.set_session_state("f1", SessionState.EXPIRED)
+    assert await catalog.take_partials("f2", ["p1"]) is True  # an expired one does not
+    await catalog.delete_session("f2")
+    assert await catalog.take_partials("f1", ["p1", "p3"]) is True  # nor one gone
 
 
 async def test_complete_session_records_finalizing_then_ready_media(catalog):
@@ -377,6 +398,39 @@ async def test_a_later_step_runs_once_keeps_the_rows_and_older_code_refuses(open
         await opener.open()
 
 
+async def test_tus_uploads_made_before_sessions_knew_their_protocol_are_tus(opener):
+    """Their native chunk calls are refused from the upgrade on, as a new upload's are."""
+    old = await opener.open(opener.migrations[:3])
+    await old.close()
+    rows = [
+        "INSERT INTO sessions (id, user_id, filename, content_type, size, chunk_size, "
+        "total_chunks, storage, key, upload_id, state, created_at, expires_at, media_id) "
+        f"VALUES ('{session_id}', 'alice', 'a.mp4', 'video/mp4', 3, 5242880, 1, 'local', "
+        f"'media/alice/m/a.mp4', 'u-{session_id}', 'open', '2026-01-02T03:04:05Z', "
+        f"'2026-01-03T03:04:05Z', 'm-{session_id}')"
+        for session_id in ("native", "tus")
+    ]
+    rows.append(
+        "INSERT INTO tus_uploads (session_id, metadata, length_deferred) VALUES ('tus', '', false)"
+    )
+    if opener.url is None:
+        with sqlite3.connect(opener.path) as db:
+            for row in rows:
+                db.execute(row)
+        db.close()
+    else:
+        with psycopg.connect(opener.url) as db:
+            for row in rows:
+                db.execute(row)
+
+    catalog = await opener.open()
+    try:
+        assert (await catalog.get_session("tus")).protocol is UploadProtocol.TUS
+        assert (await catalog.get_session("native")).protocol is UploadProtocol.NATIVE
+    finally:
+        await catalog.close()
+
+
 # The schema of the first release, which kept no version: copied here as it was.
 PREVIOUS_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -525,7 +579,8 @@ async def test_postgres_outage_is_503_catalog_unavailable_and_never_an_s3_outage
         while (await api.client.get("/readyz")).status != 200:
             await asyncio.sleep(0.2)
     # The S3 breaker was never fed the catalog's failure: S3 stayed "ok" throughout.
-    assert await (await api.client.get("/readyz")).json() == {"catalog": "ok", "s3": "ok"}
+    ready = await (await api.client.get("/readyz")).json()
+    assert (ready["catalog"], ready["s3"]) == ("ok", "ok")
     for number in (1, 2):
         assert (await api.put_chunk(session_id, number, pieces[number])).status == 200
     done = await api.complete(session_id)

@@ -7,10 +7,33 @@ import os
 import time
 from datetime import timedelta
 
+import pytest
+
 from conftest import Api
+from mediagate import errors
+from mediagate.core.assembly import worth_retrying
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
+
+
+@pytest.mark.parametrize(
+    ("problem", "retried"),
+    [
+        (errors.StorageUnavailable("S3 away"), True),
+        (errors.CatalogUnavailable("PostgreSQL restarting"), True),
+        (errors.StorageFull("disk full"), True),
+        (errors.BodyReadTimeout("a spilled part's read stalled"), True),
+        (errors.NotFound("the spilled chunk's file is gone"), False),
+        (errors.MissingChunks("a chunk's record is gone"), False),
+        (errors.StorageRejected("InvalidPart"), False),
+        (errors.FileDigestMismatch("wrong SHA-256"), False),
+    ],
+)
+def test_a_finalizing_session_is_retried_only_for_what_may_pass(
+    problem: errors.Problem, retried: bool
+) -> None:
+    assert worth_retrying(problem) is retried
 
 
 async def test_retried_completes_and_aborts_of_finished_sessions_keep_no_gates(

@@ -324,6 +324,70 @@ async def finalizing_with_a_spilled_chunk(api: Api, proxy, data: bytes, **initia
     return {**await done.json(), "session_id": sid}
 
 
+async def test_finalizing_sessions_count_against_the_per_user_cap(
+    start_api, proxy, proxied_settings
+):
+    """A session waiting for S3 still holds an upload (and spilled bytes on the disk)."""
+    api = await start_api(proxied_settings.model_copy(update={"max_open_sessions_per_user": 1}))
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=14))
+    refused = await api.initiate(size=1)
+    assert refused.status == 429
+    assert (await refused.json())["type"].endswith("/too-many-sessions")
+
+    await proxy.restore()
+    engine = api.client.app[ENGINE]
+
+    async def finished():
+        await engine.finish_finalizing()
+        return (await (await api.info(done["media_id"])).json())["state"] == "ready"
+
+    await eventually(finished)
+    assert (await api.initiate(size=1)).status == 201
+
+
+async def test_a_finalizing_media_can_be_deleted_while_s3_is_away(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=15))
+    staging = proxied_settings.data_dir / ".staging"
+    assert [path for path in staging.iterdir() if path.is_file()]
+
+    assert (await api.delete(done["media_id"])).status == 204
+    assert (await api.info(done["media_id"])).status == 404
+    assert (await api.status(done["session_id"])).status == 404
+    assert not [path for path in staging.iterdir() if path.is_file()]  # the spilled chunk
+
+    await proxy.restore()
+    await api.client.app[ENGINE].finish_finalizing()
+    assert (await api.info(done["media_id"])).status == 404  # nothing finished it meanwhile
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0
+    media = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    assert media["items"] == []
+
+
+async def test_a_delete_racing_the_finalizer_leaves_neither_media_nor_object(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    api = await start_api(proxied_settings)
+    done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=16))
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off: the finalizer can reach S3
+
+    _, deleted = await asyncio.gather(
+        api.client.app[ENGINE].finish_finalizing(), api.delete(done["media_id"])
+    )
+    assert deleted.status == 204, await deleted.text()
+    assert (await api.info(done["media_id"])).status == 404
+    await api.client.app[ENGINE].finish_finalizing()
+    listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
+    assert listed.get("KeyCount", 0) == 0
+    assert (await s3_objects.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    staging = proxied_settings.data_dir / ".staging"
+    assert not [path for path in staging.iterdir() if path.is_file()]
+
+
 async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_media(
     aiohttp_client, proxy, proxied_settings, s3_objects, bucket
 ):
@@ -361,25 +425,46 @@ async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_
     assert (await api.info(media_id)).status == 404  # never to be made: its record goes too
 
 
-async def test_a_finalizing_upload_that_keeps_failing_says_why(start_api, proxy, proxied_settings):
+async def test_a_finalizing_upload_whose_spilled_chunk_is_gone_fails_with_the_reason(
+    start_api, proxy, proxied_settings, s3_objects, bucket
+):
+    """Retrying cannot bring a lost file back: the session is open again and says why."""
     api = await start_api(proxied_settings)
     done = await finalizing_with_a_spilled_chunk(api, proxy, payload(2 * 5 * MiB + 10, seed=11))
     for staged in (proxied_settings.data_dir / ".staging").iterdir():
         staged.unlink()  # the spilled chunk lost (an operator's clean-up, a disk swap)
 
     await proxy.restore()
+    status = await given_up(api, done["session_id"])
+    assert status["received"] == []
+    assert "not-found" in status["last_error"] and "sent again" in status["last_error"]
+    info = await (await api.info(done["media_id"])).json()
+    assert info["state"] == "failed" and info["error"] == status["last_error"]
+    assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+    uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
+    assert len(uploads.get("Uploads", [])) == 1  # the old one aborted, a fresh one to fill
+
+    pieces = chunks_of(payload(2 * 5 * MiB + 10, seed=11), 5 * MiB)
+    for number, piece in enumerate(pieces):
+        assert (await api.put_chunk(done["session_id"], number, piece)).status == 200
+    again = await api.complete(done["session_id"])
+    assert again.status == 201 and (await again.json())["media_id"] == done["media_id"]
+    assert (await (await api.info(done["media_id"])).json())["state"] == "ready"
+
+
+async def given_up(api: Api, session_id: str) -> dict:
+    """The session's status once the finalizer gave it up (it retries nothing twice)."""
     engine = api.client.app[ENGINE]
 
-    async def noted():
+    async def reopened():
         await engine.finish_finalizing()
-        status = await (await api.status(done["session_id"])).json()
-        return status if status["last_error"] else None
+        status = await (await api.status(session_id)).json()
+        return status if status["state"] == "open" else None
 
-    status = await eventually(noted)
-    assert status["state"] == "finalizing"
-    info = await (await api.info(done["media_id"])).json()
-    assert info["state"] == "finalizing" and info["error"] == status["last_error"]
-    assert (await api.client.get("/readyz")).status == 200  # not counted against S3
+    status = await eventually(reopened)
+    await engine.finish_finalizing()
+    assert (await (await api.status(session_id)).json())["state"] == "open"
+    return status
 
 
 async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
@@ -393,17 +478,15 @@ async def test_the_finalizer_never_publishes_a_file_with_a_chunk_missing(
     forget_chunk_behind_the_catalogs_back(proxied_settings, done["session_id"], 2)
 
     await proxy.restore()
-    engine = api.client.app[ENGINE]
-
-    async def noted():
-        await engine.finish_finalizing()
-        status = await (await api.status(done["session_id"])).json()
-        return status if status["last_error"] else None
-
-    status = await eventually(noted)
-    assert status["state"] == "finalizing" and "missing-chunks" in status["last_error"]
+    status = await given_up(api, done["session_id"])
+    assert "missing-chunks" in status["last_error"]
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
     assert listed.get("KeyCount", 0) == 0
+    info = await (await api.info(done["media_id"])).json()
+    assert info["state"] == "failed"
+    assert (await api.delete(done["media_id"])).status == 204  # a failed media can go
+    assert (await api.info(done["media_id"])).status == 404
+    assert (await (await api.status(done["session_id"])).json())["state"] == "open"
 
 
 def forget_chunk_behind_the_catalogs_back(settings, session_id: str, number: int) -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Api, ApiFactory, MiB, make_settings
+from conftest import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
 from mediagate.errors import BadRequest
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import CATALOG, ENGINE
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
@@ -931,3 +931,70 @@ async def test_a_final_needs_finished_partials(local_api: Api) -> None:
     assert (await create_final(local_api, [done], **{"Upload-Length": "3"})).status == 400
     other = await partial_upload(local_api.as_user("bob"), b"x")
     assert (await create_final(local_api, [done, other])).status == 404
+
+
+async def media_names(api: Api) -> list[str]:
+    listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    return sorted(media["filename"] for media in listed["items"])
+
+
+async def test_a_partial_named_twice_is_400_before_anything_is_made(local_api: Api) -> None:
+    first = await partial_upload(local_api, b"abc")
+    refused = await create_final(local_api, [first, first], **named("twice.bin"))
+    assert refused.status == 400
+    assert first in (await refused.json())["detail"]
+    assert await media_names(local_api) == ["file"]  # the partial, and no final
+    assert await local_api.client.app[CATALOG].count_open_sessions("alice") == 0
+
+    made = await create_final(local_api, [first], **named("once.bin"))
+    assert made.status == 201
+    assert (await fetch_media(local_api, "once.bin"))[1] == b"abc"
+
+
+@pytest.fixture(params=CATALOGS)
+def catalog_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data", database_url=database_url_for(request))
+
+
+async def test_finals_racing_for_partials_make_one_media(
+    start_api: ApiFactory, catalog_settings: Settings
+) -> None:
+    api = await start_api(catalog_settings)
+    # On PostgreSQL, two instances sharing the catalog and the data directory.
+    apis = [api, await start_api(catalog_settings)] if catalog_settings.database_url else [api]
+    first, second, third = [await partial_upload(api, data) for data in (b"abc", b"de", b"f")]
+    lists = [[first, second]] * 4 + [[second, third]] * 2
+    answers = await asyncio.gather(
+        *(
+            create_final(apis[n % len(apis)], uploads, **named(f"final-{n}.bin"))
+            for n, uploads in enumerate(lists)
+        )
+    )
+    statuses = [answer.status for answer in answers]
+    assert statuses.count(201) == 1, statuses  # every final needs the second partial
+    for answer in answers:
+        if answer.status != 201:
+            assert answer.status in (400, 409), await answer.text()
+            assert answer.headers["Content-Type"].startswith("application/problem+json")
+    [made] = [n for n, answer in enumerate(answers) if answer.status == 201]
+    assert await media_names(api) == ["file", f"final-{made}.bin"]  # one partial left over
+    expected = b"abcde" if lists[made] == [first, second] else b"def"
+    assert (await fetch_media(api, f"final-{made}.bin"))[1] == expected
+    assert await api.client.app[CATALOG].count_open_sessions("alice") == 0
+
+
+async def test_a_final_that_fails_midway_leaves_its_partials_free(
+    start_api: ApiFactory, proxy: CuttableProxy, proxied_settings: Settings
+) -> None:
+    api = await start_api(proxied_settings)
+    first, second = [await partial_upload(api, data) for data in (b"abc", b"de")]
+    await proxy.cut()  # the partials cannot be read back
+    failed = await create_final(api, [first, second], **named("joined.bin"))
+    assert failed.status == 503, await failed.text()
+    assert await api.client.app[CATALOG].count_open_sessions("alice") == 0  # nothing kept
+
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    made = await create_final(api, [first, second], **named("joined.bin"))
+    assert made.status == 201, await made.text()
+    assert await eventually_fetched(api, "joined.bin") == b"abcde"

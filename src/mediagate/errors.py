@@ -76,8 +76,26 @@ class SessionNotOpen(Problem):
     status, code, title = 409, "session-not-open", "Upload session is not open"
 
 
+class WrongProtocol(Problem):
+    """A native chunk or complete call on a tus upload (or the reverse): one API per upload."""
+
+    status, code, title = 409, "wrong-protocol", "The upload belongs to another API"
+
+
+class PartialTaken(Problem):
+    """tus concatenation: a partial upload already went into another final upload."""
+
+    status, code, title = 409, "partial-taken", "A partial upload is part of another final"
+
+
 class MissingChunks(Problem):
     status, code, title = 409, "missing-chunks", "Chunks are missing"
+
+
+class UploadFailed(Problem):
+    """Finishing the upload met a refusal no retry gets past: it is open again, empty."""
+
+    status, code, title = 409, "upload-failed", "The upload could not be finished"
 
 
 class SessionExpired(Problem):

@@ -29,6 +29,13 @@ class MediaState(StrEnum):
     FAILED = "failed"
 
 
+class UploadProtocol(StrEnum):
+    """Which API a session's bytes come through: the one that sends its chunks and ends it."""
+
+    NATIVE = "native"
+    TUS = "tus"
+
+
 class UploadSession(BaseModel):
     id: str
     user_id: str
@@ -48,6 +55,7 @@ class UploadSession(BaseModel):
     # Why the last complete failed after it was answered (or is still failing,
     # in the background); cleared when a complete starts again.
     last_error: str | None = None
+    protocol: UploadProtocol = UploadProtocol.NATIVE
 
     def chunk_length(self, number: int) -> int:
         """Every chunk is chunk_size bytes but the last, which holds the rest."""

@@ -113,6 +113,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             catalog,
             stores,
             signed_url_expiry=settings.signed_url_expiry,
+            uploads=engine,
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
         )

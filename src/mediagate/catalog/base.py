@@ -68,7 +68,8 @@ class Catalog(Protocol):
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...
 
     async def count_open_sessions(self, user_id: str) -> int:
-        """How many of the user's sessions are in state `open` (expired or not)."""
+        """How many of the user's sessions still hold an upload: `open` (expired or
+        not) or `finalizing`."""
 
     async def expired_sessions(self, now: datetime) -> list[UploadSession]:
         """Open sessions whose expiry time is at or before `now`."""
@@ -104,6 +105,11 @@ class Catalog(Protocol):
 
     async def get_tus_upload(self, session_id: str) -> TusUpload | None:
         """The tus record of a session; None for a session of the native API."""
+
+    async def take_partials(self, final_id: str, partial_ids: list[str]) -> bool:
+        """Make the partial uploads part of the final upload `final_id`, all or none, in one
+        transaction; False, and nothing changed, if one of them is part of another final
+        whose session is not gone nor expired (open, finalizing or completed)."""
 
     async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
         """Fix a deferred-length tus upload's size (and chunk count), once."""

@@ -137,6 +137,15 @@ MIGRATIONS: tuple[Step, ...] = (
         )""",
         "CREATE TABLE shared_values (name text PRIMARY KEY, value text NOT NULL)",
     ),
+    # Version 4: which API a session belongs to (its native chunk calls are refused
+    # on a tus upload; the tus uploads made before are found by their tus row), and
+    # which final upload took each partial one.
+    (
+        "ALTER TABLE sessions ADD COLUMN protocol text NOT NULL DEFAULT 'native'",
+        "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
+        # The final upload a partial one was taken by (each partial goes into one final).
+        'ALTER TABLE tus_uploads ADD COLUMN part_of text COLLATE "C"',
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
@@ -374,9 +383,10 @@ class PostgresCatalog:
 
     async def count_open_sessions(self, user_id: str) -> int:
         rows = await self._rows(
-            "SELECT count(*) AS open FROM sessions WHERE user_id = %s AND state = %s",
+            "SELECT count(*) AS open FROM sessions WHERE user_id = %s AND state IN (%s, %s)",
             user_id,
             SessionState.OPEN.value,
+            SessionState.FINALIZING.value,
         )
         return int(rows[0]["open"])
 
@@ -463,6 +473,31 @@ class PostgresCatalog:
     async def get_tus_upload(self, session_id: str) -> TusUpload | None:
         rows = await self._rows("SELECT * FROM tus_uploads WHERE session_id = %s", session_id)
         return _record(TusUpload, rows[0]) if rows else None
+
+    async def take_partials(self, final_id: str, partial_ids: list[str]) -> bool:
+        async with self._transaction() as connection:
+            # Locked in one order, so two finals sharing partials cannot deadlock; the
+            # next statement sees every take committed before the locks were granted.
+            await connection.execute(
+                "SELECT 1 FROM tus_uploads WHERE session_id = ANY(%s) "
+                "ORDER BY session_id FOR UPDATE",
+                (partial_ids,),
+            )
+            taken = await _one(
+                connection,
+                "SELECT 1 FROM tus_uploads JOIN sessions ON sessions.id = tus_uploads.part_of "
+                "WHERE tus_uploads.session_id = ANY(%s) AND sessions.id <> %s "
+                "AND sessions.state <> %s LIMIT 1",
+                partial_ids,
+                final_id,
+                SessionState.EXPIRED.value,
+            )
+            if taken is None:
+                await connection.execute(
+                    "UPDATE tus_uploads SET part_of = %s WHERE session_id = ANY(%s)",
+                    (final_id, partial_ids),
+                )
+        return taken is None
 
     async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
         async with self._transaction() as connection:

@@ -101,6 +101,15 @@ MIGRATIONS: tuple[Step, ...] = (
     ),
     # Version 3: which attempt wrote each chunk (whether a running digest still describes it).
     ("ALTER TABLE chunks ADD COLUMN writer TEXT",),
+    # Version 4: which API a session belongs to (its native chunk calls are refused
+    # on a tus upload; the tus uploads made before are found by their tus row), and
+    # which final upload took each partial one.
+    (
+        "ALTER TABLE sessions ADD COLUMN protocol TEXT NOT NULL DEFAULT 'native'",
+        "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
+        # The final upload a partial one was taken by (each partial goes into one final).
+        "ALTER TABLE tus_uploads ADD COLUMN part_of TEXT",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
@@ -321,9 +330,10 @@ class SQLiteCatalog:
     async def count_open_sessions(self, user_id: str) -> int:
         rows = await self._run(
             self._execute,
-            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state = ?",
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND state IN (?, ?)",
             user_id,
             SessionState.OPEN.value,
+            SessionState.FINALIZING.value,
         )
         return int(rows[0][0])
 
@@ -422,6 +432,31 @@ class SQLiteCatalog:
             self._execute, "SELECT * FROM tus_uploads WHERE session_id = ?", session_id
         )
         return TusUpload.model_validate(dict(rows[0])) if rows else None
+
+    def _take_partials(self, final_id: str, partial_ids: list[str]) -> bool:
+        assert self._db is not None, "catalog is closed"
+        marks = _placeholders(partial_ids)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            taken = self._db.execute(
+                "SELECT 1 FROM tus_uploads JOIN sessions ON sessions.id = tus_uploads.part_of "
+                f"WHERE tus_uploads.session_id IN ({marks}) AND sessions.id <> ? "
+                "AND sessions.state <> ? LIMIT 1",
+                (*partial_ids, final_id, SessionState.EXPIRED.value),
+            ).fetchall()
+            if not taken:
+                self._db.execute(
+                    f"UPDATE tus_uploads SET part_of = ? WHERE session_id IN ({marks})",
+                    (final_id, *partial_ids),
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return not taken
+
+    async def take_partials(self, final_id: str, partial_ids: list[str]) -> bool:
+        return await self._run(self._take_partials, final_id, partial_ids)
 
     async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
         await self._run(

@@ -22,12 +22,36 @@ import structlog
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.file_digest import RunningDigest
-from mediagate.errors import FileDigestMismatch, MissingChunks, StorageUnavailable
+from mediagate.errors import (
+    BodyReadTimeout,
+    CatalogUnavailable,
+    FileDigestMismatch,
+    MissingChunks,
+    Problem,
+    StorageFull,
+    StorageUnavailable,
+)
 from mediagate.models import Chunk, Media, MediaState, StorageKind, UploadSession
 from mediagate.storage.base import NewObject, StoredObject, Stores
 from mediagate.storage.local import LocalStore
 
 log = structlog.get_logger("mediagate.upload")
+
+
+# What a later try may get past: the store, the catalog or the disk away or full, a
+# read that stalled. Anything else (a spilled chunk's file gone, a chunk's record
+# missing, S3 refusing the parts or no longer knowing the upload) stays as it is.
+RETRYABLE: tuple[type[Problem], ...] = (
+    StorageUnavailable,
+    CatalogUnavailable,
+    StorageFull,
+    BodyReadTimeout,
+)
+
+
+def worth_retrying(problem: Problem) -> bool:
+    """Whether finishing a session again later may succeed where it just failed."""
+    return isinstance(problem, RETRYABLE)
 
 
 def new_object(session: UploadSession) -> NewObject:

@@ -17,7 +17,7 @@ import structlog
 
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
-from mediagate.core.assembly import Assembler, new_object
+from mediagate.core.assembly import Assembler, new_object, worth_retrying
 from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
@@ -42,6 +42,8 @@ from mediagate.errors import (
     StorageFull,
     StorageUnavailable,
     TooManySessions,
+    UploadFailed,
+    WrongProtocol,
 )
 from mediagate.models import (
     Chunk,
@@ -49,6 +51,7 @@ from mediagate.models import (
     MediaState,
     SessionState,
     StorageKind,
+    UploadProtocol,
     UploadSession,
 )
 from mediagate.storage.base import Stores
@@ -126,6 +129,7 @@ class UploadEngine:
         content_type: str,
         chunk_size: int | None = None,
         sha256: str | None = None,
+        protocol: UploadProtocol = UploadProtocol.NATIVE,
     ) -> UploadSession:
         if self._max_upload_size is not None and size > self._max_upload_size:
             raise FileTooLarge(
@@ -162,6 +166,7 @@ class UploadEngine:
             created_at=now,
             expires_at=now + self._session_ttl,
             media_id=media_id,
+            protocol=protocol,
         )
         spill = self._assembler.spill
         try:
@@ -212,8 +217,10 @@ class UploadEngine:
         *,
         declared_length: int | None,
         expected: ExpectedDigests,
+        via: UploadProtocol = UploadProtocol.NATIVE,
     ) -> ChunkReceipt:
         session = await self._open_session(user_id, session_id)
+        _check_protocol(session, via)
         if not 0 <= number < session.total_chunks:
             raise ChunkOutOfRange(
                 f"chunk {number} is not in 0..{session.total_chunks - 1}",
@@ -327,8 +334,11 @@ class UploadEngine:
         metrics.chunk_spilled()
         return etag, StorageKind.LOCAL
 
-    async def abort(self, user_id: str, session_id: str) -> None:
+    async def abort(
+        self, user_id: str, session_id: str, *, via: UploadProtocol = UploadProtocol.NATIVE
+    ) -> None:
         session = await self._owned_session(user_id, session_id)
+        _check_protocol(session, via)
         _check_not_completed(session)
         async with self.locks.session(session_id, Purpose.ABORT):
             session = await self._owned_session(user_id, session_id)
@@ -353,8 +363,11 @@ class UploadEngine:
             await spill.abort_upload(session.key, session.local_upload_id)
         await self.tails.discard(session.id)
 
-    async def complete(self, user_id: str, session_id: str) -> Media:
+    async def complete(
+        self, user_id: str, session_id: str, *, via: UploadProtocol = UploadProtocol.NATIVE
+    ) -> Media:
         session = await self._owned_session(user_id, session_id)
+        _check_protocol(session, via)
         if session.state in (SessionState.COMPLETED, SessionState.FINALIZING):
             return await self._media_of(session)
         self._check_open(session)
@@ -368,9 +381,12 @@ class UploadEngine:
                 media = await self._assemble(session)
             except Exception as error:
                 log.warning("upload.complete_failed", session_id=session_id, error=str(error))
+                if not isinstance(error, Problem) or worth_retrying(error):
+                    raise
                 if isinstance(error, FileDigestMismatch):
                     metrics.upload_failed(session.storage)
-                raise
+                    raise
+                raise await self._fail_completing(session_id, error) from error
         self._digests.pop(session_id, None)
         if media.state is MediaState.READY:
             metrics.upload_completed(media.storage)
@@ -418,18 +434,17 @@ class UploadEngine:
                 continue
             except StorageUnavailable:
                 break  # S3 is still away; the next round tries again
-            except FileDigestMismatch as error:
-                # The session is open again; its status and its media's info say why.
-                metrics.upload_failed(session.storage)
-                log.error("upload.finalize_failed", session_id=session.id, error=str(error))
-                continue
             except Problem as error:
-                # Refused for this session alone: the others still get their turn,
-                # and its status says why it is still finalizing.
-                # Its kind only: details of store failures stay in the log.
-                note = f"{error.code}: {error.title}; the server keeps retrying"
-                await self._catalog.note_error(session.id, note)
+                # For this session alone: the others still get their turn.
                 log.error("upload.finalize_failed", session_id=session.id, error=str(error))
+                if worth_retrying(error):
+                    # Its status says why it is still finalizing; its kind only:
+                    # details of store failures stay in the log.
+                    note = f"{error.code}: {error.title}; the server keeps retrying"
+                    await self._catalog.note_error(session.id, note)
+                else:
+                    # The session is open again; its status and its media's info say why.
+                    metrics.upload_failed(session.storage)
                 continue
             if media is None:
                 continue  # finished meanwhile
@@ -443,7 +458,67 @@ class UploadEngine:
         if session is None or session.state is not SessionState.FINALIZING:
             return None
         chunks = await self._catalog.chunks(session.id)
-        return await self._assembler.finish(session, chunks, None)
+        try:
+            return await self._assembler.finish(session, chunks, None)
+        except Problem as error:
+            if not worth_retrying(error) and not isinstance(error, FileDigestMismatch):
+                await self._give_up(session, error)
+            raise
+
+    async def _fail_completing(self, session_id: str, error: Problem) -> Problem:
+        """complete met a refusal no retry gets past: if the session went finalizing,
+        give it up, its media record gone (this client was never given its id)."""
+        session = await self._catalog.get_session(session_id)
+        if session is None or session.state is not SessionState.FINALIZING:
+            return error  # refused before anything was recorded: still open as it was
+        reason = await self._give_up(session, error)
+        await self._catalog.delete_media(session.media_id)
+        self._digests.pop(session_id, None)
+        metrics.upload_failed(session.storage)
+        return UploadFailed(reason)
+
+    async def _give_up(self, session: UploadSession, error: Problem) -> str:
+        """A finalizing session that cannot be finished: its parts are dropped and it is
+        open again with no chunks, `last_error` saying why, its media failed; the reason."""
+        reason = (
+            f"{error.code}: {error.title}; the upload could not be finished and is open "
+            "again: every chunk must be sent again"
+        )
+        # Dropped before the session reopens: a chunk sent after that must find
+        # no stale spill file under the session's id.
+        await self.discard_uploads(session)
+        upload_id = await self._stores[session.storage].start_upload(new_object(session))
+        await self._catalog.replace_upload(session.id, upload_id, error=reason)
+        log.error("upload.given_up", session_id=session.id, reason=reason)
+        return reason
+
+    async def delete_unfinished(self, media: Media) -> None:
+        """Delete a finalizing media: its session and its parts (in S3, spilled, a tus
+        tail) go with it. Under the session's claim, as complete and the finalizer
+        take it, so never while a round is moving its parts."""
+        session = next(
+            (
+                session
+                for session in await self._catalog.sessions_in_state(SessionState.FINALIZING)
+                if session.media_id == media.id
+            ),
+            None,
+        )
+        if session is not None:
+            async with self.locks.session(session.id, Purpose.COMPLETE):
+                current = await self._catalog.get_session(session.id)
+                if current is not None and current.state is SessionState.FINALIZING:
+                    # Forgotten first, as by abort: no round finds it again.
+                    await self._catalog.delete_session(session.id)
+                    await self.discard_uploads(current)
+        # The object too, wherever it may be: a finish that published it may have
+        # stopped short of recording the media ready, or finished meanwhile.
+        for store in self._stores.values():
+            try:
+                await store.delete(media.key)
+            except StorageUnavailable as error:
+                log.warning("upload.stale_object_kept", media_id=media.id, error=str(error))
+        await self._catalog.delete_media(media.id)
 
     async def expire_sessions(self) -> int:
         """Discard the parts of open sessions past their expiry time; how many expired."""
@@ -523,6 +598,20 @@ class UploadEngine:
             raise SessionExpired(f"the session expired at {session.expires_at.isoformat()}")
         if session.state is not SessionState.OPEN:
             raise SessionNotOpen(f"the session is {session.state.value}")
+
+
+def _check_protocol(session: UploadSession, via: UploadProtocol) -> None:
+    """A tus upload's offset is its own (a tail, a deferred length) and one PATCH at a
+    time holds it: chunks, a complete or an abort sent around tus would break it."""
+    if session.protocol is via:
+        return
+    if session.protocol is UploadProtocol.TUS:
+        raise WrongProtocol(
+            f"session {session.id} is a tus upload: send its bytes with "
+            f"PATCH /api/v1/tus/{session.id} (it completes at its last byte), "
+            "or terminate it with DELETE there"
+        )
+    raise WrongProtocol(f"session {session.id} is an upload of the native API")
 
 
 def _check_not_completed(session: UploadSession) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import structlog
 
 from mediagate.catalog.base import Catalog
+from mediagate.core.engine import UploadEngine
 from mediagate.errors import (
     BadRequest,
     MediaFailed,
@@ -74,11 +75,13 @@ class MediaLibrary:
         stores: Stores,
         *,
         signed_url_expiry: int,
+        uploads: UploadEngine,
         cdn_base_url: str | None = None,
         proxy_reads: bool = False,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
+        self._uploads = uploads
         self._signed_url_expiry = signed_url_expiry
         self._cdn_base_url = cdn_base_url
         self._proxy_reads = proxy_reads
@@ -143,7 +146,8 @@ class MediaLibrary:
     async def delete(self, user_id: str, media_id: str) -> None:
         media = await self.get(user_id, media_id)
         if media.state is MediaState.FINALIZING:
-            raise MediaNotReady("it can be deleted once its move to S3 is finished")
-        await self._store(media).delete(media.key)
-        await self._catalog.delete_media(media_id)
+            await self._uploads.delete_unfinished(media)
+        else:
+            await self._store(media).delete(media.key)
+            await self._catalog.delete_media(media_id)
         log.info("media.deleted", media_id=media_id, user_id=user_id, storage=media.storage.value)

@@ -40,6 +40,8 @@ from mediagate.errors import (
     Forbidden,
     NotFound,
     OffsetMismatch,
+    PartialTaken,
+    Problem,
 )
 from mediagate.models import (
     Chunk,
@@ -48,6 +50,7 @@ from mediagate.models import (
     SessionState,
     StorageKind,
     TusUpload,
+    UploadProtocol,
     UploadSession,
 )
 from mediagate.storage.base import PartCopying, Stores
@@ -171,6 +174,7 @@ class TusUploads:
             filename=filename,
             size=self.deferred_max_size if length is None else length,
             content_type=content_type,
+            protocol=UploadProtocol.TUS,
         )
         upload = TusUpload(
             session_id=session.id,
@@ -181,7 +185,7 @@ class TusUploads:
         await self._catalog.add_tus_upload(upload)
         log.info("tus.created", session_id=session.id, length=length)
         if length == 0:
-            await self._engine.complete(user_id, session.id)
+            await self._engine.complete(user_id, session.id, via=UploadProtocol.TUS)
         return await self.state(user_id, session.id)
 
     async def state(self, user_id: str, upload_id: str) -> TusState:
@@ -192,7 +196,7 @@ class TusUploads:
                 # Every part is safe but the upload was not completed (its
                 # PATCH failed at the end): complete it now, so that a client
                 # that sees the full offset also finds its media.
-                await self._engine.complete(user_id, upload_id)
+                await self._engine.complete(user_id, upload_id, via=UploadProtocol.TUS)
                 await self._tails.discard(upload_id)
                 session, upload = await self._load(user_id, upload_id)
         return TusState(session, upload, parts_end + tail)
@@ -243,19 +247,49 @@ class TusUploads:
         filename: str,
         content_type: str,
     ) -> TusState:
-        """A final upload made of finished partial uploads, in order; they are removed after."""
+        """A final upload made of finished partial uploads, in order; they are removed after.
+
+        Each partial goes into one final only: the final's session takes them in the
+        catalog before any byte moves, so finals racing for a partial (on any
+        instance) end in one final and clean refusals."""
         if not partial_ids:
             raise BadRequest("Upload-Concat: final names no partial upload")
+        twice = sorted({upload_id for upload_id in partial_ids if partial_ids.count(upload_id) > 1})
+        if twice:
+            raise BadRequest(f"Upload-Concat: final names {', '.join(twice)} more than once")
         media = [await self._finished_partial(user_id, upload_id) for upload_id in partial_ids]
         size = sum(item.size for item in media)
         if size > self.max_size:
             raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
         session = await self._engine.initiate(
-            user_id, filename=filename, size=size, content_type=content_type
+            user_id,
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            protocol=UploadProtocol.TUS,
         )
         await self._catalog.add_tus_upload(
             TusUpload(session_id=session.id, metadata=metadata, concat=concat)
         )
+        try:
+            if not await self._catalog.take_partials(session.id, partial_ids):
+                raise PartialTaken("a partial upload named is already part of another final upload")
+            state = await self._join(user_id, session, media, size)
+        except BaseException:
+            # Nothing of it was handed out: gone, its partials free for another final.
+            await asyncio.shield(self._drop_final(user_id, session.id))
+            raise
+        for item in media:
+            try:
+                await self._library.delete(user_id, item.id)
+            except Problem as error:  # the final is made: this answer must say so
+                log.warning("tus.partial_kept", media_id=item.id, error=str(error))
+        log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
+        return state
+
+    async def _join(
+        self, user_id: str, session: UploadSession, media: list[Media], size: int
+    ) -> TusState:
         parts = [item for item in media if item.size]
         store = self._stores[session.storage]
         if isinstance(store, PartCopying) and _copyable(parts):
@@ -273,19 +307,25 @@ class TusUploads:
             reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
             body = PatchBody(reader.read, size, None)
             await self._receive(user_id, session, 0, 0, body, None)
-        state = await self.state(user_id, session.id)
-        for item in media:
-            await self._library.delete(user_id, item.id)
-        log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
-        return state
+        return await self.state(user_id, session.id)
+
+    async def _drop_final(self, user_id: str, session_id: str) -> None:
+        try:
+            await self._engine.abort(user_id, session_id, via=UploadProtocol.TUS)
+        except Problem as error:  # made meanwhile (finalizing), or the catalog is away
+            log.warning("tus.final_kept", session_id=session_id, error=str(error))
 
     async def _finished_partial(self, user_id: str, upload_id: str) -> Media:
         session, upload = await self._load(user_id, upload_id)
         if upload.concat != PARTIAL:
             raise BadRequest(f"upload {upload_id} is not a partial upload")
-        media = await self._catalog.get_media(session.media_id)
-        if session.state is not SessionState.COMPLETED or media is None:
+        if session.state is not SessionState.COMPLETED:
             raise BadRequest(f"partial upload {upload_id} is not finished")
+        media = await self._catalog.get_media(session.media_id)
+        if media is None:
+            raise PartialTaken(
+                f"partial upload {upload_id} is part of a final upload already (or was deleted)"
+            )
         if media.state is not MediaState.READY:
             raise BadRequest(f"partial upload {upload_id} is still being finalized")
         return media
@@ -294,7 +334,7 @@ class TusUploads:
         # After a PATCH still running has ended, so that it leaves no tail behind.
         async with self._lock(upload_id):
             await self._load(user_id, upload_id)
-            await self._engine.abort(user_id, upload_id)
+            await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
 
     @contextlib.asynccontextmanager
     async def _lock(self, upload_id: str) -> AsyncIterator[None]:
@@ -362,7 +402,13 @@ class TusUploads:
         self, user_id: str, session: UploadSession, number: int, source: ReadSource
     ) -> None:
         await self._engine.put_chunk(
-            user_id, session.id, number, source, declared_length=None, expected=ExpectedDigests()
+            user_id,
+            session.id,
+            number,
+            source,
+            declared_length=None,
+            expected=ExpectedDigests(),
+            via=UploadProtocol.TUS,
         )
 
     async def _undo(
