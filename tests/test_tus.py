@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import itertools
 import random
 import signal
+import sqlite3
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 
 from conftest import Api, ApiFactory, MiB, make_settings
@@ -746,6 +750,71 @@ async def eventually_fetched(api: Api, filename: str) -> bytes:
             await asyncio.sleep(0.2)
 
 
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    """A body of unknown length: aiohttp sends it with chunked transfer encoding."""
+    for start in range(0, len(data), 256 * 1024):
+        yield data[start : start + 256 * 1024]
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def bucket_view(settings: Settings, upload: str) -> tuple[list[int], list[str]]:
+    """The sizes of the upload's parts in S3 so far, and the keys of its tail objects."""
+    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1")
+    (listed,) = s3.list_multipart_uploads(Bucket=settings.s3_bucket)["Uploads"]
+    parts = s3.list_parts(Bucket=settings.s3_bucket, Key=listed["Key"], UploadId=listed["UploadId"])
+    tails = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"media/.tus-tails/{upload}/")
+    return (
+        [part["Size"] for part in parts.get("Parts", [])],
+        [item["Key"] for item in tails.get("Contents", [])],
+    )
+
+
+async def test_s3_patches_ending_mid_part_keep_no_byte_on_local_disk(
+    start_api: ApiFactory, s3_settings: Settings
+) -> None:
+    """Issue 14 item 2: parts of any size go to S3 as they arrive, the rest waits in the
+    bucket; nothing of a tus upload is written under the data directory."""
+    api = await start_api(s3_settings)
+    data_dir = s3_settings.data_dir
+    data = random.Random(2).randbytes(23 * MiB + 11)
+    upload = await create_upload(api, len(data), **named("parts.bin"))
+    # (end of the PATCH, chunked?, part sizes in S3 after it, a tail object after it)
+    steps = [
+        (3 * MiB, False, [], True),
+        (9 * MiB, True, [5 * MiB], True),
+        (20 * MiB + 1, False, [5 * MiB, 8 * MiB, 7 * MiB + 1], False),
+        (22 * MiB, True, [5 * MiB, 8 * MiB, 7 * MiB + 1], True),
+    ]
+    offset = 0
+    for end, is_chunked, parts, tail in steps:
+        body = chunked(data[offset:end]) if is_chunked else data[offset:end]
+        answer = await api.client.patch(
+            f"/api/v1/tus/{upload}",
+            data=body,
+            headers={**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset)},
+        )
+        assert answer.status == 204, await answer.text()
+        assert int(answer.headers["Upload-Offset"]) == end
+        offset = end
+        assert files_under(data_dir / ".staging") == []
+        sizes, tails = bucket_view(s3_settings, upload)
+        assert sizes == parts
+        assert len(tails) == (1 if tail else 0)
+    answer = await patch(api, upload, offset, data[offset:])
+    assert answer.status == 204, await answer.text()
+    info, body = await fetch_media(api, "parts.bin")
+    assert info["storage"] == "s3"
+    assert body == data
+    assert files_under(data_dir / ".staging") == []
+    assert all(name.startswith("catalog.sqlite3") for name in files_under(data_dir))
+    s3 = boto3.client("s3", endpoint_url=s3_settings.s3_endpoint_url, region_name="us-east-1")
+    left = s3.list_objects_v2(Bucket=s3_settings.s3_bucket, Prefix="media/.tus-tails/")
+    assert left.get("KeyCount", 0) == 0
+
+
 @pytest.mark.parametrize(
     ("cut_after", "durable"),
     [(4 * MiB, 3 * MiB), (10 * MiB, 8 * MiB)],
@@ -870,6 +939,68 @@ async def test_sigkill_mid_patch_then_head_and_resume(
                 f"/api/v1/tus/{upload}",
                 data=data[offset:],
                 headers={**OCTETS, "Upload-Offset": str(offset)},
+            ) as answer:
+                assert answer.status == 204, await answer.text()
+            async with client.get("/api/v1/media") as answer:
+                (media,) = (await answer.json())["items"]
+            async with client.get(f"/api/v1/media/stream/{media['media_id']}") as stream:
+                assert await stream.read() == data
+    finally:
+        await server.stop()
+
+
+def recorded_chunks(data_dir: Path) -> int:
+    """How many chunk rows the server's SQLite catalog holds, pending ones too."""
+    with contextlib.closing(sqlite3.connect(data_dir / "catalog.sqlite3")) as db:
+        return int(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+
+async def test_sigkill_mid_checksummed_patch_counts_none_of_its_parts(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """Issue 14 item 1: the parts of a checksummed PATCH count only once it matched."""
+    data = random.Random(1).randbytes(7 * MiB)
+    flipped = bytearray(data)
+    flipped[MiB] ^= 0xFF  # in part 0
+    headers = {"Authorization": f"Bearer {CRASH_TOKEN}", **TUS}
+    env = {**server_env, "MEDIAGATE_CHUNK_SIZE": str(5 * MiB)}
+    server = ServerProcess(tmp_path / "data", env)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            async with client.post(
+                "/api/v1/tus", headers={"Upload-Length": str(len(data)), **named("checked.bin")}
+            ) as answer:
+                upload = answer.headers["Location"].rsplit("/", 1)[-1]
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = (
+            f"PATCH /api/v1/tus/{upload} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(data)}\r\nUpload-Offset: 0\r\n"
+            f"Upload-Checksum: {checksum('sha256', data)}\r\n"
+            f"Authorization: Bearer {CRASH_TOKEN}\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\n\r\n"
+        )
+        writer.write(head.encode() + bytes(flipped[: 6 * MiB]))
+        await writer.drain()
+        async with asyncio.timeout(20):
+            while not recorded_chunks(tmp_path / "data"):  # part 0 is in the store
+                await asyncio.sleep(0.05)
+        server.signal(signal.SIGKILL)
+        assert await server.wait() == -signal.SIGKILL
+        writer.transport.abort()
+        await server.start()
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            async with client.head(f"/api/v1/tus/{upload}") as answer:
+                assert answer.status == 200
+                assert answer.headers["Upload-Offset"] == "0"
+            async with client.patch(
+                f"/api/v1/tus/{upload}",
+                data=data,
+                headers={
+                    **OCTETS,
+                    "Upload-Offset": "0",
+                    "Upload-Checksum": checksum("sha256", data),
+                },
             ) as answer:
                 assert answer.status == 204, await answer.text()
             async with client.get("/api/v1/media") as answer:

@@ -80,7 +80,9 @@ def tus_part(
     A part takes up to `target` (or the smallest the part count allows, if more),
     so a PATCH of many parts sends them as planned and only its last bytes wait.
     """
+    if available == 0:
+        return None
     minimum = smallest_part(size, number, start, store_minimum)
-    if available == 0 or (available < minimum and not ends):
+    if available < minimum and not ends:
         return None
     return min(max(target, minimum), available, MAX_PART)

@@ -368,7 +368,7 @@ class TusUploads:
         new_tail: Tail | None = None
         store_minimum = MIN_PART if isinstance(self._stores[session.storage], Remainders) else 1
         try:
-            while True:
+            while start < session.size:
                 held = tail.size if tail else 0
                 source: ReadSource = body.read
                 if body.remaining is None:
