@@ -113,7 +113,7 @@ class PatchBody:
             self._hasher.update(piece)
         return piece
 
-    async def gather(self, n: int) -> bytes:
+    async def gather(self, n: int) -> bytearray:
         """Up to `n` bytes, fewer only where the body ends."""
         held = bytearray()
         while len(held) < n:
@@ -121,7 +121,7 @@ class PatchBody:
             if not piece:
                 break
             held += piece
-        return bytes(held)
+        return held
 
     def digest(self) -> bytes | None:
         return self._hasher.digest() if self._hasher is not None else None
@@ -143,7 +143,7 @@ class Position:
 class HeldBytes:
     """Bytes gathered in memory, as a `ReadSource`."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytearray) -> None:
         self._data = memoryview(data)
 
     async def read(self, n: int) -> bytes:
