@@ -815,6 +815,55 @@ async def test_s3_patches_ending_mid_part_keep_no_byte_on_local_disk(
     assert left.get("KeyCount", 0) == 0
 
 
+async def test_bodies_of_unknown_length_hold_a_bounded_memory_per_user(
+    start_api: ApiFactory, s3_settings: Settings
+) -> None:
+    """Issue 14 item 2: a chunked PATCH is gathered one 5 MiB part at a time in memory;
+    one user's such PATCHes hold at most MEDIAGATE_TUS_MEMORY_PER_USER at once."""
+    api = await start_api(s3_settings.model_copy(update={"tus_memory_per_user": 8 * MiB}))
+    data = random.Random(4).randbytes(12 * MiB)
+    first, second = [await create_upload(api, len(data)) for _ in range(2)]
+    go_on = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield data[:MiB]
+        await go_on.wait()
+        yield data[MiB:]
+
+    def chunked_patch(who: Api, upload: str, body: AsyncIterator[bytes]) -> Any:
+        return who.client.patch(
+            f"/api/v1/tus/{upload}",
+            data=body,
+            headers={**who.headers, **TUS, **OCTETS, "Upload-Offset": "0"},
+        )
+
+    async with asyncio.timeout(30):
+        while True:  # until the stalled PATCH is in first and holds its 5 MiB
+            holding = asyncio.create_task(chunked_patch(api, first, stalled()))
+            await asyncio.sleep(0.2)
+            refused = await chunked_patch(api, second, chunked(data))
+            if refused.status == 429 and not holding.done():
+                break
+            assert refused.status in (204, 429), await refused.text()
+            go_on.set()
+            await holding
+            go_on.clear()
+            first, second = [await create_upload(api, len(data)) for _ in range(2)]
+    assert (await refused.json())["type"].endswith("/too-much-held")
+    assert "Retry-After" in refused.headers
+    assert await offset_of(api, second) == 0
+    # With Content-Length nothing is held; another user has memory of their own.
+    assert (await patch(api, second, 0, data)).status == 204
+    bob = api.as_user("bob")
+    theirs = await create_upload(bob, len(data))
+    assert (await chunked_patch(bob, theirs, chunked(data))).status == 204
+    go_on.set()
+    assert (await holding).status == 204
+    again = await create_upload(api, len(data))
+    assert (await chunked_patch(api, again, chunked(data))).status == 204
+    assert await offset_of(api, again) == len(data)
+
+
 @pytest.mark.parametrize(
     ("cut_after", "durable"),
     [(4 * MiB, 3 * MiB), (10 * MiB, 8 * MiB)],

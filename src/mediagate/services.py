@@ -120,6 +120,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             library,
             max_size=settings.max_upload_size,
             chunk_size=settings.chunk_size,
+            memory_per_user=settings.tus_memory_per_user,
         )
         await stack.enter_async_context(background_maintenance(engine))
         yield Services(catalog, stores, default, s3_status, engine, library, tus, reconciler)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,14 @@ import structlog
 
 from mediagate.catalog.base import Catalog
 from mediagate.core.chunk_stream import ReadSource
-from mediagate.core.chunking import MAX_PART, MAX_PARTS, MIN_PART, smallest_part, tus_part
+from mediagate.core.chunking import (
+    MAX_PART,
+    MAX_PARTS,
+    MIN_PART,
+    MiB,
+    smallest_part,
+    tus_part,
+)
 from mediagate.core.engine import Span, UploadEngine
 from mediagate.core.keys import new_id
 from mediagate.core.library import MediaLibrary
@@ -48,6 +55,7 @@ from mediagate.errors import (
     Forbidden,
     NotFound,
     OffsetMismatch,
+    TooMuchHeld,
 )
 from mediagate.models import (
     Chunk,
@@ -181,6 +189,7 @@ class TusUploads:
         *,
         max_size: int,
         chunk_size: int,
+        memory_per_user: int = 32 * MiB,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
@@ -189,6 +198,9 @@ class TusUploads:
         self._tails = engine.tails
         self.max_size = max_size
         self._chunk_size = chunk_size
+        self._memory_per_user = memory_per_user
+        # Bytes each user's bodies of unknown length may hold now, in this process.
+        self._held: dict[str, int] = {}
 
     @property
     def deferred_max_size(self) -> int:
@@ -272,10 +284,42 @@ class TusUploads:
                     f"the body would end at {end}, past the upload's length {session.size}"
                 )
             body = PatchBody(read, body_length, checksum)
-            await self._receive(
-                user_id, session, position, body, checksum, ends=not upload.length_deferred
-            )
+            with self._holding(user_id, self._gathered(session, position, body)):
+                await self._receive(
+                    user_id, session, position, body, checksum, ends=not upload.length_deferred
+                )
             return await self.state(user_id, upload_id)
+
+    def _gathered(self, session: UploadSession, position: Position, body: PatchBody) -> int:
+        """The most a PATCH's body is gathered in memory at once: nothing if its length
+        is known, else a smallest part (the share of the 10,000 parts never grows)."""
+        if body.remaining is not None:
+            return 0
+        start, number = position.parts_end, position.parts
+        minimum = smallest_part(session.size, number, start, self._store_minimum(session))
+        return min(max(minimum, min(session.chunk_size, MIN_PART)), session.size - start)
+
+    def _store_minimum(self, session: UploadSession) -> int:
+        return MIN_PART if isinstance(self._stores[session.storage], Remainders) else 1
+
+    @contextlib.contextmanager
+    def _holding(self, user_id: str, size: int) -> Iterator[None]:
+        held = self._held.get(user_id, 0)
+        if size and held + size > self._memory_per_user:
+            raise TooMuchHeld(
+                f"your PATCHes without Content-Length hold {held} bytes here, and this one "
+                f"needs {size} more, over MEDIAGATE_TUS_MEMORY_PER_USER "
+                f"({self._memory_per_user}); send Content-Length, or fewer at once"
+            )
+        self._held[user_id] = held + size
+        try:
+            yield
+        finally:
+            left = self._held[user_id] - size
+            if left:
+                self._held[user_id] = left
+            else:
+                del self._held[user_id]
 
     async def concatenate(
         self,
@@ -366,17 +410,14 @@ class TusUploads:
         pending = new_id() if checksum is not None else None
         number, start, tail = position.parts, position.parts_end, position.tail
         new_tail: Tail | None = None
-        store_minimum = MIN_PART if isinstance(self._stores[session.storage], Remainders) else 1
+        store_minimum = self._store_minimum(session)
         try:
             while start < session.size:
                 held = tail.size if tail else 0
                 source: ReadSource = body.read
                 if body.remaining is None:
                     # Of unknown length: gathered in memory, one smallest part at most.
-                    minimum = smallest_part(session.size, number, start, store_minimum)
-                    gather = min(
-                        max(minimum, min(session.chunk_size, MIN_PART)), session.size - start
-                    )
+                    gather = self._gathered(session, Position(number, start, None), body)
                     data = await body.gather(max(gather - held, 0))
                     source = HeldBytes(data).read
                     available = held + len(data)

@@ -652,6 +652,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.FileTooLarge,
             errors.UnsupportedMediaType,
             errors.ChecksumMismatch,
+            errors.TooMuchHeld,
             *STORAGE,
         ),
     ),
