@@ -21,7 +21,7 @@ import structlog
 
 from mediagate import metrics
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
-from mediagate.errors import StorageUnavailable
+from mediagate.errors import StorageFull, StorageUnavailable
 from mediagate.models import StorageKind, TusUpload, UploadSession
 from mediagate.storage.base import Remainders, Stores
 from mediagate.storage.local import LocalStore
@@ -45,10 +45,14 @@ class Tail:
 
 
 class TusTails:
-    def __init__(self, stores: Stores, spill: LocalStore, key_prefix: str) -> None:
+    def __init__(
+        self, stores: Stores, spill: LocalStore, key_prefix: str, *, fallback: bool = True
+    ) -> None:
+        """`fallback`: whether a tail S3 refuses may go to local disk (MEDIAGATE_FALLBACK)."""
         self._stores = stores
         self._spill = spill
         self._key_prefix = key_prefix
+        self._fallback = fallback
 
     def _folder(self, session_id: str) -> str:
         return f"{self._key_prefix}{TAILS_FOLDER}/{session_id}/"
@@ -67,10 +71,21 @@ class TusTails:
                 await store.put_stream(self._key(session.id, tail), length=size, body=stream)
                 return tail
             except StorageUnavailable as error:
-                if stream.started:
+                if stream.started or not self._fallback:
                     raise
+                try:
+                    await self._spill_tail(session, start, size, stream)
+                except StorageFull:
+                    raise error from None  # S3 may take it once it is back
                 log.warning("tus.tail_spilled", session_id=session.id, error=str(error))
                 metrics.chunk_spilled()
+                return Tail(start, size, StorageKind.LOCAL)
+        await self._spill_tail(session, start, size, stream)
+        return Tail(start, size, StorageKind.LOCAL)
+
+    async def _spill_tail(
+        self, session: UploadSession, start: int, size: int, stream: ChunkStream
+    ) -> None:
         await self._spill.put_part(
             session.key,
             session.local_upload_id,
@@ -79,7 +94,6 @@ class TusTails:
             length=size,
             body=stream,
         )
-        return Tail(start, size, StorageKind.LOCAL)
 
     def reader(self, session: UploadSession, tail: Tail) -> TailReader:
         if tail.storage is StorageKind.LOCAL:
