@@ -247,6 +247,43 @@ async def test_each_partial_upload_is_taken_by_one_live_final(catalog):
     assert await catalog.take_partials("f1", ["p1", "p3"]) is True  # nor one gone
 
 
+async def test_a_length_set_later_forgets_the_chunks_past_it(catalog):
+    """Issue 14 item 5: rows past the new end (native-numbered or at a tus offset) go."""
+    await catalog.add_session(new_session())
+    await catalog.add_tus_upload(TusUpload(session_id="s1", length_deferred=True))
+    kept = new_chunk(0)  # 0 .. 5 MiB
+    tus_part = Chunk(number=1, size=6 * MiB, storage=StorageKind.S3, etag="e", start=5 * MiB)
+    for chunk in (kept, tus_part, new_chunk(2)):  # new_chunk(2): 10 .. 15 MiB
+        await catalog.put_chunk("s1", chunk)
+
+    await catalog.set_length("s1", 10 * MiB, 2)
+
+    assert await catalog.chunks("s1") == [kept]
+
+
+async def test_pending_chunks_count_once_their_patch_records_its_tail(catalog):
+    """Issue 14 item 1: a checksummed PATCH's parts count nowhere until it matched."""
+    await catalog.add_session(new_session())
+    await catalog.add_tus_upload(TusUpload(session_id="s1"))
+    counted = Chunk(number=0, size=5 * MiB, storage=StorageKind.S3, etag="a", start=0)
+    await catalog.put_chunk("s1", counted)
+    pending = [
+        Chunk(number=n, size=5 * MiB, storage=StorageKind.S3, etag="b", start=n * 5 * MiB)
+        for n in (1, 2)
+    ]
+    for chunk in pending:
+        assert await catalog.put_chunk("s1", chunk.model_copy(update={"pending": "p1"})) == 1
+    other = pending[1].model_copy(update={"number": 3, "pending": "p0"})  # a PATCH that failed
+    await catalog.put_chunk("s1", other)
+    assert await catalog.chunks("s1") == [counted]
+
+    await catalog.record_tail("s1", start=15 * MiB, size=7, storage=StorageKind.S3, pending="p1")
+
+    assert await catalog.chunks("s1") == [counted, *pending]
+    upload = await catalog.get_tus_upload("s1")
+    assert (upload.tail_start, upload.tail_size, upload.tail_storage) == (15 * MiB, 7, "s3")
+
+
 async def test_complete_session_records_finalizing_then_ready_media(catalog):
     await catalog.add_session(new_session())
     await catalog.put_chunk("s1", new_chunk(0, storage=StorageKind.LOCAL))

@@ -4,10 +4,12 @@ data directory, the shared spool), any request to either."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 from datetime import timedelta
 
+import psycopg
 import pytest
 from yarl import URL
 
@@ -372,6 +374,48 @@ async def test_two_tus_patches_at_one_offset_on_two_instances_take_turns(
     assert await offset_of(b, upload) == 6
     assert (await patch(b, upload, 6, b"12345")).status == 204
     assert await offset_of(a, upload) == 11
+
+
+async def test_a_checksummed_patch_in_flight_counts_on_no_instance(aiohttp_client, s3_settings):
+    """Issue 14 item 1: its parts stay pending in the catalog until the checksum matched."""
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(13 * MiB)
+    upload = await create_upload(a, length=len(data))
+    flipped = bytearray(data)
+    flipped[3] ^= 0xFF
+    go_on = asyncio.Event()
+
+    async def body():
+        yield bytes(flipped[: 9 * MiB])  # part 0 (8 MiB) and a little more
+        await go_on.wait()
+        yield bytes(flipped[9 * MiB :])
+
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    checked = {"Upload-Checksum": f"sha256 {digest}", "Content-Length": str(len(data))}
+    sending = asyncio.create_task(patch(a, upload, 0, body(), **checked))
+    async with asyncio.timeout(20):
+        url = s3_settings.database_url.get_secret_value()
+        while not await chunk_rows(url, upload):  # part 0 is in S3, recorded
+            assert not sending.done()
+            await asyncio.sleep(0.05)
+    assert await offset_of(a, upload) == 0
+    assert await offset_of(b, upload) == 0
+    go_on.set()
+    assert (await sending).status == 460
+    assert await offset_of(b, upload) == 0
+    assert (
+        await patch(b, upload, 0, data, **{"Upload-Checksum": f"sha256 {digest}"})
+    ).status == 204
+    assert await offset_of(a, upload) == len(data)
+
+
+async def chunk_rows(database_url: str, upload: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as connection:
+        cursor = await connection.execute(
+            "SELECT count(*) FROM chunks WHERE session_id = %s", (upload,)
+        )
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def test_the_reconcilers_of_two_instances_move_each_media_once(

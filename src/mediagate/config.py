@@ -242,6 +242,15 @@ class Settings(BaseSettings):
     max_open_sessions_per_user: int = Field(
         100, ge=1, validation_alias=env("MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER")
     )
+    # Bytes one user's tus PATCHes without Content-Length (chunked) may hold in this
+    # process's memory at once: such a body is gathered a part (5 MiB) at a time,
+    # since S3 takes a part only with its length. Beyond it such a PATCH answers 429
+    # with Retry-After (a PATCH with Content-Length holds nothing). Too small: fewer
+    # chunked PATCHes of a user at once; too large: one user's stalled bodies can
+    # take the server's memory (100 open uploads x 5 MiB).
+    tus_memory_per_user: ByteSize = Field(
+        32 * MiB, ge=MiB, validation_alias=env("MEDIAGATE_TUS_MEMORY_PER_USER")
+    )
     # Largest declared file size an upload may have: 413 at initiate or tus creation,
     # before any byte is stored (tus advertises it as Tus-Max-Size).
     max_upload_size: ByteSize = Field(

@@ -155,6 +155,11 @@ class TooManySessions(Problem):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
 
 
+class TooMuchHeld(Problem):
+    status, code, title = 429, "too-much-held", "Too many bodies of unknown length at once"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
+
+
 class Unauthorized(Problem):
     status, code, title = 401, "unauthorized", "Authentication required"
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="mediagate"'}

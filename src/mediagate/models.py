@@ -84,6 +84,15 @@ class Chunk(BaseModel):
     # The attempt that wrote the bytes (its chunk lease's owner); None when
     # no attempt wrote them (a spilled part moved to S3, a copied part).
     writer: str | None = None
+    # The file offset of its first byte: a tus upload's parts differ in size;
+    # None for the native API's chunks, at `number * chunk_size`.
+    start: int | None = None
+    # The checksummed tus PATCH that wrote it, until its checksum matched: a
+    # pending chunk does not count (docs/architecture.md, "Crash safety").
+    pending: str | None = None
+
+    def offset(self, chunk_size: int) -> int:
+        return self.number * chunk_size if self.start is None else self.start
 
 
 class Media(BaseModel):
@@ -110,3 +119,9 @@ class TusUpload(BaseModel):
     length_deferred: bool = False
     # Upload-Concat as sent: "partial", or "final;{url} {url} …".
     concat: str | None = None
+    # The bytes after the last part, too few for a part yet: `tail_size` bytes
+    # from `tail_start`, kept in `tail_storage` (an object in the bucket, or the
+    # spill file when S3 failed). They count only while the parts end at `tail_start`.
+    tail_start: int = 0
+    tail_size: int = 0
+    tail_storage: StorageKind = StorageKind.S3

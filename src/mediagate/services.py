@@ -124,6 +124,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             library,
             max_size=settings.max_upload_size,
             chunk_size=settings.chunk_size,
+            memory_per_user=settings.tus_memory_per_user,
         )
         await stack.enter_async_context(background_maintenance(engine))
         data_disk = local if uses_local_disk(settings) else None

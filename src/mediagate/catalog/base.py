@@ -55,7 +55,8 @@ class Catalog(Protocol):
         the chunk, so it must cost no commit when the chunk was never recorded."""
 
     async def chunks(self, session_id: str) -> list[Chunk]:
-        """The session's received chunks, by number."""
+        """The session's received chunks, by number; pending ones (of a tus PATCH whose
+        checksum is not verified yet, or never was) are not received."""
 
     async def complete_session(self, session_id: str, media: Media) -> None:
         """Add (or update) the session's media and move the session on, in one transaction.
@@ -112,7 +113,15 @@ class Catalog(Protocol):
         whose session is not gone nor expired (open, finalizing or completed)."""
 
     async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
-        """Fix a deferred-length tus upload's size (and chunk count), once."""
+        """Fix a tus upload's size and chunk count (a deferred length, once; the count
+        again when its last part is in), forgetting in the same commit every chunk that
+        ends past `size`."""
+
+    async def record_tail(
+        self, session_id: str, *, start: int, size: int, storage: StorageKind, pending: str | None
+    ) -> None:
+        """A tus PATCH is done: record the upload's tail and make the chunks the PATCH
+        `pending` wrote count, in one commit (its checksum matched)."""
 
     async def ping(self) -> None:
         """Return once the catalog answers a trivial query; raise if it cannot."""

@@ -138,13 +138,20 @@ MIGRATIONS: tuple[Step, ...] = (
         "CREATE TABLE shared_values (name text PRIMARY KEY, value text NOT NULL)",
     ),
     # Version 4: which API a session belongs to (its native chunk calls are refused
-    # on a tus upload; the tus uploads made before are found by their tus row), and
-    # which final upload took each partial one.
+    # on a tus upload; the tus uploads made before are found by their tus row), which
+    # final upload took each partial one, and the tus offset model: parts of any size
+    # at a recorded offset, parts of a checksummed PATCH pending until it is verified,
+    # and the tail after the parts.
     (
         "ALTER TABLE sessions ADD COLUMN protocol text NOT NULL DEFAULT 'native'",
         "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
         # The final upload a partial one was taken by (each partial goes into one final).
         'ALTER TABLE tus_uploads ADD COLUMN part_of text COLLATE "C"',
+        "ALTER TABLE chunks ADD COLUMN start bigint",
+        "ALTER TABLE chunks ADD COLUMN pending text",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_start bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_size bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_storage text NOT NULL DEFAULT 's3'",
     ),
 )
 
@@ -328,7 +335,9 @@ class PostgresCatalog:
                     (session_id, *_values(chunk, CHUNK_COLUMNS)),
                 )
                 cursor = await connection.execute(
-                    "SELECT count(*) AS received FROM chunks WHERE session_id = %s", (session_id,)
+                    "SELECT count(*) AS received FROM chunks "
+                    "WHERE session_id = %s AND pending IS NULL",
+                    (session_id,),
                 )
                 row = await cursor.fetchone()
         except psycopg.errors.ForeignKeyViolation:  # the session is gone
@@ -348,7 +357,8 @@ class PostgresCatalog:
 
     async def chunks(self, session_id: str) -> list[Chunk]:
         rows = await self._rows(
-            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE session_id = %s ORDER BY number",
+            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks "
+            "WHERE session_id = %s AND pending IS NULL ORDER BY number",
             session_id,
         )
         return [_record(Chunk, row) for row in rows]
@@ -502,6 +512,11 @@ class PostgresCatalog:
     async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
         async with self._transaction() as connection:
             await connection.execute(
+                "DELETE FROM chunks WHERE session_id = %s AND size + coalesce("
+                "start, number * (SELECT chunk_size FROM sessions WHERE id = %s)) > %s",
+                (session_id, session_id, size),
+            )
+            await connection.execute(
                 "UPDATE sessions SET size = %s, total_chunks = %s WHERE id = %s",
                 (size, total_chunks, session_id),
             )
@@ -509,6 +524,21 @@ class PostgresCatalog:
                 "UPDATE tus_uploads SET length_deferred = false WHERE session_id = %s",
                 (session_id,),
             )
+
+    async def record_tail(
+        self, session_id: str, *, start: int, size: int, storage: StorageKind, pending: str | None
+    ) -> None:
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE tus_uploads SET tail_start = %s, tail_size = %s, tail_storage = %s "
+                "WHERE session_id = %s",
+                (start, size, storage.value, session_id),
+            )
+            if pending is not None:
+                await connection.execute(
+                    "UPDATE chunks SET pending = NULL WHERE session_id = %s AND pending = %s",
+                    (session_id, pending),
+                )
 
     # --- the rules of several instances (core/session_locks.py) ---------------------
 
@@ -621,7 +651,8 @@ class PostgresCatalog:
                 )
                 row = await _one(
                     connection,
-                    "SELECT count(*) AS received FROM chunks WHERE session_id = %s",
+                    "SELECT count(*) AS received FROM chunks "
+                    "WHERE session_id = %s AND pending IS NULL",
                     session_id,
                 )
         except psycopg.errors.ForeignKeyViolation:  # the session is gone

@@ -102,13 +102,20 @@ MIGRATIONS: tuple[Step, ...] = (
     # Version 3: which attempt wrote each chunk (whether a running digest still describes it).
     ("ALTER TABLE chunks ADD COLUMN writer TEXT",),
     # Version 4: which API a session belongs to (its native chunk calls are refused
-    # on a tus upload; the tus uploads made before are found by their tus row), and
-    # which final upload took each partial one.
+    # on a tus upload; the tus uploads made before are found by their tus row), which
+    # final upload took each partial one, and the tus offset model: parts of any size
+    # at a recorded offset, parts of a checksummed PATCH pending until it is verified,
+    # and the tail after the parts.
     (
         "ALTER TABLE sessions ADD COLUMN protocol TEXT NOT NULL DEFAULT 'native'",
         "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
         # The final upload a partial one was taken by (each partial goes into one final).
         "ALTER TABLE tus_uploads ADD COLUMN part_of TEXT",
+        "ALTER TABLE chunks ADD COLUMN start INTEGER",
+        "ALTER TABLE chunks ADD COLUMN pending TEXT",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_start INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_size INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tus_uploads ADD COLUMN tail_storage TEXT NOT NULL DEFAULT 's3'",
     ),
 )
 
@@ -275,7 +282,9 @@ class SQLiteCatalog:
             )
         except sqlite3.IntegrityError:  # the foreign key: the session is gone
             raise NotFound(f"no upload session {session_id}") from None
-        rows = self._execute("SELECT COUNT(*) FROM chunks WHERE session_id = ?", session_id)
+        rows = self._execute(
+            "SELECT COUNT(*) FROM chunks WHERE session_id = ? AND pending IS NULL", session_id
+        )
         return int(rows[0][0])
 
     async def put_chunk(self, session_id: str, chunk: Chunk) -> int:
@@ -295,7 +304,8 @@ class SQLiteCatalog:
     async def chunks(self, session_id: str) -> list[Chunk]:
         rows = await self._run(
             self._execute,
-            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE session_id = ? ORDER BY number",
+            f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks "
+            "WHERE session_id = ? AND pending IS NULL ORDER BY number",
             session_id,
         )
         return [Chunk.model_validate(dict(row)) for row in rows]
@@ -463,6 +473,11 @@ class SQLiteCatalog:
             self._transaction,
             [
                 (
+                    "DELETE FROM chunks WHERE session_id = ? AND size + coalesce("
+                    "start, number * (SELECT chunk_size FROM sessions WHERE id = ?)) > ?",
+                    (session_id, session_id, size),
+                ),
+                (
                     "UPDATE sessions SET size = ?, total_chunks = ? WHERE id = ?",
                     (size, total_chunks, session_id),
                 ),
@@ -472,6 +487,25 @@ class SQLiteCatalog:
                 ),
             ],
         )
+
+    async def record_tail(
+        self, session_id: str, *, start: int, size: int, storage: StorageKind, pending: str | None
+    ) -> None:
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "UPDATE tus_uploads SET tail_start = ?, tail_size = ?, tail_storage = ? "
+                "WHERE session_id = ?",
+                (start, size, storage.value, session_id),
+            )
+        ]
+        if pending is not None:
+            statements.append(
+                (
+                    "UPDATE chunks SET pending = NULL WHERE session_id = ? AND pending = ?",
+                    (session_id, pending),
+                )
+            )
+        await self._run(self._transaction, statements)
 
     async def close(self) -> None:
         if self._db is not None:

@@ -139,7 +139,7 @@ class Assembler:
         etags = []
         for chunk in chunks:
             if chunk.storage is StorageKind.LOCAL:
-                offset = session.chunk_offset(chunk.number)
+                offset = chunk.offset(session.chunk_size)
                 chunk = chunk.model_copy(update={"storage": StorageKind.S3})
                 chunk.etag = await s3.put_part(
                     session.key,

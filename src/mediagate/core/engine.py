@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 
@@ -20,7 +21,7 @@ from mediagate.catalog.base import Catalog
 from mediagate.core.assembly import Assembler, new_object, worth_retrying
 from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
-from mediagate.core.chunking import plan_chunks
+from mediagate.core.chunking import MAX_PARTS, plan_chunks
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.keys import new_id, object_key, sanitize_filename
 from mediagate.core.session_locks import (
@@ -29,6 +30,7 @@ from mediagate.core.session_locks import (
     SessionBusy,
     SessionLocks,
 )
+from mediagate.core.tus_tails import TusTails
 from mediagate.errors import (
     ChunkLengthMismatch,
     ChunkOutOfRange,
@@ -55,8 +57,6 @@ from mediagate.models import (
     UploadSession,
 )
 from mediagate.storage.base import Stores
-from mediagate.storage.local import STAGING_DIR
-from mediagate.storage.tail_spool import TailSpool
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -68,6 +68,14 @@ ORPHAN_STAGING_AGE = 3600.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class Span(NamedTuple):
+    """Where a part goes: its number, the file offset of its first byte, its length."""
+
+    number: int
+    start: int
+    length: int
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class UploadEngine:
         self._digests: dict[str, RunningDigest | None] = {}
         self._finalizing = asyncio.Lock()
         # tus uploads' bytes short of a part; discarded with the session's parts.
-        self.tails = TailSpool(self._assembler.spill.root / STAGING_DIR / "tus")
+        self.tails = TusTails(stores, self._assembler.spill, key_prefix, fallback=fallback)
 
     async def initiate(
         self,
@@ -217,10 +225,9 @@ class UploadEngine:
         *,
         declared_length: int | None,
         expected: ExpectedDigests,
-        via: UploadProtocol = UploadProtocol.NATIVE,
     ) -> ChunkReceipt:
         session = await self._open_session(user_id, session_id)
-        _check_protocol(session, via)
+        _check_protocol(session, UploadProtocol.NATIVE)
         if not 0 <= number < session.total_chunks:
             raise ChunkOutOfRange(
                 f"chunk {number} is not in 0..{session.total_chunks - 1}",
@@ -232,30 +239,57 @@ class UploadEngine:
                 f"chunk {number} must be {length} bytes, the request declares {declared_length}",
                 expected_size=length,
             )
+        span = Span(number, session.chunk_offset(number), length)
         # A retry of this chunk takes over from an attempt still arriving
         # (stalled, or its client gone): it need not wait for a timeout.
         async with self.locks.chunk(session_id, number) as lease:
-            return await self._receive_chunk(session, number, lease, source, expected)
+            return await self._receive_chunk(session, span, lease, source, expected)
+
+    async def put_part(
+        self,
+        user_id: str,
+        session_id: str,
+        span: Span,
+        source: ReadSource,
+        *,
+        pending: str | None,
+    ) -> ChunkReceipt:
+        """A tus part: any size, at the offset core/tus.py cut it at, recorded as it is
+        (`pending` on a checksummed PATCH: it counts once the PATCH's checksum matched)."""
+        session = await self._open_session(user_id, session_id)
+        _check_protocol(session, UploadProtocol.TUS)
+        if not 0 <= span.number < MAX_PARTS or span.start + span.length > session.size:
+            raise ChunkOutOfRange(
+                f"part {span.number} ({span.length} bytes at {span.start}) is past the "
+                f"upload's {MAX_PARTS} parts or {session.size} bytes",
+                total_chunks=session.total_chunks,
+            )
+        async with self.locks.chunk(session_id, span.number) as lease:
+            return await self._receive_chunk(
+                session, span, lease, source, ExpectedDigests(), pending=pending, tus=True
+            )
 
     async def _receive_chunk(
         self,
         session: UploadSession,
-        number: int,
+        span: Span,
         lease: ChunkLease,
         source: ReadSource,
         expected: ExpectedDigests,
+        *,
+        pending: str | None = None,
+        tus: bool = False,
     ) -> ChunkReceipt:
+        number = span.number
         digest = self._digests.setdefault(session.id, RunningDigest())
         if session.sha256 is None or (digest is not None and number < digest.next_chunk):
             # A chunk already hashed is being replaced: the running digest no
             # longer describes the file, so complete reads everything back.
             digest = self._digests[session.id] = None
         fed = digest.fork_for(number) if digest is not None else None
-        stream = ChunkStream(
-            lease.guard(source), session.chunk_length(number), expected, also_hash=fed
-        )
+        stream = ChunkStream(lease.guard(source), span.length, expected, also_hash=fed)
         try:
-            etag, storage = await self._write_chunk(session, number, stream)
+            etag, storage = await self._write_chunk(session, span, stream)
         except Exception:
             if stream.failure is not None:
                 raise stream.failure from None
@@ -264,12 +298,14 @@ class UploadEngine:
             digest.advance(number, fed, lease.owner)
         chunk = Chunk(
             number=number,
-            size=session.chunk_length(number),
+            size=span.length,
             storage=storage,
             etag=etag,
             md5=stream.md5,
             sha256=stream.sha256,
             writer=lease.owner,
+            start=span.start if tus else None,
+            pending=pending,
         )
         try:
             # Only while this attempt still holds the chunk: the ETag recorded
@@ -285,7 +321,7 @@ class UploadEngine:
         return ChunkReceipt(chunk=chunk, received_chunks=received)
 
     async def _write_chunk(
-        self, session: UploadSession, number: int, stream: ChunkStream
+        self, session: UploadSession, span: Span, stream: ChunkStream
     ) -> tuple[str, StorageKind]:
         """Into the session's store, or onto local disk if S3 refuses it before its first byte.
 
@@ -295,8 +331,7 @@ class UploadEngine:
         disk, S3's 503 is the answer.
         """
         spill = self._assembler.spill
-        offset = session.chunk_offset(number)
-        length = session.chunk_length(number)
+        number, offset, length = span
         store = self._stores[session.storage]
         try:
             etag = await store.put_part(
@@ -361,7 +396,7 @@ class UploadEngine:
             log.warning("upload.abort_deferred", session_id=session.id, error=str(error))
         if session.storage is not StorageKind.LOCAL:
             await spill.abort_upload(session.key, session.local_upload_id)
-        await self.tails.discard(session.id)
+        await self.tails.discard(session)
 
     async def complete(
         self, user_id: str, session_id: str, *, via: UploadProtocol = UploadProtocol.NATIVE

@@ -1,19 +1,25 @@
 """tus 1.0 uploads as upload sessions of the engine.
 
-A tus upload is an `UploadSession` whose parts are the session's chunks
-(`chunk_size` from `plan_chunks(Upload-Length)`), plus a `TusUpload` record
-for what tus adds (the metadata to echo, a deferred length). Its offset is
+A tus upload is an `UploadSession` whose parts are cut where its PATCHes
+allow, plus a `TusUpload` record for what tus adds (the metadata to echo, a
+deferred length, the tail). Its offset is
 
-    offset = end of the chunks received contiguously from 0
-           + bytes of the tail spooled on disk for the next chunk
+    offset = end of the parts recorded contiguously from 0 (each at its offset)
+           + the size of the tail recorded at that end
 
-A PATCH at that offset is cut at the part boundaries as it streams: the part
-it starts in is sent from the spooled tail followed by the head of the body
-(one stream), each following whole part goes from the body straight into the
-engine (`put_chunk`, an S3 `UploadPart` of known length), and a remainder
-that does not fill its part is appended to the tail and flushed before the
-PATCH is answered. A body of unknown length (chunked transfer encoding) is
-spooled first, one part at a time, and each part sent once it is whole.
+Parts differ in size: a PATCH's bytes go to the store as parts as soon as the
+PATCH's known length makes one (`chunking.tus_part`: up to the planned part
+size, at least S3's smallest part, within 10,000 parts), the first of them
+led by the tail left by the PATCH before (streamed back from where it waits);
+the bytes too few for a part become the new tail (`core/tus_tails.py`: an
+object in the bucket, never local disk unless S3 fails). A body of unknown
+length (chunked transfer encoding) is gathered in memory one smallest part at
+a time (at most 5 MiB for an upload under ~48 GiB), each sent once gathered.
+
+The parts of a PATCH with `Upload-Checksum` are recorded pending: they do
+not count anywhere until the checksum matched, when one commit makes them
+count together with the new tail. A crash or a mismatch leaves them pending
+(ignored, replaced by the next PATCH), and the upload's offset where it was.
 """
 
 from __future__ import annotations
@@ -21,17 +27,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.chunk_stream import ExpectedDigests, ReadSource
-from mediagate.core.chunking import MAX_PART, MAX_PARTS, MIN_PART
-from mediagate.core.engine import UploadEngine
+from mediagate.core.chunk_stream import ReadSource
+from mediagate.core.chunking import (
+    MAX_PART,
+    MAX_PARTS,
+    MIN_PART,
+    MiB,
+    smallest_part,
+    tus_part,
+)
+from mediagate.core.engine import Span, UploadEngine
+from mediagate.core.keys import new_id
 from mediagate.core.library import MediaLibrary
+from mediagate.core.tus_tails import Tail, TailReader
 from mediagate.errors import (
     BadRequest,
     ChecksumMismatch,
@@ -42,6 +57,7 @@ from mediagate.errors import (
     OffsetMismatch,
     PartialTaken,
     Problem,
+    TooMuchHeld,
 )
 from mediagate.models import (
     Chunk,
@@ -53,8 +69,7 @@ from mediagate.models import (
     UploadProtocol,
     UploadSession,
 )
-from mediagate.storage.base import PartCopying, Stores
-from mediagate.storage.local import FilePartBody
+from mediagate.storage.base import PartCopying, Remainders, Stores
 
 log = structlog.get_logger("mediagate.tus")
 
@@ -109,14 +124,48 @@ class PatchBody:
             self._hasher.update(piece)
         return piece
 
+    async def gather(self, n: int) -> bytearray:
+        """Up to `n` bytes, fewer only where the body ends."""
+        held = bytearray()
+        while len(held) < n:
+            piece = await self.read(n - len(held))
+            if not piece:
+                break
+            held += piece
+        return held
+
     def digest(self) -> bytes | None:
         return self._hasher.digest() if self._hasher is not None else None
 
 
-class PartSource:
-    """One part's bytes: the tail spooled earlier, then `need` bytes of the body."""
+@dataclass(frozen=True)
+class Position:
+    """Where a tus upload stands: its counted parts, where they end, and the tail after."""
 
-    def __init__(self, spooled: FilePartBody | None, body: PatchBody, need: int) -> None:
+    parts: int
+    parts_end: int
+    tail: Tail | None
+
+    @property
+    def offset(self) -> int:
+        return self.parts_end + (self.tail.size if self.tail else 0)
+
+
+class HeldBytes:
+    """Bytes gathered in memory, as a `ReadSource`."""
+
+    def __init__(self, data: bytearray) -> None:
+        self._data = memoryview(data)
+
+    async def read(self, n: int) -> bytes:
+        piece, self._data = self._data[:n], self._data[n:]
+        return bytes(piece)
+
+
+class PartSource:
+    """One part's bytes: the tail left earlier, then `need` bytes of the body."""
+
+    def __init__(self, spooled: TailReader | None, body: ReadSource, need: int) -> None:
         self._spooled = spooled
         self._body = body
         self._need = need
@@ -128,7 +177,7 @@ class PartSource:
             self._spooled = None
         if self._need == 0:
             return b""
-        piece = await self._body.read(min(n, self._need))
+        piece = await self._body(min(n, self._need))
         self._need -= len(piece)
         return piece
 
@@ -143,6 +192,7 @@ class TusUploads:
         *,
         max_size: int,
         chunk_size: int,
+        memory_per_user: int = 32 * MiB,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
@@ -151,6 +201,9 @@ class TusUploads:
         self._tails = engine.tails
         self.max_size = max_size
         self._chunk_size = chunk_size
+        self._memory_per_user = memory_per_user
+        # Bytes each user's bodies of unknown length may hold now, in this process.
+        self._held: dict[str, int] = {}
 
     @property
     def deferred_max_size(self) -> int:
@@ -190,16 +243,17 @@ class TusUploads:
 
     async def state(self, user_id: str, upload_id: str) -> TusState:
         session, upload = await self._load(user_id, upload_id)
-        parts_end, tail = await self._position(session)
+        position = await self._position(session, upload)
         if not upload.length_deferred and session.state is SessionState.OPEN:
-            if parts_end == session.size:
+            if position.parts_end == session.size:
                 # Every part is safe but the upload was not completed (its
                 # PATCH failed at the end): complete it now, so that a client
                 # that sees the full offset also finds its media.
+                await self._catalog.set_length(session.id, session.size, position.parts)
                 await self._engine.complete(user_id, upload_id, via=UploadProtocol.TUS)
-                await self._tails.discard(upload_id)
+                await self._tails.discard(session)
                 session, upload = await self._load(user_id, upload_id)
-        return TusState(session, upload, parts_end + tail)
+        return TusState(session, upload, position.offset)
 
     async def write(
         self,
@@ -218,11 +272,11 @@ class TusUploads:
                 raise Forbidden("a final upload is made by concatenation; it takes no PATCH")
             if upload_length is not None:
                 session, upload = await self._set_length(session, upload, upload_length)
-            parts_end, tail = await self._position(session)
-            if offset != parts_end + tail:
+            position = await self._position(session, upload)
+            if offset != position.offset:
                 raise OffsetMismatch(
-                    f"Upload-Offset is {offset}, the upload is at {parts_end + tail}",
-                    offset=parts_end + tail,
+                    f"Upload-Offset is {offset}, the upload is at {position.offset}",
+                    offset=position.offset,
                 )
             if session.state is not SessionState.OPEN:
                 if body_length != 0:
@@ -234,8 +288,42 @@ class TusUploads:
                     f"the body would end at {end}, past the upload's length {session.size}"
                 )
             body = PatchBody(read, body_length, checksum)
-            await self._receive(user_id, session, parts_end, tail, body, checksum)
+            with self._holding(user_id, self._gathered(session, position, body)):
+                await self._receive(
+                    user_id, session, position, body, checksum, ends=not upload.length_deferred
+                )
             return await self.state(user_id, upload_id)
+
+    def _gathered(self, session: UploadSession, position: Position, body: PatchBody) -> int:
+        """The most a PATCH's body is gathered in memory at once: nothing if its length
+        is known, else a smallest part (the share of the 10,000 parts never grows)."""
+        if body.remaining is not None:
+            return 0
+        start, number = position.parts_end, position.parts
+        minimum = smallest_part(session.size, number, start, self._store_minimum(session))
+        return min(max(minimum, min(session.chunk_size, MIN_PART)), session.size - start)
+
+    def _store_minimum(self, session: UploadSession) -> int:
+        return MIN_PART if isinstance(self._stores[session.storage], Remainders) else 1
+
+    @contextlib.contextmanager
+    def _holding(self, user_id: str, size: int) -> Iterator[None]:
+        held = self._held.get(user_id, 0)
+        if size and held + size > self._memory_per_user:
+            raise TooMuchHeld(
+                f"your PATCHes without Content-Length hold {held} bytes here, and this one "
+                f"needs {size} more, over MEDIAGATE_TUS_MEMORY_PER_USER "
+                f"({self._memory_per_user}); send Content-Length, or fewer at once"
+            )
+        self._held[user_id] = held + size
+        try:
+            yield
+        finally:
+            left = self._held[user_id] - size
+            if left:
+                self._held[user_id] = left
+            else:
+                del self._held[user_id]
 
     async def concatenate(
         self,
@@ -295,18 +383,22 @@ class TusUploads:
         if isinstance(store, PartCopying) and _copyable(parts):
             # Each partial becomes one part, copied inside S3: no byte passes through here.
             await self._catalog.set_length(session.id, size, len(parts))
+            start = 0
             for number, item in enumerate(parts):
                 etag = await store.copy_part(
                     session.key, session.upload_id, number=number, source_key=item.key
                 )
-                chunk = Chunk(number=number, size=item.size, storage=store.kind, etag=etag)
+                chunk = Chunk(
+                    number=number, size=item.size, storage=store.kind, etag=etag, start=start
+                )
                 await self._catalog.put_chunk(session.id, chunk)
+                start += item.size
         else:
             # Through this server; empty partials are skipped (S3 refuses to read from byte 0 of
             # an empty object).
             reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
             body = PatchBody(reader.read, size, None)
-            await self._receive(user_id, session, 0, 0, body, None)
+            await self._receive(user_id, session, Position(0, 0, None), body, None, ends=True)
         return await self.state(user_id, session.id)
 
     async def _drop_final(self, user_id: str, session_id: str) -> None:
@@ -347,41 +439,62 @@ class TusUploads:
         self,
         user_id: str,
         session: UploadSession,
-        parts_end: int,
-        tail: int,
+        position: Position,
         body: PatchBody,
         checksum: Checksum | None,
+        *,
+        ends: bool,
     ) -> None:
-        """Send the body's whole parts on and spool what is left; undo it all on a bad checksum."""
-        written: list[int] = []
-        position = parts_end + tail
+        """Send the body on as parts and leave the rest as the new tail; with a checksum,
+        none of it counts unless the checksum matches."""
+        pending = new_id() if checksum is not None else None
+        number, start, tail = position.parts, position.parts_end, position.tail
+        new_tail: Tail | None = None
+        store_minimum = self._store_minimum(session)
         try:
-            last = parts_end // session.chunk_size
-            if tail and tail == session.chunk_length(last):
-                # The length this PATCH set ends the file where the tail does.
-                whole = self._tails.body(session.id, parts_end, tail)
-                await self._put_part(user_id, session, last, PartSource(whole, body, 0))
-                written.append(last)
-            while position < session.size and body.remaining != 0:
-                number = position // session.chunk_size
-                part_start = session.chunk_offset(number)
-                spooled = position - part_start
-                need = session.chunk_length(number) - spooled
-                if body.remaining is not None and body.remaining >= need:
-                    head = self._tails.body(session.id, part_start, spooled) if spooled else None
-                    await self._put_part(user_id, session, number, PartSource(head, body, need))
+            while start < session.size:
+                held = tail.size if tail else 0
+                source: ReadSource = body.read
+                if body.remaining is None:
+                    # Of unknown length: gathered in memory, one smallest part at most.
+                    gather = self._gathered(session, Position(number, start, None), body)
+                    data = await body.gather(max(gather - held, 0))
+                    source = HeldBytes(data).read
+                    available = held + len(data)
                 else:
-                    limit = need if body.remaining is None else body.remaining
-                    added = await self._tails.append(
-                        session.id, part_start, body.read, fresh=not spooled, limit=limit
-                    )
-                    if added < need:
-                        position += added
+                    available = held + body.remaining
+                size = tus_part(
+                    size=session.size,
+                    number=number,
+                    start=start,
+                    target=session.chunk_size,
+                    available=available,
+                    ends=ends and start + available == session.size,
+                    store_minimum=store_minimum,
+                )
+                if size is None and available == held:
+                    break  # nothing new: the tail stays as it is
+                reader = self._tails.reader(session, tail) if tail else None
+                try:
+                    if reader is not None:
+                        await reader.start()
+                    if size is None:
+                        need = available - held
+                        new_tail = await self._tails.put(
+                            session, start, available, PartSource(reader, source, need)
+                        )
                         break
-                    whole = self._tails.body(session.id, part_start, spooled + added)
-                    await self._put_part(user_id, session, number, PartSource(whole, body, 0))
-                written.append(number)
-                position = part_start + session.chunk_length(number)
+                    await self._engine.put_part(
+                        user_id,
+                        session.id,
+                        Span(number, start, size),
+                        PartSource(reader, source, size - held),
+                        pending=pending,
+                    )
+                finally:
+                    if reader is not None:
+                        await reader.aclose()
+                number, start, tail = number + 1, start + size, None
             if body.remaining is None and await body.read(1):
                 raise FileTooLarge(f"the body goes past the upload's length {session.size}")
             if checksum is not None and body.digest() != checksum.digest:
@@ -389,37 +502,19 @@ class TusUploads:
                     f"the body's {checksum.algorithm} does not match Upload-Checksum"
                 )
         except BaseException:
-            if checksum is not None:
-                # Nothing of a PATCH that could not be verified is kept.
-                await asyncio.shield(self._undo(session, written, parts_end, tail))
+            if new_tail is not None:
+                await asyncio.shield(self._tails.drop(session, new_tail))
             raise
-        unaligned = position < session.size and position % session.chunk_size
-        await self._tails.discard(
-            session.id, keep=position - position % session.chunk_size if unaligned else None
-        )
-
-    async def _put_part(
-        self, user_id: str, session: UploadSession, number: int, source: ReadSource
-    ) -> None:
-        await self._engine.put_chunk(
-            user_id,
+        kept = new_tail or tail
+        await self._catalog.record_tail(
             session.id,
-            number,
-            source,
-            declared_length=None,
-            expected=ExpectedDigests(),
-            via=UploadProtocol.TUS,
+            start=kept.start if kept else start,
+            size=kept.size if kept else 0,
+            storage=kept.storage if kept else session.storage,
+            pending=pending,
         )
-
-    async def _undo(
-        self, session: UploadSession, written: list[int], parts_end: int, tail: int
-    ) -> None:
-        # The tails go first: once the parts are dropped, a tail starting where
-        # they ended must not be found and counted.
-        await self._tails.discard(session.id, keep=parts_end)
-        await self._tails.truncate(session.id, parts_end, tail)
-        for number in written:
-            await self._catalog.drop_chunk(session.id, number)
+        if position.tail is not None and position.tail != kept:
+            await self._tails.drop(session, position.tail)
 
     async def _set_length(
         self, session: UploadSession, upload: TusUpload, length: int
@@ -428,11 +523,12 @@ class TusUploads:
             if length != session.size:
                 raise BadRequest(f"Upload-Length is {session.size} and cannot change")
             return session, upload
-        parts_end, tail = await self._position(session)
-        if length < parts_end + tail:
-            raise BadRequest(f"Upload-Length {length} is below the offset {parts_end + tail}")
+        offset = (await self._position(session, upload)).offset
+        if length < offset:
+            raise BadRequest(f"Upload-Length {length} is below the offset {offset}")
         if length > session.size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {session.size}")
+        # Chunks past the new end (left pending by a PATCH that failed) go with it.
         total = -(-length // session.chunk_size)
         await self._catalog.set_length(session.id, length, total)
         return await self._load(session.user_id, session.id)
@@ -444,18 +540,17 @@ class TusUploads:
             raise NotFound(f"no tus upload {upload_id}")
         return session, upload
 
-    async def _position(self, session: UploadSession) -> tuple[int, int]:
-        """Where the contiguous parts end, and how many bytes the tail after them holds."""
+    async def _position(self, session: UploadSession, upload: TusUpload) -> Position:
+        """The parts counted contiguously from 0, each at its offset, and the tail after."""
         if session.state is not SessionState.OPEN:
-            return session.size, 0
-        received = {chunk.number for chunk in await self._catalog.chunks(session.id)}
-        count = 0
-        while count in received:
-            count += 1
-        if count >= session.total_chunks:
-            return session.size, 0
-        parts_end = session.chunk_offset(count)
-        return parts_end, await self._tails.size(session.id, parts_end)
+            return Position(session.total_chunks, session.size, None)
+        parts = end = 0
+        for chunk in await self._catalog.chunks(session.id):
+            if chunk.number != parts or chunk.offset(session.chunk_size) != end:
+                break
+            parts, end = parts + 1, end + chunk.size
+        tail = Tail.of(upload)
+        return Position(parts, end, tail if tail is not None and tail.start == end else None)
 
 
 def _copyable(parts: list[Media]) -> bool:

@@ -96,6 +96,18 @@ class PartCopying(Protocol):
 
 
 @runtime_checkable
+class Remainders(Protocol):
+    """A store whose parts but the last have a smallest size (S3: 5 MiB): a tus
+    upload's bytes short of a part wait in it as small objects of their own."""
+
+    async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
+        """Store the object at `key` from `length` bytes of `body`."""
+
+    async def delete_under(self, prefix: str) -> None:
+        """Remove every object whose key starts with `prefix`."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
     """A store whose objects are files this server can send itself."""
 

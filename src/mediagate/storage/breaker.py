@@ -153,6 +153,12 @@ class GuardedStore:
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._call(lambda: self._inner.abort_upload(key, upload_id))
 
+    async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
+        await self._call(lambda: self._inner.put_stream(key, length=length, body=body), body)
+
+    async def delete_under(self, prefix: str) -> None:
+        await self._call(lambda: self._inner.delete_under(prefix))
+
     async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
         return await self._call(
             lambda: self._inner.copy_part(key, upload_id, number=number, source_key=source_key)

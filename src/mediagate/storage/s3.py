@@ -246,6 +246,25 @@ class S3Store:
             raise
         return answer["ETag"]
 
+    async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
+        """A small private object (a tus tail) from a stream of known length."""
+        try:
+            with s3_errors("PutObject"):
+                await self._stream.put_object(
+                    Bucket=self.bucket, Key=key, ContentLength=length, Body=body
+                )
+        except Exception:
+            if body.failure is not None:
+                raise body.failure from None
+            raise
+
+    async def delete_under(self, prefix: str) -> None:
+        """Remove every object whose key starts with `prefix`."""
+        with s3_errors("ListObjectsV2"):
+            answer = await self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        for item in answer.get("Contents", []):
+            await self.delete(item["Key"])
+
     async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
         with s3_errors("UploadPartCopy"):
             answer = await self._s3.upload_part_copy(

@@ -664,6 +664,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.FileTooLarge,
             errors.UnsupportedMediaType,
             errors.ChecksumMismatch,
+            errors.TooMuchHeld,
             *STORAGE,
         ),
     ),
