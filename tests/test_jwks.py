@@ -10,86 +10,25 @@ import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from yarl import URL
 
 from conftest import Api, make_settings
+from identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.config import SettingsError, load_settings
 from mediagate.jwks import KeySetError, parse_key_set
-
-ISSUER = "https://id.example.com/"
-AUDIENCE = "mediagate"
-
-
-@dataclass
-class Key:
-    kid: str
-    algorithm: str
-    private: Any
-
-    @classmethod
-    def rsa(cls, kid: str) -> Key:
-        return cls(kid, "RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-
-    @classmethod
-    def ec(cls, kid: str) -> Key:
-        return cls(kid, "ES256", ec.generate_private_key(ec.SECP256R1()))
-
-    @classmethod
-    def ed25519(cls, kid: str) -> Key:
-        return cls(kid, "EdDSA", ed25519.Ed25519PrivateKey.generate())
-
-    def jwk(self) -> dict[str, Any]:
-        public = self.private.public_key()
-        exporter = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}
-        document = exporter[self.algorithm].to_jwk(public, as_dict=True)
-        return {**document, "kid": self.kid, "use": "sig"}
-
-    def sign(self, **overrides: Any) -> str:
-        now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600}
-        claims.update(overrides)
-        claims = {name: value for name, value in claims.items() if value is not None}
-        return jwt.encode(claims, self.private, self.algorithm, headers={"kid": self.kid})
-
-
-@dataclass
-class IdentityServer:
-    """A JWKS endpoint whose key set the test changes, counting its fetches."""
-
-    keys: list[Key]
-    hits: int = 0
-    down: bool = False
-    url: str = ""
-    extra: list[dict[str, Any]] = field(default_factory=list)
-
-    async def jwks(self, request: web.Request) -> web.Response:
-        self.hits += 1
-        if self.down:
-            return web.Response(status=502, text="bad gateway")
-        return web.json_response({"keys": [key.jwk() for key in self.keys] + self.extra})
-
 
 RSA_KEY, EC_KEY, ED_KEY = Key.rsa("rsa-1"), Key.ec("ec-1"), Key.ed25519("ed-1")
 
 
 @pytest.fixture
 async def identity(aiohttp_server) -> IdentityServer:
-    server = IdentityServer([RSA_KEY, EC_KEY, ED_KEY])
-    app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", server.jwks)
-    running = await aiohttp_server(app)
-    server.url = str(running.make_url("/.well-known/jwks.json"))
-    return server
+    return await IdentityServer.start(aiohttp_server, [RSA_KEY, EC_KEY, ED_KEY])
 
 
 @pytest.fixture
