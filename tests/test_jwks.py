@@ -12,8 +12,10 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
@@ -21,7 +23,8 @@ from conftest import Api, make_settings
 from identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.config import SettingsError, load_settings
-from mediagate.jwks import KeySetError, parse_key_set
+from mediagate.jwks import MAX_AGE, MAX_DOCUMENT_BYTES, IdentityKeys, KeySetError, parse_key_set
+from server_process import ServerProcess
 
 RSA_KEY, EC_KEY, ED_KEY = Key.rsa("rsa-1"), Key.ec("ec-1"), Key.ed25519("ed-1")
 
@@ -260,3 +263,108 @@ def test_only_asymmetric_signing_keys_with_a_kid_are_kept(document, kids):
 def test_identity_settings_that_cannot_work_stop_the_start(tmp_path, overrides, message):
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         load_settings(_env_file=None, data_dir=tmp_path, **overrides)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_key_the_provider_removed_stops_working_once_the_set_is_old(identity):
+    clock = Clock()
+    keys = IdentityKeys(identity.url, refetch_interval=30, clock=clock)
+    await keys.ensure("rsa-1")
+    identity.keys = [EC_KEY]  # rsa-1 withdrawn (leaked, say)
+
+    clock.now += MAX_AGE - 1
+    await keys.ensure("rsa-1")
+    assert "rsa-1" in keys.keys and identity.hits == 1
+    clock.now += 1
+    await keys.ensure("rsa-1")
+    assert set(keys.keys) == {"ec-1"} and identity.hits == 2
+
+
+async def hang(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.Response()
+
+
+def answers(response: web.Response) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return response
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        answers(web.Response(status=404)),
+        answers(web.Response(text="<html>sign in</html>", content_type="text/html")),
+        answers(web.json_response({"keys": [{"kty": "oct", "k": "c2Vj", "kid": "h"}]})),
+        answers(web.Response(body=b" " * MAX_DOCUMENT_BYTES + b"{}")),
+        answers(web.Response(body=b"[" * 100_000 + b"]" * 100_000)),
+        hang,
+    ],
+    ids=["404", "html", "no-usable-key", "oversized", "deeply-nested", "hangs"],
+)
+async def test_a_key_set_that_cannot_be_had_keeps_the_keys_held(aiohttp_server, answer):
+    serving = [web.json_response({"keys": [RSA_KEY.jwk()]}), None]
+
+    async def jwks(request: web.Request) -> web.Response:
+        first = serving.pop(0)
+        return first if first is not None else await answer(request)
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    provider = await aiohttp_server(app)
+    keys = IdentityKeys(str(provider.make_url("/jwks")), refetch_interval=0.01, timeout=0.5)
+    await keys.ensure("rsa-1")
+    assert set(keys.keys) == {"rsa-1"} and not keys.unavailable
+
+    await asyncio.sleep(0.02)
+    started = time.monotonic()
+    await keys.ensure("rsa-2")
+    assert time.monotonic() - started < 10
+    assert keys.unavailable
+    assert set(keys.keys) == {"rsa-1"}
+
+
+async def test_a_served_process_takes_the_provider_s_tokens_from_its_environment(
+    identity, tmp_path
+):
+    server = ServerProcess(
+        tmp_path / "data",
+        {
+            "MEDIAGATE_JWT_JWKS_URL": identity.url,
+            "MEDIAGATE_JWT_ISSUER": ISSUER,
+            "MEDIAGATE_JWT_AUDIENCE": AUDIENCE,
+            "MEDIAGATE_JWT_USER_CLAIM": "email",
+        },
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            for token, status in [
+                (ED_KEY.sign(email="erin@example.com"), 200),
+                (ED_KEY.sign(email="erin@example.com", aud="elsewhere"), 401),
+            ]:
+                headers = {"Authorization": f"Bearer {token}"}
+                async with client.get(f"{server.base}/api/v1/media", headers=headers) as answer:
+                    assert answer.status == status, await answer.text()
+    finally:
+        await server.stop()
+
+
+async def test_a_large_key_set_is_read_whole(aiohttp_server):
+    padding = [{"kty": "RSA", "kid": f"junk-{n}", "n": "x" * 1000, "e": "AQAB"} for n in range(400)]
+    document = json.dumps({"keys": [*padding, EC_KEY.jwk()]})
+    app = web.Application()
+    app.router.add_get("/jwks", answers(web.Response(text=document)))
+    provider = await aiohttp_server(app)
+    keys = IdentityKeys(str(provider.make_url("/jwks")), refetch_interval=30)
+    await keys.ensure("ec-1")
+    assert "ec-1" in keys.keys and not keys.unavailable

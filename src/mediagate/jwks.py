@@ -110,7 +110,14 @@ class IdentityKeys:
         self._attempted_at = self._clock()
         try:
             keys = parse_key_set(await self._download())
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeySetError) as error:
+        # RecursionError: JSON nested deeper than the parser goes.
+        except (
+            aiohttp.ClientError,
+            TimeoutError,
+            ValueError,
+            RecursionError,
+            KeySetError,
+        ) as error:
             self._failed = True
             log.warning("auth.jwks_unavailable", url=self.url, error=str(error) or repr(error))
             return
@@ -126,7 +133,9 @@ class IdentityKeys:
         ):
             if response.status != 200:
                 raise KeySetError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-            if len(body) > MAX_DOCUMENT_BYTES:
-                raise KeySetError(f"larger than {MAX_DOCUMENT_BYTES} bytes")
+            body = bytearray()
+            async for piece in response.content.iter_any():
+                body += piece
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise KeySetError(f"larger than {MAX_DOCUMENT_BYTES} bytes")
             return json.loads(body)
