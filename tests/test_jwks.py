@@ -344,6 +344,7 @@ async def test_a_served_process_takes_the_provider_s_tokens_from_its_environment
             "MEDIAGATE_JWT_AUDIENCE": AUDIENCE,
             "MEDIAGATE_JWT_USER_CLAIM": "email",
         },
+        log=tmp_path / "server.log",
     )
     await server.start()
     try:
@@ -357,6 +358,9 @@ async def test_a_served_process_takes_the_provider_s_tokens_from_its_environment
                     assert answer.status == status, await answer.text()
     finally:
         await server.stop()
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    started = [line for line in lines if line.get("event") == "server.started"]
+    assert [line["identity_provider"] for line in started] == [identity.url]
 
 
 async def test_a_large_key_set_is_read_whole(aiohttp_server):

@@ -104,6 +104,8 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
         "max_upload": format_size(settings.max_upload_size),
         "fallback": ("on" if settings.fallback else "off") if settings.use_cloud_storage else None,
         "min_free_disk": format_size(settings.min_free_disk),
+        # Whose tokens are taken besides mediagate's own (HS256).
+        "identity_provider": settings.jwt_jwks_url,
     }
 
 
