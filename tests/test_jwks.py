@@ -372,3 +372,25 @@ async def test_a_large_key_set_is_read_whole(aiohttp_server):
     keys = IdentityKeys(str(provider.make_url("/jwks")), refetch_interval=30)
     await keys.ensure("ec-1")
     assert "ec-1" in keys.keys and not keys.unavailable
+
+
+async def test_a_request_that_gives_up_waiting_does_not_cancel_the_fetch(aiohttp_server):
+    hits = []
+
+    async def slow_jwks(request: web.Request) -> web.Response:
+        hits.append(1)
+        await asyncio.sleep(0.3)
+        return web.json_response({"keys": [RSA_KEY.jwk()]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", slow_jwks)
+    provider = await aiohttp_server(app)
+    keys = IdentityKeys(str(provider.make_url("/jwks")), refetch_interval=60)
+
+    first = asyncio.create_task(keys.ensure("rsa-1"))
+    await asyncio.sleep(0.1)  # its fetch is under way
+    first.cancel()
+    await keys.ensure("rsa-1")  # waits for that same fetch
+
+    assert "rsa-1" in keys.keys and len(hits) == 1
+    await keys.close()

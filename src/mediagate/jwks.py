@@ -12,6 +12,7 @@ fetch keeps the keys already held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -80,7 +81,9 @@ class IdentityKeys:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._failed = False
-        self._lock = asyncio.Lock()
+        # The fetch under way: a task of its own, so that a request cancelled while
+        # it waits (its client went away) does not cancel it for the others.
+        self._fetching: asyncio.Task[None] | None = None
 
     @property
     def keys(self) -> Mapping[str, jwt.PyJWK]:
@@ -92,19 +95,28 @@ class IdentityKeys:
         return self._failed
 
     async def ensure(self, kid: str) -> None:
-        """Fetch the set if `kid` is not held or the set is old, unless fetched too recently."""
-        if not self._wanted(kid):
-            return
-        async with self._lock:  # one fetch at a time; the others then find its keys
-            if self._wanted(kid):
-                await self._fetch()
+        """Have the keys in hand answer for `kid`: fetch the set if it lacks `kid` or is
+        old, unless fetched too recently, and wait for a fetch under way."""
+        if self._fetching is None and self._needs(kid) and self._may_fetch():
+            self._fetching = asyncio.create_task(self._fetch())
+        if self._fetching is not None and self._needs(kid):
+            await asyncio.shield(self._fetching)
 
-    def _wanted(self, kid: str) -> bool:
-        now = self._clock()
-        if self._attempted_at is not None and now - self._attempted_at < self._refetch_interval:
-            return False
-        stale = self._fetched_at is None or now - self._fetched_at >= MAX_AGE
+    async def close(self) -> None:
+        if self._fetching is not None:
+            self._fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetching
+
+    def _needs(self, kid: str) -> bool:
+        stale = self._fetched_at is None or self._clock() - self._fetched_at >= MAX_AGE
         return kid not in self._keys or stale
+
+    def _may_fetch(self) -> bool:
+        return (
+            self._attempted_at is None
+            or self._clock() - self._attempted_at >= self._refetch_interval
+        )
 
     async def _fetch(self) -> None:
         self._attempted_at = self._clock()
@@ -120,10 +132,12 @@ class IdentityKeys:
         ) as error:
             self._failed = True
             log.warning("auth.jwks_unavailable", url=self.url, error=str(error) or repr(error))
-            return
-        added = sorted(keys.keys() - self._keys.keys())
-        self._keys, self._fetched_at, self._failed = keys, self._clock(), False
-        log.info("auth.jwks_fetched", url=self.url, kids=sorted(keys), added=added)
+        else:
+            added = sorted(keys.keys() - self._keys.keys())
+            self._keys, self._fetched_at, self._failed = keys, self._clock(), False
+            log.info("auth.jwks_fetched", url=self.url, kids=sorted(keys), added=added)
+        finally:
+            self._fetching = None
 
     async def _download(self) -> Any:
         timeout = aiohttp.ClientTimeout(total=self._timeout)

@@ -67,9 +67,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
     if settings.jwt_jwks_url is not None:
-        app[IDENTITY_KEYS] = IdentityKeys(
+        keys = IdentityKeys(
             settings.jwt_jwks_url, refetch_interval=settings.jwt_jwks_refetch_interval
         )
+        app[IDENTITY_KEYS] = keys
+        app.on_cleanup.append(lambda app: keys.close())
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(warn_without_public_url)
