@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from conftest import Api, MiB, closed_port, make_settings
+from identity_provider import ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.client_cli import _how_to_resume
 from mediagate.errors import FileTooLarge, StorageUnavailable
@@ -158,6 +159,52 @@ async def test_ctrl_c_stops_at_once_and_the_same_command_resumes(local_api, tmp_
     assert (result["resumed_chunks"], result["sent_chunks"]) == (len(received), 12 - len(received))
     assert f"resuming: {len(received) * 5:.1f} of 60.0 MiB already there" in err
     assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("provider", "claims", "message"),
+    [
+        (
+            False,
+            {},
+            "the token is signed with 'RS256': this server takes HS256 tokens signed with its "
+            "own secret (no identity provider is set up) (401); use a token `mediagate token "
+            "USER` printed on the server, or one from the identity provider the server is set "
+            "up with (its MEDIAGATE_JWT_JWKS_URL)",
+        ),
+        (
+            True,
+            {"iss": "https://other.example.com/"},
+            f"the token was issued by 'https://other.example.com/', not {ISSUER!r} (401); get a "
+            "token from the identity provider the server is set up with (its "
+            "MEDIAGATE_JWT_ISSUER)",
+        ),
+        (
+            True,
+            {"sub": "Jane Doe"},
+            "the token's sub claim 'Jane Doe' is not a user id this server can store (1-128 "
+            "letters, digits and ._@+=-) (401); the server keeps media under your user id, "
+            "which must be 1-128 letters, digits and ._@+=- (its MEDIAGATE_JWT_USER_CLAIM "
+            "picks the claim that holds it)",
+        ),
+    ],
+    ids=["no-provider", "wrong-issuer", "user-id"],
+)
+async def test_a_refused_identity_provider_token_says_what_to_do(
+    start_api, aiohttp_server, tmp_path, provider, claims, message
+):
+    key = Key.rsa("rsa-1")
+    identity = await IdentityServer.start(aiohttp_server, [key])
+    settings = {"jwt_jwks_url": identity.url, "jwt_issuer": ISSUER} if provider else {}
+    api = await start_api(make_settings(tmp_path / "data", **settings))
+    path = media_file(tmp_path, 10, "clip.mp4")
+
+    returned, out, err = await Cli(api, tmp_path).run(
+        "upload", "--token", key.sign(aud=None, **claims), str(path)
+    )
+
+    assert (returned, out) == (1, "")
+    assert err.splitlines() == [f"mediagate upload: the server refused the token: {message}"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import make_settings
+from identity_provider import AUDIENCE, IdentityServer, Key
 from mediagate import tokens
 from mediagate.web.page import content_security_policy, media_sources
 
@@ -341,6 +342,27 @@ async def test_a_link_for_another_user_asks_before_switching(local_api, browser,
     await tab.get_by_text("Signed in as bob", exact=True).wait_for()
     assert await tab.evaluate("localStorage.getItem('mediagate.token')") == bob
     assert problems == more_problems == []
+
+
+@browser_tests
+async def test_a_refused_identity_provider_token_is_explained_on_the_page(
+    start_api, aiohttp_server, tmp_path, browser
+):
+    key = Key.ec("ec-1")
+    identity = await IdentityServer.start(aiohttp_server, [key])
+    settings = make_settings(tmp_path / "data", jwt_jwks_url=identity.url, jwt_audience=AUDIENCE)
+    api = await start_api(settings)
+    page, _ = await open_page(browser, str(api.client.make_url("/")))
+    await page.get_by_label("Access token").fill(key.sign(aud="another-app"))
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text(
+        "Could not sign in: the token is meant for 'another-app', not 'mediagate'. "
+        "Use a token made for this server."
+    ).wait_for()
+
+    await page.get_by_label("Access token").fill(key.sign(sub="dana"))
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text("Signed in as dana", exact=True).wait_for()
 
 
 @browser_tests

@@ -382,6 +382,18 @@ TOKEN_HINTS = {
     "bad-signature": "run `mediagate token USER` where that server runs (with its "
     "MEDIAGATE_DATA_DIR or MEDIAGATE_JWT_SECRET), not on another machine or data directory",
     "expired": "get a new one with `mediagate token USER` on the server",
+    # The identity provider's tokens (MEDIAGATE_JWT_JWKS_URL on the server).
+    "algorithm": "use a token `mediagate token USER` printed on the server, or one from the "
+    "identity provider the server is set up with (its MEDIAGATE_JWT_JWKS_URL)",
+    "unknown-key": "get a new token from the identity provider the server is set up with "
+    "(its MEDIAGATE_JWT_JWKS_URL): the server does not know the key that signed this one",
+    "wrong-issuer": "get a token from the identity provider the server is set up with "
+    "(its MEDIAGATE_JWT_ISSUER)",
+    "wrong-audience": "get a token the identity provider made for this server "
+    "(its MEDIAGATE_JWT_AUDIENCE)",
+    "not-yet-valid": "check the clock of the machine that made the token against the server's",
+    "user-id": "the server keeps media under your user id, which must be 1-128 letters, "
+    "digits and ._@+=- (its MEDIAGATE_JWT_USER_CLAIM picks the claim that holds it)",
 }
 
 

@@ -176,6 +176,23 @@ class Settings(BaseSettings):
     # long to fail; too small and a burst of requests fails instead of queueing.
     database_timeout: float = Field(5.0, gt=0, validation_alias=env("MEDIAGATE_DATABASE_TIMEOUT"))
     jwt_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_JWT_SECRET"))
+    # The app's identity provider: tokens signed with its keys (RS256, ES256,
+    # EdDSA) are taken beside mediagate's own HS256 ones. Unset: only ours.
+    jwt_jwks_url: str | None = Field(None, validation_alias=env("MEDIAGATE_JWT_JWKS_URL"))
+    # Checked on the identity provider's tokens when set (`iss`, `aud`).
+    jwt_issuer: str | None = Field(None, validation_alias=env("MEDIAGATE_JWT_ISSUER"))
+    jwt_audience: str | None = Field(None, validation_alias=env("MEDIAGATE_JWT_AUDIENCE"))
+    # The claim of an identity provider's token that holds the user id.
+    jwt_user_claim: str = Field(
+        "sub", min_length=1, validation_alias=env("MEDIAGATE_JWT_USER_CLAIM")
+    )
+    # Seconds between two fetches of the key set at most. A token naming an
+    # unknown key (a rotation) fetches it again, so too large delays a new
+    # key's first use; too small lets tokens with made-up key ids hammer the
+    # identity provider.
+    jwt_jwks_refetch_interval: float = Field(
+        30, gt=0, validation_alias=env("MEDIAGATE_JWT_JWKS_REFETCH_INTERVAL")
+    )
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
     public_url: str | None = Field(None, validation_alias=env("MEDIAGATE_PUBLIC_URL"))
@@ -306,6 +323,22 @@ class Settings(BaseSettings):
             raise ValueError("must not contain '..'")
         return f"{value}/" if value else ""
 
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def jwks_url_is_absolute(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "must be an http(s) URL, e.g. https://id.example.com/.well-known/jwks.json"
+                )
+        return value or None
+
+    @field_validator("jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("cdn_base_url", "public_url")
     @classmethod
     def no_trailing_slash(cls, value: str | None) -> str | None:
@@ -402,6 +435,12 @@ def load_settings(**overrides: Any) -> Settings:
             "invalid setting MEDIAGATE_JWT_SECRET: required when MEDIAGATE_DATABASE_URL is set, "
             "so that every instance sharing the catalog accepts the same tokens"
         )
+    for claim, checked in (("ISSUER", settings.jwt_issuer), ("AUDIENCE", settings.jwt_audience)):
+        if checked is not None and settings.jwt_jwks_url is None:
+            raise SettingsError(
+                f"invalid setting MEDIAGATE_JWT_{claim}: it is checked on the identity "
+                "provider's tokens, so it needs MEDIAGATE_JWT_JWKS_URL"
+            )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:
         raise SettingsError(

@@ -165,6 +165,15 @@ class Unauthorized(Problem):
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="mediagate"'}
 
 
+class IdentityProviderUnavailable(Problem):
+    """A token names a key the server does not hold, and the identity provider's key set
+    cannot be fetched: the token may be good, so it is not refused (401) but deferred."""
+
+    status, code, title = 503, "identity-provider-unavailable", "Identity provider unavailable"
+    public_detail = True
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "30"}
+
+
 class Forbidden(Problem):
     status, code, title = 403, "forbidden", "Forbidden"
 

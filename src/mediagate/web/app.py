@@ -12,8 +12,10 @@ from mediagate import tokens, version
 from mediagate.config import DEFAULT_DATA_DIR, Settings, format_size
 from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
+from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
 from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
+from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
@@ -21,6 +23,7 @@ from mediagate.web.keys import (
     CLOCK,
     DATA_DISK,
     ENGINE,
+    IDENTITY_KEYS,
     JWT_SECRET,
     LIBRARY,
     LINKS,
@@ -56,12 +59,19 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             problems_middleware,
             host_middleware,
             cors.middleware,
+            identity_keys_middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[REQUEST_GATE] = gate
+    if settings.jwt_jwks_url is not None:
+        keys = IdentityKeys(
+            settings.jwt_jwks_url, refetch_interval=settings.jwt_jwks_refetch_interval
+        )
+        app[IDENTITY_KEYS] = keys
+        app.on_cleanup.append(lambda app: keys.close())
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(warn_without_public_url)
@@ -96,6 +106,8 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
         "max_upload": format_size(settings.max_upload_size),
         "fallback": ("on" if settings.fallback else "off") if settings.use_cloud_storage else None,
         "min_free_disk": format_size(settings.min_free_disk),
+        # Whose tokens are taken besides mediagate's own (HS256).
+        "identity_provider": settings.jwt_jwks_url,
     }
 
 

@@ -10,6 +10,7 @@ from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
+from mediagate.jwks import IdentityKeys
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_status import S3Status
@@ -17,6 +18,8 @@ from mediagate.web.request_gate import RequestGate
 
 SETTINGS = web.AppKey("settings", Settings)
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
+# The identity provider's keys, with MEDIAGATE_JWT_JWKS_URL set.
+IDENTITY_KEYS = web.AppKey("identity_keys", IdentityKeys)
 ENGINE = web.AppKey("engine", UploadEngine)
 LIBRARY = web.AppKey("library", MediaLibrary)
 LINKS = web.AppKey("links", StreamLinks)

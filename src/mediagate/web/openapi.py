@@ -68,8 +68,13 @@ CORS_ORIGIN_NOT_ALLOWED = ProblemType(403, "cors-origin-not-allowed", "Origin no
 # Any request may meet these: a malformed Host (web/host.py), a server going
 # down, or a failure of its own.
 ALWAYS = (errors.BadRequest, SHUTTING_DOWN, ProblemType.of(errors.Problem))
-# Every operation that takes a token reads or writes the catalog, which may be away.
-AUTHENTICATED = (errors.Unauthorized, errors.CatalogUnavailable)
+# Every operation that takes a token reads or writes the catalog, which may be away,
+# and may need the identity provider's keys to check the token.
+AUTHENTICATED = (
+    errors.Unauthorized,
+    errors.CatalogUnavailable,
+    errors.IdentityProviderUnavailable,
+)
 STORAGE = (
     errors.StorageUnavailable,
     errors.StorageRejected,

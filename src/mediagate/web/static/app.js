@@ -40,6 +40,13 @@ const TOKEN_HINTS = {
   malformed: "Paste the whole token, as `mediagate token` printed it.",
   "bad-signature": "Ask for a token made by this server.",
   expired: "Ask for a new one.",
+  // The identity provider's tokens (MEDIAGATE_JWT_JWKS_URL on the server).
+  algorithm: "Use a token made by this server or by the sign-in service it is set up with.",
+  "unknown-key": "Sign in again to get a new token.",
+  "wrong-issuer": "Use a token from the sign-in service this server is set up with.",
+  "wrong-audience": "Use a token made for this server.",
+  "not-yet-valid": "The clocks of this server and of the sign-in service disagree.",
+  "user-id": "Your user name cannot be used here: ask the administrator.",
 };
 
 function messageOf(error) {
