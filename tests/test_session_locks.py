@@ -8,7 +8,9 @@ import hashlib
 import os
 from datetime import timedelta
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
@@ -16,6 +18,7 @@ from mediagate import metrics
 from mediagate.catalog.base import ClaimTake, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.config import SettingsError
+from mediagate.core import session_locks
 from mediagate.core.engine import utc_now
 from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
@@ -396,3 +399,95 @@ async def test_the_reconcilers_of_two_instances_move_each_media_once(
     summaries = await asyncio.gather(*(reconciler.run_once() for reconciler in reconcilers))
     assert sum(summary.migrated for summary in summaries) == 3
     assert sum(summary.failed + summary.skipped for summary in summaries) == 0
+
+
+# --- the catalog going away while a chunk streams ---------------------------------------
+
+
+async def lease_rows(database_url: str, session_id: str) -> list[dict]:
+    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as db:
+        cursor = await db.execute(
+            "SELECT owner, expires_at, expires_at > now() AS live FROM chunk_leases "
+            "WHERE session_id = %s",
+            (session_id,),
+        )
+        return await cursor.fetchall()
+
+
+async def test_postgresql_restarting_as_a_chunk_ends_is_503_and_leaves_no_lease_renewed(
+    start_api, postgres_server, tmp_path, moto_endpoint, bucket
+):
+    url = postgres_server.new_database()
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=moto_endpoint,
+        database_url=url,
+        database_timeout=1.0,
+    )
+    api = await start_api(settings)
+    data = os.urandom(2000)
+    sid = await new_session(api, len(data))
+    arriving = await start_chunk(api, sid, 0, data)
+    await asyncio.sleep(1.5)  # the lease's heartbeat has run
+
+    postgres_server.stop()
+    try:
+        await arriving.send(data[len(data) // 2 :])  # the body ends while the catalog is away
+        status, problem = await arriving.answer(seconds=10)
+        assert (status, problem["type"].rsplit("/", 1)[1]) == (503, "catalog-unavailable")
+        await asyncio.sleep(3)  # the heartbeat, had it survived, tries to renew meanwhile
+    finally:
+        postgres_server.start()
+    arriving.close()
+
+    # Nobody renews the lease of the answered request: it was released, or runs out.
+    await asyncio.sleep(2.5)  # past two renewals, had the heartbeat survived
+    before = await lease_rows(url, sid)
+    await asyncio.sleep(2.5)
+    assert await lease_rows(url, sid) == [] or (
+        [row["expires_at"] for row in await lease_rows(url, sid)]
+        == [row["expires_at"] for row in before]
+    )
+    async with asyncio.timeout(15):  # at most the lease's life: the chunk is free again
+        while any(row["owner"] and row["live"] for row in await lease_rows(url, sid)):
+            await asyncio.sleep(0.5)
+    async with asyncio.timeout(20):
+        while (await api.client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.2)
+    assert (await api.put_chunk(sid, 0, data)).status == 200
+    done = await api.complete(sid)
+    assert done.status == 201, await done.text()
+    assert await stream_of(api, await done.json()) == data
+
+
+async def test_a_heartbeat_whose_cancellation_is_lost_still_stops(monkeypatch):
+    """A renewal waiting for the catalog may swallow the cancellation (Python 3.11's
+    asyncio.wait_for, which the pool waits in, does when its wait ends at that moment):
+    the block still ends at once, and nothing renews the hold after it."""
+    monkeypatch.setattr(session_locks, "RENEW_INTERVAL", 0.05)
+    renewals = 0
+    renewing = asyncio.Event()
+
+    async def renew() -> bool:
+        nonlocal renewals
+        renewals += 1
+        renewing.set()
+        try:
+            await asyncio.sleep(0.3)  # waiting for a pooled connection
+        except asyncio.CancelledError:
+            if renewals > 1:
+                raise
+            # the first is lost on its way
+        return True
+
+    async def hold() -> None:
+        async with session_locks._heartbeat(renew):
+            await renewing.wait()
+
+    holder = asyncio.create_task(hold())
+    ended, _ = await asyncio.wait({holder}, timeout=2)
+    assert ended, "the block's end waits for a beat that lost its cancellation"
+    await asyncio.sleep(0.6)
+    assert renewals == 1

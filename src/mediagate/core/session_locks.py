@@ -281,11 +281,22 @@ class CatalogSessionLocks:
 
 @contextlib.asynccontextmanager
 async def _heartbeat(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None]:
-    """Renew a hold every RENEW_INTERVAL while the block runs."""
+    """Renew a hold every RENEW_INTERVAL while the block runs.
+
+    Stopped by a flag as well as by `cancel()`: a cancellation can be lost on its
+    way (Python 3.11's `asyncio.wait_for`, which the PostgreSQL pool waits in,
+    drops one that arrives as its wait ends), and a beat that survived it would
+    renew, for the life of the process, a hold that nobody has any more. Nor does
+    the block's end wait for the beat without bound: a renewal still waiting for
+    the catalog finishes on its own and then sees the flag.
+    """
+    stopped = asyncio.Event()
 
     async def beat() -> None:
-        while True:
+        while not stopped.is_set():
             await asyncio.sleep(RENEW_INTERVAL)
+            if stopped.is_set():
+                return
             try:
                 if not await renew():
                     log.warning("lease.lost")
@@ -297,8 +308,9 @@ async def _heartbeat(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None
     try:
         yield
     finally:
+        stopped.set()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait({task}, timeout=RENEW_INTERVAL)
 
 
 async def _quietly(release: Awaitable[None]) -> None:
