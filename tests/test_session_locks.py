@@ -15,7 +15,7 @@ from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
-from mediagate.catalog.base import ClaimTake, LeaseTake
+from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.config import SettingsError
 from mediagate.core import session_locks
@@ -24,7 +24,7 @@ from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
 from raw_http import RawConnection, request_head
-from test_tus import create_upload, offset_of, patch
+from test_tus import TUS, create_upload, offset_of, patch, stall_patch
 
 
 @pytest.fixture
@@ -184,6 +184,13 @@ async def test_the_sweep_on_two_instances_expires_each_session_once(aiohttp_clie
 # --- the catalog's side of it ---------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("attempt", "delay"), [(0, 0.05), (1, 0.1), (2, 0.2), (4, 0.8), (5, 1.0), (60, 1.0)]
+)
+def test_a_waiter_backs_off_to_one_ask_per_renewal(attempt, delay):
+    assert session_locks.poll_delay(attempt) == pytest.approx(delay)
+
+
 @pytest.fixture
 async def catalog(database_url):
     catalog = await PostgresCatalog.open(database_url)
@@ -244,6 +251,21 @@ async def test_a_session_claim_and_a_chunk_lease_exclude_each_other(catalog):
     assert await catalog.claim("session", "s1", "aborter", 5) is ClaimTake.BUSY
     await catalog.release_claim("session", "s1", "completer")
     assert await catalog.take_chunk_lease("s1", 0, "late", 5, first=True) is LeaseTake.HELD
+
+
+async def test_the_newest_request_for_a_claim_takes_it_over(catalog):
+    assert await catalog.take_claim("tus", "u", "old", 5, first=True) is LeaseTake.HELD
+    assert await catalog.take_claim("tus", "u", "new", 5, first=True) is LeaseTake.WAITING
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.WANTED
+    await catalog.release_claim("tus", "u", "old")
+    # Released, but kept for the one who wants it; a newer one still comes first.
+    assert await catalog.take_claim("tus", "u", "newer", 5, first=True) is LeaseTake.WAITING
+    assert await catalog.take_claim("tus", "u", "new", 5, first=False) is LeaseTake.SUPERSEDED
+    assert await catalog.take_claim("tus", "u", "newer", 5, first=False) is LeaseTake.HELD
+    assert await catalog.renew_claim("tus", "u", "newer", 5) is LeaseRenewal.HELD
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.LOST
+    await catalog.release_claim("tus", "u", "newer")
+    assert await catalog.take_claim("tus", "u", "next", 5, first=True) is LeaseTake.HELD
 
 
 # --- the shared spool -----------------------------------------------------------------
@@ -375,6 +397,41 @@ async def test_two_tus_patches_at_one_offset_on_two_instances_take_turns(
     assert await offset_of(b, upload) == 6
     assert (await patch(b, upload, 6, b"12345")).status == 204
     assert await offset_of(a, upload) == 11
+
+
+async def test_a_newer_patch_on_another_instance_takes_over_from_a_stalled_one(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(3000)
+    upload = await create_upload(a, length=len(data))
+    stalled = await stall_patch(a, upload, 0, data, 1000)
+
+    async with asyncio.timeout(10):  # at its next renewal, not the 60 s body read timeout
+        offset = await offset_of(b, upload)
+        answer = await patch(b, upload, offset, data[offset:])
+        status, problem = await stalled.answer()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (409, "upload-superseded")
+    stalled.close()
+    if answer.status == 409:  # the stalled PATCH's bytes were kept after the HEAD
+        offset = await offset_of(b, upload)
+        answer = await patch(b, upload, offset, data[offset:])
+    assert answer.status == 204, await answer.text()
+    assert await offset_of(a, upload) == len(data)
+
+
+async def test_delete_on_another_instance_takes_over_from_a_stalled_patch(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    upload = await create_upload(a, length=3000)
+    stalled = await stall_patch(a, upload, 0, os.urandom(3000), 1000)
+    async with asyncio.timeout(10):
+        answer = await b.client.delete(f"/api/v1/tus/{upload}", headers={**b.headers, **TUS})
+        assert answer.status == 204, await answer.text()
+        status, _ = await stalled.answer()
+    assert status == 409
+    stalled.close()
 
 
 async def test_the_reconcilers_of_two_instances_move_each_media_once(

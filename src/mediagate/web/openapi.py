@@ -646,6 +646,8 @@ REGISTRY: tuple[Route, ...] = (
             errors.BodyReadTimeout,
             errors.OffsetMismatch,
             errors.ChunkSuperseded,
+            errors.UploadSuperseded,
+            errors.UploadLocked,
             errors.SessionNotOpen,
             errors.SessionExpired,
             errors.ProtocolVersionUnsupported,
@@ -668,6 +670,8 @@ REGISTRY: tuple[Route, ...] = (
         replies=(Reply(204, "Terminated"),),
         problems=(
             errors.NotFound,
+            errors.UploadSuperseded,
+            errors.UploadLocked,
             errors.SessionNotOpen,
             errors.SessionExpired,
             errors.ProtocolVersionUnsupported,
