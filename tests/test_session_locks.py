@@ -8,6 +8,7 @@ import hashlib
 import os
 from datetime import timedelta
 
+import aiohttp
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -432,6 +433,65 @@ async def test_delete_on_another_instance_takes_over_from_a_stalled_patch(
         status, _ = await stalled.answer()
     assert status == 409
     stalled.close()
+
+
+async def test_patches_waiting_on_one_upload_leave_another_user_half_his_throughput(
+    aiohttp_client, tmp_path, database_url, monkeypatch
+):
+    """One user opens many connections to one tus upload while its PATCH stalls; another
+    user keeps uploading. The waiting costs the catalog a few transactions per request,
+    not ten a second per connection (item 8 of issue 14 measured 300 connections taking
+    78-97 % of the other user's throughput)."""
+    settings = make_settings(tmp_path / "data", database_url=database_url)
+    alice = Api(await aiohttp_client(create_app(settings)), settings)
+    bob = alice.as_user("bob")
+    transactions = []
+    opened = PostgresCatalog._transaction
+
+    def counted(self):
+        transactions.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+
+    async def uploads_in(seconds: float) -> tuple[int, int]:
+        """How many small uploads bob finishes in `seconds`, and the catalog's transactions."""
+        before, done = len(transactions), 0
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            sid = await new_session(bob, 3)
+            assert (await bob.put_chunk(sid, 0, b"abc")).status == 200
+            assert (await bob.complete(sid)).status == 201
+            done += 1
+        return done, len(transactions) - before
+
+    alone, alone_transactions = await uploads_in(3)
+    upload = await create_upload(alice, length=3000)
+    stalled = await stall_patch(alice, upload, 0, os.urandom(3000), 1000)
+    waiters = 100
+    url = alice.client.make_url(f"/api/v1/tus/{upload}")
+    headers = {**alice.headers, **TUS, "Content-Type": "application/offset+octet-stream"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def wait_on_the_upload() -> None:
+            async with session.patch(
+                url, data=b"x" * 10, headers={**headers, "Upload-Offset": "0"}
+            ) as answer:
+                await answer.read()
+
+        waiting = [asyncio.create_task(wait_on_the_upload()) for _ in range(waiters)]
+        try:
+            crowded, crowded_transactions = await uploads_in(3)
+        finally:
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+    stalled.close()
+
+    assert crowded >= alone / 2, (alone, crowded)
+    per_upload = alone_transactions / alone
+    spent_waiting = crowded_transactions - per_upload * crowded
+    assert spent_waiting <= 5 * waiters, (spent_waiting, waiters)
 
 
 async def test_the_reconcilers_of_two_instances_move_each_media_once(
