@@ -494,6 +494,35 @@ async def test_patches_waiting_on_one_upload_leave_another_user_half_his_through
     assert spent_waiting <= 5 * waiters, (spent_waiting, waiters)
 
 
+async def test_completes_waiting_for_a_chunk_in_flight_cost_the_catalog_little(
+    aiohttp_client, s3_settings, monkeypatch
+):
+    a, _ = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(2000)
+    sid = await new_session(a, len(data))
+    arriving = await start_chunk(a, sid, 0, data)
+    transactions = []
+    opened = PostgresCatalog._transaction
+
+    def counted(self):
+        transactions.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    waiters = 50
+    completes = [asyncio.create_task(a.complete(sid)) for _ in range(waiters)]
+    await asyncio.sleep(3)
+    assert not any(task.done() for task in completes)  # all still wait for the chunk
+    # A look at the session each, then one of them asking about once a second.
+    assert len(transactions) <= 2 * waiters, len(transactions)
+
+    await arriving.send(data[len(data) // 2 :])
+    assert (await arriving.answer())[0] == 200
+    answers = await asyncio.gather(*completes)
+    assert {answer.status for answer in answers} == {201}
+    assert len({(await answer.json())["media_id"] for answer in answers}) == 1
+
+
 async def test_the_reconcilers_of_two_instances_move_each_media_once(
     aiohttp_client, proxy, proxied_settings
 ):
