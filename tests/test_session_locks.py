@@ -259,6 +259,7 @@ async def test_the_newest_request_for_a_claim_takes_it_over(catalog):
     assert await catalog.take_claim("tus", "u", "new", 5, first=True) is LeaseTake.WAITING
     assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.WANTED
     await catalog.release_claim("tus", "u", "old")
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.LOST  # a late beat
     # Released, but kept for the one who wants it; a newer one still comes first.
     assert await catalog.take_claim("tus", "u", "newer", 5, first=True) is LeaseTake.WAITING
     assert await catalog.take_claim("tus", "u", "new", 5, first=False) is LeaseTake.SUPERSEDED

@@ -682,14 +682,16 @@ class PostgresCatalog:
 
     async def release_claim(self, kind: str, item: str, owner: str) -> None:
         async with self._transaction() as connection:
-            # A wanted claim is kept, expired, so that the one who wants it takes it next.
+            # A wanted claim is kept, expired and owned by nobody (''), so that the one
+            # who wants it takes it next and no late renewal of the releaser revives it.
             await connection.execute(
                 "DELETE FROM claims WHERE kind = %s AND item = %s AND owner = %s "
                 "AND wanted_by IS NULL",
                 (kind, item, owner),
             )
             await connection.execute(
-                "UPDATE claims SET expires_at = now() WHERE kind = %s AND item = %s AND owner = %s",
+                "UPDATE claims SET owner = '', expires_at = now() "
+                "WHERE kind = %s AND item = %s AND owner = %s",
                 (kind, item, owner),
             )
 
