@@ -394,6 +394,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.BodyReadTimeout,
             errors.SessionNotOpen,
             errors.ChunkSuperseded,
+            errors.ChunkInFlight,
             errors.SessionExpired,
             errors.DigestMismatch,
             *STORAGE,
