@@ -7,23 +7,27 @@ import asyncio
 import base64
 import hashlib
 import os
+import traceback
 from datetime import timedelta
 
+import aiohttp
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from yarl import URL
 
 from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
-from mediagate.catalog.base import ClaimTake, LeaseTake
+from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.config import SettingsError
+from mediagate.core import session_locks
 from mediagate.core.engine import utc_now
 from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
 from raw_http import RawConnection, request_head
-from test_tus import create_upload, offset_of, patch
+from test_tus import TUS, create_upload, offset_of, patch, stall_patch
 
 
 @pytest.fixture
@@ -183,6 +187,13 @@ async def test_the_sweep_on_two_instances_expires_each_session_once(aiohttp_clie
 # --- the catalog's side of it ---------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("attempt", "delay"), [(0, 0.05), (1, 0.1), (2, 0.2), (4, 0.8), (5, 1.0), (60, 1.0)]
+)
+def test_a_waiter_backs_off_to_one_ask_per_renewal(attempt, delay):
+    assert session_locks.poll_delay(attempt) == pytest.approx(delay)
+
+
 @pytest.fixture
 async def catalog(database_url):
     catalog = await PostgresCatalog.open(database_url)
@@ -243,6 +254,22 @@ async def test_a_session_claim_and_a_chunk_lease_exclude_each_other(catalog):
     assert await catalog.claim("session", "s1", "aborter", 5) is ClaimTake.BUSY
     await catalog.release_claim("session", "s1", "completer")
     assert await catalog.take_chunk_lease("s1", 0, "late", 5, first=True) is LeaseTake.HELD
+
+
+async def test_the_newest_request_for_a_claim_takes_it_over(catalog):
+    assert await catalog.take_claim("tus", "u", "old", 5, first=True) is LeaseTake.HELD
+    assert await catalog.take_claim("tus", "u", "new", 5, first=True) is LeaseTake.WAITING
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.WANTED
+    await catalog.release_claim("tus", "u", "old")
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.LOST  # a late beat
+    # Released, but kept for the one who wants it; a newer one still comes first.
+    assert await catalog.take_claim("tus", "u", "newer", 5, first=True) is LeaseTake.WAITING
+    assert await catalog.take_claim("tus", "u", "new", 5, first=False) is LeaseTake.SUPERSEDED
+    assert await catalog.take_claim("tus", "u", "newer", 5, first=False) is LeaseTake.HELD
+    assert await catalog.renew_claim("tus", "u", "newer", 5) is LeaseRenewal.HELD
+    assert await catalog.renew_claim("tus", "u", "old", 5) is LeaseRenewal.LOST
+    await catalog.release_claim("tus", "u", "newer")
+    assert await catalog.take_claim("tus", "u", "next", 5, first=True) is LeaseTake.HELD
 
 
 # --- the shared spool -----------------------------------------------------------------
@@ -342,6 +369,21 @@ async def test_an_instance_with_another_data_directory_refuses_to_start(
         await aiohttp_client(create_app(elsewhere))
 
 
+def count_transactions(monkeypatch) -> list[int]:
+    """The catalog's transactions from now on, but those of the background work (the
+    finalizer's round every few seconds)."""
+    transactions: list[int] = []
+    opened = PostgresCatalog._transaction
+
+    def counted(self):
+        if not any(frame.name == "run_periodically" for frame in traceback.extract_stack()):
+            transactions.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    return transactions
+
+
 async def test_a_chunk_costs_no_more_catalog_transactions_than_on_one_instance(
     aiohttp_client, s3_settings, monkeypatch
 ):
@@ -350,14 +392,7 @@ async def test_a_chunk_costs_no_more_catalog_transactions_than_on_one_instance(
     chunk takes longer)."""
     a, _ = await two_instances(aiohttp_client, s3_settings)
     sid = await new_session(a, 3)
-    transactions = []
-    opened = PostgresCatalog._transaction
-
-    def counted(self):
-        transactions.append(1)
-        return opened(self)
-
-    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    transactions = count_transactions(monkeypatch)
     assert (await a.put_chunk(sid, 0, b"abc")).status == 200
     # get_session, take_chunk_lease (with drop_chunk), record_chunk (with the release)
     assert len(transactions) == 3
@@ -418,6 +453,115 @@ async def chunk_rows(database_url: str, upload: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def test_a_newer_patch_on_another_instance_takes_over_from_a_stalled_one(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(3000)
+    upload = await create_upload(a, length=len(data))
+    stalled = await stall_patch(a, upload, 0, data, 1000)
+
+    async with asyncio.timeout(10):  # at its next renewal, not the 60 s body read timeout
+        offset = await offset_of(b, upload)
+        answer = await patch(b, upload, offset, data[offset:])
+        status, problem = await stalled.answer()
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (409, "upload-superseded")
+    stalled.close()
+    if answer.status == 409:  # the stalled PATCH's bytes were kept after the HEAD
+        offset = await offset_of(b, upload)
+        answer = await patch(b, upload, offset, data[offset:])
+    assert answer.status == 204, await answer.text()
+    assert await offset_of(a, upload) == len(data)
+
+
+async def test_delete_on_another_instance_takes_over_from_a_stalled_patch(
+    aiohttp_client, s3_settings
+):
+    a, b = await two_instances(aiohttp_client, s3_settings)
+    upload = await create_upload(a, length=3000)
+    stalled = await stall_patch(a, upload, 0, os.urandom(3000), 1000)
+    async with asyncio.timeout(10):
+        answer = await b.client.delete(f"/api/v1/tus/{upload}", headers={**b.headers, **TUS})
+        assert answer.status == 204, await answer.text()
+        status, _ = await stalled.answer()
+    assert status == 409
+    stalled.close()
+
+
+async def test_patches_waiting_on_one_upload_leave_another_user_half_his_throughput(
+    aiohttp_client, tmp_path, database_url, monkeypatch
+):
+    """One user opens many connections to one tus upload while its PATCH stalls; another
+    user keeps uploading. The waiting costs the catalog a few transactions per request,
+    not ten a second per connection (item 8 of issue 14 measured 300 connections taking
+    78-97 % of the other user's throughput)."""
+    settings = make_settings(tmp_path / "data", database_url=database_url)
+    alice = Api(await aiohttp_client(create_app(settings)), settings)
+    bob = alice.as_user("bob")
+    transactions = count_transactions(monkeypatch)
+
+    async def uploads_in(seconds: float) -> tuple[int, int]:
+        """How many small uploads bob finishes in `seconds`, and the catalog's transactions."""
+        before, done = len(transactions), 0
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            sid = await new_session(bob, 3)
+            assert (await bob.put_chunk(sid, 0, b"abc")).status == 200
+            assert (await bob.complete(sid)).status == 201
+            done += 1
+        return done, len(transactions) - before
+
+    alone, alone_transactions = await uploads_in(3)
+    upload = await create_upload(alice, length=3000)
+    stalled = await stall_patch(alice, upload, 0, os.urandom(3000), 1000)
+    waiters = 100
+    url = alice.client.make_url(f"/api/v1/tus/{upload}")
+    headers = {**alice.headers, **TUS, "Content-Type": "application/offset+octet-stream"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def wait_on_the_upload() -> None:
+            async with session.patch(
+                url, data=b"x" * 10, headers={**headers, "Upload-Offset": "0"}
+            ) as answer:
+                await answer.read()
+
+        waiting = [asyncio.create_task(wait_on_the_upload()) for _ in range(waiters)]
+        try:
+            crowded, crowded_transactions = await uploads_in(3)
+        finally:
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+    stalled.close()
+
+    assert crowded >= alone / 2, (alone, crowded)
+    per_upload = alone_transactions / alone
+    spent_waiting = crowded_transactions - per_upload * crowded
+    assert spent_waiting <= 5 * waiters, (spent_waiting, waiters)
+
+
+async def test_completes_waiting_for_a_chunk_in_flight_cost_the_catalog_little(
+    aiohttp_client, s3_settings, monkeypatch
+):
+    a, _ = await two_instances(aiohttp_client, s3_settings)
+    data = os.urandom(2000)
+    sid = await new_session(a, len(data))
+    arriving = await start_chunk(a, sid, 0, data)
+    transactions = count_transactions(monkeypatch)
+    waiters = 50
+    completes = [asyncio.create_task(a.complete(sid)) for _ in range(waiters)]
+    await asyncio.sleep(3)
+    assert not any(task.done() for task in completes)  # all still wait for the chunk
+    # A look at the session each, then one of them asking about once a second.
+    assert len(transactions) <= 2 * waiters, len(transactions)
+
+    await arriving.send(data[len(data) // 2 :])
+    assert (await arriving.answer())[0] == 200
+    answers = await asyncio.gather(*completes)
+    assert {answer.status for answer in answers} == {201}
+    assert len({(await answer.json())["media_id"] for answer in answers}) == 1
+
+
 async def test_the_reconcilers_of_two_instances_move_each_media_once(
     aiohttp_client, proxy, proxied_settings
 ):
@@ -440,3 +584,95 @@ async def test_the_reconcilers_of_two_instances_move_each_media_once(
     summaries = await asyncio.gather(*(reconciler.run_once() for reconciler in reconcilers))
     assert sum(summary.migrated for summary in summaries) == 3
     assert sum(summary.failed + summary.skipped for summary in summaries) == 0
+
+
+# --- the catalog going away while a chunk streams ---------------------------------------
+
+
+async def lease_rows(database_url: str, session_id: str) -> list[dict]:
+    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as db:
+        cursor = await db.execute(
+            "SELECT owner, expires_at, expires_at > now() AS live FROM chunk_leases "
+            "WHERE session_id = %s",
+            (session_id,),
+        )
+        return await cursor.fetchall()
+
+
+async def test_postgresql_restarting_as_a_chunk_ends_is_503_and_leaves_no_lease_renewed(
+    start_api, postgres_server, tmp_path, moto_endpoint, bucket
+):
+    url = postgres_server.new_database()
+    settings = make_settings(
+        tmp_path / "data",
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=moto_endpoint,
+        database_url=url,
+        database_timeout=1.0,
+    )
+    api = await start_api(settings)
+    data = os.urandom(2000)
+    sid = await new_session(api, len(data))
+    arriving = await start_chunk(api, sid, 0, data)
+    await asyncio.sleep(1.5)  # the lease's heartbeat has run
+
+    postgres_server.stop()
+    try:
+        await arriving.send(data[len(data) // 2 :])  # the body ends while the catalog is away
+        status, problem = await arriving.answer(seconds=10)
+        assert (status, problem["type"].rsplit("/", 1)[1]) == (503, "catalog-unavailable")
+        await asyncio.sleep(3)  # the heartbeat, had it survived, tries to renew meanwhile
+    finally:
+        postgres_server.start()
+    arriving.close()
+
+    # Nobody renews the lease of the answered request: it was released, or runs out.
+    await asyncio.sleep(2.5)  # past two renewals, had the heartbeat survived
+    before = await lease_rows(url, sid)
+    await asyncio.sleep(2.5)
+    assert await lease_rows(url, sid) == [] or (
+        [row["expires_at"] for row in await lease_rows(url, sid)]
+        == [row["expires_at"] for row in before]
+    )
+    async with asyncio.timeout(15):  # at most the lease's life: the chunk is free again
+        while any(row["owner"] and row["live"] for row in await lease_rows(url, sid)):
+            await asyncio.sleep(0.5)
+    async with asyncio.timeout(20):
+        while (await api.client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.2)
+    assert (await api.put_chunk(sid, 0, data)).status == 200
+    done = await api.complete(sid)
+    assert done.status == 201, await done.text()
+    assert await stream_of(api, await done.json()) == data
+
+
+async def test_a_heartbeat_whose_cancellation_is_lost_still_stops(monkeypatch):
+    """A renewal waiting for the catalog may swallow the cancellation (Python 3.11's
+    asyncio.wait_for, which the pool waits in, does when its wait ends at that moment):
+    the block still ends at once, and nothing renews the hold after it."""
+    monkeypatch.setattr(session_locks, "RENEW_INTERVAL", 0.05)
+    renewals = 0
+    renewing = asyncio.Event()
+
+    async def renew() -> bool:
+        nonlocal renewals
+        renewals += 1
+        renewing.set()
+        try:
+            await asyncio.sleep(0.3)  # waiting for a pooled connection
+        except asyncio.CancelledError:
+            if renewals > 1:
+                raise
+            # the first is lost on its way
+        return True
+
+    async def hold() -> None:
+        async with session_locks._heartbeat(renew):
+            await renewing.wait()
+
+    holder = asyncio.create_task(hold())
+    ended, _ = await asyncio.wait({holder}, timeout=2)
+    assert ended, "the block's end waits for a beat that lost its cancellation"
+    await asyncio.sleep(0.6)
+    assert renewals == 1

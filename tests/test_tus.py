@@ -30,6 +30,7 @@ from mediagate.errors import BadRequest
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+from raw_http import RawConnection, request_head
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
 
@@ -1061,6 +1062,101 @@ async def test_sigkill_mid_checksummed_patch_counts_none_of_its_parts(
                 assert await stream.read() == data
     finally:
         await server.stop()
+
+
+# --- a stalled PATCH: timed out, or taken over by a newer request ------------------
+
+
+async def stall_patch(api: Api, upload: str, offset: int, body: bytes, sent: int) -> RawConnection:
+    """A PATCH declaring all of `body` that sends its first `sent` bytes, then nothing."""
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "PATCH",
+        f"/api/v1/tus/{upload}",
+        {**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset)},
+        content_length=len(body),
+    )
+    await connection.send(head, body[:sent], pause=0.3)
+    return connection
+
+
+def problem_type(problem: dict[str, Any] | None) -> str:
+    assert problem is not None
+    return str(problem["type"]).rsplit("/", 1)[-1]
+
+
+async def test_a_stalled_patch_is_answered_408_after_the_body_read_timeout(
+    start_api: ApiFactory, tmp_path: Path
+) -> None:
+    api = await start_api(make_settings(tmp_path / "data", body_read_timeout=0.5))
+    data = random.Random(1).randbytes(3000)
+    upload = await create_upload(api, len(data), **named("stalled.bin"))
+    stalled = await stall_patch(api, upload, 0, data, 1000)
+    status, problem = await stalled.answer(seconds=5)
+    assert (status, problem_type(problem)) == (408, "body-timeout")
+    stalled.close()
+
+    offset = await offset_of(api, upload)  # what arrived is kept, as any cut PATCH keeps it
+    assert offset <= 1000
+    assert (await patch(api, upload, offset, data[offset:])).status == 204
+    assert (await fetch_media(api, "stalled.bin"))[1] == data
+
+
+async def test_a_stalled_creation_with_upload_is_answered_after_the_body_read_timeout(
+    start_api: ApiFactory, tmp_path: Path
+) -> None:
+    api = await start_api(make_settings(tmp_path / "data", body_read_timeout=0.5))
+    data = random.Random(2).randbytes(3000)
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        "/api/v1/tus",
+        {**api.headers, **TUS, **OCTETS, "Upload-Length": str(len(data)), **named("c.bin")},
+        content_length=len(data),
+    )
+    await connection.send(head, data[:1000], pause=0.3)
+    status, _ = await connection.answer(seconds=5)  # the upload exists all the same
+    assert status == 201
+    connection.close()
+
+
+async def test_a_newer_patch_takes_over_from_a_stalled_one_at_once(store_api: Api) -> None:
+    api = store_api  # the default body read timeout: 60 s
+    data = random.Random(3).randbytes(16 * MiB + 5)  # two parts of 8 MiB and a byte
+    upload = await create_upload(api, len(data), **named("resumed.bin"))
+    stalled = await stall_patch(api, upload, 0, data, 8 * MiB + 100)
+
+    async with asyncio.timeout(10):  # not the body read timeout
+        # The client reconnects, asks where it is, and sends the rest from there.
+        offset = await offset_of(api, upload)
+        answer = await patch(api, upload, offset, data[offset:])
+        status, problem = await stalled.answer()
+    assert (status, problem_type(problem)) == (409, "upload-superseded")
+    stalled.close()
+    assert offset >= 8 * MiB  # the part that arrived whole is kept
+    if answer.status == 409:  # the stalled PATCH's last bytes were kept after the HEAD
+        offset = await offset_of(api, upload)
+        answer = await patch(api, upload, offset, data[offset:])
+    assert answer.status == 204, await answer.text()
+    assert await eventually_fetched(api, "resumed.bin") == data
+    assert len(api.client.app[ENGINE].locks) == 0
+
+
+async def test_delete_takes_over_from_a_stalled_patch_at_once(local_api: Api) -> None:
+    data = random.Random(4).randbytes(3000)
+    upload = await create_upload(local_api, len(data))
+    stalled = await stall_patch(local_api, upload, 0, data, 1000)
+
+    async with asyncio.timeout(10):
+        answer = await local_api.client.delete(
+            f"/api/v1/tus/{upload}", headers={**local_api.headers, **TUS}
+        )
+        assert answer.status == 204, await answer.text()
+        status, problem = await stalled.answer()
+    assert (status, problem_type(problem)) == (409, "upload-superseded")
+    stalled.close()
+    headers = {**local_api.headers, **TUS}
+    assert (await local_api.client.head(f"/api/v1/tus/{upload}", headers=headers)).status == 404
 
 
 # --- concatenation -------------------------------------------------------------------

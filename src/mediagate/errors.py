@@ -53,6 +53,19 @@ class ChunkSuperseded(Problem):
     status, code, title = 409, "chunk-superseded", "A newer attempt at this chunk took over"
 
 
+class UploadSuperseded(Problem):
+    """tus: a newer request on the upload took over while this PATCH was still arriving."""
+
+    status, code, title = 409, "upload-superseded", "A newer request on this upload took over"
+
+
+class UploadLocked(Problem):
+    """tus: another request held the upload for longer than this one could wait."""
+
+    status, code, title = 423, "upload-locked", "Another request holds this upload"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
+
+
 class ChunkInFlight(Problem):
     """complete waited in vain for a chunk still being written (on another instance)."""
 

@@ -182,9 +182,20 @@ class SharedCatalog(Protocol):
         "session", under the session's row lock, and with `idle_session` only if no
         chunk of it is being written."""
 
-    async def renew_claim(self, kind: str, item: str, owner: str, seconds: float) -> bool: ...
+    async def take_claim(
+        self, kind: str, item: str, owner: str, seconds: float, *, first: bool
+    ) -> LeaseTake:
+        """Claim `item` for `owner` if it is free (released, or its holder's claim expired)
+        and nobody newer wants it; otherwise mark it wanted by `owner` (`first`) or check
+        `owner` is still the newest to want it (WAITING, else SUPERSEDED): the newest
+        request takes over, as with chunk leases."""
 
-    async def release_claim(self, kind: str, item: str, owner: str) -> None: ...
+    async def renew_claim(
+        self, kind: str, item: str, owner: str, seconds: float
+    ) -> LeaseRenewal: ...
+
+    async def release_claim(self, kind: str, item: str, owner: str) -> None:
+        """Let go; a claim someone wants goes to them before anyone else."""
 
     async def shared_value(self, name: str, proposed: str) -> str:
         """The value every instance sees under `name`: `proposed` if it is the first."""

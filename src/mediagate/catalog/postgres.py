@@ -141,7 +141,8 @@ MIGRATIONS: tuple[Step, ...] = (
     # on a tus upload; the tus uploads made before are found by their tus row), which
     # final upload took each partial one, and the tus offset model: parts of any size
     # at a recorded offset, parts of a checksummed PATCH pending until it is verified,
-    # and the tail after the parts.
+    # and the tail after the parts; and a claim can be wanted by a newer request, as
+    # a chunk lease can (a tus upload's newest request takes over from a stalled one).
     (
         "ALTER TABLE sessions ADD COLUMN protocol text NOT NULL DEFAULT 'native'",
         "UPDATE sessions SET protocol = 'tus' WHERE id IN (SELECT session_id FROM tus_uploads)",
@@ -152,6 +153,8 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE tus_uploads ADD COLUMN tail_start bigint NOT NULL DEFAULT 0",
         "ALTER TABLE tus_uploads ADD COLUMN tail_size bigint NOT NULL DEFAULT 0",
         "ALTER TABLE tus_uploads ADD COLUMN tail_storage text NOT NULL DEFAULT 's3'",
+        "ALTER TABLE claims ADD COLUMN wanted_by text",
+        "ALTER TABLE claims ADD COLUMN wanted_until timestamptz",
     ),
 )
 
@@ -682,8 +685,8 @@ class PostgresCatalog:
                 "INSERT INTO claims (kind, item, owner, expires_at) "
                 "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
                 "ON CONFLICT (kind, item) DO UPDATE SET owner = EXCLUDED.owner, "
-                "expires_at = EXCLUDED.expires_at WHERE claims.expires_at <= now() "
-                "RETURNING owner",
+                "expires_at = EXCLUDED.expires_at, wanted_by = NULL, wanted_until = NULL "
+                "WHERE claims.expires_at <= now() RETURNING owner",
                 kind,
                 item,
                 owner,
@@ -691,21 +694,69 @@ class PostgresCatalog:
             )
         return ClaimTake.CLAIMED if taken is not None else ClaimTake.BUSY
 
-    async def renew_claim(self, kind: str, item: str, owner: str, seconds: float) -> bool:
-        renewed = await self._changed(
+    async def take_claim(
+        self, kind: str, item: str, owner: str, seconds: float, *, first: bool
+    ) -> LeaseTake:
+        async with self._transaction() as connection:
+            # A conflicting row stays locked to the end of the transaction, taken or not:
+            # its holder's release cannot slip between this and the mark below.
+            taken = await _one(
+                connection,
+                "INSERT INTO claims (kind, item, owner, expires_at) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (kind, item) DO UPDATE SET owner = EXCLUDED.owner, "
+                "expires_at = EXCLUDED.expires_at, wanted_by = NULL, wanted_until = NULL "
+                "WHERE claims.expires_at <= now() AND (claims.wanted_by IS NULL "
+                "OR claims.wanted_by = EXCLUDED.owner OR claims.wanted_until <= now()) "
+                "RETURNING owner",
+                kind,
+                item,
+                owner,
+                seconds,
+            )
+            if taken is not None:
+                return LeaseTake.HELD
+            mine = "" if first else "AND wanted_by = %s "
+            marked = await _one(
+                connection,
+                "UPDATE claims SET wanted_by = %s, "
+                "wanted_until = now() + make_interval(secs => %s) "
+                f"WHERE kind = %s AND item = %s {mine}RETURNING 1",
+                owner,
+                seconds,
+                kind,
+                item,
+                *([] if first else [owner]),
+            )
+        return LeaseTake.WAITING if marked is not None else LeaseTake.SUPERSEDED
+
+    async def renew_claim(self, kind: str, item: str, owner: str, seconds: float) -> LeaseRenewal:
+        rows = await self._rows(
             "UPDATE claims SET expires_at = now() + make_interval(secs => %s) "
-            "WHERE kind = %s AND item = %s AND owner = %s",
+            "WHERE kind = %s AND item = %s AND owner = %s RETURNING wanted_by",
             seconds,
             kind,
             item,
             owner,
         )
-        return renewed == 1
+        if not rows:
+            return LeaseRenewal.LOST
+        return LeaseRenewal.HELD if rows[0]["wanted_by"] is None else LeaseRenewal.WANTED
 
     async def release_claim(self, kind: str, item: str, owner: str) -> None:
-        await self._changed(
-            "DELETE FROM claims WHERE kind = %s AND item = %s AND owner = %s", kind, item, owner
-        )
+        async with self._transaction() as connection:
+            # A wanted claim is kept, expired and owned by nobody (''), so that the one
+            # who wants it takes it next and no late renewal of the releaser revives it.
+            await connection.execute(
+                "DELETE FROM claims WHERE kind = %s AND item = %s AND owner = %s "
+                "AND wanted_by IS NULL",
+                (kind, item, owner),
+            )
+            await connection.execute(
+                "UPDATE claims SET owner = '', expires_at = now() "
+                "WHERE kind = %s AND item = %s AND owner = %s",
+                (kind, item, owner),
+            )
 
     async def shared_value(self, name: str, proposed: str) -> str:
         async with self._transaction() as connection:

@@ -11,7 +11,9 @@ Attempts waiting in between are superseded too.
 
 `ChunkLocks` is the engine's whole view of this, so that the rule can move
 into the catalog when several instances share sessions; `InProcessChunkLocks`
-keeps it in this process's memory.
+keeps it in this process's memory (and, in front of the catalog, lets only
+the newest attempt of this process ask the catalog). A tus upload's requests
+take turns by the same rule, one slot per upload.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mediagate.core.chunk_stream import ReadSource
-from mediagate.errors import ChunkSuperseded
+from mediagate.errors import ChunkSuperseded, Problem
 
 
 class ChunkLease(Protocol):
@@ -44,29 +46,42 @@ class ChunkLocks(Protocol):
 class Lease:
     """One attempt's hold on a chunk, asked to let go by `let_go`."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, error: Callable[[], Problem] | None = None) -> None:
         self.owner = owner
         self.superseded = False
+        self._error = error or superseded
         self._reading: asyncio.Timeout | None = None
+        self._asked = asyncio.Event()
 
     def let_go(self) -> None:
         if self.superseded:
             return  # asked already, by an attempt that is itself superseded now
         self.superseded = True
+        self._asked.set()
         if self._reading is not None:
             self._reading.reschedule(asyncio.get_running_loop().time())
+
+    def error(self) -> Problem:
+        """What the attempt answers once it was asked to let go."""
+        return self._error()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if asked to let go meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._asked.wait()
 
     def guard(self, source: ReadSource) -> ReadSource:
         async def read(n: int) -> bytes:
             if self.superseded:
-                raise superseded()
+                raise self.error()
             try:
                 # No deadline of its own: `let_go` sets one in the past.
                 async with asyncio.timeout(None) as self._reading:
                     return await source(n)
             except TimeoutError:
                 if self.superseded:
-                    raise superseded() from None
+                    raise self.error() from None
                 raise
             finally:
                 self._reading = None
@@ -82,14 +97,18 @@ class _Slot:
 
 
 class InProcessChunkLocks:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, owner_prefix: str = "", superseded: Callable[[], Problem] | None = None
+    ) -> None:
         self._slots: dict[tuple[str, int], _Slot] = {}
+        self._owner_prefix = owner_prefix
+        self._superseded = superseded
 
     @contextlib.asynccontextmanager
-    async def hold(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
+    async def hold(self, session_id: str, number: int) -> AsyncIterator[Lease]:
         key = (session_id, number)
         slot = self._slots.setdefault(key, _Slot())
-        lease = Lease(uuid.uuid4().hex)
+        lease = Lease(f"{self._owner_prefix}{uuid.uuid4().hex[:12]}", self._superseded)
         try:
             async with slot.turn:
                 for older in slot.attempts:
@@ -98,7 +117,7 @@ class InProcessChunkLocks:
                 slot.turn.notify_all()
                 await slot.turn.wait_for(lambda: slot.holder is None or lease.superseded)
                 if lease.superseded:
-                    raise superseded()
+                    raise lease.error()
                 slot.holder = lease
             try:
                 yield lease

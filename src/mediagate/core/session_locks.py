@@ -4,13 +4,18 @@
 - a chunk is recorded only by the attempt that still holds it (`record`);
 - complete, abort and the background work hold the session alone: no chunk is
   written under them, and they do not run under each other (`session`);
-- one holder of any other named item: a tus upload's PATCH, the reconciler's
-  round (`exclusive`).
+- one request at a time per tus upload, the newest taking over (`upload`);
+- one holder of any other named item: the reconciler's round (`exclusive`).
 
 `InProcessSessionLocks` keeps them in this process's memory: enough for the
 SQLite catalog, which one process owns. `CatalogSessionLocks` keeps them in a
 catalog shared by several instances, as lease rows renewed by a heartbeat
 (docs/architecture.md, "Several instances").
+
+Waiting costs the catalog little: of the requests of one instance waiting for
+one item, only the newest (for complete: the first) asks the catalog, the
+others wait in memory; and it asks again after a back-off that doubles up to
+RENEW_INTERVAL (`poll_delay`), within a deadline.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ import structlog
 
 from mediagate.catalog.base import Catalog, ClaimTake, LeaseRenewal, LeaseTake, SharedCatalog
 from mediagate.core.chunk_locks import ChunkLease, InProcessChunkLocks, Lease, superseded
-from mediagate.errors import ChunkInFlight, NotFound, SessionNotOpen
+from mediagate.errors import (
+    ChunkInFlight,
+    NotFound,
+    Problem,
+    SessionNotOpen,
+    UploadLocked,
+    UploadSuperseded,
+)
 from mediagate.models import Chunk
 
 log = structlog.get_logger("mediagate.upload")
@@ -37,10 +49,25 @@ log = structlog.get_logger("mediagate.upload")
 LEASE_SECONDS = 10.0
 # Seconds between renewals (and between a newer attempt's mark and the holder noticing).
 RENEW_INTERVAL = 1.0
-# Seconds between two asks of a waiter.
-POLL_INTERVAL = 0.1
-# Seconds complete waits for chunks still being written elsewhere, or for another complete.
+# Seconds before a waiter's first ask again; each later wait doubles, up to RENEW_INTERVAL
+# (a holder hears that it is wanted at its renewal: asking more often gains nothing).
+FIRST_POLL = 0.05
+# Seconds a request waits for a hold in the catalog: a holder asked to let go does so at its
+# next renewal, and a dead instance's hold runs out after LEASE_SECONDS. complete also waits
+# this long for chunks still being written elsewhere, or for another complete.
 COMPLETE_WAIT = 30.0
+
+
+def poll_delay(attempt: int, *, first: float = FIRST_POLL, cap: float = RENEW_INTERVAL) -> float:
+    """Seconds a waiter sleeps before its ask number `attempt + 1` (`attempt` from 0)."""
+    return min(cap, first * 2.0 ** min(attempt, 32))
+
+
+def upload_superseded() -> UploadSuperseded:
+    return UploadSuperseded(
+        "a newer request on this upload took over; the bytes received up to then are kept "
+        "(HEAD tells the offset)"
+    )
 
 
 class Purpose(Enum):
@@ -67,8 +94,13 @@ class SessionLocks(Protocol):
     def session(self, session_id: str, purpose: Purpose) -> AbstractAsyncContextManager[None]:
         """Hold the session alone for `purpose` (see `Purpose`)."""
 
-    def exclusive(self, kind: str, item: str, *, wait: bool) -> AbstractAsyncContextManager[bool]:
-        """Hold `item` alone; without `wait`, False at once if someone holds it."""
+    def upload(self, upload_id: str) -> AbstractAsyncContextManager[ChunkLease]:
+        """Hold a tus upload for one request, the newest taking over: the holder's body
+        reads (through `guard`) fail with UploadSuperseded once a newer request asks, and
+        requests waiting in between are superseded too."""
+
+    def exclusive(self, kind: str, item: str) -> AbstractAsyncContextManager[bool]:
+        """Hold `item` alone, or False at once if someone holds it."""
 
 
 @dataclass
@@ -87,12 +119,13 @@ class InProcessSessionLocks:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._chunks = InProcessChunkLocks()
+        self._uploads = InProcessChunkLocks(superseded=upload_superseded)
         self._gates: dict[str, _Gate] = {}
-        self._exclusive: dict[tuple[str, str], _Holders] = {}
+        self._exclusive: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         """Sessions and chunks held or waited for (0 when all is quiet: nothing leaks)."""
-        return len(self._gates) + len(self._chunks) + len(self._exclusive)
+        return len(self._gates) + len(self._chunks) + len(self._uploads) + len(self._exclusive)
 
     @contextlib.asynccontextmanager
     async def _using(self, session_id: str) -> AsyncIterator[_Gate]:
@@ -145,27 +178,20 @@ class InProcessSessionLocks:
                 finally:
                     gate.completing = False
 
+    def upload(self, upload_id: str) -> AbstractAsyncContextManager[ChunkLease]:
+        return self._uploads.hold(upload_id, 0)
+
     @contextlib.asynccontextmanager
-    async def exclusive(self, kind: str, item: str, *, wait: bool) -> AsyncIterator[bool]:
+    async def exclusive(self, kind: str, item: str) -> AsyncIterator[bool]:
         key = (kind, item)
-        holders = self._exclusive.setdefault(key, _Holders())
-        if holders.lock.locked() and not wait:
+        if key in self._exclusive:
             yield False
             return
-        holders.users += 1
+        self._exclusive.add(key)
         try:
-            async with holders.lock:
-                yield True
+            yield True
         finally:
-            holders.users -= 1
-            if holders.users == 0 and self._exclusive.get(key) is holders:
-                del self._exclusive[key]
-
-
-@dataclass
-class _Holders:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0  # holding or waiting
+            self._exclusive.discard(key)
 
 
 class CatalogSessionLocks:
@@ -174,6 +200,13 @@ class CatalogSessionLocks:
     def __init__(self, catalog: SharedCatalog, instance: str) -> None:
         self._catalog = catalog
         self.instance = instance
+        # In front of the catalog: only the newest attempt of this process asks it.
+        self._chunks = InProcessChunkLocks(owner_prefix=f"{instance}:")
+        self._uploads = InProcessChunkLocks(
+            owner_prefix=f"{instance}:", superseded=upload_superseded
+        )
+        # Completes of one session in this process wait in turn, only the first asking.
+        self._completes: dict[str, _Queue] = {}
         # Leases released by their chunk's record (no separate release needed).
         self._recorded: set[str] = set()
 
@@ -182,41 +215,39 @@ class CatalogSessionLocks:
 
     @contextlib.asynccontextmanager
     async def chunk(self, session_id: str, number: int) -> AsyncIterator[ChunkLease]:
-        lease = Lease(self._owner())
-        first = True
-        while True:
-            answer = await self._catalog.take_chunk_lease(
-                session_id, number, lease.owner, LEASE_SECONDS, first=first
-            )
-            first = False
-            if answer is LeaseTake.HELD:
-                break
+        async with self._chunks.hold(session_id, number) as lease:
+
+            def take(first: bool) -> Awaitable[LeaseTake]:
+                return self._catalog.take_chunk_lease(
+                    session_id, number, lease.owner, LEASE_SECONDS, first=first
+                )
+
+            too_long = f"chunk {number} is still being written after {COMPLETE_WAIT:g} s"
+            answer = await _take_over(take, lease, lambda: ChunkInFlight(too_long))
             if answer is LeaseTake.GONE:
                 raise NotFound(f"no upload session {session_id}")
             if answer is LeaseTake.CLOSED:
                 raise SessionNotOpen("the session is being completed")
             if answer is LeaseTake.SUPERSEDED:
                 raise superseded()
-            # The holder lets go at its next renewal, or its lease runs out.
-            await asyncio.sleep(POLL_INTERVAL)
 
-        async def renew() -> bool:
-            renewal = await self._catalog.renew_chunk_lease(
-                session_id, number, lease.owner, LEASE_SECONDS
-            )
-            if renewal is not LeaseRenewal.HELD:
-                lease.let_go()
-            return True  # renewed until the write has returned, wanted or not
+            async def renew() -> bool:
+                renewal = await self._catalog.renew_chunk_lease(
+                    session_id, number, lease.owner, LEASE_SECONDS
+                )
+                if renewal is not LeaseRenewal.HELD:
+                    lease.let_go()
+                return True  # renewed until the write has returned, wanted or not
 
-        async with _heartbeat(renew):
-            try:
-                yield lease
-            finally:
-                if lease.owner in self._recorded:
-                    self._recorded.discard(lease.owner)  # released by the record's commit
-                else:
-                    release = self._catalog.release_chunk_lease(session_id, number, lease.owner)
-                    await _quietly(release)
+            async with _heartbeat(renew):
+                try:
+                    yield lease
+                finally:
+                    if lease.owner in self._recorded:
+                        self._recorded.discard(lease.owner)  # released by the record's commit
+                    else:
+                        release = self._catalog.release_chunk_lease(session_id, number, lease.owner)
+                        await _quietly(release)
 
     async def record(self, session_id: str, chunk: Chunk, lease: ChunkLease) -> int:
         received = await self._catalog.record_chunk(session_id, chunk, lease.owner)
@@ -227,8 +258,25 @@ class CatalogSessionLocks:
 
     @contextlib.asynccontextmanager
     async def session(self, session_id: str, purpose: Purpose) -> AsyncIterator[None]:
+        if purpose is not Purpose.COMPLETE:
+            async with self._claim_session(session_id, purpose):
+                yield
+            return
+        queue = self._completes.setdefault(session_id, _Queue())
+        queue.users += 1
+        try:
+            async with queue.lock, self._claim_session(session_id, purpose):
+                yield
+        finally:
+            queue.users -= 1
+            if queue.users == 0 and self._completes.get(session_id) is queue:
+                del self._completes[session_id]
+
+    @contextlib.asynccontextmanager
+    async def _claim_session(self, session_id: str, purpose: Purpose) -> AsyncIterator[None]:
         owner = self._owner()
         deadline = asyncio.get_running_loop().time() + COMPLETE_WAIT
+        attempt = 0
         while True:
             answer = await self._catalog.claim(
                 "session",
@@ -252,25 +300,55 @@ class CatalogSessionLocks:
                         "complete again once every chunk is answered"
                     )
                 raise SessionNotOpen("the session is being completed; ask again later")
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(poll_delay(attempt))
+            attempt += 1
         async with self._claimed("session", session_id, owner):
             yield
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, kind: str, item: str, *, wait: bool) -> AsyncIterator[bool]:
+    async def upload(self, upload_id: str) -> AsyncIterator[ChunkLease]:
+        async with self._uploads.hold(upload_id, 0) as lease:
+
+            def take(first: bool) -> Awaitable[LeaseTake]:
+                return self._catalog.take_claim(
+                    "tus", upload_id, lease.owner, LEASE_SECONDS, first=first
+                )
+
+            too_long = f"another request held the upload for over {COMPLETE_WAIT:g} s"
+            if await _take_over(take, lease, lambda: UploadLocked(too_long)) is not (
+                LeaseTake.HELD
+            ):
+                raise lease.error()
+
+            async def renew() -> bool:
+                renewal = await self._catalog.renew_claim(
+                    "tus", upload_id, lease.owner, LEASE_SECONDS
+                )
+                if renewal is not LeaseRenewal.HELD:
+                    lease.let_go()
+                return True  # renewed until the request has let go, wanted or not
+
+            async with _heartbeat(renew):
+                try:
+                    yield lease
+                finally:
+                    await _quietly(self._catalog.release_claim("tus", upload_id, lease.owner))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, kind: str, item: str) -> AsyncIterator[bool]:
         owner = self._owner()
-        while await self._catalog.claim(kind, item, owner, LEASE_SECONDS) is not ClaimTake.CLAIMED:
-            if not wait:
-                yield False
-                return
-            await asyncio.sleep(POLL_INTERVAL)
+        if await self._catalog.claim(kind, item, owner, LEASE_SECONDS) is not ClaimTake.CLAIMED:
+            yield False
+            return
         async with self._claimed(kind, item, owner):
             yield True
 
     @contextlib.asynccontextmanager
     async def _claimed(self, kind: str, item: str, owner: str) -> AsyncIterator[None]:
         async def renew() -> bool:
-            return await self._catalog.renew_claim(kind, item, owner, LEASE_SECONDS)
+            return await self._catalog.renew_claim(kind, item, owner, LEASE_SECONDS) is not (
+                LeaseRenewal.LOST
+            )
 
         async with _heartbeat(renew):
             try:
@@ -279,13 +357,52 @@ class CatalogSessionLocks:
                 await _quietly(self._catalog.release_claim(kind, item, owner))
 
 
+@dataclass
+class _Queue:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
+
+
+async def _take_over(
+    take: Callable[[bool], Awaitable[LeaseTake]],
+    lease: Lease,
+    too_long: Callable[[], Problem],
+) -> LeaseTake:
+    """Ask the catalog for a hold that takes over from its holder until the answer is not
+    WAITING, backing off between asks; `lease.error()` once a newer attempt of this process
+    came, `too_long()` past the deadline."""
+    deadline = asyncio.get_running_loop().time() + COMPLETE_WAIT
+    attempt = 0
+    while True:
+        if lease.superseded:
+            raise lease.error()
+        answer = await take(attempt == 0)
+        if answer is not LeaseTake.WAITING:
+            return answer
+        if asyncio.get_running_loop().time() >= deadline:
+            raise too_long()
+        await lease.pause(poll_delay(attempt))
+        attempt += 1
+
+
 @contextlib.asynccontextmanager
 async def _heartbeat(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None]:
-    """Renew a hold every RENEW_INTERVAL while the block runs."""
+    """Renew a hold every RENEW_INTERVAL while the block runs.
+
+    Stopped by a flag as well as by `cancel()`: a cancellation can be lost on its
+    way (Python 3.11's `asyncio.wait_for`, which the PostgreSQL pool waits in,
+    drops one that arrives as its wait ends), and a beat that survived it would
+    renew, for the life of the process, a hold that nobody has any more. Nor does
+    the block's end wait for the beat without bound: a renewal still waiting for
+    the catalog finishes on its own and then sees the flag.
+    """
+    stopped = asyncio.Event()
 
     async def beat() -> None:
-        while True:
+        while not stopped.is_set():
             await asyncio.sleep(RENEW_INTERVAL)
+            if stopped.is_set():
+                return
             try:
                 if not await renew():
                     log.warning("lease.lost")
@@ -297,8 +414,9 @@ async def _heartbeat(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None
     try:
         yield
     finally:
+        stopped.set()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait({task}, timeout=RENEW_INTERVAL)
 
 
 async def _quietly(release: Awaitable[None]) -> None:

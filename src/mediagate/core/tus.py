@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from mediagate.catalog.base import Catalog
+from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ReadSource
 from mediagate.core.chunking import (
     MAX_PART,
@@ -266,7 +267,8 @@ class TusUploads:
         checksum: Checksum | None,
         upload_length: int | None,
     ) -> TusState:
-        async with self._lock(upload_id):
+        async with self._lock(upload_id) as lease:
+            read = lease.guard(read)
             session, upload = await self._load(user_id, upload_id)
             if upload.concat and upload.concat.startswith(FINAL):
                 raise Forbidden("a final upload is made by concatenation; it takes no PATCH")
@@ -423,17 +425,17 @@ class TusUploads:
         return media
 
     async def terminate(self, user_id: str, upload_id: str) -> None:
-        # After a PATCH still running has ended, so that it leaves no tail behind.
+        # Takes over from a PATCH still running (stalled, say), once it has ended, so
+        # that it leaves no tail behind.
         async with self._lock(upload_id):
             await self._load(user_id, upload_id)
             await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
 
-    @contextlib.asynccontextmanager
-    async def _lock(self, upload_id: str) -> AsyncIterator[None]:
-        """One PATCH at a time per upload, on every instance: a new one waits for the
-        last to end (a client that reconnects finds its old request still being read)."""
-        async with self._engine.locks.exclusive("tus", upload_id, wait=True):
-            yield
+    def _lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[ChunkLease]:
+        """One request at a time per upload, on every instance, the newest taking over:
+        a PATCH still reading its body (stalled, or its client reconnected and sent it
+        again) is asked to let go, keeps what any cut PATCH keeps, and answers 409."""
+        return self._engine.locks.upload(upload_id)
 
     async def _receive(
         self,

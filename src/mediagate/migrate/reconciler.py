@@ -52,7 +52,7 @@ class Reconciler:
         if not self._breaker.healthy:
             return summary
         # One instance's round at a time: no media is moved twice.
-        async with self._locks.exclusive("reconciler", "round", wait=False) as mine:
+        async with self._locks.exclusive("reconciler", "round") as mine:
             if mine:
                 await self._move_all(summary)
         return summary

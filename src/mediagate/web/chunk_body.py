@@ -9,24 +9,23 @@ when `n` shrinks), and it asserts that `n` exceeds the boundary's length. The
 file part is therefore always read in READ_SIZE pieces and handed out in
 whatever sizes the chunk stream asks for.
 
-Every wait for the client's bytes is bounded by MEDIAGATE_BODY_READ_TIMEOUT,
-so a body that stalls half-way frees its chunk instead of holding it.
+Every wait for the client's bytes is bounded by MEDIAGATE_BODY_READ_TIMEOUT
+(web/body_reads.py), so a body that stalls half-way frees its chunk instead of
+holding it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeGuard, TypeVar
+from typing import TypeGuard
 
-from aiohttp import BodyPartReader, MultipartReader, StreamReader, http_exceptions, web
+from aiohttp import BodyPartReader, MultipartReader, http_exceptions, web
 from multidict import CIMultiDictProxy
 
 from mediagate.core.chunk_stream import ReadSource
-from mediagate.errors import BadRequest, BodyReadTimeout
+from mediagate.errors import BadRequest
+from mediagate.web.body_reads import request_body, timed_out, within
 from mediagate.web.keys import SETTINGS
-
-T = TypeVar("T")
 
 FILE_FIELDS = {"file", "chunk", "data"}
 READ_SIZE = 64 * 1024
@@ -43,7 +42,7 @@ async def chunk_source(request: web.Request) -> tuple[ReadSource, int | None]:
     """A reader of the chunk's bytes, and their length if the request declares it."""
     seconds = request.app[SETTINGS].body_read_timeout
     if request.content_type != "multipart/form-data":
-        return raw_body(request.content, seconds), request.content_length
+        return request_body(request), request.content_length
     try:
         async with asyncio.timeout(seconds):
             reader = await request.multipart()
@@ -53,30 +52,10 @@ async def chunk_source(request: web.Request) -> tuple[ReadSource, int | None]:
                     return FormFilePart(reader, part, seconds).read, None
                 await part.release()
     except TimeoutError:
-        raise _timed_out(seconds) from None
+        raise timed_out(seconds) from None
     except MALFORMED:
         raise _malformed() from None
     raise BadRequest("the multipart body has no file field")
-
-
-def raw_body(content: StreamReader, seconds: float) -> ReadSource:
-    """The request's body, failing with a 408 when the client sends nothing for `seconds`."""
-
-    async def read(n: int) -> bytes:
-        # Bytes already received need no timer: only a wait for the client is timed.
-        if piece := content.read_nowait(n):
-            return piece
-        return await _within(seconds, content.read(n))
-
-    return read
-
-
-async def _within(seconds: float, waiting: Awaitable[T]) -> T:
-    try:
-        async with asyncio.timeout(seconds):
-            return await waiting
-    except TimeoutError:
-        raise _timed_out(seconds) from None
 
 
 class FormFilePart:
@@ -97,9 +76,9 @@ class FormFilePart:
         try:
             while not self._pending:
                 if self._part.at_eof():
-                    await _within(self._seconds, self._read_rest_of_form())
+                    await within(self._seconds, self._read_rest_of_form())
                     return b""
-                self._pending = await _within(self._seconds, self._part.read_chunk(READ_SIZE))
+                self._pending = await within(self._seconds, self._part.read_chunk(READ_SIZE))
         except MALFORMED:
             raise _malformed() from None
         if n >= len(self._pending):  # the usual case: handed on as it is, no copy
@@ -134,7 +113,3 @@ def _malformed() -> BadRequest:
         "the multipart body is malformed: each part must have valid headers and end "
         "with a CRLF and the boundary, and the body with the closing boundary"
     )
-
-
-def _timed_out(seconds: float) -> BodyReadTimeout:
-    return BodyReadTimeout(f"no bytes of the body arrived for {seconds:g} s")

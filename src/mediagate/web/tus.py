@@ -21,6 +21,7 @@ from mediagate.errors import (
     UnsupportedMediaType,
 )
 from mediagate.web.auth import authenticated_user
+from mediagate.web.body_reads import request_body
 from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin
 from mediagate.web.keys import TUS
@@ -184,7 +185,7 @@ async def create(request: web.Request) -> web.Response:
                 user_id,
                 upload_id,
                 offset=0,
-                read=request.content.read,
+                read=request_body(request),
                 body_length=request.content_length,
                 checksum=checksum,
                 upload_length=None,
@@ -222,7 +223,7 @@ async def patch(request: web.Request) -> web.Response:
         user_id,
         request.match_info["upload_id"],
         offset=offset,
-        read=request.content.read,
+        read=request_body(request),
         body_length=request.content_length,
         checksum=parse_checksum(request.headers.get("Upload-Checksum")),
         upload_length=parse_number("Upload-Length", request.headers.get("Upload-Length")),
