@@ -22,7 +22,7 @@ import aiohttp
 from mediagate.client.api import error_from
 from mediagate.client.errors import ConnectionFailed, TargetExists
 from mediagate.client.models import Media
-from mediagate.core.keys import sanitize_filename  # pure: the server's own rule
+from mediagate.filenames import sanitize_filename  # a leaf: the server's own rule
 
 if TYPE_CHECKING:
     from mediagate.client.api import MediagateClient

@@ -22,7 +22,7 @@ from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import plan_chunks
 from mediagate.core.file_digest import RunningDigest
-from mediagate.core.keys import new_id, object_key, sanitize_filename
+from mediagate.core.keys import new_id, object_key
 from mediagate.core.session_locks import (
     InProcessSessionLocks,
     Purpose,
@@ -43,6 +43,7 @@ from mediagate.errors import (
     StorageUnavailable,
     TooManySessions,
 )
+from mediagate.filenames import sanitize_filename
 from mediagate.models import (
     Chunk,
     Media,
