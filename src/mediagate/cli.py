@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from mediagate import version
+from mediagate.arguments import positive_int
 from mediagate.client_cli import add_parsers as add_client_parsers
 from mediagate.config import Settings, SettingsError, load_settings
 from mediagate.logs import configure_logging
@@ -124,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port to bind (default: MEDIAGATE_PORT, 8080)")
     run.add_argument(
         "--workers",
-        type=_worker_count,
+        type=positive_int,
         help="processes serving the port (default: MEDIAGATE_WORKERS, 1)",
     )
     run.set_defaults(handler=serve)
@@ -154,12 +155,6 @@ def parser() -> argparse.ArgumentParser:
 
     add_client_parsers(commands)
     return root
-
-
-def _worker_count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

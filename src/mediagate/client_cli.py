@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mediagate.arguments import positive_int
+
 if TYPE_CHECKING:
     from mediagate.client import MediagateClient, MediagateError
     from mediagate.client.models import UploadProgress, UploadResult
@@ -68,11 +70,11 @@ def add_parsers(commands: Any) -> None:
         help="the media's filename (needed for -; with one FILE, instead of its own name)",
     )
     upload.add_argument(
-        "--parallel", type=_at_least_one, default=4, metavar="N", help="chunks in flight (4)"
+        "--parallel", type=positive_int, default=4, metavar="N", help="chunks in flight (4)"
     )
     upload.add_argument(
         "--chunk-size",
-        type=_at_least_one,
+        type=positive_int,
         metavar="MIB",
         help="ask for chunks of this many MiB (the server may adjust; default: its own, "
         "8 MiB unless configured; 16-32 spare server CPU on fast links)",
@@ -111,16 +113,6 @@ def add_parsers(commands: Any) -> None:
     remove = commands.add_parser("rm", parents=[connection], help="delete media")
     remove.add_argument("media_ids", nargs="+", metavar="ID")
     remove.set_defaults(handler=rm_command, needs_settings=False)
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return value
 
 
 # --- the commands -----------------------------------------------------------------------

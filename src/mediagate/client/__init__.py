@@ -4,8 +4,8 @@
         result = await client.upload("clip.mp4", on_progress=print)
         print(result.media.media_id, result.media.stream_url)
 
-Only HTTP: nothing here imports the server, but for the pure rule that makes a
-filename safe (`core/keys.py`), which a download applies as the server does.
+Only HTTP: nothing here imports the server. A download names its file by the
+server's own rule (`mediagate/filenames.py`, a leaf module shared by both).
 See docs/client.md.
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,10 +11,13 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 from yarl import URL
 
-from mediagate.client.errors import ConnectionFailed, MediagateError, ProblemError, problem_error
+from mediagate.client.download import download
+from mediagate.client.errors import ConnectionFailed, MediagateError, ProblemError
+from mediagate.client.http import BROKEN, connection_reason, error_from, is_retryable
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
 from mediagate.client.resume import ResumeStore
-from mediagate.client.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from mediagate.client.retry import RetryPolicy
+from mediagate.client.upload import Upload, UploadOptions
 
 T = TypeVar("T")
 RetryHook = Callable[[MediagateError, float], None]
@@ -98,8 +100,6 @@ class MediagateClient:
         uploading the same unchanged file again, after an interruption, sends
         only the chunks the server lacks.
         """
-        from mediagate.client.upload import Upload, UploadOptions
-
         options = UploadOptions(
             filename=filename,
             content_type=content_type,
@@ -150,8 +150,6 @@ class MediagateClient:
         when complete; an interrupted download, run again, asks only for the
         rest (`Range`). `on_progress(done, total)` hears of every piece written.
         """
-        from mediagate.client.download import download
-
         return await download(self, media_id, destination, on_progress, overwrite)
 
     # --- upload sessions ----------------------------------------------------------------
@@ -282,46 +280,6 @@ class _Request:
         await self._context.__aexit__(kind, error, traceback)
         if isinstance(error, BROKEN):  # while the answer's body was being read
             raise ConnectionFailed(self._client.server, connection_reason(error)) from None
-
-
-# A connection that broke, or a server that went silent, after it was reached.
-BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
-
-
-def connection_reason(error: BaseException) -> str:
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
-        return f"unknown host {error.host!r}"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        if isinstance(error.os_error, ConnectionRefusedError):
-            return "connection refused"
-        return error.os_error.strerror or str(error.os_error) or type(error).__name__
-    if isinstance(error, TimeoutError):
-        return "no answer in time"
-    return str(error) or type(error).__name__
-
-
-def is_retryable(error: MediagateError) -> bool:
-    if isinstance(error, ConnectionFailed):
-        return error.retryable
-    if isinstance(error, ProblemError):
-        return is_retryable_status(error.status, error.code)
-    return False
-
-
-async def error_from(response: aiohttp.ClientResponse) -> ProblemError:
-    """The problem in an error answer; a proxy's HTML page becomes a problem too."""
-    text = await response.text(errors="replace")
-    try:
-        problem = json.loads(text)
-    except ValueError:
-        problem = None
-    if not isinstance(problem, dict):
-        problem = {"title": response.reason or "", "status": response.status}
-        if text.strip():
-            problem["detail"] = f"{response.reason}: {text.strip()[:200]}"
-    return problem_error(
-        response.status, problem, parse_retry_after(response.headers.get("Retry-After"))
-    )
 
 
 def validate_server_url(server: str) -> str | None:

@@ -13,25 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, Any, Protocol, TypeVar
 
 import aiohttp
 
-from mediagate.client.api import error_from
 from mediagate.client.errors import ConnectionFailed, TargetExists
+from mediagate.client.http import error_from
 from mediagate.client.models import Media
-from mediagate.core.keys import sanitize_filename  # pure: the server's own rule
-
-if TYPE_CHECKING:
-    from mediagate.client.api import MediagateClient
+from mediagate.filenames import sanitize_filename  # a leaf: the server's own rule
 
 PIECE = 1024 * 1024
+T = TypeVar("T")
+
+
+class MediaCalls(Protocol):
+    """What a download needs of the client (`MediagateClient` is one)."""
+
+    server: str
+
+    async def info(self, media_id: str) -> Media: ...
+
+    def url(self, path: str) -> str: ...
+
+    def request(
+        self, method: str, url: str, **kwargs: Any
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T: ...
 
 
 async def download(
-    client: MediagateClient,
+    client: MediaCalls,
     media_id: str,
     destination: str | os.PathLike[str] | None,
     on_progress: Callable[[int, int], None] | None,
@@ -81,7 +96,7 @@ def _put_in_place(partial: Path, target: Path, replace: bool) -> None:
 
 
 async def _fetch_rest(
-    client: MediagateClient,
+    client: MediaCalls,
     media_id: str,
     size: int,
     partial: Path,

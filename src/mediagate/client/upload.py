@@ -13,15 +13,12 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from mediagate.client.errors import MediagateError, NotFound, ProblemError
 from mediagate.client.file_source import FileSource
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
-from mediagate.client.resume import ResumeState
-
-if TYPE_CHECKING:
-    from mediagate.client.api import MediagateClient
+from mediagate.client.resume import ResumeState, ResumeStore
 
 # `complete` answering `missing-chunks` (a chunk lost on the server's side) is
 # repaired by sending those again; this many times before giving up.
@@ -30,6 +27,30 @@ HASH_WINDOW = 16 * 1024 * 1024
 # A saved session in another state (expired) cannot become the media: start afresh.
 # A finalizing or completed one already is the media: `complete` answers it again.
 RESUMABLE_STATES = {"open", "finalizing", "completed"}
+
+
+class SessionCalls(Protocol):
+    """What an upload needs of the client (`MediagateClient` is one): the session calls."""
+
+    server: str
+    resume_store: ResumeStore
+
+    async def initiate(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def session_status(self, session_id: str) -> SessionStatus: ...
+
+    async def put_chunk(
+        self,
+        session_id: str,
+        number: int,
+        body: Callable[[], AsyncIterator[bytes]],
+        length: int,
+        headers: dict[str, str],
+    ) -> dict[str, Any]: ...
+
+    async def complete(self, session_id: str) -> dict[str, Any]: ...
+
+    async def abort(self, session_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +75,7 @@ class Session:
 class Upload:
     def __init__(
         self,
-        client: MediagateClient,
+        client: SessionCalls,
         file: str | os.PathLike[str] | BinaryIO,
         options: UploadOptions,
         on_progress: Callable[[UploadProgress], None] | None,

@@ -23,7 +23,7 @@ from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import MAX_PARTS, plan_chunks
 from mediagate.core.file_digest import RunningDigest
-from mediagate.core.keys import new_id, object_key, sanitize_filename
+from mediagate.core.keys import new_id, object_key
 from mediagate.core.session_locks import (
     InProcessSessionLocks,
     Purpose,
@@ -47,6 +47,7 @@ from mediagate.errors import (
     UploadFailed,
     WrongProtocol,
 )
+from mediagate.filenames import sanitize_filename
 from mediagate.models import (
     Chunk,
     Media,

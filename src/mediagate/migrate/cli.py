@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mediagate.arguments import positive_int
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.config import Settings
 from mediagate.core.keys import is_valid_user_id
@@ -35,16 +36,6 @@ EPILOG = """\
 exit status: 0 all done (or verified), 1 some file failed (or the verification
 failed; see the summary), 2 bad usage or settings, 130 interrupted (run again).
 """
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return value
 
 
 def add_parser(commands: Any) -> None:

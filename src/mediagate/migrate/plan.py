@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.keys import object_key, sanitize_filename
+from mediagate.core.keys import object_key
+from mediagate.filenames import sanitize_filename
 from mediagate.models import Media, StorageKind
 from mediagate.storage.local import LocalStore
 

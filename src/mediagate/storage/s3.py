@@ -324,10 +324,10 @@ class S3Store:
             await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        # No Range from 0: S3 answers 416 to any range of a 0-byte object.
+        from_offset = {"Range": f"bytes={offset}-"} if offset else {}
         with s3_errors("GetObject"):
-            answer = await self._s3.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-"
-            )
+            answer = await self._s3.get_object(Bucket=self.bucket, Key=key, **from_offset)
             async with answer["Body"] as stream:
                 async for piece in stream.iter_chunks(READ_SIZE):
                     yield piece
