@@ -349,13 +349,13 @@ async def test_a_chunk_costs_no_more_catalog_transactions_than_on_one_instance(
     a, _ = await two_instances(aiohttp_client, s3_settings)
     sid = await new_session(a, 3)
     transactions = []
-    opened = PostgresCatalog._transaction
+    opened = PostgresCatalog._connection
 
     def counted(self):
         transactions.append(1)
         return opened(self)
 
-    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    monkeypatch.setattr(PostgresCatalog, "_connection", counted)
     assert (await a.put_chunk(sid, 0, b"abc")).status == 200
     # get_session, take_chunk_lease (with drop_chunk), record_chunk (with the release)
     assert len(transactions) == 3

@@ -7,6 +7,10 @@ are off, so the catalog works behind pgbouncer in transaction mode as well as
 straight on the server. The semantics are those of the SQLite catalog,
 method for method.
 
+The pool's connections are in autocommit: a method of one statement (most reads)
+is that statement alone, its own transaction, one round trip; a method of several
+statements opens an explicit transaction (`_transaction`), BEGIN … COMMIT.
+
 A server that cannot be reached (connection refused or lost, no connection
 free within MEDIAGATE_DATABASE_TIMEOUT) is `CatalogUnavailable`, a 503 of its own: it is not an
 S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
@@ -15,6 +19,7 @@ S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -223,13 +228,11 @@ class PostgresCatalog:
             upgrade = await _upgrade(connection, migrations)
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
-            kwargs=options,
+            kwargs={**options, "autocommit": True},
             min_size=1,
             max_size=pool_size,
             timeout=wait,
-            # One empty round trip per borrowed connection, so that connections
-            # broken by a server restart are replaced instead of failing a request.
-            check=AsyncConnectionPool.check_connection,
+            check=_check_if_spoken_to,
             name="catalog",
             open=False,
         )
@@ -245,8 +248,8 @@ class PostgresCatalog:
         return cls(pool, upgrade)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        """A pooled connection, committed on success and rolled back on error."""
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit: each statement is its own transaction."""
         try:
             async with self._pool.connection() as connection:
                 yield connection
@@ -256,12 +259,21 @@ class PostgresCatalog:
             log.warning("catalog.unavailable", error=str(error).strip())
             raise CatalogUnavailable("the catalog database does not answer") from error
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection in one transaction, committed on success and rolled back
+        on error: for a method of several statements."""
+        async with self._connection() as connection, connection.transaction():
+            yield connection
+
     async def _rows(self, sql: str, *parameters: Any) -> list[DictRow]:
-        async with self._transaction() as connection:
+        """One statement, in one round trip."""
+        async with self._connection() as connection:
             return await (await connection.execute(sql, parameters)).fetchall()
 
     async def _changed(self, sql: str, *parameters: Any) -> int:
-        async with self._transaction() as connection:
+        """One statement, in one round trip."""
+        async with self._connection() as connection:
             return (await connection.execute(sql, parameters)).rowcount
 
     async def ping(self) -> None:
@@ -654,6 +666,18 @@ class PostgresCatalog:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+async def _check_if_spoken_to(connection: Connection) -> None:
+    """The pool's check of a connection it lends: a round trip only if the server wrote
+    to it while it sat idle. A server that restarts or ends the session (an admin's
+    pg_terminate_backend, idle_session_timeout) says so and closes the socket, so
+    such a connection is replaced instead of failing a request, while a healthy one
+    costs a poll(2), not a round trip per borrow."""
+    socket = select.poll()
+    socket.register(connection.fileno(), select.POLLIN)
+    if socket.poll(0):
+        await AsyncConnectionPool.check_connection(connection)
 
 
 async def _one(connection: Connection, sql: str, *parameters: Any) -> DictRow | None:
