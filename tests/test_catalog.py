@@ -552,6 +552,16 @@ async def test_a_postgres_method_of_several_statements_stays_one_transaction(cou
     assert (statements[0], statements[-1]) == ("BEGIN", "ROLLBACK")
 
 
+async def test_a_postgres_connection_idle_for_long_is_checked_before_it_is_lent(
+    counted, monkeypatch
+):
+    catalog, statements = counted
+    monkeypatch.setattr(postgres, "IDLE_CHECK", 0.0)
+    await catalog.get_media("m-s1")
+    assert statements[0] == ""  # psycopg_pool's check: an empty query
+    assert len(statements) == 2 and statements[1].startswith("SELECT ")
+
+
 async def test_postgres_connections_the_server_closed_are_replaced_on_borrow(postgres_server):
     catalog = await PostgresCatalog.open(postgres_server.new_database(), pool_size=2)
     try:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import psycopg
 import structlog
@@ -55,6 +57,10 @@ STARTUP_WAIT = 10.0
 # Seconds to open one connection (unless the URL sets connect_timeout): a
 # blackholed host must not hold the pool's connecting workers for minutes.
 CONNECT_TIMEOUT = 5
+# Seconds after which a connection waiting in the pool is checked with a round trip
+# before it is lent: a firewall or NAT may have dropped it without a word (their idle
+# timeouts are minutes). Too small costs a round trip per borrow on a quiet server.
+IDLE_CHECK = 30.0
 # Any fixed number; the key of the transaction-scoped advisory lock that
 # serialises schema upgrades of instances starting together.
 SCHEMA_LOCK = 0x6D65_6469_6167
@@ -226,13 +232,15 @@ class PostgresCatalog:
             ) from error
         async with connection:  # committed, then closed
             upgrade = await _upgrade(connection, migrations)
+        borrow = _BorrowCheck()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             kwargs={**options, "autocommit": True},
             min_size=1,
             max_size=pool_size,
             timeout=wait,
-            check=_check_if_spoken_to,
+            check=borrow.check,
+            reset=borrow.returned,
             name="catalog",
             open=False,
         )
@@ -668,16 +676,31 @@ class PostgresCatalog:
         await self._pool.close()
 
 
-async def _check_if_spoken_to(connection: Connection) -> None:
-    """The pool's check of a connection it lends: a round trip only if the server wrote
-    to it while it sat idle. A server that restarts or ends the session (an admin's
-    pg_terminate_backend, idle_session_timeout) says so and closes the socket, so
-    such a connection is replaced instead of failing a request, while a healthy one
-    costs a poll(2), not a round trip per borrow."""
+class _BorrowCheck:
+    """The pool's check of a connection it lends, so that a dead one is replaced instead
+    of failing a request, at the cost of a round trip only where one may be dead: a new
+    connection, one idle for IDLE_CHECK seconds, or one the server wrote to while it sat
+    in the pool (a server that restarts or ends the session, pg_terminate_backend or
+    idle_session_timeout, says so and closes the socket). A busy server's borrows cost a
+    poll(2) each, not a round trip."""
+
+    def __init__(self) -> None:
+        self._returned: WeakKeyDictionary[Connection, float] = WeakKeyDictionary()
+
+    async def returned(self, connection: Connection) -> None:
+        self._returned[connection] = time.monotonic()
+
+    async def check(self, connection: Connection) -> None:
+        returned = self._returned.get(connection)
+        if returned is None or time.monotonic() - returned >= IDLE_CHECK or _spoken_to(connection):
+            await AsyncConnectionPool.check_connection(connection)
+
+
+def _spoken_to(connection: Connection) -> bool:
+    """Whether the server wrote to the connection (or closed it) since its last answer."""
     socket = select.poll()
     socket.register(connection.fileno(), select.POLLIN)
-    if socket.poll(0):
-        await AsyncConnectionPool.check_connection(connection)
+    return bool(socket.poll(0))
 
 
 async def _one(connection: Connection, sql: str, *parameters: Any) -> DictRow | None:
