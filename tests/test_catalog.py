@@ -517,7 +517,9 @@ async def counted(postgres_server) -> AsyncIterator[tuple[PostgresCatalog, list[
     """A PostgreSQL catalog with a session, its chunk and media, reached through a proxy
     that records the statements of each round trip (recorded from now on)."""
     async with round_trips(postgres_server.port) as proxy:
-        catalog = await PostgresCatalog.open(proxy.url(postgres_server.new_database()))
+        # One connection, so that every call after the first borrows a returned one.
+        url = proxy.url(postgres_server.new_database())
+        catalog = await PostgresCatalog.open(url, pool_size=1)
         await catalog.add_session(new_session("s1"))
         await catalog.put_chunk("s1", new_chunk(0))
         await catalog.add_tus_upload(TusUpload(session_id="s1", metadata="", length_deferred=False))

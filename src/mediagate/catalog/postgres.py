@@ -202,9 +202,12 @@ async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> Schema
 
 
 class PostgresCatalog:
-    def __init__(self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade, borrow: _BorrowCheck
+    ) -> None:
         self._pool = pool
         self.schema_upgrade = upgrade
+        self._borrow = borrow
 
     @classmethod
     async def open(
@@ -239,8 +242,9 @@ class PostgresCatalog:
             min_size=1,
             max_size=pool_size,
             timeout=wait,
+            # Not a `reset` callback to note returns: with one the pool gives each
+            # connection back from a worker task, later, and grows meanwhile.
             check=borrow.check,
-            reset=borrow.returned,
             name="catalog",
             open=False,
         )
@@ -253,14 +257,17 @@ class PostgresCatalog:
                     "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
                 ) from error
             raise
-        return cls(pool, upgrade)
+        return cls(pool, upgrade, borrow)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         """A pooled connection in autocommit: each statement is its own transaction."""
         try:
             async with self._pool.connection() as connection:
-                yield connection
+                try:
+                    yield connection
+                finally:
+                    self._borrow.returned(connection)
         except psycopg.errors.DiskFull as error:
             raise StorageFull(f"catalog: {error}") from error
         except psycopg.OperationalError as error:
@@ -687,7 +694,7 @@ class _BorrowCheck:
     def __init__(self) -> None:
         self._returned: WeakKeyDictionary[Connection, float] = WeakKeyDictionary()
 
-    async def returned(self, connection: Connection) -> None:
+    def returned(self, connection: Connection) -> None:
         self._returned[connection] = time.monotonic()
 
     async def check(self, connection: Connection) -> None:
