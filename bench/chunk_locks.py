@@ -32,22 +32,22 @@ CHUNK = 64 * 1024
 
 
 class Counted:
-    """Counts the catalog's transactions (one borrowed connection each)."""
+    """Counts the catalog's transactions: its borrowed connections, one transaction each."""
 
     def __init__(self) -> None:
         self.transactions = 0
-        self._original = PostgresCatalog._transaction
+        self._original = PostgresCatalog._connection
 
     def __enter__(self) -> Counted:
         def counted(catalog: PostgresCatalog) -> Any:
             self.transactions += 1
             return self._original(catalog)
 
-        PostgresCatalog._transaction = counted  # type: ignore[method-assign]
+        PostgresCatalog._connection = counted  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *_: object) -> None:
-        PostgresCatalog._transaction = self._original  # type: ignore[method-assign]
+        PostgresCatalog._connection = self._original  # type: ignore[method-assign]
 
 
 async def one_round(settings: Settings, chunks: int, in_process: bool) -> tuple[float, float]:

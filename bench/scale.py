@@ -1,5 +1,6 @@
 """Benchmark `mediagate serve --workers 2` against one worker on 64 KiB Range requests,
-and (--mode instances, --mode uploads) 2 instances behind nginx against one.
+(--mode instances, --mode uploads) 2 instances behind nginx against one, and
+(--mode catalogs) one instance on SQLite against one on PostgreSQL.
 
 Four servers run side by side on 127.0.0.1, each in its own process tree:
 mediagate with 1 and with 2 workers (the stream endpoint, a local file uploaded
@@ -25,8 +26,14 @@ the one instance reached directly; nginx's and PostgreSQL's CPU are shown apart.
 rounds of concurrent native uploads through each nginx; MB/s is moto's limit on a
 small machine, the instances' CPU per GiB is the figure to read.
 
+--mode catalogs: two one-process `mediagate serve`, each with its own data directory,
+one on the SQLite catalog and one on PostgreSQL, the same wrk load on each; the ratio
+of their CPU per request (PostgreSQL's own CPU shown apart) is what the catalog's read
+path costs a range request.
+
     python bench/scale.py --mode instances --quick
     python bench/scale.py --mode uploads --quick
+    python bench/scale.py --mode catalogs --quick
 
 Several workers are refused until uploads are safe across processes
 (`mediagate.supervisor.several_processes_refusal`); this benchmark only reads,
@@ -78,7 +85,7 @@ if TYPE_CHECKING:  # upload.py imports aiohttp, jwt and aiobotocore: only --mode
 
 MiB = 1024 * 1024
 RANGE_SIZE = 64 * 1024
-MODES = ("workers", "instances", "uploads")
+MODES = ("workers", "instances", "uploads", "catalogs")
 UPLOAD_BUCKET = "scale-bench"
 JWT_SECRET = "bench-scale-secret-with-enough-length-for-hs256"
 # The entry point of the mediagate servers: several workers allowed (read-only load).
@@ -274,6 +281,25 @@ def instances_behind_nginx(file: Path, workdir: Path, stack: ExitStack) -> list[
     ]
 
 
+def sqlite_and_postgres(file: Path, workdir: Path, stack: ExitStack) -> list[Server]:
+    """One instance on the SQLite catalog and one on PostgreSQL, each with its own copy."""
+    catalog = stack.enter_context(postgres())
+    sqlite = stack.enter_context(instance("sqlite", local_env(workdir / "data-sqlite"), workdir))
+    env = {**local_env(workdir / "data-postgres"), "MEDIAGATE_DATABASE_URL": catalog.url}
+    postgresql = stack.enter_context(instance("postgres", env, workdir))
+    return [
+        Server("sqlite", 1, port_of(sqlite), path_of(upload(sqlite.url, file)), sqlite.pid),
+        Server(
+            "postgres",
+            1,
+            port_of(postgresql),
+            path_of(upload(postgresql.url, file)),
+            postgresql.pid,
+            postmaster=catalog.postmaster,
+        ),
+    ]
+
+
 def path_of(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
@@ -392,6 +418,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 out.write(os.urandom(MiB))
         if args.mode == "instances":
             servers = instances_behind_nginx(file, workdir, stack)
+        elif args.mode == "catalogs":
+            servers = sqlite_and_postgres(file, workdir, stack)
         else:
             servers = [
                 stack.enter_context(mediagate(file, 1, workdir)),
@@ -408,11 +436,9 @@ def run_benchmark(args: argparse.Namespace) -> None:
             for server in servers[shift:] + servers[:shift]:
                 run = measure(server, args, workdir, seed=round_)
                 results.setdefault(server.name, []).append(run)
-                in_front = (
-                    f"  nginx {run.balancer_cpu:4.2f} pg {run.catalog_cpu:4.2f}"
-                    if args.mode == "instances"
-                    else ""
-                )
+                in_front = f"  nginx {run.balancer_cpu:4.2f}" if args.mode == "instances" else ""
+                if args.mode in ("instances", "catalogs"):
+                    in_front += f"  pg {run.catalog_cpu:4.2f}"
                 print(
                     f"round {round_ + 1}/{args.rounds} {server.name:{width}}"
                     f" {run.requests_per_second:7.0f} req/s  p99 {run.p99_ms:6.2f} ms"
@@ -429,7 +455,7 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
     def median(name: str, metric: str) -> float:
         return statistics.median(getattr(run, metric) for run in results[name])
 
-    instances = args.mode == "instances"
+    instances, catalogs = args.mode == "instances", args.mode == "catalogs"
     rows = []
     for name in results:
         rows.append(
@@ -444,10 +470,16 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
                     [
                         f"{median(name, 'balancer_cpu'):.2f}",
                         f"{median(name, 'balancer_us_per_request'):.0f}",
+                    ]
+                    if instances
+                    else []
+                ),
+                *(
+                    [
                         f"{median(name, 'catalog_cpu'):.2f}",
                         f"{median(name, 'catalog_us_per_request'):.0f}",
                     ]
-                    if instances
+                    if instances or catalogs
                     else []
                 ),
                 f"{median(name, 'client_cpu'):.2f}",
@@ -462,9 +494,14 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
     )
     headers = ["server", "req/s", "p99 ms", "cores", "cpu µs/req", "spread"]
     if instances:
-        headers += ["nginx cores", "nginx µs/req", "pg cores", "pg µs/req"]
+        headers += ["nginx cores", "nginx µs/req"]
+    if instances or catalogs:
+        headers += ["pg cores", "pg µs/req"]
     headers += ["wrk", "others", "errors"]
     print(render_table(headers, rows))
+    if catalogs:
+        print_catalog_ratio(results["sqlite"], results["postgres"])
+        return
     if instances:
         print(
             "cores and cpu µs/req: the instances' sum (spread: over the instances); nginx: one"
@@ -486,6 +523,27 @@ def print_summary(results: dict[str, list[Run]], args: argparse.Namespace) -> No
             f"{two} / {one}: {ratio:.2f} req/s (ratio of the medians;"
             f" per round {min(ratios):.2f}..{max(ratios):.2f}), {per_core:.2f} req per core-second"
         )
+
+
+def print_catalog_ratio(sqlite: list[Run], postgres: list[Run]) -> None:
+    """PostgreSQL over SQLite in the instance's CPU per request, and with PostgreSQL's own."""
+
+    def ratios(figure: Callable[[Run], float]) -> tuple[float, list[float]]:
+        of_medians = statistics.median(map(figure, postgres)) / statistics.median(
+            map(figure, sqlite)
+        )
+        return of_medians, [figure(p) / figure(s) for s, p in zip(sqlite, postgres, strict=True)]
+
+    instance, per_round = ratios(lambda run: run.cpu_us_per_request)
+    whole, _ = ratios(lambda run: run.cpu_us_per_request + run.catalog_us_per_request)
+    print(
+        "cores and cpu µs/req: the mediagate process; pg: the PostgreSQL server (postmaster"
+        " and backends)"
+    )
+    print(
+        f"postgres / sqlite: {instance:.2f} CPU per request (ratio of the medians; per round"
+        f" {min(per_round):.2f}..{max(per_round):.2f}); {whole:.2f} with PostgreSQL's own CPU"
+    )
 
 
 # --- uploads through instances (--mode uploads) -------------------------------------------
@@ -679,7 +737,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="workers",
         help="workers: serve --workers 1 vs 2 and plain aiohttp (default); instances: 1 vs 2"
         " instances behind nginx on PostgreSQL, range requests; uploads: the same, uploads"
-        " into moto",
+        " into moto; catalogs: one instance on SQLite vs one on PostgreSQL, range requests",
     )
     option("--upload-clients", type=int, help="uploads: uploads at once (4; --quick: 2)")
     option("--upload-size", type=parse_size, default=64 * MiB, help="uploads: bytes each (64M)")

@@ -7,7 +7,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from mediagate.models import (
     UploadProtocol,
     UploadSession,
 )
+from pg_round_trips import round_trips
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -577,6 +578,94 @@ def test_db_upgrade_command_upgrades_and_then_has_nothing_to_do(tmp_path):
         f"catalog schema upgraded from version 0 to {len(sqlite.MIGRATIONS)}",
     )
     assert "nothing to do" in second.stdout
+
+
+# --- PostgreSQL: round trips per method -----------------------------------------------
+
+Call = Callable[[PostgresCatalog], Awaitable[object]]
+
+SINGLE_STATEMENT_READS: list[tuple[str, Call]] = [
+    ("get_media", lambda catalog: catalog.get_media("m-s1")),
+    ("get_session", lambda catalog: catalog.get_session("s1")),
+    ("chunks", lambda catalog: catalog.chunks("s1")),
+    ("get_tus_upload", lambda catalog: catalog.get_tus_upload("s1")),
+    ("list_media", lambda catalog: catalog.list_media("alice", 10, (NOW, "m"))),
+    ("count_open_sessions", lambda catalog: catalog.count_open_sessions("alice")),
+    ("sessions_in_state", lambda catalog: catalog.sessions_in_state(SessionState.OPEN)),
+    ("expired_sessions", lambda catalog: catalog.expired_sessions(NOW)),
+    (
+        "media_in_storage",
+        lambda catalog: catalog.media_in_storage(
+            StorageKind.LOCAL, user_id="alice", after=None, limit=10
+        ),
+    ),
+    ("ping", lambda catalog: catalog.ping()),
+]
+
+
+@pytest.fixture
+async def counted(postgres_server) -> AsyncIterator[tuple[PostgresCatalog, list[str]]]:
+    """A PostgreSQL catalog with a session, its chunk and media, reached through a proxy
+    that records the statements of each round trip (recorded from now on)."""
+    async with round_trips(postgres_server.port) as proxy:
+        # One connection, so that every call after the first borrows a returned one.
+        url = proxy.url(postgres_server.new_database())
+        catalog = await PostgresCatalog.open(url, pool_size=1)
+        await catalog.add_session(new_session("s1"))
+        await catalog.put_chunk("s1", new_chunk(0))
+        await catalog.add_tus_upload(TusUpload(session_id="s1", metadata="", length_deferred=False))
+        await catalog.add_media(new_media("m-s1"))
+        proxy.statements.clear()
+        try:
+            yield catalog, proxy.statements
+        finally:
+            await catalog.close()
+
+
+@pytest.mark.parametrize(
+    "read", [call for _, call in SINGLE_STATEMENT_READS], ids=[n for n, _ in SINGLE_STATEMENT_READS]
+)
+async def test_a_postgres_read_of_one_statement_is_one_round_trip(counted, read):
+    catalog, statements = counted
+    for _ in range(3):
+        await read(catalog)
+    # No BEGIN/COMMIT around it, and no check of the borrowed connection.
+    assert len(statements) == 3
+    assert all(statement.startswith("SELECT ") for statement in statements), statements
+
+
+async def test_a_postgres_method_of_several_statements_stays_one_transaction(counted):
+    catalog, statements = counted
+    await catalog.replace_upload("s1", "upload-2", error="S3 lost the upload")
+    assert (statements[0], len(statements), statements[-1]) == ("BEGIN", 5, "COMMIT")
+
+    statements.clear()
+    with pytest.raises(NotFound):
+        await catalog.put_chunk("gone", new_chunk(0))
+    assert (statements[0], statements[-1]) == ("BEGIN", "ROLLBACK")
+
+
+async def test_a_postgres_connection_idle_for_long_is_checked_before_it_is_lent(
+    counted, monkeypatch
+):
+    catalog, statements = counted
+    monkeypatch.setattr(postgres, "IDLE_CHECK", 0.0)
+    await catalog.get_media("m-s1")
+    assert statements[0] == ""  # psycopg_pool's check: an empty query
+    assert len(statements) == 2 and statements[1].startswith("SELECT ")
+
+
+async def test_postgres_connections_the_server_closed_are_replaced_on_borrow(postgres_server):
+    catalog = await PostgresCatalog.open(postgres_server.new_database(), pool_size=2)
+    try:
+        await catalog.add_media(new_media("m1"))
+        postgres_server.stop()  # every connection of the pool is closed by the server
+        postgres_server.start()
+        # The first borrow finds its connection closed and takes a new one: no error.
+        async with asyncio.timeout(30):
+            assert (await catalog.get_media("m1")) == new_media("m1")
+    finally:
+        await catalog.close()
 
 
 # --- a PostgreSQL outage, through the HTTP API -----------------------------------------

@@ -373,14 +373,14 @@ def count_transactions(monkeypatch) -> list[int]:
     """The catalog's transactions from now on, but those of the background work (the
     finalizer's round every few seconds)."""
     transactions: list[int] = []
-    opened = PostgresCatalog._transaction
+    opened = PostgresCatalog._connection
 
     def counted(self):
         if not any(frame.name == "run_periodically" for frame in traceback.extract_stack()):
             transactions.append(1)
         return opened(self)
 
-    monkeypatch.setattr(PostgresCatalog, "_transaction", counted)
+    monkeypatch.setattr(PostgresCatalog, "_connection", counted)
     return transactions
 
 

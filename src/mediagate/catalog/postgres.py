@@ -7,6 +7,10 @@ are off, so the catalog works behind pgbouncer in transaction mode as well as
 straight on the server. The semantics are those of the SQLite catalog,
 method for method.
 
+The pool's connections are in autocommit: a method of one statement (most reads)
+is that statement alone, its own transaction, one round trip; a method of several
+statements opens an explicit transaction (`_transaction`), BEGIN … COMMIT.
+
 A server that cannot be reached (connection refused or lost, no connection
 free within MEDIAGATE_DATABASE_TIMEOUT) is `CatalogUnavailable`, a 503 of its own: it is not an
 S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
@@ -15,10 +19,13 @@ S3 outage, so it never opens the S3 breaker nor sends chunks to local disk.
 from __future__ import annotations
 
 import contextlib
+import select
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import psycopg
 import structlog
@@ -50,6 +57,10 @@ STARTUP_WAIT = 10.0
 # Seconds to open one connection (unless the URL sets connect_timeout): a
 # blackholed host must not hold the pool's connecting workers for minutes.
 CONNECT_TIMEOUT = 5
+# Seconds after which a connection waiting in the pool is checked with a round trip
+# before it is lent: a firewall or NAT may have dropped it without a word (their idle
+# timeouts are minutes). Too small costs a round trip per borrow on a quiet server.
+IDLE_CHECK = 30.0
 # Any fixed number; the key of the transaction-scoped advisory lock that
 # serialises schema upgrades of instances starting together.
 SCHEMA_LOCK = 0x6D65_6469_6167
@@ -210,9 +221,12 @@ async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> Schema
 
 
 class PostgresCatalog:
-    def __init__(self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade, borrow: _BorrowCheck
+    ) -> None:
         self._pool = pool
         self.schema_upgrade = upgrade
+        self._borrow = borrow
 
     @classmethod
     async def open(
@@ -240,15 +254,16 @@ class PostgresCatalog:
             ) from error
         async with connection:  # committed, then closed
             upgrade = await _upgrade(connection, migrations)
+        borrow = _BorrowCheck()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
-            kwargs=options,
+            kwargs={**options, "autocommit": True},
             min_size=1,
             max_size=pool_size,
             timeout=wait,
-            # One empty round trip per borrowed connection, so that connections
-            # broken by a server restart are replaced instead of failing a request.
-            check=AsyncConnectionPool.check_connection,
+            # Not a `reset` callback to note returns: with one the pool gives each
+            # connection back from a worker task, later, and grows meanwhile.
+            check=borrow.check,
             name="catalog",
             open=False,
         )
@@ -261,26 +276,38 @@ class PostgresCatalog:
                     "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
                 ) from error
             raise
-        return cls(pool, upgrade)
+        return cls(pool, upgrade, borrow)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        """A pooled connection, committed on success and rolled back on error."""
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit: each statement is its own transaction."""
         try:
             async with self._pool.connection() as connection:
-                yield connection
+                try:
+                    yield connection
+                finally:
+                    self._borrow.returned(connection)
         except psycopg.errors.DiskFull as error:
             raise StorageFull(f"catalog: {error}") from error
         except psycopg.OperationalError as error:
             log.warning("catalog.unavailable", error=str(error).strip())
             raise CatalogUnavailable("the catalog database does not answer") from error
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection in one transaction, committed on success and rolled back
+        on error: for a method of several statements."""
+        async with self._connection() as connection, connection.transaction():
+            yield connection
+
     async def _rows(self, sql: str, *parameters: Any) -> list[DictRow]:
-        async with self._transaction() as connection:
+        """One statement, in one round trip."""
+        async with self._connection() as connection:
             return await (await connection.execute(sql, parameters)).fetchall()
 
     async def _changed(self, sql: str, *parameters: Any) -> int:
-        async with self._transaction() as connection:
+        """One statement, in one round trip."""
+        async with self._connection() as connection:
             return (await connection.execute(sql, parameters)).rowcount
 
     async def ping(self) -> None:
@@ -771,6 +798,33 @@ class PostgresCatalog:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+class _BorrowCheck:
+    """The pool's check of a connection it lends, so that a dead one is replaced instead
+    of failing a request, at the cost of a round trip only where one may be dead: a new
+    connection, one idle for IDLE_CHECK seconds, or one the server wrote to while it sat
+    in the pool (a server that restarts or ends the session, pg_terminate_backend or
+    idle_session_timeout, says so and closes the socket). A busy server's borrows cost a
+    poll(2) each, not a round trip."""
+
+    def __init__(self) -> None:
+        self._returned: WeakKeyDictionary[Connection, float] = WeakKeyDictionary()
+
+    def returned(self, connection: Connection) -> None:
+        self._returned[connection] = time.monotonic()
+
+    async def check(self, connection: Connection) -> None:
+        returned = self._returned.get(connection)
+        if returned is None or time.monotonic() - returned >= IDLE_CHECK or _spoken_to(connection):
+            await AsyncConnectionPool.check_connection(connection)
+
+
+def _spoken_to(connection: Connection) -> bool:
+    """Whether the server wrote to the connection (or closed it) since its last answer."""
+    socket = select.poll()
+    socket.register(connection.fileno(), select.POLLIN)
+    return bool(socket.poll(0))
 
 
 async def _one(connection: Connection, sql: str, *parameters: Any) -> DictRow | None:
