@@ -28,6 +28,8 @@ from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
 
+pytestmark = pytest.mark.store
+
 
 @pytest.fixture(params=CATALOGS)
 def database_url(request: pytest.FixtureRequest) -> str | None:

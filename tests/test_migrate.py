@@ -36,6 +36,8 @@ from mediagate.models import Media, StorageKind
 from mediagate.storage.base import StoredObject
 from mediagate.storage.local import LocalStore
 
+pytestmark = pytest.mark.store
+
 # Sizes from nothing to multipart with a short last part, for three users.
 FEW = [
     ("alice", "empty.bin", 0),

@@ -30,6 +30,8 @@ from mediagate.storage.s3_bootstrap import (
     merge_rule,
 )
 
+pytestmark = pytest.mark.store
+
 OPERATOR_LIFECYCLE_RULE = {
     "ID": "operator-expire-logs",
     "Status": "Enabled",

@@ -11,6 +11,8 @@ from yarl import URL
 
 from conftest import MiB, make_settings
 
+pytestmark = pytest.mark.store
+
 DATA = random.Random(12).randbytes(3 * MiB + 5)
 
 

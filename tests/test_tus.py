@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Api, ApiFactory, MiB, make_settings
+from conftest import Api, ApiFactory, MiB, make_settings, tier_s3_env
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
 from mediagate.errors import BadRequest
@@ -28,6 +28,8 @@ from mediagate.web.keys import ENGINE
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
+
+pytestmark = pytest.mark.store
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -801,9 +803,7 @@ def server_env(request: pytest.FixtureRequest, moto_endpoint: str, bucket: str) 
         env |= {
             "USE_CLOUD_STORAGE": "true",
             "AWS_S3_BUCKET_NAME": bucket,
-            "AWS_S3_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            **tier_s3_env(moto_endpoint),
         }
     return env
 

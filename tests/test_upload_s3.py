@@ -20,6 +20,8 @@ from conftest import (
     sha256_header,
 )
 
+pytestmark = pytest.mark.store
+
 
 @pytest.fixture(params=CATALOGS)
 def database_url(request: pytest.FixtureRequest) -> str | None:
