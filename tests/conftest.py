@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from aiohttp import ClientResponse, TCPConnector
+from aiohttp import ClientResponse, ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient
 from moto.server import ThreadedMotoServer
 
@@ -114,6 +114,12 @@ def tier_ssl_context() -> ssl.SSLContext | None:
     system's CAs (the self-signed certificate of rgw-https)."""
     ca_file = os.environ.get("AWS_CA_BUNDLE")
     return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
+def plain_client() -> ClientSession:
+    """An HTTP client for S3's presigned URLs, trusting what the tier needs."""
+    context = tier_ssl_context()
+    return ClientSession(connector=TCPConnector(ssl=context) if context else None)
 
 
 @pytest.fixture(scope="session")

@@ -167,11 +167,11 @@ class GuardedStore:
         await self._call(lambda: self._inner.delete(key))
 
     async def presigned_url(
-        self, key: str, *, filename: str, content_type: str, expires_in: int
+        self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:
         # Signed locally: S3 is not asked, so an open breaker need not refuse it.
         return await self._inner.presigned_url(
-            key, filename=filename, content_type=content_type, expires_in=expires_in
+            key, filename=filename, content_type=content_type, expires_in=expires_in, head=head
         )
 
     async def read_conditionally(
