@@ -54,6 +54,9 @@ S3_ACCESS_KEY = os.environ["AWS_ACCESS_KEY_ID"]
 S3_SECRET_KEY = os.environ["AWS_SECRET_ACCESS_KEY"]
 
 skip_on_rgw = pytest.mark.skipif(ON_RGW, reason="needs moto (see the test's docstring)")
+only_on_rgw = pytest.mark.skipif(
+    not ON_RGW, reason="moto checks no signatures, keys, regions or Content-MD5"
+)
 
 
 def tier_s3_env(endpoint: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from botocore.exceptions import (
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from conftest import ON_RGW, S3_ACCESS_KEY, make_settings, skip_on_rgw
+from conftest import S3_ACCESS_KEY, make_settings, only_on_rgw, skip_on_rgw
 from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
@@ -333,9 +333,6 @@ async def test_unreachable_s3_is_one_warning_and_the_server_starts(start_api, un
     assert settings.s3_endpoint_url in line["fix"]
     assert (await (await api.client.get("/readyz")).json())["s3_problem"] == "unreachable"
     await assert_uploads_go_to_local_disk(api)
-
-
-only_on_rgw = pytest.mark.skipif(not ON_RGW, reason="moto takes any keys and any region")
 
 
 @only_on_rgw

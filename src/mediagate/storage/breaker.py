@@ -182,25 +182,29 @@ class GuardedStore:
     async def stat(self, key: str) -> StoredObject:
         return await self._call(lambda: self._inner.stat(key))
 
-    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
-        return await self._call(lambda: self._inner.put_object(target, body, crc32=crc32))
+    async def put_object(
+        self, target: NewObject, body: io.BytesIO, *, content_md5: str
+    ) -> StoredObject:
+        return await self._call(
+            lambda: self._inner.put_object(target, body, content_md5=content_md5)
+        )
 
     async def start_checked_upload(self, target: NewObject) -> str:
         return await self._call(lambda: self._inner.start_checked_upload(target))
 
     async def put_checked_part(
-        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, content_md5: str
     ) -> str:
         return await self._call(
             lambda: self._inner.put_checked_part(
-                key, upload_id, number=number, body=body, crc32=crc32
+                key, upload_id, number=number, body=body, content_md5=content_md5
             )
         )
 
     async def complete_checked_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[str, str]]
+        self, key: str, upload_id: str, etags: Sequence[str]
     ) -> StoredObject:
-        return await self._call(lambda: self._inner.complete_checked_upload(key, upload_id, parts))
+        return await self._call(lambda: self._inner.complete_checked_upload(key, upload_id, etags))
 
     async def abort_uploads(self, key: str) -> None:
         await self._call(lambda: self._inner.abort_uploads(key))
