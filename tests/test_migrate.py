@@ -26,7 +26,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import mediagate
-from conftest import MiB, chunks_of, make_settings, only_on_rgw, read_object
+from conftest import S3_ACCESS_KEY, MiB, chunks_of, make_settings, only_on_rgw, read_object
 from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
@@ -570,6 +570,63 @@ def test_s3_unreachable_at_the_start_fails_in_one_line_and_moves_nothing(
     err = capsys.readouterr().err
     assert "mediagate migrate: S3 cannot be used (unreachable)" in err
     assert "Traceback" not in err
+
+
+def test_a_dry_run_with_s3_unreachable_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """Before: it printed a plan and exited 0, though a run would move nothing."""
+    configure_cli(tmp_path, monkeypatch)
+
+    assert main(["migrate", "--dry-run"]) == 1
+
+    err = capsys.readouterr().err
+    assert "mediagate migrate: S3 cannot be used (unreachable)" in err
+    assert "Traceback" not in err
+
+
+@only_on_rgw
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("no-such-key", "whatever"), (S3_ACCESS_KEY, "not-the-secret")],
+    ids=["unknown-key", "wrong-secret"],
+)
+async def test_a_dry_run_with_wrong_keys_fails_in_one_line(
+    s3_settings, s3_objects, bucket, key, secret
+):
+    """Before: exit 0 and a plan. moto takes any keys, so the RGW tier shows it."""
+    (s3_settings.data_dir).mkdir(parents=True)
+    (s3_settings.data_dir / CATALOG_FILE).touch()
+    await s3_objects.create_bucket(Bucket=bucket)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediagate",
+        "migrate",
+        "--dry-run",
+        env={**cli_env(s3_settings), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret},
+        cwd=s3_settings.data_dir.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code, out, err = await finish_cli(process)
+
+    assert code == 1, out
+    assert "mediagate migrate: S3 cannot be used (invalid_credentials)" in err
+    assert "Traceback" not in err
+
+
+async def test_a_dry_run_with_no_bucket_yet_plans_and_creates_nothing(
+    s3_settings, s3_objects, bucket
+):
+    """A missing bucket is no failure: the real run creates it."""
+    (s3_settings.data_dir).mkdir(parents=True)
+    (s3_settings.data_dir / CATALOG_FILE).touch()
+
+    code, out, err = await run_cli(s3_settings, "--dry-run", "--json")
+
+    assert code == 0, err
+    assert json.loads(out)["files"] == 0
+    with pytest.raises(ClientError):
+        await s3_objects.head_bucket(Bucket=bucket)
 
 
 @pytest.mark.parametrize("arguments", [["--batch-size", "0"], ["--batch-size", "many"]])

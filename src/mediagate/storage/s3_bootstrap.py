@@ -265,6 +265,26 @@ async def prepare_bucket(client: Any, settings: Settings) -> S3Status:
     return S3Status(S3State.OK)
 
 
+async def check_access(client: Any, settings: Settings) -> S3Status:
+    """Whether these settings can use the bucket, changing nothing (for a dry run).
+
+    One ListObjectsV2 (s3:ListBucket, as HeadBucket): unlike HeadBucket's, its error
+    answers carry their code, so wrong keys, a denied action and a wrong region are
+    told apart without the CreateBucket that `prepare_bucket` may send. A missing
+    bucket is no failure: `prepare_bucket` creates it.
+    """
+    bucket = settings.s3_bucket or ""
+    try:
+        await client.list_objects_v2(Bucket=bucket, MaxKeys=0)
+    except ClientError as error:
+        if error_code(error) == "NoSuchBucket":
+            return S3Status(S3State.OK)
+        return _unavailable(settings, _diagnose(error, settings), str(error))
+    except _S3_FAILURES as error:
+        return _unavailable(settings, _diagnose(error, settings), str(error))
+    return S3Status(S3State.OK)
+
+
 async def _find_or_create_bucket(client: Any, bucket: str, region: str) -> str | None:
     """The bucket's region as S3 reports it, creating the bucket first if it is missing."""
     try:
