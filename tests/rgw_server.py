@@ -9,7 +9,7 @@ What it takes to run this without cephadm or systemd:
 - `auth ... required = none`: no keyrings to hand around; radosgw then also needs
   `ms mon client mode = crc` or it loops on auth error -13;
 - pool size 1 (`mon allow pool size one`): one OSD holds every object;
-- `rgw lc debug interval = 60`: a lifecycle "day" lasts 60 s.
+- `rgw lc debug interval = 10`: a lifecycle "day" lasts 10 s (and the lifecycle runs as often).
 It answers requests about 10-15 s after `start()`.
 """
 
@@ -144,7 +144,7 @@ keyring = {root}/keyring
 [client.rgw.test]
 rgw frontends = {frontend}
 ms mon client mode = crc
-rgw lc debug interval = 60
+rgw lc debug interval = 10
 rgw data = {root}/rgw
 """
 

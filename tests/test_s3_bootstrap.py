@@ -6,6 +6,7 @@ S3 where it cannot (moto grants every request, so it never answers 403).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from botocore.exceptions import (
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from conftest import S3_ACCESS_KEY, make_settings, only_on_rgw, skip_on_rgw
+from conftest import S3_ACCESS_KEY, MiB, make_settings, only_on_rgw, skip_on_rgw
 from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
@@ -266,6 +267,30 @@ async def test_abort_rule_is_merged_into_an_existing_lifecycle(
     assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}
     assert ours["Filter"] == {"Prefix": "media/"}
     assert ours["Status"] == "Enabled"
+
+
+@only_on_rgw
+async def test_the_abort_rule_makes_a_real_store_abort_a_forgotten_upload(
+    start_api, s3_settings, s3_objects, bucket
+):
+    """RGW runs its lifecycle with a 10 s "day" on the tier (`rgw lc debug interval`):
+    an upload abandoned under the key prefix is gone within a few "days", one
+    elsewhere stays. moto sets rules but never applies them."""
+    settings = s3_settings.model_copy(update={"abort_incomplete_days": 1, "session_ttl": 3600})
+    api = await start_api(settings)
+    session = await (await api.initiate(filename="left.mp4", size=6 * MiB)).json()
+    assert session["storage"] == "s3"
+    await s3_objects.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")
+
+    async def open_keys() -> set[str]:
+        answer = await s3_objects.list_multipart_uploads(Bucket=bucket)
+        return {upload["Key"] for upload in answer.get("Uploads", [])}
+
+    assert len(await open_keys()) == 2
+    async with asyncio.timeout(300):
+        while len(await open_keys()) == 2:
+            await asyncio.sleep(5)
+    assert await open_keys() == {"elsewhere/x"}
 
 
 async def test_abort_rule_off_leaves_the_lifecycle_alone(
