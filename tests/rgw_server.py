@@ -216,13 +216,21 @@ rgw data = {root}/rgw
         while time.monotonic() < deadline:
             for process in self._processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[0]} exited: see {self.root / 'log'}")
+                    raise RuntimeError(f"{process.args[0]} exited: {self._log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
-        raise RuntimeError(f"radosgw did not answer within {START_TIMEOUT} s")
+        raise RuntimeError(f"radosgw did not answer within {START_TIMEOUT} s: {self._log_tail()}")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        """The end of each daemon's log, for a failure message (the folder is removed)."""
+        tails = []
+        for log in sorted((self.root / "log").glob("*")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(tails)
 
     def stop(self) -> None:
         for process in reversed(self._processes):
