@@ -1,5 +1,11 @@
-"""Shared fixtures: a real moto S3 server and a real PostgreSQL on loopback, and mediagate
-served over real HTTP."""
+"""Shared fixtures: a real S3 server (moto, or Ceph RGW on the store tier) and a real
+PostgreSQL on loopback, and mediagate served over real HTTP.
+
+MEDIAGATE_TEST_S3 picks the S3 the fixtures point at: `moto` (the default), `rgw` (Ceph
+RGW over http) or `rgw-https` (over https, with a self-signed certificate). The tier
+runs the tests marked `store` (`pytest -m store`); a test that needs what only moto has
+skips itself there with `skip_on_rgw`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,10 +21,11 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient
 from moto.server import ThreadedMotoServer
 
+import rgw_server
 from mediagate import tokens
 from mediagate.config import Settings
 from mediagate.web.app import create_app
@@ -27,17 +35,94 @@ from tcp_proxy import CuttableProxy
 
 MiB = 1024 * 1024
 
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+S3_TIER = os.environ.get("MEDIAGATE_TEST_S3", "moto")
+if S3_TIER not in {"moto", "rgw", "rgw-https"}:
+    raise SystemExit(f"MEDIAGATE_TEST_S3={S3_TIER}: must be moto, rgw or rgw-https")
+ON_RGW = S3_TIER != "moto"
+if ON_RGW:
+    os.environ["AWS_ACCESS_KEY_ID"] = rgw_server.ACCESS_KEY
+    os.environ["AWS_SECRET_ACCESS_KEY"] = rgw_server.SECRET_KEY
+    # RGW 16 cannot read the aws-chunked bodies that carry botocore's default checksums
+    # (MissingContentLength); mediagate's own clients already send them only when required.
+    os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
+    os.environ["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "when_required"
+else:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+# The keys that the tier's S3 takes, for tests that give a server process its environment.
+S3_ACCESS_KEY = os.environ["AWS_ACCESS_KEY_ID"]
+S3_SECRET_KEY = os.environ["AWS_SECRET_ACCESS_KEY"]
+
+skip_on_rgw = pytest.mark.skipif(ON_RGW, reason="needs moto (see the test's docstring)")
+only_on_rgw = pytest.mark.skipif(
+    not ON_RGW, reason="moto checks no signatures, keys, regions or Content-MD5"
+)
+
+
+def tier_s3_env(endpoint: str) -> dict[str, str]:
+    """What a `mediagate serve` or `migrate` process needs to reach the tier's S3."""
+    env = {
+        "AWS_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+    }
+    if "AWS_CA_BUNDLE" in os.environ:
+        env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    return env
+
+
+def _start_rgw() -> rgw_server.RgwServer:
+    if not rgw_server.available():
+        reason = "Ceph RGW not found (apt-get install radosgw ceph-mon ceph-osd)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run the store tier on RGW")
+        pytest.skip(reason)
+    server = rgw_server.RgwServer(
+        mon_port=free_port(),
+        http_port=free_port(),
+        https_port=free_port() if S3_TIER == "rgw-https" else None,
+    )
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        server.remove()
+        raise
+    if server.ca_file is not None:
+        # botocore, in this process and in the server processes the tests start.
+        os.environ["AWS_CA_BUNDLE"] = str(server.ca_file)
+    return server
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    """The S3 endpoint of the tier: moto by default (the name stays for the many callers)."""
+    if ON_RGW:
+        server = _start_rgw()
+        try:
+            yield server.endpoint
+        finally:
+            server.stop()
+            server.remove()
+        return
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
     yield f"http://{host}:{port}"
-    server.stop()
+    moto.stop()
+
+
+def tier_ssl_context() -> ssl.SSLContext | None:
+    """What an HTTP client following a redirect to the tier's S3 must trust, if not the
+    system's CAs (the self-signed certificate of rgw-https)."""
+    ca_file = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
+def plain_client() -> ClientSession:
+    """An HTTP client for S3's presigned URLs, trusting what the tier needs."""
+    context = tier_ssl_context()
+    return ClientSession(connector=TCPConnector(ssl=context) if context else None)
 
 
 @pytest.fixture(scope="session")
@@ -78,9 +163,10 @@ def database_url_for(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.fixture
 async def proxy(moto_endpoint: str) -> AsyncIterator[CuttableProxy]:
-    """A loopback TCP proxy in front of moto, to cut S3 off (and restore it) for real."""
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = CuttableProxy(host, int(port))
+    """A loopback TCP proxy in front of S3, to cut S3 off (and restore it) for real."""
+    scheme, _, address = moto_endpoint.partition("://")
+    host, port = address.split(":")
+    proxy = CuttableProxy(host, int(port), scheme=scheme)
     await proxy.start()
     yield proxy
     await proxy.cut()
@@ -180,7 +266,9 @@ async def start_api(aiohttp_client: Any) -> ApiFactory:
     """Start mediagate on a real loopback port; call again to 'restart' on the same data."""
 
     async def start(settings: Settings) -> Api:
-        client = await aiohttp_client(create_app(settings))
+        context = tier_ssl_context()
+        connector = TCPConnector(ssl=context) if context else None
+        client = await aiohttp_client(create_app(settings), connector=connector)
         return Api(client, settings)
 
     return start
@@ -201,7 +289,7 @@ async def s3_objects(moto_endpoint: str) -> AsyncIterator[Any]:
     """A plain aiobotocore client for checking what landed in the bucket."""
     session = get_session()
     async with session.create_client(
-        "s3", region_name="us-east-1", endpoint_url=moto_endpoint
+        "s3", region_name=rgw_server.REGION, endpoint_url=moto_endpoint
     ) as client:
         yield client
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 
 class CuttableProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, scheme: str = "http") -> None:
         self._target = (target_host, target_port)
+        self._scheme = scheme  # TLS passes through as it is: the proxy only forwards bytes
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -24,7 +25,7 @@ class CuttableProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

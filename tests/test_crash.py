@@ -14,7 +14,7 @@ import uuid
 import aiohttp
 import pytest
 
-from conftest import MiB, chunks_of, read_object
+from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.models import Media, MediaState
@@ -32,9 +32,7 @@ def server_env(request, moto_endpoint, bucket):
         "MEDIAGATE_JWT_SECRET": SECRET,
         "USE_CLOUD_STORAGE": "true",
         "AWS_S3_BUCKET_NAME": bucket,
-        "AWS_S3_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        **tier_s3_env(moto_endpoint),
     }
 
 
@@ -104,9 +102,7 @@ def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
         "MEDIAGATE_JWT_SECRET": SECRET,
         "USE_CLOUD_STORAGE": "true",
         "AWS_S3_BUCKET_NAME": bucket,
-        "AWS_S3_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        **tier_s3_env(endpoint),
     }
 
 

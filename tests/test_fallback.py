@@ -32,6 +32,8 @@ from mediagate.web.keys import DATA_DISK, ENGINE, RECONCILER
 # A floor no disk reaches: MEDIAGATE_MIN_FREE_DISK as if the disk had filled up.
 FLOOR_ABOVE_ANY_DISK = 2**60
 
+pytestmark = pytest.mark.store
+
 
 @pytest.fixture(params=CATALOGS)
 def database_url(request: pytest.FixtureRequest) -> str | None:

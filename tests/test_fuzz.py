@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import tier_s3_env
 from mediagate import tokens
 from server_process import ServerProcess
 
@@ -105,8 +106,6 @@ async def test_s3_server_conforms_to_its_document(
         {
             "USE_CLOUD_STORAGE": "true",
             "AWS_S3_BUCKET_NAME": bucket,
-            "AWS_S3_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            **tier_s3_env(moto_endpoint),
         },
     )

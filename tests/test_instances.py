@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from conftest import MiB, chunks_of, read_object
+from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
 from server_process import ServerProcess
 
@@ -27,9 +27,7 @@ async def instances(tmp_path, postgres_server, moto_endpoint, bucket) -> AsyncIt
         "MEDIAGATE_DATABASE_URL": postgres_server.new_database(),
         "USE_CLOUD_STORAGE": "true",
         "AWS_S3_BUCKET_NAME": bucket,
-        "AWS_S3_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        **tier_s3_env(moto_endpoint),
     }
     servers = [ServerProcess(tmp_path / "data", env) for _ in range(2)]
     clients = []

@@ -9,7 +9,9 @@ serves the result.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import io
 import json
 import os
 import random
@@ -24,17 +26,22 @@ import pytest
 from botocore.exceptions import ClientError
 
 import mediagate
-from conftest import MiB, chunks_of, make_settings, read_object
+from conftest import S3_ACCESS_KEY, MiB, chunks_of, make_settings, only_on_rgw, read_object
 from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
 from mediagate.config import Settings
+from mediagate.errors import StorageRejected
 from mediagate.migrate.plan import Options, plan_migration
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores, migrate_all
+from mediagate.migrate.transfer import Expected, Uploader, md5_base64
 from mediagate.models import Media, StorageKind
-from mediagate.storage.base import StoredObject
+from mediagate.storage.base import NewObject, StoredObject
 from mediagate.storage.local import LocalStore
+from mediagate.storage.s3 import S3Store
+
+pytestmark = pytest.mark.store
 
 # Sizes from nothing to multipart with a short last part, for three users.
 FEW = [
@@ -435,7 +442,7 @@ class CountingS3:
         self.in_flight -= 1
         self.sizes[key] = self.sizes.get(key, 0) + size
 
-    async def put_object(self, target, body, *, crc32: str) -> StoredObject:
+    async def put_object(self, target, body, *, content_md5: str) -> StoredObject:
         size = len(body.getbuffer())
         await self._request(target.key, size)
         return StoredObject(size=size, etag="e")
@@ -446,11 +453,11 @@ class CountingS3:
     async def start_checked_upload(self, target) -> str:
         return "upload"
 
-    async def put_checked_part(self, key, upload_id, *, number: int, body, crc32: str) -> str:
+    async def put_checked_part(self, key, upload_id, *, number: int, body, content_md5: str) -> str:
         await self._request(key, len(body.getbuffer()))
         return f"e{number}"
 
-    async def complete_checked_upload(self, key, upload_id, parts) -> StoredObject:
+    async def complete_checked_upload(self, key, upload_id, etags) -> StoredObject:
         return StoredObject(size=self.sizes[key], etag="e")
 
 
@@ -565,6 +572,71 @@ def test_s3_unreachable_at_the_start_fails_in_one_line_and_moves_nothing(
     assert "Traceback" not in err
 
 
+def test_a_dry_run_with_s3_unreachable_fails_in_one_line(tmp_path, monkeypatch):
+    """Before: it printed a plan and exited 0, though a run would move nothing.
+    (A process of its own: the CLI configures logging for the whole process.)"""
+    configure_cli(tmp_path, monkeypatch)
+
+    answer = subprocess.run(
+        [sys.executable, "-m", "mediagate", "migrate", "--dry-run"],
+        env={**os.environ, "PYTHONPATH": str(Path(mediagate.__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert answer.returncode == 1, answer.stdout
+    assert "mediagate migrate: S3 cannot be used (unreachable)" in answer.stderr
+    assert "Traceback" not in answer.stderr
+
+
+@only_on_rgw
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("no-such-key", "whatever"), (S3_ACCESS_KEY, "not-the-secret")],
+    ids=["unknown-key", "wrong-secret"],
+)
+async def test_a_dry_run_with_wrong_keys_fails_in_one_line(
+    s3_settings, s3_objects, bucket, key, secret
+):
+    """Before: exit 0 and a plan. moto takes any keys, so the RGW tier shows it."""
+    (s3_settings.data_dir).mkdir(parents=True)
+    (s3_settings.data_dir / CATALOG_FILE).touch()
+    await s3_objects.create_bucket(Bucket=bucket)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediagate",
+        "migrate",
+        "--dry-run",
+        env={**cli_env(s3_settings), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret},
+        cwd=s3_settings.data_dir.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code, out, err = await finish_cli(process)
+
+    assert code == 1, out
+    assert "mediagate migrate: S3 cannot be used (invalid_credentials)" in err
+    assert "Traceback" not in err
+
+
+async def test_a_dry_run_with_no_bucket_yet_plans_and_creates_nothing(
+    s3_settings, s3_objects, bucket
+):
+    """A missing bucket is no failure: the real run creates it."""
+    (s3_settings.data_dir).mkdir(parents=True)
+    (s3_settings.data_dir / CATALOG_FILE).touch()
+
+    code, out, err = await run_cli(s3_settings, "--dry-run", "--json")
+
+    assert code == 0, err
+    assert json.loads(out)["files"] == 0
+    with pytest.raises(ClientError):
+        await s3_objects.head_bucket(Bucket=bucket)
+
+
 @pytest.mark.parametrize("arguments", [["--batch-size", "0"], ["--batch-size", "many"]])
 def test_a_bad_batch_size_is_refused_by_the_parser(capsys, arguments):
     with pytest.raises(SystemExit) as stopped:
@@ -604,25 +676,23 @@ def test_help_explains_every_option(capsys):
     assert "exit status" in out
 
 
-async def test_every_request_carries_the_crc32_of_the_bytes_it_sends(
-    s3_settings, s3_objects, bucket
-):
-    """moto does not check x-amz-checksum-crc32; S3 does, so it must be there and right."""
-    import base64
-    import io
-    import zlib
+def sent_body(request) -> bytes:
+    body = request.body
+    return bytes(body.getvalue() if hasattr(body, "getvalue") else body)
 
-    from mediagate.migrate.transfer import Expected, Uploader, crc32_base64
-    from mediagate.storage.base import NewObject
-    from mediagate.storage.s3 import S3Store
 
+def md5_of(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+async def test_every_request_carries_the_md5_of_the_bytes_it_sends(s3_settings, s3_objects, bucket):
+    """Content-MD5, which AWS, RGW and MinIO check (moto does not): it must be there
+    and right."""
     seen: list[tuple[str, bytes]] = []
 
     def capture(request, **_):
         if request.method == "PUT":
-            body = request.body
-            data = bytes(body.getvalue() if hasattr(body, "getvalue") else body)
-            seen.append((request.headers.get("x-amz-checksum-crc32", b"missing"), data))
+            seen.append((request.headers.get("Content-MD5", b"missing"), sent_body(request)))
 
     root = s3_settings.data_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -641,11 +711,39 @@ async def test_every_request_carries_the_crc32_of_the_bytes_it_sends(
         body = io.BytesIO(b"again" * 100)
         target = NewObject(key="again", content_type="x/y", owner="u", filename="again")
         for _ in range(2):
-            stored = await s3.put_object(target, body, crc32=crc32_base64(b"again" * 100))
+            stored = await s3.put_object(target, body, content_md5=md5_base64(b"again" * 100))
             assert stored.size == 500
     assert await read_object(s3_objects, bucket, "again") == b"again" * 100
     del seen[-2:]
     assert len(seen) == 1 + 3  # one PutObject, three parts
     for header, data in seen:
         header = header.decode() if isinstance(header, bytes) else header
-        assert header == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        assert header == md5_of(data)
+
+
+@only_on_rgw
+@pytest.mark.parametrize("size", [1000, 10 * MiB + 5], ids=["whole", "multipart"])
+async def test_bytes_damaged_on_the_way_are_refused_by_s3_and_nothing_appears(
+    s3_settings, s3_objects, bucket, size
+):
+    """Before: the CRC32 header went unchecked by RGW 16 (and moto), and the damaged
+    bytes were stored. One byte of each request body is flipped after its checksum
+    was taken, as a bad NIC or proxy would."""
+
+    def damage(request, **_):
+        if request.method == "PUT" and (data := sent_body(request)):
+            flipped = bytes([data[0] ^ 0xFF]) + data[1:]
+            request.body = io.BytesIO(flipped)
+
+    root = s3_settings.data_dir
+    root.mkdir(parents=True, exist_ok=True)
+    await s3_objects.create_bucket(Bucket=bucket)
+    (root / "file").write_bytes(random.Random(size).randbytes(size))
+    async with S3Store.connect(s3_settings) as s3:
+        s3._stream.meta.events.register("before-send.s3", damage)
+        uploader = Uploader(s3, part_size=5 * MiB, in_flight=2, on_sent=lambda _: None)
+        target = NewObject(key="file", content_type="x/y", owner="u", filename="file")
+        with pytest.raises(StorageRejected, match="BadDigest"):
+            await uploader.upload(root / "file", root, target, Expected(size=size))
+    assert await object_count(s3_objects, bucket) == 0
+    assert await unfinished_uploads(s3_objects, bucket) == []

@@ -21,6 +21,7 @@ from mediagate.web.ranges import (
     SendWhole,
     decide,
     parse_http_date,
+    requested_ranges,
 )
 
 SIZE = 10_000
@@ -327,3 +328,25 @@ def test_entity_tag_rejects(value: str) -> None:
 )
 def test_parse_http_date(value: str, expected: int | None) -> None:
     assert parse_http_date(value, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "range_value", "decision"),
+    [
+        ("GET", None, SendWhole()),
+        ("HEAD", "bytes=0-1", SendWhole()),
+        ("GET", "bytes=5-2", SendWhole()),
+        ("GET", "items=0-1", SendWhole()),
+        ("GET", "bytes=0-1", SendRange(ByteRange(0, 2))),
+        ("GET", "bytes=-3", SendRange(ByteRange(7, 10))),
+        ("GET", "bytes=0-1,5-6", SendRanges((ByteRange(0, 2), ByteRange(5, 7)))),
+        ("GET", "bytes=0-1,2-3", SendRange(ByteRange(0, 4))),
+        ("GET", "bytes=10-", RangeNotSatisfiable(10)),
+        ("GET", "bytes=-0", RangeNotSatisfiable(10)),
+    ],
+)
+def test_requested_ranges_decides_the_range_alone(method, range_value, decision):
+    """What proxy mode decides itself; the store weighs the conditions."""
+    headers = CIMultiDict({"Range": range_value} if range_value else {})
+    headers["If-Match"] = '"anything"'  # never looked at here
+    assert requested_ranges(method, headers, size=10) == decision

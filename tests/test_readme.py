@@ -41,3 +41,16 @@ def test_every_setting_is_documented():
         (ROOT / "docs" / name).read_text() for name in ("configuration.md", "operations.md")
     )
     assert [name for name in env_names().values() if f"`{name}`" not in docs] == []
+
+
+def test_ci_runs_the_store_tier_on_rgw_over_http_and_https_after_the_readme_command():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    _, test = readme_commands()
+    tiers = [n for n, line in enumerate(lines) if line.startswith("MEDIAGATE_TEST_S3=")]
+    assert [lines[n].split()[0] for n in tiers] == [
+        "MEDIAGATE_TEST_S3=rgw",
+        "MEDIAGATE_TEST_S3=rgw-https",
+    ]
+    assert all("-m store" in lines[n] for n in tiers)
+    assert lines.index(test) < tiers[0]
+    assert "radosgw ceph-mon ceph-osd" in "\n".join(lines)  # installed when missing

@@ -6,6 +6,7 @@ S3 where it cannot (moto grants every request, so it never answers 403).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,16 +20,20 @@ from botocore.exceptions import (
     ProfileNotFound,
     ReadTimeoutError,
 )
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from conftest import make_settings
+from conftest import S3_ACCESS_KEY, MiB, make_settings, only_on_rgw, skip_on_rgw
 from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
     LIFECYCLE_RULE_ID,
     diagnose,
     merge_rule,
+    same_rules,
 )
+
+pytestmark = pytest.mark.store
 
 OPERATOR_LIFECYCLE_RULE = {
     "ID": "operator-expire-logs",
@@ -111,6 +116,33 @@ def test_merge_replaces_only_our_rule(rules, merged):
     assert merge_rule(rules, OURS) == merged
 
 
+CORS = {"ID": "mediagate", "AllowedMethods": ["GET", "HEAD", "PUT"], "MaxAgeSeconds": 60}
+LIFECYCLE = {"ID": "x", "Filter": {"And": {"Tags": [{"Key": "a"}, {"Key": "b"}]}}}
+
+
+@pytest.mark.parametrize(
+    ("current", "same"),
+    [
+        ([CORS], True),
+        # RGW hands the methods back in another order: still the same rule.
+        ([{**CORS, "AllowedMethods": ["PUT", "GET", "HEAD"]}], True),
+        ([{**CORS, "AllowedMethods": ["GET", "HEAD"]}], False),
+        ([{**CORS, "MaxAgeSeconds": 61}], False),
+        ([{**CORS, "ExtraField": 1}], False),
+        ([], False),
+        ([CORS, CORS], False),
+    ],
+)
+def _x_with_their_lists_as_sets(current, same):
+    assert same_rules(current, [CORS]) is same
+
+
+def _y_nested_lists_count():
+    reordered = {"ID": "x", "Filter": {"And": {"Tags": [{"Key": "b"}, {"Key": "a"}]}}}
+    assert same_rules([LIFECYCLE], [reordered])
+    assert not same_rules([LIFECYCLE, CORS], [CORS, LIFECYCLE])
+
+
 def test_abort_rule_shorter_than_a_session_is_refused_at_start_up():
     with pytest.raises(SettingsError, match="MEDIAGATE_ABORT_INCOMPLETE_DAYS=1: must be longer"):
         load_settings(
@@ -153,6 +185,7 @@ async def assert_uploads_go_to_local_disk(api) -> None:
     assert (await api.complete(session["session_id"])).status == 201
 
 
+@skip_on_rgw  # RGW serves one region (its zonegroup); see the unknown-region tests
 async def test_bucket_is_created_in_the_configured_region(
     start_api, s3_settings, s3_objects, bucket
 ):
@@ -195,6 +228,22 @@ async def test_cors_rule_is_added_beside_the_operators(start_api, s3_settings, s
     ]
 
 
+async def test_a_restart_rewrites_neither_rule(start_api, s3_settings):
+    """Before: RGW returns the CORS methods in another order, and the rule was put
+    again on every start (moto keeps the order, so only the RGW tier showed it)."""
+    settings = s3_settings.model_copy(update={"cors_origins": ["https://app.example"]})
+    with capture_logs() as first:
+        await start_api(settings)
+    with capture_logs() as second:
+        await start_api(settings)
+
+    def setups(logs):
+        return [entry["event"] for entry in logs if entry["event"].endswith("_set")]
+
+    assert setups(first) == ["s3.cors_set", "s3.lifecycle_set"]
+    assert setups(second) == []
+
+
 async def test_no_cors_origins_leaves_cors_alone(s3_api, s3_objects, bucket):
     with pytest.raises(ClientError, match="NoSuchCORSConfiguration"):
         await s3_objects.get_bucket_cors(Bucket=bucket)
@@ -221,6 +270,30 @@ async def test_abort_rule_is_merged_into_an_existing_lifecycle(
     assert ours["Status"] == "Enabled"
 
 
+@only_on_rgw
+async def test_the_abort_rule_makes_a_real_store_abort_a_forgotten_upload(
+    start_api, s3_settings, s3_objects, bucket
+):
+    """RGW runs its lifecycle with a 10 s "day" on the tier (`rgw lc debug interval`):
+    an upload abandoned under the key prefix is gone within a few "days", one
+    elsewhere stays. moto sets rules but never applies them."""
+    settings = s3_settings.model_copy(update={"abort_incomplete_days": 1, "session_ttl": 3600})
+    api = await start_api(settings)
+    session = await (await api.initiate(filename="left.mp4", size=6 * MiB)).json()
+    assert session["storage"] == "s3"
+    await s3_objects.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")
+
+    async def open_keys() -> set[str]:
+        answer = await s3_objects.list_multipart_uploads(Bucket=bucket)
+        return {upload["Key"] for upload in answer.get("Uploads", [])}
+
+    assert len(await open_keys()) == 2
+    async with asyncio.timeout(300):
+        while len(await open_keys()) == 2:
+            await asyncio.sleep(5)
+    assert await open_keys() == {"elsewhere/x"}
+
+
 async def test_abort_rule_off_leaves_the_lifecycle_alone(
     start_api, s3_settings, s3_objects, bucket
 ):
@@ -229,6 +302,7 @@ async def test_abort_rule_off_leaves_the_lifecycle_alone(
         await s3_objects.get_bucket_lifecycle_configuration(Bucket=bucket)
 
 
+@skip_on_rgw  # RGW cannot hold a bucket in another region
 async def test_wrong_region_is_one_line_naming_the_right_one(
     start_api, s3_settings, s3_objects, bucket
 ):
@@ -284,6 +358,46 @@ async def test_unreachable_s3_is_one_warning_and_the_server_starts(start_api, un
     assert (line["log_level"], line["problem"]) == ("warning", "unreachable")
     assert settings.s3_endpoint_url in line["fix"]
     assert (await (await api.client.get("/readyz")).json())["s3_problem"] == "unreachable"
+    await assert_uploads_go_to_local_disk(api)
+
+
+@only_on_rgw
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("no-such-key", "whatever"), (None, "not-the-secret")],
+    ids=["unknown-key", "wrong-secret"],
+)
+async def test_wrong_keys_are_invalid_credentials_on_a_real_store(
+    start_api, s3_settings, key, secret
+):
+    """Before: RGW answers HeadBucket with a body-less 403, diagnosed `access_denied`."""
+    settings = s3_settings.model_copy(
+        update={
+            "aws_access_key_id": key or S3_ACCESS_KEY,
+            "aws_secret_access_key": SecretStr(secret),
+            "s3_max_attempts": 1,
+        }
+    )
+    with capture_logs() as logs:
+        api = await start_api(settings)
+
+    line = the_one_line(logs)
+    assert line["problem"] == "invalid_credentials"
+    assert "AWS_ACCESS_KEY_ID" in line["fix"]
+    await assert_uploads_go_to_local_disk(api)
+
+
+@only_on_rgw
+async def test_a_region_the_store_does_not_serve_is_wrong_region_on_a_real_store(
+    start_api, s3_settings
+):
+    """Before: RGW refuses CreateBucket with InvalidLocationConstraint: `problem=error`."""
+    with capture_logs() as logs:
+        api = await start_api(s3_settings.model_copy(update={"s3_region": "eu-west-1"}))
+
+    line = the_one_line(logs)
+    assert line["problem"] == "wrong_region"
+    assert "the region that endpoint serves" in line["fix"]
     await assert_uploads_go_to_local_disk(api)
 
 
@@ -346,6 +460,35 @@ async def test_access_denied_is_one_line_listing_the_actions(start_api, stub_s3,
         assert action in line["fix"]
     assert "arn:aws:s3:::mediagate-stubbed/*" in line["fix"]
     assert "bucket policy" in line["fix"]
+    await assert_uploads_go_to_local_disk(api)
+
+
+@pytest.mark.parametrize("code", ["InvalidAccessKeyId", "SignatureDoesNotMatch"])
+async def test_wrong_keys_behind_a_bodyless_403_are_invalid_credentials(
+    start_api, stub_s3, tmp_path, code
+):
+    """RGW's answers to wrong keys, as the RGW tier recorded them: HeadBucket 403 without
+    a body, CreateBucket 403 with the code."""
+    _, endpoint = await stub_s3({("HEAD", ""): (403, None), ("PUT", ""): (403, code)})
+    with capture_logs() as logs:
+        api = await start_api(stub_settings(tmp_path, endpoint))
+
+    line = the_one_line(logs)
+    assert (line["log_level"], line["problem"]) == ("error", "invalid_credentials")
+    await assert_uploads_go_to_local_disk(api)
+
+
+async def test_a_region_the_store_does_not_serve_is_wrong_region(start_api, stub_s3, tmp_path):
+    """RGW's answer to CreateBucket in a region that is not its zonegroup's."""
+    _, endpoint = await stub_s3(
+        {("HEAD", ""): (404, None), ("PUT", ""): (400, "InvalidLocationConstraint")}
+    )
+    with capture_logs() as logs:
+        api = await start_api(stub_settings(tmp_path, endpoint, s3_region="eu-west-1"))
+
+    line = the_one_line(logs)
+    assert line["problem"] == "wrong_region"
+    assert "AWS_S3_REGION" in line["fix"]
     await assert_uploads_go_to_local_disk(api)
 
 

@@ -15,6 +15,8 @@ from botocore.exceptions import BotoCoreError
 from conftest import MiB, make_settings
 from mediagate.storage.s3 import streaming_config
 
+pytestmark = pytest.mark.store
+
 PART = 6 * MiB
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import boto3
 import pytest
 
-from conftest import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings
+from conftest import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings, tier_s3_env
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
 from mediagate.errors import BadRequest
@@ -33,6 +33,8 @@ from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata
 from raw_http import RawConnection, request_head
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
+
+pytestmark = pytest.mark.store
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -930,9 +932,7 @@ def server_env(request: pytest.FixtureRequest, moto_endpoint: str, bucket: str) 
         env |= {
             "USE_CLOUD_STORAGE": "true",
             "AWS_S3_BUCKET_NAME": bucket,
-            "AWS_S3_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            **tier_s3_env(moto_endpoint),
         }
     return env
 

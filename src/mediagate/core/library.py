@@ -117,6 +117,7 @@ class MediaLibrary:
                 filename=media.filename,
                 content_type=media.content_type,
                 expires_in=self._signed_url_expiry,
+                head=head,
             )
             return Redirect(url)
         raise StorageUnavailable(f"{media.storage.value} storage cannot serve media")

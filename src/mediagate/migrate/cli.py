@@ -23,9 +23,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = """\
 Move media whose bytes are on local disk into the S3 bucket, under the same key
-(media/{user_id}/{media_id}/{filename}). Each file is read once: its parts go to
-S3 with a CRC32 that S3 checks, and the whole file is hashed (SHA-256). Only when
-the copy is verified does the catalog switch the media to S3, in one atomic
+(media/{user_id}/{media_id}/{filename}). Each file is read once: its parts go
+to S3 with a Content-MD5 that S3 checks, and the whole file is hashed (SHA-256).
+Only when the copy is verified does the catalog switch the media to S3, in one atomic
 step, so a running server keeps serving every media throughout, and an
 interrupted run leaves each media fully local or fully in S3. Run it again to
 finish: it picks up only what is left. Needs USE_CLOUD_STORAGE=true and

@@ -32,7 +32,7 @@ from mediagate.storage.base import NewObject
 from mediagate.storage.breaker import S3Objects
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
-from mediagate.storage.s3_bootstrap import prepare_bucket
+from mediagate.storage.s3_bootstrap import check_access, prepare_bucket
 
 KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 
@@ -52,7 +52,15 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
 
 
 async def dry_run(settings: Settings, options: Options) -> Plan:
+    """The plan, once it is certain that S3 would take it (a plan it would refuse is
+    no answer to "what would a run do")."""
     async with open_stores(settings) as stores:
+        status = await check_access(stores.s3.control_client, settings)
+        if not status.ready:
+            raise StorageUnavailable(
+                f"S3 cannot be used ({status.problem}): a run would migrate nothing; "
+                "the s3.unavailable log line says how to fix it"
+            )
         return await plan_migration(stores.catalog, stores.local, options)
 
 

@@ -1,12 +1,13 @@
 """One local file into S3: read once, hashed on the way, checked before the object exists.
 
-Each part (or a small file whole) is read into memory, its CRC32 sent as
-x-amz-checksum-crc32 so that S3 refuses bytes damaged on the way (the checksum
-`aws s3 sync` sends; a third of MD5's CPU), and the whole file is fed through
-SHA-256 in order, in the thread that reads it. Only when everything has been read, and the file
-is still the one that was opened (same size, mtime, ctime and inode: it did not
-change under us), is the object committed (PutObject / CompleteMultipartUpload);
-otherwise the multipart upload is aborted and nothing appears in the bucket.
+Each part (or a small file whole) is read into memory, its MD5 sent as
+Content-MD5 so that S3 refuses bytes damaged on the way (the one checksum that
+AWS, RGW and MinIO all verify; RGW 16 ignores the x-amz-checksum-* headers), and
+the whole file is fed through SHA-256 in order, in the thread that reads it.
+Only when everything has been read, and the file is still the one that was
+opened (same size, mtime, ctime and inode: it did not change under us), is the
+object committed (PutObject / CompleteMultipartUpload); otherwise the multipart
+upload is aborted and nothing appears in the bucket.
 
 Memory: at most `in_flight` parts (or small files) are held at once, each at
 most the part size. Disk reads and hashing run off the event loop.
@@ -21,7 +22,6 @@ import hashlib
 import io
 import os
 import stat
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +105,7 @@ class LocalFile:
         return cls(fd, FileIdentity.of(info))
 
     def read(self, length: int) -> tuple[io.BytesIO, str]:
-        """The next `length` bytes, ready to send, and their CRC32 (base64, for S3).
+        """The next `length` bytes, ready to send, and their MD5 (base64, for Content-MD5).
 
         The bytes end up in a BytesIO that is their only owner: botocore sends a
         BytesIO as it is, and aiohttp writes it out piece by piece from its own
@@ -129,10 +129,10 @@ class LocalFile:
         data = b"".join(pieces)  # the piece itself when it came in one read
         del pieces
         self._sha256.update(data)
-        crc32 = crc32_base64(data)
+        md5 = md5_base64(data)
         body = io.BytesIO(data)
         del data  # now the BytesIO's alone: no copy when aiohttp asks for its buffer
-        return body, crc32
+        return body, md5
 
     def finish(self, expected_sha256: str | None) -> str:
         """The file's SHA-256, once it is certain the bytes read are the file's bytes."""
@@ -150,16 +150,16 @@ class LocalFile:
         return digest
 
     def read_whole(self, expected_sha256: str | None) -> tuple[io.BytesIO, str, str]:
-        """A small file at once: its bytes, their CRC32 (base64) and SHA-256, in one thread hop."""
-        body, crc32 = self.read(self.identity.size)
-        return body, crc32, self.finish(expected_sha256)
+        """A small file at once: its bytes, their MD5 (base64) and SHA-256, in one thread hop."""
+        body, md5 = self.read(self.identity.size)
+        return body, md5, self.finish(expected_sha256)
 
     def close(self) -> None:
         os.close(self._fd)
 
 
-def crc32_base64(data: bytes | bytearray) -> str:
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+def md5_base64(data: bytes | bytearray) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 class Uploader:
@@ -200,8 +200,8 @@ class Uploader:
         self, target: NewObject, file: LocalFile, expected_sha256: str | None
     ) -> tuple[str, StoredObject]:
         async with self._slots:
-            body, crc32, sha256 = await asyncio.to_thread(file.read_whole, expected_sha256)
-            stored = await with_retries(lambda: self._s3.put_object(target, body, crc32=crc32))
+            body, md5, sha256 = await asyncio.to_thread(file.read_whole, expected_sha256)
+            stored = await with_retries(lambda: self._s3.put_object(target, body, content_md5=md5))
         self._on_sent(stored.size)
         return sha256, stored
 
@@ -210,22 +210,22 @@ class Uploader:
     ) -> tuple[str, StoredObject]:
         await self._s3.abort_uploads(target.key)
         upload_id = await self._s3.start_checked_upload(target)
-        sending: list[asyncio.Task[tuple[str, str]]] = []
+        sending: list[asyncio.Task[str]] = []
         try:
             for number in range(plan.total_chunks):
                 length = min(plan.chunk_size, file.identity.size - number * plan.chunk_size)
                 await self._slots.acquire()
                 try:
                     raise_first_failure(sending)
-                    body, crc32 = await asyncio.to_thread(file.read, length)
+                    body, md5 = await asyncio.to_thread(file.read, length)
                 except BaseException:
                     self._slots.release()
                     raise
-                part = self._send_part(target.key, upload_id, number, body, length, crc32)
+                part = self._send_part(target.key, upload_id, number, body, length, md5)
                 sending.append(asyncio.create_task(part))
             sha256 = await asyncio.to_thread(file.finish, expected_sha256)
-            parts = await asyncio.gather(*sending)
-            stored = await self._s3.complete_checked_upload(target.key, upload_id, parts)
+            etags = await asyncio.gather(*sending)
+            stored = await self._s3.complete_checked_upload(target.key, upload_id, etags)
         except BaseException:
             for task in sending:
                 task.cancel()
@@ -235,18 +235,18 @@ class Uploader:
         return sha256, stored
 
     async def _send_part(
-        self, key: str, upload_id: str, number: int, body: io.BytesIO, length: int, crc32: str
-    ) -> tuple[str, str]:
+        self, key: str, upload_id: str, number: int, body: io.BytesIO, length: int, md5: str
+    ) -> str:
         try:
             etag = await with_retries(
                 lambda: self._s3.put_checked_part(
-                    key, upload_id, number=number, body=body, crc32=crc32
+                    key, upload_id, number=number, body=body, content_md5=md5
                 )
             )
         finally:
             self._slots.release()
         self._on_sent(length)
-        return etag, crc32
+        return etag
 
     async def _abandon(self, key: str, upload_id: str) -> None:
         try:
@@ -257,7 +257,7 @@ class Uploader:
             log.warning("migrate.abort_failed", key=key, error=error.detail)
 
 
-def raise_first_failure(tasks: list[asyncio.Task[tuple[str, str]]]) -> None:
+def raise_first_failure(tasks: list[asyncio.Task[str]]) -> None:
     """Stop reading a file as soon as one of its parts has failed."""
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:

@@ -82,8 +82,10 @@ class Presigning(Protocol):
     """A store whose objects a client can fetch directly, by a signed URL."""
 
     async def presigned_url(
-        self, key: str, *, filename: str, content_type: str, expires_in: int
-    ) -> str: ...
+        self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
+    ) -> str:
+        """A URL for GET, or for HEAD with `head` (a signature names its method)."""
+        ...
 
 
 @runtime_checkable

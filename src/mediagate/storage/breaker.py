@@ -173,11 +173,11 @@ class GuardedStore:
         await self._call(lambda: self._inner.delete(key))
 
     async def presigned_url(
-        self, key: str, *, filename: str, content_type: str, expires_in: int
+        self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:
         # Signed locally: S3 is not asked, so an open breaker need not refuse it.
         return await self._inner.presigned_url(
-            key, filename=filename, content_type=content_type, expires_in=expires_in
+            key, filename=filename, content_type=content_type, expires_in=expires_in, head=head
         )
 
     async def read_conditionally(
@@ -188,25 +188,29 @@ class GuardedStore:
     async def stat(self, key: str) -> StoredObject:
         return await self._call(lambda: self._inner.stat(key))
 
-    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
-        return await self._call(lambda: self._inner.put_object(target, body, crc32=crc32))
+    async def put_object(
+        self, target: NewObject, body: io.BytesIO, *, content_md5: str
+    ) -> StoredObject:
+        return await self._call(
+            lambda: self._inner.put_object(target, body, content_md5=content_md5)
+        )
 
     async def start_checked_upload(self, target: NewObject) -> str:
         return await self._call(lambda: self._inner.start_checked_upload(target))
 
     async def put_checked_part(
-        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, content_md5: str
     ) -> str:
         return await self._call(
             lambda: self._inner.put_checked_part(
-                key, upload_id, number=number, body=body, crc32=crc32
+                key, upload_id, number=number, body=body, content_md5=content_md5
             )
         )
 
     async def complete_checked_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[str, str]]
+        self, key: str, upload_id: str, etags: Sequence[str]
     ) -> StoredObject:
-        return await self._call(lambda: self._inner.complete_checked_upload(key, upload_id, parts))
+        return await self._call(lambda: self._inner.complete_checked_upload(key, upload_id, etags))
 
     async def abort_uploads(self, key: str) -> None:
         await self._call(lambda: self._inner.abort_uploads(key))

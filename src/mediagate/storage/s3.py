@@ -333,14 +333,16 @@ class S3Store:
                     yield piece
 
     async def presigned_url(
-        self, key: str, *, filename: str, content_type: str, expires_in: int
+        self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:
         metrics.signed_url_issued("s3_presigned")
         # S3 cannot add Content-Security-Policy or nosniff: an active type goes out
         # as an octet-stream attachment, which no browser renders.
         shown = presentation(filename, content_type)
+        # The method is part of what is signed: a real S3 answers a HEAD on a URL
+        # signed for GET with 403 (moto checks no signature, so only RGW tests show it).
         return await self._s3.generate_presigned_url(
-            "get_object",
+            "head_object" if head else "get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": key,
@@ -407,31 +409,34 @@ class S3Store:
             arguments["StorageClass"] = self._storage_class
         return arguments
 
-    async def put_object(self, target: NewObject, body: io.BytesIO, *, crc32: str) -> StoredObject:
-        """Store a small object in one request; S3 rejects it unless `crc32` (base64) matches.
+    # The checked calls send Content-MD5, the one checksum that AWS, RGW and MinIO all
+    # verify: RGW 16 (and moto) ignore x-amz-checksum-crc32, which then protects nothing.
 
-        `body` is sent from its start, whatever an earlier attempt left.
+    async def put_object(
+        self, target: NewObject, body: io.BytesIO, *, content_md5: str
+    ) -> StoredObject:
+        """Store a small object in one request; S3 refuses it unless `content_md5`
+        (base64) matches. `body` is sent from its start, whatever an earlier attempt left.
         """
         size = body.seek(0, io.SEEK_END)
         body.seek(0)
         with s3_errors("PutObject"):
             answer = await self._stream.put_object(
-                **self._new_object_arguments(target), Body=body, ChecksumCRC32=crc32
+                **self._new_object_arguments(target), Body=body, ContentMD5=content_md5
             )
         return StoredObject(size=size, etag=answer["ETag"])
 
     async def start_checked_upload(self, target: NewObject) -> str:
-        """A multipart upload whose parts each carry a CRC32 that S3 checks."""
+        """A multipart upload for `put_checked_part`."""
         with s3_errors("CreateMultipartUpload"):
-            answer = await self._s3.create_multipart_upload(
-                **self._new_object_arguments(target), ChecksumAlgorithm="CRC32"
-            )
+            answer = await self._s3.create_multipart_upload(**self._new_object_arguments(target))
         return answer["UploadId"]
 
     async def put_checked_part(
-        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, crc32: str
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, content_md5: str
     ) -> str:
-        """Store part `number` (0-based) from memory; S3 rejects it unless `crc32` matches."""
+        """Store part `number` (0-based) from memory; S3 refuses it unless `content_md5`
+        matches."""
         body.seek(0)
         with s3_errors("UploadPart"):
             answer = await self._stream.upload_part(
@@ -440,18 +445,15 @@ class S3Store:
                 UploadId=upload_id,
                 PartNumber=number + 1,
                 Body=body,
-                ChecksumCRC32=crc32,
+                ContentMD5=content_md5,
             )
         return answer["ETag"]
 
     async def complete_checked_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[str, str]]
+        self, key: str, upload_id: str, etags: Sequence[str]
     ) -> StoredObject:
-        """Complete a `start_checked_upload` from its parts' (ETag, CRC32), in order."""
-        listed = [
-            {"PartNumber": n + 1, "ETag": etag, "ChecksumCRC32": crc32}
-            for n, (etag, crc32) in enumerate(parts)
-        ]
+        """Complete a `start_checked_upload` from its parts' ETags, in order."""
+        listed = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
         return await self._complete(key, upload_id, listed)
 
     async def abort_uploads(self, key: str) -> None:

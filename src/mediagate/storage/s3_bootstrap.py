@@ -67,6 +67,8 @@ _REGION_CODES = {
     "PermanentRedirect",
     "AuthorizationHeaderMalformed",
     "IllegalLocationConstraintException",
+    # CreateBucket in a region the store does not serve (RGW: not its zonegroup's).
+    "InvalidLocationConstraint",
 }
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
@@ -165,6 +167,30 @@ def _diagnose_answer(error: ClientError, bucket: str) -> Diagnosis:
     return Diagnosis("error", "see detail")
 
 
+def same_rules(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether two rule lists say the same: the rules in order, each one's lists as sets.
+
+    A store may hand a rule's lists back in another order than it was given them
+    (RGW returns CORS methods so); comparing them as lists would rewrite the rule
+    on every start.
+    """
+    return len(a) == len(b) and all(_as_sets(x) == _as_sets(y) for x, y in zip(a, b, strict=True))
+
+
+def _as_sets(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {name: _as_sets(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return frozenset(_hashable(_as_sets(item)) for item in value)
+    return value
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((name, _hashable(item)) for name, item in value.items()))
+    return value
+
+
 def merge_rule(rules: Sequence[Mapping[str, Any]], ours: Mapping[str, Any]) -> list[Any]:
     """`rules` with ours in place of the one carrying its ID, or after them all."""
     if any(rule.get("ID") == ours["ID"] for rule in rules):
@@ -239,6 +265,26 @@ async def prepare_bucket(client: Any, settings: Settings) -> S3Status:
     return S3Status(S3State.OK)
 
 
+async def check_access(client: Any, settings: Settings) -> S3Status:
+    """Whether these settings can use the bucket, changing nothing (for a dry run).
+
+    One ListObjectsV2 (s3:ListBucket, as HeadBucket): unlike HeadBucket's, its error
+    answers carry their code, so wrong keys, a denied action and a wrong region are
+    told apart without the CreateBucket that `prepare_bucket` may send. A missing
+    bucket is no failure: `prepare_bucket` creates it.
+    """
+    bucket = settings.s3_bucket or ""
+    try:
+        await client.list_objects_v2(Bucket=bucket, MaxKeys=0)
+    except ClientError as error:
+        if error_code(error) == "NoSuchBucket":
+            return S3Status(S3State.OK)
+        return _unavailable(settings, _diagnose(error, settings), str(error))
+    except _S3_FAILURES as error:
+        return _unavailable(settings, _diagnose(error, settings), str(error))
+    return S3Status(S3State.OK)
+
+
 async def _find_or_create_bucket(client: Any, bucket: str, region: str) -> str | None:
     """The bucket's region as S3 reports it, creating the bucket first if it is missing."""
     try:
@@ -248,7 +294,7 @@ async def _find_or_create_bucket(client: Any, bucket: str, region: str) -> str |
             await _create_bucket(client, bucket, region)
             return region
         if error_status(error) == 403:
-            await _raise_if_taken(client, bucket, region)
+            await _explain_forbidden(client, bucket, region)
         raise
 
 
@@ -270,18 +316,20 @@ async def _create_bucket(client: Any, bucket: str, region: str) -> None:
     log.info("s3.bucket_created", bucket=bucket, region=region)
 
 
-async def _raise_if_taken(client: Any, bucket: str, region: str) -> None:
-    """Raise BucketAlreadyExists if that is why HeadBucket answered 403.
+async def _explain_forbidden(client: Any, bucket: str, region: str) -> None:
+    """Raise what CreateBucket says if it tells why HeadBucket answered 403.
 
     A HEAD answer has no body, so its 403 cannot say whether these credentials
-    lack s3:ListBucket or the bucket belongs to another account; CreateBucket
-    tells them apart. (For a bucket the caller owns, S3 in us-east-1 answers
-    200 and re-applies the default private ACL; elsewhere it refuses.)
+    lack s3:ListBucket, the bucket belongs to another account, or the store does
+    not take these keys at all (RGW answers HeadBucket so for wrong keys);
+    CreateBucket's answer has a code that tells them apart. (For a bucket the
+    caller owns, S3 in us-east-1 answers 200 and re-applies the default private
+    ACL; elsewhere it refuses.)
     """
     try:
         await client.create_bucket(**_create_bucket_arguments(bucket, region))
     except ClientError as error:
-        if error_code(error) == "BucketAlreadyExists":
+        if error_code(error) in {"BucketAlreadyExists", *_CREDENTIAL_CODES}:
             raise
 
 
@@ -296,7 +344,7 @@ async def _apply_cors(client: Any, bucket: str, origins: Sequence[str]) -> None:
                 raise
             current = []
         merged = merge_rule(current, cors_rule(origins))
-        if merged != current:
+        if not same_rules(merged, current):
             await client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": merged})
             log.info("s3.cors_set", bucket=bucket, origins=list(origins))
     except _S3_FAILURES as error:
@@ -315,7 +363,7 @@ async def _apply_abort_rule(client: Any, bucket: str, prefix: str, days: int) ->
             current_config = {}
         current = current_config.get("Rules", [])
         merged = merge_rule(current, abort_incomplete_rule(prefix, days))
-        if merged == current:
+        if same_rules(merged, current):
             return
         arguments: dict[str, Any] = {"Bucket": bucket, "LifecycleConfiguration": {"Rules": merged}}
         if "TransitionDefaultMinimumObjectSize" in current_config:

@@ -172,7 +172,7 @@ def _plan_response(
                 **representation,
                 "Content-Type": f"multipart/byteranges; boundary={boundary}",
             }
-            body = _multipart_body(byte_ranges, size, content_type, boundary)
+            body = multipart_body(byte_ranges, size, content_type, boundary)
             return _with_length(206, headers, body)
         case NotModified():
             # §15.4.5: the validators and caching fields a 200 would carry, no body.
@@ -202,7 +202,7 @@ def _with_length(status: int, headers: dict[str, str], body: list[Segment]) -> _
     return _Plan(status, {**headers, "Content-Length": str(length)}, body)
 
 
-def _multipart_body(
+def multipart_body(
     byte_ranges: tuple[ByteRange, ...], size: int, content_type: str, boundary: str
 ) -> list[Segment]:
     """The parts of a multipart/byteranges body (§14.6), each led by its own headers."""

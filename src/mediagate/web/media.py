@@ -8,16 +8,16 @@ from aiohttp import web
 from yarl import URL
 
 from mediagate import metrics
-from mediagate.core.library import Redirect
+from mediagate.core.library import MediaLibrary, Redirect
 from mediagate.disposition import presentation
 from mediagate.errors import Forbidden, NotFound
 from mediagate.models import Media
-from mediagate.storage.base import ObjectRead
+from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
 from mediagate.web.host import link_origin
 from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
-from mediagate.web.relay import read_conditions, relay
+from mediagate.web.relay import proxy_read, relay
 from mediagate.web.schemas import MediaInfo, MediaPage
 
 routes = web.RouteTableDef()
@@ -69,9 +69,9 @@ async def delete(request: web.Request) -> web.Response:
 @routes.get("/api/v1/media/stream/{media_id}", allow_head=True)
 async def stream(request: web.Request) -> web.StreamResponse:
     media = await _streamable_media(request)
-    target = await request.app[LIBRARY].playback(
-        media, read_conditions(request), head=request.method == "HEAD"
-    )
+    library = request.app[LIBRARY]
+    read = proxy_read(request, media.size)
+    target = await library.playback(media, read.conditions, head=request.method == "HEAD")
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
     cache_control = private_cache_control(request.app[SETTINGS].cache_control)
@@ -84,6 +84,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             request,
             target,
             media,
+            read=read,
+            fetch=functools.partial(_read_again, library, media),
             content_type=shown.content_type,
             headers=headers,
             cache_control=cache_control,
@@ -102,6 +104,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
     except FileNotFoundError:
         raise NotFound(f"the file of media {media.id} is missing on disk") from None
+
+
+async def _read_again(
+    library: MediaLibrary, media: Media, conditions: ReadConditions
+) -> ObjectRead:
+    """A further range of a proxied media (the parts of a multipart/byteranges answer)."""
+    target = await library.playback(media, conditions, head=False)
+    if not isinstance(target, ObjectRead):
+        raise RuntimeError(f"media {media.id} is no longer read through this server")
+    return target
 
 
 @functools.lru_cache(maxsize=8)

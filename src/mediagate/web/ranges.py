@@ -135,6 +135,22 @@ def decide(
     return _select_ranges(range_value, size)
 
 
+RangeDecision: TypeAlias = SendWhole | SendRange | SendRanges | RangeNotSatisfiable
+
+
+def requested_ranges(method: str, headers: MultiMapping[str], *, size: int) -> RangeDecision:
+    """What the Range of `headers` selects in a file of `size` bytes, as `decide()` would
+    choose it once the conditions hold: for a store that weighs the conditions (and
+    If-Range) itself but must not be left to answer odd ranges its own way (proxy mode).
+    """
+    if method != "GET":
+        return SendWhole()
+    range_value = _single_field(headers, "Range")
+    if range_value is None:
+        return SendWhole()
+    return _select_ranges(range_value, size)
+
+
 # --- Conditional requests (§13) ---------------------------------------------------------
 
 
@@ -334,7 +350,7 @@ def _position(significant_digits: str) -> int:
     return int(significant_digits or "0")
 
 
-def _select_ranges(value: str, size: int) -> Decision:
+def _select_ranges(value: str, size: int) -> RangeDecision:
     specs = _parse_range(value)
     if specs is None:
         return SendWhole()  # §14.2: an invalid Range or an unknown unit is ignored
@@ -355,7 +371,7 @@ def _select_ranges(value: str, size: int) -> Decision:
     return SendRange(ranges[0]) if len(ranges) == 1 else SendRanges(ranges)
 
 
-def _select_on_empty_file(specs: list[_IntRange | _SuffixRange]) -> Decision:
+def _select_on_empty_file(specs: list[_IntRange | _SuffixRange]) -> RangeDecision:
     """§14.1.1: on a zero-length file only a non-zero suffix-range is satisfiable.
 
     It selects the whole (empty) file, which a 206 cannot express (Content-Range needs
