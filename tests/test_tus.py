@@ -26,7 +26,13 @@ import pytest
 from conftest import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
-from mediagate.errors import BadRequest
+from mediagate.core.tus import CHECKSUM_ALGORITHMS
+from mediagate.errors import (
+    BadRequest,
+    ChecksumAlgorithmUnsupported,
+    ChecksumMismatch,
+    Problem,
+)
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
 from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
@@ -92,11 +98,29 @@ def test_bad_numbers_are_400(value: str) -> None:
         parse_number("Upload-Length", value)
 
 
-@pytest.mark.parametrize(
-    "value", ["crc32 AAAAAA==", "sha1 not-base64", f"sha1 {b64(b'short')}", "sha1"]
-)
+@pytest.mark.parametrize("value", ["crc32 AAAAAA==", "sha1 not-base64", "sha1", "sha1 "])
 def test_bad_checksums_are_400(value: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(Problem) as raised:
+        parse_checksum(value)
+    assert raised.value.status == 400
+
+
+def test_the_unsupported_checksum_answer_names_the_offered_algorithms() -> None:
+    offered = ChecksumAlgorithmUnsupported.headers["Tus-Checksum-Algorithm"]
+    assert offered == ",".join(CHECKSUM_ALGORITHMS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"sha1 {b64(b'short')}",
+        f"md5 {b64(hashlib.sha1(b'x').digest())}",
+        f"sha256 {b64(hashlib.md5(b'x').digest())}",
+    ],
+)
+def test_a_digest_of_the_wrong_length_is_a_mismatch(value: str) -> None:
+    # "If the hash does not match, the Server MUST respond with 460": no body can.
+    with pytest.raises(ChecksumMismatch):
         parse_checksum(value)
 
 
@@ -225,6 +249,16 @@ CASES = [
         expect={"Upload-Offset": "5", "Location": ANY},
     ),
     Case(
+        # "The Client MUST include the Content-Type: application/offset+octet-stream header."
+        "create with a body of another type: 415, nothing created",
+        "POST",
+        "/api/v1/tus",
+        headers={"Upload-Length": "11", "Content-Type": "application/octet-stream"},
+        body=b"hello",
+        status=415,
+        expect={"Location": ABSENT, "Content-Type": "application/problem+json"},
+    ),
+    Case(
         "create a 0-byte upload: complete at once",
         "POST",
         "/api/v1/tus",
@@ -301,12 +335,15 @@ CASES = [
         offset_after=5,
     ),
     Case(
+        # "If the offsets do not match, the Server MUST respond with the 409 Conflict status
+        # code" - and with the offset, so that the client resumes without a HEAD.
         "patch at a wrong offset",
         "PATCH",
         "{half}",
         headers={"Upload-Offset": "4", **OCTETS},
         body=b"o wor",
         status=409,
+        expect={"Upload-Offset": "5", "Tus-Resumable": "1.0.0"},
         offset_after=5,
     ),
     Case(
@@ -355,6 +392,26 @@ CASES = [
         offset_after=5,
     ),
     Case(
+        # A valid base64 value that no sha1 has: the body cannot match it.
+        "patch with a sha1 of the wrong length: 460, nothing kept",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": f"sha1 {b64(b'short')}", **OCTETS},
+        body=b" wor",
+        status=460,
+        expect={"Content-Type": "application/problem+json"},
+        offset_after=5,
+    ),
+    Case(
+        "patch with a checksum that is not base64: 400",
+        "PATCH",
+        "{half}",
+        headers={"Upload-Offset": "5", "Upload-Checksum": "sha1 ***", **OCTETS},
+        body=b" wor",
+        status=400,
+        offset_after=5,
+    ),
+    Case(
         "patch with a good sha256",
         "PATCH",
         "{half}",
@@ -369,6 +426,7 @@ CASES = [
         headers={"Upload-Offset": "5", "Upload-Checksum": "crc32 AAAAAA==", **OCTETS},
         body=b" wor",
         status=400,
+        expect={"Tus-Checksum-Algorithm": "sha1,md5,sha256"},
         offset_after=5,
     ),
     Case(
@@ -520,6 +578,28 @@ async def test_location_follows_public_url_or_the_host(
         headers={**plain.headers, **TUS, "Upload-Length": "1", "Host": "bad host/\\x"},
     )
     assert refused.status == 400  # as on every path: no link can be built on it
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Content-Type": "application/octet-stream"}, 415),
+        ({"Content-Type": "text/plain"}, 415),
+        ({**OCTETS, "Upload-Checksum": f"sha1 {b64(b'short')}"}, 460),
+    ],
+)
+async def test_a_creation_refused_for_its_body_creates_nothing(
+    local_api: Api, headers: dict[str, str], status: int
+) -> None:
+    answer = await local_api.client.post(
+        "/api/v1/tus",
+        headers={**local_api.headers, **TUS, "Upload-Length": "11", **headers},
+        data=b"hello",
+    )
+    assert answer.status == status, await answer.text()
+    assert answer.content_type == "application/problem+json"
+    assert "Location" not in answer.headers
+    assert await local_api.client.app[CATALOG].count_open_sessions("alice") == 0
 
 
 async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path: Path) -> None:

@@ -208,6 +208,14 @@ class ProtocolVersionUnsupported(Problem):
     headers: ClassVar[dict[str, str]] = {"Tus-Version": "1.0.0"}
 
 
+class ChecksumAlgorithmUnsupported(Problem):
+    """tus checksum extension: an algorithm not offered (400, naming those that are;
+    core/tus.py CHECKSUM_ALGORITHMS is held to the same list by a test)."""
+
+    status, code, title = 400, "checksum-algorithm-unsupported", "Checksum algorithm not supported"
+    headers: ClassVar[dict[str, str]] = {"Tus-Checksum-Algorithm": "sha1,md5,sha256"}
+
+
 class ChecksumMismatch(Problem):
     """tus checksum extension: the body does not match Upload-Checksum (status 460)."""
 

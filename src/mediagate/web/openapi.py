@@ -91,6 +91,7 @@ PROBLEM_HEADERS = {
         for problem in vars(errors).values()
         if isinstance(problem, type) and issubclass(problem, errors.Problem)
     },
+    errors.OffsetMismatch.code: ("Upload-Offset",),  # web/tus.py puts the upload's offset on it
 }
 
 
@@ -582,6 +583,9 @@ REGISTRY: tuple[Route, ...] = (
             errors.FileTooLarge,
             errors.TooManySessions,
             errors.PartialTaken,
+            errors.UnsupportedMediaType,
+            errors.ChecksumAlgorithmUnsupported,
+            errors.ChecksumMismatch,
             *STORAGE,
         ),
     ),
@@ -671,6 +675,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ProtocolVersionUnsupported,
             errors.FileTooLarge,
             errors.UnsupportedMediaType,
+            errors.ChecksumAlgorithmUnsupported,
             errors.ChecksumMismatch,
             errors.TooMuchHeld,
             *STORAGE,

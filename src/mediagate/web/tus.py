@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
 from mediagate.errors import (
     BadRequest,
+    OffsetMismatch,
     Problem,
     ProtocolVersionUnsupported,
     UnsupportedMediaType,
@@ -113,6 +114,9 @@ def _tus_answer(verbs: dict[str, Handler]) -> Handler:
                 response = await handler(request)
         except Problem as problem:
             response = from_problem(problem)
+            if isinstance(problem, OffsetMismatch):
+                # The upload's offset, so that the client can resume without a HEAD.
+                response.headers["Upload-Offset"] = str(problem.extra["offset"])
         if method != "OPTIONS":
             response.headers["Tus-Resumable"] = TUS_VERSION
         return response
@@ -167,6 +171,8 @@ async def create(request: web.Request) -> web.Response:
     if (length is None) == (deferred is None):
         raise BadRequest("send either Upload-Length or Upload-Defer-Length: 1")
     with_body = request.content_type == OFFSET_OCTET_STREAM
+    if request.body_exists and not with_body:
+        raise UnsupportedMediaType(f"a creation's body must be {OFFSET_OCTET_STREAM}")
     checksum = parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
     state = await tus.create(
         user_id,
