@@ -487,6 +487,8 @@ CASES = [
         headers={"X-HTTP-Method-Override": "DELETE"},
         status=204,
     ),
+    # "the Server SHOULD free up all resources": a finished upload's resource is its media.
+    Case("delete a done upload", "DELETE", "{done}", status=204, expect={"Tus-Resumable": "1.0.0"}),
     Case("delete a terminated upload", "DELETE", "{gone}", status=404),
     Case("delete another user's", "DELETE", "{foreign}", status=404),
     Case("get is not tus", "GET", "{half}", status=405, expect={"Allow": ANY}),
@@ -851,6 +853,74 @@ def bucket_view(settings: Settings, upload: str) -> tuple[list[int], list[str]]:
         [part["Size"] for part in parts.get("Parts", [])],
         [item["Key"] for item in tails.get("Contents", [])],
     )
+
+
+async def test_terminating_a_finished_upload_deletes_its_media(store_api: Api) -> None:
+    """termination: "the Server SHOULD free up all resources" - a finished upload's
+    resource is its file, deleted as DELETE /api/v1/media/delete/{id} deletes it."""
+    api = store_api
+    upload = await create_upload(api, 11, **named("terminated.txt"))
+    assert (await patch(api, upload, 0, HELLO)).status == 204
+    info, body = await fetch_media(api, "terminated.txt")
+    assert body == HELLO
+    stream = await api.client.get(
+        f"/api/v1/media/stream/{info['media_id']}", headers=api.headers, allow_redirects=False
+    )
+    on_disk = [path for path in api.settings.data_dir.rglob("terminated.txt") if path.is_file()]
+    assert stream.status == 302 or on_disk
+
+    answer = await api.client.delete(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert answer.status == 204, await answer.text()
+    head = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert head.status == 404
+    assert (await api.info(info["media_id"])).status == 404
+    assert (await api.status(upload)).status == 404
+    if stream.status == 302:  # the object itself is gone
+        settings = api.settings
+        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1")
+        listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix="media/alice/")
+        assert listed["KeyCount"] == 0, listed
+    assert not [path for path in on_disk if path.exists()]
+    again = await api.client.delete(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert again.status == 404
+
+
+async def test_terminating_a_finished_upload_whose_media_was_deleted(local_api: Api) -> None:
+    upload = await create_upload(local_api, 11, **named("twice.txt"))
+    assert (await patch(local_api, upload, 0, HELLO)).status == 204
+    info, _ = await fetch_media(local_api, "twice.txt")
+    assert (await local_api.delete(info["media_id"])).status == 204
+    answer = await local_api.client.delete(
+        f"/api/v1/tus/{upload}", headers={**local_api.headers, **TUS}
+    )
+    assert answer.status == 204
+    assert (await local_api.status(upload)).status == 404
+
+
+async def test_terminating_a_finalizing_upload_deletes_it_and_its_spilled_part(
+    start_api: ApiFactory, proxy: CuttableProxy, proxied_settings: Settings
+) -> None:
+    api = await start_api(proxied_settings)
+    data = bytes(range(256)) * (10 * MiB // 256) + b"0123456789"
+    upload = await create_upload(api, len(data), **named("waiting.bin"))
+    assert (await patch(api, upload, 0, data[: 5 * MiB])).status == 204  # a part in S3
+    await proxy.cut()
+    # The rest spilled to disk, completed: finalizing until S3 is back.
+    assert (await patch(api, upload, 5 * MiB, data[5 * MiB :])).status == 204
+    listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
+    (media,) = listed["items"]
+    assert media["state"] == "finalizing"
+    staging = proxied_settings.data_dir / ".staging"
+    assert files_under(staging)
+
+    answer = await api.client.delete(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
+    assert answer.status == 204, await answer.text()
+    assert (await api.info(media["media_id"])).status == 404
+    assert (await api.status(upload)).status == 404
+    assert not files_under(staging)
+    await proxy.restore()
+    await api.client.app[ENGINE].finish_finalizing()
+    assert (await api.info(media["media_id"])).status == 404  # nothing finished it meanwhile
 
 
 async def test_s3_patches_ending_mid_part_keep_no_byte_on_local_disk(

@@ -425,11 +425,19 @@ class TusUploads:
         return media
 
     async def terminate(self, user_id: str, upload_id: str) -> None:
+        """Remove an upload and what it holds. A finished upload is its file: its media
+        is deleted as the media API deletes it (a finalizing one with its parts)."""
         # Takes over from a PATCH still running (stalled, say), once it has ended, so
         # that it leaves no tail behind.
         async with self._lock(upload_id):
-            await self._load(user_id, upload_id)
-            await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
+            session, _ = await self._load(user_id, upload_id)
+            if session.state not in (SessionState.COMPLETED, SessionState.FINALIZING):
+                await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
+                return
+            with contextlib.suppress(NotFound):  # deleted through the media API already
+                await self._library.delete(user_id, session.media_id)
+            await self._catalog.delete_session(session.id)
+            log.info("tus.terminated_finished", session_id=session.id, media_id=session.media_id)
 
     def _lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[ChunkLease]:
         """One request at a time per upload, on every instance, the newest taking over:

@@ -685,10 +685,10 @@ REGISTRY: tuple[Route, ...] = (
         "DELETE",
         tus.UPLOAD,
         "tus_terminate",
-        "Terminate an unfinished upload: its bytes are removed",
+        "Terminate an upload: its bytes are removed",
         tag="tus",
-        description="A finished upload is a media: delete that instead."
-        + OVERRIDE.format(verb="DELETE"),
+        description="A finished upload is its media: that is deleted as by `delete_media` "
+        "(a finalizing one with its parts)." + OVERRIDE.format(verb="DELETE"),
         parameters=(UPLOAD_ID, TUS_RESUMABLE),
         answer_headers=TUS_ANSWER,
         replies=(Reply(204, "Terminated"),),
