@@ -140,6 +140,7 @@ class Case:
     status: int = 204
     expect: dict[str, Any] = field(default_factory=dict)
     offset_after: int | None = None  # HEAD's Upload-Offset once the request is done
+    answer_body: bytes | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -287,6 +288,7 @@ CASES = [
             "Cache-Control": "no-store",
             "Tus-Resumable": "1.0.0",
             "Upload-Expires": ANY,
+            "Upload-Media-Id": ABSENT,
         },
     ),
     Case(
@@ -297,11 +299,16 @@ CASES = [
         expect={"Upload-Defer-Length": "1", "Upload-Length": ABSENT, "Upload-Offset": "0"},
     ),
     Case(
-        "head done",
+        "head done: it names its media",
         "HEAD",
         "{done}",
         status=200,
-        expect={"Upload-Offset": "11", "Upload-Length": "11"},
+        expect={
+            "Upload-Offset": "11",
+            "Upload-Length": "11",
+            "Upload-Media-Id": ANY,
+            "Link": ANY,
+        },
     ),
     Case("head unknown", "HEAD", "{unknown}", status=404, expect={"Tus-Resumable": "1.0.0"}),
     Case("head terminated", "HEAD", "{gone}", status=404),
@@ -322,7 +329,7 @@ CASES = [
         "{half}",
         headers={"Upload-Offset": "5", **OCTETS},
         body=b" world",
-        expect={"Upload-Offset": "11", "Upload-Expires": ABSENT},
+        expect={"Upload-Offset": "11", "Upload-Expires": ABSENT, "Upload-Media-Id": ANY},
         offset_after=11,
     ),
     Case(
@@ -491,7 +498,37 @@ CASES = [
     Case("delete a done upload", "DELETE", "{done}", status=204, expect={"Tus-Resumable": "1.0.0"}),
     Case("delete a terminated upload", "DELETE", "{gone}", status=404),
     Case("delete another user's", "DELETE", "{foreign}", status=404),
-    Case("get is not tus", "GET", "{half}", status=405, expect={"Allow": ANY}),
+    # GET is not tus: the finished upload's file, as tusd serves it (no Tus-Resumable).
+    Case(
+        "get a done upload: its file",
+        "GET",
+        "{done}",
+        headers={"Tus-Resumable": None},
+        status=200,
+        expect={"Content-Disposition": ANY, "ETag": ANY, "Tus-Resumable": ABSENT},
+        answer_body=HELLO,
+    ),
+    Case(
+        "get a range of a done upload",
+        "GET",
+        "{done}",
+        headers={"Tus-Resumable": None, "Range": "bytes=6-"},
+        status=206,
+        expect={"Content-Range": "bytes 6-10/11"},
+        answer_body=b"world",
+    ),
+    Case(
+        "get an unfinished upload",
+        "GET",
+        "{half}",
+        status=409,
+        expect={"Content-Type": "application/problem+json"},
+        offset_after=5,
+    ),
+    Case("get without a token", "GET", "{done}", headers={"Authorization": None}, status=401),
+    Case("get another user's", "GET", "{foreign}", status=404),
+    Case("get a terminated upload", "GET", "{gone}", status=404),
+    Case("put is not tus", "PUT", "{half}", status=405, expect={"Allow": ANY}),
 ]
 
 
@@ -558,6 +595,8 @@ async def test_protocol_table(local_api: Api) -> None:
                 assert got == expected, (case.name, name, got)
         if case.offset_after is not None:
             assert await offset_of(local_api, path.rsplit("/", 1)[-1]) == case.offset_after, case
+        if case.answer_body is not None:
+            assert await answer.read() == case.answer_body, case.name
 
 
 async def test_location_follows_public_url_or_the_host(
@@ -751,6 +790,100 @@ async def test_tuspy_uploads_come_back_byte_for_byte(
     assert (info["size"], info["content_type"]) == (size, "video/mp4")
     assert info["storage"] == ("s3" if store_api.settings.use_cloud_storage else "local")
     assert body == data
+
+
+async def test_tuspy_finds_its_media_and_the_upload_url_serves_the_file(
+    store_api: Api, tmp_path: Path
+) -> None:
+    """Issue 16 item 5: the last PATCH names the media, and GET on the upload URL serves
+    the file as the stream endpoint does (a 302 to S3, followed here)."""
+    api = store_api
+    path, data = file_of(tmp_path, "found.mp4", 6 * MiB + 3)
+    uploader = tus_client(api).uploader(
+        str(path), chunk_size=2 * MiB, metadata={"filename": "found.mp4"}
+    )
+    await asyncio.to_thread(uploader.upload)
+    media_id = uploader.request.response_headers["upload-media-id"]
+    info = await (await api.info(media_id)).json()
+    assert (info["filename"], info["size"]) == ("found.mp4", len(data))
+
+    async def got(**headers: str) -> tuple[int, bytes]:
+        answer = await api.client.session.get(
+            uploader.url, headers={**api.headers, **headers}, allow_redirects=False
+        )
+        if answer.status == 302:  # S3: to a presigned GET, which takes no token
+            assert api.settings.use_cloud_storage
+            answer = await api.client.session.get(answer.headers["Location"], headers=headers)
+        return answer.status, await answer.read()
+
+    assert await got() == (200, data)
+    assert await got(Range="bytes=5-9") == (206, data[5:10])
+    streamed = await api.client.get(f"/api/v1/media/stream/{media_id}", headers=api.headers)
+    assert await streamed.read() == data
+
+
+async def test_a_finished_upload_names_its_media_everywhere(local_api: Api) -> None:
+    api = local_api
+    tus_headers = {**api.headers, **TUS}
+    upload = await create_upload(api, 11, **named("named.txt"))
+    assert (await (await api.status(upload)).json())["media_id"] is None
+    half = await patch(api, upload, 0, HELLO[:5])
+    assert "Upload-Media-Id" not in half.headers and "Link" not in half.headers
+    done = await patch(api, upload, 5, HELLO[5:])
+    media_id = done.headers["Upload-Media-Id"]
+    head = await api.client.head(f"/api/v1/tus/{upload}", headers=tus_headers)
+    assert head.headers["Upload-Media-Id"] == media_id
+    assert head.headers["Link"] == done.headers["Link"]
+    target, _, relation = done.headers["Link"].partition(">; ")
+    assert relation == 'rel="describedby"'
+    info = await api.client.session.get(target.removeprefix("<"), headers=api.headers)
+    assert (await info.json())["media_id"] == media_id
+    assert (await (await api.status(upload)).json())["media_id"] == media_id
+    # A creation-with-upload that completes the upload names it at once.
+    made = await api.client.post(
+        "/api/v1/tus",
+        headers={**tus_headers, **OCTETS, "Upload-Length": "11", **named("made.txt")},
+        data=HELLO,
+    )
+    assert made.status == 201
+    assert (await api.info(made.headers["Upload-Media-Id"])).status == 200
+
+
+async def test_a_page_on_another_origin_reads_the_media_id_and_gets_the_file(
+    start_api: ApiFactory, local_settings: Settings
+) -> None:
+    page = "https://app.example"
+    api = await start_api(local_settings.model_copy(update={"cors_origins": [page]}))
+    upload = await create_upload(api, 11)
+    done = await patch(api, upload, 0, HELLO, Origin=page)
+    exposed = {
+        item.strip().lower() for item in done.headers["Access-Control-Expose-Headers"].split(",")
+    }
+    assert {"upload-media-id", "link"} <= exposed
+    preflight = await api.client.options(
+        f"/api/v1/tus/{upload}",
+        headers={
+            "Origin": page,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, range",
+        },
+    )
+    assert preflight.status == 204
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+    got = await api.client.get(f"/api/v1/tus/{upload}", headers={**api.headers, "Origin": page})
+    assert got.headers["Access-Control-Allow-Origin"] == page
+    assert await got.read() == HELLO
+
+
+async def test_the_upload_url_of_an_unfinished_upload_is_409(local_api: Api) -> None:
+    upload = await create_upload(local_api, 11)
+    assert (await patch(local_api, upload, 0, HELLO[:5])).status == 204
+    answer = await local_api.client.get(f"/api/v1/tus/{upload}", headers=local_api.headers)
+    assert answer.status == 409
+    problem = await answer.json()
+    assert problem["type"].endswith("/upload-incomplete")
+    assert problem["offset"] == 5
+    assert "5 of 11" in problem["detail"]
 
 
 async def test_tuspy_resumes_with_a_new_uploader(store_api: Api, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from mediagate.errors import (
     PartialTaken,
     Problem,
     TooMuchHeld,
+    UploadIncomplete,
 )
 from mediagate.models import (
     Chunk,
@@ -423,6 +424,17 @@ class TusUploads:
         if media.state is not MediaState.READY:
             raise BadRequest(f"partial upload {upload_id} is still being finalized")
         return media
+
+    async def media(self, user_id: str, upload_id: str) -> Media:
+        """The media a finished upload made (completing one whose every byte is in)."""
+        state = await self.state(user_id, upload_id)
+        if not state.finished:
+            length = "an unknown length" if state.length is None else f"{state.length} bytes"
+            raise UploadIncomplete(
+                f"the upload is at {state.offset} of {length}; its file is there once complete",
+                offset=state.offset,
+            )
+        return await self._library.get(user_id, state.session.media_id)
 
     async def terminate(self, user_id: str, upload_id: str) -> None:
         """Remove an upload and what it holds. A finished upload is its file: its media

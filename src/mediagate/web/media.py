@@ -68,7 +68,12 @@ async def delete(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/media/stream/{media_id}", allow_head=True)
 async def stream(request: web.Request) -> web.StreamResponse:
-    media = await _streamable_media(request)
+    return await serve_media(request, await _streamable_media(request))
+
+
+async def serve_media(request: web.Request, media: Media) -> web.StreamResponse:
+    """The media's bytes as the stream endpoint answers them (also tus's GET):
+    ranges, conditionals, a redirect to S3 or the CDN, or the store's answer relayed."""
     target = await request.app[LIBRARY].playback(
         media, read_conditions(request), head=request.method == "HEAD"
     )
