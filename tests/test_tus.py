@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import boto3
@@ -85,7 +86,7 @@ def test_bad_metadata_is_400(header: str) -> None:
         ({"name": "clip.mov", "type": "video/quicktime"}, "clip.mov", "video/quicktime"),
         ({"filename": "clip.mp4"}, "clip.mp4", "video/mp4"),
         ({"filename": "a.bin", "filetype": "not a type"}, "a.bin", "application/octet-stream"),
-        ({}, "file", "application/octet-stream"),
+        ({}, "", "application/octet-stream"),  # named from its id, by core/tus.py
     ],
 )
 def test_media_name_from_metadata(metadata: dict[str, str], name: str, content_type: str) -> None:
@@ -875,6 +876,62 @@ async def test_a_page_on_another_origin_reads_the_media_id_and_gets_the_file(
     assert await got.read() == HELLO
 
 
+MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+
+
+@pytest.mark.parametrize(
+    ("head", "filetype", "extension", "content_type"),
+    [
+        (MP4_HEAD, None, ".mp4", "video/mp4"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", None, ".png", "image/png"),
+        (b"just some words", None, "", "application/octet-stream"),
+        (MP4_HEAD, "video/x-special", ".mp4", "video/x-special"),  # a declared type stays
+    ],
+    ids=["mp4", "png", "unknown", "declared-type"],
+)
+async def test_an_upload_without_a_filename_is_named_from_its_id_and_its_bytes(
+    store_api: Api, head: bytes, filetype: str | None, extension: str, content_type: str
+) -> None:
+    api = store_api
+    data = head + bytes(range(256)) * 4
+    metadata = {"Upload-Metadata": f"filetype {b64(filetype)}"} if filetype else {}
+    upload = await create_upload(api, len(data), **metadata)
+    assert (await patch(api, upload, 0, data[:100])).status == 204
+    done = await patch(api, upload, 100, data[100:])
+    info = await (await api.info(done.headers["Upload-Media-Id"])).json()
+    assert (info["filename"], info["content_type"]) == (upload + extension, content_type)
+    got = await api.client.get(f"/api/v1/tus/{upload}", headers=api.headers, allow_redirects=False)
+    if got.status == 302:  # S3: the key stays as chosen at creation, the download is named
+        settings = api.settings
+        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1")
+        (stored,) = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix="media/alice/")["Contents"]
+        assert stored["Key"].endswith(f"/{upload}")
+        assert f'filename="{upload}{extension}"' in unquote(got.headers["Location"])
+    else:
+        assert f'filename="{upload}{extension}"' in got.headers["Content-Disposition"]
+        assert await got.read() == data
+
+
+async def test_tuspy_without_a_filename_and_a_final_of_unnamed_partials(
+    local_api: Api, tmp_path: Path
+) -> None:
+    path = tmp_path / "clip"
+    path.write_bytes(MP4_HEAD + bytes(5000))
+    uploader = tus_client(local_api).uploader(str(path), chunk_size=1000, metadata={})
+    await asyncio.to_thread(uploader.upload)
+    media_id = uploader.request.response_headers["upload-media-id"]
+    info = await (await local_api.info(media_id)).json()
+    assert info["filename"] == uploader.url.rsplit("/", 1)[-1] + ".mp4"
+    # A final without a name: from its id, and the bytes its partials join into.
+    first = await partial_upload(local_api, b"\x89PNG\r\n\x1a\n")
+    second = await partial_upload(local_api, b"rest of it")
+    made = await create_final(local_api, [first, second])
+    assert made.status == 201, await made.text()
+    final = made.headers["Location"].rsplit("/", 1)[-1]
+    info = await (await local_api.info(made.headers["Upload-Media-Id"])).json()
+    assert (info["filename"], info["content_type"]) == (f"{final}.png", "image/png")
+
+
 async def test_the_upload_url_of_an_unfinished_upload_is_409(local_api: Api) -> None:
     upload = await create_upload(local_api, 11)
     assert (await patch(local_api, upload, 0, HELLO[:5])).status == 204
@@ -1514,7 +1571,7 @@ async def test_a_partial_named_twice_is_400_before_anything_is_made(local_api: A
     refused = await create_final(local_api, [first, first], **named("twice.bin"))
     assert refused.status == 400
     assert first in (await refused.json())["detail"]
-    assert await media_names(local_api) == ["file"]  # the partial, and no final
+    assert await media_names(local_api) == [first]  # the partial (named by its id), no final
     assert await local_api.client.app[CATALOG].count_open_sessions("alice") == 0
 
     made = await create_final(local_api, [first], **named("once.bin"))
@@ -1548,7 +1605,8 @@ async def test_finals_racing_for_partials_make_one_media(
             assert answer.status in (400, 409), await answer.text()
             assert answer.headers["Content-Type"].startswith("application/problem+json")
     [made] = [n for n, answer in enumerate(answers) if answer.status == 201]
-    assert await media_names(api) == ["file", f"final-{made}.bin"]  # one partial left over
+    left = first if lists[made] == [second, third] else third
+    assert await media_names(api) == sorted([left, f"final-{made}.bin"])  # one partial left
     expected = b"abcde" if lists[made] == [first, second] else b"def"
     assert (await fetch_media(api, f"final-{made}.bin"))[1] == expected
     assert await api.client.app[CATALOG].count_open_sessions("alice") == 0

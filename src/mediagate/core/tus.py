@@ -47,6 +47,7 @@ from mediagate.core.chunking import (
 from mediagate.core.engine import Span, UploadEngine
 from mediagate.core.keys import new_id
 from mediagate.core.library import MediaLibrary
+from mediagate.core.sniff import SNIFF_BYTES, sniff
 from mediagate.core.tus_tails import Tail, TailReader
 from mediagate.errors import (
     BadRequest,
@@ -78,6 +79,7 @@ log = structlog.get_logger("mediagate.tus")
 PARTIAL = "partial"
 FINAL = "final"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
+UNTYPED = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,17 @@ class TusState:
 
 
 class PatchBody:
-    """A PATCH's body: counted against its declared length and hashed in the one pass."""
+    """A PATCH's body: counted against its declared length and hashed in the one pass;
+    its first `keep` bytes kept in `head`."""
 
-    def __init__(self, read: ReadSource, length: int | None, checksum: Checksum | None) -> None:
+    def __init__(
+        self, read: ReadSource, length: int | None, checksum: Checksum | None, keep: int = 0
+    ) -> None:
         self._read = read
         self.remaining = length
         self._hasher = checksum.hasher() if checksum is not None else None
+        self._keep = keep
+        self.head = bytearray()
 
     async def read(self, n: int) -> bytes:
         if self.remaining == 0:
@@ -124,6 +131,8 @@ class PatchBody:
             self.remaining -= len(piece)
         if self._hasher is not None:
             self._hasher.update(piece)
+        if len(self.head) < self._keep:
+            self.head += piece[: self._keep - len(self.head)]
         return piece
 
     async def gather(self, n: int) -> bytearray:
@@ -224,12 +233,14 @@ class TusUploads:
     ) -> TusState:
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {self.max_size}")
+        upload_id = new_id()
         session = await self._engine.initiate(
             user_id,
-            filename=filename,
+            filename=filename or upload_id,
             size=self.deferred_max_size if length is None else length,
             content_type=content_type,
             protocol=UploadProtocol.TUS,
+            session_id=upload_id,
         )
         upload = TusUpload(
             session_id=session.id,
@@ -290,11 +301,12 @@ class TusUploads:
                 raise FileTooLarge(
                     f"the body would end at {end}, past the upload's length {session.size}"
                 )
-            body = PatchBody(read, body_length, checksum)
+            body = PatchBody(read, body_length, checksum, keep=SNIFF_BYTES if offset == 0 else 0)
             with self._holding(user_id, self._gathered(session, position, body)):
                 await self._receive(
                     user_id, session, position, body, checksum, ends=not upload.length_deferred
                 )
+            await self._name_by_bytes(session, body.head)
             return await self.state(user_id, upload_id)
 
     def _gathered(self, session: UploadSession, position: Position, body: PatchBody) -> int:
@@ -352,12 +364,14 @@ class TusUploads:
         size = sum(item.size for item in media)
         if size > self.max_size:
             raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
+        final_id = new_id()
         session = await self._engine.initiate(
             user_id,
-            filename=filename,
+            filename=filename or final_id,
             size=size,
             content_type=content_type,
             protocol=UploadProtocol.TUS,
+            session_id=final_id,
         )
         await self._catalog.add_tus_upload(
             TusUpload(session_id=session.id, metadata=metadata, concat=concat)
@@ -400,9 +414,21 @@ class TusUploads:
             # Through this server; empty partials are skipped (S3 refuses to read from byte 0 of
             # an empty object).
             reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
-            body = PatchBody(reader.read, size, None)
+            body = PatchBody(reader.read, size, None, keep=SNIFF_BYTES)
             await self._receive(user_id, session, Position(0, 0, None), body, None, ends=True)
+            await self._name_by_bytes(session, body.head)
         return await self.state(user_id, session.id)
+
+    async def _name_by_bytes(self, session: UploadSession, head: bytearray) -> None:
+        """An upload named from its id gets the extension its first bytes tell (and their
+        content type, if none was declared). Only the media's name: its key stays."""
+        kind = sniff(bytes(head)) if head and session.filename == session.id else None
+        if kind is None:
+            return
+        content_type = kind.content_type if session.content_type == UNTYPED else None
+        await self._catalog.name_session(
+            session.id, session.id + kind.extension, content_type or session.content_type
+        )
 
     async def _drop_final(self, user_id: str, session_id: str) -> None:
         try:

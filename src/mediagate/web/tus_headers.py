@@ -71,8 +71,9 @@ def parse_checksum(value: str | None) -> Checksum | None:
 
 
 def media_name(metadata: dict[str, str]) -> tuple[str, str]:
-    """The media's filename and content type from the metadata (guessed, as for initiate)."""
-    filename = next((metadata[k] for k in FILENAME_KEYS if metadata.get(k)), "") or "file"
+    """The media's filename ("" if the metadata has none) and content type (guessed, as
+    for initiate)."""
+    filename = next((metadata[k] for k in FILENAME_KEYS if metadata.get(k)), "")
     declared = next((metadata[k] for k in FILETYPE_KEYS if metadata.get(k)), "")
     if re.fullmatch(CONTENT_TYPE_PATTERN, declared.split(";")[0].strip()):
         return filename, declared.split(";")[0].strip().lower()
