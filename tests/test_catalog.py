@@ -191,6 +191,17 @@ async def test_note_error_marks_the_session_and_its_media_until_complete_clears_
     assert (await catalog.get_session("s1")).last_error is None
 
 
+async def test_name_session_renames_an_open_session_only(catalog):
+    await catalog.add_session(new_session())
+    await catalog.name_session("s1", "s1.webm", "video/webm")
+    named = await catalog.get_session("s1")
+    assert (named.filename, named.content_type) == ("s1.webm", "video/webm")
+    assert named.key == "media/alice/m-s1/clip.mp4"  # the key stays
+    await catalog.add_session(new_session("s2", state=SessionState.COMPLETED))
+    await catalog.name_session("s2", "s2.webm", "video/webm")
+    assert (await catalog.get_session("s2")).filename == "clip.mp4"
+
+
 async def test_drop_chunk_forgets_only_chunks_of_an_open_session(catalog):
     await catalog.add_session(new_session())
     await catalog.add_session(new_session("s2"))

@@ -185,6 +185,27 @@ def arguments(api: Api, name: str, size: int, **more: Any) -> dict[str, Any]:
     return {"endpoint": endpoint, "token": token, "name": name, "size": size, **more}
 
 
+# What a page does with Uppy's `uploadURL` once done: HEAD names the media (a header a
+# page on another origin may read), GET with the token gets the file back.
+UPLOAD_URL_LEADS_TO_MEDIA = """
+async ({ url, token }) => {
+  const auth = { Authorization: `Bearer ${token}` };
+  const head = await fetch(url, { method: "HEAD", headers: { ...auth, "Tus-Resumable": "1.0.0" } });
+  const got = await fetch(url, { headers: auth });
+  const bytes = new Uint8Array(await got.arrayBuffer());
+  let same = true;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== i % 251) { same = false; break; }
+  return {
+    mediaId: head.headers.get("Upload-Media-Id"),
+    link: head.headers.get("Link"),
+    status: got.status,
+    size: bytes.length,
+    same,
+  };
+}
+"""
+
+
 async def upload_state(api: Api, url: str) -> int:
     answer = await api.client.head(
         url.split(str(api.client.make_url("")))[-1], headers={**api.headers, **TUS}
@@ -235,6 +256,11 @@ async def test_uppy_uploads_resumes_and_cancels(browsing: Browsing, page: Any) -
     info, body = await fetch_media(api, "uppy.mp4")
     assert body == file_bytes(size)
     assert info["content_type"] == "video/mp4"  # from Uppy's name/type metadata
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    found = await page.evaluate(UPLOAD_URL_LEADS_TO_MEDIA, {"url": done["url"], "token": token})
+    assert found["mediaId"] == info["media_id"]
+    assert found["link"].endswith(f'/api/v1/media/info/{info["media_id"]}>; rel="describedby"')
+    assert (found["status"], found["size"], found["same"]) == (200, size, True)
 
     first = await page.evaluate(
         UPPY_UPLOAD, arguments(api, "uppy-resumed.mp4", size, chunkSize=MiB, stopAt=3 * MiB)

@@ -208,6 +208,20 @@ class ProtocolVersionUnsupported(Problem):
     headers: ClassVar[dict[str, str]] = {"Tus-Version": "1.0.0"}
 
 
+class UploadIncomplete(Problem):
+    """tus: the upload's file was asked for before its last byte arrived."""
+
+    status, code, title = 409, "upload-incomplete", "The upload is not complete"
+
+
+class ChecksumAlgorithmUnsupported(Problem):
+    """tus checksum extension: an algorithm not offered (400, naming those that are;
+    core/tus.py CHECKSUM_ALGORITHMS is held to the same list by a test)."""
+
+    status, code, title = 400, "checksum-algorithm-unsupported", "Checksum algorithm not supported"
+    headers: ClassVar[dict[str, str]] = {"Tus-Checksum-Algorithm": "sha1,md5,sha256"}
+
+
 class ChecksumMismatch(Problem):
     """tus checksum extension: the body does not match Upload-Checksum (status 460)."""
 

@@ -41,6 +41,9 @@ class Catalog(Protocol):
     async def note_error(self, session_id: str, error: str) -> None:
         """Set the session's `last_error`, and its media's `error` if it has one."""
 
+    async def name_session(self, session_id: str, filename: str, content_type: str) -> None:
+        """Set an open session's filename and content type (its media takes them on)."""
+
     async def delete_session(self, session_id: str) -> None:
         """Forget the session and its chunks."""
 

@@ -351,6 +351,15 @@ class PostgresCatalog:
                 (error, session_id),
             )
 
+    async def name_session(self, session_id: str, filename: str, content_type: str) -> None:
+        await self._changed(
+            "UPDATE sessions SET filename = %s, content_type = %s WHERE id = %s AND state = %s",
+            filename,
+            content_type,
+            session_id,
+            SessionState.OPEN.value,
+        )
+
     async def delete_session(self, session_id: str) -> None:
         await self._changed("DELETE FROM sessions WHERE id = %s", session_id)
 

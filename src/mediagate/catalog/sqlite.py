@@ -266,6 +266,16 @@ class SQLiteCatalog:
             ],
         )
 
+    async def name_session(self, session_id: str, filename: str, content_type: str) -> None:
+        await self._run(
+            self._execute,
+            "UPDATE sessions SET filename = ?, content_type = ? WHERE id = ? AND state = ?",
+            filename,
+            content_type,
+            session_id,
+            SessionState.OPEN.value,
+        )
+
     async def delete_session(self, session_id: str) -> None:
         await self._run(self._execute, "DELETE FROM sessions WHERE id = ?", session_id)
 

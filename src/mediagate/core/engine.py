@@ -139,6 +139,7 @@ class UploadEngine:
         chunk_size: int | None = None,
         sha256: str | None = None,
         protocol: UploadProtocol = UploadProtocol.NATIVE,
+        session_id: str | None = None,
     ) -> UploadSession:
         if self._max_upload_size is not None and size > self._max_upload_size:
             raise FileTooLarge(
@@ -160,7 +161,7 @@ class UploadEngine:
         media_id = new_id()
         filename = sanitize_filename(filename)
         session = UploadSession(
-            id=new_id(),
+            id=session_id or new_id(),
             user_id=user_id,
             filename=filename,
             content_type=content_type,

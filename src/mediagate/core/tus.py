@@ -47,6 +47,7 @@ from mediagate.core.chunking import (
 from mediagate.core.engine import Span, UploadEngine
 from mediagate.core.keys import new_id
 from mediagate.core.library import MediaLibrary
+from mediagate.core.sniff import SNIFF_BYTES, sniff
 from mediagate.core.tus_tails import Tail, TailReader
 from mediagate.errors import (
     BadRequest,
@@ -59,6 +60,7 @@ from mediagate.errors import (
     PartialTaken,
     Problem,
     TooMuchHeld,
+    UploadIncomplete,
 )
 from mediagate.models import (
     Chunk,
@@ -77,6 +79,7 @@ log = structlog.get_logger("mediagate.tus")
 PARTIAL = "partial"
 FINAL = "final"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
+UNTYPED = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,17 @@ class TusState:
 
 
 class PatchBody:
-    """A PATCH's body: counted against its declared length and hashed in the one pass."""
+    """A PATCH's body: counted against its declared length and hashed in the one pass;
+    its first `keep` bytes kept in `head`."""
 
-    def __init__(self, read: ReadSource, length: int | None, checksum: Checksum | None) -> None:
+    def __init__(
+        self, read: ReadSource, length: int | None, checksum: Checksum | None, keep: int = 0
+    ) -> None:
         self._read = read
         self.remaining = length
         self._hasher = checksum.hasher() if checksum is not None else None
+        self._keep = keep
+        self.head = bytearray()
 
     async def read(self, n: int) -> bytes:
         if self.remaining == 0:
@@ -123,6 +131,8 @@ class PatchBody:
             self.remaining -= len(piece)
         if self._hasher is not None:
             self._hasher.update(piece)
+        if len(self.head) < self._keep:
+            self.head += piece[: self._keep - len(self.head)]
         return piece
 
     async def gather(self, n: int) -> bytearray:
@@ -223,12 +233,14 @@ class TusUploads:
     ) -> TusState:
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {self.max_size}")
+        upload_id = new_id()
         session = await self._engine.initiate(
             user_id,
-            filename=filename,
+            filename=filename or upload_id,
             size=self.deferred_max_size if length is None else length,
             content_type=content_type,
             protocol=UploadProtocol.TUS,
+            session_id=upload_id,
         )
         upload = TusUpload(
             session_id=session.id,
@@ -289,11 +301,12 @@ class TusUploads:
                 raise FileTooLarge(
                     f"the body would end at {end}, past the upload's length {session.size}"
                 )
-            body = PatchBody(read, body_length, checksum)
+            body = PatchBody(read, body_length, checksum, keep=SNIFF_BYTES if offset == 0 else 0)
             with self._holding(user_id, self._gathered(session, position, body)):
                 await self._receive(
                     user_id, session, position, body, checksum, ends=not upload.length_deferred
                 )
+            await self._name_by_bytes(session, body.head)
             return await self.state(user_id, upload_id)
 
     def _gathered(self, session: UploadSession, position: Position, body: PatchBody) -> int:
@@ -351,12 +364,14 @@ class TusUploads:
         size = sum(item.size for item in media)
         if size > self.max_size:
             raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
+        final_id = new_id()
         session = await self._engine.initiate(
             user_id,
-            filename=filename,
+            filename=filename or final_id,
             size=size,
             content_type=content_type,
             protocol=UploadProtocol.TUS,
+            session_id=final_id,
         )
         await self._catalog.add_tus_upload(
             TusUpload(session_id=session.id, metadata=metadata, concat=concat)
@@ -399,9 +414,21 @@ class TusUploads:
             # Through this server; empty partials are skipped (S3 refuses to read from byte 0 of
             # an empty object).
             reader = _JoinedObjects([self._stores[item.storage].read(item.key) for item in parts])
-            body = PatchBody(reader.read, size, None)
+            body = PatchBody(reader.read, size, None, keep=SNIFF_BYTES)
             await self._receive(user_id, session, Position(0, 0, None), body, None, ends=True)
+            await self._name_by_bytes(session, body.head)
         return await self.state(user_id, session.id)
+
+    async def _name_by_bytes(self, session: UploadSession, head: bytearray) -> None:
+        """An upload named from its id gets the extension its first bytes tell (and their
+        content type, if none was declared). Only the media's name: its key stays."""
+        kind = sniff(bytes(head)) if head and session.filename == session.id else None
+        if kind is None:
+            return
+        content_type = kind.content_type if session.content_type == UNTYPED else None
+        await self._catalog.name_session(
+            session.id, session.id + kind.extension, content_type or session.content_type
+        )
 
     async def _drop_final(self, user_id: str, session_id: str) -> None:
         try:
@@ -424,12 +451,31 @@ class TusUploads:
             raise BadRequest(f"partial upload {upload_id} is still being finalized")
         return media
 
+    async def media(self, user_id: str, upload_id: str) -> Media:
+        """The media a finished upload made (completing one whose every byte is in)."""
+        state = await self.state(user_id, upload_id)
+        if not state.finished:
+            length = "an unknown length" if state.length is None else f"{state.length} bytes"
+            raise UploadIncomplete(
+                f"the upload is at {state.offset} of {length}; its file is there once complete",
+                offset=state.offset,
+            )
+        return await self._library.get(user_id, state.session.media_id)
+
     async def terminate(self, user_id: str, upload_id: str) -> None:
+        """Remove an upload and what it holds. A finished upload is its file: its media
+        is deleted as the media API deletes it (a finalizing one with its parts)."""
         # Takes over from a PATCH still running (stalled, say), once it has ended, so
         # that it leaves no tail behind.
         async with self._lock(upload_id):
-            await self._load(user_id, upload_id)
-            await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
+            session, _ = await self._load(user_id, upload_id)
+            if session.state not in (SessionState.COMPLETED, SessionState.FINALIZING):
+                await self._engine.abort(user_id, upload_id, via=UploadProtocol.TUS)
+                return
+            with contextlib.suppress(NotFound):  # deleted through the media API already
+                await self._library.delete(user_id, session.media_id)
+            await self._catalog.delete_session(session.id)
+            log.info("tus.terminated_finished", session_id=session.id, media_id=session.media_id)
 
     def _lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[ChunkLease]:
         """One request at a time per upload, on every instance, the newest taking over:

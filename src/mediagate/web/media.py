@@ -68,7 +68,12 @@ async def delete(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/media/stream/{media_id}", allow_head=True)
 async def stream(request: web.Request) -> web.StreamResponse:
-    media = await _streamable_media(request)
+    return await serve_media(request, await _streamable_media(request))
+
+
+async def serve_media(request: web.Request, media: Media) -> web.StreamResponse:
+    """The media's bytes as the stream endpoint answers them (also tus's GET):
+    ranges, conditionals, a redirect to S3 or the CDN, or the store's answer relayed."""
     library = request.app[LIBRARY]
     read = proxy_read(request, media.size)
     target = await library.playback(media, read.conditions, head=request.method == "HEAD")

@@ -91,6 +91,7 @@ PROBLEM_HEADERS = {
         for problem in vars(errors).values()
         if isinstance(problem, type) and issubclass(problem, errors.Problem)
     },
+    errors.OffsetMismatch.code: ("Upload-Offset",),  # web/tus.py puts the upload's offset on it
 }
 
 
@@ -249,8 +250,43 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "description": "When an unfinished upload expires (HTTP-date)",
         "schema": {"type": "string"},
     },
+    "Upload-Media-Id": {
+        "description": "The media a finished upload made",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": '`</api/v1/media/info/{media_id}>; rel="describedby"`: a finished '
+        "upload's media info (absolute, as `Location`)",
+        "schema": {"type": "string"},
+    },
 }
 STREAM_HEADERS = ("ETag", "Last-Modified", "Accept-Ranges", "Content-Disposition", "Cache-Control")
+
+# What a read of a media's bytes takes and answers (stream, and tus's GET).
+READ_CONDITIONS = (
+    _parameter(
+        "header",
+        "Range",
+        "`bytes=first-last`, `bytes=first-`, `bytes=-suffix`, or several",
+        {"type": "string"},
+    ),
+    _parameter("header", "If-Range", "An ETag or HTTP-date", {"type": "string"}),
+    _parameter("header", "If-Match", "ETags", {"type": "string"}),
+    _parameter("header", "If-None-Match", "ETags", {"type": "string"}),
+    _parameter("header", "If-Modified-Since", "HTTP-date", {"type": "string"}),
+    _parameter("header", "If-Unmodified-Since", "HTTP-date", {"type": "string"}),
+)
+STREAM_REPLIES = (
+    Reply(200, "The whole file", content=ANY_BYTES, headers=STREAM_HEADERS),
+    Reply(
+        206,
+        "The ranges asked for (several: `multipart/byteranges`)",
+        content=ANY_BYTES,
+        headers=(*STREAM_HEADERS, "Content-Range"),
+    ),
+    Reply(302, "To a presigned S3 GET or the CDN", headers=("Location", "Cache-Control")),
+    Reply(304, "Not modified", headers=("ETag", "Last-Modified", "Cache-Control")),
+)
 
 UPLOAD_ID = _parameter("path", "upload_id", "The tus upload: the last segment of its `Location`")
 TUS_RESUMABLE = _parameter(
@@ -309,7 +345,7 @@ UPLOAD_CHECKSUM = _parameter(
 # A tus body: the upload's bytes from the offset on.
 OFFSET_OCTET_STREAM = {tus.OFFSET_OCTET_STREAM: {"schema": BINARY}}
 TUS_ANSWER = ("Tus-Resumable",)
-TUS_PROGRESS = ("Upload-Expires",)
+TUS_PROGRESS = ("Upload-Expires", "Upload-Media-Id", "Link")
 TUS_LINKS = {
     name: {
         "operationId": operation,
@@ -322,6 +358,7 @@ TUS_LINKS = {
         ("Status", "tus_status", {}),
         ("Send", "tus_patch", {"header.Upload-Offset": "$response.header.Upload-Offset"}),
         ("Terminate", "tus_terminate", {}),
+        ("File", "tus_download", {}),
     ]
 }
 TUS_OPTIONS_REPLY = Reply(
@@ -507,29 +544,9 @@ REGISTRY: tuple[Route, ...] = (
             MEDIA_ID,
             _parameter("query", "expires", "Of a signed stream link", {"type": "string"}),
             _parameter("query", "signature", "Of a signed stream link", {"type": "string"}),
-            _parameter(
-                "header",
-                "Range",
-                "`bytes=first-last`, `bytes=first-`, `bytes=-suffix`, or several",
-                {"type": "string"},
-            ),
-            _parameter("header", "If-Range", "An ETag or HTTP-date", {"type": "string"}),
-            _parameter("header", "If-Match", "ETags", {"type": "string"}),
-            _parameter("header", "If-None-Match", "ETags", {"type": "string"}),
-            _parameter("header", "If-Modified-Since", "HTTP-date", {"type": "string"}),
-            _parameter("header", "If-Unmodified-Since", "HTTP-date", {"type": "string"}),
+            *READ_CONDITIONS,
         ),
-        replies=(
-            Reply(200, "The whole file", content=ANY_BYTES, headers=STREAM_HEADERS),
-            Reply(
-                206,
-                "The ranges asked for (several: `multipart/byteranges`)",
-                content=ANY_BYTES,
-                headers=(*STREAM_HEADERS, "Content-Range"),
-            ),
-            Reply(302, "To a presigned S3 GET or the CDN", headers=("Location", "Cache-Control")),
-            Reply(304, "Not modified", headers=("ETag", "Last-Modified", "Cache-Control")),
-        ),
+        replies=STREAM_REPLIES,
         problems=(
             errors.Forbidden,
             errors.NotFound,
@@ -582,6 +599,9 @@ REGISTRY: tuple[Route, ...] = (
             errors.FileTooLarge,
             errors.TooManySessions,
             errors.PartialTaken,
+            errors.UnsupportedMediaType,
+            errors.ChecksumAlgorithmUnsupported,
+            errors.ChecksumMismatch,
             *STORAGE,
         ),
     ),
@@ -596,6 +616,35 @@ REGISTRY: tuple[Route, ...] = (
         parameters=(UPLOAD_ID,),
         replies=(TUS_OPTIONS_REPLY,),
         problems=(CORS_ORIGIN_NOT_ALLOWED,),
+    ),
+    Route(
+        "GET",
+        tus.UPLOAD,
+        "tus_download",
+        "A finished upload's file, as `stream_media` serves its media",
+        tag="tus",
+        description="Ranges, conditionals, a redirect to S3 or the CDN, as `stream_media`; "
+        "with the owner's bearer token (no `Tus-Resumable` needed). An unfinished upload is "
+        "`409 upload-incomplete`. A page's `<video>` cannot send the token: give it the "
+        "media info's signed `stream_url` instead.",
+        # HEAD on this path is tus's offset retrieval.
+        head=False,
+        parameters=(
+            UPLOAD_ID,
+            *READ_CONDITIONS,
+        ),
+        replies=STREAM_REPLIES,
+        problems=(
+            errors.NotFound,
+            errors.UploadIncomplete,
+            errors.SessionExpired,
+            errors.UploadFailed,
+            PRECONDITION_FAILED,
+            RANGE_NOT_SATISFIABLE,
+            errors.MediaFailed,
+            errors.MediaNotReady,
+            *STORAGE,
+        ),
     ),
     Route(
         "HEAD",
@@ -671,6 +720,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ProtocolVersionUnsupported,
             errors.FileTooLarge,
             errors.UnsupportedMediaType,
+            errors.ChecksumAlgorithmUnsupported,
             errors.ChecksumMismatch,
             errors.TooMuchHeld,
             *STORAGE,
@@ -680,10 +730,10 @@ REGISTRY: tuple[Route, ...] = (
         "DELETE",
         tus.UPLOAD,
         "tus_terminate",
-        "Terminate an unfinished upload: its bytes are removed",
+        "Terminate an upload: its bytes are removed",
         tag="tus",
-        description="A finished upload is a media: delete that instead."
-        + OVERRIDE.format(verb="DELETE"),
+        description="A finished upload is its media: that is deleted as by `delete_media` "
+        "(a finalizing one with its parts)." + OVERRIDE.format(verb="DELETE"),
         parameters=(UPLOAD_ID, TUS_RESUMABLE),
         answer_headers=TUS_ANSWER,
         replies=(Reply(204, "Terminated"),),

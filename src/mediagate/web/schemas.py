@@ -31,6 +31,8 @@ from mediagate.models import (
 from mediagate.web.keys import SETTINGS
 
 Model = TypeVar("Model", bound=BaseModel)
+# The states of a session whose media exists (ready, or finalizing).
+MADE = (SessionState.COMPLETED, SessionState.FINALIZING)
 
 # A media type (RFC 6838 names) with optional parameters (RFC 9110 §8.3.1):
 # `text/plain; charset=utf-8`. Printable ASCII only: it goes into headers.
@@ -148,6 +150,9 @@ class SessionStatusAnswer(Answer):
     last_error: str | None = Field(
         description="Why the upload went back to open, or is stuck finalizing (else null)"
     )
+    media_id: str | None = Field(
+        description="The media it made, once completed or finalizing (else null)"
+    )
 
     @classmethod
     def of(cls, status: SessionStatus) -> SessionStatusAnswer:
@@ -164,6 +169,7 @@ class SessionStatusAnswer(Answer):
             storage=session.storage,
             expires_at=session.expires_at,
             last_error=session.last_error,
+            media_id=session.media_id if session.state in MADE else None,
         )
 
 

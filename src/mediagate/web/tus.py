@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
 from mediagate.errors import (
     BadRequest,
+    OffsetMismatch,
     Problem,
     ProtocolVersionUnsupported,
     UnsupportedMediaType,
@@ -25,6 +26,7 @@ from mediagate.web.body_reads import request_body
 from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin
 from mediagate.web.keys import TUS
+from mediagate.web.media import serve_media
 from mediagate.web.problems import from_problem, problem_response
 from mediagate.web.tus_headers import (
     media_name,
@@ -64,6 +66,8 @@ TUS_ALLOW_HEADERS = (
 )
 TUS_EXPOSE_HEADERS = (
     "Location",
+    "Upload-Media-Id",
+    "Link",
     "Upload-Offset",
     "Upload-Length",
     "Tus-Resumable",
@@ -75,7 +79,11 @@ TUS_EXPOSE_HEADERS = (
     "Upload-Expires",
 )
 # And the methods, for Access-Control-Allow-Methods.
-TUS_METHODS = ("POST", "HEAD", "PATCH", "DELETE", "OPTIONS")
+TUS_METHODS = ("POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS")
+# Verbs outside tus's protocol: no Tus-Resumable asked or sent (a player's GET has none).
+NOT_TUS = ("OPTIONS", "GET")
+# The relation of the `Link` to a finished upload's media info (RFC 8288, IANA registered).
+MEDIA_INFO_RELATION = "describedby"
 # What a browser on another origin may send to and read from the tus paths.
 CORS_PATHS = NATIVE_API.extended(
     COLLECTION,
@@ -108,12 +116,15 @@ def _tus_answer(verbs: dict[str, Handler]) -> Handler:
                     headers={"Allow": allowed},
                 )
             else:
-                if method != "OPTIONS":
+                if method not in NOT_TUS:
                     _check_version(request)
                 response = await handler(request)
         except Problem as problem:
             response = from_problem(problem)
-        if method != "OPTIONS":
+            if isinstance(problem, OffsetMismatch):
+                # The upload's offset, so that the client can resume without a HEAD.
+                response.headers["Upload-Offset"] = str(problem.extra["offset"])
+        if method not in NOT_TUS:
             response.headers["Tus-Resumable"] = TUS_VERSION
         return response
 
@@ -160,13 +171,15 @@ async def create(request: web.Request) -> web.Response:
             filename=filename,
             content_type=content_type,
         )
-        headers = {"Location": _upload_url(request, state.session.id), **_progress(state)}
+        headers = {"Location": _upload_url(request, state.session.id), **_progress(request, state)}
         return web.Response(status=201, headers=headers)
     if deferred is not None and deferred.strip() != "1":
         raise BadRequest("Upload-Defer-Length must be 1")
     if (length is None) == (deferred is None):
         raise BadRequest("send either Upload-Length or Upload-Defer-Length: 1")
     with_body = request.content_type == OFFSET_OCTET_STREAM
+    if request.body_exists and not with_body:
+        raise UnsupportedMediaType(f"a creation's body must be {OFFSET_OCTET_STREAM}")
     checksum = parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
     state = await tus.create(
         user_id,
@@ -193,14 +206,14 @@ async def create(request: web.Request) -> web.Response:
         except Problem as problem:
             log.warning("tus.creation_body_failed", session_id=upload_id, error=problem.detail)
             state = await tus.state(user_id, upload_id)
-    headers = {"Location": _upload_url(request, upload_id), **_progress(state)}
+    headers = {"Location": _upload_url(request, upload_id), **_progress(request, state)}
     return web.Response(status=201, headers=headers)
 
 
 async def head(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     state = await request.app[TUS].state(user_id, request.match_info["upload_id"])
-    headers = {**_progress(state), "Cache-Control": "no-store"}
+    headers = {**_progress(request, state), "Cache-Control": "no-store"}
     if state.length is None:
         headers["Upload-Defer-Length"] = "1"
     else:
@@ -228,7 +241,14 @@ async def patch(request: web.Request) -> web.Response:
         checksum=parse_checksum(request.headers.get("Upload-Checksum")),
         upload_length=parse_number("Upload-Length", request.headers.get("Upload-Length")),
     )
-    return web.Response(status=204, headers=_progress(state))
+    return web.Response(status=204, headers=_progress(request, state))
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """A finished upload's file, as the stream endpoint serves its media (as tusd does)."""
+    user_id = authenticated_user(request)
+    media = await request.app[TUS].media(user_id, request.match_info["upload_id"])
+    return await serve_media(request, media)
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -237,10 +257,16 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _progress(state: TusState) -> dict[str, str]:
+def _progress(request: web.Request, state: TusState) -> dict[str, str]:
+    """Where the upload is: its offset, and until it is finished its expiry; then its media."""
     headers = {"Upload-Offset": str(state.offset)}
     if not state.finished:
         headers["Upload-Expires"] = format_datetime(state.session.expires_at, usegmt=True)
+        return headers
+    media_id = state.session.media_id
+    info = link_origin(request).joinpath("api/v1/media/info", media_id)
+    headers["Upload-Media-Id"] = media_id
+    headers["Link"] = f'<{info}>; rel="{MEDIA_INFO_RELATION}"'
     return headers
 
 
@@ -254,7 +280,13 @@ UPLOAD = COLLECTION + "/{upload_id}"
 # OpenAPI document to exactly these.
 DISPATCHED: dict[str, dict[str, Handler]] = {
     COLLECTION: {"POST": create, "OPTIONS": options},
-    UPLOAD: {"HEAD": head, "PATCH": patch, "DELETE": delete, "OPTIONS": options},
+    UPLOAD: {
+        "GET": download,
+        "HEAD": head,
+        "PATCH": patch,
+        "DELETE": delete,
+        "OPTIONS": options,
+    },
 }
 for path, verbs in DISPATCHED.items():
     routes.route("*", path)(_tus_answer(verbs))

@@ -8,7 +8,7 @@ import mimetypes
 import re
 
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum
-from mediagate.errors import BadRequest
+from mediagate.errors import BadRequest, ChecksumAlgorithmUnsupported, ChecksumMismatch
 from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 
 # At most 10,000 × 5 GiB fits in S3; 20 digits reach far past it.
@@ -47,12 +47,13 @@ def parse_metadata(value: str | None) -> dict[str, str]:
 
 
 def parse_checksum(value: str | None) -> Checksum | None:
-    """Upload-Checksum: `algorithm base64(digest)`."""
+    """Upload-Checksum: `algorithm base64(digest)`. A digest of the wrong length is
+    one no body can match: a mismatch (460) at once, rather than a malformed header."""
     if value is None:
         return None
     algorithm, _, encoded = value.strip().partition(" ")
     if algorithm not in CHECKSUM_ALGORITHMS:
-        raise BadRequest(
+        raise ChecksumAlgorithmUnsupported(
             f"Upload-Checksum algorithm {algorithm!r} is not one of "
             f"{', '.join(CHECKSUM_ALGORITHMS)}"
         )
@@ -60,14 +61,19 @@ def parse_checksum(value: str | None) -> Checksum | None:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("Upload-Checksum's digest is not base64") from None
+    if not digest:
+        raise BadRequest("Upload-Checksum has no digest")
     if len(digest) != CHECKSUM_ALGORITHMS[algorithm]().digest_size:
-        raise BadRequest(f"Upload-Checksum's digest is not a {algorithm} digest")
+        raise ChecksumMismatch(
+            f"Upload-Checksum's digest has {len(digest)} bytes; no body's {algorithm} has that"
+        )
     return Checksum(algorithm, digest)
 
 
 def media_name(metadata: dict[str, str]) -> tuple[str, str]:
-    """The media's filename and content type from the metadata (guessed, as for initiate)."""
-    filename = next((metadata[k] for k in FILENAME_KEYS if metadata.get(k)), "") or "file"
+    """The media's filename ("" if the metadata has none) and content type (guessed, as
+    for initiate)."""
+    filename = next((metadata[k] for k in FILENAME_KEYS if metadata.get(k)), "")
     declared = next((metadata[k] for k in FILETYPE_KEYS if metadata.get(k)), "")
     if re.fullmatch(CONTENT_TYPE_PATTERN, declared.split(";")[0].strip()):
         return filename, declared.split(";")[0].strip().lower()
