@@ -9,6 +9,8 @@ import asyncio
 import base64
 import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -185,9 +187,40 @@ async def test_an_event_never_acknowledged_is_kept_as_dead_and_can_be_sent_again
     finally:
         await server.stop()
     assert receiver.received == []
-    # The next event of that media waited for it, and dies in turn once it is tried.
     assert outbox(data_dir)[0][:2] == ("upload.created", "dead")
-    assert media_id
+
+    listed = mediagate_events(data_dir, "--dead")
+    assert listed.returncode == 0, listed.stderr
+    dead_id, dead_type, dead_media = listed.stdout.splitlines()[0].split("\t")[:3]
+    assert (dead_type, dead_media) == ("upload.created", media_id)
+    assert "HTTP 503" in listed.stdout
+
+    # The application is fixed: the operator sends the dead events again.
+    receiver.status = 204
+    for line in listed.stdout.splitlines():
+        retried = mediagate_events(data_dir, "--retry", line.split("\t")[0])
+        assert retried.returncode == 0, retried.stderr
+    unknown = mediagate_events(data_dir, "--retry", "msg_nope")
+    assert unknown.returncode == 1
+    assert "no dead event msg_nope" in unknown.stderr
+    await server.start()
+    try:
+        await until(lambda: len(receiver.types(media_id)) == 2)
+    finally:
+        await server.stop()
+    assert receiver.types(media_id) == ["upload.created", "media.ready"]
+    assert receiver.received[0]["id"] == dead_id
+
+
+def mediagate_events(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mediagate", "events", *arguments],
+        env={"PATH": "/usr/bin:/bin", "MEDIAGATE_DATA_DIR": str(data_dir)},
+        cwd=data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_410_stops_that_endpoint_for_that_event_only(tmp_path, receiver):
