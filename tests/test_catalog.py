@@ -880,3 +880,29 @@ async def test_two_claimers_at_once_take_different_events(outbox, opener):
     seqs = [d.seq for batch in batches for d in batch]
     assert sorted(seqs) == sorted(set(seqs))
     assert len(seqs) == 40
+
+
+@pytest.mark.parametrize("endpoints", [(), HOOKS[:1]], ids=["no-webhook", "one-webhook"])
+async def test_what_events_cost_an_upload_in_postgres_round_trips(postgres_server, endpoints):
+    """The figure for docs/integration.md: an upload's catalog changes (created, then
+    completed ready), counted in round trips with and without a webhook endpoint."""
+    async with round_trips(postgres_server.port) as proxy:
+        url = proxy.url(postgres_server.new_database())
+        catalog = await PostgresCatalog.open(url, pool_size=1, endpoints=endpoints)
+        try:
+            await catalog.ping()
+            proxy.statements.clear()
+            await catalog.add_session(new_session("s1"))
+            await catalog.complete_session("s1", new_media("m-s1"))
+            counted = list(proxy.statements)
+        finally:
+            await catalog.close()
+    events = [statement for statement in counted if "events" in statement]
+    if endpoints:
+        # add_session becomes a transaction (BEGIN, COMMIT) with its event; complete
+        # reads the media and the session before it writes media.ready.
+        assert len(events) == 2
+        assert len(counted) == 13, counted
+    else:
+        assert events == []
+        assert len(counted) == 7, counted
