@@ -863,6 +863,22 @@ async def test_claims_take_the_first_pending_event_of_each_media_and_hold_it(out
     assert [(d.seq, d.attempts) for d in again] == [(dead.seq, 0)]
 
 
+async def test_prune_forgets_done_deliveries_of_old_events_only(outbox):
+    await outbox.add_session(new_session())
+    await outbox.add_session(new_session("s2"))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    claimed = await outbox.claim_events(now, hold=60, limit=10)
+    done, gone, dead, retried = claimed
+    await outbox.settle_event(done.seq, DeliveryState.DELIVERED, next_at=None, error=None)
+    await outbox.settle_event(gone.seq, DeliveryState.GONE, next_at=None, error="410")
+    await outbox.settle_event(dead.seq, DeliveryState.DEAD, next_at=None, error="503")
+    await outbox.settle_event(retried.seq, DeliveryState.PENDING, next_at=now, error="503")
+
+    assert await outbox.prune_events(now - timedelta(hours=1)) == 0  # not old enough
+    assert await outbox.prune_events(now) == 2
+    assert await outbox.count_events() == {DeliveryState.DEAD: 1, DeliveryState.PENDING: 1}
+
+
 async def test_two_claimers_at_once_take_different_events(outbox, opener):
     for number in range(20):
         await outbox.add_session(new_session(f"s{number}"))

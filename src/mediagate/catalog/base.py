@@ -147,6 +147,10 @@ class Catalog(Protocol):
 
     async def count_events(self) -> dict[DeliveryState, int]: ...
 
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`;
+        how many. Dead and pending ones are kept."""
+
     async def requeue_event(self, event_id: str, now: datetime) -> int:
         """Make a dead event's deliveries pending again, retried for a new window from `now`."""
 

@@ -952,6 +952,15 @@ class PostgresCatalog:
         rows = await self._rows("SELECT state, count(*) AS n FROM events GROUP BY state")
         return {DeliveryState(row["state"]): int(row["n"]) for row in rows}
 
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`."""
+        return await self._changed(
+            "DELETE FROM events WHERE state IN (%s, %s) AND created_at < %s",
+            DeliveryState.DELIVERED.value,
+            DeliveryState.GONE.value,
+            before,
+        )
+
     async def requeue_event(self, event_id: str, now: datetime) -> int:
         """Send a dead event again (at each endpoint where it is dead), with a new retry
         window from `now`; how many deliveries that makes."""

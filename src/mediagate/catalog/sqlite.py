@@ -674,6 +674,16 @@ class SQLiteCatalog:
         rows = await self._run(self._execute, "SELECT state, count(*) FROM events GROUP BY state")
         return {DeliveryState(row[0]): int(row[1]) for row in rows}
 
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`."""
+        return await self._run(
+            self._changed,
+            "DELETE FROM events WHERE state IN (?, ?) AND created_at < ?",
+            DeliveryState.DELIVERED.value,
+            DeliveryState.GONE.value,
+            _timestamp(before),
+        )
+
     async def requeue_event(self, event_id: str, now: datetime) -> int:
         """Send a dead event again (at each endpoint where it is dead), with a new retry
         window from `now`; how many deliveries that makes."""

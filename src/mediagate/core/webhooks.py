@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = structlog.get_logger("mediagate.webhooks")
 BATCH = 10
 # Seconds between two looks at the outbox when it had nothing due, at most.
 IDLE_POLL = 1.0
+# Seconds between two clean-ups of the deliveries done (kept for a retry window).
+PRUNE_EVERY = 600.0
 # Longest wait between two tries of an event (shorter when the retry window is short).
 MAX_BACKOFF = 3600.0
 
@@ -90,8 +93,14 @@ class WebhookSender:
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             idle = 0.05
+            pruned_at = 0.0
             while True:
                 try:
+                    if time.monotonic() - pruned_at > PRUNE_EVERY:
+                        await self._catalog.prune_events(
+                            _now() - timedelta(seconds=self._retry_for)
+                        )
+                        pruned_at = time.monotonic()
                     sent = await self.deliver_once(http)
                 except Exception as error:  # the catalog is down: look again later
                     log.warning("webhooks.failed", error=str(error))
