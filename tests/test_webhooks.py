@@ -143,6 +143,31 @@ async def test_every_event_of_an_upload_arrives_signed_and_in_order(tmp_path, re
     assert len(receiver.ids) == len(set(receiver.ids))  # no duplicate in a normal run
 
 
+async def test_a_tus_upload_left_to_expire_reports_its_creation_and_its_expiry(tmp_path, receiver):
+    server = ServerProcess(tmp_path / "data", server_env(receiver, MEDIAGATE_SESSION_TTL="1"))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=HEADERS) as client:
+            async with client.post(
+                "/api/v1/tus", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "100"}
+            ) as answer:
+                assert answer.status == 201, await answer.text()
+        await until(lambda: len(receiver.received) == 1)
+        created = receiver.received[0]
+        assert (created["type"], created["data"]["protocol"]) == ("upload.created", "tus")
+        # The expiry sweep runs at start-up: a restart after the TTL expires it.
+        await server.stop()
+        await asyncio.sleep(1.5)
+        await server.start()
+        await until(lambda: len(receiver.received) == 2)
+    finally:
+        await server.stop()
+    expired = receiver.received[1]
+    assert expired["type"] == "upload.expired"
+    assert expired["data"]["upload_id"] == created["data"]["upload_id"]
+    assert expired["data"]["media_id"] == created["data"]["media_id"]
+
+
 async def test_a_receiver_down_then_a_sigkill_loses_no_event_and_keeps_the_order(
     tmp_path, receiver
 ):
