@@ -40,6 +40,8 @@ class Receiver:
         self.status = 204
         self.received: list[dict] = []
         self.ids: list[str] = []
+        # When each webhook-id was first acknowledged (the event loop's clock).
+        self.arrived: dict[str, float] = {}
         self.attempts = 0
         self._runner: web.AppRunner | None = None
 
@@ -49,6 +51,9 @@ class Receiver:
         message = Webhook(WHSEC).verify(body, dict(request.headers))
         if 200 <= self.status < 300:
             self.ids.append(request.headers["webhook-id"])
+            self.arrived.setdefault(
+                request.headers["webhook-id"], asyncio.get_running_loop().time()
+            )
             if request.headers["webhook-id"] not in {m["id"] for m in self.received}:
                 self.received.append({"id": request.headers["webhook-id"], **message})
         return web.Response(status=self.status)
@@ -166,6 +171,31 @@ async def test_a_tus_upload_left_to_expire_reports_its_creation_and_its_expiry(t
     assert expired["type"] == "upload.expired"
     assert expired["data"]["upload_id"] == created["data"]["upload_id"]
     assert expired["data"]["media_id"] == created["data"]["media_id"]
+
+
+async def test_an_event_is_sent_right_after_its_commit_even_when_the_sender_is_idle(
+    tmp_path, receiver
+):
+    loop = asyncio.get_running_loop()
+    server = ServerProcess(tmp_path / "data", server_env(receiver))
+    await server.start()
+    delays = []
+    try:
+        async with aiohttp.ClientSession(server.base, headers=HEADERS) as client:
+            for _ in range(6):
+                await asyncio.sleep(2.5)  # idle: the sender polls at its slowest
+                async with client.post(
+                    "/api/v1/media/upload/initiate", json={"filename": "a.mp4", "size": 5}
+                ) as answer:
+                    assert answer.status == 201
+                    answered = loop.time()
+                count = len(receiver.arrived)
+                await until(lambda: len(receiver.arrived) == count + 1)  # noqa: B023
+                delays.append(max(receiver.arrived.values()) - answered)
+    finally:
+        await server.stop()
+    # Polling alone would wait up to a second, half a second on average.
+    assert max(delays) < 0.5, delays
 
 
 async def test_a_receiver_down_then_a_sigkill_loses_no_event_and_keeps_the_order(

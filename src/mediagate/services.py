@@ -137,6 +137,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                 retry_for=settings.webhook_retry_for,
                 on_settled=metrics.webhook_attempt,
             )
+            catalog.on_events_written(sender.wake)
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
         yield Services(

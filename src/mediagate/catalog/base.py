@@ -10,6 +10,7 @@ never `StorageUnavailable`, which is about the blob stores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -146,6 +147,9 @@ class Catalog(Protocol):
     async def events_in_state(self, state: DeliveryState, limit: int) -> list[Delivery]: ...
 
     async def count_events(self) -> dict[DeliveryState, int]: ...
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) after each commit that wrote an event."""
 
     async def prune_events(self, before: datetime) -> int:
         """Forget the deliveries done (delivered or gone) of events older than `before`;

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import select
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -256,6 +256,9 @@ class PostgresCatalog:
     ) -> None:
         self._pool = pool
         self._endpoints = tuple(endpoints)
+        self._on_events: Callable[[], None] | None = None
+        # The connections whose open transaction wrote an event.
+        self._wrote_events: set[int] = set()
         self.schema_upgrade = upgrade
         self._borrow = borrow
 
@@ -331,8 +334,20 @@ class PostgresCatalog:
     async def _transaction(self) -> AsyncIterator[Connection]:
         """A pooled connection in one transaction, committed on success and rolled back
         on error: for a method of several statements."""
-        async with self._connection() as connection, connection.transaction():
-            yield connection
+        async with self._connection() as connection:
+            try:
+                async with connection.transaction():
+                    yield connection
+            except BaseException:
+                self._wrote_events.discard(id(connection))
+                raise
+            if id(connection) in self._wrote_events:
+                self._wrote_events.discard(id(connection))
+                if self._on_events is not None:
+                    self._on_events()
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        self._on_events = callback
 
     async def _rows(self, sql: str, *parameters: Any) -> list[DictRow]:
         """One statement, in one round trip."""
@@ -349,6 +364,7 @@ class PostgresCatalog:
 
     async def _write_event(self, connection: Connection, event: Event) -> None:
         """The event, once per endpoint, in the caller's transaction."""
+        self._wrote_events.add(id(connection))
         for endpoint in self._endpoints:
             await connection.execute(
                 "INSERT INTO events (id, endpoint, media_id, type, body, state, created_at, "

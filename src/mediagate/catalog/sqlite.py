@@ -174,6 +174,9 @@ class SQLiteCatalog:
     ) -> None:
         self._path = path
         self._endpoints = tuple(endpoints)
+        self._on_events: Callable[[], None] | None = None
+        self._wrote_events = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._migrations = migrations
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
@@ -188,6 +191,7 @@ class SQLiteCatalog:
         With `endpoints` (the webhook URLs), each state change writes its event for each
         of them in its transaction; with none, no event is written."""
         catalog = cls(path, migrations, endpoints)
+        catalog._loop = asyncio.get_running_loop()
         try:
             await catalog._run(catalog._connect)
         except BaseException:
@@ -254,12 +258,21 @@ class SQLiteCatalog:
             result = work(self._db)
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._wrote_events = False
             raise
         self._db.execute("COMMIT")
+        if self._wrote_events:
+            self._wrote_events = False
+            if self._on_events is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_events)
         return result
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        self._on_events = callback
 
     def _write_event(self, db: sqlite3.Connection, event: Event) -> None:
         """The event, once per endpoint, in the caller's transaction."""
+        self._wrote_events = True
         for endpoint in self._endpoints:
             db.execute(
                 "INSERT INTO events (id, endpoint, media_id, type, body, state, created_at, "

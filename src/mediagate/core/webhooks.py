@@ -95,6 +95,7 @@ class WebhookSender:
             idle = 0.05
             pruned_at = 0.0
             while True:
+                self._wake.clear()  # before the claim: a commit from now on wakes the wait
                 try:
                     if time.monotonic() - pruned_at > PRUNE_EVERY:
                         await self._catalog.prune_events(
@@ -108,7 +109,6 @@ class WebhookSender:
                 if sent:
                     idle = 0.05
                     continue
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), idle)
                 idle = min(idle * 2, IDLE_POLL)
