@@ -43,11 +43,14 @@ class Receiver:
         # When each webhook-id was first acknowledged (the event loop's clock).
         self.arrived: dict[str, float] = {}
         self.attempts = 0
+        self.hang = False  # never answer
         self._runner: web.AppRunner | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.attempts += 1
+        while self.hang:
+            await asyncio.sleep(0.05)
         message = Webhook(WHSEC).verify(body, dict(request.headers))
         if 200 <= self.status < 300:
             self.ids.append(request.headers["webhook-id"])
@@ -276,6 +279,41 @@ def mediagate_events(data_dir: Path, *arguments: str) -> subprocess.CompletedPro
         text=True,
         timeout=60,
     )
+
+
+async def test_a_receiver_that_never_answers_holds_one_connection_for_the_timeout(
+    tmp_path, receiver
+):
+    receiver.hang = True
+    data_dir = tmp_path / "data"
+    server = ServerProcess(data_dir, server_env(receiver, MEDIAGATE_WEBHOOK_TIMEOUT="1"))
+    await server.start()
+    try:
+        for number in range(3):  # three media: three events due at once
+            await upload(server.base, f"file {number}".encode())
+        connections = []
+        loop = asyncio.get_running_loop()
+        watch_until = loop.time() + 2.5  # two timeouts and more
+        while receiver.attempts < 3 or loop.time() < watch_until:
+            connections.append(open_connections_to(receiver.port))
+            await asyncio.sleep(0.02)
+        receiver.hang = False
+        await until(lambda: len(receiver.received) == 6, seconds=60)
+    finally:
+        await server.stop()
+    # The sender's side: one open connection at a time, dropped after the timeout.
+    assert max(connections) == 1, connections
+    with sqlite3.connect(data_dir / CATALOG_FILE) as db:
+        errors = {row[0] for row in db.execute("SELECT last_error FROM events")}
+    assert errors == {None}  # delivered in the end: the last attempt's error is cleared
+
+
+def open_connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:`port` from a client on this machine."""
+    target = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[2] == target and row[3] == "01")
 
 
 async def test_410_stops_that_endpoint_for_that_event_only(tmp_path, receiver):
