@@ -4,6 +4,7 @@ upgrades, and what a PostgreSQL outage looks like through the HTTP API."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.errors import NotFound
+from mediagate.events import Delivery, DeliveryState
 from mediagate.models import (
     Chunk,
     Media,
@@ -58,12 +60,12 @@ class Opener:
         return sqlite.MIGRATIONS if self.url is None else postgres.MIGRATIONS
 
     async def open(
-        self, migrations: Sequence[Step] | None = None
+        self, migrations: Sequence[Step] | None = None, endpoints: Sequence[str] = ()
     ) -> SQLiteCatalog | PostgresCatalog:
         steps = self.migrations if migrations is None else migrations
         if self.url is None:
-            return await SQLiteCatalog.open(self.path, steps)
-        return await PostgresCatalog.open(self.url, migrations=steps)
+            return await SQLiteCatalog.open(self.path, steps, endpoints)
+        return await PostgresCatalog.open(self.url, migrations=steps, endpoints=endpoints)
 
 
 @pytest.fixture(params=CATALOGS)
@@ -749,3 +751,174 @@ def test_serve_stops_in_one_line_when_postgresql_cannot_be_reached(tmp_path):
     assert last.startswith("mediagate: cannot connect to the PostgreSQL catalog")
     assert "Connection refused" in last and "pw" not in last
     assert "Traceback" not in result.stderr
+
+
+HOOKS = ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b")
+
+
+@pytest.fixture
+async def outbox(opener: Opener) -> AsyncIterator[SQLiteCatalog | PostgresCatalog]:
+    """A catalog that writes events for two webhook endpoints."""
+    catalog = await opener.open(endpoints=HOOKS)
+    yield catalog
+    await catalog.close()
+
+
+async def pending(catalog: SQLiteCatalog | PostgresCatalog) -> list[Delivery]:
+    return await catalog.events_in_state(DeliveryState.PENDING, 1000)
+
+
+async def test_each_state_change_writes_its_event_once_per_endpoint_in_order(outbox):
+    await outbox.add_session(new_session())
+    await outbox.complete_session("s1", new_media("m-s1", state=MediaState.FINALIZING))
+    await outbox.replace_upload("s1", "fresh", error="the SHA-256 did not match")
+    await outbox.complete_session("s1", new_media("m-s1"))
+    await outbox.complete_session("s1", new_media("m-s1"))  # again: already ready, no event
+    assert await outbox.move_media(
+        "m-s1", source=StorageKind.LOCAL, target=StorageKind.S3, checksum="sha256:" + "ef" * 32
+    )
+    await outbox.delete_media("m-s1")
+    await outbox.delete_media("m-s1")  # gone already: nothing to report
+    await outbox.add_session(new_session("s2"))
+    await outbox.set_session_state("s2", SessionState.EXPIRED)
+    await outbox.set_session_state("s2", SessionState.EXPIRED)
+
+    deliveries = await pending(outbox)
+    for endpoint in HOOKS:
+        mine = [delivery for delivery in deliveries if delivery.endpoint == endpoint]
+        assert [(d.media_id, d.type) for d in mine] == [
+            ("m-s1", "upload.created"),
+            ("m-s1", "media.failed"),
+            ("m-s1", "media.ready"),
+            ("m-s1", "media.migrated"),
+            ("m-s1", "media.deleted"),
+            ("m-s2", "upload.created"),
+            ("m-s2", "upload.expired"),
+        ]
+    by_type = {d.type: json.loads(d.body) for d in deliveries}
+    assert by_type["media.failed"]["data"]["reason"] == "the SHA-256 did not match"
+    ready = by_type["media.ready"]
+    assert ready["type"] == "media.ready"
+    assert ready["data"] == {
+        "media_id": "m-s1",
+        "user_id": "alice",
+        "filename": "clip.mp4",
+        "size": 42,
+        "content_type": "video/mp4",
+        "storage": "local",
+        "sha256": "cd" * 32,
+        "upload_id": "s1",
+        "protocol": "native",
+        "app_metadata": None,
+    }
+    assert by_type["media.migrated"]["data"]["storage"] == "s3"
+    assert by_type["media.migrated"]["data"]["sha256"] == "ef" * 32
+    # The same event has the same id at every endpoint, and a different one from the others.
+    assert len({d.id for d in deliveries}) == len(deliveries) // 2
+
+
+async def test_without_endpoints_no_event_is_written(catalog):
+    await catalog.add_session(new_session())
+    await catalog.complete_session("s1", new_media("m-s1"))
+    await catalog.delete_media("m-s1")
+    assert await catalog.count_events() == {}
+
+
+async def test_a_rolled_back_change_writes_no_event(outbox):
+    await outbox.add_session(new_session())
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+        await outbox.add_session(new_session())
+    assert [d.type for d in await pending(outbox)] == ["upload.created"] * 2
+
+
+async def test_claims_take_the_first_pending_event_of_each_media_and_hold_it(outbox):
+    await outbox.add_session(new_session())
+    await outbox.complete_session("s1", new_media("m-s1"))
+    await outbox.add_session(new_session("s2"))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+
+    first = await outbox.claim_events(now, hold=60, limit=10)
+    assert [(d.media_id, d.type) for d in first] == [("m-s1", "upload.created")] * 2 + [
+        ("m-s2", "upload.created")
+    ] * 2
+    assert await outbox.claim_events(now, hold=60, limit=10) == []  # held, and in order
+
+    for delivery in first:
+        if delivery.media_id == "m-s1":
+            await outbox.settle_event(
+                delivery.seq, DeliveryState.DELIVERED, next_at=None, error=None
+            )
+    second = await outbox.claim_events(now, hold=60, limit=10)
+    assert [(d.media_id, d.type) for d in second] == [("m-s1", "media.ready")] * 2
+
+    # A retried one is due again at its next_at; a dead one is requeued by its id.
+    retried, dead = second
+    await outbox.settle_event(retried.seq, DeliveryState.PENDING, next_at=now, error="503")
+    await outbox.settle_event(dead.seq, DeliveryState.DEAD, next_at=None, error="503")
+    assert [d.seq for d in await outbox.claim_events(now, hold=60, limit=10)] == [retried.seq]
+    assert [d.seq for d in await outbox.events_in_state(DeliveryState.DEAD, 10)] == [dead.seq]
+    assert (await outbox.count_events())[DeliveryState.DEAD] == 1
+    assert await outbox.requeue_event(dead.id, now) == 1
+    again = await outbox.claim_events(now, hold=60, limit=10)
+    assert [(d.seq, d.attempts) for d in again] == [(dead.seq, 0)]
+
+
+async def test_prune_forgets_done_deliveries_of_old_events_only(outbox):
+    await outbox.add_session(new_session())
+    await outbox.add_session(new_session("s2"))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    claimed = await outbox.claim_events(now, hold=60, limit=10)
+    done, gone, dead, retried = claimed
+    await outbox.settle_event(done.seq, DeliveryState.DELIVERED, next_at=None, error=None)
+    await outbox.settle_event(gone.seq, DeliveryState.GONE, next_at=None, error="410")
+    await outbox.settle_event(dead.seq, DeliveryState.DEAD, next_at=None, error="503")
+    await outbox.settle_event(retried.seq, DeliveryState.PENDING, next_at=now, error="503")
+
+    assert await outbox.prune_events(now - timedelta(hours=1)) == 0  # not old enough
+    assert await outbox.prune_events(now) == 2
+    assert await outbox.count_events() == {DeliveryState.DEAD: 1, DeliveryState.PENDING: 1}
+
+
+async def test_two_claimers_at_once_take_different_events(outbox, opener):
+    for number in range(20):
+        await outbox.add_session(new_session(f"s{number}"))
+    other = await opener.open(endpoints=HOOKS)
+    try:
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        batches = await asyncio.gather(
+            *(
+                catalog.claim_events(now, hold=60, limit=15)
+                for catalog in (outbox, other, outbox, other)
+            )
+        )
+    finally:
+        await other.close()
+    seqs = [d.seq for batch in batches for d in batch]
+    assert sorted(seqs) == sorted(set(seqs))
+    assert len(seqs) == 40
+
+
+@pytest.mark.parametrize("endpoints", [(), HOOKS[:1]], ids=["no-webhook", "one-webhook"])
+async def test_what_events_cost_an_upload_in_postgres_round_trips(postgres_server, endpoints):
+    """The figure for docs/integration.md: an upload's catalog changes (created, then
+    completed ready), counted in round trips with and without a webhook endpoint."""
+    async with round_trips(postgres_server.port) as proxy:
+        url = proxy.url(postgres_server.new_database())
+        catalog = await PostgresCatalog.open(url, pool_size=1, endpoints=endpoints)
+        try:
+            await catalog.ping()
+            proxy.statements.clear()
+            await catalog.add_session(new_session("s1"))
+            await catalog.complete_session("s1", new_media("m-s1"))
+            counted = list(proxy.statements)
+        finally:
+            await catalog.close()
+    events = [statement for statement in counted if "events" in statement]
+    if endpoints:
+        # add_session becomes a transaction (BEGIN, COMMIT) with its event; complete
+        # reads the media and the session before it writes media.ready.
+        assert len(events) == 2
+        assert len(counted) == 13, counted
+    else:
+        assert events == []
+        assert len(counted) == 7, counted

@@ -329,3 +329,44 @@ async def test_a_second_server_on_one_sqlite_data_dir_is_refused_in_one_line(tmp
     again = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": "s" * 32})
     await again.start()
     await again.stop()
+
+
+WHSEC = "whsec_" + "a" * 32  # base64 of 24 bytes
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"MEDIAGATE_WEBHOOK_URL": "https://app.example/hooks"}, "MEDIAGATE_WEBHOOK_SECRET"),
+        (
+            {"MEDIAGATE_WEBHOOK_URL": "app.example/hooks", "MEDIAGATE_WEBHOOK_SECRET": WHSEC},
+            "MEDIAGATE_WEBHOOK_URL='app.example/hooks'",
+        ),
+        (
+            {
+                "MEDIAGATE_WEBHOOK_URL": "https://a.example/h, ftp://b.example/h",
+                "MEDIAGATE_WEBHOOK_SECRET": WHSEC,
+            },
+            "ftp://b.example/h",
+        ),
+        ({"MEDIAGATE_WEBHOOK_SECRET": "not-whsec"}, "whsec_"),
+        ({"MEDIAGATE_WEBHOOK_SECRET": "whsec_" + "a" * 8}, "24 bytes"),
+        ({"MEDIAGATE_WEBHOOK_SECRET": "whsec_!!!!"}, "base64"),
+        ({"MEDIAGATE_WEBHOOK_RETRY_FOR": "0"}, "MEDIAGATE_WEBHOOK_RETRY_FOR"),
+    ],
+)
+def test_webhook_settings_refused_say_why(monkeypatch, env, said):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert said in str(raised.value)
+    assert "not-whsec" not in str(raised.value)  # the secret is never echoed
+
+
+def test_webhook_urls_are_a_comma_separated_list(monkeypatch):
+    monkeypatch.setenv("MEDIAGATE_WEBHOOK_URL", "https://a.example/h, http://127.0.0.1:9/h")
+    monkeypatch.setenv("MEDIAGATE_WEBHOOK_SECRET", WHSEC)
+    settings = load_settings()
+    assert settings.webhook_urls == ["https://a.example/h", "http://127.0.0.1:9/h"]
+    assert settings.webhook_retry_for == 24 * 3600

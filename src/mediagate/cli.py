@@ -1,4 +1,4 @@
-"""The `mediagate` command: serve, migrate, token, db upgrade; upload, ls, download, rm
+"""The `mediagate` command: serve, migrate, token, db upgrade, events; upload, ls, download, rm
 (the client)."""
 
 from __future__ import annotations
@@ -88,6 +88,39 @@ def upgrade_database(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def events(settings: Settings, arguments: argparse.Namespace) -> int:
+    from mediagate.catalog.schema import SchemaTooNew
+    from mediagate.errors import CatalogUnavailable
+
+    try:
+        return asyncio.run(_events(settings, arguments))
+    except (CatalogUnavailable, SchemaTooNew) as error:
+        print(f"mediagate: {error}", file=sys.stderr)
+        return 1
+
+
+async def _events(settings: Settings, arguments: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from mediagate.catalog.connect import open_catalog
+    from mediagate.events import DeliveryState
+
+    async with open_catalog(settings) as catalog:
+        if arguments.retry is not None:
+            count = await catalog.requeue_event(arguments.retry, datetime.now(UTC))
+            if count == 0:
+                print(f"mediagate: no dead event {arguments.retry}", file=sys.stderr)
+                return 1
+            print(f"{arguments.retry}: {count} delivery(ies) pending again")
+            return 0
+        for dead in await catalog.events_in_state(DeliveryState.DEAD, arguments.limit):
+            print(
+                f"{dead.id}\t{dead.type}\t{dead.media_id}\t{dead.endpoint}\t"
+                f"{dead.attempts} attempts\t{dead.last_error or ''}"
+            )
+    return 0
+
+
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
 
@@ -139,6 +172,21 @@ def parser() -> argparse.ArgumentParser:
         help="bring the catalog's schema up to date (serve and migrate also do it when they start)",
     )
     upgrade.set_defaults(handler=upgrade_database)
+
+    outbox = commands.add_parser(
+        "events", help="list the events no webhook endpoint acknowledged, or send one again"
+    )
+    action = outbox.add_mutually_exclusive_group(required=True)
+    action.add_argument(
+        "--dead",
+        action="store_true",
+        help="list dead events: id, type, media, endpoint, attempts, last error",
+    )
+    action.add_argument("--retry", metavar="ID", help="send the dead event ID again")
+    outbox.add_argument(
+        "--limit", type=positive_int, default=1000, help="list at most this many (default 1000)"
+    )
+    outbox.set_defaults(handler=events)
 
     sign = commands.add_parser("token", help="print a bearer token for a user")
     sign.add_argument("user", help="the user id (the token's `sub`)")

@@ -7,6 +7,8 @@ MEDIAGATE_ (apart from AWS_S3_ENDPOINT_URL, which sits with its AWS siblings).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from pathlib import Path
@@ -193,6 +195,20 @@ class Settings(BaseSettings):
     jwt_jwks_refetch_interval: float = Field(
         30, gt=0, validation_alias=env("MEDIAGATE_JWT_JWKS_REFETCH_INTERVAL")
     )
+    # Where events are sent as Standard Webhooks (docs/integration.md, "Events").
+    # Unset: no event is written at all.
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=env("MEDIAGATE_WEBHOOK_URL")
+    )
+    # The endpoints' signing secret, `whsec_` and base64.
+    webhook_secret: SecretStr | None = Field(None, validation_alias=env("MEDIAGATE_WEBHOOK_SECRET"))
+    # Seconds an event is retried (with back-off) before it is kept as dead.
+    webhook_retry_for: float = Field(
+        24 * 3600, gt=0, validation_alias=env("MEDIAGATE_WEBHOOK_RETRY_FOR")
+    )
+    # Seconds one delivery waits for the endpoint's answer: a receiver that never
+    # answers holds one connection that long, and its events wait meanwhile.
+    webhook_timeout: float = Field(15, gt=0, validation_alias=env("MEDIAGATE_WEBHOOK_TIMEOUT"))
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
     public_url: str | None = Field(None, validation_alias=env("MEDIAGATE_PUBLIC_URL"))
@@ -277,7 +293,7 @@ class Settings(BaseSettings):
         validation_alias=env("MEDIAGATE_MAX_UPLOAD_SIZE"),
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_urls", mode="before")
     @classmethod
     def split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -334,6 +350,24 @@ class Settings(BaseSettings):
                 )
         return value or None
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def webhook_urls_are_absolute(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{url!r} is not an http(s) URL, e.g. https://app.example.com/hooks"
+                )
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def webhook_secret_is_whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _is_whsec(value.get_secret_value()):
+            raise ValueError("must be whsec_ followed by a base64 key of 24 bytes or more")
+        return value
+
     @field_validator("jwt_issuer", "jwt_audience", mode="before")
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
@@ -370,6 +404,16 @@ class Settings(BaseSettings):
         return origins
 
 
+def _is_whsec(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        return False
+    return len(key) >= 24
+
+
 def _is_origin(text: str) -> bool:
     """`text` is `http(s)://host[:port]`, nothing before or after."""
     try:
@@ -400,7 +444,12 @@ def env_names() -> dict[str, str]:
 # Never echoed in an error message: it would end up in a terminal or a log.
 # (A database URL may carry a password.)
 SECRET_VARIABLES = frozenset(
-    {"MEDIAGATE_JWT_SECRET", "AWS_SECRET_ACCESS_KEY", "MEDIAGATE_DATABASE_URL"}
+    {
+        "MEDIAGATE_JWT_SECRET",
+        "AWS_SECRET_ACCESS_KEY",
+        "MEDIAGATE_DATABASE_URL",
+        "MEDIAGATE_WEBHOOK_SECRET",
+    }
 )
 
 
@@ -441,6 +490,11 @@ def load_settings(**overrides: Any) -> Settings:
                 f"invalid setting MEDIAGATE_JWT_{claim}: it is checked on the identity "
                 "provider's tokens, so it needs MEDIAGATE_JWT_JWKS_URL"
             )
+    if settings.webhook_urls and settings.webhook_secret is None:
+        raise SettingsError(
+            "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when MEDIAGATE_WEBHOOK_URL is "
+            "set, so that receivers can tell mediagate's events from forged ones"
+        )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:
         raise SettingsError(

@@ -34,6 +34,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from mediagate.events import DeliveryState
 from mediagate.models import StorageKind
 
 # `*_created` timestamps would double the series and Prometheus ignores them.
@@ -117,6 +118,22 @@ SESSIONS_IN_FLIGHT = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+EVENTS = Gauge(
+    "mediagate_events",
+    "Events in the outbox, one per webhook endpoint, by state: pending (not yet "
+    "acknowledged), delivered, dead (not acknowledged within MEDIAGATE_WEBHOOK_RETRY_FOR), "
+    "gone (the endpoint answered 410).",
+    ["state"],
+    # The catalog's count at a scrape, as for the sessions in flight.
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "mediagate_webhook_attempts_total",
+    "Deliveries of events tried by this server, by what they became.",
+    ["state"],
+    registry=REGISTRY,
+)
 MIGRATION_FILES = Counter(
     "mediagate_migration_files_total",
     "Local files the migration moved to S3, or failed to, by result.",
@@ -148,6 +165,9 @@ def _declare_known_series() -> None:
         FALLBACKS.labels(reason)
     for url_kind in get_args(SignedUrlKind):
         SIGNED_URLS.labels(url_kind)
+    for state in DeliveryState:
+        EVENTS.labels(state.value)
+        WEBHOOK_ATTEMPTS.labels(state.value)
     for result in get_args(MigrationResult):
         MIGRATION_FILES.labels(result)
         MIGRATION_BYTES.labels(result)
@@ -202,6 +222,15 @@ def http_request(method: str, route: str, status_class: str, seconds: float) -> 
 
 def sessions_open(count: int) -> None:
     SESSIONS_IN_FLIGHT.set(count)
+
+
+def events_counted(counts: dict[DeliveryState, int]) -> None:
+    for state in DeliveryState:
+        EVENTS.labels(state.value).set(counts.get(state, 0))
+
+
+def webhook_attempt(state: DeliveryState) -> None:
+    WEBHOOK_ATTEMPTS.labels(state.value).inc()
 
 
 def exposition(accept: str | None) -> tuple[bytes, str]:

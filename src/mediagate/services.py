@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import structlog
 
+from mediagate import metrics
 from mediagate.catalog.base import Catalog, SharedCatalog
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
@@ -28,6 +29,7 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 from mediagate.core.tus import TusUploads
+from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.models import StorageKind
 from mediagate.storage.base import BlobStore
@@ -127,6 +129,16 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             memory_per_user=settings.tus_memory_per_user,
         )
         await stack.enter_async_context(background_maintenance(engine))
+        if settings.webhook_urls and settings.webhook_secret is not None:
+            sender = WebhookSender(
+                catalog,
+                settings.webhook_secret.get_secret_value(),
+                timeout=settings.webhook_timeout,
+                retry_for=settings.webhook_retry_for,
+                on_settled=metrics.webhook_attempt,
+            )
+            catalog.on_events_written(sender.wake)
+            await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
         yield Services(
             catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk

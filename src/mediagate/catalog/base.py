@@ -10,10 +10,12 @@ never `StorageUnavailable`, which is about the blob stores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from mediagate.events import Delivery, DeliveryState
 from mediagate.models import (
     Chunk,
     Media,
@@ -82,6 +84,12 @@ class Catalog(Protocol):
 
     async def delete_media(self, media_id: str) -> None: ...
 
+    # Events (mediagate/events.py): with webhook endpoints, add_session (upload.created),
+    # set_session_state to expired (upload.expired), complete_session with a ready media
+    # (media.ready), replace_upload of a recorded media (media.failed), delete_media
+    # (media.deleted) and move_media (media.migrated) write their event in their own
+    # transaction, one row per endpoint.
+
     async def list_media(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None
     ) -> list[Media]:
@@ -125,6 +133,30 @@ class Catalog(Protocol):
     ) -> None:
         """A tus PATCH is done: record the upload's tail and make the chunks the PATCH
         `pending` wrote count, in one commit (its checksum matched)."""
+
+    async def claim_events(self, now: datetime, hold: float, limit: int) -> list[Delivery]:
+        """The outbox (events.py): pending deliveries due at `now`, each the first pending
+        one of its media at its endpoint, by seq, each then held for `hold` seconds (not
+        due) while it is sent; instances claiming at once take different ones."""
+
+    async def settle_event(
+        self, seq: int, state: DeliveryState, *, next_at: datetime | None, error: str | None
+    ) -> None:
+        """Record an attempt of a delivery: delivered, gone, dead, or pending from `next_at`."""
+
+    async def events_in_state(self, state: DeliveryState, limit: int) -> list[Delivery]: ...
+
+    async def count_events(self) -> dict[DeliveryState, int]: ...
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) after each commit that wrote an event."""
+
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`;
+        how many. Dead and pending ones are kept."""
+
+    async def requeue_event(self, event_id: str, now: datetime) -> int:
+        """Make a dead event's deliveries pending again, retried for a new window from `now`."""
 
     async def ping(self) -> None:
         """Return once the catalog answers a trivial query; raise if it cannot."""

@@ -36,11 +36,14 @@ async def upgrade_catalog(settings: Settings) -> SchemaUpgrade:
 
 async def _open_catalog(settings: Settings) -> SQLiteCatalog | PostgresCatalog:
     if settings.database_url is None:
-        return await SQLiteCatalog.open(settings.data_dir / CATALOG_FILE)
+        return await SQLiteCatalog.open(
+            settings.data_dir / CATALOG_FILE, endpoints=settings.webhook_urls
+        )
     from mediagate.catalog.postgres import PostgresCatalog  # psycopg: only when configured
 
     return await PostgresCatalog.open(
         settings.database_url.get_secret_value(),
         pool_size=settings.database_pool_size,
         wait=settings.database_timeout,
+        endpoints=settings.webhook_urls,
     )

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import select
 import time
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -37,6 +37,14 @@ from pydantic import BaseModel
 from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
 from mediagate.errors import CatalogUnavailable, NotFound, StorageFull
+from mediagate.events import (
+    Delivery,
+    DeliveryState,
+    Event,
+    EventType,
+    media_event,
+    session_event,
+)
 from mediagate.models import (
     Chunk,
     Media,
@@ -167,6 +175,24 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE claims ADD COLUMN wanted_by text",
         "ALTER TABLE claims ADD COLUMN wanted_until timestamptz",
     ),
+    # Version 5: the outbox, one row per event and webhook endpoint (mediagate/events.py).
+    (
+        """CREATE TABLE events (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text COLLATE "C" NOT NULL,
+            endpoint text NOT NULL,
+            media_id text COLLATE "C" NOT NULL,
+            type text NOT NULL,
+            body text NOT NULL,
+            state text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            created_at timestamptz NOT NULL,
+            next_at timestamptz NOT NULL,
+            last_error text
+        )""",
+        "CREATE INDEX events_due ON events (state, next_at)",
+        "CREATE INDEX events_by_media ON events (endpoint, media_id, state, seq)",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
@@ -222,9 +248,17 @@ async def _upgrade(connection: Connection, migrations: Sequence[Step]) -> Schema
 
 class PostgresCatalog:
     def __init__(
-        self, pool: AsyncConnectionPool[Connection], upgrade: SchemaUpgrade, borrow: _BorrowCheck
+        self,
+        pool: AsyncConnectionPool[Connection],
+        upgrade: SchemaUpgrade,
+        borrow: _BorrowCheck,
+        endpoints: Sequence[str] = (),
     ) -> None:
         self._pool = pool
+        self._endpoints = tuple(endpoints)
+        self._on_events: Callable[[], None] | None = None
+        # The connections whose open transaction wrote an event.
+        self._wrote_events: set[int] = set()
         self.schema_upgrade = upgrade
         self._borrow = borrow
 
@@ -236,11 +270,14 @@ class PostgresCatalog:
         pool_size: int = 10,
         wait: float = 5.0,
         migrations: Sequence[Step] = MIGRATIONS,
+        endpoints: Sequence[str] = (),
     ) -> PostgresCatalog:
         """Bring the schema up to date, then open the pool; CatalogUnavailable if the server
         cannot be reached, with libpq's reason (refused, authentication, no such database).
 
         `wait`: seconds a call waits for a free connection before it fails.
+        `endpoints`: the webhook URLs; each state change writes its event for each of
+        them in its transaction, and with none no event is written.
         """
         options: dict[str, Any] = {"prepare_threshold": None, "row_factory": dict_row}
         if "connect_timeout" not in conninfo_to_dict(url):
@@ -276,7 +313,7 @@ class PostgresCatalog:
                     "the PostgreSQL catalog (MEDIAGATE_DATABASE_URL) stopped answering at start-up"
                 ) from error
             raise
-        return cls(pool, upgrade, borrow)
+        return cls(pool, upgrade, borrow, endpoints)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -297,8 +334,20 @@ class PostgresCatalog:
     async def _transaction(self) -> AsyncIterator[Connection]:
         """A pooled connection in one transaction, committed on success and rolled back
         on error: for a method of several statements."""
-        async with self._connection() as connection, connection.transaction():
-            yield connection
+        async with self._connection() as connection:
+            try:
+                async with connection.transaction():
+                    yield connection
+            except BaseException:
+                self._wrote_events.discard(id(connection))
+                raise
+            if id(connection) in self._wrote_events:
+                self._wrote_events.discard(id(connection))
+                if self._on_events is not None:
+                    self._on_events()
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        self._on_events = callback
 
     async def _rows(self, sql: str, *parameters: Any) -> list[DictRow]:
         """One statement, in one round trip."""
@@ -313,19 +362,55 @@ class PostgresCatalog:
     async def ping(self) -> None:
         await self._rows("SELECT 1")
 
+    async def _write_event(self, connection: Connection, event: Event) -> None:
+        """The event, once per endpoint, in the caller's transaction."""
+        self._wrote_events.add(id(connection))
+        for endpoint in self._endpoints:
+            await connection.execute(
+                "INSERT INTO events (id, endpoint, media_id, type, body, state, created_at, "
+                "next_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    event.id,
+                    endpoint,
+                    event.media_id,
+                    event.type.value,
+                    event.body,
+                    DeliveryState.PENDING.value,
+                    event.created_at,
+                    event.created_at,
+                ),
+            )
+
     async def add_session(self, session: UploadSession) -> None:
-        await self._changed(
+        insert = (
             f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-            f"VALUES ({_placeholders(SESSION_COLUMNS)})",
-            *_values(session, SESSION_COLUMNS),
+            f"VALUES ({_placeholders(SESSION_COLUMNS)})"
         )
+        if not self._endpoints:
+            await self._changed(insert, *_values(session, SESSION_COLUMNS))
+            return
+        async with self._transaction() as connection:
+            await connection.execute(insert, _values(session, SESSION_COLUMNS))
+            await self._write_event(
+                connection, session_event(EventType.UPLOAD_CREATED, session, _now())
+            )
 
     async def get_session(self, session_id: str) -> UploadSession | None:
         rows = await self._rows("SELECT * FROM sessions WHERE id = %s", session_id)
         return _record(UploadSession, rows[0]) if rows else None
 
     async def set_session_state(self, session_id: str, state: SessionState) -> None:
-        await self._changed("UPDATE sessions SET state = %s WHERE id = %s", state.value, session_id)
+        update = "UPDATE sessions SET state = %s WHERE id = %s"
+        if not self._endpoints or state is not SessionState.EXPIRED:
+            await self._changed(update, state.value, session_id)
+            return
+        async with self._transaction() as connection:
+            before = await _session_where(connection, "id = %s FOR UPDATE", session_id)
+            await connection.execute(update, (state.value, session_id))
+            if before is not None and before.state is not state:
+                await self._write_event(
+                    connection, session_event(EventType.UPLOAD_EXPIRED, before, _now())
+                )
 
     async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
         async with self._transaction() as connection:
@@ -339,6 +424,14 @@ class PostgresCatalog:
                 "WHERE id = (SELECT media_id FROM sessions WHERE id = %s)",
                 (MediaState.FAILED.value, error, session_id),
             )
+            if self._endpoints:
+                session = await _session_where(connection, "id = %s", session_id)
+                media = await _media_row(connection, session.media_id) if session else None
+                if media is not None:
+                    await self._write_event(
+                        connection,
+                        media_event(EventType.MEDIA_FAILED, media, session, _now(), reason=error),
+                    )
 
     async def note_error(self, session_id: str, error: str) -> None:
         async with self._transaction() as connection:
@@ -407,13 +500,22 @@ class PostgresCatalog:
             state = SessionState.FINALIZING
         else:
             state = SessionState.COMPLETED
+        announce = bool(self._endpoints) and media.state is MediaState.READY
         async with self._transaction() as connection:
+            if announce:
+                before = await _media_row(connection, media.id, lock=True)
+                announce = before is None or before.state is not MediaState.READY
             await connection.execute(
                 f"INSERT INTO media ({', '.join(MEDIA_COLUMNS)}) "
                 f"VALUES ({_placeholders(MEDIA_COLUMNS)}) "
                 f"ON CONFLICT (id) DO UPDATE SET {_update_all(MEDIA_COLUMNS, 'id')}",
                 _values(media, MEDIA_COLUMNS),
             )
+            if announce:
+                session = await _session_where(connection, "id = %s", session_id)
+                await self._write_event(
+                    connection, media_event(EventType.MEDIA_READY, media, session, _now())
+                )
             if state is SessionState.COMPLETED:
                 await connection.execute("DELETE FROM chunks WHERE session_id = %s", (session_id,))
                 await connection.execute(
@@ -452,7 +554,17 @@ class PostgresCatalog:
         return _record(Media, rows[0]) if rows else None
 
     async def delete_media(self, media_id: str) -> None:
-        await self._changed("DELETE FROM media WHERE id = %s", media_id)
+        if not self._endpoints:
+            await self._changed("DELETE FROM media WHERE id = %s", media_id)
+            return
+        async with self._transaction() as connection:
+            row = await _one(connection, "DELETE FROM media WHERE id = %s RETURNING *", media_id)
+            if row is not None:
+                session = await _session_where(connection, "media_id = %s", media_id)
+                await self._write_event(
+                    connection,
+                    media_event(EventType.MEDIA_DELETED, _record(Media, row), session, _now()),
+                )
 
     async def list_media(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None
@@ -486,16 +598,22 @@ class PostgresCatalog:
     async def move_media(
         self, media_id: str, *, source: StorageKind, target: StorageKind, checksum: str
     ) -> bool:
-        moved = await self._changed(
+        update = (
             "UPDATE media SET storage = %s, checksum = %s "
-            "WHERE id = %s AND storage = %s AND state = %s",
-            target.value,
-            checksum,
-            media_id,
-            source.value,
-            MediaState.READY.value,
+            "WHERE id = %s AND storage = %s AND state = %s"
         )
-        return moved == 1
+        values = (target.value, checksum, media_id, source.value, MediaState.READY.value)
+        if not self._endpoints:
+            return await self._changed(update, *values) == 1
+        async with self._transaction() as connection:
+            row = await _one(connection, f"{update} RETURNING *", *values)
+            if row is not None:
+                session = await _session_where(connection, "media_id = %s", media_id)
+                await self._write_event(
+                    connection,
+                    media_event(EventType.MEDIA_MIGRATED, _record(Media, row), session, _now()),
+                )
+        return row is not None
 
     async def media_in_storage(
         self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
@@ -805,6 +923,73 @@ class PostgresCatalog:
         assert row is not None
         return str(row["value"])
 
+    async def claim_events(self, now: datetime, hold: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at `now`, each the first pending one of its media at its
+        endpoint, by seq; each is held (not due) for `hold` seconds, while it is sent.
+        SKIP LOCKED: instances claiming at once take different ones."""
+        async with self._transaction() as connection:
+            rows = await (
+                await connection.execute(
+                    "UPDATE events SET next_at = %s WHERE seq IN ("
+                    "SELECT seq FROM events AS e WHERE state = %s AND next_at <= %s AND "
+                    f"{FIRST_OF_MEDIA} ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+                    "RETURNING *",
+                    (
+                        now + timedelta(seconds=hold),
+                        DeliveryState.PENDING.value,
+                        now,
+                        DeliveryState.PENDING.value,
+                        limit,
+                    ),
+                )
+            ).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda delivery: delivery.seq)
+
+    async def settle_event(
+        self, seq: int, state: DeliveryState, *, next_at: datetime | None, error: str | None
+    ) -> None:
+        """Record an attempt: delivered, gone, dead, or pending again from `next_at`."""
+        await self._changed(
+            "UPDATE events SET state = %s, attempts = attempts + 1, "
+            "next_at = coalesce(%s, next_at), last_error = %s WHERE seq = %s",
+            state.value,
+            next_at,
+            error,
+            seq,
+        )
+
+    async def events_in_state(self, state: DeliveryState, limit: int) -> list[Delivery]:
+        rows = await self._rows(
+            "SELECT * FROM events WHERE state = %s ORDER BY seq LIMIT %s", state.value, limit
+        )
+        return [_delivery(row) for row in rows]
+
+    async def count_events(self) -> dict[DeliveryState, int]:
+        rows = await self._rows("SELECT state, count(*) AS n FROM events GROUP BY state")
+        return {DeliveryState(row["state"]): int(row["n"]) for row in rows}
+
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`."""
+        return await self._changed(
+            "DELETE FROM events WHERE state IN (%s, %s) AND created_at < %s",
+            DeliveryState.DELIVERED.value,
+            DeliveryState.GONE.value,
+            before,
+        )
+
+    async def requeue_event(self, event_id: str, now: datetime) -> int:
+        """Send a dead event again (at each endpoint where it is dead), with a new retry
+        window from `now`; how many deliveries that makes."""
+        return await self._changed(
+            "UPDATE events SET state = %s, attempts = 0, created_at = %s, next_at = %s "
+            "WHERE id = %s AND state = %s",
+            DeliveryState.PENDING.value,
+            now,
+            now,
+            event_id,
+            DeliveryState.DEAD.value,
+        )
+
     async def close(self) -> None:
         await self._pool.close()
 
@@ -838,3 +1023,40 @@ def _spoken_to(connection: Connection) -> bool:
 
 async def _one(connection: Connection, sql: str, *parameters: Any) -> DictRow | None:
     return await (await connection.execute(sql, parameters)).fetchone()
+
+
+async def _session_where(connection: Connection, where: str, key: str) -> UploadSession | None:
+    row = await _one(connection, f"SELECT * FROM sessions WHERE {where}", key)
+    return _record(UploadSession, row) if row else None
+
+
+async def _media_row(connection: Connection, media_id: str, *, lock: bool = False) -> Media | None:
+    sql = "SELECT * FROM media WHERE id = %s" + (" FOR UPDATE" if lock else "")
+    row = await _one(connection, sql, media_id)
+    return _record(Media, row) if row else None
+
+
+# A delivery waits for the earlier pending ones of its media at its endpoint.
+FIRST_OF_MEDIA = (
+    "NOT EXISTS (SELECT 1 FROM events AS before WHERE before.endpoint = e.endpoint "
+    "AND before.media_id = e.media_id AND before.state = %s AND before.seq < e.seq)"
+)
+
+
+def _delivery(row: DictRow) -> Delivery:
+    return Delivery(
+        seq=row["seq"],
+        id=row["id"],
+        endpoint=row["endpoint"],
+        media_id=row["media_id"],
+        type=row["type"],
+        body=row["body"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"].astimezone(UTC),
+        last_error=row["last_error"],
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

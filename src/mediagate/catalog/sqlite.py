@@ -14,13 +14,21 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mediagate.catalog.schema import SchemaUpgrade, Step, missing_steps
 from mediagate.errors import CatalogUnavailable, NotFound, StorageFull
+from mediagate.events import (
+    Delivery,
+    DeliveryState,
+    Event,
+    EventType,
+    media_event,
+    session_event,
+)
 from mediagate.models import (
     Chunk,
     Media,
@@ -117,6 +125,24 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE tus_uploads ADD COLUMN tail_size INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tus_uploads ADD COLUMN tail_storage TEXT NOT NULL DEFAULT 's3'",
     ),
+    # Version 5: the outbox, one row per event and webhook endpoint (mediagate/events.py).
+    (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            media_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            next_at TEXT NOT NULL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX events_due ON events (state, next_at)",
+        "CREATE INDEX events_by_media ON events (endpoint, media_id, state, seq)",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)
@@ -143,17 +169,29 @@ def _placeholders(columns: list[str]) -> str:
 
 
 class SQLiteCatalog:
-    def __init__(self, path: Path, migrations: Sequence[Step] = MIGRATIONS) -> None:
+    def __init__(
+        self, path: Path, migrations: Sequence[Step] = MIGRATIONS, endpoints: Sequence[str] = ()
+    ) -> None:
         self._path = path
+        self._endpoints = tuple(endpoints)
+        self._on_events: Callable[[], None] | None = None
+        self._wrote_events = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._migrations = migrations
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
         self.schema_upgrade = SchemaUpgrade(0, 0)
 
     @classmethod
-    async def open(cls, path: Path, migrations: Sequence[Step] = MIGRATIONS) -> SQLiteCatalog:
-        """Open (or create) the catalog file and bring its schema up to date."""
-        catalog = cls(path, migrations)
+    async def open(
+        cls, path: Path, migrations: Sequence[Step] = MIGRATIONS, endpoints: Sequence[str] = ()
+    ) -> SQLiteCatalog:
+        """Open (or create) the catalog file and bring its schema up to date.
+
+        With `endpoints` (the webhook URLs), each state change writes its event for each
+        of them in its transaction; with none, no event is written."""
+        catalog = cls(path, migrations, endpoints)
+        catalog._loop = asyncio.get_running_loop()
         try:
             await catalog._run(catalog._connect)
         except BaseException:
@@ -206,51 +244,115 @@ class SQLiteCatalog:
         return self._db.execute(sql, parameters).fetchall()
 
     def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            for sql, parameters in statements:
+                db.execute(sql, parameters)
+
+        self._atomic(run)
+
+    def _atomic(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in one transaction, committed if it returns, rolled back if it raises."""
         assert self._db is not None, "catalog is closed"
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, parameters in statements:
-                self._db.execute(sql, parameters)
+            result = work(self._db)
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._wrote_events = False
             raise
         self._db.execute("COMMIT")
+        if self._wrote_events:
+            self._wrote_events = False
+            if self._on_events is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_events)
+        return result
+
+    def on_events_written(self, callback: Callable[[], None]) -> None:
+        self._on_events = callback
+
+    def _write_event(self, db: sqlite3.Connection, event: Event) -> None:
+        """The event, once per endpoint, in the caller's transaction."""
+        self._wrote_events = True
+        for endpoint in self._endpoints:
+            db.execute(
+                "INSERT INTO events (id, endpoint, media_id, type, body, state, created_at, "
+                "next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    endpoint,
+                    event.media_id,
+                    event.type.value,
+                    event.body,
+                    DeliveryState.PENDING.value,
+                    _timestamp(event.created_at),
+                    _timestamp(event.created_at),
+                ),
+            )
+
+    @staticmethod
+    def _session_of(db: sqlite3.Connection, sql: str, key: str) -> UploadSession | None:
+        row = db.execute(f"SELECT * FROM sessions WHERE {sql}", (key,)).fetchone()
+        return UploadSession.model_validate(dict(row)) if row else None
+
+    @staticmethod
+    def _media_row(db: sqlite3.Connection, media_id: str) -> Media | None:
+        row = db.execute("SELECT * FROM media WHERE id = ?", (media_id,)).fetchone()
+        return Media.model_validate(dict(row)) if row else None
 
     async def ping(self) -> None:
         await self._run(self._execute, "SELECT 1")
 
-    async def add_session(self, session: UploadSession) -> None:
-        await self._run(
-            self._execute,
+    def _add_session(self, db: sqlite3.Connection, session: UploadSession) -> None:
+        db.execute(
             f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
             f"VALUES ({_placeholders(SESSION_COLUMNS)})",
-            *_row(session, SESSION_COLUMNS),
+            _row(session, SESSION_COLUMNS),
         )
+        if self._endpoints:
+            self._write_event(db, session_event(EventType.UPLOAD_CREATED, session, _now()))
+
+    async def add_session(self, session: UploadSession) -> None:
+        await self._run(self._atomic, lambda db: self._add_session(db, session))
 
     async def get_session(self, session_id: str) -> UploadSession | None:
         rows = await self._run(self._execute, "SELECT * FROM sessions WHERE id = ?", session_id)
         return UploadSession.model_validate(dict(rows[0])) if rows else None
 
+    def _set_session_state(
+        self, db: sqlite3.Connection, session_id: str, state: SessionState
+    ) -> None:
+        before = self._session_of(db, "id = ?", session_id) if self._endpoints else None
+        db.execute("UPDATE sessions SET state = ? WHERE id = ?", (state.value, session_id))
+        if before is not None and state is SessionState.EXPIRED and before.state is not state:
+            self._write_event(db, session_event(EventType.UPLOAD_EXPIRED, before, _now()))
+
     async def set_session_state(self, session_id: str, state: SessionState) -> None:
-        await self._run(
-            self._execute, "UPDATE sessions SET state = ? WHERE id = ?", state.value, session_id
+        await self._run(self._atomic, lambda db: self._set_session_state(db, session_id, state))
+
+    def _replace_upload(
+        self, db: sqlite3.Connection, session_id: str, upload_id: str, error: str
+    ) -> None:
+        db.execute("DELETE FROM chunks WHERE session_id = ?", (session_id,))
+        db.execute(
+            "UPDATE sessions SET upload_id = ?, state = ?, last_error = ? WHERE id = ?",
+            (upload_id, SessionState.OPEN.value, error, session_id),
         )
+        db.execute(
+            "UPDATE media SET state = ?, error = ? "
+            "WHERE id = (SELECT media_id FROM sessions WHERE id = ?)",
+            (MediaState.FAILED.value, error, session_id),
+        )
+        if not self._endpoints:
+            return
+        session = self._session_of(db, "id = ?", session_id)
+        media = self._media_row(db, session.media_id) if session else None
+        if media is not None:
+            event = media_event(EventType.MEDIA_FAILED, media, session, _now(), reason=error)
+            self._write_event(db, event)
 
     async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
         await self._run(
-            self._transaction,
-            [
-                ("DELETE FROM chunks WHERE session_id = ?", (session_id,)),
-                (
-                    "UPDATE sessions SET upload_id = ?, state = ?, last_error = ? WHERE id = ?",
-                    (upload_id, SessionState.OPEN.value, error, session_id),
-                ),
-                (
-                    "UPDATE media SET state = ?, error = ? "
-                    "WHERE id = (SELECT media_id FROM sessions WHERE id = ?)",
-                    (MediaState.FAILED.value, error, session_id),
-                ),
-            ],
+            self._atomic, lambda db: self._replace_upload(db, session_id, upload_id, error)
         )
 
     async def note_error(self, session_id: str, error: str) -> None:
@@ -320,26 +422,31 @@ class SQLiteCatalog:
         )
         return [Chunk.model_validate(dict(row)) for row in rows]
 
-    async def complete_session(self, session_id: str, media: Media) -> None:
-        statements = [
-            (
-                f"INSERT OR REPLACE INTO media ({', '.join(MEDIA_COLUMNS)}) "
-                f"VALUES ({_placeholders(MEDIA_COLUMNS)})",
-                _row(media, MEDIA_COLUMNS),
-            )
-        ]
+    def _complete_session(self, db: sqlite3.Connection, session_id: str, media: Media) -> None:
+        ready_before = None
+        if self._endpoints and media.state is MediaState.READY:
+            ready_before = self._media_row(db, media.id)
+        db.execute(
+            f"INSERT OR REPLACE INTO media ({', '.join(MEDIA_COLUMNS)}) "
+            f"VALUES ({_placeholders(MEDIA_COLUMNS)})",
+            _row(media, MEDIA_COLUMNS),
+        )
         if media.state is MediaState.FINALIZING:
             state = SessionState.FINALIZING
         else:
             state = SessionState.COMPLETED
-            statements.append(("DELETE FROM chunks WHERE session_id = ?", (session_id,)))
-        statements.append(
-            (
-                "UPDATE sessions SET state = ?, last_error = NULL WHERE id = ?",
-                (state.value, session_id),
-            )
+            db.execute("DELETE FROM chunks WHERE session_id = ?", (session_id,))
+        db.execute(
+            "UPDATE sessions SET state = ?, last_error = NULL WHERE id = ?",
+            (state.value, session_id),
         )
-        await self._run(self._transaction, statements)
+        if self._endpoints and media.state is MediaState.READY:
+            if ready_before is None or ready_before.state is not MediaState.READY:
+                session = self._session_of(db, "id = ?", session_id)
+                self._write_event(db, media_event(EventType.MEDIA_READY, media, session, _now()))
+
+    async def complete_session(self, session_id: str, media: Media) -> None:
+        await self._run(self._atomic, lambda db: self._complete_session(db, session_id, media))
 
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]:
         rows = await self._run(
@@ -370,8 +477,15 @@ class SQLiteCatalog:
         rows = await self._run(self._execute, "SELECT * FROM media WHERE id = ?", media_id)
         return Media.model_validate(dict(rows[0])) if rows else None
 
+    def _delete_media(self, db: sqlite3.Connection, media_id: str) -> None:
+        media = self._media_row(db, media_id) if self._endpoints else None
+        db.execute("DELETE FROM media WHERE id = ?", (media_id,))
+        if media is not None:
+            session = self._session_of(db, "media_id = ?", media_id)
+            self._write_event(db, media_event(EventType.MEDIA_DELETED, media, session, _now()))
+
     async def delete_media(self, media_id: str) -> None:
-        await self._run(self._execute, "DELETE FROM media WHERE id = ?", media_id)
+        await self._run(self._atomic, lambda db: self._delete_media(db, media_id))
 
     async def list_media(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None
@@ -409,19 +523,30 @@ class SQLiteCatalog:
         )
         return added == 1
 
+    def _move_media(
+        self,
+        db: sqlite3.Connection,
+        media_id: str,
+        source: StorageKind,
+        target: StorageKind,
+        checksum: str,
+    ) -> bool:
+        moved = db.execute(
+            "UPDATE media SET storage = ?, checksum = ? WHERE id = ? AND storage = ? AND state = ?",
+            (target.value, checksum, media_id, source.value, MediaState.READY.value),
+        ).rowcount
+        media = self._media_row(db, media_id) if moved == 1 and self._endpoints else None
+        if media is not None:
+            session = self._session_of(db, "media_id = ?", media_id)
+            self._write_event(db, media_event(EventType.MEDIA_MIGRATED, media, session, _now()))
+        return moved == 1
+
     async def move_media(
         self, media_id: str, *, source: StorageKind, target: StorageKind, checksum: str
     ) -> bool:
-        moved = await self._run(
-            self._changed,
-            "UPDATE media SET storage = ?, checksum = ? WHERE id = ? AND storage = ? AND state = ?",
-            target.value,
-            checksum,
-            media_id,
-            source.value,
-            MediaState.READY.value,
+        return await self._run(
+            self._atomic, lambda db: self._move_media(db, media_id, source, target, checksum)
         )
-        return moved == 1
 
     async def media_in_storage(
         self, storage: StorageKind, *, user_id: str | None, after: str | None, limit: int
@@ -517,6 +642,75 @@ class SQLiteCatalog:
             )
         await self._run(self._transaction, statements)
 
+    def _claim_events(
+        self, db: sqlite3.Connection, now: datetime, hold: float, limit: int
+    ) -> list[Delivery]:
+        rows = db.execute(
+            f"SELECT * FROM events AS e WHERE state = ? AND next_at <= ? AND {FIRST_OF_MEDIA} "
+            "ORDER BY seq LIMIT ?",
+            (DeliveryState.PENDING.value, _timestamp(now), DeliveryState.PENDING.value, limit),
+        ).fetchall()
+        until = _timestamp(now + timedelta(seconds=hold))
+        for row in rows:
+            db.execute("UPDATE events SET next_at = ? WHERE seq = ?", (until, row["seq"]))
+        return [_delivery(row) for row in rows]
+
+    async def claim_events(self, now: datetime, hold: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at `now`, each the first pending one of its media at its
+        endpoint, by seq; each is held (not due) for `hold` seconds, while it is sent."""
+        return await self._run(self._atomic, lambda db: self._claim_events(db, now, hold, limit))
+
+    async def settle_event(
+        self, seq: int, state: DeliveryState, *, next_at: datetime | None, error: str | None
+    ) -> None:
+        """Record an attempt: delivered, gone, dead, or pending again from `next_at`."""
+        await self._run(
+            self._execute,
+            "UPDATE events SET state = ?, attempts = attempts + 1, next_at = coalesce(?, next_at), "
+            "last_error = ? WHERE seq = ?",
+            state.value,
+            _timestamp(next_at) if next_at else None,
+            error,
+            seq,
+        )
+
+    async def events_in_state(self, state: DeliveryState, limit: int) -> list[Delivery]:
+        rows = await self._run(
+            self._execute,
+            "SELECT * FROM events WHERE state = ? ORDER BY seq LIMIT ?",
+            state.value,
+            limit,
+        )
+        return [_delivery(row) for row in rows]
+
+    async def count_events(self) -> dict[DeliveryState, int]:
+        rows = await self._run(self._execute, "SELECT state, count(*) FROM events GROUP BY state")
+        return {DeliveryState(row[0]): int(row[1]) for row in rows}
+
+    async def prune_events(self, before: datetime) -> int:
+        """Forget the deliveries done (delivered or gone) of events older than `before`."""
+        return await self._run(
+            self._changed,
+            "DELETE FROM events WHERE state IN (?, ?) AND created_at < ?",
+            DeliveryState.DELIVERED.value,
+            DeliveryState.GONE.value,
+            _timestamp(before),
+        )
+
+    async def requeue_event(self, event_id: str, now: datetime) -> int:
+        """Send a dead event again (at each endpoint where it is dead), with a new retry
+        window from `now`; how many deliveries that makes."""
+        return await self._run(
+            self._changed,
+            "UPDATE events SET state = ?, attempts = 0, created_at = ?, next_at = ? "
+            "WHERE id = ? AND state = ?",
+            DeliveryState.PENDING.value,
+            _timestamp(now),
+            _timestamp(now),
+            event_id,
+            DeliveryState.DEAD.value,
+        )
+
     async def close(self) -> None:
         if self._db is not None:
             await self._run(self._db.close)
@@ -553,6 +747,33 @@ def _make_private(path: Path) -> None:
                 companion.chmod(0o600)
         except FileNotFoundError:
             pass
+
+
+# A delivery waits for the earlier pending ones of its media at its endpoint.
+FIRST_OF_MEDIA = (
+    "NOT EXISTS (SELECT 1 FROM events AS before WHERE before.endpoint = e.endpoint "
+    "AND before.media_id = e.media_id AND before.state = ? AND before.seq < e.seq)"
+)
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    values = dict(row)
+    return Delivery(
+        seq=values["seq"],
+        id=values["id"],
+        endpoint=values["endpoint"],
+        media_id=values["media_id"],
+        type=values["type"],
+        body=values["body"],
+        state=DeliveryState(values["state"]),
+        attempts=values["attempts"],
+        created_at=datetime.fromisoformat(values["created_at"]),
+        last_error=values["last_error"],
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _timestamp(moment: datetime) -> str:

@@ -89,6 +89,7 @@ async def _disk_problem(request: web.Request, body: dict[str, str | int]) -> str
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     await _count_open_sessions(request.app[CATALOG])
+    await _count_events(request.app[CATALOG])
     body, content_type = metrics.exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -104,3 +105,14 @@ async def _count_open_sessions(catalog: Catalog) -> None:
         log.warning("metrics.sessions_not_counted", detail=str(error) or type(error).__name__)
         return
     metrics.sessions_open(len(sessions))
+
+
+async def _count_events(catalog: Catalog) -> None:
+    """The outbox's deliveries by state, counted in the catalog (any instance sends them)."""
+    try:
+        async with asyncio.timeout(CATALOG_PING_TIMEOUT):
+            counts = await catalog.count_events()
+    except Exception as error:
+        log.warning("metrics.events_not_counted", detail=str(error) or type(error).__name__)
+        return
+    metrics.events_counted(counts)
