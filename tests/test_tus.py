@@ -36,7 +36,13 @@ from mediagate.errors import (
 )
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
-from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+from mediagate.web.tus_headers import (
+    media_name,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    parse_number,
+)
 from raw_http import RawConnection, request_head
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
@@ -125,6 +131,15 @@ def test_a_digest_of_the_wrong_length_is_a_mismatch(value: str) -> None:
     # "If the hash does not match, the Server MUST respond with 460": no body can.
     with pytest.raises(ChecksumMismatch):
         parse_checksum(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["final;/api/v1/tus/é", "final;/api/v1/tus/a\u00a0/api/v1/tus/b", "partial\x7f"]
+)
+def test_an_upload_concat_that_is_not_ascii_is_400(value: str) -> None:
+    # HEAD echoes the header as received: it must be one a response can carry.
+    with pytest.raises(BadRequest):
+        parse_concat(value)
 
 
 # --- the protocol, as a table ------------------------------------------------

@@ -1299,7 +1299,6 @@ CASES = [
             head("{location}", Upload_Concat=FINAL),
         ],
         given="partials",
-        xfail="HEAD echoes a final's Upload-Concat rebuilt from the ids, as relative URLs",
     ),
     Case(
         "Concatenation: Upload-Concat",
