@@ -17,6 +17,7 @@ import json
 import random
 import re
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -58,9 +59,10 @@ META = f"filename {b64('hello.txt')},is_confidential"
 # --- what an answer must show -------------------------------------------------------
 
 
-class Expectation:
+class Expectation(ABC):
+    @abstractmethod
     def holds(self, value: str | None) -> bool:
-        raise NotImplementedError
+        """Whether a header's value (None: absent) is as expected."""
 
 
 @dataclass(frozen=True)
@@ -1291,9 +1293,9 @@ CASES = [
             )
         ],
         given="partials",
-        xfail="a finished partial is stored as a media of its own (listed, named from its id) "
-        "so that a final can copy it inside S3 (UploadPartCopy) and a final's making need not "
-        "wait for its bytes; the final takes it over and deletes it",
+        xfail="a finished partial completes into a media of its own (listed, named from its "
+        "id) while it waits, which a final copies inside S3 (UploadPartCopy), then deletes "
+        "(docs/api.md, Concatenation)",
     ),
     Case(
         "Concatenation",
