@@ -36,7 +36,13 @@ from mediagate.errors import (
 )
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
-from mediagate.web.tus_headers import media_name, parse_checksum, parse_metadata, parse_number
+from mediagate.web.tus_headers import (
+    media_name,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    parse_number,
+)
 from raw_http import RawConnection, request_head
 from server_process import ServerProcess
 from tcp_proxy import CuttableProxy
@@ -127,6 +133,15 @@ def test_a_digest_of_the_wrong_length_is_a_mismatch(value: str) -> None:
         parse_checksum(value)
 
 
+@pytest.mark.parametrize(
+    "value", ["final;/api/v1/tus/é", "final;/api/v1/tus/a\u00a0/api/v1/tus/b", "partial\x7f"]
+)
+def test_an_upload_concat_that_is_not_ascii_is_400(value: str) -> None:
+    # HEAD echoes the header as received: it must be one a response can carry.
+    with pytest.raises(BadRequest):
+        parse_concat(value)
+
+
 # --- the protocol, as a table ------------------------------------------------
 
 
@@ -152,6 +167,7 @@ class Case:
 HELLO = b"hello world"
 META = f"filename {b64('hello.txt')},filetype {b64('text/plain')}"
 
+# Cases that are a sentence of the tus document are in tests/test_tus_spec.py, quoted.
 CASES = [
     # OPTIONS: discovery, no Tus-Resumable needed or sent.
     Case(
@@ -175,23 +191,6 @@ CASES = [
         headers={"Authorization": None},
         expect={"Tus-Version": "1.0.0"},
     ),
-    # Versions.
-    Case(
-        "no Tus-Resumable",
-        "POST",
-        "/api/v1/tus",
-        headers={"Tus-Resumable": None, "Upload-Length": "1"},
-        status=412,
-        expect={"Tus-Version": "1.0.0", "Tus-Resumable": "1.0.0"},
-    ),
-    Case(
-        "another version",
-        "HEAD",
-        "{fresh}",
-        headers={"Tus-Resumable": "0.2.2"},
-        status=412,
-        expect={"Tus-Version": "1.0.0"},
-    ),
     # Creation.
     Case(
         "create",
@@ -213,62 +212,6 @@ CASES = [
         headers={"Upload-Length": "11", "Authorization": None},
         status=401,
         expect={"Tus-Resumable": "1.0.0", "Content-Type": "application/problem+json"},
-    ),
-    Case(
-        "create with neither length",
-        "POST",
-        "/api/v1/tus",
-        status=400,
-        expect={"Content-Type": "application/problem+json"},
-    ),
-    Case(
-        "create with both lengths",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": "11", "Upload-Defer-Length": "1"},
-        status=400,
-    ),
-    Case("create a negative length", "POST", "/api/v1/tus", {"Upload-Length": "-1"}, status=400),
-    Case(
-        "create over Tus-Max-Size",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": str(S3_MAX_OBJECT_SIZE + 1)},
-        status=413,
-    ),
-    Case(
-        "create with bad metadata",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": "1", "Upload-Metadata": "filename ***"},
-        status=400,
-    ),
-    Case(
-        "create with upload",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": "11", **OCTETS},
-        body=b"hello",
-        status=201,
-        expect={"Upload-Offset": "5", "Location": ANY},
-    ),
-    Case(
-        # "The Client MUST include the Content-Type: application/offset+octet-stream header."
-        "create with a body of another type: 415, nothing created",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": "11", "Content-Type": "application/octet-stream"},
-        body=b"hello",
-        status=415,
-        expect={"Location": ABSENT, "Content-Type": "application/problem+json"},
-    ),
-    Case(
-        "create a 0-byte upload: complete at once",
-        "POST",
-        "/api/v1/tus",
-        headers={"Upload-Length": "0"},
-        status=201,
-        expect={"Upload-Offset": "0", "Upload-Expires": ABSENT},
     ),
     Case(
         "create deferred",
@@ -295,13 +238,6 @@ CASES = [
         },
     ),
     Case(
-        "head deferred",
-        "HEAD",
-        "{deferred}",
-        status=200,
-        expect={"Upload-Defer-Length": "1", "Upload-Length": ABSENT, "Upload-Offset": "0"},
-    ),
-    Case(
         "head done: it names its media",
         "HEAD",
         "{done}",
@@ -313,19 +249,8 @@ CASES = [
             "Link": ANY,
         },
     ),
-    Case("head unknown", "HEAD", "{unknown}", status=404, expect={"Tus-Resumable": "1.0.0"}),
-    Case("head terminated", "HEAD", "{gone}", status=404),
     Case("head another user's", "HEAD", "{foreign}", status=404),
     # PATCH.
-    Case(
-        "patch",
-        "PATCH",
-        "{half}",
-        headers={"Upload-Offset": "5", **OCTETS},
-        body=b" wor",
-        expect={"Upload-Offset": "9", "Upload-Expires": ANY, "Tus-Resumable": "1.0.0"},
-        offset_after=9,
-    ),
     Case(
         "patch to the end",
         "PATCH",
@@ -334,15 +259,6 @@ CASES = [
         body=b" world",
         expect={"Upload-Offset": "11", "Upload-Expires": ABSENT, "Upload-Media-Id": ANY},
         offset_after=11,
-    ),
-    Case(
-        "patch without the offset+octet-stream type",
-        "PATCH",
-        "{half}",
-        headers={"Upload-Offset": "5", "Content-Type": "application/octet-stream"},
-        body=b" wor",
-        status=415,
-        offset_after=5,
     ),
     Case(
         # "If the offsets do not match, the Server MUST respond with the 409 Conflict status
@@ -383,16 +299,6 @@ CASES = [
         offset_after=9,
     ),
     Case(
-        "patch with a wrong sha1: 460, nothing kept",
-        "PATCH",
-        "{half}",
-        headers={"Upload-Offset": "5", "Upload-Checksum": checksum("sha1", b"other"), **OCTETS},
-        body=b" wor",
-        status=460,
-        expect={"Content-Type": "application/problem+json", "Tus-Resumable": "1.0.0"},
-        offset_after=5,
-    ),
-    Case(
         "patch with a wrong md5",
         "PATCH",
         "{half}",
@@ -410,15 +316,6 @@ CASES = [
         body=b" wor",
         status=460,
         expect={"Content-Type": "application/problem+json"},
-        offset_after=5,
-    ),
-    Case(
-        "patch with a checksum that is not base64: 400",
-        "PATCH",
-        "{half}",
-        headers={"Upload-Offset": "5", "Upload-Checksum": "sha1 ***", **OCTETS},
-        body=b" wor",
-        status=400,
         offset_after=5,
     ),
     Case(
@@ -440,24 +337,6 @@ CASES = [
         offset_after=5,
     ),
     Case(
-        "patch sets a deferred length",
-        "PATCH",
-        "{deferred}",
-        headers={"Upload-Offset": "0", "Upload-Length": "3", **OCTETS},
-        body=b"abc",
-        expect={"Upload-Offset": "3"},
-        offset_after=3,
-    ),
-    Case(
-        "patch through X-HTTP-Method-Override",
-        "POST",
-        "{half}",
-        headers={"X-HTTP-Method-Override": "PATCH", "Upload-Offset": "5", **OCTETS},
-        body=b" wor",
-        expect={"Upload-Offset": "9"},
-        offset_after=9,
-    ),
-    Case(
         "patch a done upload with nothing",
         "PATCH",
         "{done}",
@@ -473,14 +352,6 @@ CASES = [
         status=413,
     ),
     Case(
-        "patch a terminated upload",
-        "PATCH",
-        "{gone}",
-        headers={"Upload-Offset": "0", **OCTETS},
-        body=b"x",
-        status=404,
-    ),
-    Case(
         "patch another user's",
         "PATCH",
         "{foreign}",
@@ -488,18 +359,6 @@ CASES = [
         body=b"x",
         status=404,
     ),
-    # Termination.
-    Case("delete", "DELETE", "{half}", status=204, expect={"Tus-Resumable": "1.0.0"}),
-    Case(
-        "delete through X-HTTP-Method-Override",
-        "POST",
-        "{half}",
-        headers={"X-HTTP-Method-Override": "DELETE"},
-        status=204,
-    ),
-    # "the Server SHOULD free up all resources": a finished upload's resource is its media.
-    Case("delete a done upload", "DELETE", "{done}", status=204, expect={"Tus-Resumable": "1.0.0"}),
-    Case("delete a terminated upload", "DELETE", "{gone}", status=404),
     Case("delete another user's", "DELETE", "{foreign}", status=404),
     # GET is not tus: the finished upload's file, as tusd serves it (no Tus-Resumable).
     Case(
@@ -530,7 +389,6 @@ CASES = [
     ),
     Case("get without a token", "GET", "{done}", headers={"Authorization": None}, status=401),
     Case("get another user's", "GET", "{foreign}", status=404),
-    Case("get a terminated upload", "GET", "{gone}", status=404),
     Case("put is not tus", "PUT", "{half}", status=405, expect={"Allow": ANY}),
 ]
 

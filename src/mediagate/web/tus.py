@@ -165,8 +165,8 @@ async def create(request: web.Request) -> web.Response:
         state = await tus.concatenate(
             user_id,
             concat[1],
-            # Echoed by HEAD: rebuilt from the ids, which exist, rather than as sent.
-            concat="final;" + " ".join(f"{COLLECTION}/{upload_id}" for upload_id in concat[1]),
+            # Echoed by HEAD as received, as tus asks (its URLs are ASCII: parse_concat).
+            concat=request.headers["Upload-Concat"].strip(),
             metadata=raw_metadata,
             filename=filename,
             content_type=content_type,

@@ -13,6 +13,8 @@ from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 
 # At most 10,000 × 5 GiB fits in S3; 20 digits reach far past it.
 _NUMBER = re.compile(r"[0-9]{1,20}")
+# Upload-Concat: its URLs are RFC 3986 URLs (ASCII), and HEAD echoes it as received.
+_CONCAT = re.compile(r"[\t -~]*")
 _KEY = re.compile(r"[!-+\--~]+")  # visible ASCII but the comma
 # The keys tus clients use for a file's name and type: tus-js-client's and
 # tuspy's examples send filename/filetype, Uppy sends name/type.
@@ -86,6 +88,8 @@ def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
     if value is None:
         return None
     value = value.strip()
+    if not _CONCAT.fullmatch(value):
+        raise BadRequest("Upload-Concat must be ASCII: its URLs are RFC 3986 URLs")
     if value == "partial":
         return "partial", []
     kind, _, urls = value.partition(";")
