@@ -57,7 +57,7 @@ from mediagate.models import (
     UploadProtocol,
     UploadSession,
 )
-from mediagate.storage.base import Stores
+from mediagate.storage.base import BlobStore, Stores
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -332,32 +332,22 @@ class UploadEngine:
         and lands on local disk. With the fallback off, or no room left on local
         disk, S3's 503 is the answer.
         """
-        spill = self._assembler.spill
         number, offset, length = span
         store = self._stores[session.storage]
-        try:
-            etag = await store.put_part(
-                session.key,
-                session.upload_id,
-                number=number,
-                offset=offset,
-                length=length,
-                body=stream,
+
+        async def put_into(target: BlobStore, upload_id: str) -> str:
+            return await target.put_part(
+                session.key, upload_id, number=number, offset=offset, length=length, body=stream
             )
-            return etag, store.kind
+
+        try:
+            return await put_into(store, session.upload_id), store.kind
         except StorageUnavailable as error:
             if store.kind is StorageKind.LOCAL or stream.started or not self._fallback:
                 raise
             s3_error = error
         try:
-            etag = await spill.put_part(
-                session.key,
-                session.local_upload_id,
-                number=number,
-                offset=offset,
-                length=length,
-                body=stream,
-            )
+            etag = await put_into(self._assembler.spill, session.local_upload_id)
         except StorageFull as refused:
             # No room on local disk (or below its floor): S3 may take the chunk once it
             # is back, so the client is told to retry rather than to give up.
