@@ -42,6 +42,7 @@ from mediagate.web.tus_headers import (
     parse_concat,
     parse_metadata,
     parse_number,
+    refuse_checksum_trailer,
 )
 from raw_http import RawConnection, request_head
 from server_process import ServerProcess
@@ -140,6 +141,28 @@ def test_an_upload_concat_that_is_not_ascii_is_400(value: str) -> None:
     # HEAD echoes the header as received: it must be one a response can carry.
     with pytest.raises(BadRequest):
         parse_concat(value)
+
+
+@pytest.mark.parametrize(
+    ("trailer", "refused"),
+    [
+        (None, False),
+        ("", False),
+        ("Expires", False),
+        ("Upload-Checksum", True),
+        ("upload-checksum", True),
+        ("Expires, Upload-Checksum ", True),
+        ("Upload-Checksums", False),
+    ],
+)
+def test_a_body_announcing_an_upload_checksum_trailer_is_refused(
+    trailer: str | None, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(BadRequest):
+            refuse_checksum_trailer(trailer)
+    else:
+        refuse_checksum_trailer(trailer)
 
 
 # --- the protocol, as a table ------------------------------------------------
@@ -606,6 +629,47 @@ async def test_a_chunked_body_of_unknown_length(local_api: Api) -> None:
     assert answer.status == 204, await answer.text()
     _, body = await fetch_media(local_api, "chunked.bin")
     assert body == data
+
+
+def chunked_with_trailer(data: bytes, trailer: str) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + f"\r\n0\r\n{trailer}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("method", ["PATCH", "POST"])
+async def test_a_checksum_trailer_is_refused_and_nothing_kept(local_api: Api, method: str) -> None:
+    # aiohttp's parsers drop a chunked body's trailers: an Upload-Checksum sent there
+    # could never be checked, so a body announcing one is 400 before a byte counts.
+    upload = await create_upload(local_api, 11, **named("trailer.bin"))
+    assert (await patch(local_api, upload, 0, b"hello")).status == 204
+    path, headers = f"/api/v1/tus/{upload}", {"Upload-Offset": "5"}
+    if method == "POST":
+        path, headers = "/api/v1/tus", {"Upload-Length": "6"}
+    for digest in (checksum("sha1", b" world"), checksum("sha1", b"not it")):
+        connection = await RawConnection.open(local_api.client)
+        try:
+            head = request_head(
+                method,
+                path,
+                {
+                    **local_api.headers,
+                    **TUS,
+                    **OCTETS,
+                    **headers,
+                    "Transfer-Encoding": "chunked",
+                    "Trailer": "Upload-Checksum",
+                },
+            )
+            await connection.send(
+                head + chunked_with_trailer(b" world", f"Upload-Checksum: {digest}")
+            )
+            status, problem = await connection.answer()
+        finally:
+            connection.close()
+        assert status == 400, problem
+        assert problem is not None and "trailer" in problem["detail"]
+    assert await offset_of(local_api, upload) == 5
+    listed = await local_api.client.get("/api/v1/media", headers=local_api.headers)
+    assert [item["filename"] for item in (await listed.json())["items"]] == []
 
 
 # --- a real client: tuspy (sync, so it runs in a thread beside the server) ---

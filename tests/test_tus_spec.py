@@ -1068,7 +1068,10 @@ CASES = [
         "If the hash cannot be calculated at the beginning of the upload, it MAY be included "
         "as a trailer.",
         [],
-        skip=NOT_OFFERED,
+        skip=(
+            "not offered: aiohttp's HTTP parsers (C and Python) drop a chunked body's "
+            "trailers, so a body announcing `Trailer: Upload-Checksum` is 400 (tests/test_tus.py)"
+        ),
     ),
     # --- Termination --------------------------------------------------------------------------
     Case(

@@ -72,6 +72,18 @@ def parse_checksum(value: str | None) -> Checksum | None:
     return Checksum(algorithm, digest)
 
 
+def refuse_checksum_trailer(trailer: str | None) -> None:
+    """A body whose `Trailer` header announces Upload-Checksum is refused before it is
+    read: aiohttp's HTTP parsers (C and Python) drop a chunked body's trailers, so the
+    checksum would never be seen and unverified bytes would count (docs/api.md)."""
+    names = {name.strip().lower() for name in (trailer or "").split(",")}
+    if "upload-checksum" in names:
+        raise BadRequest(
+            "Upload-Checksum as a trailer is not supported (checksum-trailer is not "
+            "offered): send it as a header"
+        )
+
+
 def media_name(metadata: dict[str, str]) -> tuple[str, str]:
     """The media's filename ("" if the metadata has none) and content type (guessed, as
     for initiate)."""
