@@ -201,7 +201,7 @@ CASES = [
         expect={
             "Tus-Version": "1.0.0",
             "Tus-Extension": "creation,creation-with-upload,creation-defer-length,"
-            "termination,expiration,checksum,concatenation",
+            "termination,expiration,checksum,concatenation,concatenation-unfinished",
             "Tus-Max-Size": str(S3_MAX_OBJECT_SIZE),
             "Tus-Checksum-Algorithm": "sha1,md5,sha256",
             "Tus-Resumable": ABSENT,
@@ -1472,15 +1472,85 @@ async def test_partials_concatenate_into_one_media(
     assert refused.status == 403
 
 
-async def test_a_final_needs_finished_partials(local_api: Api) -> None:
+async def test_a_final_needs_partials_of_known_length(local_api: Api) -> None:
     done = await partial_upload(local_api, b"abc")
-    unfinished = await partial_upload(local_api, b"defg", finish=False)
     plain = await create_upload(local_api, 1)
-    assert (await create_final(local_api, [done, unfinished])).status == 400
+    created = await local_api.client.post(
+        "/api/v1/tus",
+        headers={
+            **local_api.headers,
+            **TUS,
+            "Upload-Concat": "partial",
+            "Upload-Defer-Length": "1",
+        },
+    )
+    deferred = created.headers["Location"].split("/api/v1/tus/")[-1]
     assert (await create_final(local_api, [done, plain])).status == 400
+    refused = await create_final(local_api, [done, deferred])
+    assert refused.status == 400
+    assert "Upload-Length" in (await refused.json())["detail"]
     assert (await create_final(local_api, [done], **{"Upload-Length": "3"})).status == 400
     other = await partial_upload(local_api.as_user("bob"), b"x")
     assert (await create_final(local_api, [done, other])).status == 404
+
+
+async def final_head(api: Api, final: str) -> Any:
+    answer = await api.client.head(f"/api/v1/tus/{final}", headers={**api.headers, **TUS})
+    assert answer.status == 200
+    return answer.headers
+
+
+async def test_a_final_of_unfinished_partials_waits_then_completes_with_the_last(
+    store_api: Api,
+) -> None:
+    first = await partial_upload(store_api, b"hello")
+    second = await partial_upload(store_api, b" world", finish=False)
+    third = await partial_upload(store_api, b"!!!", finish=False)
+    answer = await create_final(store_api, [first, second, third], **named("waited.txt"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    # Its length is known (the partials' lengths are); its offset is the partials
+    # finished in order from the first.
+    assert answer.headers["Upload-Offset"] == "5"
+    headers = await final_head(store_api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("5", "14")
+    assert "Upload-Media-Id" not in headers
+    assert (await patch(store_api, final, 5, b" world")).status == 403
+    unfinished = await store_api.client.get(f"/api/v1/tus/{final}", headers=store_api.headers)
+    assert unfinished.status == 409
+
+    assert (await patch(store_api, third, 0, b"!!!")).status == 204
+    assert (await final_head(store_api, final))["Upload-Offset"] == "5"  # the second is not
+    assert (await patch(store_api, second, 0, b" wo")).status == 204
+    assert (await final_head(store_api, final))["Upload-Offset"] == "5"
+
+    assert (await patch(store_api, second, 3, b"rld")).status == 204  # the last one: made
+    headers = await final_head(store_api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("14", "14")
+    assert "Upload-Media-Id" in headers
+    assert (await fetch_media(store_api, "waited.txt"))[1] == b"hello world!!!"
+    assert await media_names(store_api) == ["waited.txt"]  # the partials went into it
+    assert await store_api.client.app[CATALOG].count_open_sessions("alice") == 0
+
+
+async def test_a_partial_finished_on_another_instance_completes_its_final(
+    start_api: ApiFactory, catalog_settings: Settings
+) -> None:
+    api = await start_api(catalog_settings)
+    # On PostgreSQL, the final is made on one instance and its partial finished on another.
+    other = await start_api(catalog_settings) if catalog_settings.database_url else api
+    first = await partial_upload(api, b"abc")
+    second = await partial_upload(api, b"defg", finish=False)
+    answer = await create_final(api, [first, second], **named("across.bin"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    # A partial a waiting final took goes into no other final.
+    assert (await create_final(other, [second], **named("other.bin"))).status == 409
+    assert (await patch(other, second, 0, b"defg")).status == 204
+    headers = await final_head(api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("7", "7")
+    assert (await fetch_media(api, "across.bin"))[1] == b"abcdefg"
+    assert await media_names(api) == ["across.bin"]
 
 
 async def media_names(api: Api) -> list[str]:

@@ -48,6 +48,7 @@ TUS_EXTENSIONS = (
     "expiration",
     "checksum",
     "concatenation",
+    "concatenation-unfinished",
 )
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 COLLECTION = "/api/v1/tus"

@@ -7,7 +7,7 @@ import binascii
 import mimetypes
 import re
 
-from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum
+from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum, final_partial_ids
 from mediagate.errors import BadRequest, ChecksumAlgorithmUnsupported, ChecksumMismatch
 from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 
@@ -104,13 +104,7 @@ def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
         raise BadRequest("Upload-Concat must be ASCII: its URLs are RFC 3986 URLs")
     if value == "partial":
         return "partial", []
-    kind, _, urls = value.partition(";")
+    kind = value.partition(";")[0]
     if kind != "final":
         raise BadRequest("Upload-Concat must be partial or final;<url> <url> …")
-    ids = []
-    for url in urls.split():
-        _, found, upload_id = url.rstrip("/").rpartition("/api/v1/tus/")
-        if not found or not upload_id or "/" in upload_id:
-            raise BadRequest(f"Upload-Concat names {url!r}, which is not a tus upload URL")
-        ids.append(upload_id)
-    return "final", ids
+    return "final", final_partial_ids(value)
