@@ -1553,6 +1553,35 @@ async def test_a_partial_finished_on_another_instance_completes_its_final(
     assert await media_names(api) == ["across.bin"]
 
 
+async def test_a_final_whose_last_partial_finished_while_s3_was_away_is_made_by_a_head(
+    start_api: ApiFactory, proxy: CuttableProxy, proxied_settings: Settings
+) -> None:
+    api = await start_api(proxied_settings)
+    data = bytes(range(256)) * (10 * MiB // 256) + b"0123456789"
+    first = await partial_upload(api, b"abc")
+    second = await partial_upload(api, data, finish=False)
+    assert (await patch(api, second, 0, data[: 5 * MiB])).status == 204  # a part in S3
+    answer = await create_final(api, [first, second], **named("later.bin"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    await proxy.cut()
+    # The rest spilled to disk: the partial is finalizing, so its final cannot be made yet.
+    assert (await patch(api, second, 5 * MiB, data[5 * MiB :])).status == 204
+    headers = await final_head(api, final)
+    assert headers["Upload-Offset"] == "3"
+    assert "Upload-Media-Id" not in headers
+
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    assert await api.client.app[ENGINE].finish_finalizing() == 1
+    headers = await final_head(api, final)  # this HEAD makes it
+    length = str(3 + len(data))
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == (length, length)
+    assert "Upload-Media-Id" in headers
+    assert await eventually_fetched(api, "later.bin") == b"abc" + data
+    assert await media_names(api) == ["later.bin"]
+
+
 async def media_names(api: Api) -> list[str]:
     listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
     return sorted(media["filename"] for media in listed["items"])
