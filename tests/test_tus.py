@@ -42,6 +42,7 @@ from mediagate.web.tus_headers import (
     parse_concat,
     parse_metadata,
     parse_number,
+    refuse_checksum_trailer,
 )
 from raw_http import RawConnection, request_head
 from server_process import ServerProcess
@@ -142,6 +143,28 @@ def test_an_upload_concat_that_is_not_ascii_is_400(value: str) -> None:
         parse_concat(value)
 
 
+@pytest.mark.parametrize(
+    ("trailer", "refused"),
+    [
+        (None, False),
+        ("", False),
+        ("Expires", False),
+        ("Upload-Checksum", True),
+        ("upload-checksum", True),
+        ("Expires, Upload-Checksum ", True),
+        ("Upload-Checksums", False),
+    ],
+)
+def test_a_body_announcing_an_upload_checksum_trailer_is_refused(
+    trailer: str | None, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(BadRequest):
+            refuse_checksum_trailer(trailer)
+    else:
+        refuse_checksum_trailer(trailer)
+
+
 # --- the protocol, as a table ------------------------------------------------
 
 
@@ -178,7 +201,7 @@ CASES = [
         expect={
             "Tus-Version": "1.0.0",
             "Tus-Extension": "creation,creation-with-upload,creation-defer-length,"
-            "termination,expiration,checksum,concatenation",
+            "termination,expiration,checksum,concatenation,concatenation-unfinished",
             "Tus-Max-Size": str(S3_MAX_OBJECT_SIZE),
             "Tus-Checksum-Algorithm": "sha1,md5,sha256",
             "Tus-Resumable": ABSENT,
@@ -606,6 +629,47 @@ async def test_a_chunked_body_of_unknown_length(local_api: Api) -> None:
     assert answer.status == 204, await answer.text()
     _, body = await fetch_media(local_api, "chunked.bin")
     assert body == data
+
+
+def chunked_with_trailer(data: bytes, trailer: str) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + f"\r\n0\r\n{trailer}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("method", ["PATCH", "POST"])
+async def test_a_checksum_trailer_is_refused_and_nothing_kept(local_api: Api, method: str) -> None:
+    # aiohttp's parsers drop a chunked body's trailers: an Upload-Checksum sent there
+    # could never be checked, so a body announcing one is 400 before a byte counts.
+    upload = await create_upload(local_api, 11, **named("trailer.bin"))
+    assert (await patch(local_api, upload, 0, b"hello")).status == 204
+    path, headers = f"/api/v1/tus/{upload}", {"Upload-Offset": "5"}
+    if method == "POST":
+        path, headers = "/api/v1/tus", {"Upload-Length": "6"}
+    for digest in (checksum("sha1", b" world"), checksum("sha1", b"not it")):
+        connection = await RawConnection.open(local_api.client)
+        try:
+            head = request_head(
+                method,
+                path,
+                {
+                    **local_api.headers,
+                    **TUS,
+                    **OCTETS,
+                    **headers,
+                    "Transfer-Encoding": "chunked",
+                    "Trailer": "Upload-Checksum",
+                },
+            )
+            await connection.send(
+                head + chunked_with_trailer(b" world", f"Upload-Checksum: {digest}")
+            )
+            status, problem = await connection.answer()
+        finally:
+            connection.close()
+        assert status == 400, problem
+        assert problem is not None and "trailer" in problem["detail"]
+    assert await offset_of(local_api, upload) == 5
+    listed = await local_api.client.get("/api/v1/media", headers=local_api.headers)
+    assert [item["filename"] for item in (await listed.json())["items"]] == []
 
 
 # --- a real client: tuspy (sync, so it runs in a thread beside the server) ---
@@ -1408,15 +1472,114 @@ async def test_partials_concatenate_into_one_media(
     assert refused.status == 403
 
 
-async def test_a_final_needs_finished_partials(local_api: Api) -> None:
+async def test_a_final_needs_partials_of_known_length(local_api: Api) -> None:
     done = await partial_upload(local_api, b"abc")
-    unfinished = await partial_upload(local_api, b"defg", finish=False)
     plain = await create_upload(local_api, 1)
-    assert (await create_final(local_api, [done, unfinished])).status == 400
+    created = await local_api.client.post(
+        "/api/v1/tus",
+        headers={
+            **local_api.headers,
+            **TUS,
+            "Upload-Concat": "partial",
+            "Upload-Defer-Length": "1",
+        },
+    )
+    deferred = created.headers["Location"].split("/api/v1/tus/")[-1]
     assert (await create_final(local_api, [done, plain])).status == 400
+    refused = await create_final(local_api, [done, deferred])
+    assert refused.status == 400
+    assert "Upload-Length" in (await refused.json())["detail"]
     assert (await create_final(local_api, [done], **{"Upload-Length": "3"})).status == 400
     other = await partial_upload(local_api.as_user("bob"), b"x")
     assert (await create_final(local_api, [done, other])).status == 404
+
+
+async def final_head(api: Api, final: str) -> Any:
+    answer = await api.client.head(f"/api/v1/tus/{final}", headers={**api.headers, **TUS})
+    assert answer.status == 200
+    return answer.headers
+
+
+async def test_a_final_of_unfinished_partials_waits_then_completes_with_the_last(
+    store_api: Api,
+) -> None:
+    first = await partial_upload(store_api, b"hello")
+    second = await partial_upload(store_api, b" world", finish=False)
+    third = await partial_upload(store_api, b"!!!", finish=False)
+    answer = await create_final(store_api, [first, second, third], **named("waited.txt"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    # Its length is known (the partials' lengths are); its offset is the partials
+    # finished in order from the first.
+    assert answer.headers["Upload-Offset"] == "5"
+    headers = await final_head(store_api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("5", "14")
+    assert "Upload-Media-Id" not in headers
+    assert (await patch(store_api, final, 5, b" world")).status == 403
+    unfinished = await store_api.client.get(f"/api/v1/tus/{final}", headers=store_api.headers)
+    assert unfinished.status == 409
+
+    assert (await patch(store_api, third, 0, b"!!!")).status == 204
+    assert (await final_head(store_api, final))["Upload-Offset"] == "5"  # the second is not
+    assert (await patch(store_api, second, 0, b" wo")).status == 204
+    assert (await final_head(store_api, final))["Upload-Offset"] == "5"
+
+    assert (await patch(store_api, second, 3, b"rld")).status == 204  # the last one: made
+    headers = await final_head(store_api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("14", "14")
+    assert "Upload-Media-Id" in headers
+    assert (await fetch_media(store_api, "waited.txt"))[1] == b"hello world!!!"
+    assert await media_names(store_api) == ["waited.txt"]  # the partials went into it
+    assert await store_api.client.app[CATALOG].count_open_sessions("alice") == 0
+
+
+async def test_a_partial_finished_on_another_instance_completes_its_final(
+    start_api: ApiFactory, catalog_settings: Settings
+) -> None:
+    api = await start_api(catalog_settings)
+    # On PostgreSQL, the final is made on one instance and its partial finished on another.
+    other = await start_api(catalog_settings) if catalog_settings.database_url else api
+    first = await partial_upload(api, b"abc")
+    second = await partial_upload(api, b"defg", finish=False)
+    answer = await create_final(api, [first, second], **named("across.bin"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    # A partial a waiting final took goes into no other final.
+    assert (await create_final(other, [second], **named("other.bin"))).status == 409
+    assert (await patch(other, second, 0, b"defg")).status == 204
+    headers = await final_head(api, final)
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == ("7", "7")
+    assert (await fetch_media(api, "across.bin"))[1] == b"abcdefg"
+    assert await media_names(api) == ["across.bin"]
+
+
+async def test_a_final_whose_last_partial_finished_while_s3_was_away_is_made_by_a_head(
+    start_api: ApiFactory, proxy: CuttableProxy, proxied_settings: Settings
+) -> None:
+    api = await start_api(proxied_settings)
+    data = bytes(range(256)) * (10 * MiB // 256) + b"0123456789"
+    first = await partial_upload(api, b"abc")
+    second = await partial_upload(api, data, finish=False)
+    assert (await patch(api, second, 0, data[: 5 * MiB])).status == 204  # a part in S3
+    answer = await create_final(api, [first, second], **named("later.bin"))
+    assert answer.status == 201, await answer.text()
+    final = answer.headers["Location"].split("/api/v1/tus/")[-1]
+    await proxy.cut()
+    # The rest spilled to disk: the partial is finalizing, so its final cannot be made yet.
+    assert (await patch(api, second, 5 * MiB, data[5 * MiB :])).status == 204
+    headers = await final_head(api, final)
+    assert headers["Upload-Offset"] == "3"
+    assert "Upload-Media-Id" not in headers
+
+    await proxy.restore()
+    await asyncio.sleep(0.3)  # past the breaker's back-off
+    assert await api.client.app[ENGINE].finish_finalizing() == 1
+    headers = await final_head(api, final)  # this HEAD makes it
+    length = str(3 + len(data))
+    assert (headers["Upload-Offset"], headers["Upload-Length"]) == (length, length)
+    assert "Upload-Media-Id" in headers
+    assert await eventually_fetched(api, "later.bin") == b"abc" + data
+    assert await media_names(api) == ["later.bin"]
 
 
 async def media_names(api: Api) -> list[str]:

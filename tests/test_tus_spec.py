@@ -41,7 +41,6 @@ COLLECTION = "/api/v1/tus"
 PROBLEM = "application/problem+json"
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
 MAX_SIZE = 1024**3  # MEDIAGATE_MAX_UPLOAD_SIZE of the server, as in the spec's example
-NOT_OFFERED = "not offered (issue 19 items 5, 6)"
 
 
 def b64(data: str | bytes) -> str:
@@ -1068,7 +1067,10 @@ CASES = [
         "If the hash cannot be calculated at the beginning of the upload, it MAY be included "
         "as a trailer.",
         [],
-        skip=NOT_OFFERED,
+        skip=(
+            "not offered: aiohttp's HTTP parsers (C and Python) drop a chunked body's "
+            "trailers, so a body announcing `Trailer: Upload-Checksum` is 400 (tests/test_tus.py)"
+        ),
     ),
     # --- Termination --------------------------------------------------------------------------
     Case(
@@ -1175,14 +1177,14 @@ CASES = [
             Step(
                 "OPTIONS",
                 COLLECTION,
-                expect={"Tus-Extension": Lists(absent=("concatenation-unfinished",))},
+                expect={"Tus-Extension": Lists(present=("concatenation-unfinished",))},
             ),
             Step(
                 "POST",
                 COLLECTION,
                 headers={"Upload-Concat": "final;/api/v1/tus/{upload}"},
-                status=400,
-                expect={"Location": ABSENT},
+                status=201,
+                expect={"Location": ANY},
             ),
         ],
         given="partial",
@@ -1192,8 +1194,38 @@ CASES = [
         "MAY",
         "The Client MAY send the concatenation request while the partial uploads are still in "
         "progress.",
-        [],
-        skip=NOT_OFFERED,
+        [
+            Step(
+                "POST",
+                COLLECTION,
+                headers={"Upload-Concat": "final;/api/v1/tus/{upload}"},
+                status=201,
+            ),
+            head("{location}", Upload_Length="11"),
+            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=409),
+            Step("PATCH", **patch(5, b" world"), status=204),
+            head("{location}", Upload_Offset="11", Upload_Length="11"),
+            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+        ],
+        given="partial",
+    ),
+    Case(
+        "Concatenation Unfinished",
+        "SHOULD NOT",
+        "The response to a `HEAD` request for a final upload SHOULD NOT contain the "
+        "`Upload-Offset` header unless the concatenation has been successfully finished.",
+        [
+            Step(
+                "POST",
+                COLLECTION,
+                headers={"Upload-Concat": "final;/api/v1/tus/{upload}"},
+                status=201,
+            ),
+            head("{location}", Upload_Offset=ABSENT),
+        ],
+        given="partial",
+        xfail="a waiting final's Upload-Offset is its partials finished in order from the "
+        "first, so that HEAD shows it grow (docs/api.md, Concatenation)",
     ),
     Case(
         "Concatenation",

@@ -119,6 +119,8 @@ class TusUpload(BaseModel):
     length_deferred: bool = False
     # Upload-Concat as sent: "partial", or "final;{url} {url} …".
     concat: str | None = None
+    # A partial's final upload, once one took it (`Catalog.take_partials`).
+    part_of: str | None = None
     # The bytes after the last part, too few for a part yet: `tail_size` bytes
     # from `tail_start`, kept in `tail_storage` (an object in the bucket, or the
     # spill file when S3 failed). They count only while the parts end at `tail_start`.

@@ -266,6 +266,14 @@ class TusUploads:
                 await self._engine.complete(user_id, upload_id, via=UploadProtocol.TUS)
                 await self._tails.discard(session)
                 session, upload = await self._load(user_id, upload_id)
+        if upload.part_of is not None and session.state is SessionState.COMPLETED:
+            # A partial a final waits for: its completion may be the last it needs.
+            await self._finish_final(user_id, upload.part_of)
+        elif _is_final(upload) and session.state is SessionState.OPEN:
+            # Also the way a final whose partials finished during a crash gets made.
+            if await self._finish_final(user_id, upload_id):
+                return await self.state(user_id, upload_id)
+            return TusState(session, upload, await self._finished_prefix(user_id, upload))
         return TusState(session, upload, position.offset)
 
     async def write(
@@ -282,7 +290,7 @@ class TusUploads:
         async with self._lock(upload_id) as lease:
             read = lease.guard(read)
             session, upload = await self._load(user_id, upload_id)
-            if upload.concat and upload.concat.startswith(FINAL):
+            if _is_final(upload):
                 raise Forbidden("a final upload is made by concatenation; it takes no PATCH")
             if upload_length is not None:
                 session, upload = await self._set_length(session, upload, upload_length)
@@ -350,7 +358,9 @@ class TusUploads:
         filename: str,
         content_type: str,
     ) -> TusState:
-        """A final upload made of finished partial uploads, in order; they are removed after.
+        """A final upload made of partial uploads, in order; they are removed after.
+        Partials still being written (concatenation-unfinished) make a final that waits:
+        the completion of its last partial (any instance) or a HEAD on it makes it.
 
         Each partial goes into one final only: the final's session takes them in the
         catalog before any byte moves, so finals racing for a partial (on any
@@ -360,8 +370,8 @@ class TusUploads:
         twice = sorted({upload_id for upload_id in partial_ids if partial_ids.count(upload_id) > 1})
         if twice:
             raise BadRequest(f"Upload-Concat: final names {', '.join(twice)} more than once")
-        media = [await self._finished_partial(user_id, upload_id) for upload_id in partial_ids]
-        size = sum(item.size for item in media)
+        sizes = [await self._partial_size(user_id, upload_id) for upload_id in partial_ids]
+        size = sum(sizes)
         if size > self.max_size:
             raise FileTooLarge(f"the partial uploads add up to {size}, over {self.max_size}")
         final_id = new_id()
@@ -373,24 +383,97 @@ class TusUploads:
             protocol=UploadProtocol.TUS,
             session_id=final_id,
         )
-        await self._catalog.add_tus_upload(
-            TusUpload(session_id=session.id, metadata=metadata, concat=concat)
-        )
+        upload = TusUpload(session_id=session.id, metadata=metadata, concat=concat)
+        await self._catalog.add_tus_upload(upload)
         try:
             if not await self._catalog.take_partials(session.id, partial_ids):
                 raise PartialTaken("a partial upload named is already part of another final upload")
-            state = await self._join(user_id, session, media, size)
+            async with self._engine.locks.exclusive(FINAL, session.id) as alone:
+                media = await self._ready_partials(user_id, upload) if alone else None
+                if media is not None:
+                    await self._join(user_id, session, media, size)
         except BaseException:
             # Nothing of it was handed out: gone, its partials free for another final.
             await asyncio.shield(self._drop_final(user_id, session.id))
             raise
+        if media is not None:
+            await self._drop_partials(user_id, media)
+            log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
+        else:
+            log.info("tus.final_waits", session_id=session.id, partials=len(partial_ids))
+        return await self.state(user_id, session.id)
+
+    async def _partial_size(self, user_id: str, upload_id: str) -> int:
+        """The length of a partial upload a final may name: finished, or of known length."""
+        session, upload = await self._load(user_id, upload_id)
+        if upload.concat != PARTIAL:
+            raise BadRequest(f"upload {upload_id} is not a partial upload")
+        if session.state is SessionState.OPEN:
+            if upload.length_deferred:
+                raise BadRequest(
+                    f"partial upload {upload_id} has no Upload-Length yet: a final needs its length"
+                )
+            return session.size
+        if session.state is SessionState.EXPIRED:
+            raise NotFound(f"partial upload {upload_id} has expired")
+        if await self._catalog.get_media(session.media_id) is None:
+            raise PartialTaken(
+                f"partial upload {upload_id} is part of a final upload already (or was deleted)"
+            )
+        return session.size
+
+    async def _ready_partials(self, user_id: str, final: TusUpload) -> list[Media] | None:
+        """The media of a final's partials, in order, if every one is finished and ready."""
+        media = []
+        for upload_id in final_partial_ids(final.concat or ""):
+            session, _ = await self._load(user_id, upload_id)
+            item = await self._catalog.get_media(session.media_id)
+            if item is None or item.state is not MediaState.READY:
+                return None
+            media.append(item)
+        return media
+
+    async def _finished_prefix(self, user_id: str, final: TusUpload) -> int:
+        """A waiting final's offset: its partials finished in order from the first."""
+        offset = 0
+        for upload_id in final_partial_ids(final.concat or ""):
+            session, _ = await self._load(user_id, upload_id)
+            if session.state is not SessionState.COMPLETED:
+                break
+            offset += session.size
+        return offset
+
+    async def _finish_final(self, user_id: str, final_id: str) -> bool:
+        """Make a waiting final if all its partials are ready; whether it was made here.
+        A failure leaves it waiting (the next HEAD on it tries again): the partial whose
+        completion tried it is complete all the same."""
+        try:
+            session, upload = await self._load(user_id, final_id)
+            if session.state is not SessionState.OPEN:
+                return False
+            async with self._engine.locks.exclusive(FINAL, final_id) as alone:
+                if not alone:
+                    return False  # being made, here or on another instance
+                session, upload = await self._load(user_id, final_id)
+                media = await self._ready_partials(user_id, upload)
+                if session.state is not SessionState.OPEN or media is None:
+                    return False
+                await self._join(user_id, session, media, session.size)
+        except NotFound:
+            return False  # the final (or a partial) was removed: it cannot be made
+        except Exception as error:
+            log.warning("tus.final_not_made", session_id=final_id, error=str(error))
+            return False
+        await self._drop_partials(user_id, media)
+        log.info("tus.concatenated", session_id=final_id, partials=len(media), size=session.size)
+        return True
+
+    async def _drop_partials(self, user_id: str, media: list[Media]) -> None:
         for item in media:
             try:
                 await self._library.delete(user_id, item.id)
             except Problem as error:  # the final is made: this answer must say so
                 log.warning("tus.partial_kept", media_id=item.id, error=str(error))
-        log.info("tus.concatenated", session_id=session.id, partials=len(media), size=size)
-        return state
 
     async def _join(
         self, user_id: str, session: UploadSession, media: list[Media], size: int
@@ -435,21 +518,6 @@ class TusUploads:
             await self._engine.abort(user_id, session_id, via=UploadProtocol.TUS)
         except Problem as error:  # made meanwhile (finalizing), or the catalog is away
             log.warning("tus.final_kept", session_id=session_id, error=str(error))
-
-    async def _finished_partial(self, user_id: str, upload_id: str) -> Media:
-        session, upload = await self._load(user_id, upload_id)
-        if upload.concat != PARTIAL:
-            raise BadRequest(f"upload {upload_id} is not a partial upload")
-        if session.state is not SessionState.COMPLETED:
-            raise BadRequest(f"partial upload {upload_id} is not finished")
-        media = await self._catalog.get_media(session.media_id)
-        if media is None:
-            raise PartialTaken(
-                f"partial upload {upload_id} is part of a final upload already (or was deleted)"
-            )
-        if media.state is not MediaState.READY:
-            raise BadRequest(f"partial upload {upload_id} is still being finalized")
-        return media
 
     async def media(self, user_id: str, upload_id: str) -> Media:
         """The media a finished upload made (completing one whose every byte is in)."""
@@ -599,6 +667,22 @@ class TusUploads:
             parts, end = parts + 1, end + chunk.size
         tail = Tail.of(upload)
         return Position(parts, end, tail if tail is not None and tail.start == end else None)
+
+
+def _is_final(upload: TusUpload) -> bool:
+    return upload.concat is not None and upload.concat.startswith(FINAL)
+
+
+def final_partial_ids(concat: str) -> list[str]:
+    """The partial upload ids a final's Upload-Concat (`final;{url} {url} …`) names."""
+    _, _, urls = concat.partition(";")
+    ids = []
+    for url in urls.split():
+        _, found, upload_id = url.rstrip("/").rpartition("/api/v1/tus/")
+        if not found or not upload_id or "/" in upload_id:
+            raise BadRequest(f"Upload-Concat names {url!r}, which is not a tus upload URL")
+        ids.append(upload_id)
+    return ids
 
 
 def _copyable(parts: list[Media]) -> bool:

@@ -34,6 +34,7 @@ from mediagate.web.tus_headers import (
     parse_concat,
     parse_metadata,
     parse_number,
+    refuse_checksum_trailer,
 )
 
 log = structlog.get_logger("mediagate.tus")
@@ -47,6 +48,7 @@ TUS_EXTENSIONS = (
     "expiration",
     "checksum",
     "concatenation",
+    "concatenation-unfinished",
 )
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 COLLECTION = "/api/v1/tus"
@@ -180,6 +182,8 @@ async def create(request: web.Request) -> web.Response:
     with_body = request.content_type == OFFSET_OCTET_STREAM
     if request.body_exists and not with_body:
         raise UnsupportedMediaType(f"a creation's body must be {OFFSET_OCTET_STREAM}")
+    if with_body:
+        refuse_checksum_trailer(request.headers.get("Trailer"))
     checksum = parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
     state = await tus.create(
         user_id,
@@ -232,6 +236,7 @@ async def patch(request: web.Request) -> web.Response:
     offset = parse_number("Upload-Offset", request.headers.get("Upload-Offset"))
     if offset is None:
         raise BadRequest("a PATCH needs Upload-Offset")
+    refuse_checksum_trailer(request.headers.get("Trailer"))
     state = await request.app[TUS].write(
         user_id,
         request.match_info["upload_id"],

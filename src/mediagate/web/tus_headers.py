@@ -7,7 +7,7 @@ import binascii
 import mimetypes
 import re
 
-from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum
+from mediagate.core.tus import CHECKSUM_ALGORITHMS, Checksum, final_partial_ids
 from mediagate.errors import BadRequest, ChecksumAlgorithmUnsupported, ChecksumMismatch
 from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 
@@ -72,6 +72,18 @@ def parse_checksum(value: str | None) -> Checksum | None:
     return Checksum(algorithm, digest)
 
 
+def refuse_checksum_trailer(trailer: str | None) -> None:
+    """A body whose `Trailer` header announces Upload-Checksum is refused before it is
+    read: aiohttp's HTTP parsers (C and Python) drop a chunked body's trailers, so the
+    checksum would never be seen and unverified bytes would count (docs/api.md)."""
+    names = {name.strip().lower() for name in (trailer or "").split(",")}
+    if "upload-checksum" in names:
+        raise BadRequest(
+            "Upload-Checksum as a trailer is not supported (checksum-trailer is not "
+            "offered): send it as a header"
+        )
+
+
 def media_name(metadata: dict[str, str]) -> tuple[str, str]:
     """The media's filename ("" if the metadata has none) and content type (guessed, as
     for initiate)."""
@@ -92,13 +104,7 @@ def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
         raise BadRequest("Upload-Concat must be ASCII: its URLs are RFC 3986 URLs")
     if value == "partial":
         return "partial", []
-    kind, _, urls = value.partition(";")
+    kind = value.partition(";")[0]
     if kind != "final":
         raise BadRequest("Upload-Concat must be partial or final;<url> <url> …")
-    ids = []
-    for url in urls.split():
-        _, found, upload_id = url.rstrip("/").rpartition("/api/v1/tus/")
-        if not found or not upload_id or "/" in upload_id:
-            raise BadRequest(f"Upload-Concat names {url!r}, which is not a tus upload URL")
-        ids.append(upload_id)
-    return "final", ids
+    return "final", final_partial_ids(value)
