@@ -9,7 +9,7 @@ cannot take it: to local disk, acknowledged as safe all the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -23,6 +23,7 @@ from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import MAX_PARTS, plan_chunks
 from mediagate.core.file_digest import RunningDigest
+from mediagate.core.hooks import Hooks, PreCreate
 from mediagate.core.keys import new_id, object_key
 from mediagate.core.session_locks import (
     InProcessSessionLocks,
@@ -107,8 +108,10 @@ class UploadEngine:
         clock: Clock = utc_now,
         locks: SessionLocks | None = None,
         fallback: bool = True,
+        hooks: Hooks | None = None,
     ) -> None:
-        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK)."""
+        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK);
+        `hooks`: the application's decisions (MEDIAGATE_HOOK_*)."""
         self._catalog = catalog
         self._stores = stores
         self._default_storage = default_storage
@@ -119,6 +122,7 @@ class UploadEngine:
         self._max_open_sessions = max_open_sessions_per_user
         self._clock = clock
         self._fallback = fallback
+        self._hooks = hooks
         self._assembler = Assembler(catalog, stores, clock)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
@@ -140,7 +144,10 @@ class UploadEngine:
         sha256: str | None = None,
         protocol: UploadProtocol = UploadProtocol.NATIVE,
         session_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        caller: str | None = None,
     ) -> UploadSession:
+        """`metadata` and `caller` (the client's address) are for the pre-create hook."""
         if self._max_upload_size is not None and size > self._max_upload_size:
             raise FileTooLarge(
                 f"{size} bytes declared; this server takes files of at most "
@@ -148,6 +155,25 @@ class UploadEngine:
                 max_size=self._max_upload_size,
             )
         plan = plan_chunks(size, chunk_size or self._chunk_size)
+        if self._hooks is not None:
+            allowed = await self._hooks.pre_create(
+                PreCreate(
+                    user_id=user_id,
+                    filename=filename,
+                    size=size,
+                    content_type=content_type,
+                    metadata=metadata or {},
+                    caller=caller,
+                    protocol=protocol.value,
+                )
+            )
+            if allowed.max_size is not None and size > allowed.max_size:
+                raise FileTooLarge(
+                    f"{size} bytes declared; you may upload files of at most "
+                    f"{allowed.max_size} bytes",
+                    max_size=allowed.max_size,
+                )
+            filename = allowed.filename or filename
         # Counted in the catalog, so the cap holds across instances; requests
         # racing past it at the same moment can go over it by a few.
         limit = self._max_open_sessions

@@ -1,0 +1,268 @@
+"""Hooks that decide (core/hooks.py): a real application on loopback, verifying each call's
+signature, answers the pre-create hook of real `mediagate serve` processes; its decision
+reaches the native API, tuspy and `mediagate upload`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+from mediagate import tokens
+from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.core.hooks import Allowed, decide
+from mediagate.errors import HookUnavailable, UploadRefused
+from server_process import ServerProcess, free_port
+
+SECRET = "hooks-test-secret-long-enough-for-hs256"
+WHSEC = "whsec_" + base64.b64encode(b"h" * 32).decode()
+TOKEN = tokens.issue(SECRET.encode(), "alice", 3600)
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class App:
+    """The application's hook endpoint: checks each call's signature, keeps what it was
+    asked, and answers `decision` (as JSON, with `status`) after `delay` seconds."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/pre-create"
+        self.decision: Any = {"allow": True}
+        self.status = 200
+        self.delay = 0.0
+        self.asked: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.asked.append(Webhook(WHSEC).verify(body, dict(request.headers)))
+        await asyncio.sleep(self.delay)
+        return web.json_response(self.decision, status=self.status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/pre-create", self._hook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def app():
+    hook = App()
+    await hook.start()
+    yield hook
+    await hook.stop()
+
+
+@pytest.fixture
+async def server(tmp_path, app):
+    process = ServerProcess(tmp_path / "data", server_env(app.url))
+    await process.start()
+    yield process
+    await process.stop()
+
+
+def server_env(url: str, **extra: str) -> dict[str, str]:
+    return {
+        "MEDIAGATE_JWT_SECRET": SECRET,
+        "MEDIAGATE_WEBHOOK_SECRET": WHSEC,
+        "MEDIAGATE_HOOK_PRE_CREATE_URL": url,
+        **extra,
+    }
+
+
+async def initiate(base: str, name: str = "clip.mp4", size: int = 12) -> aiohttp.ClientResponse:
+    async with aiohttp.ClientSession(base, headers=HEADERS) as client:
+        answer = await client.post(
+            "/api/v1/media/upload/initiate",
+            json={"filename": name, "size": size, "content_type": "video/mp4"},
+        )
+        await answer.read()
+        return answer
+
+
+def catalog_rows(tmp_path: Path, table: str) -> int:
+    with sqlite3.connect(tmp_path / "data" / CATALOG_FILE) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+async def test_pre_create_is_asked_signed_with_the_upload_and_the_caller(server, app):
+    answer = await initiate(server.base)
+    assert answer.status == 201, await answer.text()
+    [asked] = app.asked
+    assert asked["type"] == "upload.pre_create"
+    assert asked["data"] == {
+        "user_id": "alice",
+        "filename": "clip.mp4",
+        "size": 12,
+        "content_type": "video/mp4",
+        "metadata": {},
+        "caller": "127.0.0.1",
+        "protocol": "native",
+    }
+
+
+async def test_an_allow_may_rename_the_file_and_cap_its_size(server, app):
+    app.decision = {"allow": True, "filename": "renamed.mp4", "max_size": 100}
+    answer = await initiate(server.base)
+    assert answer.status == 201
+    session_id = (await answer.json())["session_id"]
+    async with aiohttp.ClientSession(server.base, headers=HEADERS) as client:
+        upload = f"/api/v1/media/upload/{session_id}"
+        async with client.post(f"{upload}/chunk/0", data=b"hello hooks!") as chunk:
+            assert chunk.status == 200, await chunk.text()
+        async with client.post(f"{upload}/complete") as complete:
+            assert complete.status == 201, await complete.text()
+            assert (await complete.json())["info"]["filename"] == "renamed.mp4"
+    answer = await initiate(server.base, size=101)
+    assert answer.status == 413
+    problem = await answer.json()
+    assert problem["type"].endswith("/file-too-large")
+    assert "at most 100 bytes" in problem["detail"]
+
+
+async def test_a_refusal_reaches_the_native_client_as_the_apps_status_and_message(
+    server, app, tmp_path
+):
+    app.decision = {"allow": False, "status": 451, "message": "your plan has no room left"}
+    answer = await initiate(server.base)
+    assert answer.status == 451
+    assert answer.content_type == "application/problem+json"
+    problem = await answer.json()
+    assert problem["type"] == "https://mediagate.dev/problems/upload-refused"
+    assert problem["detail"] == "your plan has no room left"
+    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
+
+
+async def test_a_status_outside_4xx_is_clamped_to_403(server, app):
+    app.decision = {"allow": False, "status": 200, "message": "no"}
+    answer = await initiate(server.base)
+    assert answer.status == 403
+
+
+async def test_tuspy_gets_the_apps_message(server, app, tmp_path):
+    from tusclient.client import TusClient
+    from tusclient.exceptions import TusCommunicationError
+
+    app.decision = {"allow": False, "status": 403, "message": "videos only, please"}
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"not a video")
+    client = TusClient(f"{server.base}/api/v1/tus", headers=HEADERS)
+    uploader = client.uploader(str(path), metadata={"filename": "notes.txt", "project": "p1"})
+    with pytest.raises(TusCommunicationError) as refused:
+        await asyncio.to_thread(uploader.upload)
+    assert refused.value.status_code == 403
+    assert "videos only, please" in str(refused.value.response_content)
+    [asked] = app.asked
+    assert asked["data"]["protocol"] == "tus"
+    assert asked["data"]["metadata"] == {"filename": "notes.txt", "project": "p1"}
+
+
+async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
+    app.decision = {"allow": False, "status": 403, "message": "quota exceeded: 0 bytes left"}
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(os.urandom(1000))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediagate",
+        "upload",
+        str(path),
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "MEDIAGATE_URL": server.base,
+            "MEDIAGATE_TOKEN": TOKEN,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode != 0
+    assert "quota exceeded: 0 bytes left" in err.decode()
+
+
+async def test_an_app_down_refuses_with_503_and_retry_after(tmp_path):
+    process = ServerProcess(tmp_path / "data", server_env(f"http://127.0.0.1:{free_port()}/x"))
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+    finally:
+        await process.stop()
+    assert answer.status == 503
+    assert answer.headers["Retry-After"]
+    assert (await answer.json())["type"].endswith("/hook-unavailable")
+
+
+async def test_an_app_down_with_failure_allow_goes_on(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/x"
+    process = ServerProcess(tmp_path / "data", server_env(url, MEDIAGATE_HOOK_FAILURE="allow"))
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+    finally:
+        await process.stop()
+    assert answer.status == 201
+
+
+async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
+    app.delay = 30
+    process = ServerProcess(tmp_path / "data", server_env(app.url, MEDIAGATE_HOOK_TIMEOUT="1"))
+    await process.start()
+    try:
+        started = asyncio.get_running_loop().time()
+        answer = await initiate(process.base)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await process.stop()
+    assert answer.status == 503
+    assert waited < 20
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "failure", "outcome"),
+    [
+        (200, {"allow": True}, "refuse", Allowed()),
+        (204, {"allow": True, "filename": "a.mp4", "max_size": 5}, "refuse", Allowed("a.mp4", 5)),
+        (200, {"allow": True, "filename": "", "max_size": -1}, "refuse", Allowed()),
+        (200, {"allow": True, "max_size": True}, "refuse", Allowed()),
+        (200, {"allow": False, "status": 402, "message": "pay"}, "allow", (402, "pay")),
+        (200, {"allow": False, "status": 500, "message": "no"}, "refuse", (403, "no")),
+        (200, {"allow": False, "status": "404"}, "refuse", (403, UploadRefused.title)),
+        (200, {"allow": False}, "allow", (403, UploadRefused.title)),
+        (200, {"allow": "yes"}, "refuse", HookUnavailable),
+        (200, "not json", "refuse", HookUnavailable),
+        (200, "not json", "allow", Allowed()),
+        (403, {"allow": False, "status": 403}, "refuse", HookUnavailable),
+        (500, {"allow": True}, "allow", Allowed()),
+        (None, None, "refuse", HookUnavailable),
+        (None, None, "allow", Allowed()),
+    ],
+)
+def test_decide(status, body, failure, outcome):
+    raw = b"{" if body == "not json" else json.dumps(body).encode()
+    result = decide("pre-create", status, raw, failure, None if status else "refused")
+    if isinstance(outcome, tuple):
+        assert isinstance(result, UploadRefused)
+        assert (result.status, result.detail) == outcome
+    elif outcome is HookUnavailable:
+        assert isinstance(result, HookUnavailable)
+    else:
+        assert result == outcome
