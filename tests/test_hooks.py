@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from conftest import tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.hooks import Allowed, decide
@@ -38,6 +39,8 @@ class App:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/pre-create"
         self.decision: Any = {"allow": True}
+        self.finish_decision: Any = {"allow": True}
+        self.finish_url = f"http://127.0.0.1:{self.port}/pre-finish"
         self.status = 200
         self.delay = 0.0
         self.asked: list[dict[str, Any]] = []
@@ -47,11 +50,14 @@ class App:
         body = await request.read()
         self.asked.append(Webhook(WHSEC).verify(body, dict(request.headers)))
         await asyncio.sleep(self.delay)
+        if request.path == "/pre-finish":
+            return web.json_response(self.finish_decision)
         return web.json_response(self.decision, status=self.status)
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/pre-create", self._hook)
+        app.router.add_post("/pre-finish", self._hook)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -234,6 +240,64 @@ async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
         await process.stop()
     assert answer.status == 503
     assert waited < 20
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
+    tmp_path, app, where, moto_endpoint, bucket, s3_objects
+):
+    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    if where == "s3":
+        env |= {
+            "USE_CLOUD_STORAGE": "true",
+            "AWS_S3_BUCKET_NAME": bucket,
+            **tier_s3_env(moto_endpoint),
+        }
+    app.finish_decision = {"allow": False, "status": 422, "message": "not a video we can play"}
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+        assert answer.status == 201, await answer.text()
+        session = await answer.json()
+        assert session["storage"] == where
+        upload = f"/api/v1/media/upload/{session['session_id']}"
+        async with aiohttp.ClientSession(process.base, headers=HEADERS) as client:
+            async with client.post(f"{upload}/chunk/0", data=b"hello hooks!") as chunk:
+                assert chunk.status == 200, await chunk.text()
+            async with client.post(f"{upload}/complete") as complete:
+                assert complete.status == 422
+                problem = await complete.json()
+            async with client.get(upload) as status:
+                assert status.status == 404
+    finally:
+        await process.stop()
+    assert problem["type"].endswith("/upload-refused")
+    assert problem["detail"] == "not a video we can play"
+    finished = next(m for m in app.asked if m["type"] == "upload.pre_finish")["data"]
+    assert (finished["size"], finished["storage"], finished["filename"]) == (12, where, "clip.mp4")
+    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
+    if where == "s3":
+        listed = await s3_objects.list_objects_v2(Bucket=bucket)
+        assert listed.get("KeyCount", 0) == 0
+        assert not (await s3_objects.list_multipart_uploads(Bucket=bucket)).get("Uploads")
+
+
+async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
+    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+        upload = f"/api/v1/media/upload/{(await answer.json())['session_id']}"
+        async with aiohttp.ClientSession(process.base, headers=HEADERS) as client:
+            async with client.post(f"{upload}/chunk/0", data=b"hello hooks!") as chunk:
+                assert chunk.status == 200
+            async with client.post(f"{upload}/complete") as complete:
+                assert complete.status == 201, await complete.text()
+    finally:
+        await process.stop()
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     hook_pre_create_url: str | None = Field(
         None, validation_alias=env("MEDIAGATE_HOOK_PRE_CREATE_URL")
     )
+    # Asked once an upload's bytes are stored and verified, before its media is ready.
+    hook_pre_finish_url: str | None = Field(
+        None, validation_alias=env("MEDIAGATE_HOOK_PRE_FINISH_URL")
+    )
     # Seconds a hook waits for the application's decision: the client waits that long too.
     hook_timeout: float = Field(5, gt=0, validation_alias=env("MEDIAGATE_HOOK_TIMEOUT"))
     # What no decision (the application down, slow, or answering nonsense) means:
@@ -372,7 +376,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("hook_pre_create_url", mode="before")
+    @field_validator("hook_pre_create_url", "hook_pre_finish_url", mode="before")
     @classmethod
     def hook_url_is_absolute(cls, value: object) -> object:
         if value == "" or value is None:
@@ -516,10 +520,12 @@ def load_settings(**overrides: Any) -> Settings:
             "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when MEDIAGATE_WEBHOOK_URL is "
             "set, so that receivers can tell mediagate's events from forged ones"
         )
-    if settings.hook_pre_create_url and settings.webhook_secret is None:
+    if (settings.hook_pre_create_url or settings.hook_pre_finish_url) and (
+        settings.webhook_secret is None
+    ):
         raise SettingsError(
-            "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when "
-            "MEDIAGATE_HOOK_PRE_CREATE_URL is set, as hooks are signed like the webhooks"
+            "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when a MEDIAGATE_HOOK_*_URL "
+            "is set, as hooks are signed like the webhooks"
         )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:

@@ -100,10 +100,13 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                     )
         default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
         hooks = None
-        if settings.hook_pre_create_url and settings.webhook_secret is not None:
+        if settings.webhook_secret is not None and (
+            settings.hook_pre_create_url or settings.hook_pre_finish_url
+        ):
             hooks = Hooks(
                 settings.webhook_secret.get_secret_value(),
                 pre_create_url=settings.hook_pre_create_url,
+                pre_finish_url=settings.hook_pre_finish_url,
                 timeout=settings.hook_timeout,
                 failure=settings.hook_failure,
             )

@@ -46,6 +46,7 @@ from mediagate.errors import (
     StorageUnavailable,
     TooManySessions,
     UploadFailed,
+    UploadRefused,
     WrongProtocol,
 )
 from mediagate.filenames import sanitize_filename
@@ -123,7 +124,7 @@ class UploadEngine:
         self._clock = clock
         self._fallback = fallback
         self._hooks = hooks
-        self._assembler = Assembler(catalog, stores, clock)
+        self._assembler = Assembler(catalog, stores, clock, hooks)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
         # The running whole-file digest of each session this process hashes;
@@ -449,6 +450,9 @@ class UploadEngine:
                 if isinstance(error, FileDigestMismatch):
                     metrics.upload_failed(session.storage)
                     raise
+                if isinstance(error, UploadRefused):
+                    self._digests.pop(session_id, None)
+                    raise
                 raise await self._fail_completing(session_id, error) from error
         self._digests.pop(session_id, None)
         if media.state is MediaState.READY:
@@ -524,7 +528,9 @@ class UploadEngine:
         try:
             return await self._assembler.finish(session, chunks, None)
         except Problem as error:
-            if not worth_retrying(error) and not isinstance(error, FileDigestMismatch):
+            if not worth_retrying(error) and not isinstance(
+                error, (FileDigestMismatch, UploadRefused)
+            ):
                 await self._give_up(session, error)
             raise
 

@@ -1,11 +1,12 @@
 """Hooks that decide, synchronously (docs/integration.md, "Hooks").
 
-Before an upload is created, mediagate POSTs its description, signed like the webhooks,
-to MEDIAGATE_HOOK_PRE_CREATE_URL and waits (MEDIAGATE_HOOK_TIMEOUT) for a decision in a
-2xx JSON answer: `{"allow": true}` (optionally with a `filename` to use instead and a
-`max_size`) or `{"allow": false, "status": 4xx, "message": "..."}`, which the client gets
-as an `upload-refused` problem. No decision (no answer, another status, another body)
-is MEDIAGATE_HOOK_FAILURE's: `refuse` (503 with Retry-After) or `allow`.
+Before an upload is created (pre-create), and once its bytes are stored and verified but
+before its media is ready (pre-finish), mediagate POSTs a description, signed like the
+webhooks, to the application and waits (MEDIAGATE_HOOK_TIMEOUT) for a decision in a 2xx
+JSON answer: `{"allow": true}` (pre-create: optionally with a `filename` to use instead
+and a `max_size`) or `{"allow": false, "status": 4xx, "message": "..."}`, which the client
+gets as an `upload-refused` problem. No decision (no answer, another status, another
+body) is MEDIAGATE_HOOK_FAILURE's: `refuse` (503 with Retry-After) or `allow`.
 """
 
 from __future__ import annotations
@@ -88,11 +89,13 @@ class Hooks:
         secret: str,
         *,
         pre_create_url: str | None,
+        pre_finish_url: str | None = None,
         timeout: float,
         failure: FailureMode,
     ) -> None:
         self._signer = Signer(secret)
         self._pre_create_url = pre_create_url
+        self._pre_finish_url = pre_finish_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._failure = failure
         self._http: aiohttp.ClientSession | None = None
@@ -118,6 +121,15 @@ class Hooks:
         if isinstance(outcome, Problem):
             raise outcome
         return outcome
+
+    async def pre_finish(self, data: dict[str, Any]) -> None:
+        """The application's decision on an upload whose bytes are stored and verified;
+        raises the refusal."""
+        if self._pre_finish_url is None:
+            return
+        outcome = await self._ask("pre-finish", self._pre_finish_url, "upload.pre_finish", data)
+        if isinstance(outcome, Problem):
+            raise outcome
 
     async def _ask(
         self, hook: str, url: str, event_type: str, data: dict[str, Any]

@@ -82,7 +82,7 @@ STORAGE = (
     errors.FileTooLargeForStorage,
 )
 
-# The pre-create hook's answers (core/hooks.py): a refusal is listed at its default
+# The pre-create and pre-finish hooks' answers (core/hooks.py): a refusal is listed at its default
 # status, 403; the application may choose any other 4xx.
 HOOKS = (errors.UploadRefused, errors.HookUnavailable)
 
@@ -498,6 +498,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.UploadFailed,
             errors.SessionExpired,
             errors.FileDigestMismatch,
+            *HOOKS,
             *STORAGE,
         ),
     ),
@@ -729,6 +730,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ChecksumAlgorithmUnsupported,
             errors.ChecksumMismatch,
             errors.TooMuchHeld,
+            *HOOKS,
             *STORAGE,
         ),
     ),
