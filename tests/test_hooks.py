@@ -40,6 +40,7 @@ class App:
         self.url = f"http://127.0.0.1:{self.port}/pre-create"
         self.decision: Any = {"allow": True}
         self.finish_decision: Any = {"allow": True}
+        self.finish_status = 200
         self.finish_url = f"http://127.0.0.1:{self.port}/pre-finish"
         self.status = 200
         self.delay = 0.0
@@ -51,7 +52,7 @@ class App:
         self.asked.append(Webhook(WHSEC).verify(body, dict(request.headers)))
         await asyncio.sleep(self.delay)
         if request.path == "/pre-finish":
-            return web.json_response(self.finish_decision)
+            return web.json_response(self.finish_decision, status=self.finish_status)
         return web.json_response(self.decision, status=self.status)
 
     async def start(self) -> None:
@@ -179,8 +180,8 @@ async def test_tuspy_gets_the_apps_message(server, app, tmp_path):
     assert asked["data"]["metadata"] == {"filename": "notes.txt", "project": "p1"}
 
 
-async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
-    app.decision = {"allow": False, "status": 403, "message": "quota exceeded: 0 bytes left"}
+async def mediagate_upload(base: str, tmp_path: Path) -> tuple[int, str]:
+    """`mediagate upload` of a new file as a real process: its exit code and stderr."""
     path = tmp_path / "clip.mp4"
     path.write_bytes(os.urandom(1000))
     process = await asyncio.create_subprocess_exec(
@@ -193,7 +194,7 @@ async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "MEDIAGATE_URL": server.base,
+            "MEDIAGATE_URL": base,
             "MEDIAGATE_TOKEN": TOKEN,
         },
         stdout=asyncio.subprocess.PIPE,
@@ -201,8 +202,30 @@ async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
     )
     async with asyncio.timeout(60):
         _, err = await process.communicate()
-    assert process.returncode != 0
-    assert "quota exceeded: 0 bytes left" in err.decode()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
+    app.decision = {"allow": False, "status": 403, "message": "quota exceeded: 0 bytes left"}
+    code, err = await mediagate_upload(server.base, tmp_path)
+    assert code != 0
+    assert "quota exceeded: 0 bytes left" in err
+    assert "Traceback" not in err
+
+
+async def test_mediagate_upload_prints_the_apps_pre_finish_message(tmp_path, app):
+    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    app.finish_decision = {"allow": False, "status": 403, "message": "duplicate of clip 7"}
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        code, err = await mediagate_upload(process.base, tmp_path)
+    finally:
+        await process.stop()
+    assert code != 0
+    assert "duplicate of clip 7" in err
+    assert "Traceback" not in err
 
 
 async def test_an_app_down_refuses_with_503_and_retry_after(tmp_path):
@@ -298,6 +321,62 @@ async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
                 assert complete.status == 201, await complete.text()
     finally:
         await process.stop()
+
+
+async def test_pre_finish_without_a_decision_answers_503_then_the_finalizer_asks_again(
+    tmp_path, app
+):
+    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    app.finish_status = 500
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+        upload = f"/api/v1/media/upload/{(await answer.json())['session_id']}"
+        async with aiohttp.ClientSession(process.base, headers=HEADERS) as client:
+            async with client.post(f"{upload}/chunk/0", data=b"hello hooks!") as chunk:
+                assert chunk.status == 200
+            async with client.post(f"{upload}/complete") as complete:
+                assert complete.status == 503
+                assert complete.headers["Retry-After"]
+                assert (await complete.json())["type"].endswith("/hook-unavailable")
+            app.finish_status = 200
+            async with asyncio.timeout(60):
+                while True:
+                    async with client.post(f"{upload}/complete") as complete:
+                        if complete.status == 201:
+                            media = await complete.json()
+                            break
+                        assert complete.status == 202, await complete.text()
+                    await asyncio.sleep(0.5)
+            async with client.get(media["stream_url"]) as stream:
+                assert await stream.read() == b"hello hooks!"
+    finally:
+        await process.stop()
+
+
+async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app):
+    from tusclient.client import TusClient
+    from tusclient.exceptions import TusCommunicationError
+
+    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    app.finish_decision = {"allow": False, "status": 403, "message": "malware found"}
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(os.urandom(3000))
+        client = TusClient(f"{process.base}/api/v1/tus", headers=HEADERS)
+        uploader = client.uploader(str(path), metadata={"filename": "clip.mp4"}, chunk_size=1000)
+        with pytest.raises(TusCommunicationError) as refused:
+            await asyncio.to_thread(uploader.upload)
+    finally:
+        await process.stop()
+    assert refused.value.status_code == 403
+    assert "malware found" in str(refused.value.response_content)
+    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
+    assert catalog_rows(tmp_path, "tus_uploads") == 0
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
 
 
 @pytest.mark.parametrize(
