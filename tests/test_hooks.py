@@ -45,6 +45,8 @@ class App:
         self.status = 200
         self.delay = 0.0
         self.asked: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.events_url = f"http://127.0.0.1:{self.port}/events"
         self._runner: web.AppRunner | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
@@ -55,8 +57,13 @@ class App:
             return web.json_response(self.finish_decision, status=self.finish_status)
         return web.json_response(self.decision, status=self.status)
 
+    async def _event(self, request: web.Request) -> web.Response:
+        self.events.append(Webhook(WHSEC).verify(await request.read(), dict(request.headers)))
+        return web.Response(status=204)
+
     async def start(self) -> None:
         app = web.Application()
+        app.router.add_post("/events", self._event)
         app.router.add_post("/pre-create", self._hook)
         app.router.add_post("/pre-finish", self._hook)
         self._runner = web.AppRunner(app)
@@ -379,11 +386,43 @@ async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
 
 
+@pytest.mark.parametrize("catalog", ["sqlite", "postgres"])
+async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app, catalog, request):
+    env = server_env(app.url, MEDIAGATE_WEBHOOK_URL=app.events_url)
+    if catalog == "postgres":
+        env["MEDIAGATE_DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database()
+    kept = {"project": 7, "tags": ["a", "b"]}
+    app.decision = {"allow": True, "app_metadata": kept}
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        answer = await initiate(process.base)
+        upload = f"/api/v1/media/upload/{(await answer.json())['session_id']}"
+        async with aiohttp.ClientSession(process.base, headers=HEADERS) as client:
+            async with client.post(f"{upload}/chunk/0", data=b"hello hooks!") as chunk:
+                assert chunk.status == 200
+            async with client.post(f"{upload}/complete") as complete:
+                assert complete.status == 201, await complete.text()
+        async with asyncio.timeout(30):
+            while len(app.events) < 2:
+                await asyncio.sleep(0.1)
+    finally:
+        await process.stop()
+    assert [event["type"] for event in app.events] == ["upload.created", "media.ready"]
+    assert [event["data"]["app_metadata"] for event in app.events] == [kept, kept]
+
+
 @pytest.mark.parametrize(
     ("status", "body", "failure", "outcome"),
     [
         (200, {"allow": True}, "refuse", Allowed()),
         (204, {"allow": True, "filename": "a.mp4", "max_size": 5}, "refuse", Allowed("a.mp4", 5)),
+        (
+            200,
+            {"allow": True, "app_metadata": {"a": [1]}},
+            "refuse",
+            Allowed(None, None, '{"a":[1]}'),
+        ),
         (200, {"allow": True, "filename": "", "max_size": -1}, "refuse", Allowed()),
         (200, {"allow": True, "max_size": True}, "refuse", Allowed()),
         (200, {"allow": False, "status": 402, "message": "pay"}, "allow", (402, "pay")),

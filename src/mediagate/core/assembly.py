@@ -243,6 +243,7 @@ class Assembler:
             key=session.key,
             created_at=self._clock(),
             state=state,
+            app_metadata=session.app_metadata,
         )
 
     async def verify_read_back(

@@ -156,6 +156,7 @@ class UploadEngine:
                 max_size=self._max_upload_size,
             )
         plan = plan_chunks(size, chunk_size or self._chunk_size)
+        app_metadata = None
         if self._hooks is not None:
             allowed = await self._hooks.pre_create(
                 PreCreate(
@@ -175,6 +176,7 @@ class UploadEngine:
                     max_size=allowed.max_size,
                 )
             filename = allowed.filename or filename
+            app_metadata = allowed.app_metadata
         # Counted in the catalog, so the cap holds across instances; requests
         # racing past it at the same moment can go over it by a few.
         limit = self._max_open_sessions
@@ -204,6 +206,7 @@ class UploadEngine:
             expires_at=now + self._session_ttl,
             media_id=media_id,
             protocol=protocol,
+            app_metadata=app_metadata,
         )
         spill = self._assembler.spill
         try:

@@ -3,10 +3,11 @@
 Before an upload is created (pre-create), and once its bytes are stored and verified but
 before its media is ready (pre-finish), mediagate POSTs a description, signed like the
 webhooks, to the application and waits (MEDIAGATE_HOOK_TIMEOUT) for a decision in a 2xx
-JSON answer: `{"allow": true}` (pre-create: optionally with a `filename` to use instead
-and a `max_size`) or `{"allow": false, "status": 4xx, "message": "..."}`, which the client
-gets as an `upload-refused` problem. No decision (no answer, another status, another
-body) is MEDIAGATE_HOOK_FAILURE's: `refuse` (503 with Retry-After) or `allow`.
+JSON answer: `{"allow": true}` (pre-create: optionally with `app_metadata` to keep on the
+media, a `filename` to use instead and a `max_size`) or `{"allow": false, "status": 4xx,
+"message": "..."}`, which the client gets as an `upload-refused` problem. No decision
+(no answer, another status, another body) is MEDIAGATE_HOOK_FAILURE's: `refuse` (503
+with Retry-After) or `allow`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FailureMode = Literal["refuse", "allow"]
 class Allowed:
     filename: str | None = None
     max_size: int | None = None
+    app_metadata: str | None = None  # JSON text, kept on the upload and its media
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,11 @@ def decide(
     if answer.get("allow") is True:
         filename = answer.get("filename")
         max_size = answer.get("max_size")
+        kept = answer.get("app_metadata")
         return Allowed(
             filename=filename if isinstance(filename, str) and filename else None,
             max_size=max_size if type(max_size) is int and max_size >= 0 else None,
+            app_metadata=None if kept is None else json.dumps(kept, separators=(",", ":")),
         )
     chosen = answer.get("status")
     refused = chosen if type(chosen) is int and 400 <= chosen <= 499 else 403
