@@ -163,6 +163,19 @@ async def test_a_refusal_reaches_the_native_client_as_the_apps_status_and_messag
     assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
 
 
+async def test_the_servers_own_refusals_come_first_and_do_not_ask_the_app(tmp_path, app):
+    env = server_env(app.url, MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER="1")
+    process = ServerProcess(tmp_path / "data", env)
+    await process.start()
+    try:
+        assert (await initiate(process.base)).status == 201
+        assert (await initiate(process.base)).status == 429
+        assert (await initiate(process.base, size=2**60)).status == 413
+    finally:
+        await process.stop()
+    assert len(app.asked) == 1
+
+
 async def test_a_status_outside_4xx_is_clamped_to_403(server, app):
     app.decision = {"allow": False, "status": 200, "message": "no"}
     answer = await initiate(server.base)

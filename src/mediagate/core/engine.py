@@ -156,8 +156,17 @@ class UploadEngine:
                 max_size=self._max_upload_size,
             )
         plan = plan_chunks(size, chunk_size or self._chunk_size)
+        # Counted in the catalog, so the cap holds across instances; requests
+        # racing past it at the same moment can go over it by a few.
+        limit = self._max_open_sessions
+        if limit is not None and await self._catalog.count_open_sessions(user_id) >= limit:
+            raise TooManySessions(
+                f"you have {limit} open upload sessions, the most this server allows; "
+                "complete or abort some (DELETE /api/v1/media/upload/{session_id})",
+                limit=limit,
+            )
         app_metadata = None
-        if self._hooks is not None:
+        if self._hooks is not None:  # the application last: the server's own refusals cost less
             allowed = await self._hooks.pre_create(
                 PreCreate(
                     user_id=user_id,
@@ -177,15 +186,6 @@ class UploadEngine:
                 )
             filename = allowed.filename or filename
             app_metadata = allowed.app_metadata
-        # Counted in the catalog, so the cap holds across instances; requests
-        # racing past it at the same moment can go over it by a few.
-        limit = self._max_open_sessions
-        if limit is not None and await self._catalog.count_open_sessions(user_id) >= limit:
-            raise TooManySessions(
-                f"you have {limit} open upload sessions, the most this server allows; "
-                "complete or abort some (DELETE /api/v1/media/upload/{session_id})",
-                limit=limit,
-            )
         now = self._clock()
         media_id = new_id()
         filename = sanitize_filename(filename)
