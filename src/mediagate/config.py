@@ -209,6 +209,21 @@ class Settings(BaseSettings):
     # Seconds one delivery waits for the endpoint's answer: a receiver that never
     # answers holds one connection that long, and its events wait meanwhile.
     webhook_timeout: float = Field(15, gt=0, validation_alias=env("MEDIAGATE_WEBHOOK_TIMEOUT"))
+    # Asked before an upload is created, and waited for (docs/integration.md, "Hooks").
+    hook_pre_create_url: str | None = Field(
+        None, validation_alias=env("MEDIAGATE_HOOK_PRE_CREATE_URL")
+    )
+    # Asked once an upload's bytes are stored and verified, before its media is ready.
+    hook_pre_finish_url: str | None = Field(
+        None, validation_alias=env("MEDIAGATE_HOOK_PRE_FINISH_URL")
+    )
+    # Seconds a hook waits for the application's decision: the client waits that long too.
+    hook_timeout: float = Field(5, gt=0, validation_alias=env("MEDIAGATE_HOOK_TIMEOUT"))
+    # What no decision (the application down, slow, or answering nonsense) means:
+    # refuse (503 with Retry-After) or allow.
+    hook_failure: Literal["refuse", "allow"] = Field(
+        "refuse", validation_alias=env("MEDIAGATE_HOOK_FAILURE")
+    )
     host: str = Field("127.0.0.1", validation_alias=env("MEDIAGATE_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=env("MEDIAGATE_PORT"))
     public_url: str | None = Field(None, validation_alias=env("MEDIAGATE_PUBLIC_URL"))
@@ -361,6 +376,16 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("hook_pre_create_url", "hook_pre_finish_url", mode="before")
+    @classmethod
+    def hook_url_is_absolute(cls, value: object) -> object:
+        if value == "" or value is None:
+            return None
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://app.example.com/pre")
+        return value
+
     @field_validator("webhook_secret")
     @classmethod
     def webhook_secret_is_whsec(cls, value: SecretStr | None) -> SecretStr | None:
@@ -494,6 +519,13 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(
             "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when MEDIAGATE_WEBHOOK_URL is "
             "set, so that receivers can tell mediagate's events from forged ones"
+        )
+    if (settings.hook_pre_create_url or settings.hook_pre_finish_url) and (
+        settings.webhook_secret is None
+    ):
+        raise SettingsError(
+            "invalid setting MEDIAGATE_WEBHOOK_SECRET: required when a MEDIAGATE_HOOK_*_URL "
+            "is set, as hooks are signed like the webhooks"
         )
     lifecycle_seconds = settings.abort_incomplete_days * 24 * 3600
     if settings.use_cloud_storage and 0 < lifecycle_seconds <= settings.session_ttl:

@@ -226,3 +226,23 @@ class ChecksumMismatch(Problem):
     """tus checksum extension: the body does not match Upload-Checksum (status 460)."""
 
     status, code, title = 460, "checksum-mismatch", "Checksum mismatch"
+
+
+class UploadRefused(Problem):
+    """A pre-create or pre-finish hook refused the upload: the status (a 4xx) and the
+    message are the application's (docs/integration.md, "Hooks")."""
+
+    status, code, title = 403, "upload-refused", "The application refused the upload"
+    public_detail = True
+
+    def __init__(self, detail: str | None = None, *, status: int = 403, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.status = status
+
+
+class HookUnavailable(Problem):
+    """A hook did not answer (in time, or with a decision) and MEDIAGATE_HOOK_FAILURE=refuse."""
+
+    status, code, title = 503, "hook-unavailable", "The application's hook did not answer"
+    public_detail = True
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}

@@ -71,6 +71,7 @@ def session_event(type: EventType, session: UploadSession, now: datetime) -> Eve
     }
     if session.sha256 is not None:
         data["sha256"] = session.sha256
+    data["app_metadata"] = _app_metadata(session.app_metadata)
     return _event(type, session.media_id, data, now)
 
 
@@ -97,12 +98,16 @@ def media_event(
         data["sha256"] = media.checksum.removeprefix(SHA256)
     if reason is not None:
         data["reason"] = reason
+    data["app_metadata"] = _app_metadata(media.app_metadata)
     return _event(type, media.id, data, now)
 
 
+def _app_metadata(kept: str | None) -> Any:
+    """What the application attached to the upload (its pre-create hook), or None."""
+    return None if kept is None else json.loads(kept)
+
+
 def _event(type: EventType, media_id: str, data: dict[str, Any], now: datetime) -> Event:
-    # app_metadata is what the application attached to the upload (issue 16 item 3): none yet.
-    data["app_metadata"] = None
     stamp = now.astimezone(UTC)
     body = {"type": type.value, "timestamp": _iso(stamp), "data": data}
     return Event(new_event_id(), type, media_id, stamp, json.dumps(body, separators=(",", ":")))

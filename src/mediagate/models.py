@@ -56,6 +56,9 @@ class UploadSession(BaseModel):
     # in the background); cleared when a complete starts again.
     last_error: str | None = None
     protocol: UploadProtocol = UploadProtocol.NATIVE
+    # What the application's pre-create hook attached to the upload, as JSON text
+    # (docs/integration.md, "Hooks"); kept on its media.
+    app_metadata: str | None = None
 
     def chunk_length(self, number: int) -> int:
         """Every chunk is chunk_size bytes but the last, which holds the rest."""
@@ -107,6 +110,7 @@ class Media(BaseModel):
     created_at: datetime
     state: MediaState = MediaState.READY
     error: str | None = None
+    app_metadata: str | None = None  # the upload's, as JSON text
 
 
 class TusUpload(BaseModel):

@@ -25,6 +25,7 @@ from mediagate.catalog.base import Catalog, SharedCatalog
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
 from mediagate.core.engine import Clock, UploadEngine
+from mediagate.core.hooks import Hooks
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
@@ -98,6 +99,18 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                         _running("reconciler", reconciler.run_forever())
                     )
         default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
+        hooks = None
+        if settings.webhook_secret is not None and (
+            settings.hook_pre_create_url or settings.hook_pre_finish_url
+        ):
+            hooks = Hooks(
+                settings.webhook_secret.get_secret_value(),
+                pre_create_url=settings.hook_pre_create_url,
+                pre_finish_url=settings.hook_pre_finish_url,
+                timeout=settings.hook_timeout,
+                failure=settings.hook_failure,
+            )
+            stack.push_async_callback(hooks.close)
         engine = UploadEngine(
             catalog,
             stores,
@@ -110,6 +123,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             clock=clock,
             locks=locks,
             fallback=settings.fallback,
+            hooks=hooks,
         )
         library = MediaLibrary(
             catalog,

@@ -193,6 +193,12 @@ MIGRATIONS: tuple[Step, ...] = (
         "CREATE INDEX events_due ON events (state, next_at)",
         "CREATE INDEX events_by_media ON events (endpoint, media_id, state, seq)",
     ),
+    # Version 6: what the application's pre-create hook attached to an upload, as JSON
+    # (core/hooks.py), kept on the session and its media.
+    (
+        "ALTER TABLE sessions ADD COLUMN app_metadata text",
+        "ALTER TABLE media ADD COLUMN app_metadata text",
+    ),
 )
 
 SESSION_COLUMNS = list(UploadSession.model_fields)

@@ -22,14 +22,17 @@ import structlog
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.core.file_digest import RunningDigest
+from mediagate.core.hooks import Hooks
 from mediagate.errors import (
     BodyReadTimeout,
     CatalogUnavailable,
     FileDigestMismatch,
+    HookUnavailable,
     MissingChunks,
     Problem,
     StorageFull,
     StorageUnavailable,
+    UploadRefused,
 )
 from mediagate.models import Chunk, Media, MediaState, StorageKind, UploadSession
 from mediagate.storage.base import NewObject, StoredObject, Stores
@@ -39,13 +42,15 @@ log = structlog.get_logger("mediagate.upload")
 
 
 # What a later try may get past: the store, the catalog or the disk away or full, a
-# read that stalled. Anything else (a spilled chunk's file gone, a chunk's record
-# missing, S3 refusing the parts or no longer knowing the upload) stays as it is.
+# read that stalled, the application's pre-finish hook silent. Anything else (a spilled
+# chunk's file gone, a chunk's record missing, S3 refusing the parts or no longer knowing
+# the upload) stays as it is.
 RETRYABLE: tuple[type[Problem], ...] = (
     StorageUnavailable,
     CatalogUnavailable,
     StorageFull,
     BodyReadTimeout,
+    HookUnavailable,
 )
 
 
@@ -64,8 +69,15 @@ def new_object(session: UploadSession) -> NewObject:
 
 
 class Assembler:
-    def __init__(self, catalog: Catalog, stores: Stores, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        stores: Stores,
+        clock: Callable[[], datetime],
+        hooks: Hooks | None = None,
+    ) -> None:
         self._catalog = catalog
+        self._hooks = hooks
         self._stores = stores
         self._clock = clock
         local = stores[StorageKind.LOCAL]
@@ -118,7 +130,40 @@ class Assembler:
             storage = StorageKind.S3
         if session.sha256 and not _hashed_all(session, digest):
             await self.verify_read_back(session, storage, digest)
+        if self._hooks is not None:
+            await self._pre_finish(self._hooks, session, stored, storage)
         return await self.record_ready(session, stored, storage)
+
+    async def _pre_finish(
+        self, hooks: Hooks, session: UploadSession, stored: StoredObject, storage: StorageKind
+    ) -> None:
+        """Ask the application; a refusal deletes the file, the session and its media
+        (docs/integration.md, "Hooks"). No decision leaves the session finalizing: the
+        background finalizer asks again."""
+        try:
+            await hooks.pre_finish(
+                {
+                    "user_id": session.user_id,
+                    "media_id": session.media_id,
+                    "upload_id": session.id,
+                    "filename": session.filename,
+                    "size": stored.size,
+                    "content_type": session.content_type,
+                    "storage": storage.value,
+                    "sha256": session.sha256,
+                    "protocol": session.protocol.value,
+                }
+            )
+        except UploadRefused:
+            # The session goes first: from then on nothing can finish it again.
+            await self._catalog.delete_session(session.id)
+            await self._catalog.delete_media(session.media_id)
+            try:
+                await self._stores[storage].delete(session.key)
+            except StorageUnavailable as error:
+                log.warning("upload.refused_object_kept", session_id=session.id, error=str(error))
+            log.info("upload.refused", session_id=session.id, hook="pre-finish")
+            raise
 
     async def _publish_local(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
         etags = [chunk.etag for chunk in chunks]
@@ -198,6 +243,7 @@ class Assembler:
             key=session.key,
             created_at=self._clock(),
             state=state,
+            app_metadata=session.app_metadata,
         )
 
     async def verify_read_back(

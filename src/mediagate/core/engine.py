@@ -9,7 +9,7 @@ cannot take it: to local disk, acknowledged as safe all the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -23,6 +23,7 @@ from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.core.chunking import MAX_PARTS, plan_chunks
 from mediagate.core.file_digest import RunningDigest
+from mediagate.core.hooks import Hooks, PreCreate
 from mediagate.core.keys import new_id, object_key
 from mediagate.core.session_locks import (
     InProcessSessionLocks,
@@ -45,6 +46,7 @@ from mediagate.errors import (
     StorageUnavailable,
     TooManySessions,
     UploadFailed,
+    UploadRefused,
     WrongProtocol,
 )
 from mediagate.filenames import sanitize_filename
@@ -107,8 +109,10 @@ class UploadEngine:
         clock: Clock = utc_now,
         locks: SessionLocks | None = None,
         fallback: bool = True,
+        hooks: Hooks | None = None,
     ) -> None:
-        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK)."""
+        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK);
+        `hooks`: the application's decisions (MEDIAGATE_HOOK_*)."""
         self._catalog = catalog
         self._stores = stores
         self._default_storage = default_storage
@@ -119,7 +123,8 @@ class UploadEngine:
         self._max_open_sessions = max_open_sessions_per_user
         self._clock = clock
         self._fallback = fallback
-        self._assembler = Assembler(catalog, stores, clock)
+        self._hooks = hooks
+        self._assembler = Assembler(catalog, stores, clock, hooks)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
         # The running whole-file digest of each session this process hashes;
@@ -140,7 +145,10 @@ class UploadEngine:
         sha256: str | None = None,
         protocol: UploadProtocol = UploadProtocol.NATIVE,
         session_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        caller: str | None = None,
     ) -> UploadSession:
+        """`metadata` and `caller` (the client's address) are for the pre-create hook."""
         if self._max_upload_size is not None and size > self._max_upload_size:
             raise FileTooLarge(
                 f"{size} bytes declared; this server takes files of at most "
@@ -157,6 +165,27 @@ class UploadEngine:
                 "complete or abort some (DELETE /api/v1/media/upload/{session_id})",
                 limit=limit,
             )
+        app_metadata = None
+        if self._hooks is not None:  # the application last: the server's own refusals cost less
+            allowed = await self._hooks.pre_create(
+                PreCreate(
+                    user_id=user_id,
+                    filename=filename,
+                    size=size,
+                    content_type=content_type,
+                    metadata=metadata or {},
+                    caller=caller,
+                    protocol=protocol.value,
+                )
+            )
+            if allowed.max_size is not None and size > allowed.max_size:
+                raise FileTooLarge(
+                    f"{size} bytes declared; you may upload files of at most "
+                    f"{allowed.max_size} bytes",
+                    max_size=allowed.max_size,
+                )
+            filename = allowed.filename or filename
+            app_metadata = allowed.app_metadata
         now = self._clock()
         media_id = new_id()
         filename = sanitize_filename(filename)
@@ -177,6 +206,7 @@ class UploadEngine:
             expires_at=now + self._session_ttl,
             media_id=media_id,
             protocol=protocol,
+            app_metadata=app_metadata,
         )
         spill = self._assembler.spill
         try:
@@ -413,6 +443,9 @@ class UploadEngine:
                 if isinstance(error, FileDigestMismatch):
                     metrics.upload_failed(session.storage)
                     raise
+                if isinstance(error, UploadRefused):
+                    self._digests.pop(session_id, None)
+                    raise
                 raise await self._fail_completing(session_id, error) from error
         self._digests.pop(session_id, None)
         if media.state is MediaState.READY:
@@ -488,7 +521,9 @@ class UploadEngine:
         try:
             return await self._assembler.finish(session, chunks, None)
         except Problem as error:
-            if not worth_retrying(error) and not isinstance(error, FileDigestMismatch):
+            if not worth_retrying(error) and not isinstance(
+                error, (FileDigestMismatch, UploadRefused)
+            ):
                 await self._give_up(session, error)
             raise
 

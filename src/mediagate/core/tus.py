@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,7 +230,10 @@ class TusUploads:
         filename: str,
         content_type: str,
         partial: bool = False,
+        fields: Mapping[str, str] | None = None,
+        caller: str | None = None,
     ) -> TusState:
+        """`fields`: the metadata decoded, and `caller`, for the pre-create hook."""
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {self.max_size}")
         upload_id = new_id()
@@ -241,6 +244,8 @@ class TusUploads:
             content_type=content_type,
             protocol=UploadProtocol.TUS,
             session_id=upload_id,
+            metadata=fields,
+            caller=caller,
         )
         upload = TusUpload(
             session_id=session.id,

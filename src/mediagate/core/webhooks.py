@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import structlog
-from standardwebhooks.webhooks import Webhook
 
 from mediagate.catalog.base import Catalog
+from mediagate.core.signing import Signer
 from mediagate.events import Delivery, DeliveryState
 
 log = structlog.get_logger("mediagate.webhooks")
@@ -79,7 +79,7 @@ class WebhookSender:
         on_settled: Callable[[DeliveryState], None] = lambda state: None,
     ) -> None:
         self._catalog = catalog
-        self._signer = Webhook(secret)
+        self._signer = Signer(secret)
         self._timeout = timeout
         self._retry_for = retry_for
         self._on_settled = on_settled
@@ -155,13 +155,7 @@ class WebhookSender:
     async def _post(
         self, http: aiohttp.ClientSession, delivery: Delivery
     ) -> tuple[int | None, str | None]:
-        sent_at = _now()
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": self._signer.sign(delivery.id, sent_at, delivery.body),
-        }
+        headers = self._signer.headers(delivery.id, delivery.body)
         try:
             async with http.post(delivery.endpoint, data=delivery.body, headers=headers) as answer:
                 return answer.status, None

@@ -82,6 +82,10 @@ STORAGE = (
     errors.FileTooLargeForStorage,
 )
 
+# The pre-create and pre-finish hooks' answers (core/hooks.py): a refusal is listed at its default
+# status, 403; the application may choose any other 4xx.
+HOOKS = (errors.UploadRefused, errors.HookUnavailable)
+
 # Headers each problem type's answer carries (errors.py `headers`).
 PROBLEM_HEADERS = {
     SHUTTING_DOWN.code: ("Retry-After",),
@@ -391,6 +395,7 @@ REGISTRY: tuple[Route, ...] = (
             BODY_TOO_LARGE,
             errors.FileTooLarge,
             errors.TooManySessions,
+            *HOOKS,
             *STORAGE,
         ),
         request_model=InitiateRequest,
@@ -493,6 +498,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.UploadFailed,
             errors.SessionExpired,
             errors.FileDigestMismatch,
+            *HOOKS,
             *STORAGE,
         ),
     ),
@@ -598,6 +604,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ProtocolVersionUnsupported,
             errors.FileTooLarge,
             errors.TooManySessions,
+            *HOOKS,
             errors.PartialTaken,
             errors.UnsupportedMediaType,
             errors.ChecksumAlgorithmUnsupported,
@@ -723,6 +730,7 @@ REGISTRY: tuple[Route, ...] = (
             errors.ChecksumAlgorithmUnsupported,
             errors.ChecksumMismatch,
             errors.TooMuchHeld,
+            *HOOKS,
             *STORAGE,
         ),
     ),

@@ -159,7 +159,8 @@ async def create(request: web.Request) -> web.Response:
     deferred = request.headers.get("Upload-Defer-Length")
     concat = parse_concat(request.headers.get("Upload-Concat"))
     raw_metadata = request.headers.get("Upload-Metadata", "").strip()
-    filename, content_type = media_name(parse_metadata(raw_metadata))
+    fields = parse_metadata(raw_metadata)
+    filename, content_type = media_name(fields)
     tus = request.app[TUS]
     if concat is not None and concat[0] == "final":
         if length is not None or deferred is not None:
@@ -192,6 +193,8 @@ async def create(request: web.Request) -> web.Response:
         filename=filename,
         content_type=content_type,
         partial=concat is not None,
+        fields=fields,
+        caller=request.remote,
     )
     upload_id = state.session.id
     if with_body and request.content_length != 0:

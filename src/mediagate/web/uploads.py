@@ -42,6 +42,7 @@ async def initiate(request: web.Request) -> web.Response:
             content_type=body.resolved_content_type(),
             chunk_size=body.chunk_size,
             sha256=body.sha256,
+            caller=request.remote,
         )
     except PlanTooLarge as error:
         raise FileTooLarge(str(error)) from None
