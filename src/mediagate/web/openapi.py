@@ -44,30 +44,16 @@ SCHEMA_REF = "#/components/schemas/{model}"
 OPENAPI_PATH = "/api/v1/openapi.json"
 
 
-@dataclass(frozen=True)
-class ProblemType:
-    """One `type` of problem+json answer: its status, code and title."""
+Problems = tuple[type[errors.Problem], ...]
 
-    status: int
-    code: str
-    title: str
-
-    @classmethod
-    def of(cls, problem: type[errors.Problem]) -> ProblemType:
-        return cls(problem.status, problem.code, problem.title)
-
-
-# Problems the web layer answers itself, not raised as errors.py classes.
-SHUTTING_DOWN = ProblemType(503, "shutting-down", "Shutting down")  # web/request_gate.py
-BODY_TOO_LARGE = ProblemType(413, "request-entity-too-large", "Request Entity Too Large")
-PRECONDITION_FAILED = ProblemType(412, "precondition-failed", "Precondition Failed")
-RANGE_NOT_SATISFIABLE = ProblemType(416, "range-not-satisfiable", "Range Not Satisfiable")
-MALFORMED_BODY = ProblemType(400, "malformed-body", "Malformed body")  # web/problems.py
-CORS_ORIGIN_NOT_ALLOWED = ProblemType(403, "cors-origin-not-allowed", "Origin not allowed")
-
-# Any request may meet these: a malformed Host (web/host.py), a server going
-# down, or a failure of its own.
-ALWAYS = (errors.BadRequest, SHUTTING_DOWN, ProblemType.of(errors.Problem))
+# Any request may meet these: a malformed Host (web/host.py), HTTP the server cannot
+# parse (web/protocol.py), a server going down, or a failure of its own.
+ALWAYS: Problems = (
+    errors.BadRequest,
+    errors.MalformedRequest,
+    errors.ShuttingDown,
+    errors.Problem,
+)
 # Every operation that takes a token reads or writes the catalog, which may be away,
 # and may need the identity provider's keys to check the token.
 AUTHENTICATED = (
@@ -85,18 +71,6 @@ STORAGE = (
 # The pre-create and pre-finish hooks' answers (core/hooks.py): a refusal is listed at its default
 # status, 403; the application may choose any other 4xx.
 HOOKS = (errors.UploadRefused, errors.HookUnavailable)
-
-# Headers each problem type's answer carries (errors.py `headers`).
-PROBLEM_HEADERS = {
-    SHUTTING_DOWN.code: ("Retry-After",),
-    RANGE_NOT_SATISFIABLE.code: ("Content-Range",),
-    **{
-        problem.code: tuple(problem.headers)
-        for problem in vars(errors).values()
-        if isinstance(problem, type) and issubclass(problem, errors.Problem)
-    },
-    errors.OffsetMismatch.code: ("Upload-Offset",),  # web/tus.py puts the upload's offset on it
-}
 
 
 @dataclass(frozen=True)
@@ -120,7 +94,7 @@ class Route:
     operation_id: str
     summary: str
     replies: tuple[Reply, ...]
-    problems: tuple[type[errors.Problem] | ProblemType, ...] = ()
+    problems: Problems = ()
     parameters: tuple[dict[str, Any], ...] = ()
     # A JSON body of `request_model`, or `request_content` as written.
     request_model: type[BaseModel] | None = None
@@ -390,9 +364,9 @@ REGISTRY: tuple[Route, ...] = (
         ),
         problems=(
             errors.BadRequest,
-            MALFORMED_BODY,
+            errors.MalformedBody,
             errors.BodyReadTimeout,
-            BODY_TOO_LARGE,
+            errors.BodyTooLarge,
             errors.FileTooLarge,
             errors.TooManySessions,
             *HOOKS,
@@ -438,7 +412,7 @@ REGISTRY: tuple[Route, ...] = (
         replies=(Reply(200, "The chunk is stored", ChunkReceived),),
         problems=(
             errors.BadRequest,
-            MALFORMED_BODY,
+            errors.MalformedBody,
             errors.ChunkOutOfRange,
             errors.ChunkLengthMismatch,
             errors.ChunkIncomplete,
@@ -556,8 +530,8 @@ REGISTRY: tuple[Route, ...] = (
         problems=(
             errors.Forbidden,
             errors.NotFound,
-            PRECONDITION_FAILED,
-            RANGE_NOT_SATISFIABLE,
+            errors.PreconditionFailed,
+            errors.RangeNotSatisfiable,
             errors.MediaFailed,
             errors.MediaNotReady,
             errors.StorageUnavailable,
@@ -573,7 +547,7 @@ REGISTRY: tuple[Route, ...] = (
         description=TUS_OPTIONS_DESCRIPTION,
         auth=None,
         replies=(TUS_OPTIONS_REPLY,),
-        problems=(CORS_ORIGIN_NOT_ALLOWED,),
+        problems=(errors.CorsOriginNotAllowed,),
     ),
     Route(
         "POST",
@@ -598,7 +572,7 @@ REGISTRY: tuple[Route, ...] = (
         ),
         problems=(
             errors.BadRequest,
-            MALFORMED_BODY,
+            errors.MalformedBody,
             errors.NotFound,
             errors.SessionExpired,
             errors.ProtocolVersionUnsupported,
@@ -622,7 +596,7 @@ REGISTRY: tuple[Route, ...] = (
         auth=None,
         parameters=(UPLOAD_ID,),
         replies=(TUS_OPTIONS_REPLY,),
-        problems=(CORS_ORIGIN_NOT_ALLOWED,),
+        problems=(errors.CorsOriginNotAllowed,),
     ),
     Route(
         "GET",
@@ -646,8 +620,8 @@ REGISTRY: tuple[Route, ...] = (
             errors.UploadIncomplete,
             errors.SessionExpired,
             errors.UploadFailed,
-            PRECONDITION_FAILED,
-            RANGE_NOT_SATISFIABLE,
+            errors.PreconditionFailed,
+            errors.RangeNotSatisfiable,
             errors.MediaFailed,
             errors.MediaNotReady,
             *STORAGE,
@@ -712,7 +686,7 @@ REGISTRY: tuple[Route, ...] = (
         replies=(Reply(204, "Kept", headers=TUS_PROGRESS, required=("Upload-Offset",)),),
         problems=(
             errors.BadRequest,
-            MALFORMED_BODY,
+            errors.MalformedBody,
             errors.ChunkIncomplete,
             errors.Forbidden,
             errors.NotFound,
@@ -932,20 +906,19 @@ def _headers(names: Iterable[str], *, required: Iterable[str] = ()) -> dict[str,
 
 
 def _by_status(
-    problems: Iterable[type[errors.Problem] | ProblemType],
-) -> dict[int, list[ProblemType]]:
-    grouped: dict[int, list[ProblemType]] = {}
-    for problem in problems:
-        kind = problem if isinstance(problem, ProblemType) else ProblemType.of(problem)
+    problems: Iterable[type[errors.Problem]],
+) -> dict[int, list[type[errors.Problem]]]:
+    grouped: dict[int, list[type[errors.Problem]]] = {}
+    for kind in problems:
         if kind not in grouped.setdefault(kind.status, []):
             grouped[kind.status].append(kind)
     return grouped
 
 
 def _problem_answer(
-    types: list[ProblemType], problem_schema: dict[str, Any], route_headers: Iterable[str]
+    types: list[type[errors.Problem]], problem_schema: dict[str, Any], route_headers: Iterable[str]
 ) -> dict[str, Any]:
-    headers = sorted({name for kind in types for name in PROBLEM_HEADERS.get(kind.code, ())})
+    headers = sorted({name for kind in types for name in (*kind.headers, *kind.varying_headers)})
     headers += [name for name in route_headers if name not in headers]
     lines = [f"`{kind.code}`: {kind.title}" for kind in types]
     return {

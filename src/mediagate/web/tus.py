@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
 from mediagate.errors import (
     BadRequest,
+    MethodNotAllowed,
     OffsetMismatch,
     Problem,
     ProtocolVersionUnsupported,
@@ -27,7 +28,7 @@ from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin
 from mediagate.web.keys import TUS
 from mediagate.web.media import serve_media
-from mediagate.web.problems import from_problem, problem_response
+from mediagate.web.problems import from_problem
 from mediagate.web.tus_headers import (
     media_name,
     parse_checksum,
@@ -110,11 +111,8 @@ def _tus_answer(verbs: dict[str, Handler]) -> Handler:
             handler = verbs.get(method)
             if handler is None:
                 allowed = ", ".join(verbs)
-                response: web.StreamResponse = problem_response(
-                    405,
-                    "method-not-allowed",
-                    "Method not allowed",
-                    f"{method} is not one of {allowed}",
+                response: web.StreamResponse = from_problem(
+                    MethodNotAllowed(f"{method} is not one of {allowed}"),
                     headers={"Allow": allowed},
                 )
             else:
