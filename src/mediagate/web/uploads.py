@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from mediagate import errors
-from mediagate.core.chunk_stream import ExpectedDigests
 from mediagate.core.chunking import FileTooLarge as PlanTooLarge
 from mediagate.errors import BadRequest, FileTooLarge
 from mediagate.models import MediaState
 from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
+from mediagate.web.chunk_digests import chunk_digests
 from mediagate.web.host import link_origin
 from mediagate.web.keys import ENGINE
 from mediagate.web.media import MEDIA_LINKS, stream_url
@@ -141,7 +141,7 @@ async def initiate(request: web.Request) -> web.Response:
 async def put_chunk(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     number = _chunk_number(request.match_info["chunk_number"])
-    expected = ExpectedDigests.from_headers(
+    expected = chunk_digests(
         request.headers.get("Content-MD5"), request.headers.get("X-Chunk-SHA256")
     )
     source, declared_length = await chunk_source(request)
