@@ -185,8 +185,9 @@ async def serve_media(request: web.Request, media: Media) -> web.StreamResponse:
     """The media's bytes as the stream endpoint answers them (also tus's GET):
     ranges, conditionals, a redirect to S3 or the CDN, or the store's answer relayed."""
     library = request.app[LIBRARY]
-    read = proxy_read(request, media.size)
-    target = await library.playback(media, read.conditions, head=request.method == "HEAD")
+    # Parsed only for a store that reads them itself: send_file parses them for a file.
+    read = functools.cache(functools.partial(proxy_read, request, media.size))
+    target = await library.playback(media, lambda: read().conditions, head=request.method == "HEAD")
     if isinstance(target, Redirect):
         raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
     cache_control = private_cache_control(request.app[SETTINGS].cache_control)
@@ -199,7 +200,7 @@ async def serve_media(request: web.Request, media: Media) -> web.StreamResponse:
             request,
             target,
             media,
-            read=read,
+            read=read(),
             fetch=functools.partial(_read_again, library, media),
             content_type=shown.content_type,
             headers=headers,
@@ -225,7 +226,7 @@ async def _read_again(
     library: MediaLibrary, media: Media, conditions: ReadConditions
 ) -> ObjectRead:
     """A further range of a proxied media (the parts of a multipart/byteranges answer)."""
-    target = await library.playback(media, conditions, head=False)
+    target = await library.playback(media, lambda: conditions, head=False)
     if not isinstance(target, ObjectRead):
         raise RuntimeError(f"media {media.id} is no longer read through this server")
     return target
