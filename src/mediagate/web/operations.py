@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from mediagate import errors
+from mediagate.web.cors import CorsPaths
 
 Problems = tuple[type[errors.Problem], ...]
 AnyHandler = TypeVar("AnyHandler", bound=Handler)
@@ -109,7 +110,8 @@ class Operations:
     `tag` and `description` name the module's group in the document; `headers`
     describes the response headers its operations add to web/openapi.py's common ones.
     With `dispatch`, each path is one route taking any method, and `dispatch` makes its
-    handler from the path's verbs (tus: `X-HTTP-Method-Override`).
+    handler from the path's verbs (tus: `X-HTTP-Method-Override`). `cors` is what a
+    browser may send to and read from its paths beyond the native API's rule.
     """
 
     def __init__(
@@ -119,10 +121,12 @@ class Operations:
         *,
         headers: dict[str, dict[str, Any]] | None = None,
         dispatch: Callable[[dict[str, Handler]], Handler] | None = None,
+        cors: CorsPaths | None = None,
     ) -> None:
         self.tag = tag
         self.description = description
         self.headers = headers or {}
+        self.cors = cors
         self._dispatch = dispatch
         self._operations: list[Operation] = []
 

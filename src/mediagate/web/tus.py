@@ -198,7 +198,11 @@ HEADERS: dict[str, dict[str, Any]] = {
     },
 }
 OPERATIONS = Operations(
-    "tus", "tus 1.0 resumable uploads, on the same engine", headers=HEADERS, dispatch=_tus_answer
+    "tus",
+    "tus 1.0 resumable uploads, on the same engine",
+    headers=HEADERS,
+    dispatch=_tus_answer,
+    cors=CORS_PATHS,
 )
 
 UPLOAD_ID = parameter("path", "upload_id", "The tus upload: the last segment of its `Location`")
