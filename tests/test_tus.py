@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import itertools
 import random
+import re
 import signal
 import sqlite3
 import sys
@@ -34,6 +35,7 @@ from mediagate.errors import (
     ChecksumMismatch,
     Problem,
 )
+from mediagate.web.api import document
 from mediagate.web.app import create_app
 from mediagate.web.keys import CATALOG, ENGINE
 from mediagate.web.tus_headers import (
@@ -86,6 +88,37 @@ def test_metadata_is_parsed(header: str | None, parsed: dict[str, str]) -> None:
 def test_bad_metadata_is_400(header: str) -> None:
     with pytest.raises(BadRequest):
         parse_metadata(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        *(case for case, _ in METADATA_CASES[1:]),
+        "filename not-base64!",
+        f",filename {b64('x')}",
+        "filename YQ",  # unpadded
+        "filename YQ==YQ==",  # padding inside
+        "file,name",
+        f"filename\t{b64('x')}",
+        f"  filename   {b64('x')}  ",
+    ],
+)
+def test_the_documented_metadata_grammar_is_the_parsers(header: str) -> None:
+    """The OpenAPI pattern and the parser share one grammar (web/tus_headers.py): what
+    the pattern refuses is a 400, what it takes parses (keys distinct aside)."""
+    operation = document(10)["paths"]["/api/v1/tus"]["post"]
+    [pattern] = [
+        parameter["schema"]["pattern"]
+        for parameter in operation["parameters"]
+        if parameter["name"] == "Upload-Metadata"
+    ]
+    try:
+        parse_metadata(header)
+    except BadRequest:
+        parsed = False
+    else:
+        parsed = True
+    assert parsed == bool(re.search(pattern, header)), header
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
 from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
-from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
+from mediagate.web import api, health, page
 from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
@@ -50,7 +50,9 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
-    cors = Cors(settings.cors_origins, [NATIVE_API, tus.CORS_PATHS])
+    cors = Cors(
+        settings.cors_origins, [NATIVE_API, *(group.cors for group in api.API if group.cors)]
+    )
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
@@ -75,13 +77,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(warn_without_public_url)
-    app.add_routes(uploads.routes)
-    app.add_routes(media.routes)
+    for operations in api.API:
+        app.add_routes(operations.routes())
     app.add_routes(health.routes)
     app.add_routes(page.routes)
-    app.add_routes(tus.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
     return app
 

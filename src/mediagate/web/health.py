@@ -17,10 +17,10 @@ from aiohttp import web
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.config import format_size
-from mediagate.errors import Problem
+from mediagate.errors import NotReady, Problem
 from mediagate.models import SessionState
 from mediagate.web.keys import CATALOG, DATA_DISK, S3_STATUS
-from mediagate.web.problems import problem_response
+from mediagate.web.problems import from_problem
 
 log = structlog.get_logger("mediagate.web")
 
@@ -50,16 +50,11 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as error:
         detail = str(error) or type(error).__name__
         log.warning("readyz.catalog_unusable", detail=detail)
-        return problem_response(
-            503,
-            "not-ready",
-            "Not ready",
-            f"the catalog does not answer: {detail}",
-            catalog="unavailable",
-            **body,
+        return from_problem(
+            NotReady(f"the catalog does not answer: {detail}", catalog="unavailable", **body)
         )
     if disk_problem is not None:
-        return problem_response(503, "not-ready", "Not ready", disk_problem, catalog="ok", **body)
+        return from_problem(NotReady(disk_problem, catalog="ok", **body))
     return web.json_response({"catalog": "ok", **body})
 
 

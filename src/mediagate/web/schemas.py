@@ -29,6 +29,7 @@ from mediagate.models import (
     UploadSession,
 )
 from mediagate.web.keys import SETTINGS
+from mediagate.web.operations import MAX_UPLOAD_SIZE
 
 Model = TypeVar("Model", bound=BaseModel)
 # The states of a session whose media exists (ready, or finalizing).
@@ -46,7 +47,7 @@ CONTENT_TYPE_PATTERN = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
 class InitiateRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=1024)
     # Strict: `true`, `10.0` or `"10"` is a client bug to report, not a size to guess.
-    size: int = Field(ge=0, strict=True)
+    size: int = Field(ge=0, strict=True, json_schema_extra={"maximum": MAX_UPLOAD_SIZE})
     content_type: str | None = Field(None, max_length=255, pattern=CONTENT_TYPE_PATTERN)
     chunk_size: int | None = Field(None, ge=1, strict=True)
     sha256: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{64}$")
