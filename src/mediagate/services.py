@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -67,9 +67,9 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
     """A server's parts and its background work, for the life of the context."""
     async with contextlib.AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(open_catalog(settings))
-        if settings.database_url is not None and needs_shared_volume(settings):
-            await check_shared_spool(cast(SharedCatalog, catalog), settings.data_dir)
-        locks = session_locks(settings, catalog)
+        if isinstance(catalog, SharedCatalog) and needs_shared_volume(settings):
+            await check_shared_spool(catalog, settings.data_dir)
+        locks = session_locks(catalog)
         local = LocalStore(settings.data_dir, min_free=settings.min_free_disk)
         stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
         s3_status = S3Status(S3State.DISABLED)
@@ -172,14 +172,13 @@ async def _running(name: str, work: Coroutine[Any, Any, None]) -> AsyncIterator[
             log.warning("background.not_stopped", task=name)
 
 
-def session_locks(settings: Settings, catalog: Catalog) -> SessionLocks:
-    """Where the upload rules hold: in this process for SQLite (one process owns it),
-    in the catalog for PostgreSQL (any instance may get any request)."""
-    if settings.database_url is None:
-        return InProcessSessionLocks(catalog)
-    from mediagate.catalog.postgres import PostgresCatalog
-
-    return CatalogSessionLocks(cast(PostgresCatalog, catalog), instance_id())
+def session_locks(catalog: Catalog) -> SessionLocks:
+    """Where the upload rules hold: in the catalog when several instances share it
+    (PostgreSQL: any instance may get any request), else in this process (SQLite: one
+    process owns it)."""
+    if isinstance(catalog, SharedCatalog):
+        return CatalogSessionLocks(catalog, instance_id())
+    return InProcessSessionLocks(catalog)
 
 
 def instance_id() -> str:
