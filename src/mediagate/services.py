@@ -32,8 +32,7 @@ from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLo
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.models import StorageKind
-from mediagate.storage.base import BlobStore
+from mediagate.storage.base import StoreRoles
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
@@ -51,8 +50,7 @@ class Services:
     """What a running server is made of."""
 
     catalog: Catalog
-    stores: dict[StorageKind, BlobStore]
-    default_storage: StorageKind
+    roles: StoreRoles
     s3_status: S3Status
     engine: UploadEngine
     library: MediaLibrary
@@ -71,7 +69,8 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             await check_shared_spool(catalog, settings.data_dir)
         locks = session_locks(catalog)
         local = LocalStore(settings.data_dir, min_free=settings.min_free_disk)
-        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
+        # Local disk takes new uploads, unless S3 does; then it takes what S3 cannot.
+        roles = StoreRoles(primary=local, spill=local)
         s3_status = S3Status(S3State.DISABLED)
         reconciler = None
         if settings.use_cloud_storage:
@@ -84,7 +83,8 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                     on_change=s3_status.follow,
                     failing_since_start=None if s3_status.ready else s3_status.problem,
                 )
-                stores[StorageKind.S3] = guarded = GuardedStore(s3, breaker)
+                guarded = GuardedStore(s3, breaker)
+                roles = StoreRoles(primary=guarded, spill=local)
                 if not s3_status.ready:
                     await stack.enter_async_context(
                         _running(
@@ -98,7 +98,6 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                     await stack.enter_async_context(
                         _running("reconciler", reconciler.run_forever())
                     )
-        default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
         hooks = None
         if settings.webhook_secret is not None and (
             settings.hook_pre_create_url or settings.hook_pre_finish_url
@@ -113,8 +112,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             stack.push_async_callback(hooks.close)
         engine = UploadEngine(
             catalog,
-            stores,
-            default_storage=default,
+            roles,
             key_prefix=settings.key_prefix,
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
@@ -127,7 +125,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
         )
         library = MediaLibrary(
             catalog,
-            stores,
+            roles.by_kind,
             signed_url_expiry=settings.signed_url_expiry,
             uploads=engine,
             cdn_base_url=settings.cdn_base_url,
@@ -136,7 +134,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
         tus = TusUploads(
             engine,
             catalog,
-            stores,
+            roles.by_kind,
             library,
             max_size=settings.max_upload_size,
             chunk_size=settings.chunk_size,
@@ -154,9 +152,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             catalog.on_events_written(sender.wake)
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
-        yield Services(
-            catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk
-        )
+        yield Services(catalog, roles, s3_status, engine, library, tus, reconciler, data_disk)
 
 
 @contextlib.asynccontextmanager

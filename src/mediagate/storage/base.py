@@ -74,7 +74,45 @@ class BlobStore(Protocol):
         """Remove the object; removing one that is gone already is not an error."""
 
 
+# The stores by the kind the catalog records, to find where a session, a chunk or a
+# media lives; what a new upload goes to is a role (`StoreRoles`).
 Stores = Mapping[StorageKind, BlobStore]
+
+
+@runtime_checkable
+class Staging(Protocol):
+    """A store that assembles an upload in one file on its own disk, each part written at
+    its offset (local disk): parts staged there can be read back by offset and sent on
+    to another store, and the disk is asked whether it can hold a file before it starts."""
+
+    async def check_new_upload(self, size: int) -> None:
+        """Refuse an upload of `size` bytes the disk could never hold, or no room is left."""
+
+    def part_body(self, upload_id: str, offset: int, length: int) -> PartBody:
+        """A staged part's bytes, to send on to another store."""
+        ...
+
+    async def staged_uploads(self, idle_for: float) -> list[str]:
+        """Ids of the staged uploads not written to for `idle_for` seconds."""
+        ...
+
+
+class SpillStore(BlobStore, Staging, Protocol):
+    """What the spill role needs: a `BlobStore` that stages on its own disk."""
+
+
+@dataclass(frozen=True)
+class StoreRoles:
+    """The stores by the part they play: `primary` takes new uploads; `spill` (local
+    disk) takes what the primary cannot, and may be the primary itself."""
+
+    primary: BlobStore
+    spill: SpillStore
+
+    @property
+    def by_kind(self) -> Stores:
+        """Where what the catalog recorded lives (a session's, a chunk's, a media's kind)."""
+        return {self.spill.kind: self.spill, self.primary.kind: self.primary}
 
 
 @runtime_checkable

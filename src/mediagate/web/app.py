@@ -98,7 +98,7 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
     """How the server stores what it is sent, in the words of the settings."""
     return {
         "version": version(),
-        "storage": services.default_storage.value,
+        "storage": services.roles.primary.kind.value,
         "bucket": settings.s3_bucket if settings.use_cloud_storage else None,
         "data_dir": str(settings.data_dir.resolve()),
         "catalog": "sqlite" if settings.database_url is None else "postgresql",
