@@ -101,3 +101,16 @@ def test_core_knows_the_stores_and_the_catalog_by_their_protocols_only(name):
     }
     assert not concrete, f"{name} imports {sorted(concrete)}"
 
+
+@pytest.mark.parametrize("name", package_modules("web"))
+def test_web_imports_nothing_of_the_migrator_nor_a_concrete_store(name):
+    below = {
+        module
+        for module in imports_of(name)
+        if module.startswith("mediagate.migrate")
+        or (
+            module.startswith("mediagate.storage")
+            and not module.startswith("mediagate.storage.base")
+        )
+    }
+    assert not below, f"{name} imports {sorted(below)}"
