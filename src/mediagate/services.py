@@ -32,8 +32,8 @@ from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLo
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.storage.base import StoreRoles
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.base import StoreRoles, VerifiedWrites
+from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
@@ -83,17 +83,22 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                     on_change=s3_status.follow,
                     failing_since_start=None if s3_status.ready else s3_status.problem,
                 )
-                guarded = GuardedStore(s3, breaker)
-                roles = StoreRoles(primary=guarded, spill=local)
+                primary = guard(s3, breaker)
+                roles = StoreRoles(primary=primary, spill=local)
                 if not s3_status.ready:
                     await stack.enter_async_context(
                         _running(
                             "s3.prepare", prepare_until_ready(s3, s3_status, breaker, settings)
                         )
                     )
-                if settings.auto_migrate:
+                if settings.auto_migrate and isinstance(primary, VerifiedWrites):
                     reconciler = Reconciler(
-                        catalog, local, guarded, key_prefix=settings.key_prefix, locks=locks
+                        catalog,
+                        local,
+                        primary,
+                        breaker=breaker,
+                        key_prefix=settings.key_prefix,
+                        locks=locks,
                     )
                     await stack.enter_async_context(
                         _running("reconciler", reconciler.run_forever())

@@ -7,6 +7,7 @@ order, then assembles them. Stores raise `mediagate.errors.Problem`s
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -182,3 +183,32 @@ class ConditionalReads(Protocol):
     async def read_conditionally(
         self, key: str, conditions: ReadConditions, *, head: bool
     ) -> ObjectRead: ...
+
+
+@runtime_checkable
+class VerifiedWrites(Protocol):
+    """A store that checks each write against the MD5 sent with it (S3's Content-MD5)
+    and tells a stored object's size and ETag: what a migration writes to."""
+
+    async def stat(self, key: str) -> StoredObject: ...
+
+    async def put_object(
+        self, target: NewObject, body: io.BytesIO, *, content_md5: str
+    ) -> StoredObject: ...
+
+    async def start_checked_upload(self, target: NewObject) -> str: ...
+
+    async def put_checked_part(
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, content_md5: str
+    ) -> str: ...
+
+    async def complete_checked_upload(
+        self, key: str, upload_id: str, etags: Sequence[str]
+    ) -> StoredObject: ...
+
+    async def abort_uploads(self, key: str) -> None:
+        """Abort every unfinished upload to `key` (a migration's earlier attempts)."""
+
+
+class MigrationTarget(BlobStore, VerifiedWrites, Protocol):
+    """A `BlobStore` local media can be migrated to."""
