@@ -215,6 +215,7 @@ class UploadEngine:
                 await primary.check_new_upload(size)
             session.upload_id = await primary.start_upload(new_object(session))
         except StorageUnavailable as error:
+            # A primary that stages on its own disk is the spill store itself.
             if isinstance(primary, Staging) or not self._fallback:
                 raise
             try:
