@@ -19,20 +19,14 @@ from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
-    CATALOG,
     CLOCK,
-    DATA_DISK,
-    ENGINE,
     IDENTITY_KEYS,
     JWT_SECRET,
-    LIBRARY,
     LINKS,
-    RECONCILER,
     REQUEST_GATE,
-    S3_STATUS,
     SERVED,
+    SERVICES,
     SETTINGS,
-    TUS,
 )
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
@@ -97,7 +91,7 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
     """How the server stores what it is sent, in the words of the settings."""
     return {
         "version": version(),
-        "storage": services.default_storage.value,
+        "storage": services.roles.primary.kind.value,
         "bucket": settings.s3_bucket if settings.use_cloud_storage else None,
         "data_dir": str(settings.data_dir.resolve()),
         "catalog": "sqlite" if settings.database_url is None else "postgresql",
@@ -122,14 +116,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with open_services(settings, clock=app[CLOCK]) as services:
-        app[CATALOG] = services.catalog
-        app[S3_STATUS] = services.s3_status
-        app[DATA_DISK] = services.data_disk
-        app[ENGINE] = services.engine
-        app[LIBRARY] = services.library
-        app[TUS] = services.tus
-        if services.reconciler is not None:
-            app[RECONCILER] = services.reconciler
+        app[SERVICES] = services
         # Logged as `server.started` once the port is bound (web/server.py).
         app[SERVED] = served(settings, services)
         yield

@@ -16,7 +16,7 @@ from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
 from mediagate.web.host import link_origin
-from mediagate.web.keys import LIBRARY, LINKS, SETTINGS
+from mediagate.web.keys import LINKS, SERVICES, SETTINGS
 from mediagate.web.operations import ANY_BYTES, STORAGE, Operations, Reply, parameter
 from mediagate.web.relay import proxy_read, relay
 from mediagate.web.schemas import MediaInfo, MediaPage
@@ -101,7 +101,7 @@ def stream_url(request: web.Request, media_id: str, origin: URL) -> str:
 async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     origin = link_origin(request)
-    media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
+    media = await request.app[SERVICES].library.get(user_id, request.match_info["media_id"])
     return MediaInfo.of(media, stream_url(request, media.id, origin)).response()
 
 
@@ -128,7 +128,7 @@ async def list_media(request: web.Request) -> web.Response:
     limit_text = request.query.get("limit", str(DEFAULT_PAGE))
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
-    page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
+    page = await request.app[SERVICES].library.page(user_id, limit, request.query.get("cursor"))
     return MediaPage(
         items=[MediaInfo.of(media, stream_url(request, media.id, origin)) for media in page.items],
         next_cursor=page.next_cursor,
@@ -147,7 +147,7 @@ async def list_media(request: web.Request) -> web.Response:
 )
 async def delete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    await request.app[LIBRARY].delete(user_id, request.match_info["media_id"])
+    await request.app[SERVICES].library.delete(user_id, request.match_info["media_id"])
     return web.Response(status=204)
 
 
@@ -184,7 +184,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def serve_media(request: web.Request, media: Media) -> web.StreamResponse:
     """The media's bytes as the stream endpoint answers them (also tus's GET):
     ranges, conditionals, a redirect to S3 or the CDN, or the store's answer relayed."""
-    library = request.app[LIBRARY]
+    library = request.app[SERVICES].library
     # Parsed only for a store that reads them itself: send_file parses them for a file.
     read = functools.cache(functools.partial(proxy_read, request, media.size))
     target = await library.playback(media, lambda: read().conditions, head=request.method == "HEAD")
@@ -253,7 +253,7 @@ def private_cache_control(cache_control: str) -> str:
 async def _streamable_media(request: web.Request) -> Media:
     """The media, if the link is signed for it or the owner's bearer token came along."""
     media_id = request.match_info["media_id"]
-    library = request.app[LIBRARY]
+    library = request.app[SERVICES].library
     expires = request.query.get("expires", "")
     signature = request.query.get("signature", "")
     if bearer_token(request) is not None or not (expires or signature):

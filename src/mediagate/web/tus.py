@@ -28,7 +28,7 @@ from mediagate.web.auth import authenticated_user
 from mediagate.web.body_reads import request_body
 from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin
-from mediagate.web.keys import TUS
+from mediagate.web.keys import SERVICES
 from mediagate.web.media import READ_CONDITIONS, STREAM_REPLIES, serve_media
 from mediagate.web.operations import (
     BINARY,
@@ -284,7 +284,7 @@ async def options(request: web.Request) -> web.Response:
         headers={
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": ",".join(TUS_EXTENSIONS),
-            "Tus-Max-Size": str(request.app[TUS].max_size),
+            "Tus-Max-Size": str(request.app[SERVICES].tus.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         },
     )
@@ -361,7 +361,7 @@ async def create(request: web.Request) -> web.Response:
     raw_metadata = request.headers.get("Upload-Metadata", "").strip()
     fields = parse_metadata(raw_metadata)
     filename, content_type = media_name(fields)
-    tus = request.app[TUS]
+    tus = request.app[SERVICES].tus
     if concat is not None and concat[0] == "final":
         if length is not None or deferred is not None:
             raise BadRequest("a final upload's length is its partial uploads' sum: send none")
@@ -450,7 +450,7 @@ async def create(request: web.Request) -> web.Response:
 )
 async def head(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    state = await request.app[TUS].state(user_id, request.match_info["upload_id"])
+    state = await request.app[SERVICES].tus.state(user_id, request.match_info["upload_id"])
     headers = {**_progress(request, state), "Cache-Control": "no-store"}
     if state.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -519,7 +519,7 @@ async def patch(request: web.Request) -> web.Response:
     if offset is None:
         raise BadRequest("a PATCH needs Upload-Offset")
     refuse_checksum_trailer(request.headers.get("Trailer"))
-    state = await request.app[TUS].write(
+    state = await request.app[SERVICES].tus.write(
         user_id,
         request.match_info["upload_id"],
         offset=offset,
@@ -559,7 +559,7 @@ async def patch(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.StreamResponse:
     """A finished upload's file, as the stream endpoint serves its media (as tusd does)."""
     user_id = authenticated_user(request)
-    media = await request.app[TUS].media(user_id, request.match_info["upload_id"])
+    media = await request.app[SERVICES].tus.media(user_id, request.match_info["upload_id"])
     return await serve_media(request, media)
 
 
@@ -585,7 +585,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 )
 async def delete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    await request.app[TUS].terminate(user_id, request.match_info["upload_id"])
+    await request.app[SERVICES].tus.terminate(user_id, request.match_info["upload_id"])
     return web.Response(status=204)
 
 

@@ -12,7 +12,7 @@ from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
 from mediagate.web.chunk_digests import chunk_digests
 from mediagate.web.host import link_origin
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import SERVICES
 from mediagate.web.media import MEDIA_LINKS, stream_url
 from mediagate.web.operations import BINARY, HOOKS, STORAGE, Operations, Reply, parameter
 from mediagate.web.schemas import (
@@ -67,7 +67,7 @@ async def initiate(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     body = await parse_json(request, InitiateRequest)
     try:
-        session = await request.app[ENGINE].initiate(
+        session = await request.app[SERVICES].engine.initiate(
             user_id,
             filename=body.filename,
             size=body.size,
@@ -145,7 +145,7 @@ async def put_chunk(request: web.Request) -> web.Response:
         request.headers.get("Content-MD5"), request.headers.get("X-Chunk-SHA256")
     )
     source, declared_length = await chunk_source(request)
-    receipt = await request.app[ENGINE].put_chunk(
+    receipt = await request.app[SERVICES].engine.put_chunk(
         user_id,
         request.match_info["session_id"],
         number,
@@ -171,7 +171,7 @@ async def put_chunk(request: web.Request) -> web.Response:
 )
 async def status(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    found = await request.app[ENGINE].status(user_id, request.match_info["session_id"])
+    found = await request.app[SERVICES].engine.status(user_id, request.match_info["session_id"])
     return SessionStatusAnswer.of(found).response()
 
 
@@ -186,7 +186,7 @@ async def status(request: web.Request) -> web.Response:
 )
 async def abort(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    await request.app[ENGINE].abort(user_id, request.match_info["session_id"])
+    await request.app[SERVICES].engine.abort(user_id, request.match_info["session_id"])
     return web.Response(status=204)
 
 
@@ -222,7 +222,7 @@ async def complete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     # Before complete records the media: nothing may fail once it has.
     origin = link_origin(request)
-    media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
+    media = await request.app[SERVICES].engine.complete(user_id, request.match_info["session_id"])
     url = stream_url(request, media.id, origin)
     info = MediaInfo.of(media, url)
     if media.state is MediaState.FINALIZING:
