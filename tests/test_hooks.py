@@ -339,6 +339,7 @@ async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
                 assert chunk.status == 200
             async with client.post(f"{upload}/complete") as complete:
                 assert complete.status == 201, await complete.text()
+                assert (await complete.json())["info"]["app_metadata"] is None
     finally:
         await process.stop()
 
@@ -416,6 +417,11 @@ async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app
                 assert chunk.status == 200
             async with client.post(f"{upload}/complete") as complete:
                 assert complete.status == 201, await complete.text()
+                media_id = (await complete.json())["media_id"]
+            async with client.get(f"/api/v1/media/info/{media_id}") as info:
+                shown = (await info.json())["app_metadata"]
+            async with client.get("/api/v1/media") as listed:
+                [item] = (await listed.json())["items"]
         async with asyncio.timeout(30):
             while len(app.events) < 2:
                 await asyncio.sleep(0.1)
@@ -423,6 +429,7 @@ async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app
         await process.stop()
     assert [event["type"] for event in app.events] == ["upload.created", "media.ready"]
     assert [event["data"]["app_metadata"] for event in app.events] == [kept, kept]
+    assert shown == item["app_metadata"] == kept
 
 
 @pytest.mark.parametrize(
