@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -110,7 +111,13 @@ async def initiate(base: str, name: str = "clip.mp4", size: int = 12) -> aiohttp
         return answer
 
 
-def catalog_rows(tmp_path: Path, table: str) -> int:
+def catalog_rows(tmp_path: Path, table: str, database: str | None = None) -> int:
+    """Rows of a catalog table: the SQLite catalog's, or the PostgreSQL `database`'s."""
+    if database is not None:
+        with psycopg.connect(database) as db:
+            row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert row is not None
+            return int(row[0])
     with sqlite3.connect(tmp_path / "data" / CATALOG_FILE) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
@@ -285,11 +292,17 @@ async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
     assert waited < 20
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize(
+    ("where", "catalog"), [("local", "sqlite"), ("s3", "sqlite"), ("s3", "postgres")]
+)
 async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
-    tmp_path, app, where, moto_endpoint, bucket, s3_objects
+    tmp_path, app, where, catalog, moto_endpoint, bucket, s3_objects, request
 ):
     env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    database = None
+    if catalog == "postgres":
+        database = request.getfixturevalue("postgres_server").new_database()
+        env["MEDIAGATE_DATABASE_URL"] = database
     if where == "s3":
         env |= {
             "USE_CLOUD_STORAGE": "true",
@@ -319,7 +332,8 @@ async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
     assert problem["detail"] == "not a video we can play"
     finished = next(m for m in app.asked if m["type"] == "upload.pre_finish")["data"]
     assert (finished["size"], finished["storage"], finished["filename"]) == (12, where, "clip.mp4")
-    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
+    assert catalog_rows(tmp_path, "sessions", database) == 0
+    assert catalog_rows(tmp_path, "media", database) == 0
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
     if where == "s3":
         listed = await s3_objects.list_objects_v2(Bucket=bucket)
