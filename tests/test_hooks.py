@@ -390,11 +390,16 @@ async def test_pre_finish_without_a_decision_answers_503_then_the_finalizer_asks
         await process.stop()
 
 
-async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app):
+@pytest.mark.parametrize("catalog", ["sqlite", "postgres"])
+async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app, catalog, request):
     from tusclient.client import TusClient
     from tusclient.exceptions import TusCommunicationError
 
     env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    database = None
+    if catalog == "postgres":
+        database = request.getfixturevalue("postgres_server").new_database()
+        env["MEDIAGATE_DATABASE_URL"] = database
     app.finish_decision = {"allow": False, "status": 403, "message": "malware found"}
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
@@ -409,8 +414,8 @@ async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app
         await process.stop()
     assert refused.value.status_code == 403
     assert "malware found" in str(refused.value.response_content)
-    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
-    assert catalog_rows(tmp_path, "tus_uploads") == 0
+    for table in ("sessions", "media", "tus_uploads"):
+        assert catalog_rows(tmp_path, table, database) == 0, table
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
 
 
