@@ -21,6 +21,7 @@ class Media:
     state: str
     created_at: datetime
     stream_url: str
+    app_metadata: Any = None  # what the application's pre-create hook attached
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Media:
@@ -35,6 +36,7 @@ class Media:
             state=data.get("state", "ready"),
             created_at=datetime.fromisoformat(data["created_at"]),
             stream_url=data["stream_url"],
+            app_metadata=data.get("app_metadata"),
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
@@ -186,6 +187,10 @@ class MediaInfo(Answer):
     error: str | None = Field(description="Why a `failed` (or stuck `finalizing`) media is so")
     created_at: Timestamp
     stream_url: str = Field(description="Absolute, signed link a player opens without headers")
+    app_metadata: JsonValue = Field(
+        description="What the application's pre-create hook attached to the upload "
+        "(any JSON value), else null"
+    )
 
     @classmethod
     def of(cls, media: Media, stream_url: str) -> MediaInfo:
@@ -201,6 +206,7 @@ class MediaInfo(Answer):
             error=media.error,
             created_at=media.created_at,
             stream_url=stream_url,
+            app_metadata=None if media.app_metadata is None else json.loads(media.app_metadata),
         )
 
 
