@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 import stat
 
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+from mediagate.catalog.base import CATALOG_FILE
+from mediagate.catalog.sqlite import SQLiteCatalog
 
 
 def mode(path) -> int:

@@ -594,7 +594,9 @@ class UploadEngine:
                     if session is None or session.state is not SessionState.OPEN:
                         continue  # completed, aborted or expired meanwhile
                     await self.discard_uploads(session)
-                    await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+                    await self._catalog.set_session_state(
+                        session.id, SessionState.EXPIRED, expected=SessionState.OPEN
+                    )
                     if session.last_error is not None:
                         await self._forget_failed_media(session)
             except SessionBusy:
