@@ -17,7 +17,7 @@ from typing import NamedTuple
 import structlog
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import UploadRecords
 from mediagate.core.assembly import Assembler, new_object, worth_retrying
 from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
@@ -97,7 +97,7 @@ class SessionStatus:
 class UploadEngine:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: UploadRecords,
         stores: Stores,
         *,
         default_storage: StorageKind,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings
 from mediagate.errors import NotFound, Problem, StorageUnavailable
@@ -39,7 +39,7 @@ KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 
 @dataclass(frozen=True)
 class Stores:
-    catalog: Catalog
+    catalog: MediaRecords
     local: LocalStore
     s3: S3Objects
 
