@@ -31,7 +31,7 @@ from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
 from mediagate.catalog.sqlite import SQLiteCatalog
-from mediagate.errors import NotFound
+from mediagate.errors import NotFound, SessionExpired, SessionNotOpen
 from mediagate.events import Delivery, DeliveryState
 from mediagate.models import (
     Chunk,
@@ -361,6 +361,24 @@ async def test_of_two_racing_state_changes_of_a_session_only_one_wins(outbox):
     events = [d for d in await pending(outbox) if d.type == "upload.expired"]
     expired_media = [f"m-{session_id}" for session_id, (won, _) in results.items() if won]
     assert sorted(d.media_id for d in events) == sorted(expired_media * len(HOOKS))
+    # A finish racing an expiry: the expiry wins and the finish changes nothing, or
+    # the finish wins and the expiry finds the session no longer open.
+    for number in range(8):
+        session_id = f"c{number}"
+        await outbox.add_session(new_session(session_id))
+        completed, expired = await asyncio.gather(
+            outbox.complete_session(session_id, new_media(f"m-{session_id}")),
+            outbox.set_session_state(session_id, SessionState.EXPIRED, expected=OPEN),
+            return_exceptions=True,
+        )
+        session = await outbox.get_session(session_id)
+        if expired is True:
+            assert isinstance(completed, SessionExpired)
+            assert session.state is SessionState.EXPIRED
+            assert await outbox.get_media(f"m-{session_id}") is None
+        else:
+            assert (completed, expired) == (None, False)
+            assert session.state is SessionState.COMPLETED
     # A change is from a state it names, never a state to itself.
     with pytest.raises(ValueError):
         await outbox.set_session_state("r0", SessionState.EXPIRED, expected=SessionState.EXPIRED)
@@ -806,7 +824,8 @@ async def test_each_state_change_writes_its_event_once_per_endpoint_in_order(out
     await outbox.complete_session("s1", new_media("m-s1", state=MediaState.FINALIZING))
     await outbox.replace_upload("s1", "fresh", error="the SHA-256 did not match")
     await outbox.complete_session("s1", new_media("m-s1"))
-    await outbox.complete_session("s1", new_media("m-s1"))  # again: already ready, no event
+    with pytest.raises(SessionNotOpen):  # again: completed, nothing changes nor is announced
+        await outbox.complete_session("s1", new_media("m-s1"))
     assert await outbox.move_media(
         "m-s1", source=StorageKind.LOCAL, target=StorageKind.S3, checksum="sha256:" + "ef" * 32
     )

@@ -56,7 +56,8 @@ class SessionRecords(Protocol):
         """Point the session at a fresh store upload, forgetting every chunk, and reopen it.
 
         In the same transaction `error` becomes the session's `last_error`, and
-        its media, if recorded, is marked failed with that error.
+        its media, if recorded, is marked failed with that error. Only from `open` or
+        `finalizing`, as `complete_session`.
         """
 
     async def note_error(self, session_id: str, error: str) -> None:
@@ -87,7 +88,9 @@ class SessionRecords(Protocol):
 
         A `finalizing` media leaves the session finalizing with its chunks kept;
         a ready one completes the session and forgets its chunks. Either way the
-        session's `last_error` is cleared.
+        session's `last_error` is cleared. A compare-and-set: only from `open` or
+        `finalizing`; otherwise nothing changes and it raises SessionExpired (a racing
+        expiry won), SessionNotOpen (completed) or NotFound (gone).
         """
 
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...

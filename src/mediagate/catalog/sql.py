@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from mediagate.errors import NotFound
+from mediagate.errors import NotFound, SessionExpired, SessionNotOpen
 from mediagate.events import (
     Delivery,
     DeliveryState,
@@ -216,14 +216,15 @@ class SQLCatalog(ABC):
 
     async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
         async def replace(tx: Tx) -> None:
-            await tx.execute("DELETE FROM chunks WHERE session_id = ?", session_id)
-            await tx.execute(
-                "UPDATE sessions SET upload_id = ?, state = ?, last_error = ? WHERE id = ?",
+            await _change_live_session(
+                tx,
+                session_id,
+                "upload_id = ?, state = ?, last_error = ?",
                 upload_id,
                 SessionState.OPEN,
                 error,
-                session_id,
             )
+            await tx.execute("DELETE FROM chunks WHERE session_id = ?", session_id)
             await tx.execute(
                 "UPDATE media SET state = ?, error = ? "
                 "WHERE id = (SELECT media_id FROM sessions WHERE id = ?)",
@@ -301,6 +302,7 @@ class SQLCatalog(ABC):
             state = SessionState.COMPLETED
 
         async def complete(tx: Tx) -> None:
+            await _change_live_session(tx, session_id, "state = ?, last_error = NULL", state)
             announce = bool(self._endpoints) and media.state is MediaState.READY
             if announce:
                 before = await _media_row(tx, media.id, lock=self.for_update)
@@ -315,9 +317,6 @@ class SQLCatalog(ABC):
                 await tx.execute("DELETE FROM chunks WHERE session_id = ?", session_id)
                 for forget in self.completed_forgets:
                     await tx.execute(forget, session_id)
-            await tx.execute(
-                "UPDATE sessions SET state = ?, last_error = NULL WHERE id = ?", state, session_id
-            )
 
         await self._transaction(complete)
 
@@ -584,6 +583,26 @@ class SQLCatalog(ABC):
             event_id,
             DeliveryState.DEAD,
         )
+
+
+async def _change_live_session(tx: Tx, session_id: str, assignments: str, *values: Any) -> None:
+    """Update a session that still holds its upload (open or finalizing); raise, having
+    changed nothing, if a racing change (expiry, completion, abort) came first."""
+    changed = await tx.execute(
+        f"UPDATE sessions SET {assignments} WHERE id = ? AND state IN (?, ?)",
+        *values,
+        session_id,
+        SessionState.OPEN,
+        SessionState.FINALIZING,
+    )
+    if changed:
+        return
+    row = await tx.fetch_one("SELECT state FROM sessions WHERE id = ?", session_id)
+    if row is None:
+        raise NotFound(f"no upload session {session_id}")
+    if row["state"] == SessionState.EXPIRED:
+        raise SessionExpired(f"upload session {session_id} has expired")
+    raise SessionNotOpen(f"upload session {session_id} is {row['state']}")
 
 
 async def received(tx: Tx, session_id: str) -> int:
