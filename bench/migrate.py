@@ -181,7 +181,7 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes]) -> None:
 
 def make_tree(data_dir: Path, tree: Tree) -> None:
     """Random files at their keys below `data_dir`, each registered as local media."""
-    from mediagate.catalog.sqlite import CATALOG_FILE
+    from mediagate.catalog.base import CATALOG_FILE
     from mediagate.core.keys import new_id, object_key
     from mediagate.models import Media, StorageKind
 
@@ -237,7 +237,7 @@ def run_command(command: list[str], env: dict[str, str], bench: Bench) -> str:
 
 
 def run_mediagate(bench: Bench, data_dir: Path, bucket: str) -> None:
-    from mediagate.catalog.sqlite import CATALOG_FILE
+    from mediagate.catalog.base import CATALOG_FILE
 
     for leftover in data_dir.glob(f"{CATALOG_FILE}*"):
         leftover.unlink()

@@ -26,11 +26,12 @@ from conftest import (
     read_object,
 )
 from mediagate.catalog import postgres, sqlite
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.catalog.schema import SchemaTooNew, SchemaUpgrade, Step
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
-from mediagate.errors import NotFound
+from mediagate.catalog.sqlite import SQLiteCatalog
+from mediagate.errors import NotFound, SessionExpired, SessionNotOpen
 from mediagate.events import Delivery, DeliveryState
 from mediagate.models import (
     Chunk,
@@ -45,6 +46,7 @@ from mediagate.models import (
 from pg_round_trips import round_trips
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+OPEN = SessionState.OPEN
 
 
 @dataclass
@@ -253,9 +255,11 @@ async def test_each_partial_upload_is_taken_by_one_live_final(catalog):
     assert await catalog.take_partials("f2", ["p2", "p3"]) is False  # all or none
     assert await catalog.take_partials("f2", ["p3"]) is True  # p3 was left free
     assert await catalog.take_partials("f1", ["p1", "p2"]) is True  # its own again
-    await catalog.set_session_state("f1", SessionState.COMPLETED)
+    assert await catalog.set_session_state("f1", SessionState.COMPLETED, expected=OPEN)
     assert await catalog.take_partials("f2", ["p1"]) is False  # a completed final keeps them
-    await catalog.set_session_state("f1", SessionState.EXPIRED)
+    assert await catalog.set_session_state(
+        "f1", SessionState.EXPIRED, expected=SessionState.COMPLETED
+    )
     assert await catalog.take_partials("f2", ["p1"]) is True  # an expired one does not
     await catalog.delete_session("f2")
     assert await catalog.take_partials("f1", ["p1", "p3"]) is True  # nor one gone
@@ -329,9 +333,55 @@ async def test_sessions_by_state_and_expiry(catalog):
     assert open_ids[-1] == "later" and sorted(open_ids) == ["future", "later", "now"]
     assert {s.id for s in await catalog.expired_sessions(NOW)} == {"later", "now"}
 
-    await catalog.set_session_state("now", SessionState.EXPIRED)
+    assert await catalog.set_session_state("now", SessionState.EXPIRED, expected=OPEN)
+    assert await catalog.count_sessions(SessionState.OPEN) == 2
     assert [s.id for s in await catalog.expired_sessions(NOW)] == ["later"]
     assert [s.id for s in await catalog.sessions_in_state(SessionState.EXPIRED)] == ["now"]
+
+
+async def test_of_two_racing_state_changes_of_a_session_only_one_wins(outbox):
+    """Expiry and a finish racing from `open`: one changes the session, the other
+    finds it gone from the state it expected and changes nothing, nor writes an event."""
+    ids = [f"r{number}" for number in range(8)]
+    for session_id in ids:
+        await outbox.add_session(new_session(session_id))
+
+    async def race(session_id: str) -> tuple[bool, bool]:
+        expired, finalizing = await asyncio.gather(
+            outbox.set_session_state(session_id, SessionState.EXPIRED, expected=OPEN),
+            outbox.set_session_state(session_id, SessionState.FINALIZING, expected=OPEN),
+        )
+        return expired, finalizing
+
+    results = dict(zip(ids, await asyncio.gather(*(race(i) for i in ids)), strict=True))
+    for session_id, (expired, finalizing) in results.items():
+        assert expired != finalizing, session_id
+        winner = SessionState.EXPIRED if expired else SessionState.FINALIZING
+        assert (await outbox.get_session(session_id)).state is winner
+    events = [d for d in await pending(outbox) if d.type == "upload.expired"]
+    expired_media = [f"m-{session_id}" for session_id, (won, _) in results.items() if won]
+    assert sorted(d.media_id for d in events) == sorted(expired_media * len(HOOKS))
+    # A finish racing an expiry: the expiry wins and the finish changes nothing, or
+    # the finish wins and the expiry finds the session no longer open.
+    for number in range(8):
+        session_id = f"c{number}"
+        await outbox.add_session(new_session(session_id))
+        completed, expired = await asyncio.gather(
+            outbox.complete_session(session_id, new_media(f"m-{session_id}")),
+            outbox.set_session_state(session_id, SessionState.EXPIRED, expected=OPEN),
+            return_exceptions=True,
+        )
+        session = await outbox.get_session(session_id)
+        if expired is True:
+            assert isinstance(completed, SessionExpired)
+            assert session.state is SessionState.EXPIRED
+            assert await outbox.get_media(f"m-{session_id}") is None
+        else:
+            assert (completed, expired) == (None, False)
+            assert session.state is SessionState.COMPLETED
+    # A change is from a state it names, never a state to itself.
+    with pytest.raises(ValueError):
+        await outbox.set_session_state("r0", SessionState.EXPIRED, expected=SessionState.EXPIRED)
 
 
 async def test_list_media_pages_newest_first_without_gaps_or_repeats(catalog):
@@ -604,6 +654,7 @@ SINGLE_STATEMENT_READS: list[tuple[str, Call]] = [
     ("get_tus_upload", lambda catalog: catalog.get_tus_upload("s1")),
     ("list_media", lambda catalog: catalog.list_media("alice", 10, (NOW, "m"))),
     ("count_open_sessions", lambda catalog: catalog.count_open_sessions("alice")),
+    ("count_sessions", lambda catalog: catalog.count_sessions(SessionState.OPEN)),
     ("sessions_in_state", lambda catalog: catalog.sessions_in_state(SessionState.OPEN)),
     ("expired_sessions", lambda catalog: catalog.expired_sessions(NOW)),
     (
@@ -782,15 +833,16 @@ async def test_each_state_change_writes_its_event_once_per_endpoint_in_order(out
     await outbox.complete_session("s1", new_media("m-s1", state=MediaState.FINALIZING))
     await outbox.replace_upload("s1", "fresh", error="the SHA-256 did not match")
     await outbox.complete_session("s1", new_media("m-s1"))
-    await outbox.complete_session("s1", new_media("m-s1"))  # again: already ready, no event
+    with pytest.raises(SessionNotOpen):  # again: completed, nothing changes nor is announced
+        await outbox.complete_session("s1", new_media("m-s1"))
     assert await outbox.move_media(
         "m-s1", source=StorageKind.LOCAL, target=StorageKind.S3, checksum="sha256:" + "ef" * 32
     )
     await outbox.delete_media("m-s1")
     await outbox.delete_media("m-s1")  # gone already: nothing to report
     await outbox.add_session(new_session("s2"))
-    await outbox.set_session_state("s2", SessionState.EXPIRED)
-    await outbox.set_session_state("s2", SessionState.EXPIRED)
+    assert await outbox.set_session_state("s2", SessionState.EXPIRED, expected=OPEN)
+    assert not await outbox.set_session_state("s2", SessionState.EXPIRED, expected=OPEN)
 
     deliveries = await pending(outbox)
     for endpoint in HOOKS:

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
-from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.models import Media, MediaState
 from mediagate.web.keys import SERVICES
 from server_process import ServerProcess

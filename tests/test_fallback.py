@@ -23,7 +23,7 @@ from conftest import (
     read_object,
 )
 from mediagate import metrics
-from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.storage.local import STAGING_DIR
 from mediagate.web.app import create_app

@@ -21,7 +21,7 @@ from standardwebhooks.webhooks import Webhook
 
 from conftest import tier_s3_env
 from mediagate import tokens
-from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.hooks import Allowed, decide
 from mediagate.errors import HookUnavailable, UploadRefused
 from server_process import ServerProcess, free_port

@@ -27,8 +27,9 @@ from botocore.exceptions import ClientError
 
 import mediagate
 from conftest import S3_ACCESS_KEY, MiB, chunks_of, make_settings, only_on_rgw, read_object
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.catalog.connect import open_catalog
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+from mediagate.catalog.sqlite import SQLiteCatalog
 from mediagate.cli import main
 from mediagate.config import Settings
 from mediagate.errors import StorageRejected

@@ -20,7 +20,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from mediagate import tokens
-from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.webhooks import MAX_BACKOFF, settle
 from mediagate.events import Delivery, DeliveryState
 from server_process import ServerProcess, free_port

@@ -1,4 +1,8 @@
-"""The `Catalog` protocol: the durable record of sessions, chunks and media.
+"""The catalog's roles: the durable record of sessions, chunks and media.
+
+Each caller is typed against the roles it uses (`SessionRecords`, `MediaRecords`,
+`TusRecords`, `Outbox`; `SharedCatalog` for several instances); `Catalog` is all of
+them, for the composition root.
 
 A chunk is acknowledged to the client only after `put_chunk` returns, so
 whatever the catalog has committed survives a crash and is what a restarted
@@ -25,19 +29,35 @@ from mediagate.models import (
     UploadSession,
 )
 
+# The SQLite catalog's file inside the data directory, shared by the server and
+# `mediagate migrate`.
+CATALOG_FILE = "catalog.sqlite3"
 
-class Catalog(Protocol):
+
+class SessionRecords(Protocol):
+    """Upload sessions and their chunks."""
+
     async def add_session(self, session: UploadSession) -> None: ...
 
     async def get_session(self, session_id: str) -> UploadSession | None: ...
 
-    async def set_session_state(self, session_id: str, state: SessionState) -> None: ...
+    async def set_session_state(
+        self,
+        session_id: str,
+        state: SessionState,
+        *,
+        expected: SessionState | tuple[SessionState, ...],
+    ) -> bool:
+        """Move the session from the `expected` state (one of them) to `state`: one
+        compare-and-set, False and nothing changed if the session is gone or in another
+        state (a racing change won). ValueError if `state` is one it expects to leave."""
 
     async def replace_upload(self, session_id: str, upload_id: str, *, error: str) -> None:
         """Point the session at a fresh store upload, forgetting every chunk, and reopen it.
 
         In the same transaction `error` becomes the session's `last_error`, and
-        its media, if recorded, is marked failed with that error.
+        its media, if recorded, is marked failed with that error. Only from `open` or
+        `finalizing`, as `complete_session`.
         """
 
     async def note_error(self, session_id: str, error: str) -> None:
@@ -68,10 +88,15 @@ class Catalog(Protocol):
 
         A `finalizing` media leaves the session finalizing with its chunks kept;
         a ready one completes the session and forgets its chunks. Either way the
-        session's `last_error` is cleared.
+        session's `last_error` is cleared. A compare-and-set: only from `open` or
+        `finalizing`; otherwise nothing changes and it raises SessionExpired (a racing
+        expiry won), SessionNotOpen (completed) or NotFound (gone).
         """
 
     async def sessions_in_state(self, state: SessionState) -> list[UploadSession]: ...
+
+    async def count_sessions(self, state: SessionState) -> int:
+        """How many sessions (of every user) are in `state`."""
 
     async def count_open_sessions(self, user_id: str) -> int:
         """How many of the user's sessions still hold an upload: `open` (expired or
@@ -80,15 +105,13 @@ class Catalog(Protocol):
     async def expired_sessions(self, now: datetime) -> list[UploadSession]:
         """Open sessions whose expiry time is at or before `now`."""
 
+
+class MediaRecords(Protocol):
+    """The media: what an upload made, or an import."""
+
     async def get_media(self, media_id: str) -> Media | None: ...
 
     async def delete_media(self, media_id: str) -> None: ...
-
-    # Events (mediagate/events.py): with webhook endpoints, add_session (upload.created),
-    # set_session_state to expired (upload.expired), complete_session with a ready media
-    # (media.ready), replace_upload of a recorded media (media.failed), delete_media
-    # (media.deleted) and move_media (media.migrated) write their event in their own
-    # transaction, one row per endpoint.
 
     async def list_media(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None
@@ -112,6 +135,14 @@ class Catalog(Protocol):
     ) -> list[Media]:
         """Ready media kept in `storage` (one user's, or everyone's), by id, ids after `after`."""
 
+
+class UploadRecords(SessionRecords, MediaRecords, Protocol):
+    """What the upload engine keeps: sessions, their chunks and the media they make."""
+
+
+class TusRecords(Protocol):
+    """What a tus upload adds to its session."""
+
     async def add_tus_upload(self, upload: TusUpload) -> None:
         """Record what a tus upload adds to its (already added) session."""
 
@@ -134,10 +165,18 @@ class Catalog(Protocol):
         """A tus PATCH is done: record the upload's tail and make the chunks the PATCH
         `pending` wrote count, in one commit (its checksum matched)."""
 
+
+class Outbox(Protocol):
+    """The events outbox (events.py). With webhook endpoints, add_session
+    (upload.created), set_session_state to expired (upload.expired), complete_session
+    with a ready media (media.ready), replace_upload of a recorded media (media.failed),
+    delete_media (media.deleted) and move_media (media.migrated) write their event in
+    their own transaction, one row per endpoint."""
+
     async def claim_events(self, now: datetime, hold: float, limit: int) -> list[Delivery]:
-        """The outbox (events.py): pending deliveries due at `now`, each the first pending
-        one of its media at its endpoint, by seq, each then held for `hold` seconds (not
-        due) while it is sent; instances claiming at once take different ones."""
+        """Pending deliveries due at `now`, each the first pending one of its media at its
+        endpoint, by seq, each then held for `hold` seconds (not due) while it is sent;
+        instances claiming at once take different ones."""
 
     async def settle_event(
         self, seq: int, state: DeliveryState, *, next_at: datetime | None, error: str | None
@@ -157,6 +196,10 @@ class Catalog(Protocol):
 
     async def requeue_event(self, event_id: str, now: datetime) -> int:
         """Make a dead event's deliveries pending again, retried for a new window from `now`."""
+
+
+class Catalog(UploadRecords, TusRecords, Outbox, Protocol):
+    """Every role, for the composition root."""
 
     async def ping(self) -> None:
         """Return once the catalog answers a trivial query; raise if it cannot."""

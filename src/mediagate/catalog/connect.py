@@ -8,9 +8,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import CATALOG_FILE, Catalog
 from mediagate.catalog.schema import SchemaUpgrade
-from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
+from mediagate.catalog.sqlite import SQLiteCatalog
 from mediagate.config import Settings
 
 if TYPE_CHECKING:

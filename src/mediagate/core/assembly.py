@@ -20,7 +20,7 @@ from datetime import datetime
 import structlog
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import UploadRecords
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.hooks import Hooks
 from mediagate.errors import (
@@ -70,7 +70,7 @@ def new_object(session: UploadSession) -> NewObject:
 class Assembler:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: UploadRecords,
         roles: StoreRoles,
         clock: Callable[[], datetime],
         hooks: Hooks | None = None,

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import structlog
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import UploadRecords
 from mediagate.core.assembly import Assembler, new_object, worth_retrying
 from mediagate.core.chunk_locks import ChunkLease
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
@@ -97,7 +97,7 @@ class SessionStatus:
 class UploadEngine:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: UploadRecords,
         roles: StoreRoles,
         *,
         key_prefix: str,
@@ -594,7 +594,9 @@ class UploadEngine:
                     if session is None or session.state is not SessionState.OPEN:
                         continue  # completed, aborted or expired meanwhile
                     await self.discard_uploads(session)
-                    await self._catalog.set_session_state(session.id, SessionState.EXPIRED)
+                    await self._catalog.set_session_state(
+                        session.id, SessionState.EXPIRED, expected=SessionState.OPEN
+                    )
                     if session.last_error is not None:
                         await self._forget_failed_media(session)
             except SessionBusy:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import structlog
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.core.engine import UploadEngine
 from mediagate.errors import (
     BadRequest,
@@ -72,7 +72,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 class MediaLibrary:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: MediaRecords,
         stores: Stores,
         *,
         signed_url_expiry: int,

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import structlog
 
-from mediagate.catalog.base import Catalog, ClaimTake, LeaseRenewal, LeaseTake, SharedCatalog
+from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake, SessionRecords, SharedCatalog
 from mediagate.core.chunk_locks import ChunkLease, InProcessChunkLocks, Lease, superseded
 from mediagate.errors import (
     ChunkInFlight,
@@ -116,7 +116,7 @@ class _Gate:
 
 
 class InProcessSessionLocks:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: SessionRecords) -> None:
         self._catalog = catalog
         self._chunks = InProcessChunkLocks()
         self._uploads = InProcessChunkLocks(superseded=upload_superseded)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import structlog
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import Outbox
 from mediagate.core.signing import Signer
 from mediagate.events import Delivery, DeliveryState
 
@@ -71,7 +71,7 @@ def settle(
 class WebhookSender:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: Outbox,
         secret: str,
         *,
         timeout: float,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mediagate.arguments import positive_int
-from mediagate.catalog.sqlite import CATALOG_FILE
+from mediagate.catalog.base import CATALOG_FILE
 from mediagate.config import Settings
 from mediagate.core.keys import is_valid_user_id
 from mediagate.errors import NotFound, Problem

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.core.keys import object_key
 from mediagate.filenames import sanitize_filename
 from mediagate.models import Media, StorageKind
@@ -116,7 +116,7 @@ def printable(path: Path) -> str:
     return str(path).encode("utf-8", "backslashreplace").decode()
 
 
-async def plan_migration(catalog: Catalog, local: LocalStore, options: Options) -> Plan:
+async def plan_migration(catalog: MediaRecords, local: LocalStore, options: Options) -> Plan:
     plan = Plan()
     async for page in media_pages(catalog, StorageKind.LOCAL, options.user_id):
         plan.jobs += [Move(media, local.path(media.key)) for media in page]
@@ -130,7 +130,7 @@ async def plan_migration(catalog: Catalog, local: LocalStore, options: Options) 
 
 
 async def media_pages(
-    catalog: Catalog, storage: StorageKind, user_id: str | None
+    catalog: MediaRecords, storage: StorageKind, user_id: str | None
 ) -> AsyncIterator[list[Media]]:
     after: str | None = None
     while page := await catalog.media_in_storage(storage, user_id=user_id, after=after, limit=PAGE):
@@ -143,7 +143,7 @@ def local_copies(local: LocalStore, media: list[Media]) -> list[tuple[Media, Pat
     return [(item, path) for item, path in paths if path.exists()]
 
 
-async def plan_imports(catalog: Catalog, root: Path, options: Options, plan: Plan) -> None:
+async def plan_imports(catalog: MediaRecords, root: Path, options: Options, plan: Plan) -> None:
     for found in await asyncio.to_thread(lambda: list(walk_legacy(root))):
         if isinstance(found, Skip):
             plan.skipped.append(found)

@@ -12,7 +12,7 @@ import asyncio
 
 import structlog
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.core.session_locks import SessionLocks
 from mediagate.migrate.plan import Move, Options, media_pages
 from mediagate.migrate.report import Report, Summary
@@ -33,7 +33,7 @@ ROUND_INTERVAL = 300.0
 class Reconciler:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: MediaRecords,
         local: LocalStore,
         s3: MigrationTarget,
         *,

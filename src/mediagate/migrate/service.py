@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings
 from mediagate.errors import NotFound, Problem, StorageUnavailable
@@ -38,7 +38,7 @@ KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 
 @dataclass(frozen=True)
 class Stores:
-    catalog: Catalog
+    catalog: MediaRecords
     local: LocalStore
     # S3 itself (`mediagate migrate`), or S3 behind the server's breaker (the reconciler),
     # whose failures other uploads must notice.

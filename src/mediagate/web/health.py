@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from mediagate import metrics
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import Outbox, SessionRecords
 from mediagate.config import format_size
 from mediagate.errors import NotReady, Problem
 from mediagate.models import SessionState
@@ -89,20 +89,20 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-async def _count_open_sessions(catalog: Catalog) -> None:
+async def _count_open_sessions(catalog: SessionRecords) -> None:
     """Open sessions are counted in the catalog at each scrape: they open and close
     on every worker and instance, so no one process could keep the count."""
     try:
         async with asyncio.timeout(CATALOG_PING_TIMEOUT):
-            sessions = await catalog.sessions_in_state(SessionState.OPEN)
+            count = await catalog.count_sessions(SessionState.OPEN)
     # The scrape still answers, with the last count: metrics matter most in an outage.
     except Exception as error:
         log.warning("metrics.sessions_not_counted", detail=str(error) or type(error).__name__)
         return
-    metrics.sessions_open(len(sessions))
+    metrics.sessions_open(count)
 
 
-async def _count_events(catalog: Catalog) -> None:
+async def _count_events(catalog: Outbox) -> None:
     """The outbox's deliveries by state, counted in the catalog (any instance sends them)."""
     try:
         async with asyncio.timeout(CATALOG_PING_TIMEOUT):
