@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine
@@ -27,13 +29,16 @@ from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
 from mediagate.core.library import MediaLibrary
-from mediagate.core.maintenance import background_maintenance
+from mediagate.core.maintenance import background_maintenance, run_periodically
+from mediagate.core.media_policy import MediaPolicy
+from mediagate.core.probe import Limits
+from mediagate.core.probing import SWEEP_INTERVAL, MediaProber, probe_unprobed
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.models import StorageKind
-from mediagate.storage.base import BlobStore
+from mediagate.storage.base import BlobStore, Stores
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
@@ -111,6 +116,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                 failure=settings.hook_failure,
             )
             stack.push_async_callback(hooks.close)
+        prober = await stack.enter_async_context(media_prober(settings, stores))
         engine = UploadEngine(
             catalog,
             stores,
@@ -124,6 +130,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             locks=locks,
             fallback=settings.fallback,
             hooks=hooks,
+            prober=prober,
         )
         library = MediaLibrary(
             catalog,
@@ -143,6 +150,15 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             memory_per_user=settings.tus_memory_per_user,
         )
         await stack.enter_async_context(background_maintenance(engine))
+        if prober is not None:
+            await stack.enter_async_context(
+                _running(
+                    "probe",
+                    run_periodically(
+                        "probe", functools.partial(probe_unprobed, catalog, prober), SWEEP_INTERVAL
+                    ),
+                )
+            )
         if settings.webhook_urls and settings.webhook_secret is not None:
             sender = WebhookSender(
                 catalog,
@@ -157,6 +173,28 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
         yield Services(
             catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk
         )
+
+
+@contextlib.asynccontextmanager
+async def media_prober(settings: Settings, stores: Stores) -> AsyncIterator[MediaProber | None]:
+    """The prober of finished media, or None with MEDIAGATE_PROBE=false or no ffprobe."""
+    if not settings.probe:
+        yield None
+        return
+    if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
+        log.warning("probe.unavailable", reason="ffprobe or ffmpeg not found on PATH")
+        yield None
+        return
+    prober = MediaProber(
+        stores,
+        limits=Limits(timeout=settings.probe_timeout, memory=settings.probe_memory),
+        concurrency=settings.probe_concurrency,
+        policy=MediaPolicy(accept=settings.accept, max_duration=settings.max_duration),
+    )
+    try:
+        yield prober
+    finally:
+        await prober.close()
 
 
 @contextlib.asynccontextmanager

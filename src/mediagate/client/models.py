@@ -21,6 +21,10 @@ class Media:
     state: str
     created_at: datetime
     stream_url: str
+    # What the server's probing found (duration, container, codecs, picture), or None.
+    media: dict[str, Any] | None = None
+    probe_error: str | None = None
+    poster_url: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Media:
@@ -35,6 +39,9 @@ class Media:
             state=data.get("state", "ready"),
             created_at=datetime.fromisoformat(data["created_at"]),
             stream_url=data["stream_url"],
+            media=data.get("media"),
+            probe_error=data.get("probe_error"),
+            poster_url=data.get("poster_url"),
         )
 
     def as_json(self) -> dict[str, Any]:

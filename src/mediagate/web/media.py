@@ -37,12 +37,27 @@ def stream_url(request: web.Request, media_id: str, origin: URL) -> str:
     return str(url.with_query(expires=str(expires), signature=signature))
 
 
+def poster_url(request: web.Request, media: Media, origin: URL) -> str | None:
+    """A signed link to the media's poster, like its stream link; None if it has none."""
+    if media.poster_key is None:
+        return None
+    expires, signature = request.app[LINKS].sign(media.id)
+    url = origin.joinpath("api/v1/media/poster", media.id)
+    return str(url.with_query(expires=str(expires), signature=signature))
+
+
+def media_info(request: web.Request, media: Media, origin: URL) -> MediaInfo:
+    return MediaInfo.of(
+        media, stream_url(request, media.id, origin), poster_url(request, media, origin)
+    )
+
+
 @routes.get("/api/v1/media/info/{media_id}")
 async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     origin = link_origin(request)
     media = await request.app[LIBRARY].get(user_id, request.match_info["media_id"])
-    return MediaInfo.of(media, stream_url(request, media.id, origin)).response()
+    return media_info(request, media, origin).response()
 
 
 @routes.get("/api/v1/media")
@@ -54,7 +69,7 @@ async def list_media(request: web.Request) -> web.Response:
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[LIBRARY].page(user_id, limit, request.query.get("cursor"))
     return MediaPage(
-        items=[MediaInfo.of(media, stream_url(request, media.id, origin)) for media in page.items],
+        items=[media_info(request, media, origin) for media in page.items],
         next_cursor=page.next_cursor,
     ).response()
 
@@ -150,3 +165,24 @@ async def _streamable_media(request: web.Request) -> Media:
     if not request.app[LINKS].is_valid(media_id, expires, signature):
         raise Forbidden("the stream link is invalid or has expired")
     return await library.by_id(media_id)
+
+
+@routes.get("/api/v1/media/poster/{media_id}", allow_head=True)
+async def poster(request: web.Request) -> web.StreamResponse:
+    """The media's poster JPEG: a redirect to S3 or the CDN, or the file itself."""
+    media = await _streamable_media(request)
+    target = await request.app[LIBRARY].poster(media)
+    if isinstance(target, Redirect):
+        raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    try:
+        return await send_file(
+            request,
+            target.path,
+            content_type="image/jpeg",
+            etag=f'"{media.id}-poster"',
+            last_modified=media.created_at.timestamp(),
+            cache_control=private_cache_control(request.app[SETTINGS].cache_control),
+            headers={},
+        )
+    except FileNotFoundError:
+        raise NotFound(f"the poster of media {media.id} is missing on disk") from None

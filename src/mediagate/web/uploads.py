@@ -12,13 +12,12 @@ from mediagate.web.auth import authenticated_user
 from mediagate.web.chunk_body import chunk_source
 from mediagate.web.host import link_origin
 from mediagate.web.keys import ENGINE
-from mediagate.web.media import stream_url
+from mediagate.web.media import media_info
 from mediagate.web.schemas import (
     ChunkReceived,
     InitiateRequest,
     MediaCreated,
     MediaFinalizing,
-    MediaInfo,
     SessionCreated,
     SessionStatusAnswer,
     parse_json,
@@ -92,8 +91,8 @@ async def complete(request: web.Request) -> web.Response:
     # Before complete records the media: nothing may fail once it has.
     origin = link_origin(request)
     media = await request.app[ENGINE].complete(user_id, request.match_info["session_id"])
-    url = stream_url(request, media.id, origin)
-    info = MediaInfo.of(media, url)
+    info = media_info(request, media, origin)
+    url = info.stream_url
     if media.state is MediaState.FINALIZING:
         return MediaFinalizing(
             media_id=media.id, stream_url=url, info=info, state=media.state
