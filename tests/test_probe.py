@@ -41,6 +41,9 @@ RECIPES = {
 }
 
 
+LARGE = 12 * 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     folder = tmp_path_factory.mktemp("media")
@@ -49,6 +52,29 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         target = folder / name
         subprocess.run(["ffmpeg", "-v", "error", *recipe.split(), str(target)], check=True)
         made[name] = target.read_bytes()
+    # A larger faststart MP4 (the same frames again and again, copied: quick to make),
+    # whose S3 probe must read a small part of it.
+    large = folder / "large.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(folder / "faststart.mp4"),
+            "-c",
+            "copy",
+            "-fs",
+            str(LARGE),
+            "-movflags",
+            "+faststart",
+            str(large),
+        ],
+        check=True,
+    )
+    made["large.mp4"] = large.read_bytes()
     made["truncated.mp4"] = made["moov-last.mp4"][: len(made["moov-last.mp4"]) // 2]
     made["random.bin"] = os.urandom(20_000)
     # An MP4's first box, then noise.
@@ -297,9 +323,7 @@ async def test_media_get_their_facts_and_videos_a_poster(probing_api, files) -> 
         if kind == "video":
             assert found["video"]["fps"] == pytest.approx(10)
             assert info["poster_url"] is not None
-            poster = await api.client.get(
-                info["poster_url"].removeprefix(str(api.client.make_url("")))
-            )
+            poster = await api.client.get(relative(api, info["poster_url"]))
             assert poster.status == 200
             assert poster.headers["Content-Type"] == "image/jpeg"
             assert (await poster.read())[:3] == b"\xff\xd8\xff"  # a JPEG
@@ -323,3 +347,113 @@ async def test_what_is_not_media_stays_a_ready_media_with_a_probe_error(
     assert info["poster_url"] is None
     again = await probing_api.info(info["media_id"])
     assert (await again.json())["probe_error"] == info["probe_error"]
+
+
+async def test_a_faststart_mp4_in_s3_is_probed_with_a_small_part_of_its_bytes(
+    start_api, tmp_path, proxy, bucket, files
+) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        probe=True,
+        use_cloud_storage=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+    )
+    proxy.answer_send_buffer = 64 * 1024
+    api = await start_api(settings)
+    data = files["large.mp4"]
+    assert len(data) > 10 * 1024 * 1024
+    started = await api.initiate(filename="large.mp4", size=len(data), chunk_size=len(data))
+    session = (await started.json())["session_id"]
+    assert (await api.put_chunk(session, 0, data)).status == 200
+    before = proxy.answer_bytes
+    answer = await api.complete(session)
+    read = proxy.answer_bytes - before
+    assert answer.status == 201, await answer.text()
+    info = (await answer.json())["info"]
+    assert info["storage"] == "s3"
+    assert info["media"]["faststart"] is True
+    assert info["media"]["video"]["codec"] == "h264"
+    assert info["media"]["duration_s"] > 20
+    # The probe, the faststart check and the poster's frame: the index (here 280 KiB) and
+    # a few frames each, plus what the sockets buffer.
+    assert read < 2 * 1024 * 1024, read  # of 12 MiB (1.3 MiB measured)
+    poster = await api.client.get(relative(api, info["poster_url"]), allow_redirects=False)
+    assert poster.status == 302
+    assert (await s3_object(settings, info["media_id"]))[:3] == b"\xff\xd8\xff"
+
+
+async def s3_object(settings, media_id: str) -> bytes:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=settings.s3_endpoint_url
+    ) as client:
+        listed = await client.list_objects_v2(Bucket=settings.s3_bucket)
+        (key,) = [
+            o["Key"]
+            for o in listed["Contents"]
+            if media_id in o["Key"] and o["Key"].endswith(".poster.jpg")
+        ]
+        answer = await client.get_object(Bucket=settings.s3_bucket, Key=key)
+        async with answer["Body"] as body:
+            return await body.read()
+
+
+def relative(api, url: str) -> str:
+    return url.removeprefix(str(api.client.make_url("")))
+
+
+async def test_accept_refuses_what_probing_says_is_not_accepted(start_api, tmp_path, files):
+    api = await start_api(
+        make_settings(tmp_path / "data", probe=True, accept=["video"], max_duration=60)
+    )
+    for name in ("tone.mp3", "random.bin"):
+        answer = await upload(api, name, files[name])
+        assert answer.status == 415, await answer.text()
+        problem = await answer.json()
+        assert problem["type"].endswith("/not-media")
+        assert answer.headers["Content-Type"] == "application/problem+json"
+    listed = await api.client.get("/api/v1/media", headers=api.headers)
+    assert (await listed.json())["items"] == []
+    media_folder = tmp_path / "data" / "media" / "alice"
+    assert not media_folder.exists() or not any(media_folder.rglob("*.*"))
+    assert (await upload(api, "faststart.mp4", files["faststart.mp4"])).status == 201
+
+
+async def test_media_made_while_probing_was_off_are_probed_in_the_background_once(
+    start_api, tmp_path, files
+) -> None:
+    off = await start_api(make_settings(tmp_path / "data"))
+    ids = {}
+    for name in ("faststart.mp4", "random.bin"):
+        answer = await upload(off, name, files[name])
+        ids[name] = (await answer.json())["media_id"]
+        assert (await answer.json())["info"]["media"] is None
+    await off.client.close()
+
+    on = await start_api(make_settings(tmp_path / "data", probe=True))
+
+    async def probed(media_id: str) -> dict:
+        async with asyncio.timeout(30):
+            while True:
+                info = await (await on.info(media_id)).json()
+                if info["media"] or info["probe_error"]:
+                    return info
+                await asyncio.sleep(0.1)
+
+    video = await probed(ids["faststart.mp4"])
+    assert video["media"]["kind"] == "video" and video["poster_url"]
+    noise = await probed(ids["random.bin"])
+    assert noise["probe_error"].startswith("ffprobe: ")
+
+
+async def test_deleting_a_media_deletes_its_poster(probing_api, tmp_path, files) -> None:
+    answer = await upload(probing_api, "faststart.mp4", files["faststart.mp4"])
+    info = (await answer.json())["info"]
+    posters = list((tmp_path / "data").rglob(".poster.jpg"))
+    assert len(posters) == 1
+    assert (await probing_api.delete(info["media_id"])).status == 204
+    assert not posters[0].exists()
+    gone = await probing_api.client.get(relative(probing_api, info["poster_url"]))
+    assert gone.status == 404

@@ -28,6 +28,10 @@ FORMATS = (
 IMAGE_FORMATS = frozenset({"png_pipe", "jpeg_pipe", "webp_pipe", "gif"})
 LOCAL_PROTOCOLS = "file"
 URL_PROTOCOLS = "http,https,tcp,tls"
+# A small socket buffer for a remote input: FFmpeg asks for the rest of the object from
+# where it reads (`Range: bytes=N-`), and what the kernel buffers beyond what it reads
+# (megabytes, by autotuning) is paid for and thrown away when it closes.
+RECEIVE_BUFFER = 64 * 1024
 # What a child may print before it is cut off: ffprobe's JSON is a few KiB, a poster tens.
 MAX_OUTPUT = 8 * 1024 * 1024
 POSTER_WIDTH = 640
@@ -106,15 +110,20 @@ def _failure(program: str, code: int | None, errors: bytes) -> str:
     return f"{program}: {reason[:300]}"
 
 
+def input_options(*, url: bool) -> list[str]:
+    """What an input may be: the one file or URL, of a media demuxer."""
+    options = ["-protocol_whitelist", URL_PROTOCOLS if url else LOCAL_PROTOCOLS]
+    if url:
+        options += ["-recv_buffer_size", str(RECEIVE_BUFFER)]
+    return [*options, "-format_whitelist", FORMATS]
+
+
 def ffprobe_command(source: str, *, url: bool) -> list[str]:
     return [
         "ffprobe",
         "-v",
         "error",
-        "-protocol_whitelist",
-        URL_PROTOCOLS if url else LOCAL_PROTOCOLS,
-        "-format_whitelist",
-        FORMATS,
+        *input_options(url=url),
         "-of",
         "json",
         "-show_format",
@@ -130,10 +139,7 @@ def poster_command(source: str, *, url: bool, at: float) -> list[str]:
         "ffmpeg",
         "-v",
         "error",
-        "-protocol_whitelist",
-        URL_PROTOCOLS if url else LOCAL_PROTOCOLS,
-        "-format_whitelist",
-        FORMATS,
+        *input_options(url=url),
         "-ss",
         f"{at:.3f}",
         "-i",
