@@ -457,3 +457,22 @@ async def test_deleting_a_media_deletes_its_poster(probing_api, tmp_path, files)
     assert not posters[0].exists()
     gone = await probing_api.client.get(relative(probing_api, info["poster_url"]))
     assert gone.status == 404
+
+
+async def test_a_tus_upload_is_probed_as_it_finishes(probing_api, files) -> None:
+    data = files["clip.webm"]
+    answer = await probing_api.client.post(
+        "/api/v1/tus",
+        data=data,
+        headers={
+            **probing_api.headers,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(data)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert answer.status == 201, await answer.text()
+    info = await (await probing_api.info(answer.headers["Upload-Media-Id"])).json()
+    assert info["media"]["container"] == "matroska,webm"
+    assert info["media"]["video"]["codec"] == "vp9"
+    assert info["poster_url"] is not None
