@@ -476,3 +476,13 @@ async def test_a_tus_upload_is_probed_as_it_finishes(probing_api, files) -> None
     assert info["media"]["container"] == "matroska,webm"
     assert info["media"]["video"]["codec"] == "vp9"
     assert info["poster_url"] is not None
+
+
+async def test_a_policy_without_probing_stops_the_start(tmp_path) -> None:
+    from mediagate.config import SettingsError
+    from mediagate.services import media_prober
+
+    settings = make_settings(tmp_path / "data", accept=["video"])  # probing off
+    with pytest.raises(SettingsError, match="MEDIAGATE_ACCEPT"):
+        async with media_prober(settings, {}):
+            pass

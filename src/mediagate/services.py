@@ -177,11 +177,22 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
 
 @contextlib.asynccontextmanager
 async def media_prober(settings: Settings, stores: Stores) -> AsyncIterator[MediaProber | None]:
-    """The prober of finished media, or None with MEDIAGATE_PROBE=false or no ffprobe."""
+    """The prober of finished media, or None with MEDIAGATE_PROBE=false or no ffprobe.
+
+    A policy (MEDIAGATE_ACCEPT, MEDIAGATE_MAX_DURATION) without probing would let
+    everything through: the server refuses to start instead."""
+    policy = MediaPolicy(accept=settings.accept, max_duration=settings.max_duration)
+    missing = shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None
+    if policy.refuses_anything and (missing or not settings.probe):
+        raise SettingsError(
+            "invalid setting MEDIAGATE_ACCEPT/MEDIAGATE_MAX_DURATION: they judge what probing "
+            "finds, which needs MEDIAGATE_PROBE=true and ffprobe and ffmpeg on the PATH "
+            "(apt-get install ffmpeg)"
+        )
     if not settings.probe:
         yield None
         return
-    if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
+    if missing:
         log.warning("probe.unavailable", reason="ffprobe or ffmpeg not found on PATH")
         yield None
         return
@@ -189,7 +200,7 @@ async def media_prober(settings: Settings, stores: Stores) -> AsyncIterator[Medi
         stores,
         limits=Limits(timeout=settings.probe_timeout, memory=settings.probe_memory),
         concurrency=settings.probe_concurrency,
-        policy=MediaPolicy(accept=settings.accept, max_duration=settings.max_duration),
+        policy=policy,
     )
     try:
         yield prober
