@@ -196,6 +196,8 @@ async def media_prober(settings: Settings, stores: Stores) -> AsyncIterator[Medi
         log.warning("probe.unavailable", reason="ffprobe or ffmpeg not found on PATH")
         yield None
         return
+    if shutil.which("prlimit") is None:
+        log.warning("probe.no_memory_limit", reason="prlimit (util-linux) not found on PATH")
     prober = MediaProber(
         stores,
         limits=Limits(timeout=settings.probe_timeout, memory=settings.probe_memory),

@@ -74,7 +74,10 @@ class MediaProber:
         """The media with what probing found: its facts and poster, or `probe_error`.
 
         Raises only the store's problems (S3 away): the caller tries again later."""
-        store = self._stores[media.storage]
+        store = self._stores.get(media.storage)
+        if store is None:
+            error = f"{media.storage.value} storage is not configured on this server"
+            return media.model_copy(update={"probe_error": error, "facts": None})
         async with self._slots:
             try:
                 source, url = await self._source(store, media)
@@ -85,7 +88,7 @@ class MediaProber:
                     faststart = await is_faststart(self._reader(source, url), media.size)
                     facts = facts.model_copy(update={"faststart": faststart})
                 poster = None
-                if self._posters and facts.kind is MediaKind.VIDEO:
+                if self._posters and self._wants_poster(facts):
                     poster = await self._poster(store, media, source, url, facts)
             except ProbeFailed as failure:
                 log.info("media.probe_failed", media_id=media.id, error=str(failure))
@@ -94,6 +97,10 @@ class MediaProber:
         return media.model_copy(
             update={"facts": facts.model_dump_json(), "probe_error": None, "poster_key": poster}
         )
+
+    def _wants_poster(self, facts: MediaFacts) -> bool:
+        """A video the policy keeps (a refused one is deleted at once)."""
+        return facts.kind is MediaKind.VIDEO and self.policy.refusal(facts, None) is None
 
     async def _source(self, store: BlobStore, media: Media) -> tuple[str, bool]:
         if isinstance(store, LocalFiles):
