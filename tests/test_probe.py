@@ -486,3 +486,37 @@ async def test_a_policy_without_probing_stops_the_start(tmp_path) -> None:
     with pytest.raises(SettingsError, match="MEDIAGATE_ACCEPT"):
         async with media_prober(settings, {}):
             pass
+
+
+async def test_s3_not_answering_leaves_the_media_to_be_probed_later(tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from conftest import closed_port
+    from mediagate.core.probing import MediaProber
+    from mediagate.errors import StorageUnavailable
+    from mediagate.models import Media, StorageKind
+
+    class Away:
+        kind = StorageKind.S3
+
+        async def presigned_url(self, key: str, **_: object) -> str:
+            return f"http://127.0.0.1:{closed_port()}/bucket/{key}"
+
+    prober = MediaProber({StorageKind.S3: Away()}, limits=Limits(10, 1 << 30), concurrency=1)
+    media = Media(
+        id="m1",
+        user_id="alice",
+        filename="clip.mp4",
+        content_type="video/mp4",
+        size=1000,
+        checksum=None,
+        storage=StorageKind.S3,
+        key="media/alice/m1/clip.mp4",
+        created_at=datetime.now(UTC),
+    )
+    try:
+        # Not a probe_error for ever: the finalizer (or the next background round) retries.
+        with pytest.raises(StorageUnavailable):
+            await prober.probe(media)
+    finally:
+        await prober.close()

@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 
 from mediagate.catalog.base import Catalog
-from mediagate.core.faststart import is_faststart
+from mediagate.core.faststart import HEADER, is_faststart
 from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
     Limits,
@@ -73,7 +73,8 @@ class MediaProber:
     async def probe(self, media: Media) -> Media:
         """The media with what probing found: its facts and poster, or `probe_error`.
 
-        Raises only the store's problems (S3 away): the caller tries again later."""
+        Raises only StorageUnavailable (S3 does not answer): the caller tries again
+        later (the finalizer, the next background round)."""
         store = self._stores.get(media.storage)
         if store is None:
             error = f"{media.storage.value} storage is not configured on this server"
@@ -81,6 +82,10 @@ class MediaProber:
         async with self._slots:
             try:
                 source, url = await self._source(store, media)
+                if url and media.size:
+                    # S3 answers now, so that ffprobe's failure is the file's, not S3's
+                    # (which would leave the media to be probed again later).
+                    await self._range(source, 0, min(media.size, HEADER))
                 facts = parse_ffprobe(
                     await run_limited(ffprobe_command(source, url=url), self._limits)
                 )
@@ -123,16 +128,19 @@ class MediaProber:
         return lambda offset, length: self._range(source, offset, length)
 
     async def _range(self, url: str, offset: int, length: int) -> bytes:
+        """Bytes of the object; StorageUnavailable if S3 cannot answer (a later probe may)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         try:
             async with self._http.get(url, headers=headers) as answer:
+                if answer.status >= 500:
+                    raise StorageUnavailable(f"S3 answered {answer.status} to a range read")
                 if answer.status != 206:
                     raise ProbeFailed(f"a range read of the object answered {answer.status}")
-                return await answer.content.read(length)
-        except aiohttp.ClientError as error:
-            raise ProbeFailed(f"a range read of the object failed: {error}") from None
+                return await answer.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise StorageUnavailable(f"a range read of the object failed: {error}") from None
 
     async def _poster(
         self, store: BlobStore, media: Media, source: str, url: bool, facts: MediaFacts
@@ -210,7 +218,10 @@ class BytesBody:
 
 
 def _pread(path: Path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as error:
+        raise ProbeFailed(f"the file cannot be read: {error.strerror}") from None
     try:
         return os.pread(fd, length, offset)
     finally:
