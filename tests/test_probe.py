@@ -520,3 +520,72 @@ async def test_s3_not_answering_leaves_the_media_to_be_probed_later(tmp_path) ->
             await prober.probe(media)
     finally:
         await prober.close()
+
+
+async def test_a_probe_cut_by_a_crash_runs_again_after_the_restart(tmp_path, files) -> None:
+    """SIGKILL while the media is being probed: it stays finalizing, and the restarted
+    server's finalizer finishes it, probe included. The first probe hangs: an `ffprobe`
+    first on the server's PATH sleeps the first time, then is the real one."""
+    import signal
+
+    import aiohttp
+
+    from mediagate import tokens
+    from server_process import ServerProcess
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    marker = tmp_path / "probing.pid"
+    fake = folder / "ffprobe"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e {marker} ]; then exec {shutil.which("ffprobe")} "$@"; fi\n'
+        f"echo $$ > {marker}\n"
+        "exec /bin/sleep 600\n"
+    )
+    fake.chmod(0o755)
+    secret = "probe-crash-secret-with-enough-length-for-hs256"
+    env = {
+        "MEDIAGATE_JWT_SECRET": secret,
+        "MEDIAGATE_PROBE": "true",
+        "MEDIAGATE_PROBE_TIMEOUT": "300",
+        "PATH": f"{folder}:{os.environ['PATH']}",
+    }
+    headers = {"Authorization": f"Bearer {tokens.issue(secret.encode(), 'alice', 600)}"}
+    data = files["faststart.mp4"]
+    server = ServerProcess(tmp_path / "data", env)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            started = await client.post(
+                "/api/v1/media/upload/initiate", json={"filename": "a.mp4", "size": len(data)}
+            )
+            session = (await started.json())["session_id"]
+            assert (await client.post(f"/api/v1/media/upload/{session}/chunk/0", data=data)).ok
+            complete = asyncio.ensure_future(
+                client.post(f"/api/v1/media/upload/{session}/complete")
+            )
+            async with asyncio.timeout(30):
+                while not marker.exists() or not marker.read_text().strip():
+                    await asyncio.sleep(0.05)
+            server.signal(signal.SIGKILL)
+            await server.wait()
+            with pytest.raises(aiohttp.ClientError):
+                await complete
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the orphaned first probe
+
+        server = ServerProcess(tmp_path / "data", env)
+        await server.start()
+        async with aiohttp.ClientSession(server.base, headers=headers) as client:
+            status = await (await client.get(f"/api/v1/media/upload/{session}")).json()
+            media_id = status["media_id"]
+            async with asyncio.timeout(30):
+                while True:
+                    info = await (await client.get(f"/api/v1/media/info/{media_id}")).json()
+                    if info["state"] == "ready":
+                        break
+                    await asyncio.sleep(0.1)
+        assert info["media"]["video"]["codec"] == "h264"
+        assert info["poster_url"] is not None
+    finally:
+        await server.stop()

@@ -51,6 +51,10 @@ class Limits:
 
 async def run_limited(command: list[str], limits: Limits) -> bytes:
     """The child's standard output; ProbeFailed if it fails, overruns or is killed."""
+    # Found on the server's PATH: the child's environment is empty.
+    program = shutil.which(command[0])
+    if program is None:
+        raise ProbeFailed(f"{command[0]} is not installed")
     prlimit = shutil.which("prlimit")
     wrapper = []
     if prlimit is not None:
@@ -58,7 +62,8 @@ async def run_limited(command: list[str], limits: Limits) -> bytes:
         wrapper = [prlimit, f"--as={limits.memory}", f"--cpu={cpu}", "--"]
     process = await asyncio.create_subprocess_exec(
         *wrapper,
-        *command,
+        program,
+        *command[1:],
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
