@@ -174,18 +174,25 @@ async def probe_unprobed(catalog: Catalog, prober: MediaProber) -> int:
     """Probe ready media that were never probed (imported, made while probing was off,
     or by a path that does not probe); how many were recorded. Each is recorded once,
     with its facts or its probe_error, so none is probed again; only S3 being away
-    leaves one for the next round."""
+    leaves one for the next round. One at a time, batch after batch until none is left
+    (a library upgraded from before probing is probed in one go), leaving the other
+    probing slots to the uploads finishing meanwhile."""
     recorded = 0
-    for media in await catalog.unprobed_media(SWEEP_BATCH):
-        try:
-            probed = await prober.probe(media)
-        except StorageUnavailable:
-            break
-        except Problem as problem:
-            probed = media.model_copy(update={"probe_error": str(problem)})
-        if await catalog.record_probe(probed):
-            recorded += 1
-    return recorded
+    while True:
+        batch = await catalog.unprobed_media(SWEEP_BATCH)
+        for media in batch:
+            try:
+                probed = await prober.probe(media)
+            except StorageUnavailable:
+                return recorded
+            except Problem as problem:
+                probed = media.model_copy(update={"probe_error": str(problem)})
+            # Recorded or not (another instance was first), it is probed now: each batch
+            # is new media, so the loop ends.
+            if await catalog.record_probe(probed):
+                recorded += 1
+        if len(batch) < SWEEP_BATCH:
+            return recorded
 
 
 async def store_bytes(store: BlobStore, key: str, data: bytes, *, owner: str) -> None:
