@@ -155,7 +155,9 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                 _running(
                     "probe",
                     run_periodically(
-                        "probe", functools.partial(probe_unprobed, catalog, prober), SWEEP_INTERVAL
+                        "probe",
+                        functools.partial(probe_unprobed, catalog, prober, locks),
+                        SWEEP_INTERVAL,
                     ),
                 )
             )

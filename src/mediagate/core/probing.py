@@ -29,6 +29,7 @@ from mediagate.core.probe import (
     poster_offset,
     run_limited,
 )
+from mediagate.core.session_locks import SessionLocks
 from mediagate.errors import Problem, StorageUnavailable
 from mediagate.models import Media, MediaFacts, MediaKind
 from mediagate.storage.base import BlobStore, LocalFiles, NewObject, Presigning, Stores
@@ -170,13 +171,19 @@ SWEEP_BATCH = 20
 SWEEP_INTERVAL = 30.0
 
 
-async def probe_unprobed(catalog: Catalog, prober: MediaProber) -> int:
+async def probe_unprobed(catalog: Catalog, prober: MediaProber, locks: SessionLocks) -> int:
     """Probe ready media that were never probed (imported, made while probing was off,
     or by a path that does not probe); how many were recorded. Each is recorded once,
     with its facts or its probe_error, so none is probed again; only S3 being away
-    leaves one for the next round. One at a time, batch after batch until none is left
-    (a library upgraded from before probing is probed in one go), leaving the other
-    probing slots to the uploads finishing meanwhile."""
+    leaves one for the next round. One instance's round at a time (no media probed
+    twice), one media at a time, batch after batch until none is left (a library
+    upgraded from before probing is probed in one go), leaving the other probing slots
+    to the uploads finishing meanwhile."""
+    async with locks.exclusive("probe", "round") as mine:
+        return await _probe_all(catalog, prober) if mine else 0
+
+
+async def _probe_all(catalog: Catalog, prober: MediaProber) -> int:
     recorded = 0
     while True:
         batch = await catalog.unprobed_media(SWEEP_BATCH)
