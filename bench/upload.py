@@ -9,6 +9,8 @@ its resident memory; the `rss` scenario pushes 8 × one 64 MiB chunk at once
 and reports the server's peak RSS. `--protocol tus` (or `both`) uploads the
 same bytes through tus 1.0 as well: creation, then PATCHes of --patch-size
 (default: the whole file in one PATCH, as tus-js-client and tuspy do).
+`--webhooks` instead compares a server sending webhooks to a loopback receiver
+with one that sends none, round by round.
 
 Run from the repository root: `python bench/upload.py --quick` (see --help).
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -36,6 +39,7 @@ import aiohttp
 import jwt
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp import web
 
 from _common import (
     GiB,
@@ -554,6 +558,177 @@ async def tus_rss_scenario(bench: Bench, clients: int, size: int) -> PeakRss:
     return PeakRss(before=before, peak=peak)
 
 
+# --- webhooks on against off (--webhooks) ----------------------------------------------
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-secret-32-bytes!!!").decode()
+
+
+class WebhookReceiver:
+    """The application's endpoint on loopback: 204 to every delivery, counted."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.received = 0
+        self._arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhooks", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.received += 1
+        self._arrived.set()
+        return web.Response(status=204)
+
+    async def wait_for(self, count: int, seconds: float = 60) -> None:
+        async with asyncio.timeout(seconds):
+            while self.received < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+def webhook_env(receiver_port: int) -> dict[str, str]:
+    return {
+        "MEDIAGATE_WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/webhooks",
+        "MEDIAGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+
+
+async def webhook_phase(
+    services: Services, client: MediagateClient, load: Workload, receiver: WebhookReceiver | None
+) -> Phase:
+    """`load` through one server, timed until the last complete; with `receiver`, the
+    server's CPU counts on until the uploads' upload.created and media.ready arrived."""
+    expected = receiver.received + 2 * load.clients if receiver else 0
+
+    async def run() -> list[str]:
+        return await asyncio.gather(
+            *(
+                client.upload(load.size, load.chunk_size, load.parallel, "none")
+                for _ in range(load.clients)
+            )
+        )
+
+    phase, media_ids = await measure(services, load.total_bytes, run)
+    if receiver is not None:
+        completed = cpu_seconds(services.server.pid)
+        await receiver.wait_for(expected)
+        sending = cpu_seconds(services.server.pid) - completed
+        phase = dataclasses.replace(phase, server_cpu=phase.server_cpu + sending)
+    for media_id in media_ids:
+        await client.delete(media_id)
+    if receiver is not None:
+        await receiver.wait_for(expected + load.clients)  # media.deleted, outside the figures
+    return phase
+
+
+async def webhook_rounds(
+    services: Services,
+    hooked: Services,
+    clients: tuple[MediagateClient, MediagateClient],
+    receiver: WebhookReceiver | None,
+    load: Workload,
+    rounds: int,
+) -> dict[str, list[Phase]]:
+    """`rounds` rounds of the same uploads through the server without webhooks ("off")
+    and the one with them ("on"), alternating which goes first."""
+    phases: dict[str, list[Phase]] = {"off": [], "on": []}
+    for number in range(rounds):
+        order = ["off", "on"] if number % 2 == 0 else ["on", "off"]
+        for name in order:
+            if name == "off":
+                phase = await webhook_phase(services, clients[0], load, None)
+            else:
+                phase = await webhook_phase(hooked, clients[1], load, receiver)
+            phases[name].append(phase)
+        figures = ", ".join(f"{n} {phases[n][-1].mb_per_s:.1f}" for n in ("off", "on"))
+        other = max(phases[n][-1].other_cores for n in order)
+        print(f"  round {number + 1}/{rounds}: {figures} MB/s (other load {other:.2f} cores)")
+    return phases
+
+
+def print_webhooks(phases: dict[str, list[Phase]], load: Workload, received: int) -> None:
+    print()
+    print(
+        f"webhooks: {load.clients} uploads x {mib(load.size)}, chunks of {mib(load.chunk_size)}, "
+        f"no digest, medians over {len(phases['off'])} rounds; {received} deliveries received"
+    )
+    off_speed = median([p.mb_per_s for p in phases["off"]])
+    off_cpu = median([p.per_gib(p.server_cpu) for p in phases["off"]])
+    rows = []
+    for name, runs in phases.items():
+        speeds = [p.mb_per_s for p in runs]
+        cpu = median([p.per_gib(p.server_cpu) for p in runs])
+        rows.append(
+            [
+                name,
+                f"{median(speeds):.1f}",
+                f"{min(speeds):.1f}-{max(speeds):.1f}",
+                f"{median(speeds) / off_speed:.3f}",
+                f"{cpu:.2f}",
+                f"{cpu / off_cpu:.3f}",
+            ]
+        )
+    headers = ["webhooks", "MB/s", "min-max", "ratio", "server CPU s/GiB", "CPU ratio"]
+    print(render_table(headers, rows))
+    pairs = list(zip(phases["off"], phases["on"], strict=True))
+    speed_ratios = [on.mb_per_s / off.mb_per_s for off, on in pairs]
+    cpu_ratios = [on.server_cpu / off.server_cpu for off, on in pairs]
+    print(
+        f"paired (on / off within each round): MB/s ratio median {median(speed_ratios):.3f} "
+        f"(range {min(speed_ratios):.3f}-{max(speed_ratios):.3f}), server CPU ratio median "
+        f"{median(cpu_ratios):.3f} (range {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})"
+    )
+    per_upload = [median([p.server_cpu for p in phases[n]]) / load.clients for n in ("off", "on")]
+    print(
+        f"server CPU per upload: {per_upload[0] * 1000:.0f} ms off, {per_upload[1] * 1000:.0f} ms "
+        f"on (medians; the events' share is the difference, within the noise when it is small)"
+    )
+    print_other_load([p for runs in phases.values() for p in runs])
+
+
+async def run_webhooks(
+    options: argparse.Namespace, services: Services, hooked: Service, secret: str
+) -> None:
+    load = Workload(options.clients, options.size, options.chunk_size, options.parallel)
+    listening = WebhookReceiver(options.webhook_port)
+    await listening.start()
+    # The control run (A/A): the second server sends nothing either, so nothing is awaited.
+    receiver = None if options.webhooks_control else listening
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    connector = aiohttp.TCPConnector(limit=load.clients * load.parallel + 8)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            token = bearer_token(secret)
+            clients = (
+                MediagateClient(http, services.server.url, token),
+                MediagateClient(http, hooked.url, token),
+            )
+            with_hooks = Services(services.moto, hooked)
+            warm = Workload(clients=1, size=6 * MiB, chunk_size=6 * MiB, parallel=1)
+            await webhook_phase(services, clients[0], warm, None)
+            await webhook_phase(with_hooks, clients[1], warm, receiver)
+            what = "also none (control)" if receiver is None else "a receiver answering 204"
+            print(f"webhooks rounds (off: no MEDIAGATE_WEBHOOK_URL; on: {what}):")
+            phases = await webhook_rounds(
+                services, with_hooks, clients, receiver, load, options.rounds
+            )
+            print_webhooks(phases, load, listening.received)
+    finally:
+        await listening.stop()
+    print()
+    print(NOTE)
+
+
 # --- report ---------------------------------------------------------------------------
 
 
@@ -656,10 +831,15 @@ def print_rss(result: PeakRss, title: str) -> None:
 
 @contextlib.contextmanager
 def mediagate_server(
-    workdir: Path, s3_endpoint: str, bucket: str, secret: str
+    workdir: Path,
+    s3_endpoint: str,
+    bucket: str,
+    secret: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     port = free_port()
     env = {**mediagate_env(workdir, s3_endpoint, bucket, secret), "MEDIAGATE_PORT": str(port)}
+    env |= extra_env or {}
     log_path = workdir / "mediagate.log"
     command = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
     with child_process(command, env, log_path) as process:
@@ -798,6 +978,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rounds run again when other processes kept more than "
         f"{OTHER_LOAD_WARNING} cores busy (at most this many over the run; default: --rounds)",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="instead: native uploads through a second server with MEDIAGATE_WEBHOOK_URL set "
+        "(a loopback receiver answering 204) against the first without, interleaved rounds",
+    )
+    parser.add_argument(
+        "--webhooks-control",
+        action="store_true",
+        help="with --webhooks: the second server sends no webhooks either (an A/A run: what "
+        "the comparison shows between two identical servers)",
+    )
     parser.add_argument("--quick", action="store_true", help="small settings, under a minute")
     options = parser.parse_args(argv)
     defaults = QUICK if options.quick else NORMAL
@@ -830,6 +1022,30 @@ def running_services(
         yield Services(moto, server)
 
 
+def webhooks_main(options: argparse.Namespace, bucket: str, secret: str) -> None:
+    """--webhooks: two servers on one moto, the second sending events to a receiver that
+    this process runs (its CPU counts as the client's)."""
+    options.webhook_port = free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp,
+        running_services(Path(tmp), bucket, secret, moto_memory_bound(options)) as services,
+    ):
+        hooked_dir = Path(tmp) / "webhooks"
+        hooked_dir.mkdir()
+        extra = {} if options.webhooks_control else webhook_env(options.webhook_port)
+        with mediagate_server(hooked_dir, services.moto.url, bucket, secret, extra) as hooked:
+            print(
+                f"moto pid {services.moto.pid}, mediagate pid {services.server.pid} (webhooks "
+                f"off), pid {hooked.pid} (webhooks on)",
+                flush=True,
+            )
+            try:
+                asyncio.run(run_webhooks(options, services, hooked, secret))
+            except Exception:
+                print(f"--- mediagate log (tail) ---\n{tail(hooked.log_path)}", file=sys.stderr)
+                raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(argv)
     interrupt_on_signals()
@@ -837,6 +1053,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     secret = secrets.token_urlsafe(32)
     moto_in_memory = moto_memory_bound(options)
     try:
+        if options.webhooks or options.webhooks_control:
+            webhooks_main(options, bucket, secret)
+            return 0
         with (
             tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp,
             running_services(Path(tmp), bucket, secret, moto_in_memory) as services,

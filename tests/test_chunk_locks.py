@@ -11,7 +11,7 @@ from yarl import URL
 from conftest import make_settings
 from mediagate.core.chunk_locks import InProcessChunkLocks
 from mediagate.errors import ChunkSuperseded
-from mediagate.web.keys import ENGINE
+from mediagate.web.keys import SERVICES
 from raw_http import RawConnection, request_head
 
 
@@ -46,7 +46,7 @@ async def test_a_retry_takes_over_from_a_stalled_attempt_at_once(start_api, requ
     assert done.status == 201, await done.text()
     stream = await api.client.get(URL((await done.json())["stream_url"]).path_qs)
     assert await stream.read() == data
-    assert len(api.client.app[ENGINE].locks) == 0
+    assert len(api.client.app[SERVICES].engine.locks) == 0
 
 
 async def test_a_stalled_chunk_holds_up_complete_and_abort_only_until_the_timeout(

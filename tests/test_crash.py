@@ -18,7 +18,7 @@ from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.models import Media, MediaState
-from mediagate.web.keys import CATALOG
+from mediagate.web.keys import SERVICES
 from server_process import ServerProcess
 
 SECRET = "crash-test-secret-long-enough-for-hs256"
@@ -307,7 +307,7 @@ async def test_a_restart_finishes_a_complete_cut_after_its_file_was_published(
     sid = (await (await api.initiate(size=len(data), chunk_size=5 * MiB)).json())["session_id"]
     for n, piece in enumerate(pieces):
         assert (await api.put_chunk(sid, n, piece)).status == 200
-    catalog = api.client.app[CATALOG]
+    catalog = api.client.app[SERVICES].catalog
     session = await catalog.get_session(sid)
     finalizing = Media(
         id=session.media_id,

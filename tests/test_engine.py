@@ -14,7 +14,7 @@ from mediagate import errors
 from mediagate.core.assembly import worth_retrying
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
-from mediagate.web.keys import CATALOG, ENGINE
+from mediagate.web.keys import SERVICES
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ async def test_retried_completes_and_aborts_of_finished_sessions_keep_no_gates(
     now = [utc_now()]
     client = await aiohttp_client(create_app(local_settings, clock=lambda: now[0]))
     api = Api(client, local_settings)
-    engine = client.app[ENGINE]
+    engine = client.app[SERVICES].engine
     completed, expired = [], []
     for sessions in (completed, expired):
         for _ in range(20):
@@ -76,7 +76,7 @@ async def test_the_sweep_forgets_digests_of_sessions_another_server_finished(
         assert (await second.complete(sid)).status == 201
     for sid in sids[3:]:
         assert (await second.abort(sid)).status == 204
-    engine = first.client.app[ENGINE]
+    engine = first.client.app[SERVICES].engine
     assert set(engine._digests) == set(sids)
     await engine.expire_sessions()
     assert engine._digests == {}
@@ -85,8 +85,8 @@ async def test_the_sweep_forgets_digests_of_sessions_another_server_finished(
 
 async def test_the_sweep_removes_staging_files_no_session_refers_to(local_api):
     """An abort killed after forgetting its session leaves its staging file behind."""
-    engine = local_api.client.app[ENGINE]
-    catalog = local_api.client.app[CATALOG]
+    engine = local_api.client.app[SERVICES].engine
+    catalog = local_api.client.app[SERVICES].catalog
     live = (await (await local_api.initiate(size=3)).json())["session_id"]
     orphaned = (await (await local_api.initiate(size=3)).json())["session_id"]
     for sid in (live, orphaned):

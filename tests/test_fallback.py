@@ -27,7 +27,7 @@ from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.storage.local import STAGING_DIR
 from mediagate.web.app import create_app
-from mediagate.web.keys import DATA_DISK, ENGINE, RECONCILER
+from mediagate.web.keys import SERVICES
 
 # A floor no disk reaches: MEDIAGATE_MIN_FREE_DISK as if the disk had filled up.
 FLOOR_ABOVE_ANY_DISK = 2**60
@@ -126,7 +126,7 @@ async def test_s3_cut_mid_session_spills_then_finishes_the_move(
     assert sample("mediagate_fallbacks_total", reason="finalizing") == finalizing_before + 1
 
     await proxy.restore()
-    engine = api.client.app[ENGINE]
+    engine = api.client.app[SERVICES].engine
 
     async def finished():
         await engine.finish_finalizing()
@@ -199,7 +199,7 @@ async def test_finalizing_survives_a_restart(
     second_life = await start_api(proxied_settings)
     status = await (await second_life.status(sid)).json()
     assert status["state"] == "finalizing"
-    engine = second_life.client.app[ENGINE]
+    engine = second_life.client.app[SERVICES].engine
 
     async def completed() -> bool:
         await engine.finish_finalizing()  # the server's own background round may win
@@ -228,7 +228,7 @@ async def test_expired_sessions_are_swept_and_answer_410(
     now[0] += timedelta(seconds=s3_settings.session_ttl + 1)
     late = await api.put_chunk(sid, 1, b"\0")
     assert late.status == 410
-    assert await client.app[ENGINE].expire_sessions() == 1
+    assert await client.app[SERVICES].engine.expire_sessions() == 1
     assert (await api.complete(sid)).status == 410
     assert (await (await api.status(sid)).json())["state"] == "expired"
     uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
@@ -272,7 +272,7 @@ async def test_auto_migrate_moves_fallback_media_to_s3_once_it_is_back(
         assert (await api.put_chunk(session["session_id"], n, piece)).status == 200
     media = await (await api.complete(session["session_id"])).json()
     assert media["info"]["storage"] == "local"
-    reconciler = api.client.app[RECONCILER]
+    reconciler = api.client.app[SERVICES].reconciler
     assert (await reconciler.run_once()).migrated == 0  # S3 still away: nothing tried
 
     await proxy.restore()
@@ -306,7 +306,7 @@ async def test_the_reconcilers_s3_failures_open_the_breaker_for_everyone(
 
     await eventually(s3_back)
     await proxy.cut()
-    summary = await api.client.app[RECONCILER].run_once()
+    summary = await api.client.app[SERVICES].reconciler.run_once()
     assert summary.failed == 1
     ready = await (await api.client.get("/readyz")).json()
     assert ready["s3"] == "unavailable"  # uploads go to local disk at once, no one waits on S3
@@ -337,7 +337,7 @@ async def test_finalizing_sessions_count_against_the_per_user_cap(
     assert (await refused.json())["type"].endswith("/too-many-sessions")
 
     await proxy.restore()
-    engine = api.client.app[ENGINE]
+    engine = api.client.app[SERVICES].engine
 
     async def finished():
         await engine.finish_finalizing()
@@ -361,7 +361,7 @@ async def test_a_finalizing_media_can_be_deleted_while_s3_is_away(
     assert not [path for path in staging.iterdir() if path.is_file()]  # the spilled chunk
 
     await proxy.restore()
-    await api.client.app[ENGINE].finish_finalizing()
+    await api.client.app[SERVICES].engine.finish_finalizing()
     assert (await api.info(done["media_id"])).status == 404  # nothing finished it meanwhile
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
     assert listed.get("KeyCount", 0) == 0
@@ -378,11 +378,11 @@ async def test_a_delete_racing_the_finalizer_leaves_neither_media_nor_object(
     await asyncio.sleep(0.3)  # past the breaker's back-off: the finalizer can reach S3
 
     _, deleted = await asyncio.gather(
-        api.client.app[ENGINE].finish_finalizing(), api.delete(done["media_id"])
+        api.client.app[SERVICES].engine.finish_finalizing(), api.delete(done["media_id"])
     )
     assert deleted.status == 204, await deleted.text()
     assert (await api.info(done["media_id"])).status == 404
-    await api.client.app[ENGINE].finish_finalizing()
+    await api.client.app[SERVICES].engine.finish_finalizing()
     listed = await s3_objects.list_objects_v2(Bucket=bucket, Prefix="media/alice/")
     assert listed.get("KeyCount", 0) == 0
     assert (await s3_objects.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
@@ -403,7 +403,7 @@ async def test_a_wrong_sha256_found_by_the_finalizer_is_reported_on_session_and_
     sid, media_id = done["session_id"], done["media_id"]
 
     await proxy.restore()
-    engine = api.client.app[ENGINE]
+    engine = api.client.app[SERVICES].engine
 
     async def reopened():
         await engine.finish_finalizing()
@@ -456,7 +456,7 @@ async def test_a_finalizing_upload_whose_spilled_chunk_is_gone_fails_with_the_re
 
 async def given_up(api: Api, session_id: str) -> dict:
     """The session's status once the finalizer gave it up (it retries nothing twice)."""
-    engine = api.client.app[ENGINE]
+    engine = api.client.app[SERVICES].engine
 
     async def reopened():
         await engine.finish_finalizing()
@@ -557,7 +557,7 @@ async def test_a_spill_that_would_go_below_the_disk_floor_is_a_503_to_retry(
 async def test_local_writes_stop_at_the_disk_floor_with_a_507(local_api):
     session = await (await local_api.initiate(size=6)).json()
     sid = session["session_id"]
-    disk = local_api.client.app[DATA_DISK]
+    disk = local_api.client.app[SERVICES].data_disk
     assert disk is not None
     floor = disk.min_free
     disk.min_free = FLOOR_ABOVE_ANY_DISK  # the disk filled up meanwhile

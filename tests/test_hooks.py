@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -110,7 +111,13 @@ async def initiate(base: str, name: str = "clip.mp4", size: int = 12) -> aiohttp
         return answer
 
 
-def catalog_rows(tmp_path: Path, table: str) -> int:
+def catalog_rows(tmp_path: Path, table: str, database: str | None = None) -> int:
+    """Rows of a catalog table: the SQLite catalog's, or the PostgreSQL `database`'s."""
+    if database is not None:
+        with psycopg.connect(database) as db:
+            row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert row is not None
+            return int(row[0])
     with sqlite3.connect(tmp_path / "data" / CATALOG_FILE) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
@@ -285,11 +292,17 @@ async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
     assert waited < 20
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize(
+    ("where", "catalog"), [("local", "sqlite"), ("s3", "sqlite"), ("s3", "postgres")]
+)
 async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
-    tmp_path, app, where, moto_endpoint, bucket, s3_objects
+    tmp_path, app, where, catalog, moto_endpoint, bucket, s3_objects, request
 ):
     env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    database = None
+    if catalog == "postgres":
+        database = request.getfixturevalue("postgres_server").new_database()
+        env["MEDIAGATE_DATABASE_URL"] = database
     if where == "s3":
         env |= {
             "USE_CLOUD_STORAGE": "true",
@@ -319,7 +332,8 @@ async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
     assert problem["detail"] == "not a video we can play"
     finished = next(m for m in app.asked if m["type"] == "upload.pre_finish")["data"]
     assert (finished["size"], finished["storage"], finished["filename"]) == (12, where, "clip.mp4")
-    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
+    assert catalog_rows(tmp_path, "sessions", database) == 0
+    assert catalog_rows(tmp_path, "media", database) == 0
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
     if where == "s3":
         listed = await s3_objects.list_objects_v2(Bucket=bucket)
@@ -339,6 +353,7 @@ async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
                 assert chunk.status == 200
             async with client.post(f"{upload}/complete") as complete:
                 assert complete.status == 201, await complete.text()
+                assert (await complete.json())["info"]["app_metadata"] is None
     finally:
         await process.stop()
 
@@ -375,11 +390,16 @@ async def test_pre_finish_without_a_decision_answers_503_then_the_finalizer_asks
         await process.stop()
 
 
-async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app):
+@pytest.mark.parametrize("catalog", ["sqlite", "postgres"])
+async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app, catalog, request):
     from tusclient.client import TusClient
     from tusclient.exceptions import TusCommunicationError
 
     env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    database = None
+    if catalog == "postgres":
+        database = request.getfixturevalue("postgres_server").new_database()
+        env["MEDIAGATE_DATABASE_URL"] = database
     app.finish_decision = {"allow": False, "status": 403, "message": "malware found"}
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
@@ -394,8 +414,8 @@ async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app
         await process.stop()
     assert refused.value.status_code == 403
     assert "malware found" in str(refused.value.response_content)
-    assert catalog_rows(tmp_path, "sessions") == catalog_rows(tmp_path, "media") == 0
-    assert catalog_rows(tmp_path, "tus_uploads") == 0
+    for table in ("sessions", "media", "tus_uploads"):
+        assert catalog_rows(tmp_path, table, database) == 0, table
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "clip" in p.name] == []
 
 
@@ -416,6 +436,11 @@ async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app
                 assert chunk.status == 200
             async with client.post(f"{upload}/complete") as complete:
                 assert complete.status == 201, await complete.text()
+                media_id = (await complete.json())["media_id"]
+            async with client.get(f"/api/v1/media/info/{media_id}") as info:
+                shown = (await info.json())["app_metadata"]
+            async with client.get("/api/v1/media") as listed:
+                [item] = (await listed.json())["items"]
         async with asyncio.timeout(30):
             while len(app.events) < 2:
                 await asyncio.sleep(0.1)
@@ -423,6 +448,7 @@ async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app
         await process.stop()
     assert [event["type"] for event in app.events] == ["upload.created", "media.ready"]
     assert [event["data"]["app_metadata"] for event in app.events] == [kept, kept]
+    assert shown == item["app_metadata"] == kept
 
 
 @pytest.mark.parametrize(

@@ -83,3 +83,34 @@ def test_the_migrate_package_does_not_import_the_command_above_it():
     assert "mediagate.migrate.__main__" in migrate
     for name in migrate:
         assert "mediagate.cli" not in imports_of(name), name
+
+
+def package_modules(package: str) -> list[str]:
+    return sorted(name for name in MODULES if name.startswith(f"mediagate.{package}."))
+
+
+@pytest.mark.parametrize("name", package_modules("core"))
+def test_core_knows_the_stores_and_the_catalog_by_their_protocols_only(name):
+    """Roles and capabilities (storage/base.py, catalog/base.py), never a concrete store
+    or catalog: a new store needs no change to core/."""
+    concrete = {
+        module
+        for module in imports_of(name)
+        if module.startswith(("mediagate.storage", "mediagate.catalog"))
+        and not module.startswith(("mediagate.storage.base", "mediagate.catalog.base"))
+    }
+    assert not concrete, f"{name} imports {sorted(concrete)}"
+
+
+@pytest.mark.parametrize("name", package_modules("web"))
+def test_web_imports_nothing_of_the_migrator_nor_a_concrete_store(name):
+    below = {
+        module
+        for module in imports_of(name)
+        if module.startswith("mediagate.migrate")
+        or (
+            module.startswith("mediagate.storage")
+            and not module.startswith("mediagate.storage.base")
+        )
+    }
+    assert not below, f"{name} imports {sorted(below)}"

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediagate import metrics
-from mediagate.web.keys import CATALOG
+from mediagate.web.keys import SERVICES
 
 CHUNK_ROUTE = "/api/v1/media/upload/{session_id}/chunk/{chunk_number}"
 
@@ -139,7 +139,7 @@ async def test_a_scrape_without_the_catalog_answers_with_the_last_count(local_ap
     for _ in range(2):
         assert (await local_api.initiate(filename="a.txt", size=5)).status == 201
     _, counted = await scrape(local_api.client)
-    await local_api.client.app[CATALOG].close()
+    await local_api.client.app[SERVICES].catalog.close()
 
     _, uncounted = await scrape(local_api.client)
 

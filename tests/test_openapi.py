@@ -15,8 +15,8 @@ from openapi_spec_validator import validate
 from conftest import Api, ApiFactory, make_settings, md5_header
 from mediagate import errors
 from mediagate.web import tus
+from mediagate.web.api import document
 from mediagate.web.app import create_app
-from mediagate.web.openapi import document
 from mediagate.web.problems import PROBLEM_TYPE_BASE
 from test_page import browser_tests, launched_chromium, open_page
 
@@ -49,22 +49,25 @@ def test_every_api_route_of_the_app_is_documented_and_nothing_else(tmp_path: Pat
     assert registered == documented
 
 
-async def test_every_problem_type_of_the_engine_is_documented(local_api: Api) -> None:
+async def test_every_problem_the_server_sends_is_documented_at_its_status(local_api: Api) -> None:
+    """errors.py declares every problem the server answers (web/problems.py builds each
+    body from one): each is in the document, at its status, and the document has no other."""
     document = await fetch_document(local_api)
     documented = {
-        type_
+        (type_, int(status))
         for item in document["paths"].values()
         for operation in item.values()
-        for answer in operation["responses"].values()
+        for status, answer in operation["responses"].items()
         for schema in answer.get("content", {}).get("application/problem+json", {}).values()
         for type_ in schema["allOf"][1]["properties"]["type"]["enum"]
     }
-    problems = [
-        kind
-        for kind in vars(errors).values()
-        if isinstance(kind, type) and issubclass(kind, errors.Problem)
-    ]
-    assert {PROBLEM_TYPE_BASE + kind.code for kind in problems} <= documented
+    codes = [kind.code for kind in errors.declared()]
+    assert len(codes) == len(set(codes)), "a code declared twice"
+    assert documented == {
+        (PROBLEM_TYPE_BASE + kind.code, kind.status)
+        for kind in errors.declared()
+        if kind.documented
+    }
 
 
 async def test_the_chunk_body_headers_and_bearer_scheme_are_described(local_api: Api) -> None:

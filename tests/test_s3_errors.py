@@ -12,7 +12,7 @@ from conftest import MiB
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
 from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.models import StorageKind
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import FilePartBody
 from mediagate.storage.s3 import S3Store, s3_errors
 from raw_http import RawConnection, form_body, new_boundary, request_head
@@ -139,7 +139,7 @@ async def test_a_part_whose_own_body_failed_is_not_counted_against_s3(tmp_path):
     staged = tmp_path / "staged"
     staged.write_bytes(b"short")
     body = FilePartBody(staged, 0, 10)
-    guarded = GuardedStore(FailingS3(StorageUnavailable("connection reset")), CircuitBreaker())
+    guarded = guard(FailingS3(StorageUnavailable("connection reset")), CircuitBreaker())
     with pytest.raises(StorageUnavailable):
         await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)
     assert body.failure is not None
@@ -152,7 +152,7 @@ async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():
             raise client_error("RequestTimeout", 400)
 
     store = S3Store(SlowClientS3(), None, "bucket", cache_control="", storage_class=None)
-    guarded = GuardedStore(store, CircuitBreaker())
+    guarded = guard(store, CircuitBreaker())
     body = ChunkStream(lambda n: asyncio.sleep(0, b"x" * n), 10, ExpectedDigests())
     with pytest.raises(BodyReadTimeout):
         await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)

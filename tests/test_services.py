@@ -17,7 +17,7 @@ async def test_closing_the_services_stops_and_waits_for_all_their_background_wor
     settings = unreachable_s3.model_copy(update={"auto_migrate": True})
     before = asyncio.all_tasks()
     async with open_services(settings, clock=utc_now) as services:
-        assert services.default_storage is StorageKind.S3
+        assert services.roles.primary.kind is StorageKind.S3
         assert services.reconciler is not None
         started = asyncio.all_tasks() - before
         names = {task.get_name() for task in started}
@@ -27,8 +27,8 @@ async def test_closing_the_services_stops_and_waits_for_all_their_background_wor
 
 async def test_a_local_server_has_no_s3_and_no_reconciler(local_settings):
     async with open_services(local_settings, clock=utc_now) as services:
-        assert set(services.stores) == {StorageKind.LOCAL}
-        assert services.default_storage is StorageKind.LOCAL
+        assert set(services.roles.by_kind) == {StorageKind.LOCAL}
+        assert services.roles.primary.kind is StorageKind.LOCAL
         assert services.reconciler is None
 
 

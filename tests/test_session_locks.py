@@ -25,7 +25,7 @@ from mediagate.core import session_locks
 from mediagate.core.engine import utc_now
 from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
-from mediagate.web.keys import ENGINE, RECONCILER
+from mediagate.web.keys import SERVICES
 from raw_http import RawConnection, request_head
 from test_tus import TUS, create_upload, offset_of, patch, stall_patch
 
@@ -132,7 +132,7 @@ async def test_abort_on_one_instance_is_refused_while_the_other_completes(
     a, b = await two_instances(aiohttp_client, s3_settings)
     sid = await new_session(a, 3)
     assert (await a.put_chunk(sid, 0, b"abc")).status == 200
-    engine = a.client.app[ENGINE]
+    engine = a.client.app[SERVICES].engine
     reached, release = asyncio.Event(), asyncio.Event()
     assemble = engine._assemble
 
@@ -177,7 +177,8 @@ async def test_the_sweep_on_two_instances_expires_each_session_once(aiohttp_clie
     now[0] += timedelta(seconds=s3_settings.session_ttl + 1)
 
     counts = await asyncio.gather(
-        a.client.app[ENGINE].expire_sessions(), b.client.app[ENGINE].expire_sessions()
+        a.client.app[SERVICES].engine.expire_sessions(),
+        b.client.app[SERVICES].engine.expire_sessions(),
     )
     assert sum(counts) == len(sids)
     for sid in sids:
@@ -353,7 +354,7 @@ async def test_the_finalizers_of_two_instances_finish_each_upload_once(
     await proxy.restore()
     await asyncio.sleep(0.5)  # past the breakers' back-off
 
-    engines = [api.client.app[ENGINE] for api in (a, b)]
+    engines = [api.client.app[SERVICES].engine for api in (a, b)]
     await asyncio.gather(*(engine.finish_finalizing() for engine in engines * 2))
     for media_id in media_ids:
         assert (await (await a.info(media_id)).json())["state"] == "ready"
@@ -580,7 +581,7 @@ async def test_the_reconcilers_of_two_instances_move_each_media_once(
         return all(answer["storage"] == "s3" for answer in answers)
 
     await eventually(s3_back)
-    reconcilers = [api.client.app[RECONCILER] for api in (a, b)]
+    reconcilers = [api.client.app[SERVICES].reconciler for api in (a, b)]
     summaries = await asyncio.gather(*(reconciler.run_once() for reconciler in reconcilers))
     assert sum(summary.migrated for summary in summaries) == 3
     assert sum(summary.failed + summary.skipped for summary in summaries) == 0

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from conftest import MiB, make_settings
-from mediagate.errors import NotFound
+from mediagate.errors import NotFound, StorageUnavailable
 from mediagate.storage.base import (
     BlobStore,
     ConditionalReads,
@@ -27,8 +27,9 @@ from mediagate.storage.base import (
     PartCopying,
     Presigning,
     ReadConditions,
+    Remainders,
 )
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 
@@ -40,6 +41,7 @@ CAPABILITIES = {
     "part copying": PartCopying,
     "local files": LocalFiles,
     "conditional reads": ConditionalReads,
+    "remainders": Remainders,
 }
 
 
@@ -207,6 +209,13 @@ class StoreContract:
             etags.append(await put(store, copy, upload_id, 1, b"tail"))
             await store.complete_upload(copy, upload_id, etags)
             assert await read_all(store, copy) == data + b"tail"
+        if "remainders" in self.claims:
+            folder = f"{new_key()}.tails/"
+            await store.put_stream(f"{folder}0-4", length=4, body=Body(b"tail"))
+            assert await read_all(store, f"{folder}0-4") == b"tail"
+            await store.delete_under(folder)
+            with pytest.raises(NotFound):
+                await read_all(store, f"{folder}0-4")
 
 
 class TestLocalStore(StoreContract):
@@ -228,7 +237,7 @@ async def s3_store(moto_endpoint: str, bucket: str, tmp_path: Path) -> AsyncIter
 
 
 class TestS3Store(StoreContract):
-    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads"}
+    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads", "remainders"}
 
     @pytest.fixture
     def store(self, s3_store: S3Store) -> BlobStore:
@@ -236,8 +245,27 @@ class TestS3Store(StoreContract):
 
 
 class TestGuardedStore(StoreContract):
-    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads"}
+    """S3 behind the breaker: the primary store of a server with S3."""
+
+    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads", "remainders"}
 
     @pytest.fixture
     def store(self, s3_store: S3Store) -> BlobStore:
-        return GuardedStore(s3_store, CircuitBreaker())
+        return guard(s3_store, CircuitBreaker())
+
+
+class TestGuardedLocalStore(StoreContract):
+    """The breaker guards whatever store is the primary, with its capabilities."""
+
+    claims: ClassVar[set[str]] = {"local files"}
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> BlobStore:
+        return guard(LocalStore(tmp_path / "data"), CircuitBreaker())
+
+
+async def test_an_open_breaker_refuses_any_store_at_once(tmp_path: Path) -> None:
+    store = guard(LocalStore(tmp_path / "data"), CircuitBreaker(failing_since_start="disk away"))
+    with pytest.raises(StorageUnavailable, match="disk away"):
+        await store.start_upload(target(new_key()))
+    assert list((tmp_path / "data" / ".staging").iterdir()) == []

@@ -8,6 +8,7 @@ import time
 import pytest
 from yarl import URL
 
+from mediagate.web import media
 from mediagate.web.media import private_cache_control
 
 DATA = random.Random(11).randbytes(300_000)
@@ -64,6 +65,21 @@ async def test_validators_give_304_and_if_range(local_api, uploaded):
     assert ranged.status == 206
     stale = await local_api.client.get(path, headers={"Range": "bytes=0-9", "If-Range": '"x"'})
     assert stale.status == 200 and await stale.read() == DATA
+
+
+async def test_a_local_files_range_and_conditions_are_parsed_once(local_api, uploaded, monkeypatch):
+    """send_file weighs them (web/ranges.py); the parse for a store that reads them
+    itself (proxy mode) is not made for a file this server sends."""
+    parsed = []
+    monkeypatch.setattr(media, "proxy_read", lambda *args: parsed.append(args))
+    path = signed_path(uploaded)
+    first = await local_api.client.get(path)
+    modified, etag = first.headers["Last-Modified"], first.headers["ETag"]
+    assert (await local_api.client.get(path, headers={"If-Modified-Since": modified})).status == 304
+    headers = {"Range": "bytes=0-9,20-29", "If-Range": etag}
+    ranged = await local_api.client.get(path, headers=headers)
+    assert ranged.status == 206 and ranged.content_type == "multipart/byteranges"
+    assert parsed == []
 
 
 async def test_head_ignores_range(local_api, uploaded):

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import itertools
 import random
+import re
 import signal
 import sqlite3
 import sys
@@ -34,8 +35,9 @@ from mediagate.errors import (
     ChecksumMismatch,
     Problem,
 )
+from mediagate.web.api import document
 from mediagate.web.app import create_app
-from mediagate.web.keys import CATALOG, ENGINE
+from mediagate.web.keys import SERVICES
 from mediagate.web.tus_headers import (
     media_name,
     parse_checksum,
@@ -86,6 +88,37 @@ def test_metadata_is_parsed(header: str | None, parsed: dict[str, str]) -> None:
 def test_bad_metadata_is_400(header: str) -> None:
     with pytest.raises(BadRequest):
         parse_metadata(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        *(case for case, _ in METADATA_CASES[1:]),
+        "filename not-base64!",
+        f",filename {b64('x')}",
+        "filename YQ",  # unpadded
+        "filename YQ==YQ==",  # padding inside
+        "file,name",
+        f"filename\t{b64('x')}",
+        f"  filename   {b64('x')}  ",
+    ],
+)
+def test_the_documented_metadata_grammar_is_the_parsers(header: str) -> None:
+    """The OpenAPI pattern and the parser share one grammar (web/tus_headers.py): what
+    the pattern refuses is a 400, what it takes parses (keys distinct aside)."""
+    operation = document(10)["paths"]["/api/v1/tus"]["post"]
+    [pattern] = [
+        parameter["schema"]["pattern"]
+        for parameter in operation["parameters"]
+        if parameter["name"] == "Upload-Metadata"
+    ]
+    try:
+        parse_metadata(header)
+    except BadRequest:
+        parsed = False
+    else:
+        parsed = True
+    assert parsed == bool(re.search(pattern, header)), header
 
 
 @pytest.mark.parametrize(
@@ -524,7 +557,7 @@ async def test_a_creation_refused_for_its_body_creates_nothing(
     assert answer.status == status, await answer.text()
     assert answer.content_type == "application/problem+json"
     assert "Location" not in answer.headers
-    assert await local_api.client.app[CATALOG].count_open_sessions("alice") == 0
+    assert await local_api.client.app[SERVICES].catalog.count_open_sessions("alice") == 0
 
 
 async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -540,7 +573,7 @@ async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path
     head = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
     assert head.status == 410
     assert (await patch(api, upload, 3, b"lo")).status == 410
-    assert await app[ENGINE].expire_sessions() == 1
+    assert await app[SERVICES].engine.expire_sessions() == 1
     assert not [path for path in staging.iterdir() if path.is_file()]
 
 
@@ -1033,7 +1066,7 @@ async def test_terminating_a_finalizing_upload_deletes_it_and_its_spilled_part(
     assert (await api.status(upload)).status == 404
     assert not files_under(staging)
     await proxy.restore()
-    await api.client.app[ENGINE].finish_finalizing()
+    await api.client.app[SERVICES].engine.finish_finalizing()
     assert (await api.info(media["media_id"])).status == 404  # nothing finished it meanwhile
 
 
@@ -1401,7 +1434,7 @@ async def test_a_newer_patch_takes_over_from_a_stalled_one_at_once(store_api: Ap
         answer = await patch(api, upload, offset, data[offset:])
     assert answer.status == 204, await answer.text()
     assert await eventually_fetched(api, "resumed.bin") == data
-    assert len(api.client.app[ENGINE].locks) == 0
+    assert len(api.client.app[SERVICES].engine.locks) == 0
 
 
 async def test_delete_takes_over_from_a_stalled_patch_at_once(local_api: Api) -> None:
@@ -1530,7 +1563,7 @@ async def test_a_final_of_unfinished_partials_waits_then_completes_with_the_last
     assert "Upload-Media-Id" in headers
     assert (await fetch_media(store_api, "waited.txt"))[1] == b"hello world!!!"
     assert await media_names(store_api) == ["waited.txt"]  # the partials went into it
-    assert await store_api.client.app[CATALOG].count_open_sessions("alice") == 0
+    assert await store_api.client.app[SERVICES].catalog.count_open_sessions("alice") == 0
 
 
 async def test_a_partial_finished_on_another_instance_completes_its_final(
@@ -1573,7 +1606,7 @@ async def test_a_final_whose_last_partial_finished_while_s3_was_away_is_made_by_
 
     await proxy.restore()
     await asyncio.sleep(0.3)  # past the breaker's back-off
-    assert await api.client.app[ENGINE].finish_finalizing() == 1
+    assert await api.client.app[SERVICES].engine.finish_finalizing() == 1
     headers = await final_head(api, final)  # this HEAD makes it
     length = str(3 + len(data))
     assert (headers["Upload-Offset"], headers["Upload-Length"]) == (length, length)
@@ -1593,7 +1626,7 @@ async def test_a_partial_named_twice_is_400_before_anything_is_made(local_api: A
     assert refused.status == 400
     assert first in (await refused.json())["detail"]
     assert await media_names(local_api) == [first]  # the partial (named by its id), no final
-    assert await local_api.client.app[CATALOG].count_open_sessions("alice") == 0
+    assert await local_api.client.app[SERVICES].catalog.count_open_sessions("alice") == 0
 
     made = await create_final(local_api, [first], **named("once.bin"))
     assert made.status == 201
@@ -1630,7 +1663,7 @@ async def test_finals_racing_for_partials_make_one_media(
     assert await media_names(api) == sorted([left, f"final-{made}.bin"])  # one partial left
     expected = b"abcde" if lists[made] == [first, second] else b"def"
     assert (await fetch_media(api, f"final-{made}.bin"))[1] == expected
-    assert await api.client.app[CATALOG].count_open_sessions("alice") == 0
+    assert await api.client.app[SERVICES].catalog.count_open_sessions("alice") == 0
 
 
 async def test_a_final_that_fails_midway_leaves_its_partials_free(
@@ -1641,7 +1674,7 @@ async def test_a_final_that_fails_midway_leaves_its_partials_free(
     await proxy.cut()  # the partials cannot be read back
     failed = await create_final(api, [first, second], **named("joined.bin"))
     assert failed.status == 503, await failed.text()
-    assert await api.client.app[CATALOG].count_open_sessions("alice") == 0  # nothing kept
+    assert await api.client.app[SERVICES].catalog.count_open_sessions("alice") == 0  # nothing kept
 
     await proxy.restore()
     await asyncio.sleep(0.3)  # past the breaker's back-off

@@ -14,7 +14,7 @@ from mediagate.config import Settings
 from mediagate.core.tus_tails import TusTails
 from mediagate.errors import StorageUnavailable
 from mediagate.models import SessionState, StorageKind, UploadSession
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 
@@ -56,7 +56,7 @@ async def test_a_tail_s3_refuses_goes_to_local_disk_only_with_the_fallback_on(
     data = os.urandom(3 * MiB)
     local = LocalStore(tmp_path / "data")
     async with S3Store.connect(unreachable_s3) as s3:
-        down = GuardedStore(s3, CircuitBreaker(failing_since_start="S3 is down"))
+        down = guard(s3, CircuitBreaker(failing_since_start="S3 is down"))
         tails = TusTails(
             {StorageKind.S3: down, StorageKind.LOCAL: local}, local, "media/", fallback=fallback
         )

@@ -1,7 +1,10 @@
-"""Problems the engine reports, each carrying its HTTP answer (RFC 9457).
+"""Every problem the server answers, each carrying its HTTP answer (RFC 9457).
 
 Stores translate their own failures into these at their edge, so nothing above
-the storage layer knows about botocore or errno values.
+the storage layer knows about botocore or errno values. The web layer's own
+refusals (shutdown, CORS, HTTP it cannot parse, conditional reads) are declared
+here too: web/problems.py builds every body from these, and web/openapi.py
+documents them from these.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ class Problem(Exception):
     public_detail: ClassVar[bool] = False
     # The connection is closed after the answer (its request body was not read to the end).
     closes_connection: ClassVar[bool] = False
+    # Headers whose value the sender sets on each answer (documented, not sent from here).
+    varying_headers: ClassVar[tuple[str, ...]] = ()
+    # Whether an operation of the OpenAPI document may answer it (False: only a route
+    # outside the document, or a method no operation has).
+    documented: ClassVar[bool] = True
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -192,9 +200,11 @@ class Forbidden(Problem):
 
 
 class OffsetMismatch(Problem):
-    """tus: a PATCH's Upload-Offset is not the upload's current offset."""
+    """tus: a PATCH's Upload-Offset is not the upload's current offset (web/tus.py puts
+    the upload's offset on the answer)."""
 
     status, code, title = 409, "offset-mismatch", "Upload-Offset does not match"
+    varying_headers = ("Upload-Offset",)
 
 
 class UnsupportedMediaType(Problem):
@@ -257,3 +267,77 @@ class NotMedia(UploadRefused):
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail, status=415, **extra)
+
+
+# The web layer's own answers.
+
+
+class ShuttingDown(Problem):
+    """A new request while the server drains (web/request_gate.py): the client retries it
+    (a chunk sent again replaces itself) after this process is gone."""
+
+    status, code, title = 503, "shutting-down", "Shutting down"
+    public_detail = True
+    closes_connection = True
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
+
+
+class CorsOriginNotAllowed(Problem):
+    """A CORS preflight from an origin not in MEDIAGATE_CORS_ORIGINS (web/cors.py)."""
+
+    status, code, title = 403, "cors-origin-not-allowed", "Origin not allowed"
+
+
+class MalformedBody(Problem):
+    """aiohttp could not decode the body it was handed (Content-Encoding, chunked framing)."""
+
+    status, code, title = 400, "malformed-body", "Malformed body"
+
+
+class MalformedRequest(Problem):
+    """What aiohttp's HTTP parser refuses before any middleware runs (web/protocol.py)."""
+
+    status, code, title = 400, "malformed-request", "Malformed request"
+    closes_connection = True
+
+
+class BodyTooLarge(Problem):
+    """A JSON body over the application's limit (aiohttp's client_max_size)."""
+
+    status, code, title = 413, "request-entity-too-large", "Request Entity Too Large"
+
+
+class MethodNotAllowed(Problem):
+    """A method the path has no operation for: not in the document, whose paths list
+    only the methods they have."""
+
+    status, code, title = 405, "method-not-allowed", "Method Not Allowed"
+    documented = False
+
+
+class PreconditionFailed(Problem):
+    """A conditional read (If-Match, If-Unmodified-Since) of a media whose bytes differ."""
+
+    status, code, title = 412, "precondition-failed", "Precondition Failed"
+
+
+class RangeNotSatisfiable(Problem):
+    """A Range outside the media: the answer says its size in `Content-Range: bytes */SIZE`."""
+
+    status, code, title = 416, "range-not-satisfiable", "Range Not Satisfiable"
+    varying_headers = ("Content-Range",)
+
+
+class NotReady(Problem):
+    """/readyz when the catalog or the data disk is unusable: outside the API's document."""
+
+    status, code, title = 503, "not-ready", "Not ready"
+    public_detail = True
+    documented = False
+
+
+def declared() -> list[type[Problem]]:
+    """Every problem declared here, the base (internal-error) first."""
+    return [
+        kind for kind in globals().values() if isinstance(kind, type) and issubclass(kind, Problem)
+    ]

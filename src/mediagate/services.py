@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -37,9 +37,8 @@ from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLo
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.models import StorageKind
-from mediagate.storage.base import BlobStore, Stores
-from mediagate.storage.breaker import CircuitBreaker, GuardedStore
+from mediagate.storage.base import StoreRoles, Stores, VerifiedWrites
+from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
 from mediagate.storage.s3_status import S3State, S3Status
@@ -56,8 +55,7 @@ class Services:
     """What a running server is made of."""
 
     catalog: Catalog
-    stores: dict[StorageKind, BlobStore]
-    default_storage: StorageKind
+    roles: StoreRoles
     s3_status: S3Status
     engine: UploadEngine
     library: MediaLibrary
@@ -72,11 +70,12 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
     """A server's parts and its background work, for the life of the context."""
     async with contextlib.AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(open_catalog(settings))
-        if settings.database_url is not None and needs_shared_volume(settings):
-            await check_shared_spool(cast(SharedCatalog, catalog), settings.data_dir)
-        locks = session_locks(settings, catalog)
+        if isinstance(catalog, SharedCatalog) and needs_shared_volume(settings):
+            await check_shared_spool(catalog, settings.data_dir)
+        locks = session_locks(catalog)
         local = LocalStore(settings.data_dir, min_free=settings.min_free_disk)
-        stores: dict[StorageKind, BlobStore] = {StorageKind.LOCAL: local}
+        # Local disk takes new uploads, unless S3 does; then it takes what S3 cannot.
+        roles = StoreRoles(primary=local, spill=local)
         s3_status = S3Status(S3State.DISABLED)
         reconciler = None
         if settings.use_cloud_storage:
@@ -89,21 +88,26 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                     on_change=s3_status.follow,
                     failing_since_start=None if s3_status.ready else s3_status.problem,
                 )
-                stores[StorageKind.S3] = guarded = GuardedStore(s3, breaker)
+                primary = guard(s3, breaker)
+                roles = StoreRoles(primary=primary, spill=local)
                 if not s3_status.ready:
                     await stack.enter_async_context(
                         _running(
                             "s3.prepare", prepare_until_ready(s3, s3_status, breaker, settings)
                         )
                     )
-                if settings.auto_migrate:
+                if settings.auto_migrate and isinstance(primary, VerifiedWrites):
                     reconciler = Reconciler(
-                        catalog, local, guarded, key_prefix=settings.key_prefix, locks=locks
+                        catalog,
+                        local,
+                        primary,
+                        breaker=breaker,
+                        key_prefix=settings.key_prefix,
+                        locks=locks,
                     )
                     await stack.enter_async_context(
                         _running("reconciler", reconciler.run_forever())
                     )
-        default = StorageKind.S3 if StorageKind.S3 in stores else StorageKind.LOCAL
         hooks = None
         if settings.webhook_secret is not None and (
             settings.hook_pre_create_url or settings.hook_pre_finish_url
@@ -116,11 +120,10 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                 failure=settings.hook_failure,
             )
             stack.push_async_callback(hooks.close)
-        prober = await stack.enter_async_context(media_prober(settings, stores))
+        prober = await stack.enter_async_context(media_prober(settings, roles.by_kind))
         engine = UploadEngine(
             catalog,
-            stores,
-            default_storage=default,
+            roles,
             key_prefix=settings.key_prefix,
             chunk_size=settings.chunk_size,
             session_ttl=timedelta(seconds=settings.session_ttl),
@@ -134,7 +137,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
         )
         library = MediaLibrary(
             catalog,
-            stores,
+            roles.by_kind,
             signed_url_expiry=settings.signed_url_expiry,
             uploads=engine,
             cdn_base_url=settings.cdn_base_url,
@@ -143,7 +146,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
         tus = TusUploads(
             engine,
             catalog,
-            stores,
+            roles.by_kind,
             library,
             max_size=settings.max_upload_size,
             chunk_size=settings.chunk_size,
@@ -172,9 +175,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             catalog.on_events_written(sender.wake)
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
-        yield Services(
-            catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk
-        )
+        yield Services(catalog, roles, s3_status, engine, library, tus, reconciler, data_disk)
 
 
 @contextlib.asynccontextmanager
@@ -225,14 +226,13 @@ async def _running(name: str, work: Coroutine[Any, Any, None]) -> AsyncIterator[
             log.warning("background.not_stopped", task=name)
 
 
-def session_locks(settings: Settings, catalog: Catalog) -> SessionLocks:
-    """Where the upload rules hold: in this process for SQLite (one process owns it),
-    in the catalog for PostgreSQL (any instance may get any request)."""
-    if settings.database_url is None:
-        return InProcessSessionLocks(catalog)
-    from mediagate.catalog.postgres import PostgresCatalog
-
-    return CatalogSessionLocks(cast(PostgresCatalog, catalog), instance_id())
+def session_locks(catalog: Catalog) -> SessionLocks:
+    """Where the upload rules hold: in the catalog when several instances share it
+    (PostgreSQL: any instance may get any request), else in this process (SQLite: one
+    process owns it)."""
+    if isinstance(catalog, SharedCatalog):
+        return CatalogSessionLocks(catalog, instance_id())
+    return InProcessSessionLocks(catalog)
 
 
 def instance_id() -> str:

@@ -9,7 +9,7 @@ import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
-from mediagate.web.openapi import REGISTRY
+from mediagate.web.api import API
 
 INITIATE = "POST /api/v1/media/upload/initiate"
 PUT_CHUNK = "POST /api/v1/media/upload/{session_id}/chunk/{chunk_number}"
@@ -36,8 +36,9 @@ def integral_numbers_as_integers(context: Any, body: Any) -> Any:
 # Optional headers with a pattern, as the document gives them.
 PATTERNED_HEADERS = {
     parameter["name"]: re.compile(parameter["schema"]["pattern"])
-    for route in REGISTRY
-    for parameter in route.parameters
+    for operations in API
+    for operation in operations
+    for parameter in operation.parameters
     if parameter["in"] == "header" and not parameter["required"]
     if "pattern" in parameter["schema"]
 }

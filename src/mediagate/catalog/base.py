@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mediagate.events import Delivery, DeliveryState
 from mediagate.models import (
@@ -195,6 +195,7 @@ class ClaimTake(StrEnum):
     GONE = "gone"  # no such session
 
 
+@runtime_checkable
 class SharedCatalog(Protocol):
     """What a catalog shared by several instances adds: leases and claims, timed by the
     database's clock (docs/architecture.md, "Several instances")."""

@@ -37,8 +37,7 @@ from mediagate.errors import (
     UploadRefused,
 )
 from mediagate.models import Chunk, Media, MediaState, StorageKind, UploadSession
-from mediagate.storage.base import NewObject, StoredObject, Stores
-from mediagate.storage.local import LocalStore
+from mediagate.storage.base import NewObject, StoredObject, StoreRoles
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -74,7 +73,7 @@ class Assembler:
     def __init__(
         self,
         catalog: Catalog,
-        stores: Stores,
+        roles: StoreRoles,
         clock: Callable[[], datetime],
         hooks: Hooks | None = None,
         prober: MediaProber | None = None,
@@ -82,11 +81,9 @@ class Assembler:
         self._catalog = catalog
         self._hooks = hooks
         self._prober = prober
-        self._stores = stores
+        self._stores = roles.by_kind
         self._clock = clock
-        local = stores[StorageKind.LOCAL]
-        assert isinstance(local, LocalStore)
-        self.spill = local
+        self._spill = roles.spill
 
     async def assemble(
         self, session: UploadSession, chunks: list[Chunk], digest: RunningDigest | None
@@ -126,12 +123,12 @@ class Assembler:
                 f"{session.total_chunks - len(chunks)} of {session.total_chunks} chunks "
                 "are no longer recorded"
             )
-        if _stays_local(session, chunks):
-            stored = await self._publish_local(session, chunks)
-            storage = StorageKind.LOCAL
+        if self._stays_spilled(session, chunks):
+            stored = await self._publish_spilled(session, chunks)
+            storage = self._spill.kind
         else:
-            stored = await self.publish_s3(session, chunks)
-            storage = StorageKind.S3
+            stored = await self._publish_parts(session, chunks)
+            storage = session.storage
         if session.sha256 and not _hashed_all(session, digest):
             await self.verify_read_back(session, storage, digest)
         media = self._media(session, size=stored.size, checksum=None, storage=storage)
@@ -191,40 +188,47 @@ class Assembler:
             log.info("upload.refused", session_id=session.id, hook="pre-finish")
             raise
 
-    async def _publish_local(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
+    def _stays_spilled(self, session: UploadSession, chunks: list[Chunk]) -> bool:
+        """A session of the spill store, or one whose every chunk was spilled."""
+        spill = self._spill.kind
+        if session.storage is spill:
+            return True
+        return bool(chunks) and all(chunk.storage is spill for chunk in chunks)
+
+    async def _publish_spilled(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
         etags = [chunk.etag for chunk in chunks]
-        stored = await self.spill.complete_upload(session.key, session.local_upload_id, etags)
-        if session.storage is StorageKind.LOCAL:
+        stored = await self._spill.complete_upload(session.key, session.local_upload_id, etags)
+        if session.storage is self._spill.kind:
             return stored
         log.warning("upload.fallback", session_id=session.id, reason="all chunks spilled")
         metrics.fallback("all_chunks_spilled")
         try:
-            await self._stores[StorageKind.S3].abort_upload(session.key, session.upload_id)
+            await self._stores[session.storage].abort_upload(session.key, session.upload_id)
         except StorageUnavailable:
             pass  # the bucket's abort-incomplete-uploads rule removes its parts later
         return stored
 
-    async def publish_s3(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
+    async def _publish_parts(self, session: UploadSession, chunks: list[Chunk]) -> StoredObject:
         """Upload spilled chunks as their parts, then complete the multipart upload."""
-        s3 = self._stores[StorageKind.S3]
+        store = self._stores[session.storage]
         etags = []
         for chunk in chunks:
-            if chunk.storage is StorageKind.LOCAL:
+            if chunk.storage is self._spill.kind:
                 offset = chunk.offset(session.chunk_size)
-                chunk = chunk.model_copy(update={"storage": StorageKind.S3})
-                chunk.etag = await s3.put_part(
+                chunk = chunk.model_copy(update={"storage": session.storage})
+                chunk.etag = await store.put_part(
                     session.key,
                     session.upload_id,
                     number=chunk.number,
                     offset=offset,
                     length=chunk.size,
-                    body=self.spill.part_body(session.local_upload_id, offset, chunk.size),
+                    body=self._spill.part_body(session.local_upload_id, offset, chunk.size),
                 )
                 # Recorded at once, so a restart does not move this part again.
                 await self._catalog.put_chunk(session.id, chunk)
             etags.append(chunk.etag)
-        stored = await s3.complete_upload(session.key, session.upload_id, etags)
-        await self.spill.abort_upload(session.key, session.local_upload_id)
+        stored = await store.complete_upload(session.key, session.upload_id, etags)
+        await self._spill.abort_upload(session.key, session.local_upload_id)
         return stored
 
     async def _record_finalizing(self, session: UploadSession) -> Media:
@@ -315,9 +319,3 @@ class Assembler:
 
 def _hashed_all(session: UploadSession, digest: RunningDigest | None) -> bool:
     return digest is not None and digest.next_chunk == session.total_chunks
-
-
-def _stays_local(session: UploadSession, chunks: list[Chunk]) -> bool:
-    if session.storage is StorageKind.LOCAL:
-        return True
-    return bool(chunks) and all(chunk.storage is StorageKind.LOCAL for chunk in chunks)

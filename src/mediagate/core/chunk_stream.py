@@ -11,14 +11,12 @@ a part whose body falls short of its Content-Length).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from mediagate.errors import (
-    BadRequest,
     ChunkIncomplete,
     ChunkLengthMismatch,
     DigestMismatch,
@@ -32,29 +30,11 @@ ReadSource = Callable[[int], Awaitable[bytes]]
 
 @dataclass(frozen=True)
 class ExpectedDigests:
-    """Digests a client sent with a chunk, as raw bytes."""
+    """Digests a client sent with a chunk, as raw bytes (web/chunk_digests.py decodes
+    them from the request's headers)."""
 
     md5: bytes | None = None
     sha256: bytes | None = None
-
-    @classmethod
-    def from_headers(cls, content_md5: str | None, sha256_hex: str | None) -> ExpectedDigests:
-        md5 = sha256 = None
-        if content_md5:
-            try:
-                md5 = base64.b64decode(content_md5, validate=True)
-            except ValueError:
-                md5 = b""
-            if len(md5) != 16:
-                raise BadRequest("Content-MD5 must be the base64 of a 16-byte MD5 digest")
-        if sha256_hex:
-            try:
-                sha256 = bytes.fromhex(sha256_hex)
-            except ValueError:
-                sha256 = b""
-            if len(sha256) != 32:
-                raise BadRequest("X-Chunk-SHA256 must be 64 hexadecimal digits")
-        return cls(md5=md5, sha256=sha256)
 
 
 class ChunkStream:

@@ -60,7 +60,7 @@ from mediagate.models import (
     UploadProtocol,
     UploadSession,
 )
-from mediagate.storage.base import BlobStore, Stores
+from mediagate.storage.base import BlobStore, Staging, StoreRoles
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -99,9 +99,8 @@ class UploadEngine:
     def __init__(
         self,
         catalog: Catalog,
-        stores: Stores,
+        roles: StoreRoles,
         *,
-        default_storage: StorageKind,
         key_prefix: str,
         chunk_size: int,
         session_ttl: timedelta,
@@ -113,12 +112,14 @@ class UploadEngine:
         hooks: Hooks | None = None,
         prober: MediaProber | None = None,
     ) -> None:
-        """`fallback`: whether S3's failures go to local disk (MEDIAGATE_FALLBACK);
-        `hooks`: the application's decisions (MEDIAGATE_HOOK_*); `prober`: what finished
-        media are (MEDIAGATE_PROBE)."""
+        """`roles`: new uploads go to the primary store, and with `fallback` what it
+        cannot take goes to the spill store (MEDIAGATE_FALLBACK); `hooks`: the
+        application's decisions (MEDIAGATE_HOOK_*); `prober`: what finished media are
+        (MEDIAGATE_PROBE)."""
         self._catalog = catalog
-        self._stores = stores
-        self._default_storage = default_storage
+        self._stores = roles.by_kind
+        self._primary = roles.primary
+        self._spill = roles.spill
         self._key_prefix = key_prefix
         self._chunk_size = chunk_size
         self._session_ttl = session_ttl
@@ -127,7 +128,7 @@ class UploadEngine:
         self._clock = clock
         self._fallback = fallback
         self._hooks = hooks
-        self._assembler = Assembler(catalog, stores, clock, hooks, prober)
+        self._assembler = Assembler(catalog, roles, clock, hooks, prober)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
         # The running whole-file digest of each session this process hashes;
@@ -135,7 +136,7 @@ class UploadEngine:
         self._digests: dict[str, RunningDigest | None] = {}
         self._finalizing = asyncio.Lock()
         # tus uploads' bytes short of a part; discarded with the session's parts.
-        self.tails = TusTails(stores, self._assembler.spill, key_prefix, fallback=fallback)
+        self.tails = TusTails(self._stores, self._spill, key_prefix, fallback=fallback)
 
     async def initiate(
         self,
@@ -201,7 +202,7 @@ class UploadEngine:
             chunk_size=plan.chunk_size,
             total_chunks=plan.total_chunks,
             sha256=sha256.lower() if sha256 else None,
-            storage=self._default_storage,
+            storage=self._primary.kind,
             key=object_key(self._key_prefix, user_id, media_id, filename),
             upload_id="",
             state=SessionState.OPEN,
@@ -211,15 +212,14 @@ class UploadEngine:
             protocol=protocol,
             app_metadata=app_metadata,
         )
-        spill = self._assembler.spill
+        primary, spill = self._primary, self._spill
         try:
-            if session.storage is StorageKind.LOCAL:
-                await spill.check_new_upload(size)
-            session.upload_id = await self._stores[session.storage].start_upload(
-                new_object(session)
-            )
+            if isinstance(primary, Staging):
+                await primary.check_new_upload(size)
+            session.upload_id = await primary.start_upload(new_object(session))
         except StorageUnavailable as error:
-            if session.storage is StorageKind.LOCAL or not self._fallback:
+            # A primary that stages on its own disk is the spill store itself.
+            if isinstance(primary, Staging) or not self._fallback:
                 raise
             try:
                 await spill.check_new_upload(size)
@@ -229,7 +229,7 @@ class UploadEngine:
                 raise error from None
             log.warning("upload.fallback", reason="initiate", error=str(error))
             metrics.fallback("initiate")
-            session.storage = StorageKind.LOCAL
+            session.storage = spill.kind
             session.upload_id = await spill.start_upload(new_object(session))
         await self._catalog.add_session(session)
         metrics.upload_started(session.storage)
@@ -349,8 +349,8 @@ class UploadEngine:
         except NotFound:
             # Aborted while this chunk was written: remove what the write may
             # have re-created on disk (the staging file is opened with O_CREAT).
-            if storage is StorageKind.LOCAL:
-                await self._assembler.spill.abort_upload(session.key, session.local_upload_id)
+            if storage is self._spill.kind:
+                await self._spill.abort_upload(session.key, session.local_upload_id)
             raise
         metrics.bytes_received(storage, chunk.size)
         return ChunkReceipt(chunk=chunk, received_chunks=received)
@@ -376,11 +376,11 @@ class UploadEngine:
         try:
             return await put_into(store, session.upload_id), store.kind
         except StorageUnavailable as error:
-            if store.kind is StorageKind.LOCAL or stream.started or not self._fallback:
+            if isinstance(store, Staging) or stream.started or not self._fallback:
                 raise
             s3_error = error
         try:
-            etag = await put_into(self._assembler.spill, session.local_upload_id)
+            etag = await put_into(self._spill, session.local_upload_id)
         except StorageFull as refused:
             # No room on local disk (or below its floor): S3 may take the chunk once it
             # is back, so the client is told to retry rather than to give up.
@@ -392,7 +392,7 @@ class UploadEngine:
             "upload.chunk_spilled", session_id=session.id, chunk=number, error=str(s3_error)
         )
         metrics.chunk_spilled()
-        return etag, StorageKind.LOCAL
+        return etag, self._spill.kind
 
     async def abort(
         self, user_id: str, session_id: str, *, via: UploadProtocol = UploadProtocol.NATIVE
@@ -413,14 +413,14 @@ class UploadEngine:
 
     async def discard_uploads(self, session: UploadSession) -> None:
         """Drop the session's parts from its store and any spilled chunks from disk."""
-        spill = self._assembler.spill
+        store = self._stores[session.storage]
         try:
-            await self._stores[session.storage].abort_upload(session.key, session.upload_id)
+            await store.abort_upload(session.key, session.upload_id)
         except StorageUnavailable as error:
             # The bucket's abort-incomplete-uploads rule removes the parts later.
             log.warning("upload.abort_deferred", session_id=session.id, error=str(error))
-        if session.storage is not StorageKind.LOCAL:
-            await spill.abort_upload(session.key, session.local_upload_id)
+        if not isinstance(store, Staging):
+            await self._spill.abort_upload(session.key, session.local_upload_id)
         await self.tails.discard(session)
 
     async def complete(
@@ -618,7 +618,7 @@ class UploadEngine:
         """Staging files no session refers to: left by a crash in abort or initiate."""
         finalizing = await self._catalog.sessions_in_state(SessionState.FINALIZING)
         in_use = {session.local_upload_id for session in [*open_sessions, *finalizing]}
-        spill = self._assembler.spill
+        spill = self._spill
         # Idle for a while only: initiate makes the file just before the session.
         for upload_id in await spill.staged_uploads(ORPHAN_STAGING_AGE):
             if upload_id not in in_use:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,10 +97,13 @@ class MediaLibrary:
         return store
 
     async def playback(
-        self, media: Media, conditions: ReadConditions, *, head: bool
+        self, media: Media, conditions: Callable[[], ReadConditions], *, head: bool
     ) -> Redirect | LocalFile | ObjectRead:
         """Where a player gets the bytes: a URL to go to, a file this server sends,
-        or (in proxy mode) the store's answer to the player's own Range request."""
+        or (in proxy mode) the store's answer to the player's own Range request.
+
+        `conditions` (the player's Range and conditions) is called only for that
+        store's answer: a file this server sends weighs them itself (web/ranges.py)."""
         if media.state is MediaState.FINALIZING:
             raise MediaNotReady("its last chunks are moving to S3; try again shortly")
         if media.state is MediaState.FAILED:
@@ -108,7 +112,7 @@ class MediaLibrary:
         if isinstance(store, LocalFiles):
             return LocalFile(store.path(media.key))
         if self._proxy_reads and isinstance(store, ConditionalReads):
-            return await store.read_conditionally(media.key, conditions, head=head)
+            return await store.read_conditionally(media.key, conditions(), head=head)
         if self._cdn_base_url:
             return Redirect(f"{self._cdn_base_url}/{quote(media.key)}")
         if isinstance(store, Presigning):

@@ -23,8 +23,7 @@ from mediagate import metrics
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests, ReadSource
 from mediagate.errors import StorageFull, StorageUnavailable
 from mediagate.models import StorageKind, TusUpload, UploadSession
-from mediagate.storage.base import Remainders, Stores
-from mediagate.storage.local import LocalStore
+from mediagate.storage.base import Remainders, SpillStore, Stores
 
 log = structlog.get_logger("mediagate.tus")
 
@@ -46,7 +45,7 @@ class Tail:
 
 class TusTails:
     def __init__(
-        self, stores: Stores, spill: LocalStore, key_prefix: str, *, fallback: bool = True
+        self, stores: Stores, spill: SpillStore, key_prefix: str, *, fallback: bool = True
     ) -> None:
         """`fallback`: whether a tail S3 refuses may go to local disk (MEDIAGATE_FALLBACK)."""
         self._stores = stores
@@ -79,9 +78,9 @@ class TusTails:
                     raise error from None  # S3 may take it once it is back
                 log.warning("tus.tail_spilled", session_id=session.id, error=str(error))
                 metrics.chunk_spilled()
-                return Tail(start, size, StorageKind.LOCAL)
+                return Tail(start, size, self._spill.kind)
         await self._spill_tail(session, start, size, stream)
-        return Tail(start, size, StorageKind.LOCAL)
+        return Tail(start, size, self._spill.kind)
 
     async def _spill_tail(
         self, session: UploadSession, start: int, size: int, stream: ChunkStream
@@ -96,7 +95,7 @@ class TusTails:
         )
 
     def reader(self, session: UploadSession, tail: Tail) -> TailReader:
-        if tail.storage is StorageKind.LOCAL:
+        if tail.storage is self._spill.kind:
             body = self._spill.part_body(session.local_upload_id, tail.start, tail.size)
             return TailReader(aiter(body), tail.size)
         key = self._key(session.id, tail)

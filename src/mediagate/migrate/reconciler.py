@@ -18,7 +18,8 @@ from mediagate.migrate.plan import Move, Options, media_pages
 from mediagate.migrate.report import Report, Summary
 from mediagate.migrate.service import Migrator, Stores
 from mediagate.models import StorageKind
-from mediagate.storage.breaker import GuardedStore
+from mediagate.storage.base import MigrationTarget
+from mediagate.storage.breaker import CircuitBreaker
 from mediagate.storage.local import LocalStore
 
 log = structlog.get_logger("mediagate.reconciler")
@@ -34,15 +35,16 @@ class Reconciler:
         self,
         catalog: Catalog,
         local: LocalStore,
-        s3: GuardedStore,
+        s3: MigrationTarget,
         *,
+        breaker: CircuitBreaker,
         key_prefix: str,
         locks: SessionLocks,
     ) -> None:
-        # Through the breaker: a failing S3 shows in /readyz and sends uploads
-        # to local disk, whoever met the failure first.
+        """`s3` behind `breaker`: a failing S3 shows in /readyz and sends uploads to
+        local disk, whoever met the failure first."""
         self._stores = Stores(catalog, local, s3)
-        self._breaker = s3.breaker
+        self._breaker = breaker
         self._locks = locks
         self._options = Options(delete_local=True, batch_size=FILES_AT_ONCE, key_prefix=key_prefix)
 

@@ -29,8 +29,7 @@ from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Pl
 from mediagate.migrate.report import Outcome, Report, Status
 from mediagate.migrate.transfer import Expected, FileIdentity, FileRejected, Uploaded, Uploader
 from mediagate.models import Media, StorageKind
-from mediagate.storage.base import NewObject
-from mediagate.storage.breaker import S3Objects
+from mediagate.storage.base import MigrationTarget, NewObject
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
 from mediagate.storage.s3_bootstrap import check_access, prepare_bucket
@@ -42,7 +41,9 @@ KEPT_CHANGED_COPY = "the local copy changed after the upload, so it was kept"
 class Stores:
     catalog: Catalog
     local: LocalStore
-    s3: S3Objects
+    # S3 itself (`mediagate migrate`), or S3 behind the server's breaker (the reconciler),
+    # whose failures other uploads must notice.
+    s3: MigrationTarget
 
 
 @contextlib.asynccontextmanager
@@ -55,20 +56,21 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
 async def dry_run(settings: Settings, options: Options) -> Plan:
     """The plan, once it is certain that S3 would take it (a plan it would refuse is
     no answer to "what would a run do")."""
-    async with open_stores(settings) as stores:
-        status = await check_access(stores.s3.control_client, settings)
+    async with open_catalog(settings) as catalog, S3Store.connect(settings) as s3:
+        status = await check_access(s3.control_client, settings)
         if not status.ready:
             raise StorageUnavailable(
                 f"S3 cannot be used ({status.problem}): a run would migrate nothing; "
                 "the s3.unavailable log line says how to fix it"
             )
-        return await plan_migration(stores.catalog, stores.local, options)
+        return await plan_migration(catalog, LocalStore(settings.data_dir), options)
 
 
 async def migrate_all(settings: Settings, options: Options, report: Report) -> None:
-    async with open_stores(settings) as stores:
+    async with open_catalog(settings) as catalog, S3Store.connect(settings) as s3:
+        stores = Stores(catalog, LocalStore(settings.data_dir), s3)
         plan = await plan_migration(stores.catalog, stores.local, options)
-        status = await prepare_bucket(stores.s3.control_client, settings)
+        status = await prepare_bucket(s3.control_client, settings)
         if not status.ready:
             raise StorageUnavailable(
                 f"S3 cannot be used ({status.problem}): nothing was migrated; "
@@ -285,7 +287,7 @@ async def verify_media(stores: Stores, media_id: str, *, user_id: str | None) ->
     return await compare_checksum(stores.s3, media, stored.etag)
 
 
-async def compare_checksum(s3: S3Objects, media: Media, etag: str) -> Verification:
+async def compare_checksum(s3: MigrationTarget, media: Media, etag: str) -> Verification:
     expected = media.checksum or ""
     kind, _, value = expected.partition(":")
     if kind == "sha256":
@@ -302,7 +304,7 @@ async def compare_checksum(s3: S3Objects, media: Media, etag: str) -> Verificati
     return Verification(media, True, f"size matches ({media.size} bytes); no checksum recorded")
 
 
-async def object_sha256(s3: S3Objects, media: Media) -> str:
+async def object_sha256(s3: MigrationTarget, media: Media) -> str:
     hasher = hashlib.sha256()
     if media.size:  # S3 answers a range request on an empty object with 416
         async for piece in s3.read(media.key):

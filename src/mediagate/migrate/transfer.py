@@ -31,8 +31,7 @@ import structlog
 
 from mediagate.core.chunking import ChunkPlan, plan_chunks
 from mediagate.errors import Problem, StorageUnavailable
-from mediagate.storage.base import NewObject, StoredObject
-from mediagate.storage.breaker import S3Objects
+from mediagate.storage.base import MigrationTarget, NewObject, StoredObject
 
 log = structlog.get_logger("mediagate.migrate")
 
@@ -165,7 +164,7 @@ def md5_base64(data: bytes | bytearray) -> str:
 class Uploader:
     def __init__(
         self,
-        s3: S3Objects,
+        s3: MigrationTarget,
         *,
         part_size: int,
         in_flight: int,

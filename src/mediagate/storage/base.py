@@ -7,6 +7,7 @@ order, then assembles them. Stores raise `mediagate.errors.Problem`s
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,7 +75,45 @@ class BlobStore(Protocol):
         """Remove the object; removing one that is gone already is not an error."""
 
 
+# The stores by the kind the catalog records, to find where a session, a chunk or a
+# media lives; what a new upload goes to is a role (`StoreRoles`).
 Stores = Mapping[StorageKind, BlobStore]
+
+
+@runtime_checkable
+class Staging(Protocol):
+    """A store that assembles an upload in one file on its own disk, each part written at
+    its offset (local disk): parts staged there can be read back by offset and sent on
+    to another store, and the disk is asked whether it can hold a file before it starts."""
+
+    async def check_new_upload(self, size: int) -> None:
+        """Refuse an upload of `size` bytes the disk could never hold, or no room is left."""
+
+    def part_body(self, upload_id: str, offset: int, length: int) -> PartBody:
+        """A staged part's bytes, to send on to another store."""
+        ...
+
+    async def staged_uploads(self, idle_for: float) -> list[str]:
+        """Ids of the staged uploads not written to for `idle_for` seconds."""
+        ...
+
+
+class SpillStore(BlobStore, Staging, Protocol):
+    """What the spill role needs: a `BlobStore` that stages on its own disk."""
+
+
+@dataclass(frozen=True)
+class StoreRoles:
+    """The stores by the part they play: `primary` takes new uploads; `spill` (local
+    disk) takes what the primary cannot, and may be the primary itself."""
+
+    primary: BlobStore
+    spill: SpillStore
+
+    @property
+    def by_kind(self) -> Stores:
+        """Where what the catalog recorded lives (a session's, a chunk's, a media's kind)."""
+        return {self.spill.kind: self.spill, self.primary.kind: self.primary}
 
 
 @runtime_checkable
@@ -144,3 +183,32 @@ class ConditionalReads(Protocol):
     async def read_conditionally(
         self, key: str, conditions: ReadConditions, *, head: bool
     ) -> ObjectRead: ...
+
+
+@runtime_checkable
+class VerifiedWrites(Protocol):
+    """A store that checks each write against the MD5 sent with it (S3's Content-MD5)
+    and tells a stored object's size and ETag: what a migration writes to."""
+
+    async def stat(self, key: str) -> StoredObject: ...
+
+    async def put_object(
+        self, target: NewObject, body: io.BytesIO, *, content_md5: str
+    ) -> StoredObject: ...
+
+    async def start_checked_upload(self, target: NewObject) -> str: ...
+
+    async def put_checked_part(
+        self, key: str, upload_id: str, *, number: int, body: io.BytesIO, content_md5: str
+    ) -> str: ...
+
+    async def complete_checked_upload(
+        self, key: str, upload_id: str, etags: Sequence[str]
+    ) -> StoredObject: ...
+
+    async def abort_uploads(self, key: str) -> None:
+        """Abort every unfinished upload to `key` (a migration's earlier attempts)."""
+
+
+class MigrationTarget(BlobStore, VerifiedWrites, Protocol):
+    """A `BlobStore` local media can be migrated to."""

@@ -1,25 +1,41 @@
 """A circuit breaker around a store, fed by the outcomes of real calls.
 
-While S3 is failing, every request would otherwise wait out its own connect
-timeout (and retries) before falling back: one dead S3, thousands of slow
-failures. Once a call fails with `StorageUnavailable` the breaker opens and
-calls fail at once; after a back-off one call goes through as a probe, and its
-outcome closes the breaker or doubles the back-off (up to a ceiling).
+It guards the primary store, whatever its kind. While S3 (say) is failing, every
+request would otherwise wait out its own connect timeout (and retries) before
+falling back: one dead S3, thousands of slow failures. Once a call fails with
+`StorageUnavailable` the breaker opens and calls fail at once; after a back-off one
+call goes through as a probe, and its outcome closes the breaker or doubles the
+back-off (up to a ceiling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
 from mediagate.errors import StorageUnavailable
-from mediagate.storage.base import NewObject, ObjectRead, PartBody, ReadConditions, StoredObject
-from mediagate.storage.s3 import S3Store
+from mediagate.models import StorageKind
+from mediagate.storage.base import (
+    BlobStore,
+    ConditionalReads,
+    LocalFiles,
+    NewObject,
+    ObjectRead,
+    PartBody,
+    PartCopying,
+    Presigning,
+    ReadConditions,
+    Remainders,
+    StoredObject,
+    VerifiedWrites,
+)
 
 log = structlog.get_logger("mediagate.storage")
 
@@ -88,29 +104,11 @@ class CircuitBreaker:
         self.last_error = error
 
 
-class GuardedStore:
-    """An `S3Store` whose calls to S3 pass through a circuit breaker.
+class _Guard:
+    """The breaker in front of a store, and how each call passes it."""
 
-    Every capability is wrapped by name, so that a new call to S3 cannot slip
-    past the breaker unnoticed; only presigning, a local computation, is not.
-    A call counts against S3 only for S3's own failures: when a part's body
-    failed first (the client went away, sent too much, stalled; a local file
-    ran short), S3 merely saw its request end early.
-    """
-
-    def __init__(self, inner: S3Store, breaker: CircuitBreaker) -> None:
-        self._inner = inner
-        self.breaker = breaker
-        self.kind = inner.kind
-
-    @property
-    def inner(self) -> S3Store:
-        return self._inner
-
-    @property
-    def control_client(self) -> Any:
-        """The bucket set-up's client (`s3_bootstrap`); its calls are not guarded."""
-        return self._inner.control_client
+    breaker: CircuitBreaker
+    kind: StorageKind
 
     @contextlib.contextmanager
     def _guarded(self, body: PartBody | None = None) -> Iterator[None]:
@@ -134,6 +132,24 @@ class GuardedStore:
         with self._guarded(body):
             return await work()
 
+
+class GuardedStore(_Guard):
+    """A `BlobStore` whose calls pass through a circuit breaker: the primary store,
+    whatever its kind, so that while it fails new uploads go to local disk at once.
+
+    Made by `guard`, which adds the optional capabilities of the store it guards and
+    no others. Every call is wrapped by name, so that a new call to the store cannot
+    slip past the breaker unnoticed; only what the store computes locally (a presigned
+    URL, a local file's path) is not. A call counts against the store only for its own
+    failures: when a part's body failed first (the client went away, sent too much,
+    stalled; a local file ran short), the store merely saw its request end early.
+    """
+
+    def __init__(self, inner: BlobStore, breaker: CircuitBreaker) -> None:
+        self._inner = inner
+        self.breaker = breaker
+        self.kind = inner.kind
+
     async def start_upload(self, target: NewObject) -> str:
         return await self._call(lambda: self._inner.start_upload(target))
 
@@ -153,17 +169,6 @@ class GuardedStore:
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._call(lambda: self._inner.abort_upload(key, upload_id))
 
-    async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
-        await self._call(lambda: self._inner.put_stream(key, length=length, body=body), body)
-
-    async def delete_under(self, prefix: str) -> None:
-        await self._call(lambda: self._inner.delete_under(prefix))
-
-    async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
-        return await self._call(
-            lambda: self._inner.copy_part(key, upload_id, number=number, source_key=source_key)
-        )
-
     async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         with self._guarded():
             async for piece in self._inner.read(key, offset):
@@ -172,18 +177,56 @@ class GuardedStore:
     async def delete(self, key: str) -> None:
         await self._call(lambda: self._inner.delete(key))
 
+
+class _GuardedPresigning(_Guard):
+    _inner: Presigning
+
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:
-        # Signed locally: S3 is not asked, so an open breaker need not refuse it.
+        # Signed locally: the store is not asked, so an open breaker need not refuse it.
         return await self._inner.presigned_url(
             key, filename=filename, content_type=content_type, expires_in=expires_in, head=head
         )
+
+
+class _GuardedPartCopying(_Guard):
+    _inner: PartCopying
+
+    async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
+        return await self._call(
+            lambda: self._inner.copy_part(key, upload_id, number=number, source_key=source_key)
+        )
+
+
+class _GuardedRemainders(_Guard):
+    _inner: Remainders
+
+    async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
+        await self._call(lambda: self._inner.put_stream(key, length=length, body=body), body)
+
+    async def delete_under(self, prefix: str) -> None:
+        await self._call(lambda: self._inner.delete_under(prefix))
+
+
+class _GuardedConditionalReads(_Guard):
+    _inner: ConditionalReads
 
     async def read_conditionally(
         self, key: str, conditions: ReadConditions, *, head: bool
     ) -> ObjectRead:
         return await self._call(lambda: self._inner.read_conditionally(key, conditions, head=head))
+
+
+class _GuardedLocalFiles(_Guard):
+    _inner: LocalFiles
+
+    def path(self, key: str) -> Path:
+        return self._inner.path(key)  # a name on this server's disk: nothing is asked
+
+
+class _GuardedVerifiedWrites(_Guard):
+    _inner: VerifiedWrites
 
     async def stat(self, key: str) -> StoredObject:
         return await self._call(lambda: self._inner.stat(key))
@@ -216,6 +259,27 @@ class GuardedStore:
         await self._call(lambda: self._inner.abort_uploads(key))
 
 
-# What a migration writes to: S3 itself (`mediagate migrate`), or S3 behind the
-# server's breaker (the reconciler), whose failures other uploads must notice.
-S3Objects = S3Store | GuardedStore
+# Each optional capability of storage/base.py, and its guarded calls.
+_CAPABILITIES: tuple[tuple[type, type[_Guard]], ...] = (
+    (Presigning, _GuardedPresigning),
+    (PartCopying, _GuardedPartCopying),
+    (Remainders, _GuardedRemainders),
+    (ConditionalReads, _GuardedConditionalReads),
+    (LocalFiles, _GuardedLocalFiles),
+    (VerifiedWrites, _GuardedVerifiedWrites),
+)
+
+
+def guard(store: BlobStore, breaker: CircuitBreaker) -> GuardedStore:
+    """`store` behind `breaker`, with the optional capabilities `store` has."""
+    wrappers = tuple(
+        wrapper for capability, wrapper in _CAPABILITIES if isinstance(store, capability)
+    )
+    return _guarded_class(wrappers)(store, breaker)
+
+
+@functools.cache
+def _guarded_class(wrappers: tuple[type[_Guard], ...]) -> type[GuardedStore]:
+    made = type("GuardedStore", (GuardedStore, *wrappers), {})
+    assert issubclass(made, GuardedStore)
+    return made

@@ -11,8 +11,9 @@ from pathlib import Path
 from aiohttp import web
 
 from mediagate.errors import NotFound
+from mediagate.web.operations import Operations, Reply, parameter
 
-routes = web.RouteTableDef()
+OPERATIONS = Operations("documentation", "This document")
 
 UI = Path(__file__).parent / "docs_ui"
 PAGE = "/api/v1/docs"
@@ -41,12 +42,34 @@ HEADERS = {
 }
 
 
-@routes.get(PAGE)
+@OPERATIONS(
+    "GET",
+    PAGE,
+    "docs_page",
+    "This document, rendered (Swagger UI)",
+    auth=None,
+    replies=(Reply(200, "An HTML page", content={"text/html": {"schema": {}}}),),
+)
 async def page(request: web.Request) -> web.FileResponse:
     return _file("index.html", "text/html")
 
 
-@routes.get(PAGE + "/{asset}")
+@OPERATIONS(
+    "GET",
+    PAGE + "/{asset}",
+    "docs_asset",
+    "A script or stylesheet of the rendered document",
+    auth=None,
+    parameters=(parameter("path", "asset", "File name", {"enum": sorted(ASSETS)}),),
+    replies=(
+        Reply(
+            200,
+            "The file",
+            content={"text/javascript": {"schema": {}}, "text/css": {"schema": {}}},
+        ),
+    ),
+    problems=(NotFound,),
+)
 async def asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["asset"]
     if name not in ASSETS:

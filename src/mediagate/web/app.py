@@ -14,25 +14,19 @@ from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
 from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
-from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
+from mediagate.web import api, health, page
 from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
-    CATALOG,
     CLOCK,
-    DATA_DISK,
-    ENGINE,
     IDENTITY_KEYS,
     JWT_SECRET,
-    LIBRARY,
     LINKS,
-    RECONCILER,
     REQUEST_GATE,
-    S3_STATUS,
     SERVED,
+    SERVICES,
     SETTINGS,
-    TUS,
 )
 from mediagate.web.problems import problems_middleware
 from mediagate.web.request_context import request_context_middleware
@@ -50,7 +44,9 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
-    cors = Cors(settings.cors_origins, [NATIVE_API, tus.CORS_PATHS])
+    cors = Cors(
+        settings.cors_origins, [NATIVE_API, *(group.cors for group in api.API if group.cors)]
+    )
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
@@ -75,13 +71,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_startup.append(warn_without_public_url)
-    app.add_routes(uploads.routes)
-    app.add_routes(media.routes)
+    for operations in api.API:
+        app.add_routes(operations.routes())
     app.add_routes(health.routes)
     app.add_routes(page.routes)
-    app.add_routes(tus.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -98,7 +91,7 @@ def served(settings: Settings, services: Services) -> dict[str, str | None]:
     """How the server stores what it is sent, in the words of the settings."""
     return {
         "version": version(),
-        "storage": services.default_storage.value,
+        "storage": services.roles.primary.kind.value,
         "bucket": settings.s3_bucket if settings.use_cloud_storage else None,
         "data_dir": str(settings.data_dir.resolve()),
         "catalog": "sqlite" if settings.database_url is None else "postgresql",
@@ -123,14 +116,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
     async with open_services(settings, clock=app[CLOCK]) as services:
-        app[CATALOG] = services.catalog
-        app[S3_STATUS] = services.s3_status
-        app[DATA_DISK] = services.data_disk
-        app[ENGINE] = services.engine
-        app[LIBRARY] = services.library
-        app[TUS] = services.tus
-        if services.reconciler is not None:
-            app[RECONCILER] = services.reconciler
+        app[SERVICES] = services
         # Logged as `server.started` once the port is bound (web/server.py).
         app[SERVED] = served(settings, services)
         yield

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from mediagate.web.problems import problem_response
+from mediagate.errors import CorsOriginNotAllowed
+from mediagate.web.problems import from_problem
 
 # Browsers cache a preflight this long (Chromium caps it at 7200 s): one per two
 # hours per URL and method instead of one before every chunk.
@@ -119,11 +120,8 @@ class Cors:
             return await handler(request)
         allowed = self._allow_origin(request.headers.get(hdrs.ORIGIN))
         if allowed is None:
-            return problem_response(
-                403,
-                "cors-origin-not-allowed",
-                "Origin not allowed",
-                "this origin is not in MEDIAGATE_CORS_ORIGINS",
+            return from_problem(
+                CorsOriginNotAllowed("this origin is not in MEDIAGATE_CORS_ORIGINS")
             )
         return web.Response(
             status=204,

@@ -12,7 +12,6 @@ import asyncio
 import errno
 import functools
 import io
-import json
 import logging
 import os
 import secrets
@@ -25,7 +24,8 @@ from typing import Final, NamedTuple, TypeAlias, assert_never
 
 from aiohttp import web
 
-from mediagate.web.problems import PROBLEM_TYPE_BASE
+from mediagate import errors
+from mediagate.web.problems import PROBLEM_JSON, problem_body
 from mediagate.web.ranges import (
     ByteRange,
     Decision,
@@ -179,18 +179,10 @@ def _plan_response(
             return _Plan(304, dict(validator_headers), [])
         case PreconditionFailed():
             return _problem(
-                412,
-                "precondition-failed",
-                "Precondition Failed",
-                "The file does not match the request's conditions.",
+                errors.PreconditionFailed("The file does not match the request's conditions.")
             )
         case RangeNotSatisfiable(size=complete_length):
-            plan = _problem(
-                416,
-                "range-not-satisfiable",
-                "Range Not Satisfiable",
-                f"The file has {complete_length} bytes.",
-            )
+            plan = _problem(errors.RangeNotSatisfiable(f"The file has {complete_length} bytes."))
             plan.headers["Content-Range"] = f"bytes */{complete_length}"  # §14.4
             return plan
         case _:
@@ -218,11 +210,10 @@ def multipart_body(
     return body
 
 
-def _problem(status: int, code: str, title: str, detail: str) -> _Plan:
+def _problem(problem: errors.Problem) -> _Plan:
     """An RFC 9457 problem body, as every mediagate error is."""
-    problem = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail}
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/problem+json"}
-    return _with_length(status, headers, [json.dumps(problem).encode()])
+    headers = {"Accept-Ranges": "bytes", "Content-Type": PROBLEM_JSON}
+    return _with_length(problem.status, headers, [problem_body(problem)])
 
 
 def _safe_content_type(content_type: str) -> str:

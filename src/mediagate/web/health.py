@@ -17,10 +17,10 @@ from aiohttp import web
 from mediagate import metrics
 from mediagate.catalog.base import Catalog
 from mediagate.config import format_size
-from mediagate.errors import Problem
+from mediagate.errors import NotReady, Problem
 from mediagate.models import SessionState
-from mediagate.web.keys import CATALOG, DATA_DISK, S3_STATUS
-from mediagate.web.problems import problem_response
+from mediagate.web.keys import SERVICES
+from mediagate.web.problems import from_problem
 
 log = structlog.get_logger("mediagate.web")
 
@@ -38,34 +38,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    s3 = request.app[S3_STATUS]
+    s3 = request.app[SERVICES].s3_status
     body: dict[str, str | int] = {"s3": s3.state.value}
     if s3.problem:
         body["s3_problem"] = s3.problem
     disk_problem = await _disk_problem(request, body)
     try:
         async with asyncio.timeout(CATALOG_PING_TIMEOUT):
-            await request.app[CATALOG].ping()
+            await request.app[SERVICES].catalog.ping()
     # Whatever the reason (closed, disk error, stuck), the answer is "not ready".
     except Exception as error:
         detail = str(error) or type(error).__name__
         log.warning("readyz.catalog_unusable", detail=detail)
-        return problem_response(
-            503,
-            "not-ready",
-            "Not ready",
-            f"the catalog does not answer: {detail}",
-            catalog="unavailable",
-            **body,
+        return from_problem(
+            NotReady(f"the catalog does not answer: {detail}", catalog="unavailable", **body)
         )
     if disk_problem is not None:
-        return problem_response(503, "not-ready", "Not ready", disk_problem, catalog="ok", **body)
+        return from_problem(NotReady(disk_problem, catalog="ok", **body))
     return web.json_response({"catalog": "ok", **body})
 
 
 async def _disk_problem(request: web.Request, body: dict[str, str | int]) -> str | None:
     """The data disk's state into `body`; why it makes the server unready, if it does."""
-    disk = request.app[DATA_DISK]
+    disk = request.app[SERVICES].data_disk
     if disk is None:  # S3 without fallback, PostgreSQL: nothing is written there
         return None
     try:
@@ -88,8 +83,8 @@ async def _disk_problem(request: web.Request, body: dict[str, str | int]) -> str
 
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    await _count_open_sessions(request.app[CATALOG])
-    await _count_events(request.app[CATALOG])
+    await _count_open_sessions(request.app[SERVICES].catalog)
+    await _count_events(request.app[SERVICES].catalog)
     body, content_type = metrics.exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -1,6 +1,14 @@
-"""Typed application state."""
+"""Typed application state.
+
+The server's parts are one key, `SERVICES`, typed by what the handlers use of them
+(`services.Services` is the one the server hangs there).
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -11,25 +19,62 @@ from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
 from mediagate.jwks import IdentityKeys
-from mediagate.migrate.reconciler import Reconciler
-from mediagate.storage.local import LocalStore
-from mediagate.storage.s3_status import S3Status
 from mediagate.web.request_gate import RequestGate
+
+
+class StorageStatus(Protocol):
+    """Whether S3 can take new uploads, and why not (/readyz)."""
+
+    @property
+    def state(self) -> StrEnum: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+
+class DataDisk(Protocol):
+    """The disk of the data directory (/readyz)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def min_free(self) -> int: ...
+
+    async def free_space(self) -> int: ...
+
+
+class ServerParts(Protocol):
+    """What the handlers use of a running server."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
+    def engine(self) -> UploadEngine: ...
+
+    @property
+    def library(self) -> MediaLibrary: ...
+
+    @property
+    def tus(self) -> TusUploads: ...
+
+    @property
+    def s3_status(self) -> StorageStatus: ...
+
+    @property
+    def data_disk(self) -> DataDisk | None:
+        """None when nothing may be written to it."""
+        ...
+
 
 SETTINGS = web.AppKey("settings", Settings)
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
 # The identity provider's keys, with MEDIAGATE_JWT_JWKS_URL set.
 IDENTITY_KEYS = web.AppKey("identity_keys", IdentityKeys)
-ENGINE = web.AppKey("engine", UploadEngine)
-LIBRARY = web.AppKey("library", MediaLibrary)
+SERVICES: web.AppKey[ServerParts] = web.AppKey("services")
 LINKS = web.AppKey("links", StreamLinks)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-CATALOG = web.AppKey("catalog", Catalog)
-S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
-RECONCILER = web.AppKey("reconciler", Reconciler)
-TUS = web.AppKey("tus", TusUploads)
 # What the server serves, for its start-up log line (web/server.py).
 SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")
-# The data directory's disk, when anything may be written to it (/readyz).
-DATA_DISK: web.AppKey[LocalStore | None] = web.AppKey("data_disk")

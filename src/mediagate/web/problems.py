@@ -1,50 +1,54 @@
-"""Every error answer is `application/problem+json` (RFC 9457), never a traceback."""
+"""Every error answer is `application/problem+json` (RFC 9457), never a traceback.
+
+Every problem body is built here (`problem_body`), from a problem declared in errors.py.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mediagate.errors import Problem
+from mediagate.errors import BodyTooLarge, MalformedBody, MethodNotAllowed, NotFound, Problem
 
 log = structlog.get_logger("mediagate.web")
 
 PROBLEM_TYPE_BASE = "https://mediagate.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+# The errors aiohttp raises itself (its router, its body size limit), as declared problems.
+HTTP_ERRORS: dict[int, type[Problem]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+}
 
 
-def problem_response(
-    status: int, code: str, title: str, detail: str, *, headers: Any = None, **extra: Any
-) -> web.Response:
+def problem_body(problem: Problem) -> bytes:
+    """The problem's JSON, with the request's id when there is one."""
     body = {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
+        "type": PROBLEM_TYPE_BASE + problem.code,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": client_detail(problem),
+        **problem.extra,
     }
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     if request_id:
         body["request_id"] = request_id
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type="application/problem+json",
-        headers=headers,
-    )
+    return json.dumps(body).encode()
 
 
-def from_problem(problem: Problem) -> web.Response:
-    response = problem_response(
-        problem.status,
-        problem.code,
-        problem.title,
-        client_detail(problem),
-        headers=problem.headers,
-        **problem.extra,
+def from_problem(problem: Problem, *, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The answer to `problem`; `headers` add to those its class declares."""
+    response = web.Response(
+        status=problem.status,
+        body=problem_body(problem),
+        content_type=PROBLEM_JSON,
+        headers={**problem.headers, **(headers or {})},
     )
     if problem.closes_connection:
         response.force_close()
@@ -60,12 +64,14 @@ def client_detail(problem: Problem) -> str:
 
 
 def from_http_exception(error: web.HTTPException) -> web.Response:
-    code = error.reason.lower().replace(" ", "-")
+    kind = HTTP_ERRORS.get(error.status)
+    if kind is None:
+        # None other reaches a middleware: a handler raised one it should not have.
+        log.error("request.unexpected_http_error", status=error.status, reason=error.reason)
+        return from_problem(Problem("the server failed; see its log"))
     headers = {name: value for name, value in error.headers.items() if name == "Allow"}
     detail = error.text if error.text and not error.text.startswith(str(error.status)) else ""
-    return problem_response(
-        error.status, code, error.reason, detail or error.reason, headers=headers
-    )
+    return from_problem(kind(detail or error.reason), headers=headers)
 
 
 @web.middleware
@@ -83,14 +89,11 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     except web.RequestPayloadError:
         # aiohttp could not decode the body it was handed (Content-Encoding, chunked
         # framing): the client's fault, and never a byte of it quoted back.
-        return problem_response(
-            400,
-            "malformed-body",
-            "Malformed body",
-            "the request body could not be decoded (Content-Encoding or chunked framing)",
+        return from_problem(
+            MalformedBody(
+                "the request body could not be decoded (Content-Encoding or chunked framing)"
+            )
         )
     except Exception:
         log.exception("request.failed", path=request.path)
-        return problem_response(
-            500, "internal-error", "Internal error", "the server failed; see its log"
-        )
+        return from_problem(Problem("the server failed; see its log"))

@@ -12,14 +12,14 @@ answered, and logs only the kind of error.
 from __future__ import annotations
 
 import uuid
-from http import HTTPStatus
 
 import structlog
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from mediagate.web.problems import problem_response
+from mediagate.errors import MalformedRequest, Problem
+from mediagate.web.problems import from_problem
 from mediagate.web.request_context import REQUEST_ID_HEADER
 from mediagate.web.security_headers import SECURITY_HEADERS
 
@@ -64,16 +64,9 @@ class ProblemRequestHandler(RequestHandler):
         request_id = request_id or uuid.uuid4().hex
         if status >= 500:
             # aiohttp's own 500 (an exception escaped every middleware) or 504 (a
-            # handler timed out).
+            # TimeoutError escaped them): the server failed either way.
             log.error("request.failed", request_id=request_id, status=status, exc_info=exc)
-            title = "Internal error" if status == 500 else HTTPStatus(status).phrase
-            response = problem_response(
-                status,
-                title.lower().replace(" ", "-"),
-                title,
-                "the server failed; see its log",
-                request_id=request_id,
-            )
+            problem = Problem("the server failed; see its log", request_id=request_id)
         else:
             # The exception's text quotes the request's bytes: log its kind only.
             log.info(
@@ -83,10 +76,8 @@ class ProblemRequestHandler(RequestHandler):
                 error=type(exc).__name__,
                 remote=request.remote,
             )
-            detail = _parse_error_detail(exc)
-            response = problem_response(
-                status, "malformed-request", "Malformed request", detail, request_id=request_id
-            )
+            problem = MalformedRequest(_parse_error_detail(exc), request_id=request_id)
+        response = from_problem(problem)
         response.headers[REQUEST_ID_HEADER] = request_id
         response.headers.update(SECURITY_HEADERS)
         response.force_close()

@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
+from mediagate import errors
 from mediagate.models import Media
 from mediagate.storage.base import ObjectRead, ReadConditions
 from mediagate.web.file_response import multipart_body
-from mediagate.web.problems import problem_response
+from mediagate.web.problems import from_problem
 from mediagate.web.ranges import (
     ByteRange,
     RangeNotSatisfiable,
@@ -41,8 +42,8 @@ from mediagate.web.sent_bytes import CountedResponse
 log = structlog.get_logger("mediagate.media")
 
 PROBLEMS = {
-    412: ("precondition-failed", "Precondition Failed", "the object does not match the conditions"),
-    416: ("range-not-satisfiable", "Range Not Satisfiable", "the range is outside the object"),
+    412: errors.PreconditionFailed("the object does not match the conditions"),
+    416: errors.RangeNotSatisfiable("the range is outside the object"),
 }
 
 
@@ -135,11 +136,10 @@ async def relay(
     (Content-Disposition, Content-Security-Policy) replace whatever the object was
     stored with. `fetch` reads the further parts of a multipart answer."""
     if answer.status in PROBLEMS:
-        code, title, detail = PROBLEMS[answer.status]
         problem_headers = dict(answer.headers)
         if answer.status == 416:
             problem_headers["Content-Range"] = f"bytes */{media.size}"  # §14.4
-        return problem_response(answer.status, code, title, detail, headers=problem_headers)
+        return from_problem(PROBLEMS[answer.status], headers=problem_headers)
     multipart = answer.status == 206 and bool(read.more_ranges)
     response = CountedResponse(status=answer.status, headers=answer.headers)
     if answer.status != 304:

@@ -7,10 +7,8 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mediagate.web.problems import problem_response
-
-# How soon a client refused during shutdown should try again (a restart is quick).
-RETRY_AFTER_SECONDS = 5
+from mediagate.errors import ShuttingDown
+from mediagate.web.problems import from_problem
 
 
 class RequestGate:
@@ -23,17 +21,10 @@ class RequestGate:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._draining:
-            # A new request on a kept-alive connection: the client retries it
-            # (a chunk sent again replaces itself) after this process is gone.
-            refusal = problem_response(
-                503,
-                "shutting-down",
-                "Shutting down",
-                "the server is stopping; send the request again shortly",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            # A new request on a kept-alive connection.
+            return from_problem(
+                ShuttingDown("the server is stopping; send the request again shortly")
             )
-            refusal.force_close()
-            return refusal
         self._in_flight += 1
         self._idle.clear()
         try:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
@@ -30,6 +31,7 @@ from mediagate.models import (
     UploadSession,
 )
 from mediagate.web.keys import SETTINGS
+from mediagate.web.operations import MAX_UPLOAD_SIZE
 
 Model = TypeVar("Model", bound=BaseModel)
 # The states of a session whose media exists (ready, or finalizing).
@@ -47,7 +49,7 @@ CONTENT_TYPE_PATTERN = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
 class InitiateRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=1024)
     # Strict: `true`, `10.0` or `"10"` is a client bug to report, not a size to guess.
-    size: int = Field(ge=0, strict=True)
+    size: int = Field(ge=0, strict=True, json_schema_extra={"maximum": MAX_UPLOAD_SIZE})
     content_type: str | None = Field(None, max_length=255, pattern=CONTENT_TYPE_PATTERN)
     chunk_size: int | None = Field(None, ge=1, strict=True)
     sha256: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{64}$")
@@ -186,6 +188,10 @@ class MediaInfo(Answer):
     error: str | None = Field(description="Why a `failed` (or stuck `finalizing`) media is so")
     created_at: Timestamp
     stream_url: str = Field(description="Absolute, signed link a player opens without headers")
+    app_metadata: JsonValue = Field(
+        description="What the application's pre-create hook attached to the upload "
+        "(any JSON value), else null"
+    )
     media: MediaFacts | None = Field(
         None,
         description="What probing found (docs/media.md); null until probed, or if it found "
@@ -210,6 +216,7 @@ class MediaInfo(Answer):
             error=media.error,
             created_at=media.created_at,
             stream_url=stream_url,
+            app_metadata=None if media.app_metadata is None else json.loads(media.app_metadata),
             media=media.media_facts(),
             probe_error=media.probe_error,
             poster_url=poster_url,

@@ -8,14 +8,17 @@ whose network allows only GET and POST. Every answer but OPTIONS carries
 from __future__ import annotations
 
 from email.utils import format_datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from mediagate import errors
 from mediagate.core.tus import CHECKSUM_ALGORITHMS, TusState
 from mediagate.errors import (
     BadRequest,
+    MethodNotAllowed,
     OffsetMismatch,
     Problem,
     ProtocolVersionUnsupported,
@@ -25,10 +28,20 @@ from mediagate.web.auth import authenticated_user
 from mediagate.web.body_reads import request_body
 from mediagate.web.cors import NATIVE_API
 from mediagate.web.host import link_origin
-from mediagate.web.keys import TUS
-from mediagate.web.media import serve_media
-from mediagate.web.problems import from_problem, problem_response
+from mediagate.web.keys import SERVICES
+from mediagate.web.media import READ_CONDITIONS, STREAM_REPLIES, serve_media
+from mediagate.web.operations import (
+    BINARY,
+    HOOKS,
+    MAX_UPLOAD_SIZE,
+    STORAGE,
+    Operations,
+    Reply,
+    parameter,
+)
+from mediagate.web.problems import from_problem
 from mediagate.web.tus_headers import (
+    METADATA,
     media_name,
     parse_checksum,
     parse_concat,
@@ -52,6 +65,7 @@ TUS_EXTENSIONS = (
 )
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 COLLECTION = "/api/v1/tus"
+UPLOAD = COLLECTION + "/{upload_id}"
 # For the CORS middleware: what a browser's tus client sends, and must be able to read.
 TUS_ALLOW_HEADERS = (
     "Tus-Resumable",
@@ -94,8 +108,6 @@ CORS_PATHS = NATIVE_API.extended(
     exposed_headers=TUS_EXPOSE_HEADERS,
 )
 
-routes = web.RouteTableDef()
-
 
 def _method(request: web.Request) -> str:
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
@@ -110,11 +122,8 @@ def _tus_answer(verbs: dict[str, Handler]) -> Handler:
             handler = verbs.get(method)
             if handler is None:
                 allowed = ", ".join(verbs)
-                response: web.StreamResponse = problem_response(
-                    405,
-                    "method-not-allowed",
-                    "Method not allowed",
-                    f"{method} is not one of {allowed}",
+                response: web.StreamResponse = from_problem(
+                    MethodNotAllowed(f"{method} is not one of {allowed}"),
                     headers={"Allow": allowed},
                 )
             else:
@@ -141,18 +150,210 @@ def _check_version(request: web.Request) -> None:
         )
 
 
+# The response headers of tus, as the document describes them.
+HEADERS: dict[str, dict[str, Any]] = {
+    "Tus-Resumable": {"description": "The tus version", "schema": {"const": TUS_VERSION}},
+    "Tus-Version": {"description": "The tus versions spoken", "schema": {"const": TUS_VERSION}},
+    "Tus-Extension": {
+        "description": "The tus extensions offered",
+        "schema": {"const": ",".join(TUS_EXTENSIONS)},
+    },
+    "Tus-Max-Size": {
+        "description": "The largest upload, `MEDIAGATE_MAX_UPLOAD_SIZE`",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Tus-Checksum-Algorithm": {
+        "description": "The algorithms `Upload-Checksum` may use",
+        "schema": {"const": ",".join(CHECKSUM_ALGORITHMS)},
+    },
+    "Upload-Offset": {
+        "description": "The bytes of the upload kept so far",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Upload-Length": {
+        "description": "The upload's length, once known",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Upload-Defer-Length": {
+        "description": "`1` while the length is not known",
+        "schema": {"const": "1"},
+    },
+    "Upload-Metadata": {"description": "As the creation sent it", "schema": {"type": "string"}},
+    "Upload-Concat": {
+        "description": "`partial`, or `final;` and the partial uploads' URLs",
+        "schema": {"type": "string", "pattern": "^(partial|final;.*)$"},
+    },
+    "Upload-Expires": {
+        "description": "When an unfinished upload expires (HTTP-date)",
+        "schema": {"type": "string"},
+    },
+    "Upload-Media-Id": {
+        "description": "The media a finished upload made",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": '`</api/v1/media/info/{media_id}>; rel="describedby"`: a finished '
+        "upload's media info (absolute, as `Location`)",
+        "schema": {"type": "string"},
+    },
+}
+OPERATIONS = Operations(
+    "tus",
+    "tus 1.0 resumable uploads, on the same engine",
+    headers=HEADERS,
+    dispatch=_tus_answer,
+    cors=CORS_PATHS,
+)
+
+UPLOAD_ID = parameter("path", "upload_id", "The tus upload: the last segment of its `Location`")
+TUS_RESUMABLE = parameter(
+    "header",
+    "Tus-Resumable",
+    "The client's tus version; another is 412",
+    {"type": "string", "enum": [TUS_VERSION]},
+    required=True,
+)
+UPLOAD_LENGTH = parameter(
+    "header",
+    "Upload-Length",
+    "The upload's length in bytes",
+    {"type": "integer", "minimum": 0, "maximum": MAX_UPLOAD_SIZE},
+)
+CHECKSUM = r"md5 \s*[A-Za-z0-9+/]{22}==|sha1 \s*[A-Za-z0-9+/]{27}=|sha256 \s*[A-Za-z0-9+/]{43}="
+UPLOAD_CHECKSUM = parameter(
+    "header",
+    "Upload-Checksum",
+    "`algorithm base64(digest)` of this request's body, verified (460 if it differs)",
+    {"type": "string", "pattern": rf"^\s*(?:{CHECKSUM})\s*$"},
+)
+# A tus body: the upload's bytes from the offset on.
+OFFSET_OCTET_STREAM_BODY = {OFFSET_OCTET_STREAM: {"schema": BINARY}}
+TUS_ANSWER = ("Tus-Resumable",)
+TUS_PROGRESS = ("Upload-Expires", "Upload-Media-Id", "Link")
+TUS_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {
+            "upload_id": f"$response.header.Location#regex:{COLLECTION}/([^/]+)$",
+            **extra,
+        },
+    }
+    for name, operation, extra in [
+        ("Status", "tus_status", {}),
+        ("Send", "tus_patch", {"header.Upload-Offset": "$response.header.Upload-Offset"}),
+        ("Terminate", "tus_terminate", {}),
+        ("File", "tus_download", {}),
+    ]
+}
+OPTIONS_REPLY = Reply(
+    204,
+    "What this server speaks",
+    required=("Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"),
+)
+OPTIONS_DESCRIPTION = (
+    "No token needed. A CORS preflight (with `Access-Control-Request-Method`) is "
+    "answered by the CORS rules instead (`MEDIAGATE_CORS_ORIGINS`)."
+)
+OVERRIDE = " `X-HTTP-Method-Override: {verb}` on a POST does the same."
+
+
+@OPERATIONS(
+    "OPTIONS",
+    COLLECTION,
+    "tus_options",
+    "The tus versions, extensions, largest size and checksum algorithms",
+    description=OPTIONS_DESCRIPTION,
+    auth=None,
+    replies=(OPTIONS_REPLY,),
+    problems=(errors.CorsOriginNotAllowed,),
+)
+@OPERATIONS(
+    "OPTIONS",
+    UPLOAD,
+    "tus_upload_options",
+    "As OPTIONS on the collection",
+    description=OPTIONS_DESCRIPTION,
+    auth=None,
+    parameters=(UPLOAD_ID,),
+    replies=(OPTIONS_REPLY,),
+    problems=(errors.CorsOriginNotAllowed,),
+)
 async def options(request: web.Request) -> web.Response:
     return web.Response(
         status=204,
         headers={
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": ",".join(TUS_EXTENSIONS),
-            "Tus-Max-Size": str(request.app[TUS].max_size),
+            "Tus-Max-Size": str(request.app[SERVICES].tus.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         },
     )
 
 
+@OPERATIONS(
+    "POST",
+    COLLECTION,
+    "tus_create",
+    "Create a tus upload (creation, creation-with-upload, concatenation)",
+    description="A body (`application/offset+octet-stream`) is the upload's first bytes; "
+    "if they fail, the upload is made all the same and `Upload-Offset` says what was kept.",
+    parameters=(
+        TUS_RESUMABLE,
+        UPLOAD_LENGTH,
+        parameter(
+            "header",
+            "Upload-Defer-Length",
+            "`1`: the length comes with a later PATCH (instead of `Upload-Length`)",
+            {"type": "string", "enum": ["1"]},
+        ),
+        parameter(
+            "header",
+            "Upload-Metadata",
+            "Comma-separated `key base64(value)` pairs, keys distinct; `filename` (or `name`) "
+            "and `filetype` (or `type`) name the media",
+            {"type": "string", "pattern": f"^{METADATA}$"},
+        ),
+        parameter(
+            "header",
+            "Upload-Concat",
+            "`partial`, or `final;` and the finished partial uploads' URLs, space-separated "
+            "(then no `Upload-Length`)",
+            {
+                "type": "string",
+                "pattern": rf"^\s*(?:partial|final;(?:\s*\S*{COLLECTION}/[^/\s]+/*)+)\s*$",
+            },
+        ),
+        UPLOAD_CHECKSUM,
+    ),
+    request_content=OFFSET_OCTET_STREAM_BODY,
+    body_required=False,
+    answer_headers=TUS_ANSWER,
+    replies=(
+        Reply(
+            201,
+            "The upload, at `Location`",
+            headers=TUS_PROGRESS,
+            required=("Location", "Upload-Offset"),
+            links=TUS_LINKS,
+        ),
+    ),
+    problems=(
+        errors.BadRequest,
+        errors.MalformedBody,
+        errors.NotFound,
+        errors.SessionExpired,
+        errors.ProtocolVersionUnsupported,
+        errors.FileTooLarge,
+        errors.TooManySessions,
+        *HOOKS,
+        errors.NotMedia,
+        errors.PartialTaken,
+        errors.UnsupportedMediaType,
+        errors.ChecksumAlgorithmUnsupported,
+        errors.ChecksumMismatch,
+        *STORAGE,
+    ),
+)
 async def create(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     length = parse_number("Upload-Length", request.headers.get("Upload-Length"))
@@ -161,7 +362,7 @@ async def create(request: web.Request) -> web.Response:
     raw_metadata = request.headers.get("Upload-Metadata", "").strip()
     fields = parse_metadata(raw_metadata)
     filename, content_type = media_name(fields)
-    tus = request.app[TUS]
+    tus = request.app[SERVICES].tus
     if concat is not None and concat[0] == "final":
         if length is not None or deferred is not None:
             raise BadRequest("a final upload's length is its partial uploads' sum: send none")
@@ -217,9 +418,40 @@ async def create(request: web.Request) -> web.Response:
     return web.Response(status=201, headers=headers)
 
 
+@OPERATIONS(
+    "HEAD",
+    UPLOAD,
+    "tus_status",
+    "The upload's offset, length and metadata",
+    description="Completes an upload whose every byte is in but whose completion failed."
+    + OVERRIDE.format(verb="HEAD"),
+    parameters=(UPLOAD_ID, TUS_RESUMABLE),
+    answer_headers=TUS_ANSWER,
+    replies=(
+        Reply(
+            200,
+            "The upload",
+            headers=(
+                "Upload-Length",
+                "Upload-Defer-Length",
+                "Upload-Metadata",
+                "Upload-Concat",
+                *TUS_PROGRESS,
+            ),
+            required=("Upload-Offset", "Cache-Control"),
+        ),
+    ),
+    problems=(
+        errors.NotFound,
+        errors.SessionExpired,
+        errors.UploadFailed,
+        errors.ProtocolVersionUnsupported,
+        *STORAGE,
+    ),
+)
 async def head(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    state = await request.app[TUS].state(user_id, request.match_info["upload_id"])
+    state = await request.app[SERVICES].tus.state(user_id, request.match_info["upload_id"])
     headers = {**_progress(request, state), "Cache-Control": "no-store"}
     if state.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -232,6 +464,55 @@ async def head(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
+@OPERATIONS(
+    "PATCH",
+    UPLOAD,
+    "tus_patch",
+    "Send bytes at the upload's offset",
+    description="Cut at part boundaries as it streams; with `Upload-Checksum`, nothing of a "
+    "PATCH that fails is kept. The last byte completes the upload into a media."
+    + OVERRIDE.format(verb="PATCH"),
+    parameters=(
+        UPLOAD_ID,
+        TUS_RESUMABLE,
+        parameter(
+            "header",
+            "Upload-Offset",
+            "Where the body starts: the offset HEAD answers",
+            {"type": "integer", "minimum": 0},
+            required=True,
+        ),
+        UPLOAD_CHECKSUM,
+        {**UPLOAD_LENGTH, "description": "A deferred length, once"},
+    ),
+    request_content=OFFSET_OCTET_STREAM_BODY,
+    answer_headers=TUS_ANSWER,
+    replies=(Reply(204, "Kept", headers=TUS_PROGRESS, required=("Upload-Offset",)),),
+    problems=(
+        errors.BadRequest,
+        errors.MalformedBody,
+        errors.ChunkIncomplete,
+        errors.Forbidden,
+        errors.NotFound,
+        errors.BodyReadTimeout,
+        errors.OffsetMismatch,
+        errors.ChunkSuperseded,
+        errors.UploadSuperseded,
+        errors.UploadLocked,
+        errors.SessionNotOpen,
+        errors.UploadFailed,
+        errors.SessionExpired,
+        errors.ProtocolVersionUnsupported,
+        errors.FileTooLarge,
+        errors.UnsupportedMediaType,
+        errors.ChecksumAlgorithmUnsupported,
+        errors.ChecksumMismatch,
+        errors.TooMuchHeld,
+        *HOOKS,
+        errors.NotMedia,
+        *STORAGE,
+    ),
+)
 async def patch(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     if request.content_type != OFFSET_OCTET_STREAM:
@@ -240,7 +521,7 @@ async def patch(request: web.Request) -> web.Response:
     if offset is None:
         raise BadRequest("a PATCH needs Upload-Offset")
     refuse_checksum_trailer(request.headers.get("Trailer"))
-    state = await request.app[TUS].write(
+    state = await request.app[SERVICES].tus.write(
         user_id,
         request.match_info["upload_id"],
         offset=offset,
@@ -252,16 +533,61 @@ async def patch(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=_progress(request, state))
 
 
+@OPERATIONS(
+    "GET",
+    UPLOAD,
+    "tus_download",
+    "A finished upload's file, as `stream_media` serves its media",
+    description="Ranges, conditionals, a redirect to S3 or the CDN, as `stream_media`; "
+    "with the owner's bearer token (no `Tus-Resumable` needed). An unfinished upload is "
+    "`409 upload-incomplete`. A page's `<video>` cannot send the token: give it the "
+    "media info's signed `stream_url` instead.",
+    # HEAD on this path is tus's offset retrieval.
+    head=False,
+    parameters=(UPLOAD_ID, *READ_CONDITIONS),
+    replies=STREAM_REPLIES,
+    problems=(
+        errors.NotFound,
+        errors.UploadIncomplete,
+        errors.SessionExpired,
+        errors.UploadFailed,
+        errors.PreconditionFailed,
+        errors.RangeNotSatisfiable,
+        errors.MediaFailed,
+        errors.MediaNotReady,
+        *STORAGE,
+    ),
+)
 async def download(request: web.Request) -> web.StreamResponse:
     """A finished upload's file, as the stream endpoint serves its media (as tusd does)."""
     user_id = authenticated_user(request)
-    media = await request.app[TUS].media(user_id, request.match_info["upload_id"])
+    media = await request.app[SERVICES].tus.media(user_id, request.match_info["upload_id"])
     return await serve_media(request, media)
 
 
+@OPERATIONS(
+    "DELETE",
+    UPLOAD,
+    "tus_terminate",
+    "Terminate an upload: its bytes are removed",
+    description="A finished upload is its media: that is deleted as by `delete_media` "
+    "(a finalizing one with its parts)." + OVERRIDE.format(verb="DELETE"),
+    parameters=(UPLOAD_ID, TUS_RESUMABLE),
+    answer_headers=TUS_ANSWER,
+    replies=(Reply(204, "Terminated"),),
+    problems=(
+        errors.NotFound,
+        errors.UploadSuperseded,
+        errors.UploadLocked,
+        errors.SessionNotOpen,
+        errors.SessionExpired,
+        errors.ProtocolVersionUnsupported,
+        *STORAGE,
+    ),
+)
 async def delete(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
-    await request.app[TUS].terminate(user_id, request.match_info["upload_id"])
+    await request.app[SERVICES].tus.terminate(user_id, request.match_info["upload_id"])
     return web.Response(status=204)
 
 
@@ -283,18 +609,6 @@ def _upload_url(request: web.Request, upload_id: str) -> str:
     return f"{link_origin(request)}{COLLECTION}/{upload_id}"
 
 
-UPLOAD = COLLECTION + "/{upload_id}"
 # The verbs each path's one route dispatches; tests/test_openapi.py holds the
 # OpenAPI document to exactly these.
-DISPATCHED: dict[str, dict[str, Handler]] = {
-    COLLECTION: {"POST": create, "OPTIONS": options},
-    UPLOAD: {
-        "GET": download,
-        "HEAD": head,
-        "PATCH": patch,
-        "DELETE": delete,
-        "OPTIONS": options,
-    },
-}
-for path, verbs in DISPATCHED.items():
-    routes.route("*", path)(_tus_answer(verbs))
+DISPATCHED = OPERATIONS.verbs()

@@ -15,7 +15,12 @@ from mediagate.web.schemas import CONTENT_TYPE_PATTERN
 _NUMBER = re.compile(r"[0-9]{1,20}")
 # Upload-Concat: its URLs are RFC 3986 URLs (ASCII), and HEAD echoes it as received.
 _CONCAT = re.compile(r"[\t -~]*")
-_KEY = re.compile(r"[!-+\--~]+")  # visible ASCII but the comma
+# Upload-Metadata's grammar, written once: the parser below and the OpenAPI
+# document (web/tus.py) both use it. Spaces around items are stripped.
+METADATA_KEY = r"[!-+\--~]+"  # visible ASCII but the comma
+BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+METADATA_PAIR = rf"\s*{METADATA_KEY}(?: \s*{BASE64})?\s*"
+METADATA = rf"(?:{METADATA_PAIR}(?:,{METADATA_PAIR})*|\s*)"
 # The keys tus clients use for a file's name and type: tus-js-client's and
 # tuspy's examples send filename/filetype, Uppy sends name/type.
 FILENAME_KEYS = ("filename", "name")
@@ -38,12 +43,11 @@ def parse_metadata(value: str | None) -> dict[str, str]:
     metadata: dict[str, str] = {}
     for pair in value.split(","):
         key, _, encoded = pair.strip().partition(" ")
-        if not _KEY.fullmatch(key) or key in metadata:
+        if not re.fullmatch(METADATA_KEY, key) or key in metadata:
             raise BadRequest(f"Upload-Metadata has a bad or repeated key {key!r}")
-        try:
-            raw = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"Upload-Metadata's value of {key!r} is not base64") from None
+        if not re.fullmatch(METADATA_PAIR, pair):
+            raise BadRequest(f"Upload-Metadata's value of {key!r} is not base64")
+        raw = base64.b64decode(encoded.strip())
         metadata[key] = raw.decode("utf-8", errors="replace")
     return metadata
 
