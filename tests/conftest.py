@@ -179,6 +179,8 @@ def bucket() -> str:
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     overrides.setdefault("jwt_secret", "test-secret-with-enough-length-for-hs256")
+    # ffprobe costs ~0.1 s of CPU per upload: only the tests of probing turn it on.
+    overrides.setdefault("probe", False)
     return Settings(_env_file=None, data_dir=data_dir, **overrides)
 
 

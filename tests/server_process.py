@@ -29,6 +29,7 @@ class ServerProcess:
             "MEDIAGATE_DATA_DIR": str(data_dir),
             "MEDIAGATE_PORT": str(self.port),
             "MEDIAGATE_LOG_FORMAT": "json",
+            "MEDIAGATE_PROBE": "false",  # only the tests of probing pay for ffprobe
             **env,
         }
         self._cwd = data_dir.parent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 
 
@@ -22,6 +23,12 @@ class CuttableProxy:
         self._call_after: tuple[int, Callable[[], object]] | None = None
         self._answers_flow = asyncio.Event()
         self._answers_flow.set()
+        # Bytes that went from S3 back to the clients (what they read of it, and more
+        # only as far as the socket buffers took).
+        self.answer_bytes = 0
+        # Set to a size, the kernel holds at most that much of the answers a client has not
+        # read yet (else megabytes, by autotuning), so that answer_bytes counts reads.
+        self.answer_send_buffer: int | None = None
 
     @property
     def url(self) -> str:
@@ -71,6 +78,9 @@ class CuttableProxy:
         action()
 
     async def _serve(self, client_reader, client_writer) -> None:
+        if self.answer_send_buffer is not None:
+            client_socket = client_writer.transport.get_extra_info("socket")
+            client_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.answer_send_buffer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -98,6 +108,7 @@ class CuttableProxy:
                         return
                 if not count:
                     await self._answers_flow.wait()
+                    self.answer_bytes += len(data)
                 writer.write(data)
                 await writer.drain()
         with contextlib.suppress(ConnectionError, OSError, RuntimeError):

@@ -440,6 +440,31 @@ async def test_media_in_storage_pages_by_id(catalog):
     assert ids(await catalog.media_in_storage(s3, user_id=None, after=None, limit=9)) == ["e"]
 
 
+async def test_probing_is_recorded_once_and_the_unprobed_ready_media_are_found(catalog):
+    for media_id, minutes in (("new", 2), ("old", 1), ("probed", 0)):
+        await catalog.add_media(new_media(media_id, created_at=NOW + timedelta(minutes=minutes)))
+    await catalog.add_media(new_media("busy", state=MediaState.FINALIZING))
+    facts = '{"kind": "video"}'
+    probed = (await catalog.get_media("probed")).model_copy(
+        update={"facts": facts, "poster_key": "media/alice/probed/.poster.jpg"}
+    )
+    assert await catalog.record_probe(probed) is True
+    assert [m.id for m in await catalog.unprobed_media(10)] == ["old", "new"]
+    assert [m.id for m in await catalog.unprobed_media(1)] == ["old"]
+
+    failed = (await catalog.get_media("old")).model_copy(update={"probe_error": "no stream"})
+    assert await catalog.record_probe(failed) is True
+    # Once: a second probe of either (another instance's) changes nothing.
+    assert await catalog.record_probe(failed.model_copy(update={"probe_error": "x"})) is False
+    assert await catalog.record_probe(probed.model_copy(update={"facts": None})) is False
+    assert await catalog.record_probe(new_media("gone")) is False
+    assert [m.id for m in await catalog.unprobed_media(10)] == ["new"]
+
+    got = await catalog.get_media("probed")
+    assert (got.facts, got.probe_error, got.poster_key) == (facts, None, probed.poster_key)
+    assert (await catalog.get_media("old")).probe_error == "no stream"
+
+
 async def test_deleted_media_is_gone_and_ping_answers(catalog):
     await catalog.add_media(new_media("m1"))
     await catalog.delete_media("m1")
@@ -871,6 +896,8 @@ async def test_each_state_change_writes_its_event_once_per_endpoint_in_order(out
         "upload_id": "s1",
         "protocol": "native",
         "app_metadata": None,
+        "media": None,
+        "probe_error": None,
     }
     assert by_type["media.migrated"]["data"]["storage"] == "s3"
     assert by_type["media.migrated"]["data"]["sha256"] == "ef" * 32

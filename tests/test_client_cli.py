@@ -24,7 +24,7 @@ from aiohttp import web
 from conftest import Api, MiB, closed_port, make_settings
 from identity_provider import ISSUER, IdentityServer, Key
 from mediagate import tokens
-from mediagate.client_cli import _how_to_resume
+from mediagate.client_cli import _how_to_resume, describe_media
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from tcp_proxy import CuttableProxy
@@ -650,3 +650,34 @@ async def test_download_of_an_empty_media(cli, local_api, tmp_path):
 
     assert (code, out.strip()) == (0, "empty.txt"), err
     assert (tmp_path / "empty.txt").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("facts", "shown"),
+    [
+        (None, "-"),
+        ({"kind": "audio", "duration_s": 65.4, "audio": {"codec": "mp3"}}, "1:05 mp3"),
+        (
+            {
+                "kind": "video",
+                "duration_s": 3725,
+                "video": {"codec": "h264", "width": 1920, "height": 1080},
+                "audio": {"codec": "aac"},
+                "faststart": True,
+            },
+            "1:02:05 1920x1080 h264/aac faststart",
+        ),
+        (
+            {
+                "kind": "video",
+                "duration_s": 2,
+                "video": {"codec": "h264", "width": 160, "height": 120},
+                "faststart": False,
+            },
+            "0:02 160x120 h264 moov-last",
+        ),
+        ({"kind": "image", "video": {"codec": "png", "width": 16, "height": 16}}, "16x16 png"),
+    ],
+)
+def test_ls_long_describes_each_media(facts, shown) -> None:
+    assert describe_media(facts) == shown

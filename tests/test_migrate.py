@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -311,6 +312,35 @@ async def test_delete_local_removes_copies_only_once_they_are_in_s3(
         f"/api/v1/media/stream/{item.media_id}", headers=viewer.headers, allow_redirects=False
     )
     assert answer.status == 302
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+async def test_a_video_s_poster_moves_with_it(tmp_path, start_api, s3_settings, s3_objects, bucket):
+    clip = tmp_path / "clip.mp4"
+    await asyncio.to_thread(
+        subprocess.run,
+        "ffmpeg -v error -f lavfi -i testsrc=duration=1:size=160x120:rate=10 -c:v libx264 "
+        f"-preset ultrafast -pix_fmt yuv420p {clip}".split(),
+        check=True,
+    )
+    local = await start_api(make_settings(s3_settings.data_dir, probe=True))
+    video = await upload(local, "alice", "clip.mp4", clip.read_bytes())
+    poster_key = f"media/alice/{video.media_id}/.poster.jpg"
+    local_poster = s3_settings.data_dir / poster_key
+    poster = local_poster.read_bytes()
+    assert poster[:3] == b"\xff\xd8\xff"
+
+    summary = await migrate(s3_settings, delete_local=True)
+
+    assert (summary.migrated, summary.failed) == (1, 0)
+    assert await read_object(s3_objects, bucket, poster_key) == poster
+    assert not local_poster.exists()
+    server = await start_api(s3_settings)
+    info = await (await server.info(video.media_id)).json()
+    link = info["poster_url"].removeprefix(str(server.client.make_url("")))
+    assert (await server.client.get(link, allow_redirects=False)).status == 302
+    assert (await server.delete(video.media_id)).status == 204
+    assert await object_count(s3_objects, bucket) == 0
 
 
 @pytest.fixture

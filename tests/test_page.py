@@ -376,3 +376,31 @@ async def test_a_refused_token_is_explained_on_the_page(local_api, browser):
         "Could not sign in: the token is signed for another server (not with this server's "
         "secret). Ask for a token made by this server."
     ).wait_for()
+
+
+@browser_tests
+async def test_the_list_shows_posters_duration_and_size_and_the_player_its_poster(
+    start_api, s3_settings, browser, clip
+):
+    api = await start_api(s3_settings.model_copy(update={"probe": True}))
+    data = clip.read_bytes()
+    started = await (await api.initiate(filename="clip.mp4", size=len(data))).json()
+    assert (await api.put_chunk(started["session_id"], 0, data)).status == 200
+    assert (await api.complete(started["session_id"])).status == 201
+
+    page, problems = await open_page(browser, str(api.client.make_url("/")))
+    await page.get_by_label("Access token").fill(token_of(api))
+    await page.get_by_role("button", name="Sign in").click()
+    listed = page.locator(".media-open", has_text="clip.mp4")
+    await listed.wait_for()
+    assert "0:05 · 320×240" in await listed.inner_text()
+    # The poster's signed link redirects to S3 (moto), which the page's img-src allows.
+    poster = listed.locator("img.media-poster")
+    await page.wait_for_function(
+        "() => document.querySelector('img.media-poster')?.naturalWidth === 320"
+    )
+    assert await poster.get_attribute("alt") == ""
+    await listed.click()
+    await page.wait_for_function("() => document.getElementById('video').poster !== ''")
+    assert "/api/v1/media/poster/" in await page.evaluate("document.getElementById('video').poster")
+    assert problems == []

@@ -90,6 +90,12 @@ def add_parsers(commands: Any) -> None:
     upload.set_defaults(handler=upload_command, needs_settings=False)
 
     listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
+    listing.add_argument(
+        "-l",
+        "--long",
+        action="store_true",
+        help="also each media's duration, picture size, codecs and whether it is faststart",
+    )
     listing.set_defaults(handler=ls_command, needs_settings=False)
 
     fetch = commands.add_parser(
@@ -294,8 +300,32 @@ async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
         return EXIT_OK
     for item in media:
         created = item.created_at.strftime("%Y-%m-%d %H:%M")
-        print(f"{item.media_id}  {item.size:>14,}  {created}  {item.filename}")
+        facts = f"  {describe_media(item.media):<32}" if arguments.long else ""
+        print(f"{item.media_id}  {item.size:>14,}  {created}{facts}  {item.filename}")
     return EXIT_OK
+
+
+def describe_media(facts: dict[str, Any] | None) -> str:
+    """`ls --long`'s column: duration, picture size, codecs, faststart; `-` if unknown."""
+    if not facts:
+        return "-"
+    words = []
+    duration = facts.get("duration_s")
+    if duration is not None:
+        minutes, seconds = divmod(round(duration), 60)
+        hours, minutes = divmod(minutes, 60)
+        words.append(f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}")
+    video, audio = facts.get("video"), facts.get("audio")
+    if video:
+        words.append(f"{video['width']}x{video['height']}")
+    codecs = [stream["codec"] for stream in (video, audio) if stream]
+    if codecs:
+        words.append("/".join(codecs))
+    if facts.get("faststart") is True:
+        words.append("faststart")
+    elif facts.get("faststart") is False:
+        words.append("moov-last")
+    return " ".join(words) or str(facts.get("kind", "-"))
 
 
 async def _download(client: MediagateClient, arguments: argparse.Namespace) -> int:

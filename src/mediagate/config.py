@@ -299,6 +299,27 @@ class Settings(BaseSettings):
     tus_memory_per_user: ByteSize = Field(
         32 * MiB, ge=MiB, validation_alias=env("MEDIAGATE_TUS_MEMORY_PER_USER")
     )
+    # Probe every finished media with ffprobe (docs/media.md): facts, a poster, policy.
+    probe: bool = Field(True, validation_alias=env("MEDIAGATE_PROBE"))
+    # Probes running at once in this process, each a child process (about a core and up
+    # to MEDIAGATE_PROBE_MEMORY each). Too many starve the uploads of CPU; too few make
+    # complete wait for other uploads' probes.
+    probe_concurrency: int = Field(2, ge=1, validation_alias=env("MEDIAGATE_PROBE_CONCURRENCY"))
+    # Seconds a probe (and the poster's frame) may run before it is killed and the media
+    # kept with probe_error. A probe of a remote object waits on S3 too.
+    probe_timeout: float = Field(30, gt=0, validation_alias=env("MEDIAGATE_PROBE_TIMEOUT"))
+    # Address space a probe may take: a hostile file that makes a demuxer allocate
+    # without end is stopped here.
+    probe_memory: ByteSize = Field(
+        1024 * MiB, ge=16 * MiB, validation_alias=env("MEDIAGATE_PROBE_MEMORY")
+    )
+    # What kinds of media an upload may be (video, audio, image), by what probing
+    # says; empty: anything, probed or not. Refused at finish as `not-media` (415).
+    accept: Annotated[list[Literal["video", "audio", "image"]], NoDecode] = Field(
+        default_factory=list, validation_alias=env("MEDIAGATE_ACCEPT")
+    )
+    # Longest duration (seconds) a media may have, refused at finish as `not-media`.
+    max_duration: float | None = Field(None, gt=0, validation_alias=env("MEDIAGATE_MAX_DURATION"))
     # Largest declared file size an upload may have: 413 at initiate or tus creation,
     # before any byte is stored (tus advertises it as Tus-Max-Size).
     max_upload_size: ByteSize = Field(
@@ -308,7 +329,7 @@ class Settings(BaseSettings):
         validation_alias=env("MEDIAGATE_MAX_UPLOAD_SIZE"),
     )
 
-    @field_validator("cors_origins", "webhook_urls", mode="before")
+    @field_validator("cors_origins", "webhook_urls", "accept", mode="before")
     @classmethod
     def split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

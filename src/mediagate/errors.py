@@ -258,6 +258,17 @@ class HookUnavailable(Problem):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
+class NotMedia(UploadRefused):
+    """Probing says the upload is not media this server accepts (MEDIAGATE_ACCEPT,
+    MEDIAGATE_MAX_DURATION): refused as a pre-finish hook refuses, the file, its
+    session and its media gone."""
+
+    code, title = "not-media", "The file is not media this server accepts"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, status=415, **extra)
+
+
 # The web layer's own answers.
 
 

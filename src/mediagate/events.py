@@ -99,6 +99,9 @@ def media_event(
     if reason is not None:
         data["reason"] = reason
     data["app_metadata"] = _app_metadata(media.app_metadata)
+    # What probing found before the media became ready (docs/media.md), or null.
+    data["media"] = None if media.facts is None else json.loads(media.facts)
+    data["probe_error"] = media.probe_error
     return _event(type, media.id, data, now)
 
 

@@ -111,6 +111,52 @@ class Media(BaseModel):
     state: MediaState = MediaState.READY
     error: str | None = None
     app_metadata: str | None = None  # the upload's, as JSON text
+    # What probing found (docs/media.md): `MediaFacts` as JSON text, or why it found
+    # nothing; both None until the media is probed. The poster's key in its store.
+    facts: str | None = None
+    probe_error: str | None = None
+    poster_key: str | None = None
+
+    @property
+    def probed(self) -> bool:
+        return self.facts is not None or self.probe_error is not None
+
+    def media_facts(self) -> MediaFacts | None:
+        return None if self.facts is None else MediaFacts.model_validate_json(self.facts)
+
+
+class MediaKind(StrEnum):
+    VIDEO = "video"
+    AUDIO = "audio"
+    IMAGE = "image"
+
+
+class VideoFacts(BaseModel):
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    rotation: int = 0  # degrees clockwise a player turns the picture
+
+
+class AudioFacts(BaseModel):
+    codec: str
+    channels: int | None
+    sample_rate: int | None
+
+
+class MediaFacts(BaseModel):
+    """What FFmpeg's probing says a media is (core/probe.py)."""
+
+    kind: MediaKind
+    duration_s: float | None
+    container: str
+    bitrate: int | None
+    video: VideoFacts | None
+    audio: AudioFacts | None
+    # An MP4/MOV whose index (moov) comes before its data: a player starts and seeks at
+    # once. None for other containers.
+    faststart: bool | None
 
 
 class TusUpload(BaseModel):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine
@@ -27,12 +29,15 @@ from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
 from mediagate.core.library import MediaLibrary
-from mediagate.core.maintenance import background_maintenance
+from mediagate.core.maintenance import background_maintenance, run_periodically
+from mediagate.core.media_policy import MediaPolicy
+from mediagate.core.probe import Limits
+from mediagate.core.probing import SWEEP_INTERVAL, MediaProber, probe_unprobed
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
 from mediagate.migrate.reconciler import Reconciler
-from mediagate.storage.base import StoreRoles, VerifiedWrites
+from mediagate.storage.base import StoreRoles, Stores, VerifiedWrites
 from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3_bootstrap import open_s3, prepare_until_ready
@@ -115,6 +120,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
                 failure=settings.hook_failure,
             )
             stack.push_async_callback(hooks.close)
+        prober = await stack.enter_async_context(media_prober(settings, roles.by_kind))
         engine = UploadEngine(
             catalog,
             roles,
@@ -127,6 +133,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             locks=locks,
             fallback=settings.fallback,
             hooks=hooks,
+            prober=prober,
         )
         library = MediaLibrary(
             catalog,
@@ -146,6 +153,17 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             memory_per_user=settings.tus_memory_per_user,
         )
         await stack.enter_async_context(background_maintenance(engine))
+        if prober is not None:
+            await stack.enter_async_context(
+                _running(
+                    "probe",
+                    run_periodically(
+                        "probe",
+                        functools.partial(probe_unprobed, catalog, prober, locks),
+                        SWEEP_INTERVAL,
+                    ),
+                )
+            )
         if settings.webhook_urls and settings.webhook_secret is not None:
             sender = WebhookSender(
                 catalog,
@@ -158,6 +176,41 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
         yield Services(catalog, roles, s3_status, engine, library, tus, reconciler, data_disk)
+
+
+@contextlib.asynccontextmanager
+async def media_prober(settings: Settings, stores: Stores) -> AsyncIterator[MediaProber | None]:
+    """The prober of finished media, or None with MEDIAGATE_PROBE=false or no ffprobe.
+
+    A policy (MEDIAGATE_ACCEPT, MEDIAGATE_MAX_DURATION) without probing would let
+    everything through: the server refuses to start instead."""
+    policy = MediaPolicy(accept=settings.accept, max_duration=settings.max_duration)
+    missing = shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None
+    if policy.refuses_anything and (missing or not settings.probe):
+        raise SettingsError(
+            "invalid setting MEDIAGATE_ACCEPT/MEDIAGATE_MAX_DURATION: they judge what probing "
+            "finds, which needs MEDIAGATE_PROBE=true and ffprobe and ffmpeg on the PATH "
+            "(apt-get install ffmpeg)"
+        )
+    if not settings.probe:
+        yield None
+        return
+    if missing:
+        log.warning("probe.unavailable", reason="ffprobe or ffmpeg not found on PATH")
+        yield None
+        return
+    if shutil.which("prlimit") is None:
+        log.warning("probe.no_memory_limit", reason="prlimit (util-linux) not found on PATH")
+    prober = MediaProber(
+        stores,
+        limits=Limits(timeout=settings.probe_timeout, memory=settings.probe_memory),
+        concurrency=settings.probe_concurrency,
+        policy=policy,
+    )
+    try:
+        yield prober
+    finally:
+        await prober.close()
 
 
 @contextlib.asynccontextmanager

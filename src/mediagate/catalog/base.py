@@ -206,6 +206,14 @@ class Catalog(UploadRecords, TusRecords, Outbox, Protocol):
 
     async def close(self) -> None: ...
 
+    async def unprobed_media(self, limit: int) -> list[Media]:
+        """Ready media that were never probed (made while probing was off, imported, or
+        made by a path that does not probe), oldest first."""
+
+    async def record_probe(self, media: Media) -> bool:
+        """Record what probing found in `media` (its facts, probe_error and poster_key), once:
+        False, and nothing changed, if it is gone or was probed already."""
+
 
 class LeaseTake(StrEnum):
     """What asking for a chunk lease got."""

@@ -196,6 +196,16 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE sessions ADD COLUMN app_metadata text",
         "ALTER TABLE media ADD COLUMN app_metadata text",
     ),
+    # Version 7: what probing found in a media (core/probing.py): its facts as JSON, or
+    # why it found nothing, and its poster's key; the ready media not probed yet, found
+    # by the background probe.
+    (
+        "ALTER TABLE media ADD COLUMN facts text",
+        "ALTER TABLE media ADD COLUMN probe_error text",
+        "ALTER TABLE media ADD COLUMN poster_key text",
+        "CREATE INDEX media_unprobed ON media (state, created_at) "
+        "WHERE facts IS NULL AND probe_error IS NULL",
+    ),
 )
 
 
@@ -545,6 +555,26 @@ class PostgresCatalog(SQLCatalog):
 
     async def close(self) -> None:
         await self._pool.close()
+
+    async def unprobed_media(self, limit: int) -> list[Media]:
+        rows = await self._rows(
+            "SELECT * FROM media WHERE state = %s AND facts IS NULL AND probe_error IS NULL "
+            "ORDER BY created_at LIMIT %s",
+            MediaState.READY.value,
+            limit,
+        )
+        return [_record(Media, row) for row in rows]
+
+    async def record_probe(self, media: Media) -> bool:
+        recorded = await self._changed(
+            "UPDATE media SET facts = %s, probe_error = %s, poster_key = %s "
+            "WHERE id = %s AND facts IS NULL AND probe_error IS NULL",
+            media.facts,
+            media.probe_error,
+            media.poster_key,
+            media.id,
+        )
+        return recorded == 1
 
 
 class _Statements:

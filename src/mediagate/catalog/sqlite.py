@@ -131,6 +131,16 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE sessions ADD COLUMN app_metadata TEXT",
         "ALTER TABLE media ADD COLUMN app_metadata TEXT",
     ),
+    # Version 7: what probing found in a media (core/probing.py): its facts as JSON, or
+    # why it found nothing, and its poster's key; the ready media not probed yet, found
+    # by the background probe.
+    (
+        "ALTER TABLE media ADD COLUMN facts TEXT",
+        "ALTER TABLE media ADD COLUMN probe_error TEXT",
+        "ALTER TABLE media ADD COLUMN poster_key TEXT",
+        "CREATE INDEX media_unprobed ON media (state, created_at) "
+        "WHERE facts IS NULL AND probe_error IS NULL",
+    ),
 )
 
 
@@ -235,6 +245,28 @@ class SQLiteCatalog(SQLCatalog):
             await self._run(self._db.close)
             self._db = None
         self._thread.shutdown(wait=True)
+
+    async def unprobed_media(self, limit: int) -> list[Media]:
+        rows = await self._run(
+            self._execute,
+            "SELECT * FROM media WHERE state = ? AND facts IS NULL AND probe_error IS NULL "
+            "ORDER BY created_at LIMIT ?",
+            MediaState.READY.value,
+            limit,
+        )
+        return [Media.model_validate(dict(row)) for row in rows]
+
+    async def record_probe(self, media: Media) -> bool:
+        recorded = await self._run(
+            self._changed,
+            "UPDATE media SET facts = ?, probe_error = ?, poster_key = ? "
+            "WHERE id = ? AND facts IS NULL AND probe_error IS NULL",
+            media.facts,
+            media.probe_error,
+            media.poster_key,
+            media.id,
+        )
+        return recorded == 1
 
 
 class _Statements:

@@ -22,6 +22,10 @@ class Media:
     created_at: datetime
     stream_url: str
     app_metadata: Any = None  # what the application's pre-create hook attached
+    # What the server's probing found (duration, container, codecs, picture), or None.
+    media: dict[str, Any] | None = None
+    probe_error: str | None = None
+    poster_url: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Media:
@@ -37,6 +41,9 @@ class Media:
             created_at=datetime.fromisoformat(data["created_at"]),
             stream_url=data["stream_url"],
             app_metadata=data.get("app_metadata"),
+            media=data.get("media"),
+            probe_error=data.get("probe_error"),
+            poster_url=data.get("poster_url"),
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -23,12 +23,14 @@ from mediagate import metrics
 from mediagate.catalog.base import UploadRecords
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.hooks import Hooks
+from mediagate.core.probing import MediaProber
 from mediagate.errors import (
     BodyReadTimeout,
     CatalogUnavailable,
     FileDigestMismatch,
     HookUnavailable,
     MissingChunks,
+    NotMedia,
     Problem,
     StorageFull,
     StorageUnavailable,
@@ -74,9 +76,11 @@ class Assembler:
         roles: StoreRoles,
         clock: Callable[[], datetime],
         hooks: Hooks | None = None,
+        prober: MediaProber | None = None,
     ) -> None:
         self._catalog = catalog
         self._hooks = hooks
+        self._prober = prober
         self._stores = roles.by_kind
         self._clock = clock
         self._spill = roles.spill
@@ -127,9 +131,31 @@ class Assembler:
             storage = session.storage
         if session.sha256 and not _hashed_all(session, digest):
             await self.verify_read_back(session, storage, digest)
+        media = self._media(session, size=stored.size, checksum=None, storage=storage)
+        if self._prober is not None:
+            media = await self._probe(self._prober, session, media)
         if self._hooks is not None:
             await self._pre_finish(self._hooks, session, stored, storage)
-        return await self.record_ready(session, stored, storage)
+        return await self.record_ready(session, stored, storage, probed=media)
+
+    async def _probe(self, prober: MediaProber, session: UploadSession, media: Media) -> Media:
+        """What probing finds in the stored file, before the media is ready (so that
+        media.ready carries it); what the policy refuses is deleted (docs/media.md)."""
+        media = await prober.probe(media)
+        refusal = prober.policy.refusal(media.media_facts(), media.probe_error)
+        if refusal is not None:
+            await self._catalog.delete_session(session.id)
+            await self._catalog.delete_media(session.media_id)
+            for key in filter(None, (media.key, media.poster_key)):
+                try:
+                    await self._stores[media.storage].delete(key)
+                except StorageUnavailable as error:
+                    log.warning(
+                        "upload.refused_object_kept", session_id=session.id, error=str(error)
+                    )
+            log.info("upload.refused", session_id=session.id, reason="not-media")
+            raise NotMedia(refusal)
+        return media
 
     async def _pre_finish(
         self, hooks: Hooks, session: UploadSession, stored: StoredObject, storage: StorageKind
@@ -217,13 +243,25 @@ class Assembler:
         return media
 
     async def record_ready(
-        self, session: UploadSession, stored: StoredObject, storage: StorageKind
+        self,
+        session: UploadSession,
+        stored: StoredObject,
+        storage: StorageKind,
+        probed: Media | None = None,
     ) -> Media:
         if session.sha256:
             checksum = f"sha256:{session.sha256}"
         else:
             checksum = f"etag:{stored.etag.strip(chr(34))}"
         media = self._media(session, size=stored.size, checksum=checksum, storage=storage)
+        if probed is not None:
+            media = media.model_copy(
+                update={
+                    "facts": probed.facts,
+                    "probe_error": probed.probe_error,
+                    "poster_key": probed.poster_key,
+                }
+            )
         await self._catalog.complete_session(session.id, media)
         return media
 

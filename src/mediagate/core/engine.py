@@ -25,6 +25,7 @@ from mediagate.core.chunking import MAX_PARTS, plan_chunks
 from mediagate.core.file_digest import RunningDigest
 from mediagate.core.hooks import Hooks, PreCreate
 from mediagate.core.keys import new_id, object_key
+from mediagate.core.probing import MediaProber
 from mediagate.core.session_locks import (
     InProcessSessionLocks,
     Purpose,
@@ -109,10 +110,12 @@ class UploadEngine:
         locks: SessionLocks | None = None,
         fallback: bool = True,
         hooks: Hooks | None = None,
+        prober: MediaProber | None = None,
     ) -> None:
         """`roles`: new uploads go to the primary store, and with `fallback` what it
         cannot take goes to the spill store (MEDIAGATE_FALLBACK); `hooks`: the
-        application's decisions (MEDIAGATE_HOOK_*)."""
+        application's decisions (MEDIAGATE_HOOK_*); `prober`: what finished media are
+        (MEDIAGATE_PROBE)."""
         self._catalog = catalog
         self._stores = roles.by_kind
         self._primary = roles.primary
@@ -125,7 +128,7 @@ class UploadEngine:
         self._clock = clock
         self._fallback = fallback
         self._hooks = hooks
-        self._assembler = Assembler(catalog, roles, clock, hooks)
+        self._assembler = Assembler(catalog, roles, clock, hooks, prober)
         # Who may work on a session when (in this process, or across instances).
         self.locks = locks or InProcessSessionLocks(catalog)
         # The running whole-file digest of each session this process hashes;

@@ -154,5 +154,26 @@ class MediaLibrary:
             await self._uploads.delete_unfinished(media)
         else:
             await self._store(media).delete(media.key)
+            if media.poster_key is not None:
+                await self._store(media).delete(media.poster_key)
             await self._catalog.delete_media(media_id)
         log.info("media.deleted", media_id=media_id, user_id=user_id, storage=media.storage.value)
+
+    async def poster(self, media: Media) -> Redirect | LocalFile:
+        """Where the media's poster (a JPEG beside it, core/probing.py) is."""
+        if media.poster_key is None:
+            raise NotFound(f"media {media.id} has no poster")
+        store = self._store(media)
+        if isinstance(store, LocalFiles):
+            return LocalFile(store.path(media.poster_key))
+        if self._cdn_base_url:
+            return Redirect(f"{self._cdn_base_url}/{quote(media.poster_key)}")
+        if isinstance(store, Presigning):
+            url = await store.presigned_url(
+                media.poster_key,
+                filename="poster.jpg",
+                content_type="image/jpeg",
+                expires_in=self._signed_url_expiry,
+            )
+            return Redirect(url)
+        raise StorageUnavailable(f"{media.storage.value} storage cannot serve posters")

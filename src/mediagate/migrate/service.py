@@ -23,6 +23,7 @@ from mediagate import metrics
 from mediagate.catalog.base import MediaRecords
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings
+from mediagate.core.probing import store_bytes
 from mediagate.errors import NotFound, Problem, StorageUnavailable
 from mediagate.migrate.plan import DropLocalCopy, Import, Job, Move, Options, Plan, plan_migration
 from mediagate.migrate.report import Outcome, Report, Status
@@ -153,6 +154,7 @@ class Migrator:
         uploaded = await self._uploader.upload(
             job.path, self._local.root, new_object(media), expected
         )
+        poster = await self._copy_poster(media)
         moved = await self._catalog.move_media(
             media.id,
             source=StorageKind.LOCAL,
@@ -162,7 +164,22 @@ class Migrator:
         if not moved:
             await self._forget_object(media)
             return Outcome(Status.SKIPPED, "deleted or migrated by someone else meanwhile")
-        return await self._uploaded(Status.MIGRATED, job.path, uploaded, store_key=media.key)
+        outcome = await self._uploaded(Status.MIGRATED, job.path, uploaded, store_key=media.key)
+        if poster is not None and outcome.local_copy_deleted:
+            await self._local.delete(poster)
+        return outcome
+
+    async def _copy_poster(self, media: Media) -> str | None:
+        """The media's poster (core/probing.py) into S3 beside it, before the media moves;
+        its key, or None if it has none (or its file is gone: the poster link then 404s)."""
+        if media.poster_key is None:
+            return None
+        try:
+            image = await asyncio.to_thread(self._local.path(media.poster_key).read_bytes)
+        except FileNotFoundError:
+            return None
+        await store_bytes(self._s3, media.poster_key, image, owner=media.user_id)
+        return media.poster_key
 
     async def _import(self, job: Import) -> Outcome:
         uploaded = await self._uploader.upload(

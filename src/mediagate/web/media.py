@@ -17,7 +17,7 @@ from mediagate.web.auth import authenticated_user, bearer_token
 from mediagate.web.file_response import send_file
 from mediagate.web.host import link_origin
 from mediagate.web.keys import LINKS, SERVICES, SETTINGS
-from mediagate.web.operations import ANY_BYTES, STORAGE, Operations, Reply, parameter
+from mediagate.web.operations import ANY_BYTES, BINARY, STORAGE, Operations, Reply, parameter
 from mediagate.web.relay import proxy_read, relay
 from mediagate.web.schemas import MediaInfo, MediaPage
 
@@ -89,6 +89,21 @@ def stream_url(request: web.Request, media_id: str, origin: URL) -> str:
     return str(url.with_query(expires=str(expires), signature=signature))
 
 
+def poster_url(request: web.Request, media: Media, origin: URL) -> str | None:
+    """A signed link to the media's poster, like its stream link; None if it has none."""
+    if media.poster_key is None:
+        return None
+    expires, signature = request.app[LINKS].sign(media.id)
+    url = origin.joinpath("api/v1/media/poster", media.id)
+    return str(url.with_query(expires=str(expires), signature=signature))
+
+
+def media_info(request: web.Request, media: Media, origin: URL) -> MediaInfo:
+    return MediaInfo.of(
+        media, stream_url(request, media.id, origin), poster_url(request, media, origin)
+    )
+
+
 @OPERATIONS(
     "GET",
     "/api/v1/media/info/{media_id}",
@@ -102,7 +117,7 @@ async def info(request: web.Request) -> web.Response:
     user_id = authenticated_user(request)
     origin = link_origin(request)
     media = await request.app[SERVICES].library.get(user_id, request.match_info["media_id"])
-    return MediaInfo.of(media, stream_url(request, media.id, origin)).response()
+    return media_info(request, media, origin).response()
 
 
 @OPERATIONS(
@@ -130,7 +145,7 @@ async def list_media(request: web.Request) -> web.Response:
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() else -1
     page = await request.app[SERVICES].library.page(user_id, limit, request.query.get("cursor"))
     return MediaPage(
-        items=[MediaInfo.of(media, stream_url(request, media.id, origin)) for media in page.items],
+        items=[media_info(request, media, origin) for media in page.items],
         next_cursor=page.next_cursor,
     ).response()
 
@@ -261,3 +276,42 @@ async def _streamable_media(request: web.Request) -> Media:
     if not request.app[LINKS].is_valid(media_id, expires, signature):
         raise Forbidden("the stream link is invalid or has expired")
     return await library.by_id(media_id)
+
+
+@OPERATIONS(
+    "GET",
+    "/api/v1/media/poster/{media_id}",
+    "media_poster",
+    "The media's poster JPEG (local) or a redirect to it (S3, CDN)",
+    description="One frame of a video, at most 640 px wide. Open with the owner's bearer "
+    "token, or with the signed `poster_url` (`expires` and `signature`) and no header.",
+    auth="bearer-or-link",
+    parameters=(
+        MEDIA_ID,
+        parameter("query", "expires", "Of a signed link", {"type": "string"}),
+        parameter("query", "signature", "Of a signed link", {"type": "string"}),
+    ),
+    replies=(
+        Reply(200, "The JPEG", content={"image/jpeg": {"schema": BINARY}}),
+        Reply(302, "A presigned S3 GET or the CDN URL", headers=("Location", "Cache-Control")),
+    ),
+    problems=(errors.Forbidden, errors.NotFound, errors.StorageUnavailable),
+)
+async def poster(request: web.Request) -> web.StreamResponse:
+    """The media's poster JPEG: a redirect to S3 or the CDN, or the file itself."""
+    media = await _streamable_media(request)
+    target = await request.app[SERVICES].library.poster(media)
+    if isinstance(target, Redirect):
+        raise web.HTTPFound(target.url, headers={"Cache-Control": "private, no-store"})
+    try:
+        return await send_file(
+            request,
+            target.path,
+            content_type="image/jpeg",
+            etag=f'"{media.id}-poster"',
+            last_modified=media.created_at.timestamp(),
+            cache_control=private_cache_control(request.app[SETTINGS].cache_control),
+            headers={},
+        )
+    except FileNotFoundError:
+        raise NotFound(f"the poster of media {media.id} is missing on disk") from None

@@ -88,6 +88,8 @@ def content_security_policy(settings: Settings) -> str:
     directives = {
         "default-src": "'self'",
         "media-src": " ".join(media_sources(settings)),
+        # Posters come from where the media do (a redirect to S3 or the CDN).
+        "img-src": " ".join(media_sources(settings)),
         "object-src": "'none'",
         "base-uri": "'none'",
         "form-action": "'self'",

@@ -24,6 +24,7 @@ from mediagate.core.engine import SessionStatus
 from mediagate.errors import BadRequest, BodyReadTimeout
 from mediagate.models import (
     Media,
+    MediaFacts,
     MediaState,
     SessionState,
     StorageKind,
@@ -191,9 +192,18 @@ class MediaInfo(Answer):
         description="What the application's pre-create hook attached to the upload "
         "(any JSON value), else null"
     )
+    media: MediaFacts | None = Field(
+        None,
+        description="What probing found (docs/media.md); null until probed, or if it found "
+        "no audio or video (then `probe_error` says why)",
+    )
+    probe_error: str | None = Field(None, description="Why probing found nothing (else null)")
+    poster_url: str | None = Field(
+        None, description="Absolute, signed link to a JPEG frame of a video (else null)"
+    )
 
     @classmethod
-    def of(cls, media: Media, stream_url: str) -> MediaInfo:
+    def of(cls, media: Media, stream_url: str, poster_url: str | None = None) -> MediaInfo:
         return cls(
             media_id=media.id,
             user_id=media.user_id,
@@ -207,6 +217,9 @@ class MediaInfo(Answer):
             created_at=media.created_at,
             stream_url=stream_url,
             app_metadata=None if media.app_metadata is None else json.loads(media.app_metadata),
+            media=media.media_facts(),
+            probe_error=media.probe_error,
+            poster_url=poster_url,
         )
 
 

@@ -346,6 +346,7 @@ async def options(request: web.Request) -> web.Response:
         errors.FileTooLarge,
         errors.TooManySessions,
         *HOOKS,
+        errors.NotMedia,
         errors.PartialTaken,
         errors.UnsupportedMediaType,
         errors.ChecksumAlgorithmUnsupported,
@@ -508,6 +509,7 @@ async def head(request: web.Request) -> web.Response:
         errors.ChecksumMismatch,
         errors.TooMuchHeld,
         *HOOKS,
+        errors.NotMedia,
         *STORAGE,
     ),
 )

@@ -13,14 +13,13 @@ from mediagate.web.chunk_body import chunk_source
 from mediagate.web.chunk_digests import chunk_digests
 from mediagate.web.host import link_origin
 from mediagate.web.keys import SERVICES
-from mediagate.web.media import MEDIA_LINKS, stream_url
+from mediagate.web.media import MEDIA_LINKS, media_info
 from mediagate.web.operations import BINARY, HOOKS, STORAGE, Operations, Reply, parameter
 from mediagate.web.schemas import (
     ChunkReceived,
     InitiateRequest,
     MediaCreated,
     MediaFinalizing,
-    MediaInfo,
     SessionCreated,
     SessionStatusAnswer,
     parse_json,
@@ -215,6 +214,7 @@ async def abort(request: web.Request) -> web.Response:
         errors.SessionExpired,
         errors.FileDigestMismatch,
         *HOOKS,
+        errors.NotMedia,
         *STORAGE,
     ),
 )
@@ -223,8 +223,8 @@ async def complete(request: web.Request) -> web.Response:
     # Before complete records the media: nothing may fail once it has.
     origin = link_origin(request)
     media = await request.app[SERVICES].engine.complete(user_id, request.match_info["session_id"])
-    url = stream_url(request, media.id, origin)
-    info = MediaInfo.of(media, url)
+    info = media_info(request, media, origin)
+    url = info.stream_url
     if media.state is MediaState.FINALIZING:
         return MediaFinalizing(
             media_id=media.id, stream_url=url, info=info, state=media.state

@@ -165,17 +165,35 @@ function handleError(error, show) {
 
 // ----- media list -----
 
+// "1:05 · 1920×1080" from what the server's probing found; "" if it found nothing.
+function describeMedia(facts) {
+  if (!facts) return "";
+  const words = [];
+  if (facts.duration_s != null) {
+    const total = Math.round(facts.duration_s);
+    const [hours, minutes, seconds] = [Math.floor(total / 3600), Math.floor(total / 60) % 60, total % 60];
+    const mmss = `${String(minutes).padStart(hours ? 2 : 1, "0")}:${String(seconds).padStart(2, "0")}`;
+    words.push(hours ? `${hours}:${mmss}` : mmss);
+  }
+  if (facts.video) words.push(`${facts.video.width}×${facts.video.height}`);
+  return words.join(" · ");
+}
+
 function mediaItem(media) {
   const when = dateFormat.format(new Date(media.created_at));
+  const facts = describeMedia(media.media);
   const open = element(
     "button",
     { type: "button", class: "media-open" },
     element("span", { class: "media-name", text: media.filename }),
     element("span", {
       class: "media-meta",
-      text: `${formatSize(media.size)} · ${media.content_type} · ${when}`,
+      text: [formatSize(media.size), facts, media.content_type, when].filter(Boolean).join(" · "),
     }),
   );
+  if (media.poster_url) {
+    open.prepend(element("img", { class: "media-poster", src: media.poster_url, alt: "" }));
+  }
   if (media.media_id === playingId) open.setAttribute("aria-current", "true");
   open.addEventListener("click", () => play(media.media_id));
   const remove = element("button", {
@@ -243,6 +261,8 @@ async function play(mediaId) {
     $("player-body").hidden = false;
     $("player").classList.remove("idle");
     const video = $("video");
+    if (info.poster_url) video.poster = info.poster_url;
+    else video.removeAttribute("poster");
     video.src = info.stream_url;
     $("player-body").scrollIntoView({ block: "nearest", behavior: "smooth" });
     await video.play().catch(() => {}); // a refusal (autoplay rules, no codec) shows on the element
@@ -255,6 +275,7 @@ function stopPlayer() {
   playingId = null;
   const video = $("video");
   video.removeAttribute("src");
+  video.removeAttribute("poster");
   video.load();
   $("player-body").hidden = true;
   $("player-empty").hidden = false;
