@@ -135,6 +135,14 @@ class MediaRecords(Protocol):
     ) -> list[Media]:
         """Ready media kept in `storage` (one user's, or everyone's), by id, ids after `after`."""
 
+    async def unprobed_media(self, limit: int) -> list[Media]:
+        """Ready media that were never probed (made while probing was off, imported, or
+        made by a path that does not probe), oldest first."""
+
+    async def record_probe(self, media: Media) -> bool:
+        """Record what probing found in `media` (its facts, probe_error and poster_key), once:
+        False, and nothing changed, if it is gone or was probed already."""
+
 
 class UploadRecords(SessionRecords, MediaRecords, Protocol):
     """What the upload engine keeps: sessions, their chunks and the media they make."""
@@ -205,14 +213,6 @@ class Catalog(UploadRecords, TusRecords, Outbox, Protocol):
         """Return once the catalog answers a trivial query; raise if it cannot."""
 
     async def close(self) -> None: ...
-
-    async def unprobed_media(self, limit: int) -> list[Media]:
-        """Ready media that were never probed (made while probing was off, imported, or
-        made by a path that does not probe), oldest first."""
-
-    async def record_probe(self, media: Media) -> bool:
-        """Record what probing found in `media` (its facts, probe_error and poster_key), once:
-        False, and nothing changed, if it is gone or was probed already."""
 
 
 class LeaseTake(StrEnum):

@@ -556,26 +556,6 @@ class PostgresCatalog(SQLCatalog):
     async def close(self) -> None:
         await self._pool.close()
 
-    async def unprobed_media(self, limit: int) -> list[Media]:
-        rows = await self._rows(
-            "SELECT * FROM media WHERE state = %s AND facts IS NULL AND probe_error IS NULL "
-            "ORDER BY created_at LIMIT %s",
-            MediaState.READY.value,
-            limit,
-        )
-        return [_record(Media, row) for row in rows]
-
-    async def record_probe(self, media: Media) -> bool:
-        recorded = await self._changed(
-            "UPDATE media SET facts = %s, probe_error = %s, poster_key = %s "
-            "WHERE id = %s AND facts IS NULL AND probe_error IS NULL",
-            media.facts,
-            media.probe_error,
-            media.poster_key,
-            media.id,
-        )
-        return recorded == 1
-
 
 class _Statements:
     """The PostgreSQL driver's `Tx`: statements on one connection, `?` written `%s`."""

@@ -439,6 +439,26 @@ class SQLCatalog(ABC):
         )
         return [Media.model_validate(row) for row in rows]
 
+    async def unprobed_media(self, limit: int) -> list[Media]:
+        rows = await self._fetch_all(
+            "SELECT * FROM media WHERE state = ? AND facts IS NULL AND probe_error IS NULL "
+            "ORDER BY created_at LIMIT ?",
+            MediaState.READY,
+            limit,
+        )
+        return [Media.model_validate(row) for row in rows]
+
+    async def record_probe(self, media: Media) -> bool:
+        recorded = await self._execute(
+            "UPDATE media SET facts = ?, probe_error = ?, poster_key = ? "
+            "WHERE id = ? AND facts IS NULL AND probe_error IS NULL",
+            media.facts,
+            media.probe_error,
+            media.poster_key,
+            media.id,
+        )
+        return recorded == 1
+
     # --- tus records -------------------------------------------------------------------
 
     async def add_tus_upload(self, upload: TusUpload) -> None:

@@ -246,28 +246,6 @@ class SQLiteCatalog(SQLCatalog):
             self._db = None
         self._thread.shutdown(wait=True)
 
-    async def unprobed_media(self, limit: int) -> list[Media]:
-        rows = await self._run(
-            self._execute,
-            "SELECT * FROM media WHERE state = ? AND facts IS NULL AND probe_error IS NULL "
-            "ORDER BY created_at LIMIT ?",
-            MediaState.READY.value,
-            limit,
-        )
-        return [Media.model_validate(dict(row)) for row in rows]
-
-    async def record_probe(self, media: Media) -> bool:
-        recorded = await self._run(
-            self._changed,
-            "UPDATE media SET facts = ?, probe_error = ?, poster_key = ? "
-            "WHERE id = ? AND facts IS NULL AND probe_error IS NULL",
-            media.facts,
-            media.probe_error,
-            media.poster_key,
-            media.id,
-        )
-        return recorded == 1
-
 
 class _Statements:
     """The SQLite driver's `Tx`: each statement runs when it is awaited, on the calling

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from mediagate.catalog.base import Catalog
+from mediagate.catalog.base import MediaRecords
 from mediagate.core.faststart import HEADER, is_faststart
 from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
@@ -171,7 +171,7 @@ SWEEP_BATCH = 20
 SWEEP_INTERVAL = 30.0
 
 
-async def probe_unprobed(catalog: Catalog, prober: MediaProber, locks: SessionLocks) -> int:
+async def probe_unprobed(catalog: MediaRecords, prober: MediaProber, locks: SessionLocks) -> int:
     """Probe ready media that were never probed (imported, made while probing was off,
     or by a path that does not probe); how many were recorded. Each is recorded once,
     with its facts or its probe_error, so none is probed again; only S3 being away
@@ -183,7 +183,7 @@ async def probe_unprobed(catalog: Catalog, prober: MediaProber, locks: SessionLo
         return await _probe_all(catalog, prober) if mine else 0
 
 
-async def _probe_all(catalog: Catalog, prober: MediaProber) -> int:
+async def _probe_all(catalog: MediaRecords, prober: MediaProber) -> int:
     recorded = 0
     while True:
         batch = await catalog.unprobed_media(SWEEP_BATCH)
