@@ -8,11 +8,11 @@ import os
 import pytest
 from yarl import URL
 
-from conftest import make_settings
 from mediagate.core.chunk_locks import InProcessChunkLocks
 from mediagate.errors import ChunkSuperseded
 from mediagate.web.keys import ENGINE
-from raw_http import RawConnection, request_head
+from support.api import make_settings
+from support.raw_http import RawConnection, request_head
 
 
 async def stall_chunk(api, session_id: str, data: bytes) -> RawConnection:

@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from conftest import MiB, make_settings, read_object
 from mediagate import tokens
 from mediagate.client import (
     ConnectionFailed,
@@ -28,7 +27,8 @@ from mediagate.client import (
 from mediagate.client.resume import ResumeState
 from mediagate.client.retry import is_retryable_status, parse_retry_after
 from mediagate.web.app import create_app
-from tcp_proxy import CuttableProxy
+from support.api import MiB, make_settings, read_object
+from support.tcp_proxy import CuttableProxy
 
 CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
 

@@ -13,21 +13,13 @@ import psycopg
 import pytest
 from yarl import URL
 
-from conftest import (
-    CATALOGS,
-    Api,
-    MiB,
-    chunks_of,
-    database_url_for,
-    make_settings,
-    read_object,
-)
 from mediagate import metrics
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.storage.local import STAGING_DIR
 from mediagate.web.app import create_app
 from mediagate.web.keys import DATA_DISK, ENGINE, RECONCILER
+from support.api import CATALOGS, Api, MiB, chunks_of, database_url_for, make_settings, read_object
 
 # A floor no disk reaches: MEDIAGATE_MIN_FREE_DISK as if the disk had filled up.
 FLOOR_ABOVE_ANY_DISK = 2**60

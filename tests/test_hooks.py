@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from conftest import tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.hooks import Allowed, decide
 from mediagate.errors import HookUnavailable, UploadRefused
-from server_process import ServerProcess, free_port
+from support.server_process import ServerProcess, free_port
+from support.tier import tier_s3_env
 
 SECRET = "hooks-test-secret-long-enough-for-hs256"
 WHSEC = "whsec_" + base64.b64encode(b"h" * 32).decode()

@@ -19,12 +19,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
-from conftest import Api, make_settings
-from identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.config import SettingsError, load_settings
 from mediagate.jwks import MAX_AGE, MAX_DOCUMENT_BYTES, IdentityKeys, KeySetError, parse_key_set
-from server_process import ServerProcess
+from support.api import Api, make_settings
+from support.identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
+from support.server_process import ServerProcess
 
 RSA_KEY, EC_KEY, ED_KEY = Key.rsa("rsa-1"), Key.ec("ec-1"), Key.ed25519("ed-1")
 

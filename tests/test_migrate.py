@@ -26,7 +26,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 import mediagate
-from conftest import S3_ACCESS_KEY, MiB, chunks_of, make_settings, only_on_rgw, read_object
 from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.sqlite import CATALOG_FILE, SQLiteCatalog
 from mediagate.cli import main
@@ -40,6 +39,8 @@ from mediagate.models import Media, StorageKind
 from mediagate.storage.base import NewObject, StoredObject
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from support.api import MiB, chunks_of, make_settings, read_object
+from support.tier import S3_ACCESS_KEY, only_on_rgw
 
 pytestmark = pytest.mark.store
 

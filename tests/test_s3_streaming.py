@@ -12,8 +12,8 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError
 
-from conftest import MiB, make_settings
 from mediagate.storage.s3 import streaming_config
+from support.api import MiB, make_settings
 
 pytestmark = pytest.mark.store
 

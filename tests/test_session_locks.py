@@ -16,7 +16,6 @@ import pytest
 from psycopg.rows import dict_row
 from yarl import URL
 
-from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
 from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
@@ -26,8 +25,9 @@ from mediagate.core.engine import utc_now
 from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
 from mediagate.web.app import create_app
 from mediagate.web.keys import ENGINE, RECONCILER
-from raw_http import RawConnection, request_head
-from test_tus import TUS, create_upload, offset_of, patch, stall_patch
+from support.api import Api, MiB, chunks_of, make_settings, read_object
+from support.raw_http import RawConnection, request_head
+from support.tus import TUS, create_upload, offset_of, patch, stall_patch
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import random
 import pytest
 from yarl import URL
 
-from conftest import MiB, make_settings
+from support.api import MiB, make_settings
+from support.raw_http import raw_get
 
 pytestmark = pytest.mark.store
 
@@ -170,23 +171,6 @@ async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, up
     for _ in range(3):
         answer = await proxy_api.client.get(path(uploaded), headers={"Range": "bytes=0-0"})
         assert answer.status == 206
-
-
-async def raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
-    """A GET with header bytes no HTTP client library would send (not UTF-8)."""
-    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
-    writer.write(
-        b"GET "
-        + path.encode()
-        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        + header_lines
-        + b"\r\n"
-    )
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,10 @@ import pytest
 import pytest_asyncio
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from conftest import tier_s3_env
 from mediagate import tokens
-from raw_http import request_head
-from server_process import ServerProcess
+from support.raw_http import request_head
+from support.server_process import ServerProcess
+from support.tier import tier_s3_env
 
 pytestmark = [pytest.mark.store, pytest.mark.asyncio(loop_scope="module")]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB
 from mediagate.config import Settings
 from mediagate.core.tus_tails import TusTails
 from mediagate.errors import StorageUnavailable
@@ -17,6 +16,7 @@ from mediagate.models import SessionState, StorageKind, UploadSession
 from mediagate.storage.breaker import CircuitBreaker, GuardedStore
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from support.api import MiB
 
 
 def s3_session() -> UploadSession:

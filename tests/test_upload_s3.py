@@ -10,16 +10,16 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import (
+from support.api import (
     CATALOGS,
     MiB,
     chunks_of,
     database_url_for,
     md5_header,
-    plain_client,
     read_object,
     sha256_header,
 )
+from support.tier import plain_client
 
 pytestmark = pytest.mark.store
 

@@ -23,7 +23,7 @@ from mediagate import tokens
 from mediagate.catalog.sqlite import CATALOG_FILE
 from mediagate.core.webhooks import MAX_BACKOFF, settle
 from mediagate.events import Delivery, DeliveryState
-from server_process import ServerProcess, free_port
+from support.server_process import ServerProcess, free_port
 
 SECRET = "webhook-test-secret-long-enough-for-hs256"
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
