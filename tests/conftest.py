@@ -17,6 +17,9 @@ from aiobotocore.session import get_session
 from aiohttp import TCPConnector
 from moto.server import ThreadedMotoServer
 
+from mediagate.catalog.base import Catalog
+from mediagate.catalog.postgres import PostgresCatalog
+from mediagate.catalog.sqlite import SQLiteCatalog
 from mediagate.config import Settings
 from mediagate.web.app import create_app
 from support import rgw_server
@@ -68,6 +71,17 @@ def database_url() -> str | None:
     """The catalog of the settings fixtures: SQLite (None) unless a module overrides this
     with a fixture parametrised over CATALOGS (see `support.api.database_url_for`)."""
     return None
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path, database_url: str | None) -> AsyncIterator[Catalog]:
+    """The catalog at `database_url`: SQLite in `tmp_path` unless a module makes it PostgreSQL."""
+    if database_url is None:
+        opened: Catalog = await SQLiteCatalog.open(tmp_path / "catalog.db")
+    else:
+        opened = await PostgresCatalog.open(database_url)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -223,16 +223,9 @@ async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
 
 
 async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
-    aiohttp_client, proxy, bucket, tmp_path
+    aiohttp_client, proxy, tmp_path, impatient_settings
 ):
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_read_timeout=3,
-        s3_max_attempts=1,
-    )
+    settings = impatient_settings
     chunk_posts: list[str] = []
 
     @web.middleware

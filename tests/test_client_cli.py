@@ -309,16 +309,9 @@ def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, arg
 
 
 async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media(
-    aiohttp_client, proxy, bucket, tmp_path
+    aiohttp_client, proxy, tmp_path, impatient_settings
 ):
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_read_timeout=3,
-        s3_max_attempts=1,
-    )
+    settings = impatient_settings
     chunk_posts: list[str] = []
     running: list[asyncio.subprocess.Process] = []
 

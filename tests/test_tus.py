@@ -887,17 +887,6 @@ async def test_a_deferred_length_can_end_where_the_tail_does(local_api: Api) -> 
 # --- what a cut PATCH keeps ------------------------------------------------------
 
 
-@pytest.fixture
-def proxied_settings(tmp_path: Path, proxy: CuttableProxy, bucket: str) -> Settings:
-    return make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_probe_max_interval=0.2,
-    )
-
-
 async def eventually_fetched(api: Api, filename: str) -> bytes:
     """The media's bytes once it is ready (a spilled part may first wait to move to S3)."""
     async with asyncio.timeout(20):

@@ -98,6 +98,20 @@ async def raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+async def stall_chunk(api: Any, session_id: str, data: bytes, number: int = 0) -> RawConnection:
+    """Headers and half of the chunk's body, then silence (the connection stays open);
+    `api` is a test's `support.api.Api`."""
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        f"/api/v1/media/upload/{session_id}/chunk/{number}",
+        {**api.headers, "Content-Type": "application/octet-stream"},
+        content_length=len(data),
+    )
+    await connection.send(head, data[: len(data) // 2], pause=0.2)
+    return connection
+
+
 async def read_answer(reader: asyncio.StreamReader, seconds: float = 15) -> tuple[int, bytes]:
     """Status and body of one HTTP/1.1 answer that declares its Content-Length."""
     async with asyncio.timeout(seconds):
