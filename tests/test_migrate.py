@@ -219,6 +219,7 @@ async def test_the_migration_command_works_on_a_postgresql_catalog(
     }
 
 
+@pytest.mark.transport
 async def test_migration_copies_byte_for_byte_and_the_server_serves_from_s3_throughout(
     mixed_library, start_api, s3_settings, s3_objects, bucket
 ):
@@ -267,6 +268,7 @@ async def keep_requesting_streams(server, library, answers: list[int]) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.transport
 async def test_verify_passes_and_fails_once_the_object_is_altered(
     library, s3_settings, s3_objects, bucket
 ):
@@ -686,6 +688,7 @@ def md5_of(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+@pytest.mark.transport
 async def test_every_request_carries_the_md5_of_the_bytes_it_sends(s3_settings, s3_objects, bucket):
     """Content-MD5, which AWS, RGW and MinIO check (moto does not): it must be there
     and right."""

@@ -206,6 +206,7 @@ async def test_bucket_is_created_in_the_configured_region(
     assert (ready["catalog"], ready["s3"]) == ("ok", "ok")
 
 
+@pytest.mark.transport
 async def test_cors_rule_is_added_beside_the_operators(start_api, s3_settings, s3_objects, bucket):
     await s3_objects.create_bucket(Bucket=bucket)
     await s3_objects.put_bucket_cors(

@@ -35,6 +35,7 @@ def path(media: dict) -> str:
     return URL(media["stream_url"]).path_qs
 
 
+@pytest.mark.transport
 async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     answer = await proxy_api.client.get(path(uploaded), allow_redirects=False)
     assert answer.status == 200
@@ -46,6 +47,7 @@ async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     assert await answer.read() == DATA
 
 
+@pytest.mark.transport
 @pytest.mark.parametrize(
     ("headers", "status", "content_range", "body"),
     [
@@ -162,6 +164,7 @@ async def test_conditionals_give_304_and_412(proxy_api, uploaded):
     assert failed.headers["Content-Type"].startswith("application/problem+json")
 
 
+@pytest.mark.transport
 async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, uploaded):
     url = proxy_api.client.make_url(path(uploaded))
     reader, writer = await asyncio.open_connection(url.host, url.port)
@@ -198,6 +201,7 @@ async def test_proxied_stream_with_non_utf8_conditional_headers_is_no_500(
         assert body == data
 
 
+@pytest.mark.transport
 async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
     start_api, proxy, tmp_path, bucket
 ):
