@@ -43,7 +43,15 @@ from mediagate.web.tus_headers import (
     parse_number,
     refuse_checksum_trailer,
 )
-from support.api import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings
+from support.api import (
+    CATALOGS,
+    TOKEN_LIFETIME,
+    Api,
+    ApiFactory,
+    MiB,
+    database_url_for,
+    make_settings,
+)
 from support.raw_http import RawConnection, request_head
 from support.server_process import ServerProcess
 from support.tcp_proxy import CuttableProxy
@@ -1134,7 +1142,7 @@ async def send_patch_and_stall(
 
 
 CRASH_SECRET = "tus-crash-secret-long-enough-for-hs256"
-CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", 600)
+CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", TOKEN_LIFETIME)
 
 
 @pytest.fixture(params=["local", "s3"])

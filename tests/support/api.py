@@ -18,6 +18,8 @@ from mediagate.config import Settings
 MiB = 1024 * 1024
 PROBLEM = "application/problem+json"
 JWT_SECRET = "test-secret-with-enough-length-for-hs256"
+# Of a token made when the tests are collected: it must outlive a slow run.
+TOKEN_LIFETIME = 24 * 3600
 
 # The params of a `database_url` fixture that runs a module on both catalogs.
 CATALOGS = ["sqlite", "postgres"]
