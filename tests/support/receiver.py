@@ -70,7 +70,8 @@ class Receiver:
         app.router.add_post("/events", self._event)
         app.router.add_post("/pre-create", self._hook)
         app.router.add_post("/pre-finish", self._hook)
-        self._runner = web.AppRunner(app)
+        # A call still held (`delay`, `hang`) is cut at stop rather than waited for.
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
 
