@@ -31,7 +31,8 @@ def test_ci_lints_and_checks_formatting_and_types_before_the_tests():
     lint = steps.index(".venv/bin/ruff check src tests bench")
     formatting = steps.index(".venv/bin/ruff format --check src tests bench")
     types = steps.index(".venv/bin/mypy")  # strict on src/, see [tool.mypy] in pyproject.toml
-    assert lint < formatting < types < steps.index(".venv/bin/pytest -q")
+    tests = next(n for n, step in enumerate(steps) if step.startswith(".venv/bin/pytest -q"))
+    assert lint < formatting < types < tests
 
 
 def test_every_setting_is_documented():
