@@ -7,6 +7,7 @@ Only fixtures live here; what a test imports comes from the `support` package.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,11 @@ from support.postgres_server import BIN, PostgresServer, available
 from support.server_process import free_port
 from support.tcp_proxy import CuttableProxy
 from support.tier import ON_RGW, start_rgw, tier_ssl_context
+
+# A shell starts a background job with SIGINT ignored, and the processes the tests start
+# would inherit that: the Ctrl-C tests (client, migrate) need it to reach them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
