@@ -3,7 +3,7 @@ catalog and one data directory, as deploy/docker-compose.instances.yml runs them
 
 nginx's site is deploy/nginx-instances.conf itself with only its upstream servers and
 its listen lines replaced, so the benchmark measures the deployed proxy settings.
-PostgreSQL is the tests' throwaway server (tests/postgres_server.py: Debian's binaries,
+PostgreSQL is the tests' throwaway server (tests/support/postgres_server.py: Debian's binaries,
 run as the `postgres` user when we are root).
 """
 
@@ -67,7 +67,7 @@ class Postgres:
 @contextmanager
 def postgres() -> Iterator[Postgres]:
     sys.path.insert(0, str(ROOT / "tests"))
-    import postgres_server
+    from support import postgres_server
 
     if not postgres_server.available():
         sys.exit(f"no PostgreSQL in {postgres_server.BIN}: apt-get install -y postgresql")

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import MiB, chunks_of
 from mediagate import tokens
-from server_process import ServerProcess
+from support.api import MiB, chunks_of
+from support.server_process import ServerProcess
 
 SECRET = "test-secret-with-enough-length-for-hs256"
 AUTH = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}

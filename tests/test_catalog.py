@@ -16,15 +16,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (
-    CATALOGS,
-    MiB,
-    chunks_of,
-    closed_port,
-    database_url_for,
-    make_settings,
-    read_object,
-)
 from mediagate.catalog import postgres, sqlite
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.catalog.connect import open_catalog
@@ -43,7 +34,9 @@ from mediagate.models import (
     UploadProtocol,
     UploadSession,
 )
-from pg_round_trips import round_trips
+from support.api import CATALOGS, MiB, chunks_of, database_url_for, make_settings, read_object
+from support.pg_round_trips import round_trips
+from support.server_process import free_port
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 OPEN = SessionState.OPEN
@@ -810,7 +803,7 @@ def test_serve_stops_in_one_line_when_postgresql_cannot_be_reached(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mediagate", "serve", "--port", "0"],
         env={
-            "MEDIAGATE_DATABASE_URL": f"postgresql://mediagate:pw@127.0.0.1:{closed_port()}/db",
+            "MEDIAGATE_DATABASE_URL": f"postgresql://mediagate:pw@127.0.0.1:{free_port()}/db",
             "MEDIAGATE_JWT_SECRET": "a-secret-shared-by-every-instance",
             "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
             "MEDIAGATE_LOG_FORMAT": "json",

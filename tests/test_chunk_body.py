@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import MiB, chunks_of
-from raw_http import RawConnection, form_body, new_boundary, request_head
+from support.api import MiB, chunks_of
+from support.raw_http import RawConnection, form_body, new_boundary, request_head
 
 
 async def open_session(api, size: int, chunk_size: int = 5 * MiB) -> dict:

@@ -8,24 +8,11 @@ import os
 import pytest
 from yarl import URL
 
-from conftest import make_settings
 from mediagate.core.chunk_locks import InProcessChunkLocks
 from mediagate.errors import ChunkSuperseded
 from mediagate.web.keys import SERVICES
-from raw_http import RawConnection, request_head
-
-
-async def stall_chunk(api, session_id: str, data: bytes) -> RawConnection:
-    """Headers and half of chunk 0's body, then silence (the connection stays open)."""
-    connection = await RawConnection.open(api.client)
-    head = request_head(
-        "POST",
-        f"/api/v1/media/upload/{session_id}/chunk/0",
-        {**api.headers, "Content-Type": "application/octet-stream"},
-        content_length=len(data),
-    )
-    await connection.send(head, data[: len(data) // 2], pause=0.2)
-    return connection
+from support.api import make_settings
+from support.raw_http import stall_chunk
 
 
 @pytest.mark.parametrize("settings", ["local_settings", "s3_settings"])

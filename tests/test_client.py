@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from conftest import MiB, make_settings, read_object
 from mediagate import tokens
 from mediagate.client import (
     ConnectionFailed,
@@ -28,7 +27,8 @@ from mediagate.client import (
 from mediagate.client.resume import ResumeState
 from mediagate.client.retry import is_retryable_status, parse_retry_after
 from mediagate.web.app import create_app
-from tcp_proxy import CuttableProxy
+from support.api import MiB, make_settings, read_object
+from support.tcp_proxy import CuttableProxy
 
 CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
 
@@ -223,16 +223,9 @@ async def test_a_session_completed_by_a_run_that_then_crashed_gives_its_media(
 
 
 async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
-    aiohttp_client, proxy, bucket, tmp_path
+    aiohttp_client, proxy, tmp_path, impatient_settings
 ):
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_read_timeout=3,
-        s3_max_attempts=1,
-    )
+    settings = impatient_settings
     chunk_posts: list[str] = []
 
     @web.middleware

@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import Api, MiB, closed_port, make_settings
-from identity_provider import ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.client_cli import _how_to_resume, describe_media
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
-from tcp_proxy import CuttableProxy
+from support.api import Api, MiB, make_settings
+from support.identity_provider import ISSUER, IdentityServer, Key
+from support.server_process import free_port
+from support.tcp_proxy import CuttableProxy
 
 TEST_SECRET = make_settings(Path("unused")).jwt_secret.get_secret_value().encode()
 
@@ -272,7 +273,7 @@ async def test_a_refused_identity_provider_token_says_what_to_do(
     ],
 )
 async def test_one_line_errors(cli, tmp_path, args, env, code, message):
-    closed = str(closed_port())
+    closed = str(free_port())
     env = {name: value.replace("{closed}", closed) for name, value in env.items()}
     args = [arg.replace("{closed}", closed) for arg in args]
     path = media_file(tmp_path, 10, "clip.mp4")
@@ -308,16 +309,9 @@ def test_how_to_resume_names_the_files_left_and_hides_the_token(monkeypatch, arg
 
 
 async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media(
-    aiohttp_client, proxy, bucket, tmp_path
+    aiohttp_client, proxy, tmp_path, impatient_settings
 ):
-    settings = make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_read_timeout=3,
-        s3_max_attempts=1,
-    )
+    settings = impatient_settings
     chunk_posts: list[str] = []
     running: list[asyncio.subprocess.Process] = []
 

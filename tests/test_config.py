@@ -11,7 +11,7 @@ import pytest
 
 from mediagate import tokens
 from mediagate.config import GiB, MiB, SettingsError, format_size, load_settings, parse_size
-from server_process import ServerProcess, free_port
+from support.server_process import ServerProcess, free_port
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,13 @@ import uuid
 import aiohttp
 import pytest
 
-from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.models import Media, MediaState
 from mediagate.web.keys import SERVICES
-from server_process import ServerProcess
+from support.api import MiB, chunks_of, read_object
+from support.server_process import ServerProcess
+from support.tier import tier_s3_env
 
 SECRET = "crash-test-secret-long-enough-for-hs256"
 

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import Api
 from mediagate import errors
 from mediagate.core.assembly import worth_retrying
 from mediagate.core.engine import utc_now
 from mediagate.web.app import create_app
 from mediagate.web.keys import SERVICES
+from support.api import Api
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from mediagate.client import MediagateClient, ProblemError
-from server_process import ServerProcess, free_port
+from support.server_process import ServerProcess, free_port
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "app.py"
 WHSEC = "whsec_" + base64.b64encode(os.urandom(32)).decode()

@@ -13,21 +13,13 @@ import psycopg
 import pytest
 from yarl import URL
 
-from conftest import (
-    CATALOGS,
-    Api,
-    MiB,
-    chunks_of,
-    database_url_for,
-    make_settings,
-    read_object,
-)
 from mediagate import metrics
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.engine import utc_now
 from mediagate.storage.local import STAGING_DIR
 from mediagate.web.app import create_app
 from mediagate.web.keys import SERVICES
+from support.api import CATALOGS, Api, MiB, chunks_of, database_url_for, read_object
 
 # A floor no disk reaches: MEDIAGATE_MIN_FREE_DISK as if the disk had filled up.
 FLOOR_ABOVE_ANY_DISK = 2**60
@@ -39,18 +31,6 @@ pytestmark = pytest.mark.store
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
     return database_url_for(request)
-
-
-@pytest.fixture
-def proxied_settings(tmp_path, proxy, bucket, database_url):
-    return make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_probe_max_interval=0.2,
-        database_url=database_url,
-    )
 
 
 async def eventually(check, seconds: float = 20.0):

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import tier_s3_env
 from mediagate import tokens
-from server_process import ServerProcess
+from support.server_process import ServerProcess
+from support.tier import tier_s3_env
 
 FUZZ = Path(__file__).parent / "fuzz"
 SECRET = "test-secret-with-enough-length-for-hs256"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_settings
+from support.api import make_settings
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,18 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-from aiohttp import web
-from standardwebhooks.webhooks import Webhook
 
-from conftest import tier_s3_env
 from mediagate import tokens
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.hooks import Allowed, decide
 from mediagate.errors import HookUnavailable, UploadRefused
-from server_process import ServerProcess, free_port
+from support.receiver import Receiver
+from support.server_process import ServerProcess, free_port
+from support.tier import tier_s3_env
 
 SECRET = "hooks-test-secret-long-enough-for-hs256"
 WHSEC = "whsec_" + base64.b64encode(b"h" * 32).decode()
@@ -32,53 +30,9 @@ TOKEN = tokens.issue(SECRET.encode(), "alice", 3600)
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class App:
-    """The application's hook endpoint: checks each call's signature, keeps what it was
-    asked, and answers `decision` (as JSON, with `status`) after `delay` seconds."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/pre-create"
-        self.decision: Any = {"allow": True}
-        self.finish_decision: Any = {"allow": True}
-        self.finish_status = 200
-        self.finish_url = f"http://127.0.0.1:{self.port}/pre-finish"
-        self.status = 200
-        self.delay = 0.0
-        self.asked: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.events_url = f"http://127.0.0.1:{self.port}/events"
-        self._runner: web.AppRunner | None = None
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.asked.append(Webhook(WHSEC).verify(body, dict(request.headers)))
-        await asyncio.sleep(self.delay)
-        if request.path == "/pre-finish":
-            return web.json_response(self.finish_decision, status=self.finish_status)
-        return web.json_response(self.decision, status=self.status)
-
-    async def _event(self, request: web.Request) -> web.Response:
-        self.events.append(Webhook(WHSEC).verify(await request.read(), dict(request.headers)))
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/events", self._event)
-        app.router.add_post("/pre-create", self._hook)
-        app.router.add_post("/pre-finish", self._hook)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 @pytest.fixture
 async def app():
-    hook = App()
+    hook = Receiver(WHSEC)
     await hook.start()
     yield hook
     await hook.stop()
@@ -86,7 +40,7 @@ async def app():
 
 @pytest.fixture
 async def server(tmp_path, app):
-    process = ServerProcess(tmp_path / "data", server_env(app.url))
+    process = ServerProcess(tmp_path / "data", server_env(app.pre_create_url))
     await process.start()
     yield process
     await process.stop()
@@ -171,7 +125,7 @@ async def test_a_refusal_reaches_the_native_client_as_the_apps_status_and_messag
 
 
 async def test_the_servers_own_refusals_come_first_and_do_not_ask_the_app(tmp_path, app):
-    env = server_env(app.url, MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER="1")
+    env = server_env(app.pre_create_url, MEDIAGATE_MAX_OPEN_SESSIONS_PER_USER="1")
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
     try:
@@ -242,7 +196,7 @@ async def test_mediagate_upload_prints_the_apps_message(server, app, tmp_path):
 
 
 async def test_mediagate_upload_prints_the_apps_pre_finish_message(tmp_path, app):
-    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.pre_finish_url)
     app.finish_decision = {"allow": False, "status": 403, "message": "duplicate of clip 7"}
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
@@ -280,7 +234,8 @@ async def test_an_app_down_with_failure_allow_goes_on(tmp_path):
 
 async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
     app.delay = 30
-    process = ServerProcess(tmp_path / "data", server_env(app.url, MEDIAGATE_HOOK_TIMEOUT="1"))
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_TIMEOUT="1")
+    process = ServerProcess(tmp_path / "data", env)
     await process.start()
     try:
         started = asyncio.get_running_loop().time()
@@ -298,7 +253,7 @@ async def test_an_app_slower_than_the_timeout_is_no_decision(tmp_path, app):
 async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
     tmp_path, app, where, catalog, moto_endpoint, bucket, s3_objects, request
 ):
-    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.pre_finish_url)
     database = None
     if catalog == "postgres":
         database = request.getfixturevalue("postgres_server").new_database()
@@ -342,7 +297,7 @@ async def test_a_pre_finish_refusal_deletes_the_bytes_and_reaches_complete(
 
 
 async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
-    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.pre_finish_url)
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
     try:
@@ -361,7 +316,7 @@ async def test_pre_finish_allowed_makes_the_media_ready(tmp_path, app):
 async def test_pre_finish_without_a_decision_answers_503_then_the_finalizer_asks_again(
     tmp_path, app
 ):
-    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.pre_finish_url)
     app.finish_status = 500
     process = ServerProcess(tmp_path / "data", env)
     await process.start()
@@ -395,7 +350,7 @@ async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app
     from tusclient.client import TusClient
     from tusclient.exceptions import TusCommunicationError
 
-    env = server_env(app.url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.finish_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_HOOK_PRE_FINISH_URL=app.pre_finish_url)
     database = None
     if catalog == "postgres":
         database = request.getfixturevalue("postgres_server").new_database()
@@ -421,7 +376,7 @@ async def test_tuspy_gets_the_pre_finish_refusal_on_its_last_patch(tmp_path, app
 
 @pytest.mark.parametrize("catalog", ["sqlite", "postgres"])
 async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app, catalog, request):
-    env = server_env(app.url, MEDIAGATE_WEBHOOK_URL=app.events_url)
+    env = server_env(app.pre_create_url, MEDIAGATE_WEBHOOK_URL=app.events_url)
     if catalog == "postgres":
         env["MEDIAGATE_DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database()
     kept = {"project": 7, "tags": ["a", "b"]}
@@ -442,12 +397,12 @@ async def test_app_metadata_of_an_allow_is_kept_and_in_every_event(tmp_path, app
             async with client.get("/api/v1/media") as listed:
                 [item] = (await listed.json())["items"]
         async with asyncio.timeout(30):
-            while len(app.events) < 2:
+            while len(app.received) < 2:
                 await asyncio.sleep(0.1)
     finally:
         await process.stop()
-    assert [event["type"] for event in app.events] == ["upload.created", "media.ready"]
-    assert [event["data"]["app_metadata"] for event in app.events] == [kept, kept]
+    assert [event["type"] for event in app.received] == ["upload.created", "media.ready"]
+    assert [event["data"]["app_metadata"] for event in app.received] == [kept, kept]
     assert shown == item["app_metadata"] == kept
 
 

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from conftest import MiB, chunks_of, read_object, tier_s3_env
 from mediagate import tokens
-from server_process import ServerProcess
+from support.api import TOKEN_LIFETIME, MiB, chunks_of, read_object
+from support.server_process import ServerProcess
+from support.tier import tier_s3_env
 
 SECRET = "instances-test-secret-long-enough-for-hs256"
-HEADERS = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 600)}"}
+HEADERS = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', TOKEN_LIFETIME)}"}
 KEY = "media/alice/{media_id}/clip.mp4"
 
 

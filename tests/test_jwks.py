@@ -19,12 +19,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
-from conftest import Api, make_settings
-from identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
 from mediagate import tokens
 from mediagate.config import SettingsError, load_settings
 from mediagate.jwks import MAX_AGE, MAX_DOCUMENT_BYTES, IdentityKeys, KeySetError, parse_key_set
-from server_process import ServerProcess
+from support.api import TOKEN_LIFETIME, Api, make_settings
+from support.identity_provider import AUDIENCE, ISSUER, IdentityServer, Key
+from support.server_process import ServerProcess
 
 RSA_KEY, EC_KEY, ED_KEY = Key.rsa("rsa-1"), Key.ec("ec-1"), Key.ed25519("ed-1")
 
@@ -123,12 +123,16 @@ NOW = int(time.time())
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 ),
                 {"kid": "rsa-1"},
-                {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": NOW + 600},
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": NOW + TOKEN_LIFETIME},
             ),
             tokens.WRONG_ALGORITHM,
         ),
         (  # the same, naming no key: checked against mediagate's own secret
-            hs256_with(json.dumps(RSA_KEY.jwk()).encode(), {}, {"sub": "alice", "exp": NOW + 600}),
+            hs256_with(
+                json.dumps(RSA_KEY.jwk()).encode(),
+                {},
+                {"sub": "alice", "exp": NOW + TOKEN_LIFETIME},
+            ),
             tokens.BAD_SIGNATURE,
         ),
     ],

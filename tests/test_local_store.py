@@ -14,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import MiB, make_settings
 from mediagate import tokens
 from mediagate.storage import local
 from mediagate.storage.base import NewObject
-from server_process import ServerProcess
+from support.api import MiB, make_settings
+from support.server_process import ServerProcess
 
 
 class OneShotBody:

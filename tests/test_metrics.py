@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mediagate import metrics
 from mediagate.web.keys import SERVICES
+from support.metrics import Samples, parse
 
 CHUNK_ROUTE = "/api/v1/media/upload/{session_id}/chunk/{chunk_number}"
 
@@ -30,16 +31,6 @@ FAMILIES = {
     "mediagate_migration_bytes": "counter",
     "mediagate_http_request_duration_seconds": "histogram",
 }
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def scrape(client: Any) -> tuple[str, Samples]:

@@ -27,7 +27,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 import mediagate
-from conftest import S3_ACCESS_KEY, MiB, chunks_of, make_settings, only_on_rgw, read_object
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.catalog.connect import open_catalog
 from mediagate.catalog.sqlite import SQLiteCatalog
@@ -42,6 +41,8 @@ from mediagate.models import Media, StorageKind
 from mediagate.storage.base import NewObject, StoredObject
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from support.api import MiB, chunks_of, make_settings, read_object
+from support.tier import S3_ACCESS_KEY, only_on_rgw
 
 pytestmark = pytest.mark.store
 
@@ -220,6 +221,7 @@ async def test_the_migration_command_works_on_a_postgresql_catalog(
     }
 
 
+@pytest.mark.transport
 async def test_migration_copies_byte_for_byte_and_the_server_serves_from_s3_throughout(
     mixed_library, start_api, s3_settings, s3_objects, bucket
 ):
@@ -268,6 +270,7 @@ async def keep_requesting_streams(server, library, answers: list[int]) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.transport
 async def test_verify_passes_and_fails_once_the_object_is_altered(
     library, s3_settings, s3_objects, bucket
 ):
@@ -716,6 +719,7 @@ def md5_of(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+@pytest.mark.transport
 async def test_every_request_carries_the_md5_of_the_bytes_it_sends(s3_settings, s3_objects, bucket):
     """Content-MD5, which AWS, RGW and MinIO check (moto does not): it must be there
     and right."""

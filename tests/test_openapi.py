@@ -12,13 +12,13 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from conftest import Api, ApiFactory, make_settings, md5_header
 from mediagate import errors
 from mediagate.web import tus
 from mediagate.web.api import document
 from mediagate.web.app import create_app
 from mediagate.web.problems import PROBLEM_TYPE_BASE
-from test_page import browser_tests, launched_chromium, open_page
+from support.api import Api, ApiFactory, make_settings, md5_header
+from support.browser import browser_tests, launched_chromium, open_page
 
 
 async def fetch_document(api: Api) -> dict[str, Any]:

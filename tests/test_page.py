@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -14,22 +12,11 @@ from typing import Any
 
 import pytest
 
-from conftest import make_settings
-from identity_provider import AUDIENCE, IdentityServer, Key
 from mediagate import tokens
 from mediagate.web.page import content_security_policy, media_sources
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from support.api import make_settings
+from support.browser import browser_tests, launched_chromium, open_page
+from support.identity_provider import AUDIENCE, IdentityServer, Key
 
 
 @pytest.mark.parametrize(
@@ -113,36 +100,11 @@ async def test_page_and_assets_are_served_with_a_policy(local_api):
 
 # ----- in a real browser: Debian's chromium driven by playwright -----
 
-browser_tests = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
-    reason="needs Debian's chromium (CI installs it, and there a missing one fails)",
-)
-
-
-@contextlib.asynccontextmanager
-async def launched_chromium() -> AsyncIterator[Any]:
-    async_api = pytest.importorskip("playwright.async_api")
-    async with async_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     async with launched_chromium() as launched:
         yield launched
-
-
-async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
-    """A new page (in a context of its own, or in `browser` if that is a context) at `url`."""
-    page = await browser.new_page()
-    page.set_default_timeout(10_000)
-    problems: list[str] = []
-    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    await page.goto(url)
-    return page, problems
 
 
 @pytest.fixture(scope="module")

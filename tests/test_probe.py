@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 
-from conftest import make_settings
 from mediagate.core.faststart import Box, is_faststart, parse_box
 from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
@@ -22,6 +21,7 @@ from mediagate.core.probe import (
     run_limited,
 )
 from mediagate.models import MediaFacts, MediaKind, VideoFacts
+from support.api import make_settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -491,16 +491,16 @@ async def test_a_policy_without_probing_stops_the_start(tmp_path) -> None:
 async def test_s3_not_answering_leaves_the_media_to_be_probed_later(tmp_path) -> None:
     from datetime import UTC, datetime
 
-    from conftest import closed_port
     from mediagate.core.probing import MediaProber
     from mediagate.errors import StorageUnavailable
     from mediagate.models import Media, StorageKind
+    from support.server_process import free_port
 
     class Away:
         kind = StorageKind.S3
 
         async def presigned_url(self, key: str, **_: object) -> str:
-            return f"http://127.0.0.1:{closed_port()}/bucket/{key}"
+            return f"http://127.0.0.1:{free_port()}/bucket/{key}"
 
     prober = MediaProber({StorageKind.S3: Away()}, limits=Limits(10, 1 << 30), concurrency=1)
     media = Media(
@@ -531,7 +531,7 @@ async def test_a_probe_cut_by_a_crash_runs_again_after_the_restart(tmp_path, fil
     import aiohttp
 
     from mediagate import tokens
-    from server_process import ServerProcess
+    from support.server_process import ServerProcess
 
     folder = tmp_path / "bin"
     folder.mkdir()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from conftest import MiB, make_settings
-from test_upload_errors import assert_problem
+from support.api import MiB, assert_problem, make_settings
 
 
 async def test_a_503_from_s3_names_no_endpoint_bucket_key_or_upload_id(

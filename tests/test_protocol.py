@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server_process import ServerProcess
+from support.server_process import ServerProcess
 
 TOKEN = "Bearer eyJSECRET.TOKEN.never-to-be-echoed"
 

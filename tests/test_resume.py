@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from conftest import MiB, chunks_of, make_settings, read_object
+from support.api import MiB, chunks_of, make_settings, read_object
 
 
 async def send_half_a_chunk_and_vanish(api, session_id: str, length: int) -> None:

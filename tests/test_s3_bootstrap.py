@@ -23,7 +23,6 @@ from botocore.exceptions import (
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from conftest import S3_ACCESS_KEY, MiB, make_settings, only_on_rgw, skip_on_rgw
 from mediagate.config import SettingsError, load_settings
 from mediagate.storage.s3_bootstrap import (
     CORS_RULE_ID,
@@ -32,6 +31,8 @@ from mediagate.storage.s3_bootstrap import (
     merge_rule,
     same_rules,
 )
+from support.api import MiB, make_settings
+from support.tier import S3_ACCESS_KEY, only_on_rgw, skip_on_rgw
 
 pytestmark = pytest.mark.store
 
@@ -205,6 +206,7 @@ async def test_bucket_is_created_in_the_configured_region(
     assert (ready["catalog"], ready["s3"]) == ("ok", "ok")
 
 
+@pytest.mark.transport
 async def test_cors_rule_is_added_beside_the_operators(start_api, s3_settings, s3_objects, bucket):
     await s3_objects.create_bucket(Bucket=bucket)
     await s3_objects.put_bucket_cors(

@@ -8,14 +8,14 @@ import os
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from conftest import MiB
 from mediagate.core.chunk_stream import ChunkStream, ExpectedDigests
 from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.models import StorageKind
 from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import FilePartBody
 from mediagate.storage.s3 import S3Store, s3_errors
-from raw_http import RawConnection, form_body, new_boundary, request_head
+from support.api import MiB
+from support.raw_http import RawConnection, form_body, new_boundary, request_head
 
 
 def client_error(code: str, status: int) -> ClientError:

@@ -12,8 +12,8 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError
 
-from conftest import MiB, make_settings
 from mediagate.storage.s3 import streaming_config
+from support.api import MiB, make_settings
 
 pytestmark = pytest.mark.store
 
@@ -57,6 +57,7 @@ async def upload_part_with(config, endpoint: str, bucket: str) -> tuple[str, str
         return answer["ETag"].strip('"'), body.digest.hexdigest()
 
 
+@pytest.mark.transport
 async def test_streaming_client_takes_an_unseekable_body(tmp_path, moto_endpoint, bucket):
     settings = make_settings(tmp_path, s3_endpoint_url=moto_endpoint)
     etag, md5 = await upload_part_with(streaming_config(settings), moto_endpoint, bucket)
@@ -70,6 +71,7 @@ def test_streaming_client_neither_signs_payloads_nor_retries(tmp_path):
     assert config.retries == {"total_max_attempts": 1}
 
 
+@pytest.mark.transport
 async def test_botocore_defaults_cannot_stream_such_a_body(moto_endpoint, bucket):
     """Why the streaming client exists: the default CRC32 checksum needs tell()."""
     with pytest.raises((BotoCoreError, AttributeError, TypeError)):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Api, MiB, make_settings, read_object
 from mediagate.core.engine import utc_now
 from mediagate.models import StorageKind
 from mediagate.services import open_services
 from mediagate.web.app import create_app
+from support.api import Api, MiB, make_settings, read_object
 
 
 async def test_closing_the_services_stops_and_waits_for_all_their_background_work(

@@ -16,18 +16,19 @@ import pytest
 from psycopg.rows import dict_row
 from yarl import URL
 
-from conftest import Api, MiB, chunks_of, make_settings, read_object
 from mediagate import metrics
 from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake
 from mediagate.catalog.postgres import PostgresCatalog
 from mediagate.config import SettingsError
 from mediagate.core import session_locks
 from mediagate.core.engine import utc_now
-from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
+from mediagate.models import Chunk, StorageKind
 from mediagate.web.app import create_app
 from mediagate.web.keys import SERVICES
-from raw_http import RawConnection, request_head
-from test_tus import TUS, create_upload, offset_of, patch, stall_patch
+from support.api import Api, MiB, chunks_of, make_settings, read_object
+from support.raw_http import stall_chunk
+from support.sessions import upload_session
+from support.tus import TUS, create_upload, offset_of, patch, stall_patch
 
 
 @pytest.fixture
@@ -47,19 +48,6 @@ async def new_session(api: Api, size: int, **extra) -> str:
     return (await answer.json())["session_id"]
 
 
-async def start_chunk(api: Api, session_id: str, number: int, data: bytes) -> RawConnection:
-    """Headers and half of the chunk's body, then silence (the connection stays open)."""
-    connection = await RawConnection.open(api.client)
-    head = request_head(
-        "POST",
-        f"/api/v1/media/upload/{session_id}/chunk/{number}",
-        {**api.headers, "Content-Type": "application/octet-stream"},
-        content_length=len(data),
-    )
-    await connection.send(head, data[: len(data) // 2], pause=0.2)
-    return connection
-
-
 async def stream_of(api: Api, media: dict) -> bytes:
     answer = await api.client.get(URL(media["stream_url"]).path_qs, allow_redirects=False)
     if answer.status == 302:  # S3: presigned
@@ -74,7 +62,7 @@ async def test_a_retry_on_another_instance_takes_over_from_a_stalled_attempt(
     a, b = await two_instances(aiohttp_client, s3_settings)
     stalled_bytes, retried_bytes = os.urandom(1000), os.urandom(1000)
     sid = await new_session(a, 1000)
-    stalled = await start_chunk(a, sid, 0, stalled_bytes)
+    stalled = await stall_chunk(a, sid, stalled_bytes)
 
     async with asyncio.timeout(5):  # the holder lets go at its next renewal, not the body timeout
         retry = await b.put_chunk(sid, 0, retried_bytes)
@@ -94,7 +82,7 @@ async def test_complete_on_one_instance_waits_for_a_chunk_streaming_on_the_other
     a, b = await two_instances(aiohttp_client, s3_settings)
     data = os.urandom(2000)
     sid = await new_session(a, len(data))
-    arriving = await start_chunk(a, sid, 0, data)
+    arriving = await stall_chunk(a, sid, data)
     complete = asyncio.create_task(b.complete(sid))
     await asyncio.sleep(0.5)
     assert not complete.done()  # not a 409 missing-chunks: it waits for the chunk
@@ -195,33 +183,9 @@ def test_a_waiter_backs_off_to_one_ask_per_renewal(attempt, delay):
     assert session_locks.poll_delay(attempt) == pytest.approx(delay)
 
 
-@pytest.fixture
-async def catalog(database_url):
-    catalog = await PostgresCatalog.open(database_url)
-    yield catalog
-    await catalog.close()
-
-
 async def add_session(catalog: PostgresCatalog, session_id: str = "s1") -> None:
-    now = utc_now()
     await catalog.add_session(
-        UploadSession(
-            id=session_id,
-            user_id="alice",
-            filename="a.bin",
-            content_type="application/octet-stream",
-            size=10,
-            chunk_size=10,
-            total_chunks=1,
-            sha256=None,
-            storage=StorageKind.S3,
-            key="k",
-            upload_id="u",
-            state=SessionState.OPEN,
-            created_at=now,
-            expires_at=now + timedelta(hours=1),
-            media_id="m1",
-        )
+        upload_session(session_id, size=10, total_chunks=1, key="k", media_id="m1")
     )
 
 
@@ -274,18 +238,6 @@ async def test_the_newest_request_for_a_claim_takes_it_over(catalog):
 
 
 # --- the shared spool -----------------------------------------------------------------
-
-
-@pytest.fixture
-def proxied_settings(tmp_path, proxy, bucket, database_url):
-    return make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_probe_max_interval=0.2,
-        database_url=database_url,
-    )
 
 
 def completed_on_s3() -> float:
@@ -547,7 +499,7 @@ async def test_completes_waiting_for_a_chunk_in_flight_cost_the_catalog_little(
     a, _ = await two_instances(aiohttp_client, s3_settings)
     data = os.urandom(2000)
     sid = await new_session(a, len(data))
-    arriving = await start_chunk(a, sid, 0, data)
+    arriving = await stall_chunk(a, sid, data)
     transactions = count_transactions(monkeypatch)
     waiters = 50
     completes = [asyncio.create_task(a.complete(sid)) for _ in range(waiters)]
@@ -615,7 +567,7 @@ async def test_postgresql_restarting_as_a_chunk_ends_is_503_and_leaves_no_lease_
     api = await start_api(settings)
     data = os.urandom(2000)
     sid = await new_session(api, len(data))
-    arriving = await start_chunk(api, sid, 0, data)
+    arriving = await stall_chunk(api, sid, data)
     await asyncio.sleep(1.5)  # the lease's heartbeat has run
 
     postgres_server.stop()

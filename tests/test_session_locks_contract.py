@@ -12,17 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from mediagate.catalog.base import Catalog
 from mediagate.catalog.postgres import PostgresCatalog
-from mediagate.catalog.sqlite import SQLiteCatalog
 from mediagate.core.chunk_locks import ChunkLease
-from mediagate.core.engine import utc_now
 from mediagate.core.session_locks import (
     CatalogSessionLocks,
     InProcessSessionLocks,
@@ -31,34 +27,14 @@ from mediagate.core.session_locks import (
     SessionLocks,
 )
 from mediagate.errors import ChunkSuperseded, SessionNotOpen
-from mediagate.models import Chunk, SessionState, StorageKind, UploadSession
+from mediagate.models import Chunk, StorageKind
+from support.sessions import upload_session
 
 # Long enough for a holder on PostgreSQL to notice at its next renewal (RENEW_INTERVAL)
 # and for a waiter's next poll, on a loaded machine.
 NOTICE = 10.0
 # How long "does not happen" is watched for.
 QUIET = 0.5
-
-
-def new_session() -> UploadSession:
-    now = utc_now()
-    return UploadSession(
-        id=str(uuid.uuid4()),
-        user_id="alice",
-        filename="a.bin",
-        content_type="application/octet-stream",
-        size=20,
-        chunk_size=10,
-        total_chunks=2,
-        sha256=None,
-        storage=StorageKind.S3,
-        key="media/alice/m/a.bin",
-        upload_id="u",
-        state=SessionState.OPEN,
-        created_at=now,
-        expires_at=now + timedelta(hours=1),
-        media_id=str(uuid.uuid4()),
-    )
 
 
 def written(lease: ChunkLease, number: int = 0) -> Chunk:
@@ -121,7 +97,7 @@ class SessionLocksContract:
 
     @pytest.fixture
     async def session_id(self, catalog: Catalog) -> str:
-        session = new_session()
+        session = upload_session()
         await catalog.add_session(session)
         return session.id
 
@@ -293,12 +269,6 @@ class TestInProcessSessionLocks(SessionLocksContract):
     record_checks_the_lease: ClassVar[bool] = False
 
     @pytest.fixture
-    async def catalog(self, tmp_path: Path) -> AsyncIterator[Catalog]:
-        catalog = await SQLiteCatalog.open(tmp_path / "catalog.db")
-        yield catalog
-        await catalog.close()
-
-    @pytest.fixture
     def locks(self, catalog: Catalog) -> SessionLocks:
         return InProcessSessionLocks(catalog)
 
@@ -311,12 +281,6 @@ class TestCatalogSessionLocks(SessionLocksContract):
     @pytest.fixture
     def database_url(self, postgres_server) -> str:
         return postgres_server.new_database()
-
-    @pytest.fixture
-    async def catalog(self, database_url: str) -> AsyncIterator[PostgresCatalog]:
-        catalog = await PostgresCatalog.open(database_url)
-        yield catalog
-        await catalog.close()
 
     @pytest.fixture
     def locks(self, catalog: PostgresCatalog) -> SessionLocks:

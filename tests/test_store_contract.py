@@ -17,7 +17,6 @@ from typing import ClassVar
 import aiohttp
 import pytest
 
-from conftest import MiB, make_settings
 from mediagate.errors import NotFound, StorageUnavailable
 from mediagate.storage.base import (
     BlobStore,
@@ -32,6 +31,7 @@ from mediagate.storage.base import (
 from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from support.api import MiB, make_settings
 
 pytestmark = pytest.mark.store
 

@@ -9,7 +9,8 @@ import random
 import pytest
 from yarl import URL
 
-from conftest import MiB, make_settings
+from support.api import MiB, make_settings
+from support.raw_http import raw_get
 
 pytestmark = pytest.mark.store
 
@@ -34,6 +35,7 @@ def path(media: dict) -> str:
     return URL(media["stream_url"]).path_qs
 
 
+@pytest.mark.transport
 async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     answer = await proxy_api.client.get(path(uploaded), allow_redirects=False)
     assert answer.status == 200
@@ -45,6 +47,7 @@ async def test_the_whole_object_comes_through_the_server(proxy_api, uploaded):
     assert await answer.read() == DATA
 
 
+@pytest.mark.transport
 @pytest.mark.parametrize(
     ("headers", "status", "content_range", "body"),
     [
@@ -161,6 +164,7 @@ async def test_conditionals_give_304_and_412(proxy_api, uploaded):
     assert failed.headers["Content-Type"].startswith("application/problem+json")
 
 
+@pytest.mark.transport
 async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, uploaded):
     url = proxy_api.client.make_url(path(uploaded))
     reader, writer = await asyncio.open_connection(url.host, url.port)
@@ -170,23 +174,6 @@ async def test_a_player_leaving_mid_body_leaves_the_server_healthy(proxy_api, up
     for _ in range(3):
         answer = await proxy_api.client.get(path(uploaded), headers={"Range": "bytes=0-0"})
         assert answer.status == 206
-
-
-async def raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
-    """A GET with header bytes no HTTP client library would send (not UTF-8)."""
-    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
-    writer.write(
-        b"GET "
-        + path.encode()
-        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        + header_lines
-        + b"\r\n"
-    )
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
 
 
 @pytest.mark.parametrize(
@@ -214,6 +201,7 @@ async def test_proxied_stream_with_non_utf8_conditional_headers_is_no_500(
         assert body == data
 
 
+@pytest.mark.transport
 async def test_s3_cut_during_a_proxied_stream_closes_the_connection_cleanly(
     start_api, proxy, tmp_path, bucket
 ):

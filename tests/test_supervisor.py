@@ -21,10 +21,11 @@ import aiohttp
 import pytest
 
 import mediagate
-from conftest import closed_port
 from mediagate import tokens
-from test_metrics import parse
-from test_shutdown import CHUNK, PIECES, SECRET, Server, read_answer
+from support.api import JWT_SECRET
+from support.metrics import parse
+from support.raw_http import CHUNK, PIECES, read_answer
+from support.server_process import ServerProcess, free_port
 
 SOURCE = str(Path(mediagate.__file__).parents[1])
 # Only to show what the supervisor does with a bad setting its workers meet (on SQLite,
@@ -37,22 +38,28 @@ ALLOWED = (
 )
 
 
+SERVER_ENV = {
+    "MEDIAGATE_JWT_SECRET": JWT_SECRET,
+    "MEDIAGATE_HOST": "127.0.0.1",
+    "MEDIAGATE_SHUTDOWN_TIMEOUT": "10",
+    "USE_CLOUD_STORAGE": "false",
+}
+
+
 def environment(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    """What a one-shot `mediagate serve` run (expected to refuse) gets."""
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")])),
         "MEDIAGATE_DATA_DIR": str(data_dir),
-        "MEDIAGATE_JWT_SECRET": SECRET,
-        "MEDIAGATE_HOST": "127.0.0.1",
         "MEDIAGATE_PORT": str(port),
         "MEDIAGATE_LOG_FORMAT": "json",
-        "MEDIAGATE_SHUTDOWN_TIMEOUT": "10",
-        "USE_CLOUD_STORAGE": "false",
+        **SERVER_ENV,
         **extra,
     }
 
 
-def workers_of(server: Server) -> list[int]:
+def workers_of(server: ServerProcess) -> list[int]:
     pid = server.process.pid
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -60,30 +67,19 @@ def workers_of(server: Server) -> list[int]:
 @pytest.fixture
 async def supervised(tmp_path: Path, postgres_server: Any) -> AsyncIterator[Any]:
     """Start `mediagate serve --workers N` on a PostgreSQL catalog of its own."""
-    started: list[Server] = []
+    started: list[ServerProcess] = []
     database_url = postgres_server.new_database()
 
-    async def start(workers: int = 2, **extra_env: str) -> Server:
-        port = closed_port()
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "mediagate", "serve", "--workers", str(workers)),
-            cwd=tmp_path,
-            env=environment(
-                tmp_path / "data", port, MEDIAGATE_DATABASE_URL=database_url, **extra_env
-            ),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        server = Server(process, port)
+    async def start(workers: int = 2, **extra_env: str) -> ServerProcess:
+        env = {**SERVER_ENV, "MEDIAGATE_DATABASE_URL": database_url, **extra_env}
+        server = ServerProcess(tmp_path / "data", env, arguments=["--workers", str(workers)])
         started.append(server)
+        await server.start()
         return server
 
     yield start
     for server in started:
-        if server.process.returncode is None:
-            server.process.kill()  # the workers follow: they die with their parent
-            await server.process.wait()
+        await server.stop()  # the workers follow: they die with their parent
 
 
 @pytest.mark.parametrize(
@@ -95,7 +91,7 @@ def test_several_workers_are_refused_in_one_line(tmp_path, arguments, extra_env)
     result = subprocess.run(
         [sys.executable, "-m", "mediagate", "serve", *arguments],
         cwd=tmp_path,
-        env=environment(tmp_path / "data", closed_port(), **extra_env),
+        env=environment(tmp_path / "data", free_port(), **extra_env),
         capture_output=True,
         text=True,
         timeout=30,
@@ -112,7 +108,7 @@ def test_a_worker_count_below_one_is_refused(tmp_path, value):
         result = subprocess.run(
             [sys.executable, "-m", "mediagate", "serve", *arguments],
             cwd=tmp_path,
-            env=environment(tmp_path / "data", closed_port(), **extra_env),
+            env=environment(tmp_path / "data", free_port(), **extra_env),
             capture_output=True,
             text=True,
             timeout=30,
@@ -122,7 +118,7 @@ def test_a_worker_count_below_one_is_refused(tmp_path, value):
 
 
 async def upload(http: aiohttp.ClientSession, url: str, data: bytes) -> dict[str, Any]:
-    auth = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
+    auth = {"Authorization": f"Bearer {tokens.issue(JWT_SECRET.encode(), 'alice', 3600)}"}
     async with http.post(
         f"{url}/api/v1/media/upload/initiate",
         json={"filename": "clip.mp4", "size": len(data)},
@@ -141,9 +137,8 @@ async def upload(http: aiohttp.ClientSession, url: str, data: bytes) -> dict[str
 async def test_two_workers_take_uploads_and_serve_ranges(supervised):
     async with aiohttp.ClientSession() as http:
         server = await supervised(2)
-        await server.ready(http)
         assert len(workers_of(server)) == 2
-        media = await upload(http, server.url, CHUNK)
+        media = await upload(http, server.base, CHUNK)
 
         async def ranged(start: int) -> None:
             headers = {"Range": f"bytes={start}-{start + 999}"}
@@ -155,43 +150,40 @@ async def test_two_workers_take_uploads_and_serve_ranges(supervised):
                 assert await answer.read() == CHUNK[start : start + 1000]
 
         await asyncio.gather(*(ranged(start) for start in range(0, 200_000, 10_000)))
-        assert await server.stop() == 0
+        assert await server.terminate() == 0
     assert server.events.count("server.stopped") == 2
     assert server.events[-1] == "supervisor.stopped"
 
 
 async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(supervised):
-    async with aiohttp.ClientSession() as http:
-        server = await supervised(2)
-        await server.ready(http)
-        victim, survivor = workers_of(server)
-        os.kill(victim, signal.SIGKILL)
-        died = await server.logged("worker.died")
-        assert (died["pid"], died["status"]) == (victim, -signal.SIGKILL)
-        assert died["restart_in_seconds"] > 0
-        # The shared socket stays open: the other worker answers meanwhile.
-        for _ in range(5):
-            async with aiohttp.ClientSession() as fresh, fresh.get(f"{server.url}/healthz") as ok:
-                assert ok.status == 200
-        async with asyncio.timeout(10):
-            while len(workers_of(server)) < 2:
-                await asyncio.sleep(0.1)
-        replacement = set(workers_of(server)) - {survivor}
-        assert replacement and victim not in replacement
-        async with asyncio.timeout(10):
-            while server.events.count("server.listening") < 3:
-                await asyncio.sleep(0.1)
-        assert await server.stop() == 0
+    server = await supervised(2)
+    victim, survivor = workers_of(server)
+    os.kill(victim, signal.SIGKILL)
+    died = await server.logged("worker.died")
+    assert (died["pid"], died["status"]) == (victim, -signal.SIGKILL)
+    assert died["restart_in_seconds"] > 0
+    # The shared socket stays open: the other worker answers meanwhile.
+    for _ in range(5):
+        async with aiohttp.ClientSession() as fresh, fresh.get(f"{server.base}/healthz") as ok:
+            assert ok.status == 200
+    async with asyncio.timeout(10):
+        while len(workers_of(server)) < 2:
+            await asyncio.sleep(0.1)
+    replacement = set(workers_of(server)) - {survivor}
+    assert replacement and victim not in replacement
+    async with asyncio.timeout(10):
+        while server.events.count("server.listening") < 3:
+            await asyncio.sleep(0.1)
+    assert await server.terminate() == 0
 
 
 async def test_sigterm_drains_every_worker_and_the_chunk_in_flight_finishes(supervised):
-    token = tokens.issue(SECRET.encode(), "alice", 3600)
+    token = tokens.issue(JWT_SECRET.encode(), "alice", 3600)
     auth = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
         server = await supervised(2)
-        await server.ready(http)
         async with http.post(
-            f"{server.url}/api/v1/media/upload/initiate",
+            f"{server.base}/api/v1/media/upload/initiate",
             json={"filename": "slow.bin", "size": len(CHUNK)},
             headers=auth,
         ) as created:
@@ -215,7 +207,9 @@ async def test_sigterm_drains_every_worker_and_the_chunk_in_flight_finishes(supe
         async with asyncio.timeout(10):
             while server.events.count("server.stopping") < 2:
                 await asyncio.sleep(0.05)
-        in_flight = [line["in_flight"] for line in server.log if line["event"] == "server.stopping"]
+        in_flight = [
+            line["in_flight"] for line in server.lines if line["event"] == "server.stopping"
+        ]
         assert sorted(in_flight) == [0, 1]
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", server.port)
@@ -227,16 +221,17 @@ async def test_sigterm_drains_every_worker_and_the_chunk_in_flight_finishes(supe
         writer.close()
         assert status == 200, body
         assert json.loads(body)["received_chunks"] == 1
-        assert await server.exited() == 0
-        stopped = [line for line in server.log if line["event"] == "worker.stopped"]
+        assert await server.wait(15) == 0
+        stopped = [line for line in server.lines if line["event"] == "worker.stopped"]
         assert [line["status"] for line in stopped] == [0, 0]
 
         # One process on the same data directory: the chunk was kept.
         restarted = await supervised(1)
-        await restarted.ready(http)
-        async with http.get(f"{restarted.url}/api/v1/media/upload/{session_id}", headers=auth) as s:
+        async with http.get(
+            f"{restarted.base}/api/v1/media/upload/{session_id}", headers=auth
+        ) as s:
             assert (await s.json())["received"] == [0]
-        assert await restarted.stop() == 0
+        assert await restarted.terminate() == 0
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> dict[Any, float]:
@@ -255,25 +250,24 @@ async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(sup
     )
     started = ("mediagate_uploads_started_total", frozenset({("storage", "local")}))
     sessions = ("mediagate_upload_sessions_in_flight", frozenset())
-    auth = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
+    auth = {"Authorization": f"Bearer {tokens.issue(JWT_SECRET.encode(), 'alice', 3600)}"}
     # A connection per request: the kernel spreads connections over the workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         (tmp_path / "tmp").mkdir()
         server = await supervised(2, TMPDIR=str(tmp_path / "tmp"))
-        await server.ready(http)
         for _ in range(requests):
-            async with http.get(f"{server.url}/api/v1/media") as answer:
+            async with http.get(f"{server.base}/api/v1/media") as answer:
                 assert answer.status == 401
-        await upload(http, server.url, CHUNK)  # a session opened and completed
+        await upload(http, server.base, CHUNK)  # a session opened and completed
         for _ in range(2):  # and two left open
             async with http.post(
-                f"{server.url}/api/v1/media/upload/initiate",
+                f"{server.base}/api/v1/media/upload/initiate",
                 json={"filename": "open.bin", "size": 10},
                 headers=auth,
             ) as answer:
                 assert answer.status == 201
 
-        scrapes = [await scrape(http, server.url) for _ in range(8)]
+        scrapes = [await scrape(http, server.base) for _ in range(8)]
         assert [(s[refused], s[started], s[sessions]) for s in scrapes] == [(requests, 3, 2)] * 8
         assert all(later == scrapes[0] for later in scrapes[1:])
 
@@ -282,18 +276,18 @@ async def test_one_scrape_counts_every_worker_and_a_dead_one_s_requests_stay(sup
             while server.events.count("server.listening") < 3:
                 await asyncio.sleep(0.1)
         for _ in range(4):
-            after = await scrape(http, server.url)
+            after = await scrape(http, server.base)
             assert (after[refused], after[started], after[sessions]) == (requests, 3, 2)
         (shared,) = (tmp_path / "tmp").iterdir()
         assert shared.name.startswith("mediagate-metrics-") and any(shared.glob("*.db"))
-        assert await server.stop() == 0
+        assert await server.terminate() == 0
     assert not any((tmp_path / "tmp").iterdir()), "the next start must not add in these counts"
 
 
 def test_a_bad_setting_met_by_the_workers_stops_the_server_with_status_2(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / tokens.SECRET_FILE).write_bytes(b"abc\n")  # too short to sign with
-    env = environment(tmp_path / "data", closed_port())
+    env = environment(tmp_path / "data", free_port())
     del env["MEDIAGATE_JWT_SECRET"]
     result = subprocess.run(
         [sys.executable, "-c", ALLOWED, "serve", "--workers", "2"],

@@ -10,10 +10,10 @@ import jwt
 import pytest
 from structlog.testing import capture_logs
 
-from conftest import make_settings
 from mediagate import tokens
 from mediagate.core.links import StreamLinks
-from server_process import ServerProcess
+from support.api import make_settings
+from support.server_process import ServerProcess
 
 SECRET = b"a-secret-that-is-long-enough-for-hs256"
 

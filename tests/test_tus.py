@@ -25,7 +25,6 @@ import aiohttp
 import boto3
 import pytest
 
-from conftest import CATALOGS, Api, ApiFactory, MiB, database_url_for, make_settings, tier_s3_env
 from mediagate import tokens
 from mediagate.config import S3_MAX_OBJECT_SIZE, Settings
 from mediagate.core.tus import CHECKSUM_ALGORITHMS
@@ -46,14 +45,23 @@ from mediagate.web.tus_headers import (
     parse_number,
     refuse_checksum_trailer,
 )
-from raw_http import RawConnection, request_head
-from server_process import ServerProcess
-from tcp_proxy import CuttableProxy
+from support.api import (
+    CATALOGS,
+    TOKEN_LIFETIME,
+    Api,
+    ApiFactory,
+    MiB,
+    database_url_for,
+    make_settings,
+)
+from support.raw_http import RawConnection, request_head
+from support.server_process import ServerProcess
+from support.tcp_proxy import CuttableProxy
+from support.tier import tier_s3_env
+from support.tus import OCTETS, TUS, create_upload, fetch_media, offset_of, patch, stall_patch
 
 pytestmark = pytest.mark.store
 
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTETS = {"Content-Type": "application/offset+octet-stream"}
 ANY = object()  # the header must be present, whatever its value
 ABSENT = object()
 
@@ -449,29 +457,6 @@ CASES = [
 ]
 
 
-async def create_upload(api: Api, length: int = 11, **headers: str) -> str:
-    answer = await api.client.post(
-        "/api/v1/tus",
-        headers={**api.headers, **TUS, "Upload-Length": str(length), **headers},
-    )
-    assert answer.status == 201, await answer.text()
-    return answer.headers["Location"].split("/api/v1/tus/")[-1]
-
-
-async def patch(api: Api, upload: str, offset: int, data: bytes, **headers: str) -> Any:
-    return await api.client.patch(
-        f"/api/v1/tus/{upload}",
-        data=data,
-        headers={**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset), **headers},
-    )
-
-
-async def offset_of(api: Api, upload: str) -> int:
-    answer = await api.client.head(f"/api/v1/tus/{upload}", headers={**api.headers, **TUS})
-    assert answer.status == 200
-    return int(answer.headers["Upload-Offset"])
-
-
 async def prepare(api: Api, path: str) -> str:
     if not path.startswith("{"):
         return path
@@ -575,22 +560,6 @@ async def test_an_expired_upload_is_410_then_swept(aiohttp_client: Any, tmp_path
     assert (await patch(api, upload, 3, b"lo")).status == 410
     assert await app[SERVICES].engine.expire_sessions() == 1
     assert not [path for path in staging.iterdir() if path.is_file()]
-
-
-async def fetch_media(api: Api, filename: str) -> tuple[dict[str, Any], bytes]:
-    """The finished upload named `filename` through the media API: its info and its bytes."""
-    listed = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
-    found = [media for media in listed["items"] if media["filename"] == filename]
-    assert len(found) == 1, listed
-    info = found[0]
-    stream = await api.client.get(
-        f"/api/v1/media/stream/{info['media_id']}", headers=api.headers, allow_redirects=False
-    )
-    if stream.status == 302:
-        async with api.client.session.get(stream.headers["Location"]) as direct:
-            return info, await direct.read()
-    assert stream.status == 200
-    return info, await stream.read()
 
 
 def named(filename: str) -> dict[str, str]:
@@ -959,17 +928,6 @@ async def test_a_deferred_length_can_end_where_the_tail_does(local_api: Api) -> 
 # --- what a cut PATCH keeps ------------------------------------------------------
 
 
-@pytest.fixture
-def proxied_settings(tmp_path: Path, proxy: CuttableProxy, bucket: str) -> Settings:
-    return make_settings(
-        tmp_path / "data",
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-        s3_probe_max_interval=0.2,
-    )
-
-
 async def eventually_fetched(api: Api, filename: str) -> bytes:
     """The media's bytes once it is ready (a spilled part may first wait to move to S3)."""
     async with asyncio.timeout(20):
@@ -1217,7 +1175,7 @@ async def send_patch_and_stall(
 
 
 CRASH_SECRET = "tus-crash-secret-long-enough-for-hs256"
-CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", 600)
+CRASH_TOKEN = tokens.issue(CRASH_SECRET.encode(), "alice", TOKEN_LIFETIME)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -1360,19 +1318,6 @@ async def test_sigkill_mid_checksummed_patch_counts_none_of_its_parts(
 
 
 # --- a stalled PATCH: timed out, or taken over by a newer request ------------------
-
-
-async def stall_patch(api: Api, upload: str, offset: int, body: bytes, sent: int) -> RawConnection:
-    """A PATCH declaring all of `body` that sends its first `sent` bytes, then nothing."""
-    connection = await RawConnection.open(api.client)
-    head = request_head(
-        "PATCH",
-        f"/api/v1/tus/{upload}",
-        {**api.headers, **TUS, **OCTETS, "Upload-Offset": str(offset)},
-        content_length=len(body),
-    )
-    await connection.send(head, body[:sent], pause=0.3)
-    return connection
 
 
 def problem_type(problem: dict[str, Any] | None) -> str:

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import Api, MiB
 from mediagate.config import Settings
 from mediagate.web.app import create_app
-from test_tus import TUS, fetch_media
+from support.api import Api, MiB
+from support.browser import CHROMIUM
+from support.tus import TUS, fetch_media
 
 playwright = pytest.importorskip("playwright.async_api")
 
-CHROMIUM = "/usr/bin/chromium"
 BUNDLE = Path(__file__).parent / "browser" / "tus-clients.js"
 PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
 

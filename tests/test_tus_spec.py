@@ -29,10 +29,10 @@ import pytest
 import pytest_asyncio
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from conftest import tier_s3_env
 from mediagate import tokens
-from raw_http import request_head
-from server_process import ServerProcess
+from support.raw_http import request_head
+from support.server_process import ServerProcess
+from support.tier import tier_s3_env
 
 pytestmark = [pytest.mark.store, pytest.mark.asyncio(loop_scope="module")]
 
@@ -134,6 +134,11 @@ def head(path: str = "{upload}", **expect: str | Expectation) -> Step:
     )
 
 
+def get(path: str = "{upload}", status: int | tuple[int, ...] = 200, **fields: Any) -> Step:
+    """A GET that is not tus (the media API, or a finished upload's bytes at its URL)."""
+    return Step("GET", path, headers={"Tus-Resumable": None}, status=status, **fields)
+
+
 def patch(offset: int, body: bytes, path: str = "{upload}", **headers: str) -> dict[str, Any]:
     """The request part of a PATCH step: Step("PATCH", **patch(...), status=...)."""
     return {
@@ -168,6 +173,9 @@ HELLO = b"hello world"
 FINAL = "final;{origin}/api/v1/tus/{a} {origin}/api/v1/tus/{b}"
 PART = 5 * 1024**2  # MEDIAGATE_CHUNK_SIZE of the server: S3's smallest part
 BIG = random.Random(19).randbytes(PART + 1024**2)
+
+# The case's user has no media: nothing an unfinished or removed upload left became one.
+NO_MEDIA = get("/api/v1/media", json={"items": []})
 
 CASES = [
     # --- Core protocol: headers ---------------------------------------------------------
@@ -281,13 +289,7 @@ CASES = [
             Step("DELETE", headers={"Tus-Resumable": "2.0.0"}, status=412),
             head(Upload_Offset="5"),
             Step("POST", **create(11, **{"Tus-Resumable": "0.2.2"}), status=412),
-            Step(
-                "GET",
-                "/api/v1/media",
-                headers={"Tus-Resumable": None},
-                status=200,
-                json={"items": []},
-            ),
+            NO_MEDIA,
         ],
         given="half",
     ),
@@ -411,7 +413,7 @@ CASES = [
         "contained in the message at the given offset specified by the `Upload-Offset` header.",
         [
             Step("PATCH", **patch(5, b" world")),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get(answer=HELLO),
         ],
         given="half",
     ),
@@ -443,7 +445,7 @@ CASES = [
             Step("PATCH", **patch(6, b"wor"), status=409),
             head(Upload_Offset="5"),
             Step("PATCH", **patch(5, b" world")),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get(answer=HELLO),
         ],
         given="half",
     ),
@@ -486,7 +488,7 @@ CASES = [
             Step("HANG UP"),
             head(Upload_Offset=str(PART)),
             Step("PATCH", **patch(PART, BIG[PART:])),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=BIG),
+            get(answer=BIG),
         ],
         given="big",
     ),
@@ -652,14 +654,8 @@ CASES = [
                 status=400,
             ),
             Step("POST", **create(11, **{"Upload-Metadata": f",a {b64('x')}"}), status=400),
-            Step("GET", "/api/v1/media/upload", headers={"Tus-Resumable": None}, status=(404, 405)),
-            Step(
-                "GET",
-                "/api/v1/media",
-                headers={"Tus-Resumable": None},
-                status=200,
-                json={"items": []},
-            ),
+            get("/api/v1/media/upload", status=(404, 405)),
+            NO_MEDIA,
         ],
     ),
     Case(
@@ -694,11 +690,8 @@ CASES = [
                 ),
                 status=201,
             ),
-            Step(
-                "GET",
+            get(
                 "{location}",
-                headers={"Tus-Resumable": None},
-                status=200,
                 expect={
                     "X-Smuggled": ABSENT,
                     "Content-Disposition": Matches(r"[^\r\n]+"),
@@ -739,7 +732,7 @@ CASES = [
             Step(
                 "PATCH", **patch(3, b"lo", **{"Upload-Length": "5"}), expect={"Upload-Offset": "5"}
             ),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=b"hello"),
+            get(answer=b"hello"),
         ],
         given="deferred",
     ),
@@ -764,7 +757,7 @@ CASES = [
         [
             Step("POST", **create(0), status=201, expect={"Upload-Expires": ABSENT}),
             head("{location}", Upload_Offset="0", Upload_Length="0"),
-            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=200, answer=b""),
+            get("{location}", answer=b""),
         ],
     ),
     Case(
@@ -818,13 +811,7 @@ CASES = [
                 status=415,
                 expect={"Location": ABSENT},
             ),
-            Step(
-                "GET",
-                "/api/v1/media",
-                headers={"Tus-Resumable": None},
-                status=200,
-                json={"items": []},
-            ),
+            NO_MEDIA,
         ],
     ),
     Case(
@@ -843,7 +830,7 @@ CASES = [
             ),
             head("{location}", Upload_Offset="5"),
             Step("PATCH", **patch(5, b" world", path="{location}")),
-            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get("{location}", answer=HELLO),
         ],
     ),
     Case(
@@ -939,7 +926,7 @@ CASES = [
                 **patch(9, b"ld", **{"Upload-Checksum": digest("md5", b"ld")}),
                 expect={"Upload-Offset": "11"},
             ),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get(answer=HELLO),
         ],
         given="half",
     ),
@@ -1008,7 +995,7 @@ CASES = [
             ),
             head(Upload_Offset="5"),
             Step("PATCH", **patch(5, b" world")),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get(answer=HELLO),
         ],
         given="half",
     ),
@@ -1081,9 +1068,7 @@ CASES = [
         "that the upload was terminated.",
         [
             Step("DELETE", status=204, expect={"Tus-Resumable": "1.0.0"}),
-            Step(
-                "GET", "/api/v1/media/upload/{upload}", headers={"Tus-Resumable": None}, status=404
-            ),
+            get("/api/v1/media/upload/{upload}", status=404),
         ],
         given="half",
     ),
@@ -1095,13 +1080,7 @@ CASES = [
         "associated resources",
         [
             Step("DELETE", status=204),
-            Step(
-                "GET",
-                "/api/v1/media",
-                headers={"Tus-Resumable": None},
-                status=200,
-                json={"items": []},
-            ),
+            NO_MEDIA,
         ],
         given="done",
     ),
@@ -1114,7 +1093,7 @@ CASES = [
             Step("DELETE"),
             Step("HEAD", status=(404, 410)),
             Step("PATCH", **patch(5, b" wor"), status=(404, 410)),
-            Step("GET", headers={"Tus-Resumable": None}, status=(404, 410)),
+            get(status=(404, 410)),
             Step("DELETE", status=(404, 410)),
         ],
         given="half",
@@ -1141,13 +1120,7 @@ CASES = [
                 headers={"Upload-Concat": "final;/api/v1/tus/{b} /api/v1/tus/{a}"},
                 status=201,
             ),
-            Step(
-                "GET",
-                "{location}",
-                headers={"Tus-Resumable": None},
-                status=200,
-                answer=b" worldhello",
-            ),
+            get("{location}", answer=b" worldhello"),
         ],
         given="partials",
     ),
@@ -1202,10 +1175,10 @@ CASES = [
                 status=201,
             ),
             head("{location}", Upload_Length="11"),
-            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=409),
+            get("{location}", status=409),
             Step("PATCH", **patch(5, b" world"), status=204),
             head("{location}", Upload_Offset="11", Upload_Length="11"),
-            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get("{location}", answer=HELLO),
         ],
         given="partial",
     ),
@@ -1251,13 +1224,7 @@ CASES = [
                 status=201,
             ),
             head("{location}", Upload_Metadata=f"filename {b64('ab.txt')}"),
-            Step(
-                "GET",
-                "{location}",
-                headers={"Tus-Resumable": None},
-                status=200,
-                expect={"Content-Disposition": Matches(r".*ab\.txt.*")},
-            ),
+            get("{location}", expect={"Content-Disposition": Matches(r".*ab\.txt.*")}),
         ],
         given="partials",
     ),
@@ -1267,7 +1234,7 @@ CASES = [
         "The Server MAY delete partial uploads after concatenation.",
         [
             Step("POST", COLLECTION, headers={"Upload-Concat": FINAL}, status=201),
-            Step("GET", "/api/v1/tus/{a}", headers={"Tus-Resumable": None}, status=(404, 410)),
+            get("/api/v1/tus/{a}", status=(404, 410)),
         ],
         given="partials",
     ),
@@ -1283,13 +1250,7 @@ CASES = [
                 headers={"Upload-Concat": "final;/api/v1/tus/{a} /api/v1/tus/{a}"},
                 status=201,
             ),
-            Step(
-                "GET",
-                "{location}",
-                headers={"Tus-Resumable": None},
-                status=200,
-                answer=b"hellohello",
-            ),
+            get("{location}", answer=b"hellohello"),
         ],
         given="partials",
         xfail="a partial goes into one final only, and is deleted once it is in (the server's "
@@ -1315,15 +1276,7 @@ CASES = [
         "SHOULD NOT",
         "The Server SHOULD NOT process these partial uploads until they are concatenated to "
         "form a final upload.",
-        [
-            Step(
-                "GET",
-                "/api/v1/media",
-                headers={"Tus-Resumable": None},
-                status=200,
-                json={"items": []},
-            )
-        ],
+        [NO_MEDIA],
         given="partials",
         xfail="a finished partial completes into a media of its own (listed, named from its "
         "id) while it waits, which a final copies inside S3 (UploadPartCopy), then deletes "
@@ -1338,7 +1291,7 @@ CASES = [
             Step("PATCH", **patch(11, b"more"), status=403),
             Step("PATCH", **patch(0, b"HELLO"), status=403),
             head(Upload_Offset="11", Upload_Length="11"),
-            Step("GET", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get(answer=HELLO),
         ],
         given="final",
     ),
@@ -1390,7 +1343,7 @@ CASES = [
                 headers={"Upload-Concat": "final;{origin}/api/v1/tus/{a} /api/v1/tus/{b}"},
                 status=201,
             ),
-            Step("GET", "{location}", headers={"Tus-Resumable": None}, status=200, answer=HELLO),
+            get("{location}", answer=HELLO),
         ],
         given="partials",
     ),

@@ -4,38 +4,31 @@ only when S3 refuses them and the fallback is on."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import MiB
 from mediagate.config import Settings
 from mediagate.core.tus_tails import TusTails
 from mediagate.errors import StorageUnavailable
-from mediagate.models import SessionState, StorageKind, UploadSession
+from mediagate.models import StorageKind, UploadSession
 from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
+from support.api import MiB
+from support.sessions import upload_session
 
 
 def s3_session() -> UploadSession:
-    now = datetime.now(UTC)
-    return UploadSession(
-        id="7b1e4a52-7c43-4a59-9f4e-2a7d0c9b8e11",
-        user_id="alice",
+    return upload_session(
+        "7b1e4a52-7c43-4a59-9f4e-2a7d0c9b8e11",
         filename="clip.mp4",
         content_type="video/mp4",
         size=20 * MiB,
         chunk_size=8 * MiB,
         total_chunks=3,
-        sha256=None,
-        storage=StorageKind.S3,
         key="media/alice/m1/clip.mp4",
         upload_id="upload-1",
-        state=SessionState.OPEN,
-        created_at=now,
-        expires_at=now + timedelta(hours=1),
         media_id="m1",
     )
 

@@ -9,20 +9,16 @@ import os
 
 import pytest
 
-from conftest import CATALOGS, MiB, database_url_for, make_settings
 from mediagate.storage.local import LocalStore
 from mediagate.storage.s3 import S3Store
-from raw_http import RawConnection, request_head
-from test_stream_proxy import raw_get
+from support.api import CATALOGS, MiB, assert_problem, database_url_for, make_settings
+from support.raw_http import RawConnection, raw_get, request_head
 
 
 @pytest.fixture(params=CATALOGS)
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """Every test here runs on the SQLite catalog and on the PostgreSQL one."""
     return database_url_for(request)
-
-
-PROBLEM = "application/problem+json"
 
 
 async def new_session(api, size: int = 5 * MiB + 10, **extra) -> str:
@@ -36,17 +32,6 @@ async def new_session_done(api) -> str:
     sid = await new_session(api, size=2)
     assert (await api.put_chunk(sid, 0, b"ok")).status == 200
     return sid
-
-
-async def assert_problem(answer, status: int, code: str) -> dict:
-    assert answer.status == status, await answer.text()
-    assert answer.headers["Content-Type"].startswith(PROBLEM)
-    body = await answer.json()
-    assert body["status"] == status
-    assert body["type"].endswith(f"/{code}")
-    assert body["title"] and body["detail"]
-    assert answer.headers["X-Request-ID"] == body["request_id"]
-    return body
 
 
 async def test_no_token_is_401_with_a_challenge(local_api):

@@ -10,16 +10,16 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import (
+from support.api import (
     CATALOGS,
     MiB,
     chunks_of,
     database_url_for,
     md5_header,
-    plain_client,
     read_object,
     sha256_header,
 )
+from support.tier import plain_client
 
 pytestmark = pytest.mark.store
 
@@ -57,7 +57,13 @@ async def upload_parallel(api, data: bytes, **initiate) -> dict:
 
 @pytest.mark.parametrize(
     "size",
-    [1, 5 * MiB - 1, 5 * MiB, 5 * MiB + 1, 3 * 5 * MiB + 12_345],
+    [
+        1,
+        5 * MiB - 1,
+        5 * MiB,
+        5 * MiB + 1,
+        pytest.param(3 * 5 * MiB + 12_345, marks=pytest.mark.transport),
+    ],
     ids=["1-byte", "5MiB-1", "5MiB", "5MiB+1", "3-chunks-and-a-tail"],
 )
 async def test_parallel_shuffled_upload_lands_byte_for_byte(s3_api, s3_objects, bucket, size):
@@ -74,6 +80,7 @@ async def test_parallel_shuffled_upload_lands_byte_for_byte(s3_api, s3_objects, 
     assert head["Metadata"] == {"owner": "alice", "filename": "clip.mp4"}
 
 
+@pytest.mark.transport
 async def test_zero_byte_file_completes_without_chunks(s3_api, s3_objects, bucket):
     created = await (await s3_api.initiate(filename="empty.bin", size=0)).json()
     assert created["total_chunks"] == 0
@@ -148,6 +155,7 @@ async def test_chunk_digests_are_checked_and_a_bad_one_keeps_nothing(s3_api, s3_
     )
 
 
+@pytest.mark.transport
 async def test_multipart_form_chunks_are_streamed(s3_api, s3_objects, bucket):
     data = payload(5 * MiB + 77)
     session = await (await s3_api.initiate(size=len(data), chunk_size=5 * MiB)).json()
@@ -208,6 +216,7 @@ async def test_wrong_sha256_is_422_and_the_session_stays_open(s3_api, s3_objects
     assert media["items"] == []
 
 
+@pytest.mark.transport
 async def test_completed_upload_shows_in_info_list_and_can_be_deleted(s3_api, s3_objects, bucket):
     done = await upload_parallel(s3_api, payload(1000), filename="a.webm")
     media_id = done["media_id"]
@@ -232,6 +241,7 @@ async def test_retried_complete_returns_the_same_media(s3_api):
     assert (await again.json())["media_id"] == first["media_id"]
 
 
+@pytest.mark.transport
 async def test_abort_discards_the_multipart_upload(s3_api, s3_objects, bucket):
     session = await (await s3_api.initiate(size=5 * MiB + 1, chunk_size=5 * MiB)).json()
     await s3_api.put_chunk(session["session_id"], 0, payload(5 * MiB))
@@ -241,6 +251,7 @@ async def test_abort_discards_the_multipart_upload(s3_api, s3_objects, bucket):
     assert uploads.get("Uploads", []) == []
 
 
+@pytest.mark.transport
 async def test_stream_redirects_to_a_presigned_url(s3_api, bucket):
     done = await upload_parallel(s3_api, payload(4096), filename="movie.mp4")
     answer = await s3_api.client.get(URL(done["stream_url"]).path_qs, allow_redirects=False)
@@ -254,6 +265,7 @@ async def test_stream_redirects_to_a_presigned_url(s3_api, bucket):
         assert await s3_answer.read() == payload(4096)
 
 
+@pytest.mark.transport
 async def test_head_on_a_stream_link_follows_to_a_url_signed_for_head(s3_api, bucket):
     """Before: the redirect of a HEAD went to a URL presigned for GET, which a real S3
     (RGW, AWS) answers 403; moto checks no signature, so only the RGW tier shows it."""

@@ -16,70 +16,22 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from standardwebhooks.webhooks import Webhook
 
 from mediagate import tokens
 from mediagate.catalog.base import CATALOG_FILE
 from mediagate.core.webhooks import MAX_BACKOFF, settle
 from mediagate.events import Delivery, DeliveryState
-from server_process import ServerProcess, free_port
+from support.receiver import Receiver
+from support.server_process import ServerProcess
 
 SECRET = "webhook-test-secret-long-enough-for-hs256"
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 HEADERS = {"Authorization": f"Bearer {tokens.issue(SECRET.encode(), 'alice', 3600)}"}
 
 
-class Receiver:
-    """An application's webhook endpoint: verifies each message, keeps the first copy of
-    each webhook-id, and answers `status` (or is not listening at all while stopped)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hooks"
-        self.status = 204
-        self.received: list[dict] = []
-        self.ids: list[str] = []
-        # When each webhook-id was first acknowledged (the event loop's clock).
-        self.arrived: dict[str, float] = {}
-        self.attempts = 0
-        self.hang = False  # never answer
-        self._runner: web.AppRunner | None = None
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.attempts += 1
-        while self.hang:
-            await asyncio.sleep(0.05)
-        message = Webhook(WHSEC).verify(body, dict(request.headers))
-        if 200 <= self.status < 300:
-            self.ids.append(request.headers["webhook-id"])
-            self.arrived.setdefault(
-                request.headers["webhook-id"], asyncio.get_running_loop().time()
-            )
-            if request.headers["webhook-id"] not in {m["id"] for m in self.received}:
-                self.received.append({"id": request.headers["webhook-id"], **message})
-        return web.Response(status=self.status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks", self._hook)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def types(self, media_id: str) -> list[str]:
-        return [m["type"] for m in self.received if m["data"]["media_id"] == media_id]
-
-
 @pytest.fixture
 async def receiver():
-    hook = Receiver()
+    hook = Receiver(WHSEC)
     await hook.start()
     yield hook
     await hook.stop()
@@ -88,7 +40,7 @@ async def receiver():
 def server_env(receiver: Receiver, **extra: str) -> dict[str, str]:
     return {
         "MEDIAGATE_JWT_SECRET": SECRET,
-        "MEDIAGATE_WEBHOOK_URL": receiver.url,
+        "MEDIAGATE_WEBHOOK_URL": receiver.events_url,
         "MEDIAGATE_WEBHOOK_SECRET": WHSEC,
         # Short, so that what a killed process held is sent again soon (its hold is
         # ten timeouts and 10 s).
@@ -322,11 +274,11 @@ def open_connections_to(port: int) -> int:
 
 
 async def test_410_stops_that_endpoint_for_that_event_only(tmp_path, receiver):
-    other = Receiver()
+    other = Receiver(WHSEC)
     await other.start()
     receiver.status = 410
     env = server_env(receiver)
-    env["MEDIAGATE_WEBHOOK_URL"] = f"{receiver.url},{other.url}"
+    env["MEDIAGATE_WEBHOOK_URL"] = f"{receiver.events_url},{other.events_url}"
     server = ServerProcess(tmp_path / "data", env)
     await server.start()
     try:

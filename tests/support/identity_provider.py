@@ -12,6 +12,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from support.api import TOKEN_LIFETIME
+
 ISSUER = "https://id.example.com/"
 AUDIENCE = "mediagate"
 
@@ -42,7 +44,8 @@ class Key:
 
     def sign(self, **overrides: Any) -> str:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600}
+        expiry = now + TOKEN_LIFETIME
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": expiry}
         claims.update(overrides)
         claims = {name: value for name, value in claims.items() if value is not None}
         return jwt.encode(claims, self.private, self.algorithm, headers={"kid": self.kid})

@@ -9,6 +9,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+CHUNK = bytes(range(256)) * 1024  # 256 KiB: one chunk, the whole file, sent in PIECES
+PIECES = 4
+
 
 def request_head(
     method: str, path: str, headers: dict[str, str], *, content_length: int | None = None
@@ -76,3 +79,44 @@ class RawConnection:
 
     def close(self) -> None:
         self.writer.transport.abort()
+
+
+async def raw_get(api, path: str, header_lines: bytes) -> tuple[int, bytes]:
+    """A GET with header bytes no HTTP client library would send (not UTF-8)."""
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    writer.write(
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + header_lines
+        + b"\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def stall_chunk(api: Any, session_id: str, data: bytes, number: int = 0) -> RawConnection:
+    """Headers and half of the chunk's body, then silence (the connection stays open);
+    `api` is a test's `support.api.Api`."""
+    connection = await RawConnection.open(api.client)
+    head = request_head(
+        "POST",
+        f"/api/v1/media/upload/{session_id}/chunk/{number}",
+        {**api.headers, "Content-Type": "application/octet-stream"},
+        content_length=len(data),
+    )
+    await connection.send(head, data[: len(data) // 2], pause=0.2)
+    return connection
+
+
+async def read_answer(reader: asyncio.StreamReader, seconds: float = 15) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 answer that declares its Content-Length."""
+    async with asyncio.timeout(seconds):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in header_lines if line)
+        body = await reader.readexactly(int(headers.get("Content-Length", "0")))
+    return int(status_line.split()[1]), body
