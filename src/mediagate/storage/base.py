@@ -47,6 +47,15 @@ class StoredObject:
     etag: str
 
 
+@dataclass(frozen=True)
+class ListedPart:
+    """A part the store holds of an unfinished upload: its number (0-based), size, ETag."""
+
+    number: int
+    size: int
+    etag: str
+
+
 class BlobStore(Protocol):
     kind: StorageKind
 

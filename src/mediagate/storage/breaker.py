@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 import structlog
 
 from mediagate.errors import StorageUnavailable
-from mediagate.storage.base import NewObject, ObjectRead, PartBody, ReadConditions, StoredObject
+from mediagate.storage.base import (
+    ListedPart,
+    NewObject,
+    ObjectRead,
+    PartBody,
+    ReadConditions,
+    StoredObject,
+)
 from mediagate.storage.s3 import S3Store
 
 log = structlog.get_logger("mediagate.storage")
@@ -178,6 +185,32 @@ class GuardedStore:
         # Signed locally: S3 is not asked, so an open breaker need not refuse it.
         return await self._inner.presigned_url(
             key, filename=filename, content_type=content_type, expires_in=expires_in, head=head
+        )
+
+    async def list_parts(self, key: str, upload_id: str) -> list[ListedPart]:
+        return await self._call(lambda: self._inner.list_parts(key, upload_id))
+
+    async def presigned_part_url(
+        self,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        expires_in: int,
+        length: int | None = None,
+        content_md5: str | None = None,
+    ) -> str:
+        # Signed locally, but refused while S3 fails: the client would only fail at S3
+        # itself, when the server can still take the part (relay, fallback).
+        if not self.breaker.allow():
+            raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
+        return await self._inner.presigned_part_url(
+            key,
+            upload_id,
+            number=number,
+            expires_in=expires_in,
+            length=length,
+            content_md5=content_md5,
         )
 
     async def read_conditionally(

@@ -12,9 +12,10 @@ from mediagate import tokens, version
 from mediagate.config import DEFAULT_DATA_DIR, Settings, format_size
 from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
+from mediagate.core.upload_grants import UploadGrants
 from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
-from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
+from mediagate.web import api_docs, direct, health, media, openapi, page, tus, uploads
 from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
@@ -22,7 +23,9 @@ from mediagate.web.keys import (
     CATALOG,
     CLOCK,
     DATA_DISK,
+    DIRECT,
     ENGINE,
+    GRANTS,
     IDENTITY_KEYS,
     JWT_SECRET,
     LIBRARY,
@@ -81,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(page.routes)
     app.add_routes(tus.routes)
     app.add_routes(openapi.routes)
+    direct.register(app)
     app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
     return app
@@ -122,6 +126,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
+    app[GRANTS] = UploadGrants(secret.value, settings.signed_url_expiry)
     async with open_services(settings, clock=app[CLOCK]) as services:
         app[CATALOG] = services.catalog
         app[S3_STATUS] = services.s3_status
@@ -129,6 +134,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = services.engine
         app[LIBRARY] = services.library
         app[TUS] = services.tus
+        app[DIRECT] = services.direct
         if services.reconciler is not None:
             app[RECONCILER] = services.reconciler
         # Logged as `server.started` once the port is bound (web/server.py).

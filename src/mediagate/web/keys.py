@@ -6,10 +6,12 @@ from aiohttp import web
 
 from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
+from mediagate.core.direct import DirectUploads
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
+from mediagate.core.upload_grants import UploadGrants
 from mediagate.jwks import IdentityKeys
 from mediagate.migrate.reconciler import Reconciler
 from mediagate.storage.local import LocalStore
@@ -29,6 +31,8 @@ S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 TUS = web.AppKey("tus", TusUploads)
+DIRECT = web.AppKey("direct", DirectUploads)
+GRANTS = web.AppKey("grants", UploadGrants)
 # What the server serves, for its start-up log line (web/server.py).
 SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")
 # The data directory's disk, when anything may be written to it (/readyz).

@@ -795,6 +795,14 @@ REGISTRY: tuple[Route, ...] = (
 )
 
 
+def _routes() -> tuple[Route, ...]:
+    """This module's routes and those described beside their handlers (imported here:
+    they are built from this module's `Route`)."""
+    from mediagate.web import direct
+
+    return (*REGISTRY, *direct.OPENAPI)
+
+
 def document(max_upload_size: int) -> dict[str, Any]:
     """The OpenAPI document of a server taking files of up to `max_upload_size` bytes
     (a fresh copy: callers may change theirs)."""
@@ -809,7 +817,7 @@ def _build(max_upload_size: int) -> dict[str, Any]:
     # A larger declared size is refused (413): this server's setting is part of its contract.
     schemas[InitiateRequest.__name__]["properties"]["size"]["maximum"] = max_upload_size
     paths: dict[str, dict[str, Any]] = {}
-    for route in REGISTRY:
+    for route in _routes():
         operation = _operation(route, refs, max_upload_size)
         if route.method == "HEAD":
             operation = _without_bodies(operation)
@@ -831,6 +839,11 @@ def _build(max_upload_size: int) -> dict[str, Any]:
             {"name": "uploads", "description": "Chunked, resumable uploads (native API)"},
             {"name": "media", "description": "Uploaded media: info, list, stream, delete"},
             {"name": "tus", "description": "tus 1.0 resumable uploads, on the same engine"},
+            {
+                "name": "direct",
+                "description": "Companion-compatible S3 multipart signing: parts go "
+                "straight to the bucket (Uppy's @uppy/aws-s3, `mediagate upload --direct`)",
+            },
             {"name": "documentation", "description": "This document"},
         ],
         "paths": paths,
@@ -851,7 +864,7 @@ def _build(max_upload_size: int) -> dict[str, Any]:
 
 def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     found: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemDetails, "serialization")]
-    for route in REGISTRY:
+    for route in _routes():
         if route.request_model is not None:
             found.append((route.request_model, "validation"))
         found += [(reply.model, "serialization") for reply in route.replies if reply.model]
