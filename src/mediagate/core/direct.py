@@ -107,6 +107,7 @@ class DirectUploads:
         filename: str,
         content_type: str,
         size: int | None,
+        chunk_size: int | None = None,
         metadata: Mapping[str, str],
         caller: str | None,
     ) -> UploadSession:
@@ -119,6 +120,7 @@ class DirectUploads:
                 filename=filename,
                 size=size or 0,
                 content_type=content_type,
+                chunk_size=chunk_size,
                 protocol=UploadProtocol.DIRECT,
                 metadata=metadata,
                 caller=caller,

@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field, RootModel
 
 from mediagate import errors
 from mediagate.core.chunking import MAX_PARTS
+from mediagate.core.chunking import FileTooLarge as PlanTooLarge
 from mediagate.core.direct import PART_URL_EXPIRY
-from mediagate.errors import BadRequest, NotFound, Unauthorized
+from mediagate.errors import BadRequest, FileTooLarge, NotFound, Unauthorized
 from mediagate.web.auth import authenticated_user
 from mediagate.web.host import link_origin
 from mediagate.web.keys import DIRECT, ENGINE, GRANTS
@@ -60,8 +61,10 @@ class CreateRequest(BaseModel):
     type: str | None = Field(None, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Not Companion's: a client that says the size gets parts planned like the native
-    # API's chunks (and may send some of them through the server).
+    # API's chunks, of `chunk_size` as the server adjusts it (and may send some of them
+    # through the server).
     size: int | None = Field(None, ge=0, strict=True)
+    chunk_size: int | None = Field(None, ge=1, strict=True)
 
 
 class Created(Answer):
@@ -134,14 +137,18 @@ async def grant(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     user_id = user_of(request)
     body = await parse_json(request, CreateRequest)
-    session = await request.app[DIRECT].create(
-        user_id,
-        filename=body.filename,
-        content_type=_content_type(body),
-        size=body.size,
-        metadata={name: str(value) for name, value in body.metadata.items()},
-        caller=request.remote,
-    )
+    try:
+        session = await request.app[DIRECT].create(
+            user_id,
+            filename=body.filename,
+            content_type=_content_type(body),
+            size=body.size,
+            chunk_size=body.chunk_size,
+            metadata={name: str(value) for name, value in body.metadata.items()},
+            caller=request.remote,
+        )
+    except PlanTooLarge as error:
+        raise FileTooLarge(str(error)) from None
     return Created(
         key=session.key,
         uploadId=session.id,
