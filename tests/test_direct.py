@@ -156,7 +156,7 @@ async def test_a_key_other_than_the_one_created_is_refused(s3_api: Api) -> None:
         ("part 0", 400, "bad-request"),
         ("part 10001", 400, "bad-request"),
         ("bad json", 400, "bad-request"),
-        ("single request", 400, "bad-request"),
+        ("single request", 501, "direct-upload-not-offered"),
     ],
 )
 async def test_bad_requests_are_problems(s3_api: Api, case: str, status: int, code: str) -> None:

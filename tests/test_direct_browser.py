@@ -21,7 +21,7 @@ from conftest import Api, MiB
 from mediagate.config import Settings
 from mediagate.web.app import create_app
 from test_tus import fetch_media
-from test_tus_browser import CHROMIUM, MAKE_FILE, file_bytes, page_app, pytestmark
+from test_tus_browser import CHROMIUM, MAKE_FILE, Browsing, file_bytes, page_app, pytestmark
 
 playwright = pytest.importorskip("playwright.async_api")
 
@@ -61,23 +61,22 @@ UPPY_S3_UPLOAD = (
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, aiohttp_server: Any, s3_settings: Settings) -> Api:
+async def browsing(aiohttp_client: Any, aiohttp_server: Any, s3_settings: Settings) -> Browsing:
     page_server = await aiohttp_server(page_app())
     origin = str(page_server.make_url("")).rstrip("/")
     settings = s3_settings.model_copy(update={"cors_origins": [origin]})
     api = Api(await aiohttp_client(create_app(settings)), settings)
-    api.page_url = str(page_server.make_url("/index.html"))  # type: ignore[attr-defined]
-    return api
+    return Browsing(api, str(page_server.make_url("/index.html")))
 
 
 @pytest.fixture
-async def page(api: Api) -> AsyncIterator[Any]:
+async def page(browsing: Browsing) -> AsyncIterator[Any]:
     async with playwright.async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             tab = await browser.new_page()
             tab.on("console", lambda message: print("browser:", message.text))
-            await tab.goto(api.page_url)  # type: ignore[attr-defined]
+            await tab.goto(browsing.page_url)
             yield tab
         finally:
             await browser.close()
@@ -90,8 +89,9 @@ async def companion_endpoint(api: Api) -> str:
 
 
 async def test_uppy_aws_s3_uploads_into_the_bucket_and_aborts(
-    api: Api, page: Any, s3_objects: Any, bucket: str
+    browsing: Browsing, page: Any, s3_objects: Any, bucket: str
 ) -> None:
+    api = browsing.api
     endpoint = await companion_endpoint(api)
     size = 11 * MiB + 7  # three parts of Uppy's 5 MiB
     done = await page.evaluate(

@@ -30,7 +30,13 @@ from mediagate import errors
 from mediagate.core.chunking import MAX_PARTS
 from mediagate.core.chunking import FileTooLarge as PlanTooLarge
 from mediagate.core.direct import PART_URL_EXPIRY
-from mediagate.errors import BadRequest, FileTooLarge, NotFound, Unauthorized
+from mediagate.errors import (
+    BadRequest,
+    DirectUploadNotOffered,
+    FileTooLarge,
+    NotFound,
+    Unauthorized,
+)
 from mediagate.web.auth import authenticated_user
 from mediagate.web.host import link_origin
 from mediagate.web.keys import DIRECT, ENGINE, GRANTS
@@ -52,6 +58,8 @@ BASES = (PREFIX, GRANT + "/{grant}")
 CREATE = "/s3/multipart"
 UPLOAD = "/s3/multipart/{upload_id}"
 PART = "/s3/multipart/{upload_id}/{part_number}"
+# Digits only: `…/{upload_id}/complete` is the complete route's alone (its Allow: POST).
+PART_ROUTE = "/s3/multipart/{upload_id}/{part_number:[0-9]+}"
 COMPLETE = "/s3/multipart/{upload_id}/complete"
 PARAMS = "/s3/params"
 
@@ -210,9 +218,9 @@ async def abort(request: web.Request) -> web.Response:
 
 async def single_request(request: web.Request) -> web.Response:
     user_of(request)
-    raise BadRequest(
+    raise DirectUploadNotOffered(
         "single-request uploads (a presigned POST) are not offered: every direct upload "
-        "is a multipart one, so the server can check and record it (Uppy: "
+        "is a multipart one, whose end the server hears of, checks and records (Uppy: "
         "shouldUseMultipart: true)"
     )
 
@@ -242,7 +250,7 @@ def register(app: web.Application) -> None:
         app.router.add_post(base + CREATE, create)
         app.router.add_get(base + UPLOAD, list_parts, allow_head=False)
         app.router.add_delete(base + UPLOAD, abort)
-        app.router.add_get(base + PART, sign_part, allow_head=False)
+        app.router.add_get(base + PART_ROUTE, sign_part, allow_head=False)
         app.router.add_post(base + COMPLETE, complete)
         app.router.add_get(base + PARAMS, single_request, allow_head=False)
 
@@ -420,10 +428,10 @@ def _operations() -> tuple[Route, ...]:
                 "GET",
                 base + PARAMS,
                 "direct_single_request" + suffix,
-                "Not offered: every direct upload is a multipart one (400)",
+                "Not offered: every direct upload is a multipart one (501)",
                 parameters=before,
                 replies=(),
-                problems=(*refused,),
+                problems=(*refused, errors.DirectUploadNotOffered),
                 head=False,
                 **common,
             ),
