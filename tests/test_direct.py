@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from conftest import ON_RGW, Api, MiB, md5_header, plain_client
+from conftest import CATALOGS, ON_RGW, Api, MiB, database_url_for, md5_header, plain_client
 from mediagate.config import Settings
 from mediagate.core.direct import _unplanned_chunks
 from mediagate.core.engine import utc_now
@@ -24,6 +24,12 @@ from test_tus import fetch_media
 
 BASE = "/api/v1/companion"
 PART = 5 * MiB
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """SQLite, unless a test asks for both catalogs (indirect parametrize)."""
+    return database_url_for(request) if hasattr(request, "param") else None
 
 
 def data_of(size: int) -> bytes:
@@ -77,6 +83,7 @@ async def no_multipart_uploads(s3_objects: Any, bucket: str) -> bool:
     return listed.get("Uploads", []) == []
 
 
+@pytest.mark.parametrize("database_url", CATALOGS, indirect=True)
 async def test_parts_put_straight_to_s3_make_a_media_like_any_other(
     s3_api: Api, s3_objects: Any, bucket: str
 ) -> None:
