@@ -88,10 +88,6 @@ class DirectUploads:
             store if default_storage is StorageKind.S3 and isinstance(store, DirectParts) else None
         )
 
-    @property
-    def offered(self) -> bool:
-        return self._s3 is not None
-
     def _store(self) -> DirectParts:
         if self._s3 is None:
             raise DirectUploadNotOffered(
