@@ -88,6 +88,7 @@ async def companion_endpoint(api: Api) -> str:
     return (await granted.json())["companion_endpoint"]
 
 
+@pytest.mark.store  # the browser against the store tier's CORS too
 async def test_uppy_aws_s3_uploads_into_the_bucket_and_aborts(
     browsing: Browsing, page: Any, s3_objects: Any, bucket: str
 ) -> None:
