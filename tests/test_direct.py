@@ -334,3 +334,22 @@ async def test_with_a_size_parts_are_planned_md5_checked_and_may_go_through_the_
     assert done.status == 200, await done.text()
     _, body = await fetch_media(s3_api, "sized.mp4")
     assert body == data
+
+
+async def test_a_direct_upload_relayed_whole_completes_with_s3_away(
+    start_api: Any, s3_settings: Settings, proxy: Any
+) -> None:
+    api = await start_api(s3_settings.model_copy(update={"s3_endpoint_url": proxy.url}))
+    data = data_of(PART + 10)
+    upload = await (await create(api, "relayed.mp4", size=len(data), chunk_size=PART)).json()
+    await proxy.cut()  # S3 gone for the server too: the chunks spill to its disk
+    for number in range(upload["total_chunks"]):
+        chunk = data[number * PART : (number + 1) * PART]
+        assert (await api.put_chunk(upload["uploadId"], number, chunk)).status == 200
+    done = await complete(api, upload, None)
+    assert done.status == 200, await done.text()
+    info = (await done.json())["info"]
+    # Every chunk on the server's disk: the media is a local one, as for the native API.
+    assert (info["state"], info["storage"]) == ("ready", "local")
+    _, body = await fetch_media(api, "relayed.mp4")
+    assert body == data
