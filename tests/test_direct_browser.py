@@ -121,3 +121,12 @@ async def test_uppy_aws_s3_uploads_into_the_bucket_and_aborts(
     assert listed.get("Uploads", []) == []
     media = await (await api.client.get("/api/v1/media", headers=api.headers)).json()
     assert [item["filename"] for item in media["items"]] == ["uppy-s3.mp4"]
+
+    # Without the bucket's CORS rule (PUT allowed, ETag exposed) the same upload fails:
+    # moto answers any origin but exposes ETag only as the rule says (Uppy: "Missing
+    # ETag"), RGW refuses the preflight.
+    await s3_objects.delete_bucket_cors(Bucket=bucket)
+    with pytest.raises(playwright.Error):
+        await page.evaluate(
+            UPPY_S3_UPLOAD, {"endpoint": endpoint, "name": "no-cors.mp4", "size": 5 * MiB + 1}
+        )
