@@ -67,6 +67,8 @@ TUS = "tus"
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 TUS_BIG_PATCH = 256 * MiB
 PATH_NAMES = {"direct": "direct aiobotocore", TUS: "mediagate tus"}
+BARE = "bare"  # --bare-relay: the relay's floor (bench/_bare_relay.py)
+TARGET_BARE_CPU_RATIO = 1.4
 SCENARIOS = ("throughput", "rss", "all")
 USER = "bench"
 # The load generator never holds a file: every body is this block, repeated.
@@ -359,6 +361,65 @@ class DirectClient:
             )
 
 
+class BareRelayClient:
+    """The same bytes through bench/_bare_relay.py: each part a plain PUT to a URL this
+    client presigns; the multipart upload made and completed by this client."""
+
+    def __init__(self, http: aiohttp.ClientSession, s3: Any, bucket: str, relay: str) -> None:
+        self._http = http
+        self._s3 = s3
+        self._bucket = bucket
+        self._relay = relay
+
+    async def upload(self, key: str, size: int, chunk_size: int, parallel: int) -> str:
+        created = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=key)
+        upload_id = created["UploadId"]
+        lengths = chunk_lengths(size, chunk_size)
+        etags = await gather_bounded(
+            parallel,
+            [
+                functools.partial(self._put_part, key, upload_id, n, length)
+                for n, length in enumerate(lengths)
+            ],
+        )
+        parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
+        await self._s3.complete_multipart_upload(
+            Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        return key
+
+    async def _put_part(self, key: str, upload_id: str, number: int, length: int) -> str:
+        url = await self._s3.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": number + 1,
+            },
+        )
+        async with self._http.put(
+            f"{self._relay}/relay",
+            params={"url": url},
+            data=RepeatedBody(length),
+            headers={"Content-Length": str(length)},
+        ) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"bare relay: {answer.status} {(await answer.text())[:300]}")
+            return str((await answer.json())["etag"])
+
+
+@contextlib.contextmanager
+def bare_relay_server(workdir: Path) -> Iterator[Service]:
+    port = free_port()
+    log_path = workdir / "bare-relay.log"
+    command = [sys.executable, str(Path(__file__).with_name("_bare_relay.py")), str(port)]
+    with child_process(command, dict(os.environ), log_path) as process:
+        service = Service(f"http://127.0.0.1:{port}", process, log_path)
+        wait_until_answering(service.url + "/", process, log_path)
+        yield service
+
+
 # --- measuring ------------------------------------------------------------------------
 
 
@@ -391,6 +452,7 @@ class Phase:
 class Services:
     moto: Service
     server: Service
+    bare: Service | None = None
 
 
 async def measure(
@@ -419,6 +481,8 @@ class Bench:
     direct: DirectClient
     tus: TusUploadClient
     patch_size: int | None = None
+    # --bare-relay: its client, and the services with the relay as the server.
+    bare: tuple[BareRelayClient, Services] | None = None
 
     async def mediagate_phase(self, load: Workload, digest: str) -> Phase:
         for length in set(chunk_lengths(load.size, load.chunk_size)):
@@ -463,12 +527,29 @@ class Bench:
             await self.direct.delete(key)
         return phase
 
+    async def bare_phase(self, load: Workload) -> Phase:
+        assert self.bare is not None
+        client, services = self.bare
+        keys = [f"bare/{uuid.uuid4().hex}/bench.mp4" for _ in range(load.clients)]
+
+        async def run() -> list[str]:
+            return await asyncio.gather(
+                *(client.upload(key, load.size, load.chunk_size, load.parallel) for key in keys)
+            )
+
+        phase, _ = await measure(services, load.total_bytes, run)
+        for key in keys:
+            await self.direct.delete(key)
+        return phase
+
     async def warm_up(self) -> None:
         """Connections, lazily loaded botocore models, SQLite: paid before any timing."""
         small = Workload(clients=1, size=6 * MiB, chunk_size=6 * MiB, parallel=1)
         await self.mediagate_phase(small, "none")
         await self.tus_phase(small)
         await self.direct_phase(small)
+        if self.bare is not None:
+            await self.bare_phase(small)
         await self.direct.empty_bucket()
 
 
@@ -502,7 +583,7 @@ async def throughput_rounds(
 
 
 def label(name: str) -> str:
-    return name if name in ("direct", TUS) else f"mediagate/{name}"
+    return name if name in ("direct", TUS, BARE) else f"mediagate/{name}"
 
 
 async def one_round(
@@ -515,6 +596,8 @@ async def one_round(
             result[name] = await bench.direct_phase(load)
         elif name == TUS:
             result[name] = await bench.tus_phase(load)
+        elif name == BARE:
+            result[name] = await bench.bare_phase(load)
         else:
             result[name] = await bench.mediagate_phase(load, name)
     return result
@@ -748,8 +831,10 @@ def throughput_table(phases: dict[str, list[Phase]]) -> str:
                 if is_direct
                 else "mediagate tus"
                 if name == TUS
+                else "bare relay"
+                if name == BARE
                 else "mediagate",
-                "-" if is_direct or name == TUS else name,
+                "-" if is_direct or name in (TUS, BARE) else name,
                 f"{median(speeds):.1f}",
                 f"{min(speeds):.1f}-{max(speeds):.1f}",
                 f"{median(speeds) / direct:.3f}",
@@ -790,8 +875,10 @@ def print_throughput(
         f"peak during them (VmHWM) {mib(peak)}"
     )
     direct = median([p.mb_per_s for p in phases["direct"]])
+    if BARE in phases:
+        print_relay_floor(phases)
     for name, runs in phases.items():
-        if name == "direct":
+        if name in ("direct", BARE):
             continue
         ratio = median([p.mb_per_s for p in runs]) / direct
         cpu = median([p.per_gib(p.server_cpu) for p in runs])
@@ -801,6 +888,21 @@ def print_throughput(
             cpu_met = verdict(cpu <= TARGET_CPU_PER_GIB)
             line += f"; server CPU <= {TARGET_CPU_PER_GIB} s/GiB {cpu_met}"
         print(line)
+
+
+def print_relay_floor(phases: dict[str, list[Phase]]) -> None:
+    """mediagate's server CPU per GiB over the bare relay's, the floor of any relay."""
+    floor = median([p.per_gib(p.server_cpu) for p in phases[BARE]])
+    for name, runs in phases.items():
+        if name in ("direct", BARE):
+            continue
+        cpu = median([p.per_gib(p.server_cpu) for p in runs])
+        ratio = cpu / floor
+        print(
+            f"relay floor, {label(name)}: server CPU {cpu:.2f} s/GiB vs bare relay "
+            f"{floor:.2f}: {ratio:.2f}x (target <= {TARGET_BARE_CPU_RATIO} "
+            f"{verdict(ratio <= TARGET_BARE_CPU_RATIO)})"
+        )
 
 
 def print_other_load(phases: Sequence[Phase]) -> None:
@@ -861,7 +963,9 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
         digests = [TUS]
     elif options.protocol == "both":
         digests = [*digests, TUS]
-    native = [name for name in digests if name != TUS]
+    if options.bare_relay:
+        digests = [*digests, BARE]
+    native = [name for name in digests if name not in (TUS, BARE)]
     connections = max(load.clients * load.parallel, RSS_CLIENTS) + 8
     idle_rss = memory_bytes(services.server.pid, "VmRSS")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
@@ -885,6 +989,9 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
             TusUploadClient(http, services.server.url, bearer_token(secret)),
             options.patch_size,
         )
+        if services.bare is not None:
+            bare = BareRelayClient(http, s3, bucket, services.bare.url)
+            bench.bare = (bare, Services(services.moto, services.bare))
         await bench.warm_up()
         # The rss scenario first, while the server's heap is as small as it gets.
         if options.scenario in ("rss", "all"):
@@ -990,6 +1097,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --webhooks: the second server sends no webhooks either (an A/A run: what "
         "the comparison shows between two identical servers)",
     )
+    parser.add_argument(
+        "--bare-relay",
+        action="store_true",
+        help="also the same bytes through a bare aiohttp relay (bench/_bare_relay.py: each "
+        "part a plain PUT to a presigned URL, nothing else) in every round, and mediagate's "
+        f"server CPU per GiB as a ratio to it (target <= {TARGET_BARE_CPU_RATIO})",
+    )
     parser.add_argument("--quick", action="store_true", help="small settings, under a minute")
     options = parser.parse_args(argv)
     defaults = QUICK if options.quick else NORMAL
@@ -1013,13 +1127,14 @@ def moto_memory_bound(options: argparse.Namespace) -> int | None:
 
 @contextlib.contextmanager
 def running_services(
-    workdir: Path, bucket: str, secret: str, moto_in_memory: int | None
+    workdir: Path, bucket: str, secret: str, moto_in_memory: int | None, bare_relay: bool
 ) -> Iterator[Services]:
     with (
         moto_server(workdir, moto_in_memory) as moto,
         mediagate_server(workdir, moto.url, bucket, secret) as server,
+        bare_relay_server(workdir) if bare_relay else contextlib.nullcontext() as bare,
     ):
-        yield Services(moto, server)
+        yield Services(moto, server, bare)
 
 
 def webhooks_main(options: argparse.Namespace, bucket: str, secret: str) -> None:
@@ -1028,7 +1143,9 @@ def webhooks_main(options: argparse.Namespace, bucket: str, secret: str) -> None
     options.webhook_port = free_port()
     with (
         tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp,
-        running_services(Path(tmp), bucket, secret, moto_memory_bound(options)) as services,
+        running_services(
+            Path(tmp), bucket, secret, moto_memory_bound(options), bare_relay=False
+        ) as services,
     ):
         hooked_dir = Path(tmp) / "webhooks"
         hooked_dir.mkdir()
@@ -1058,7 +1175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with (
             tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp,
-            running_services(Path(tmp), bucket, secret, moto_in_memory) as services,
+            running_services(
+                Path(tmp), bucket, secret, moto_in_memory, options.bare_relay
+            ) as services,
         ):
             spool = "in its memory" if moto_in_memory else "in temporary files"
             print(

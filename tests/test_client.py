@@ -442,3 +442,43 @@ def test_back_off_grows_and_honours_retry_after():
     assert [policy.delay(n, jitter=1.0) for n in (1, 5)] == [0.5, 4.0]
     assert policy.delay(1, retry_after=3.0, jitter=0.0) == 3.0
     assert policy.delay(1, retry_after=3.0, jitter=1.0) == pytest.approx(3.3)
+
+
+class Stopped(Exception):
+    pass
+
+
+async def test_direct_upload_puts_every_chunk_into_the_bucket_and_resumes(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+    real_put = client.put_part_directly
+    stopped = []
+
+    async def stop_after_one(url, body, length, md5):
+        if stopped:
+            raise Stopped  # the run dies after its first chunk
+        stopped.append(url)
+        await real_put(url, body, length, md5)
+
+    client.put_part_directly = stop_after_one  # type: ignore[method-assign]
+    with pytest.raises(Stopped):
+        await client.upload(path, chunk_size=CHUNK, direct=True, parallel=1)
+    client.put_part_directly = real_put  # type: ignore[method-assign]
+
+    result = await client.upload(path, chunk_size=CHUNK, direct=True)
+    assert (result.resumed_chunks, result.sent_chunks, result.direct_chunks) == (1, 2, 2)
+    assert recorder.chunk_requests == 0  # not one chunk through the server
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+    assert result.media.storage == "s3"
+
+
+async def test_direct_upload_goes_through_a_server_without_a_bucket(serve, local, tmp_path):
+    client, recorder = await serve(local)
+    path = media_file(tmp_path, CHUNK + 1)
+    result = await client.upload(path, chunk_size=CHUNK, direct=True)
+    assert (result.sent_chunks, result.direct_chunks) == (2, 0)
+    assert recorder.chunk_requests == 2
+    assert result.media.storage == "local"

@@ -25,7 +25,7 @@ from mediagate import tokens
 from mediagate.client_cli import _how_to_resume, describe_media
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
-from support.api import Api, MiB, make_settings
+from support.api import Api, MiB, make_settings, read_object
 from support.identity_provider import ISSUER, IdentityServer, Key
 from support.server_process import free_port
 from support.tcp_proxy import CuttableProxy
@@ -675,3 +675,23 @@ async def test_download_of_an_empty_media(cli, local_api, tmp_path):
 )
 def test_ls_long_describes_each_media(facts, shown) -> None:
     assert describe_media(facts) == shown
+
+
+async def test_upload_direct_falls_back_to_the_server_when_the_bucket_is_cut(
+    start_api, s3_settings, proxy, s3_objects, bucket, tmp_path
+):
+    # The server reaches moto itself; the part URLs it signs lead through the proxy.
+    api = await start_api(s3_settings.model_copy(update={"direct_endpoint_url": proxy.url}))
+    cli = Cli(api, tmp_path)
+    path = media_file(tmp_path, 2 * 5 * MiB + 4321, "direct.mp4")
+    proxy.cut_after(6 * MiB)  # the first chunk reaches the bucket, the second is cut midway
+    code, out, err = await cli.run(
+        "upload", "--direct", "--json", "--parallel", "1", "--chunk-size", "5", str(path)
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["sent_chunks"], result["direct_chunks"]) == (3, 1)
+    key = f"media/alice/{result['media_id']}/direct.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+    uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
+    assert uploads.get("Uploads", []) == []

@@ -21,6 +21,7 @@ from mediagate.errors import NotFound, StorageUnavailable
 from mediagate.storage.base import (
     BlobStore,
     ConditionalReads,
+    DirectParts,
     LocalFiles,
     NewObject,
     PartCopying,
@@ -42,6 +43,7 @@ CAPABILITIES = {
     "local files": LocalFiles,
     "conditional reads": ConditionalReads,
     "remainders": Remainders,
+    "direct parts": DirectParts,
 }
 
 
@@ -216,6 +218,19 @@ class StoreContract:
             await store.delete_under(folder)
             with pytest.raises(NotFound):
                 await read_all(store, f"{folder}0-4")
+        if "direct parts" in self.claims:
+            direct = new_key()
+            upload_id = await store.start_upload(target(direct))
+            url = await store.presigned_part_url(
+                direct, upload_id, number=0, expires_in=60, length=4
+            )
+            async with aiohttp.ClientSession() as http, http.put(url, data=b"part") as sent:
+                assert sent.status == 200
+                etag = sent.headers["ETag"]
+            listed = await store.list_parts(direct, upload_id)
+            assert [(part.number, part.size, part.etag) for part in listed] == [(0, 4, etag)]
+            await store.complete_upload(direct, upload_id, [etag])
+            assert await read_all(store, direct) == b"part"
 
 
 class TestLocalStore(StoreContract):
@@ -236,8 +251,11 @@ async def s3_store(moto_endpoint: str, bucket: str, tmp_path: Path) -> AsyncIter
         yield store
 
 
+S3_CLAIMS = {"presigning", "part copying", "conditional reads", "remainders", "direct parts"}
+
+
 class TestS3Store(StoreContract):
-    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads", "remainders"}
+    claims: ClassVar[set[str]] = S3_CLAIMS
 
     @pytest.fixture
     def store(self, s3_store: S3Store) -> BlobStore:
@@ -247,7 +265,7 @@ class TestS3Store(StoreContract):
 class TestGuardedStore(StoreContract):
     """S3 behind the breaker: the primary store of a server with S3."""
 
-    claims: ClassVar[set[str]] = {"presigning", "part copying", "conditional reads", "remainders"}
+    claims: ClassVar[set[str]] = S3_CLAIMS
 
     @pytest.fixture
     def store(self, s3_store: S3Store) -> BlobStore:
@@ -269,3 +287,12 @@ async def test_an_open_breaker_refuses_any_store_at_once(tmp_path: Path) -> None
     with pytest.raises(StorageUnavailable, match="disk away"):
         await store.start_upload(target(new_key()))
     assert list((tmp_path / "data" / ".staging").iterdir()) == []
+
+
+async def test_an_open_breaker_refuses_to_sign_a_part_url(s3_store: S3Store) -> None:
+    """Signed locally, yet refused: the client would only fail at S3 itself, when the
+    server could still take the part."""
+    store = guard(s3_store, CircuitBreaker(failing_since_start="S3 away"))
+    assert isinstance(store, DirectParts)
+    with pytest.raises(StorageUnavailable, match="S3 away"):
+        await store.presigned_part_url(new_key(), "upload", number=0, expires_in=60)

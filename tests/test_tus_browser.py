@@ -8,45 +8,21 @@ the media API and compared byte for byte, into moto and onto local disk.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from mediagate.config import Settings
 from mediagate.web.app import create_app
 from support.api import Api, MiB
-from support.browser import CHROMIUM
+from support.browser import CHROMIUM, browser_tests
+from support.client_bundle import MAKE_FILE, Browsing, file_bytes, page_app
 from support.tus import TUS, fetch_media
 
 playwright = pytest.importorskip("playwright.async_api")
 
-BUNDLE = Path(__file__).parent / "browser" / "tus-clients.js"
-PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and os.environ.get("CI") != "true",
-    reason="Debian's chromium is not installed (CI installs it, and there a missing one fails)",
-)
-
-# The file a page makes: byte i is i mod 251, so no part boundary lines up with the pattern.
-MAKE_FILE = """
-  const makeFile = (name, size) => {
-    const data = new Uint8Array(size);
-    for (let i = 0; i < size; i++) data[i] = i % 251;
-    return new File([data], name, { type: "video/mp4", lastModified: 1700000000000 });
-  };
-"""
-
-
-def file_bytes(size: int) -> bytes:
-    return (bytes(range(251)) * (size // 251 + 1))[:size]
-
+pytestmark = browser_tests
 
 TUS_JS_UPLOAD = (
     "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate, parallel }) => {"
@@ -116,26 +92,6 @@ UPPY_UPLOAD = (
 }
 """
 )
-
-
-def page_app() -> web.Application:
-    page = web.Application()
-
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    async def bundle(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(BUNDLE)
-
-    page.router.add_get("/index.html", index)
-    page.router.add_get("/tus-clients.js", bundle)
-    return page
-
-
-@dataclass
-class Browsing:
-    api: Api
-    page_url: str
 
 
 @pytest.fixture(

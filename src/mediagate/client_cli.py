@@ -87,6 +87,13 @@ def add_parsers(commands: Any) -> None:
     upload.add_argument(
         "--no-resume", action="store_true", help="start a new session even if one can resume"
     )
+    upload.add_argument(
+        "--direct",
+        action="store_true",
+        help="PUT the chunks straight into the server's bucket at URLs it signs (each "
+        "MD5-checked by S3); chunks the bucket does not take, and whole files when the "
+        "server offers no direct uploads, go through the server",
+    )
     upload.set_defaults(handler=upload_command, needs_settings=False)
 
     listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
@@ -262,6 +269,7 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
                 "session_id": result.session_id,
                 "sent_chunks": result.sent_chunks,
                 "resumed_chunks": result.resumed_chunks,
+                "direct_chunks": result.direct_chunks,
                 **media.as_json(),
             },
             f"{media.media_id}  {path}",
@@ -280,6 +288,7 @@ async def _upload_one(
         "chunk_size": arguments.chunk_size * MiB if arguments.chunk_size else None,
         "file_sha256": arguments.sha256,
         "resume": not arguments.no_resume,
+        "direct": arguments.direct,
         "on_progress": functools.partial(_show_progress, display),
     }
     if path != STDIN:

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(None, validation_alias=env("AWS_S3_BUCKET_NAME"))
     s3_region: str = Field("us-east-1", validation_alias=env("AWS_S3_REGION"))
     s3_endpoint_url: str | None = Field(None, validation_alias=env("AWS_S3_ENDPOINT_URL"))
+    # Where clients of direct uploads reach the store, if not at AWS_S3_ENDPOINT_URL
+    # (the server on an internal address, clients on a public one): the part URLs
+    # it signs point there.
+    direct_endpoint_url: str | None = Field(
+        None, validation_alias=env("MEDIAGATE_S3_DIRECT_ENDPOINT_URL")
+    )
     # Unset: the default AWS credential chain (IAM role, ~/.aws, ...) is used.
     aws_access_key_id: str | None = Field(None, validation_alias=env("AWS_ACCESS_KEY_ID"))
     aws_secret_access_key: SecretStr | None = Field(
@@ -395,6 +401,16 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{url!r} is not an http(s) URL, e.g. https://app.example.com/hooks"
                 )
+        return value
+
+    @field_validator("direct_endpoint_url", mode="before")
+    @classmethod
+    def direct_endpoint_is_absolute(cls, value: object) -> object:
+        if value == "" or value is None:
+            return None
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://s3.example.com")
         return value
 
     @field_validator("hook_pre_create_url", "hook_pre_finish_url", mode="before")

@@ -103,6 +103,22 @@ class WrongProtocol(Problem):
     status, code, title = 409, "wrong-protocol", "The upload belongs to another API"
 
 
+class DirectUploadUnavailable(Problem):
+    """A direct-to-S3 upload cannot be had now: S3 is failing (the client uploads through
+    the server instead)."""
+
+    status, code, title = 503, "direct-upload-unavailable", "Direct uploads to S3 are unavailable"
+    public_detail = True
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "30"}
+
+
+class DirectUploadNotOffered(Problem):
+    """This server keeps uploads on its own disk: there is no bucket to upload to."""
+
+    status, code, title = 501, "direct-upload-not-offered", "This server offers no direct uploads"
+    public_detail = True
+
+
 class PartialTaken(Problem):
     """tus concatenation: a partial upload already went into another final upload."""
 

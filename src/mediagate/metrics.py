@@ -47,7 +47,7 @@ MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 # every chunk was spilled, or an upload left finalizing until S3 is back.
 FallbackReason = Literal["initiate", "all_chunks_spilled", "finalizing"]
 # "stream": mediagate's own HMAC link; "s3_presigned": a presigned S3 GET.
-SignedUrlKind = Literal["stream", "s3_presigned"]
+SignedUrlKind = Literal["stream", "s3_presigned", "s3_part"]
 # "client_error" includes 3xx: S3 answers a request for the wrong region with 301.
 S3Outcome = Literal["ok", "client_error", "server_error", "no_response"]
 MigrationResult = Literal["migrated", "failed"]

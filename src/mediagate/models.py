@@ -34,6 +34,9 @@ class UploadProtocol(StrEnum):
 
     NATIVE = "native"
     TUS = "tus"
+    # Parts PUT straight to S3 at URLs the server signs (web/direct.py); with a known
+    # size the native API's chunks may fill in the parts the client could not PUT.
+    DIRECT = "direct"
 
 
 class UploadSession(BaseModel):

@@ -26,6 +26,7 @@ from mediagate import metrics
 from mediagate.catalog.base import Catalog, SharedCatalog
 from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
+from mediagate.core.direct import DirectUploads
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
 from mediagate.core.library import MediaLibrary
@@ -60,6 +61,7 @@ class Services:
     engine: UploadEngine
     library: MediaLibrary
     tus: TusUploads
+    direct: DirectUploads
     reconciler: Reconciler | None
     # The disk of the data directory, when anything may be written to it (/readyz).
     data_disk: LocalStore | None
@@ -152,6 +154,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             chunk_size=settings.chunk_size,
             memory_per_user=settings.tus_memory_per_user,
         )
+        direct = DirectUploads(engine, catalog, roles.primary, max_size=settings.max_upload_size)
         await stack.enter_async_context(background_maintenance(engine))
         if prober is not None:
             await stack.enter_async_context(
@@ -175,7 +178,9 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             catalog.on_events_written(sender.wake)
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
-        yield Services(catalog, roles, s3_status, engine, library, tus, reconciler, data_disk)
+        yield Services(
+            catalog, roles, s3_status, engine, library, tus, direct, reconciler, data_disk
+        )
 
 
 @contextlib.asynccontextmanager

@@ -15,12 +15,16 @@ INITIATE = "POST /api/v1/media/upload/initiate"
 PUT_CHUNK = "POST /api/v1/media/upload/{session_id}/chunk/{chunk_number}"
 TUS_CREATE = "POST /api/v1/tus"
 TUS_PATCH = "PATCH /api/v1/tus/{upload_id}"
+DIRECT_CREATE = [
+    "POST /api/v1/companion/s3/multipart",
+    "POST /api/v1/companion/grant/{grant}/s3/multipart",
+]
 
 # tus bodies are bytes like any octet stream.
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 
 
-@schemathesis.hook("map_body").apply_to(name=INITIATE)
+@schemathesis.hook("map_body").apply_to(name=[INITIATE, *DIRECT_CREATE])
 def integral_numbers_as_integers(context: Any, body: Any) -> Any:
     """JSON Schema counts `10.0` as an integer and cannot say "written without a
     fraction"; the server refuses it on purpose (docs/api.md, "Body types";

@@ -174,6 +174,15 @@ class TusRecords(Protocol):
         `pending` wrote count, in one commit (its checksum matched)."""
 
 
+class DirectRecords(SessionRecords, Protocol):
+    """What a direct upload (core/direct.py) keeps: its session and chunks, and the
+    length of one whose size the client never said, once its parts are listed."""
+
+    async def set_length(self, session_id: str, size: int, total_chunks: int) -> None:
+        """Fix the upload's size and chunk count, forgetting in the same commit every
+        chunk that ends past `size`."""
+
+
 class Outbox(Protocol):
     """The events outbox (events.py). With webhook endpoints, add_session
     (upload.created), set_session_state to expired (upload.expired), complete_session
@@ -206,7 +215,7 @@ class Outbox(Protocol):
         """Make a dead event's deliveries pending again, retried for a new window from `now`."""
 
 
-class Catalog(UploadRecords, TusRecords, Outbox, Protocol):
+class Catalog(UploadRecords, TusRecords, DirectRecords, Outbox, Protocol):
     """Every role, for the composition root."""
 
     async def ping(self) -> None:

@@ -12,7 +12,12 @@ import aiohttp
 from yarl import URL
 
 from mediagate.client.download import download
-from mediagate.client.errors import ConnectionFailed, MediagateError, ProblemError
+from mediagate.client.errors import (
+    ConnectionFailed,
+    DirectPutFailed,
+    MediagateError,
+    ProblemError,
+)
 from mediagate.client.http import BROKEN, connection_reason, error_from, is_retryable
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
 from mediagate.client.resume import ResumeStore
@@ -23,6 +28,7 @@ T = TypeVar("T")
 RetryHook = Callable[[MediagateError, float], None]
 RecoveryHook = Callable[[], None]
 PAGE_SIZE = 200  # the server's largest page
+DIRECT = "companion"
 # No total limit (a 64 MiB chunk on a slow link takes long); a silent peer is given up on.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
@@ -88,6 +94,7 @@ class MediagateClient:
         chunk_digest: bool = True,
         file_sha256: bool = False,
         resume: bool = True,
+        direct: bool = False,
         on_progress: Callable[[UploadProgress], None] | None = None,
     ) -> UploadResult:
         """Upload a file (a path, or a seekable binary file) and return the new media.
@@ -98,7 +105,10 @@ class MediagateClient:
         SHA-256 (one extra read of the file) for the server to verify. With
         `resume`, a path's session is remembered until it completes, so
         uploading the same unchanged file again, after an interruption, sends
-        only the chunks the server lacks.
+        only the chunks the server lacks. With `direct`, chunks are PUT straight into
+        the server's bucket at URLs it signs, each with its Content-MD5 for S3 to check;
+        the chunks the bucket does not take (out of reach, failing) go through the server,
+        as does the whole file when the server offers no direct uploads.
         """
         options = UploadOptions(
             filename=filename,
@@ -108,6 +118,7 @@ class MediagateClient:
             chunk_digest=chunk_digest,
             file_sha256=file_sha256,
             resume=resume,
+            direct=direct,
         )
         return await Upload(self, file, options, on_progress).run()
 
@@ -186,6 +197,44 @@ class MediagateClient:
 
     async def abort(self, session_id: str) -> None:
         await self.call("DELETE", f"media/upload/{session_id}", ok=(204,))
+
+    # --- direct uploads (docs/api.md, "Direct uploads to S3") ----------------------------
+
+    async def direct_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{key, uploadId, chunk_size, total_chunks}` of a new direct upload."""
+        return await self.call("POST", f"{DIRECT}/s3/multipart", payload=body)
+
+    async def direct_part_url(self, session_id: str, number: int, length: int, md5: str) -> str:
+        """A URL to PUT chunk `number` (0-based) to, its length and MD5 signed in."""
+        query = {"size": str(length), "md5": md5}
+        answer = await self.call(
+            "GET", f"{DIRECT}/s3/multipart/{session_id}/{number + 1}", params=query
+        )
+        return str(answer["url"])
+
+    async def direct_parts(self, session_id: str) -> dict[int, int]:
+        """The chunks (0-based) S3 holds of a direct upload, and their sizes."""
+        listed = await self.call("GET", f"{DIRECT}/s3/multipart/{session_id}")
+        return {int(part["PartNumber"]) - 1: int(part["Size"]) for part in listed}
+
+    async def direct_complete(self, session_id: str) -> dict[str, Any]:
+        """`{location, key, media_id, info}`; the server lists the parts itself."""
+        return await self.call("POST", f"{DIRECT}/s3/multipart/{session_id}/complete", payload={})
+
+    async def put_part_directly(
+        self, url: str, body: AsyncIterator[bytes], length: int, md5: str
+    ) -> None:
+        """PUT a part to a presigned S3 URL: once, no token (the URL is the permission);
+        S3 takes it only if its bytes match `md5`. Failures are the caller's to handle."""
+        headers = {"Content-Length": str(length), "Content-MD5": md5}
+        try:
+            # As signed: re-quoting its query would break the signature.
+            target = URL(url, encoded=True)
+            async with self._http.put(target, data=body, headers=headers) as response:
+                if response.status != 200:
+                    raise DirectPutFailed(f"S3 answered {response.status}: {await response.text()}")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise DirectPutFailed(connection_reason(error)) from None
 
     # --- plumbing -----------------------------------------------------------------------
 

@@ -55,6 +55,10 @@ class FileChanged(MediagateError):
     """The local file changed while it was being uploaded: its chunks no longer agree."""
 
 
+class DirectPutFailed(MediagateError):
+    """A part's PUT straight to S3 failed: the bucket is out of reach or refused it."""
+
+
 class TargetExists(MediagateError):
     """A download would replace a file the caller did not name."""
 

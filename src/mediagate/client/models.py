@@ -97,3 +97,5 @@ class UploadResult:
     sent_chunks: int
     resumed_chunks: int
     finalizing: bool
+    # Of `sent_chunks`, those PUT straight into the bucket (`direct`).
+    direct_chunks: int = 0

@@ -30,6 +30,8 @@ class ResumeState:
     size: int
     mtime_ns: int
     session_id: str
+    # A direct upload (its chunks in the bucket are listed there).
+    direct: bool = False
 
     def matches(self, fingerprint: Fingerprint) -> bool:
         return (self.path, self.size, self.mtime_ns) == (

@@ -8,6 +8,7 @@ the next run asks the server which chunks it holds and sends only the others.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
-from mediagate.client.errors import MediagateError, NotFound, ProblemError
+from mediagate.client.errors import DirectPutFailed, MediagateError, NotFound, ProblemError
 from mediagate.client.file_source import FileSource
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
 from mediagate.client.resume import ResumeState, ResumeStore
@@ -27,6 +28,8 @@ HASH_WINDOW = 16 * 1024 * 1024
 # A saved session in another state (expired) cannot become the media: start afresh.
 # A finalizing or completed one already is the media: `complete` answers it again.
 RESUMABLE_STATES = {"open", "finalizing", "completed"}
+# The server's answers that send a direct upload's chunks through the server instead.
+DIRECT_REFUSED = {"direct-upload-not-offered", "direct-upload-unavailable"}
 
 
 class SessionCalls(Protocol):
@@ -52,6 +55,18 @@ class SessionCalls(Protocol):
 
     async def abort(self, session_id: str) -> None: ...
 
+    async def direct_create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def direct_part_url(self, session_id: str, number: int, length: int, md5: str) -> str: ...
+
+    async def direct_parts(self, session_id: str) -> dict[int, int]: ...
+
+    async def direct_complete(self, session_id: str) -> dict[str, Any]: ...
+
+    async def put_part_directly(
+        self, url: str, body: AsyncIterator[bytes], length: int, md5: str
+    ) -> None: ...
+
 
 @dataclass(frozen=True)
 class UploadOptions:
@@ -62,6 +77,7 @@ class UploadOptions:
     chunk_digest: bool = True
     file_sha256: bool = False
     resume: bool = True
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class Session:
     chunk_size: int
     total_chunks: int
     received: frozenset[int]
+    direct: bool = False
 
 
 class Upload:
@@ -92,6 +109,9 @@ class Upload:
         self._in_flight: dict[int, int] = {}
         self._resumed = 0
         self._sent_chunks = 0
+        self._direct_chunks = 0
+        # Set once a chunk could not go to the bucket: the rest go through the server.
+        self._relay = False
 
     async def run(self) -> UploadResult:
         source = await asyncio.to_thread(FileSource, self._file)
@@ -113,7 +133,10 @@ class Upload:
             await self._send(source, session, missing)
             source.check_unchanged()
             try:
-                answer = await self._client.complete(session.id)
+                if session.direct:
+                    answer = await self._client.direct_complete(session.id)
+                else:
+                    answer = await self._client.complete(session.id)
             except ProblemError as error:
                 missing = await self._to_repair(session, error)
                 continue
@@ -123,7 +146,8 @@ class Upload:
                 session_id=session.id,
                 sent_chunks=self._sent_chunks,
                 resumed_chunks=len(session.received),
-                finalizing=answer.get("state") == "finalizing",
+                finalizing=answer["info"]["state"] == "finalizing",
+                direct_chunks=self._direct_chunks,
             )
         raise MediagateError(f"chunks of {self._filename} kept going missing on the server")
 
@@ -157,8 +181,20 @@ class Upload:
             # Completed (or finalizing), but the run that completed it did not live
             # to say so: `complete` answers the same media again, never a second one.
             everything = frozenset(range(status.total_chunks))
-            return Session(status.session_id, status.chunk_size, status.total_chunks, everything)
-        return _session(status)
+            return Session(
+                status.session_id, status.chunk_size, status.total_chunks, everything, state.direct
+            )
+        session = _session(status)
+        if not state.direct:
+            return session
+        # Its chunks are those the server relayed and those in the bucket at full length.
+        in_bucket = await self._client.direct_parts(session.id)
+        whole = {
+            n for n, size in in_bucket.items() if size == _chunk_length(session, n, status.size)
+        }
+        return Session(
+            session.id, session.chunk_size, session.total_chunks, session.received | whole, True
+        )
 
     async def _new_session(self, source: FileSource) -> Session:
         body: dict[str, object] = {"filename": self._filename, "size": source.size}
@@ -168,7 +204,11 @@ class Upload:
             body["chunk_size"] = self._options.chunk_size
         if self._options.file_sha256:
             body["sha256"] = await _file_sha256(source)
-        answer = await self._client.initiate(body)
+        direct = await self._direct_session(source) if self._options.direct else None
+        if direct is not None:
+            answer = {**direct, "session_id": direct["uploadId"]}
+        else:
+            answer = await self._client.initiate(body)
         if source.fingerprint is not None and self._options.resume:
             fingerprint = source.fingerprint
             self._client.resume_store.save(
@@ -178,11 +218,32 @@ class Upload:
                     size=fingerprint.size,
                     mtime_ns=fingerprint.mtime_ns,
                     session_id=answer["session_id"],
+                    direct=direct is not None,
                 )
             )
         return Session(
-            answer["session_id"], answer["chunk_size"], answer["total_chunks"], frozenset()
+            answer["session_id"],
+            answer["chunk_size"],
+            answer["total_chunks"],
+            frozenset(),
+            direct is not None,
         )
+
+    async def _direct_session(self, source: FileSource) -> dict[str, Any] | None:
+        """A direct upload of the file, or None if the server offers none now (local
+        storage, S3 failing, a server before direct uploads): the relay takes it."""
+        body: dict[str, object] = {"filename": self._filename, "size": source.size}
+        if self._options.content_type:
+            body["type"] = self._options.content_type
+        if self._options.chunk_size:
+            body["chunk_size"] = self._options.chunk_size
+        try:
+            return await self._client.direct_create(body)
+        except ProblemError as error:
+            if error.code in DIRECT_REFUSED or error.status in (404, 405):
+                self._relay = True
+                return None
+            raise
 
     def _forget(self, source: FileSource) -> None:
         if source.fingerprint is not None and self._options.resume:
@@ -224,6 +285,12 @@ class Upload:
     async def _send_chunk(self, source: FileSource, session: Session, number: int) -> None:
         offset = number * session.chunk_size
         length = _chunk_length(session, number, source.size)
+        if session.direct and not self._relay and await self._put_direct(source, session, number):
+            self._confirmed += length
+            self._sent_chunks += 1
+            self._direct_chunks += 1
+            self._report()
+            return
         headers = {}
         if self._options.chunk_digest:
             # SHA-256 rather than MD5: the server checks it for ~40 % less CPU (docs/api.md).
@@ -242,6 +309,29 @@ class Upload:
         self._sent_chunks += 1
         self._report()
 
+    async def _put_direct(self, source: FileSource, session: Session, number: int) -> bool:
+        """PUT the chunk into the bucket; False if it must go through the server instead
+        (the bucket out of reach or failing, or the server no longer signing)."""
+        offset = number * session.chunk_size
+        length = _chunk_length(session, number, source.size)
+        md5 = await asyncio.to_thread(_md5, source, offset, length)
+        try:
+            url = await self._client.direct_part_url(session.id, number, length, md5)
+            self._in_flight[number] = 0
+            body = source.stream(offset, length, lambda n: self._streamed(number, n))
+            await self._client.put_part_directly(url, body, length, md5)
+        except DirectPutFailed:
+            self._relay = True
+        except ProblemError as error:
+            if error.code not in DIRECT_REFUSED:
+                raise
+            self._relay = True
+        else:
+            return True
+        finally:
+            self._in_flight.pop(number, None)
+        return False
+
     def _streamed(self, number: int, size: int) -> None:
         self._in_flight[number] = self._in_flight.get(number, 0) + size
         self._report()
@@ -250,6 +340,13 @@ class Upload:
         if self._on_progress is not None:
             sent = self._confirmed + sum(self._in_flight.values())
             self._on_progress(UploadProgress(self._filename, self._total, sent, self._resumed))
+
+
+def _md5(source: FileSource, offset: int, length: int) -> str:
+    """Base64 MD5 of a chunk, as Content-MD5 (blocking: call from a thread)."""
+    hasher = hashlib.md5()
+    source.hash_into(hasher, offset, length)
+    return base64.b64encode(hasher.digest()).decode()
 
 
 async def _file_sha256(source: FileSource) -> str:

@@ -262,7 +262,10 @@ class UploadEngine:
         expected: ExpectedDigests,
     ) -> ChunkReceipt:
         session = await self._open_session(user_id, session_id)
-        _check_protocol(session, UploadProtocol.NATIVE)
+        if session.protocol is not UploadProtocol.DIRECT or not session.size:
+            # A direct upload of known size takes the chunks the client sends through
+            # the server when it cannot reach the bucket (docs/api.md, "Direct uploads").
+            _check_protocol(session, UploadProtocol.NATIVE)
         if not 0 <= number < session.total_chunks:
             raise ChunkOutOfRange(
                 f"chunk {number} is not in 0..{session.total_chunks - 1}",
@@ -677,6 +680,11 @@ def _check_protocol(session: UploadSession, via: UploadProtocol) -> None:
             f"session {session.id} is a tus upload: send its bytes with "
             f"PATCH /api/v1/tus/{session.id} (it completes at its last byte), "
             "or terminate it with DELETE there"
+        )
+    if session.protocol is UploadProtocol.DIRECT:
+        raise WrongProtocol(
+            f"session {session.id} is a direct upload: complete or abort it at "
+            f"/api/v1/companion/s3/multipart/{session.id}"
         )
     raise WrongProtocol(f"session {session.id} is an upload of the native API")
 

@@ -48,6 +48,15 @@ class StoredObject:
     etag: str
 
 
+@dataclass(frozen=True)
+class ListedPart:
+    """A part the store holds of an unfinished upload: its number (0-based), size, ETag."""
+
+    number: int
+    size: int
+    etag: str
+
+
 class BlobStore(Protocol):
     kind: StorageKind
 
@@ -134,6 +143,29 @@ class PartCopying(Protocol):
 
     async def copy_part(self, key: str, upload_id: str, *, number: int, source_key: str) -> str:
         """Part `number` (0-based) of `upload_id` := the whole object at `source_key`; its ETag."""
+
+
+@runtime_checkable
+class DirectParts(Protocol):
+    """A store whose upload parts a client can PUT itself, at a URL the server signs,
+    and which lists the parts it holds (S3): direct uploads (core/direct.py)."""
+
+    async def presigned_part_url(
+        self,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        expires_in: int,
+        length: int | None = None,
+        content_md5: str | None = None,
+    ) -> str:
+        """A URL to PUT part `number` (0-based); a `length` or `content_md5` is signed in."""
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[ListedPart]:
+        """The parts the store holds of an unfinished upload, by number."""
+        ...
 
 
 @runtime_checkable

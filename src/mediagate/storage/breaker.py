@@ -25,6 +25,8 @@ from mediagate.models import StorageKind
 from mediagate.storage.base import (
     BlobStore,
     ConditionalReads,
+    DirectParts,
+    ListedPart,
     LocalFiles,
     NewObject,
     ObjectRead,
@@ -209,6 +211,36 @@ class _GuardedRemainders(_Guard):
         await self._call(lambda: self._inner.delete_under(prefix))
 
 
+class _GuardedDirectParts(_Guard):
+    _inner: DirectParts
+
+    async def list_parts(self, key: str, upload_id: str) -> list[ListedPart]:
+        return await self._call(lambda: self._inner.list_parts(key, upload_id))
+
+    async def presigned_part_url(
+        self,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        expires_in: int,
+        length: int | None = None,
+        content_md5: str | None = None,
+    ) -> str:
+        # Signed locally, but refused while S3 fails: the client would only fail at S3
+        # itself, when the server can still take the part (relay, fallback).
+        if not self.breaker.allow():
+            raise StorageUnavailable(f"{self.kind.value} is unavailable: {self.breaker.last_error}")
+        return await self._inner.presigned_part_url(
+            key,
+            upload_id,
+            number=number,
+            expires_in=expires_in,
+            length=length,
+            content_md5=content_md5,
+        )
+
+
 class _GuardedConditionalReads(_Guard):
     _inner: ConditionalReads
 
@@ -267,6 +299,7 @@ _CAPABILITIES: tuple[tuple[type, type[_Guard]], ...] = (
     (ConditionalReads, _GuardedConditionalReads),
     (LocalFiles, _GuardedLocalFiles),
     (VerifiedWrites, _GuardedVerifiedWrites),
+    (DirectParts, _GuardedDirectParts),
 )
 
 

@@ -36,6 +36,7 @@ from mediagate.disposition import presentation
 from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.models import StorageKind
 from mediagate.storage.base import (
+    ListedPart,
     NewObject,
     ObjectRead,
     PartBody,
@@ -170,9 +171,12 @@ class S3Store:
         *,
         cache_control: str,
         storage_class: str | None,
+        direct_client: Any = None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
+        # Signs the part URLs of direct uploads: at the endpoint clients reach.
+        self._direct = direct_client or control_client
         self.bucket = bucket
         self._cache_control = cache_control
         self._storage_class = storage_class
@@ -192,9 +196,13 @@ class S3Store:
             "endpoint_url": settings.s3_endpoint_url,
             **credentials,
         }
+        direct_endpoint = {**common, "endpoint_url": settings.direct_endpoint_url}
         async with (
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
+            session.create_client("s3", config=control_config(settings), **direct_endpoint)
+            if settings.direct_endpoint_url
+            else contextlib.nullcontext() as direct,
         ):
             instrument(stream)
             instrument(control)
@@ -204,6 +212,7 @@ class S3Store:
                 settings.s3_bucket or "",
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
+                direct_client=direct,
             )
 
     @property
@@ -318,6 +327,51 @@ class S3Store:
         with s3_errors("HeadObject"):
             head = await self._s3.head_object(Bucket=self.bucket, Key=key)
         return StoredObject(size=head["ContentLength"], etag=head["ETag"])
+
+    async def list_parts(self, key: str, upload_id: str) -> list[ListedPart]:
+        """The parts S3 holds of an unfinished upload, by number (0-based here)."""
+        parts: list[ListedPart] = []
+        marker: dict[str, Any] = {}
+        while True:
+            with s3_errors("ListParts"):
+                answer = await self._s3.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, **marker
+                )
+            parts += [
+                ListedPart(item["PartNumber"] - 1, item["Size"], item["ETag"])
+                for item in answer.get("Parts", [])
+            ]
+            if not answer.get("IsTruncated"):
+                return parts
+            marker = {"PartNumberMarker": answer["NextPartNumberMarker"]}
+
+    async def presigned_part_url(
+        self,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        expires_in: int,
+        length: int | None = None,
+        content_md5: str | None = None,
+    ) -> str:
+        """A URL to PUT part `number` (0-based) of the upload directly. A `length` or
+        `content_md5` is signed in: S3 takes the part only with that header, and with
+        Content-MD5 only if the bytes match it."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": number + 1,
+        }
+        if length is not None:
+            params["ContentLength"] = length
+        if content_md5 is not None:
+            params["ContentMD5"] = content_md5
+        metrics.signed_url_issued("s3_part")
+        return await self._direct.generate_presigned_url(
+            "upload_part", Params=params, ExpiresIn=expires_in
+        )
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(NotFound), s3_errors("AbortMultipartUpload"):

@@ -12,6 +12,7 @@ from mediagate import tokens, version
 from mediagate.config import DEFAULT_DATA_DIR, Settings, format_size
 from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
+from mediagate.core.upload_grants import UploadGrants
 from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
 from mediagate.web import api, health, page
@@ -20,6 +21,7 @@ from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
 from mediagate.web.keys import (
     CLOCK,
+    GRANTS,
     IDENTITY_KEYS,
     JWT_SECRET,
     LINKS,
@@ -115,6 +117,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
     app[JWT_SECRET] = secret.value
     app[LINKS] = StreamLinks(secret.value, settings.signed_url_expiry)
+    app[GRANTS] = UploadGrants(secret.value, settings.signed_url_expiry)
     async with open_services(settings, clock=app[CLOCK]) as services:
         app[SERVICES] = services
         # Logged as `server.started` once the port is bound (web/server.py).

@@ -14,10 +14,12 @@ from aiohttp import web
 
 from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
+from mediagate.core.direct import DirectUploads
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
+from mediagate.core.upload_grants import UploadGrants
 from mediagate.jwks import IdentityKeys
 from mediagate.web.request_gate import RequestGate
 
@@ -60,6 +62,9 @@ class ServerParts(Protocol):
     def tus(self) -> TusUploads: ...
 
     @property
+    def direct(self) -> DirectUploads: ...
+
+    @property
     def s3_status(self) -> StorageStatus: ...
 
     @property
@@ -76,5 +81,6 @@ SERVICES: web.AppKey[ServerParts] = web.AppKey("services")
 LINKS = web.AppKey("links", StreamLinks)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
+GRANTS = web.AppKey("grants", UploadGrants)
 # What the server serves, for its start-up log line (web/server.py).
 SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")

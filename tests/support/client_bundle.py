@@ -1,0 +1,47 @@
+"""The page that loads tests/browser/tus-clients.js (tus-js-client, Uppy and its plugins,
+bundled once from npm: `cd tests/browser && npm ci && npm run bundle`) into Chromium."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from support.api import Api
+
+BUNDLE = Path(__file__).parent.parent / "browser" / "tus-clients.js"
+PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
+
+# The file a page makes: byte i is i mod 251, so no part boundary lines up with the pattern.
+MAKE_FILE = """
+  const makeFile = (name, size) => {
+    const data = new Uint8Array(size);
+    for (let i = 0; i < size; i++) data[i] = i % 251;
+    return new File([data], name, { type: "video/mp4", lastModified: 1700000000000 });
+  };
+"""
+
+
+def file_bytes(size: int) -> bytes:
+    return (bytes(range(251)) * (size // 251 + 1))[:size]
+
+
+def page_app() -> web.Application:
+    page = web.Application()
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def bundle(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(BUNDLE)
+
+    page.router.add_get("/index.html", index)
+    page.router.add_get("/tus-clients.js", bundle)
+    return page
+
+
+@dataclass
+class Browsing:
+    api: Api
+    page_url: str
