@@ -28,6 +28,7 @@ from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
+from mediagate.core.offsets import OffsetUploads
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
 from mediagate.core.tus import TusUploads
 from mediagate.core.webhooks import WebhookSender
@@ -133,7 +134,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
         )
-        tus = TusUploads(
+        offsets = OffsetUploads(
             engine,
             catalog,
             stores,
@@ -142,6 +143,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             chunk_size=settings.chunk_size,
             memory_per_user=settings.tus_memory_per_user,
         )
+        tus = TusUploads(offsets, library)
         await stack.enter_async_context(background_maintenance(engine))
         if settings.webhook_urls and settings.webhook_secret is not None:
             sender = WebhookSender(
