@@ -64,7 +64,9 @@ async def test_every_problem_type_of_the_engine_is_documented(local_api: Api) ->
         for kind in vars(errors).values()
         if isinstance(kind, type) and issubclass(kind, errors.Problem)
     ]
-    assert {PROBLEM_TYPE_BASE + kind.code for kind in problems} <= documented
+    assert {getattr(kind, "type_uri", PROBLEM_TYPE_BASE + kind.code) for kind in problems} <= (
+        documented
+    )
 
 
 async def test_the_chunk_body_headers_and_bearer_scheme_are_described(local_api: Api) -> None:

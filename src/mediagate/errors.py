@@ -246,3 +246,41 @@ class HookUnavailable(Problem):
     status, code, title = 503, "hook-unavailable", "The application's hook did not answer"
     public_detail = True
     headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
+
+
+# The problem types of the IETF draft "Resumable Uploads for HTTP", registered by IANA.
+IANA_PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+
+
+class MismatchingUploadOffset(Problem):
+    """IETF resumable uploads: an append's Upload-Offset is not the upload's offset."""
+
+    status, code, title = 409, "mismatching-upload-offset", "Mismatching upload offset"
+    type_uri: ClassVar[str] = IANA_PROBLEM_TYPES + "mismatching-upload-offset"
+
+
+class CompletedUpload(Problem):
+    """IETF resumable uploads: an append to an upload already complete."""
+
+    status, code, title = 400, "completed-upload", "The upload is already complete"
+    type_uri: ClassVar[str] = IANA_PROBLEM_TYPES + "completed-upload"
+
+
+class InconsistentUploadLength(Problem):
+    """IETF resumable uploads: the length indications of a request (Upload-Length,
+    Upload-Complete with Content-Length) disagree with each other or with the upload's."""
+
+    status, code, title = 400, "inconsistent-upload-length", "Inconsistent upload length"
+    type_uri: ClassVar[str] = IANA_PROBLEM_TYPES + "inconsistent-upload-length"
+
+
+class InteropVersionUnsupported(Problem):
+    """IETF resumable uploads: an Upload-Draft-Interop-Version this server does not speak."""
+
+    status, code, title = 400, "interop-version-unsupported", "Unsupported draft interop version"
+
+
+class ContentDigestMismatch(Problem):
+    """RFC 9530: a body does not match its Content-Digest (nothing of it is kept)."""
+
+    status, code, title = 400, "content-digest-mismatch", "Content-Digest mismatch"

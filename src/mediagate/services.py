@@ -26,6 +26,7 @@ from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance
 from mediagate.core.offsets import OffsetUploads
@@ -58,6 +59,7 @@ class Services:
     engine: UploadEngine
     library: MediaLibrary
     tus: TusUploads
+    ietf: IetfUploads
     reconciler: Reconciler | None
     # The disk of the data directory, when anything may be written to it (/readyz).
     data_disk: LocalStore | None
@@ -144,6 +146,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             memory_per_user=settings.tus_memory_per_user,
         )
         tus = TusUploads(offsets, library)
+        ietf = IetfUploads(offsets, library)
         await stack.enter_async_context(background_maintenance(engine))
         if settings.webhook_urls and settings.webhook_secret is not None:
             sender = WebhookSender(
@@ -157,7 +160,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
         yield Services(
-            catalog, stores, default, s3_status, engine, library, tus, reconciler, data_disk
+            catalog, stores, default, s3_status, engine, library, tus, ietf, reconciler, data_disk
         )
 
 

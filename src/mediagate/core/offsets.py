@@ -228,9 +228,11 @@ class OffsetUploads:
         content_type: str,
         fields: Mapping[str, str] | None = None,
         caller: str | None = None,
+        sha256: str | None = None,
     ) -> UploadSession:
         """A new upload (complete at once if empty); `record` is its protocol's fields
-        (its session id is set here). `fields` and `caller` are for the pre-create hook."""
+        (its session id is set here). `fields` and `caller` are for the pre-create hook;
+        `sha256`, the whole file's, is checked on completion."""
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} is over the limit of {self.max_size}")
         upload_id = new_id()
@@ -243,6 +245,7 @@ class OffsetUploads:
             session_id=upload_id,
             metadata=fields,
             caller=caller,
+            sha256=sha256,
         )
         record = record.model_copy(
             update={"session_id": session.id, "length_deferred": length is None}
@@ -313,9 +316,11 @@ class OffsetUploads:
         """Remove an unfinished upload and what it holds."""
         await self._engine.abort(user_id, upload_id, via=protocol)
 
-    async def terminate(self, user_id: str, upload_id: str, protocol: UploadProtocol) -> None:
-        """Remove an upload and what it holds. A finished upload is its file: its media
-        is deleted as the media API deletes it (a finalizing one with its parts)."""
+    async def terminate(
+        self, user_id: str, upload_id: str, protocol: UploadProtocol, *, keep_media: bool = False
+    ) -> None:
+        """Remove an upload and what it holds. A finished upload's media is deleted as
+        the media API deletes it (a finalizing one with its parts), unless `keep_media`."""
         # Takes over from a request still running (stalled, say), once it has ended, so
         # that it leaves no tail behind.
         async with self.hold(upload_id):
@@ -323,8 +328,9 @@ class OffsetUploads:
             if session.state not in (SessionState.COMPLETED, SessionState.FINALIZING):
                 await self._engine.abort(user_id, upload_id, via=protocol)
                 return
-            with contextlib.suppress(NotFound):  # deleted through the media API already
-                await self._library.delete(user_id, session.media_id)
+            if not keep_media:
+                with contextlib.suppress(NotFound):  # deleted through the media API already
+                    await self._library.delete(user_id, session.media_id)
             await self._catalog.delete_session(session.id)
             log.info(
                 "offsets.terminated_finished", session_id=session.id, media_id=session.media_id

@@ -14,7 +14,7 @@ from mediagate.core.engine import Clock, utc_now
 from mediagate.core.links import StreamLinks
 from mediagate.jwks import IdentityKeys
 from mediagate.services import Services, open_services
-from mediagate.web import api_docs, health, media, openapi, page, tus, uploads
+from mediagate.web import api_docs, health, ietf, media, openapi, page, tus, uploads
 from mediagate.web.auth import identity_keys_middleware
 from mediagate.web.cors import NATIVE_API, Cors
 from mediagate.web.host import host_middleware, warn_without_public_url
@@ -24,6 +24,7 @@ from mediagate.web.keys import (
     DATA_DISK,
     ENGINE,
     IDENTITY_KEYS,
+    IETF,
     JWT_SECRET,
     LIBRARY,
     LINKS,
@@ -50,7 +51,7 @@ MAX_JSON_BODY = 64 * 1024
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     """The application; `clock` is the engine's idea of now (tests move it on)."""
     gate = RequestGate()
-    cors = Cors(settings.cors_origins, [NATIVE_API, tus.CORS_PATHS])
+    cors = Cors(settings.cors_origins, [NATIVE_API, tus.CORS_PATHS, ietf.CORS_PATHS])
     app = web.Application(
         middlewares=[
             request_metrics_middleware,
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.add_routes(health.routes)
     app.add_routes(page.routes)
     app.add_routes(tus.routes)
+    ietf.register(app)
     app.add_routes(openapi.routes)
     app.add_routes(api_docs.routes)
     app.cleanup_ctx.append(_services)
@@ -129,6 +131,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = services.engine
         app[LIBRARY] = services.library
         app[TUS] = services.tus
+        app[IETF] = services.ietf
         if services.reconciler is not None:
             app[RECONCILER] = services.reconciler
         # Logged as `server.started` once the port is bound (web/server.py).

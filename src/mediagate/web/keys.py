@@ -7,6 +7,7 @@ from aiohttp import web
 from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
@@ -29,6 +30,7 @@ S3_STATUS = web.AppKey("s3_status", S3Status)
 REQUEST_GATE = web.AppKey("request_gate", RequestGate)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 TUS = web.AppKey("tus", TusUploads)
+IETF = web.AppKey("ietf", IetfUploads)
 # What the server serves, for its start-up log line (web/server.py).
 SERVED: web.AppKey[dict[str, str | None]] = web.AppKey("served")
 # The data directory's disk, when anything may be written to it (/readyz).

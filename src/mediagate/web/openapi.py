@@ -22,7 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mediagate import errors
 from mediagate.core.tus import CHECKSUM_ALGORITHMS
-from mediagate.web import api_docs, tus
+from mediagate.web import api_docs, ietf, tus
 from mediagate.web.keys import SETTINGS
 from mediagate.web.problems import PROBLEM_TYPE_BASE
 from mediagate.web.request_context import REQUEST_ID_HEADER
@@ -51,10 +51,12 @@ class ProblemType:
     status: int
     code: str
     title: str
+    # Its `type`, when not mediagate's own (the IETF draft's IANA-registered ones).
+    type_uri: str = ""
 
     @classmethod
     def of(cls, problem: type[errors.Problem]) -> ProblemType:
-        return cls(problem.status, problem.code, problem.title)
+        return cls(problem.status, problem.code, problem.title, getattr(problem, "type_uri", ""))
 
 
 # Problems the web layer answers itself, not raised as errors.py classes.
@@ -254,6 +256,20 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "description": "When an unfinished upload expires (HTTP-date)",
         "schema": {"type": "string"},
     },
+    "Upload-Complete": {
+        "description": "`?1` once the upload is complete (IETF draft)",
+        "schema": {"enum": ["?0", "?1"]},
+    },
+    "Upload-Limit": {
+        "description": "`max-size=…`, with `max-age=…` for an upload (IETF draft)",
+        "schema": {"type": "string"},
+    },
+    "Repr-Digest": {
+        "description": "RFC 9530: the file's `sha-256`, as the creation declared and the "
+        "server verified",
+        "schema": {"type": "string"},
+    },
+    "Accept-Patch": {"description": "`application/partial-upload`", "schema": {"type": "string"}},
     "Upload-Media-Id": {
         "description": "The media a finished upload made",
         "schema": {"type": "string"},
@@ -375,6 +391,203 @@ TUS_OPTIONS_DESCRIPTION = (
     "answered by the CORS rules instead (`MEDIAGATE_CORS_ORIGINS`)."
 )
 OVERRIDE = " `X-HTTP-Method-Override: {verb}` on a POST does the same."
+
+IETF_ID = _parameter("path", "upload_id", "The upload resource: the last segment of its `Location`")
+IETF_VERSION = _parameter(
+    "header",
+    "Upload-Draft-Interop-Version",
+    "The draft's interop version: 6 or 8 (the latest); without it, the latest without 104",
+    {"type": "integer", "enum": list(ietf.INTEROP_VERSIONS)},
+)
+IETF_COMPLETE = _parameter(
+    "header",
+    "Upload-Complete",
+    "`?1`: this request's body ends the file",
+    {"type": "string", "enum": ["?0", "?1"]},
+    required=True,
+)
+IETF_DIGEST = _parameter(
+    "header",
+    "Content-Digest",
+    "RFC 9530 `sha-256=:…:` or `sha-512=:…:` of this body: nothing of it kept if it differs",
+)
+IETF_STATE = ("Upload-Offset", "Upload-Complete", "Upload-Limit", "Upload-Length")
+IETF_FINISHED = (
+    Reply(
+        201,
+        "Complete: the media, as `complete_upload` answers",
+        MediaCreated,
+        headers=(*IETF_STATE, "Location", "Repr-Digest"),
+    ),
+    Reply(
+        202,
+        "Complete; some parts wait on local disk for S3",
+        MediaFinalizing,
+        headers=(*IETF_STATE, "Location", "Repr-Digest"),
+    ),
+)
+IETF_WRITE_PROBLEMS = (
+    errors.BadRequest,
+    MALFORMED_BODY,
+    errors.ChunkIncomplete,
+    errors.NotFound,
+    errors.BodyReadTimeout,
+    errors.MismatchingUploadOffset,
+    errors.CompletedUpload,
+    errors.InconsistentUploadLength,
+    errors.InteropVersionUnsupported,
+    errors.ContentDigestMismatch,
+    errors.FileDigestMismatch,
+    errors.ChunkSuperseded,
+    errors.UploadSuperseded,
+    errors.UploadLocked,
+    errors.SessionNotOpen,
+    errors.UploadFailed,
+    errors.SessionExpired,
+    errors.FileTooLarge,
+    errors.UnsupportedMediaType,
+    errors.TooMuchHeld,
+    *HOOKS,
+    *STORAGE,
+)
+IETF_ROUTES = (
+    Route(
+        "OPTIONS",
+        ietf.COLLECTION,
+        "ietf_options",
+        "The limits of an upload made here (IETF resumable uploads)",
+        tag="ietf",
+        auth=None,
+        replies=(Reply(204, "The limits", required=("Upload-Limit", "Accept-Patch")),),
+        problems=(CORS_ORIGIN_NOT_ALLOWED,),
+    ),
+    Route(
+        "POST",
+        ietf.COLLECTION,
+        "ietf_create",
+        'Create an upload resource (IETF draft "Resumable Uploads for HTTP")',
+        tag="ietf",
+        description="The body is the file's first bytes (or all of it, `Upload-Complete: ?1`); "
+        "a `104 Upload Resumption Supported` with `Location` comes first when the request "
+        "names an interop version. `Content-Disposition` names the media, `Repr-Digest` "
+        "(`sha-256`) is checked on completion.",
+        parameters=(
+            IETF_VERSION,
+            IETF_COMPLETE,
+            UPLOAD_LENGTH,
+            IETF_DIGEST,
+            _parameter("header", "Repr-Digest", "RFC 9530 `sha-256=:…:` of the whole file"),
+            _parameter("header", "Content-Disposition", "`inline; filename=…`: the media's name"),
+        ),
+        request_content=ANY_BYTES,
+        body_required=False,
+        replies=(
+            Reply(
+                201,
+                "The upload resource, at `Location`",
+                headers=IETF_STATE,
+                required=("Location", "Upload-Complete"),
+            ),
+            *IETF_FINISHED[1:],
+        ),
+        problems=(*IETF_WRITE_PROBLEMS, errors.TooManySessions),
+    ),
+    Route(
+        "HEAD",
+        ietf.UPLOAD,
+        "ietf_offset",
+        "The upload's offset, completeness, length and limits",
+        tag="ietf",
+        parameters=(IETF_ID, IETF_VERSION),
+        replies=(
+            Reply(
+                204,
+                "The upload",
+                headers=IETF_STATE,
+                required=("Upload-Offset", "Upload-Complete", "Cache-Control"),
+            ),
+        ),
+        problems=(
+            errors.NotFound,
+            errors.SessionExpired,
+            errors.InteropVersionUnsupported,
+            *STORAGE,
+        ),
+    ),
+    Route(
+        "GET",
+        ietf.UPLOAD,
+        "ietf_offset_get",
+        "As HEAD (the draft allows either)",
+        tag="ietf",
+        head=False,
+        parameters=(IETF_ID, IETF_VERSION),
+        replies=(
+            Reply(
+                204,
+                "The upload",
+                headers=IETF_STATE,
+                required=("Upload-Offset", "Upload-Complete", "Cache-Control"),
+            ),
+        ),
+        problems=(
+            errors.NotFound,
+            errors.SessionExpired,
+            errors.InteropVersionUnsupported,
+            *STORAGE,
+        ),
+    ),
+    Route(
+        "PATCH",
+        ietf.UPLOAD,
+        "ietf_append",
+        "Append bytes at the upload's offset (`application/partial-upload`)",
+        tag="ietf",
+        description="Cut into parts as it streams, as a tus PATCH. `Upload-Complete: ?1` ends "
+        "the file: the answer is then the media.",
+        parameters=(
+            IETF_ID,
+            IETF_VERSION,
+            IETF_COMPLETE,
+            _parameter(
+                "header",
+                "Upload-Offset",
+                "Where the body starts",
+                {"type": "integer", "minimum": 0},
+                required=True,
+            ),
+            UPLOAD_LENGTH,
+            IETF_DIGEST,
+        ),
+        request_content={ietf.PARTIAL_UPLOAD: {"schema": BINARY}},
+        body_required=False,
+        replies=(
+            Reply(
+                204, "Appended", headers=IETF_STATE, required=("Upload-Offset", "Upload-Complete")
+            ),
+            *IETF_FINISHED,
+        ),
+        problems=IETF_WRITE_PROBLEMS,
+    ),
+    Route(
+        "DELETE",
+        ietf.UPLOAD,
+        "ietf_cancel",
+        "Cancel an upload: its bytes are removed (a finished upload's media stays)",
+        tag="ietf",
+        parameters=(IETF_ID, IETF_VERSION),
+        replies=(Reply(204, "Cancelled"),),
+        problems=(
+            errors.NotFound,
+            errors.UploadSuperseded,
+            errors.UploadLocked,
+            errors.SessionNotOpen,
+            errors.SessionExpired,
+            errors.InteropVersionUnsupported,
+            *STORAGE,
+        ),
+    ),
+)
 
 REGISTRY: tuple[Route, ...] = (
     Route(
@@ -755,6 +968,7 @@ REGISTRY: tuple[Route, ...] = (
             *STORAGE,
         ),
     ),
+    *IETF_ROUTES,
     Route(
         "GET",
         OPENAPI_PATH,
@@ -958,7 +1172,12 @@ def _problem_answer(
                         problem_schema,
                         {
                             "properties": {
-                                "type": {"enum": [PROBLEM_TYPE_BASE + kind.code for kind in types]},
+                                "type": {
+                                    "enum": [
+                                        kind.type_uri or PROBLEM_TYPE_BASE + kind.code
+                                        for kind in types
+                                    ]
+                                },
                                 "status": {"const": types[0].status},
                             }
                         },
