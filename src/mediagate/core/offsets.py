@@ -427,8 +427,11 @@ class OffsetUploads:
 
     @contextlib.contextmanager
     def _holding(self, user_id: str, size: int) -> Iterator[None]:
+        if not size:
+            yield  # a body of known length holds nothing (nor may it drop others' count)
+            return
         held = self._held.get(user_id, 0)
-        if size and held + size > self._memory_per_user:
+        if held + size > self._memory_per_user:
             raise TooMuchHeld(
                 f"your PATCHes without Content-Length hold {held} bytes here, and this one "
                 f"needs {size} more, over MEDIAGATE_TUS_MEMORY_PER_USER "

@@ -1045,6 +1045,10 @@ def _build(max_upload_size: int) -> dict[str, Any]:
             {"name": "uploads", "description": "Chunked, resumable uploads (native API)"},
             {"name": "media", "description": "Uploaded media: info, list, stream, delete"},
             {"name": "tus", "description": "tus 1.0 resumable uploads, on the same engine"},
+            {
+                "name": "ietf",
+                "description": "IETF draft resumable uploads (interop 6 and 8), on the same engine",
+            },
             {"name": "documentation", "description": "This document"},
         ],
         "paths": paths,
