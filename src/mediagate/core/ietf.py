@@ -18,14 +18,13 @@ over the engine is when an upload is complete and what its length is:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from mediagate.core.chunk_stream import ReadSource
 from mediagate.core.library import MediaLibrary
-from mediagate.core.offsets import Checksum, OffsetUploads, Upload
+from mediagate.core.offsets import Checksum, OffsetUploads, Progress, Upload
 from mediagate.errors import CompletedUpload, InconsistentUploadLength
 from mediagate.models import Media, TusUpload, UploadProtocol
 
@@ -111,10 +110,10 @@ class IetfUploads:
         read: ReadSource,
         append: Append,
         *,
-        started: Callable[[Upload], Awaitable[None]] | None = None,
+        progress: Progress | None = None,
     ) -> Upload:
         """Append a body at `append.offset`; the newest request on an upload takes over
-        from one still running. `started` is called with the upload before the body is read."""
+        from one still running. `progress` hears the offset as parts count."""
         length = declared_length(append)
         async with self._offsets.hold(upload_id) as lease:
             upload = await self._offsets.session(user_id, upload_id, IETF)
@@ -130,8 +129,6 @@ class IetfUploads:
                     f"the upload's length is {upload.length}, this request makes it {length}",
                     offset=upload.offset,
                 )
-            if started is not None:
-                await started(upload)
             upload = await self._offsets.append(
                 user_id,
                 upload,
@@ -140,6 +137,7 @@ class IetfUploads:
                 body_length=append.body_length,
                 checksum=append.digest,
                 upload_length=length if upload.length is None else None,
+                progress=progress,
             )
             if append.complete and not upload.finished and upload.length is None:
                 # A body of unknown length that completes the upload: it ends here.

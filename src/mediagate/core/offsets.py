@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,10 @@ from mediagate.storage.base import PartCopying, Remainders, Stores
 log = structlog.get_logger("mediagate.offsets")
 
 UNTYPED = "application/octet-stream"
+
+
+# Told the upload's offset each time a part counts (the IETF draft's progress 104s).
+Progress = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -346,9 +350,11 @@ class OffsetUploads:
         body_length: int | None,
         checksum: Checksum | None,
         upload_length: int | None,
+        progress: Progress | None = None,
     ) -> Upload:
         """Take a body at `offset` of an upload held (`hold`) and loaded under that hold.
-        An upload whose last byte this was is completed."""
+        An upload whose last byte this was is completed. `progress` hears the offset each
+        time a part counts (never for a body with a checksum: nothing counts before its end)."""
         session, record = upload.session, upload.record
         if upload_length is not None:
             session, record = await self._set_length(session, record, upload_length)
@@ -370,7 +376,12 @@ class OffsetUploads:
         body = PatchBody(read, body_length, checksum, keep=SNIFF_BYTES if offset == 0 else 0)
         with self._holding(user_id, self._gathered(session, position, body)):
             position = await self._receive(
-                session, position, body, checksum, ends=not record.length_deferred
+                session,
+                position,
+                body,
+                checksum,
+                ends=not record.length_deferred,
+                progress=None if checksum else progress,
             )
         await self._name_by_bytes(session, body.head)
         return await self._settle(user_id, session, record, position)
@@ -481,6 +492,7 @@ class OffsetUploads:
         checksum: Checksum | None,
         *,
         ends: bool,
+        progress: Progress | None = None,
     ) -> Position:
         """Send the body on as parts and leave the rest as the new tail; with a checksum,
         none of it counts unless the checksum matches. Where the upload then stands."""
@@ -531,6 +543,8 @@ class OffsetUploads:
                     if reader is not None:
                         await reader.aclose()
                 number, start, tail = number + 1, start + size, None
+                if progress is not None and start < session.size:
+                    await progress(start)
             if body.remaining is None and await body.read(1):
                 raise FileTooLarge(f"the body goes past the upload's length {session.size}")
             if checksum is not None and body.digest() != checksum.digest:

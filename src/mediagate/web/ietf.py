@@ -203,6 +203,15 @@ async def interim(request: web.Request, version: int | None, headers: dict[str, 
     await request.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
+def _reporter(request: web.Request, version: int | None) -> Callable[[int], Awaitable[None]]:
+    """Progress 104s: the offset each time a part of the body counts (no `Location`)."""
+
+    async def report(offset: int) -> None:
+        await interim(request, version, {"Upload-Offset": str(offset)})
+
+    return report
+
+
 def _limit(request: web.Request, upload: Upload | None) -> str:
     ietf = request.app[IETF]
     if upload is None:
@@ -314,7 +323,9 @@ async def create(request: web.Request, known: dict[str, str]) -> web.StreamRespo
         request, version, {"Location": known["Location"], "Upload-Limit": _limit(request, upload)}
     )
     if append.body_length != 0 and not upload.finished:
-        upload = await ietf.append(user_id, upload_id, request_body(request), append)
+        upload = await ietf.append(
+            user_id, upload_id, request_body(request), append, progress=_reporter(request, version)
+        )
     if upload.finished:
         return await _finished(request, user_id, upload)
     headers = {**_progress(request, upload), "Location": known["Location"]}
@@ -337,14 +348,18 @@ async def offset(request: web.Request, known: dict[str, str]) -> web.StreamRespo
 @_answer
 async def append(request: web.Request, known: dict[str, str]) -> web.StreamResponse:
     user_id = authenticated_user(request)
-    interop_version(request.headers.get("Upload-Draft-Interop-Version"))
+    version = interop_version(request.headers.get("Upload-Draft-Interop-Version"))
     if request.content_type != PARTIAL_UPLOAD:
         raise UnsupportedMediaType(f"an append's body must be {PARTIAL_UPLOAD}")
     at = sf_offset(request.headers.get("Upload-Offset"))
     if at is None:
         raise BadRequest("an append needs Upload-Offset (a non-negative Integer)")
     upload = await request.app[IETF].append(
-        user_id, request.match_info["upload_id"], request_body(request), _append(request, at)
+        user_id,
+        request.match_info["upload_id"],
+        request_body(request),
+        _append(request, at),
+        progress=_reporter(request, version),
     )
     if upload.finished:
         return await _finished(request, user_id, upload)
