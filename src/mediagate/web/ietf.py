@@ -26,7 +26,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from mediagate.core.ietf import Append
-from mediagate.core.offsets import Checksum, Upload
+from mediagate.core.offsets import Checksum, Progress, Upload
 from mediagate.errors import (
     BadRequest,
     ChecksumMismatch,
@@ -203,7 +203,7 @@ async def interim(request: web.Request, version: int | None, headers: dict[str, 
     await request.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
-def _reporter(request: web.Request, version: int | None) -> Callable[[int], Awaitable[None]]:
+def _reporter(request: web.Request, version: int | None) -> Progress:
     """Progress 104s: the offset each time a part of the body counts (no `Location`)."""
 
     async def report(offset: int) -> None:
