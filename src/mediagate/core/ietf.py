@@ -132,7 +132,8 @@ class IetfUploads:
             upload = await self._offsets.append(
                 user_id,
                 upload,
-                lease.guard(read),
+                read,
+                lease,
                 offset=append.offset,
                 body_length=append.body_length,
                 checksum=append.digest,
@@ -145,6 +146,7 @@ class IetfUploads:
                     user_id,
                     upload,
                     _nothing,
+                    lease,
                     offset=upload.offset,
                     body_length=0,
                     checksum=None,

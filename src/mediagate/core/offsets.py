@@ -345,6 +345,7 @@ class OffsetUploads:
         user_id: str,
         upload: Upload,
         read: ReadSource,
+        lease: ChunkLease,
         *,
         offset: int,
         body_length: int | None,
@@ -352,7 +353,8 @@ class OffsetUploads:
         upload_length: int | None,
         progress: Progress | None = None,
     ) -> Upload:
-        """Take a body at `offset` of an upload held (`hold`) and loaded under that hold.
+        """Take a body at `offset` of an upload held (`hold`, `lease`) and loaded under that
+        hold; what it wrote counts only if the hold still holds at its end.
         An upload whose last byte this was is completed. `progress` hears the offset each
         time a part counts (never for a body with a checksum: nothing counts before its end)."""
         session, record = upload.session, upload.record
@@ -373,7 +375,9 @@ class OffsetUploads:
             raise FileTooLarge(
                 f"the body would end at {end}, past the upload's length {session.size}"
             )
-        body = PatchBody(read, body_length, checksum, keep=SNIFF_BYTES if offset == 0 else 0)
+        body = PatchBody(
+            lease.guard(read), body_length, checksum, keep=SNIFF_BYTES if offset == 0 else 0
+        )
         with self._holding(user_id, self._gathered(session, position, body)):
             position = await self._receive(
                 session,
@@ -382,6 +386,7 @@ class OffsetUploads:
                 checksum,
                 ends=not record.length_deferred,
                 progress=None if checksum else progress,
+                lease=lease,
             )
         await self._name_by_bytes(session, body.head)
         return await self._settle(user_id, session, record, position)
@@ -493,9 +498,11 @@ class OffsetUploads:
         *,
         ends: bool,
         progress: Progress | None = None,
+        lease: ChunkLease | None = None,
     ) -> Position:
         """Send the body on as parts and leave the rest as the new tail; with a checksum,
-        none of it counts unless the checksum matches. Where the upload then stands."""
+        none of it counts unless the checksum matches, nor without the upload's `lease`
+        at the end. Where the upload then stands."""
         pending = new_id() if checksum is not None else None
         number, start, tail = position.parts, position.parts_end, position.tail
         new_tail: Tail | None = None
@@ -551,18 +558,19 @@ class OffsetUploads:
                 raise ChecksumMismatch(
                     f"the body's {checksum.algorithm} does not match Upload-Checksum"
                 )
+            kept = new_tail or tail
+            await self._locks.commit(
+                session.id,
+                lease,
+                start=kept.start if kept else start,
+                size=kept.size if kept else 0,
+                storage=kept.storage if kept else session.storage,
+                pending=pending,
+            )
         except BaseException:
             if new_tail is not None:
                 await asyncio.shield(self._tails.drop(session, new_tail))
             raise
-        kept = new_tail or tail
-        await self._catalog.record_tail(
-            session.id,
-            start=kept.start if kept else start,
-            size=kept.size if kept else 0,
-            storage=kept.storage if kept else session.storage,
-            pending=pending,
-        )
         if position.tail is not None and position.tail != kept:
             await self._tails.drop(session, position.tail)
         return Position(number, start, kept)

@@ -133,7 +133,8 @@ class TusUploads:
             upload = await self._offsets.append(
                 user_id,
                 upload,
-                lease.guard(read),
+                read,
+                lease,
                 offset=offset,
                 body_length=body_length,
                 checksum=checksum,
