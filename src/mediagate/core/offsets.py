@@ -22,9 +22,10 @@ together with the new tail. A crash or a mismatch leaves them pending
 (ignored, replaced by the next request), and the upload's offset where it was.
 
 This module is the one door for an offsets upload's chunk records: every
-part is written and recorded under `SessionLocks` (by the attempt that holds
-it, `engine.put_part` and `copy_parts`), and the length, tail and pending
-commits are its own; the protocols above never touch the catalog's chunks.
+part is written and recorded under `SessionLocks` by the attempt that holds it
+(`engine.put_part`, `_copy_parts`), a request's tail and pending parts count
+through `SessionLocks.commit` only while it holds the upload, and the length is
+its own; the protocols above never touch the catalog's chunks.
 """
 
 from __future__ import annotations
