@@ -17,7 +17,7 @@ from mediagate import errors
 from mediagate.web import tus
 from mediagate.web.api import document
 from mediagate.web.app import create_app
-from mediagate.web.problems import PROBLEM_TYPE_BASE
+from mediagate.web.problems import problem_type
 from test_page import browser_tests, launched_chromium, open_page
 
 
@@ -64,9 +64,7 @@ async def test_every_problem_the_server_sends_is_documented_at_its_status(local_
     codes = [kind.code for kind in errors.declared()]
     assert len(codes) == len(set(codes)), "a code declared twice"
     assert documented == {
-        (PROBLEM_TYPE_BASE + kind.code, kind.status)
-        for kind in errors.declared()
-        if kind.documented
+        (problem_type(kind), kind.status) for kind in errors.declared() if kind.documented
     }
 
 

@@ -34,6 +34,7 @@ class UploadProtocol(StrEnum):
 
     NATIVE = "native"
     TUS = "tus"
+    IETF = "ietf"  # the IETF draft "Resumable Uploads for HTTP"
 
 
 class UploadSession(BaseModel):

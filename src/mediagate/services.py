@@ -28,9 +28,11 @@ from mediagate.catalog.connect import open_catalog
 from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_local_disk
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance, run_periodically
 from mediagate.core.media_policy import MediaPolicy
+from mediagate.core.offsets import OffsetUploads
 from mediagate.core.probe import Limits
 from mediagate.core.probing import SWEEP_INTERVAL, MediaProber, probe_unprobed
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
@@ -60,6 +62,7 @@ class Services:
     engine: UploadEngine
     library: MediaLibrary
     tus: TusUploads
+    ietf: IetfUploads
     reconciler: Reconciler | None
     # The disk of the data directory, when anything may be written to it (/readyz).
     data_disk: LocalStore | None
@@ -143,7 +146,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
         )
-        tus = TusUploads(
+        offsets = OffsetUploads(
             engine,
             catalog,
             roles.by_kind,
@@ -152,6 +155,8 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             chunk_size=settings.chunk_size,
             memory_per_user=settings.tus_memory_per_user,
         )
+        tus = TusUploads(offsets, library)
+        ietf = IetfUploads(offsets, library)
         await stack.enter_async_context(background_maintenance(engine))
         if prober is not None:
             await stack.enter_async_context(
@@ -175,7 +180,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             catalog.on_events_written(sender.wake)
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
-        yield Services(catalog, roles, s3_status, engine, library, tus, reconciler, data_disk)
+        yield Services(catalog, roles, s3_status, engine, library, tus, ietf, reconciler, data_disk)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mediagate.web import api_docs, media, openapi, tus, uploads
+from mediagate.web import api_docs, ietf, media, openapi, tus, uploads
 from mediagate.web.keys import SETTINGS
 from mediagate.web.operations import Operations, Reply
 
@@ -36,6 +36,7 @@ API = (
     uploads.OPERATIONS,
     media.OPERATIONS,
     tus.OPERATIONS,
+    ietf.OPERATIONS,
     OPERATIONS,
     api_docs.OPERATIONS,
 )

@@ -15,6 +15,7 @@ from aiohttp import web
 from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
 from mediagate.core.engine import Clock, UploadEngine
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
@@ -58,6 +59,9 @@ class ServerParts(Protocol):
 
     @property
     def tus(self) -> TusUploads: ...
+
+    @property
+    def ietf(self) -> IetfUploads: ...
 
     @property
     def s3_status(self) -> StorageStatus: ...
