@@ -50,7 +50,6 @@ from mediagate.web.operations import (
     ANY_BYTES,
     BINARY,
     HOOKS,
-    MAX_UPLOAD_SIZE,
     STORAGE,
     Operations,
     Reply,
@@ -342,13 +341,20 @@ COMPLETE = parameter(
 LENGTH = parameter(
     "header",
     "Upload-Length",
-    "The upload's length in bytes",
-    {"type": "integer", "minimum": 0, "maximum": MAX_UPLOAD_SIZE},
+    "The upload's length in bytes, at most `MEDIAGATE_MAX_UPLOAD_SIZE` (413 past it); a "
+    "value that is not a non-negative Integer is ignored, as a Structured Field that "
+    "does not parse",
 )
+# An RFC 9530 digest field: a Dictionary of `algorithm=:base64:`, maybe empty (what
+# `digests` reads).
+_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+_MEMBER = rf"(?:[a-z][a-z0-9_.*-]*=:{_BASE64}:)?"
+DIGEST_FIELD = {"type": "string", "pattern": rf"^ *{_MEMBER}(?: *, *{_MEMBER})* *$"}
 DIGEST = parameter(
     "header",
     "Content-Digest",
     "RFC 9530 `sha-256=:…:` or `sha-512=:…:` of this body: nothing of it kept if it differs",
+    DIGEST_FIELD,
 )
 # Every answer of a handler below says whether the upload is complete (a problem: `?0`).
 ANSWER = ("Upload-Complete",)
@@ -439,7 +445,9 @@ async def options(request: web.Request, known: dict[str, str]) -> web.StreamResp
         COMPLETE,
         LENGTH,
         DIGEST,
-        parameter("header", "Repr-Digest", "RFC 9530 `sha-256=:…:` of the whole file"),
+        parameter(
+            "header", "Repr-Digest", "RFC 9530 `sha-256=:…:` of the whole file", DIGEST_FIELD
+        ),
         parameter("header", "Content-Disposition", "`inline; filename=…`: the media's name"),
     ),
     request_content=ANY_BYTES,
