@@ -9,6 +9,11 @@ its resident memory; the `rss` scenario pushes 8 × one 64 MiB chunk at once
 and reports the server's peak RSS. `--protocol tus` (or `both`) uploads the
 same bytes through tus 1.0 as well: creation, then PATCHes of --patch-size
 (default: the whole file in one PATCH, as tus-js-client and tuspy do).
+`--protocol ietf` uploads them through the IETF resumable-upload draft (one POST
+with `Upload-Complete: ?1` and the whole body, interop version 8, its 104 read
+and skipped by aiohttp) against the native path without digest, and prints the
+IETF/native ratios of MB/s and server CPU per GiB (target: within 5 %; give
+`--parallel 1` so that both have one part in flight).
 `--webhooks` instead compares a server sending webhooks to a loopback receiver
 with one that sends none, round by round.
 
@@ -62,12 +67,19 @@ from _common import (
 )
 
 DIGESTS = ("none", "md5", "sha256")
-PROTOCOLS = ("native", "tus", "both")
+PROTOCOLS = ("native", "tus", "both", "ietf")
 TUS = "tus"
+IETF = "ietf"
+IETF_TARGET = 0.05  # IETF at most 5 % slower than native, and at most 5 % more server CPU/GiB
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 TUS_BIG_PATCH = 256 * MiB
-PATH_NAMES = {"direct": "direct aiobotocore", TUS: "mediagate tus"}
 BARE = "bare"  # --bare-relay: the relay's floor (bench/_bare_relay.py)
+PATH_NAMES = {
+    "direct": "direct aiobotocore",
+    TUS: "mediagate tus",
+    IETF: "mediagate ietf",
+    BARE: "bare relay",
+}
 TARGET_BARE_CPU_RATIO = 1.4
 SCENARIOS = ("throughput", "rss", "all")
 USER = "bench"
@@ -297,6 +309,30 @@ class TusUploadClient:
                     assert answer.status == 204, answer.status
 
 
+class IetfUploadClient:
+    """One user of mediagate's IETF resumable uploads: the whole file in the creation POST."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str) -> None:
+        self._http = http
+        self._base = base_url
+        self._auth = {"Authorization": f"Bearer {token}", "Upload-Draft-Interop-Version": "8"}
+
+    async def upload(self, size: int) -> str:
+        """The media id; aiohttp reads past the 104 to the final answer."""
+        headers = {
+            **self._auth,
+            "Upload-Complete": "?1",
+            "Content-Type": "video/mp4",
+            "Content-Length": str(size),
+        }
+        async with self._http.post(
+            f"{self._base}/api/v1/uploads", headers=headers, data=RepeatedBody(size)
+        ) as answer:
+            if answer.status != 201:
+                raise RuntimeError(f"ietf POST: {answer.status} {(await answer.text())[:300]}")
+            return str((await answer.json())["media_id"])
+
+
 def streaming_s3_config(connections: int) -> AioConfig:
     # The settings of mediagate's streaming client (storage/s3.py), so both
     # paths ask moto for the same thing: unsigned payload, no CRC, one attempt.
@@ -480,6 +516,7 @@ class Bench:
     mediagate: MediagateClient
     direct: DirectClient
     tus: TusUploadClient
+    ietf: IetfUploadClient
     patch_size: int | None = None
     # --bare-relay: its client, and the services with the relay as the server.
     bare: tuple[BareRelayClient, Services] | None = None
@@ -509,6 +546,15 @@ class Bench:
 
         phase, _ = await measure(self.services, load.total_bytes, run)
         await self.tus.delete_all_media()
+        return phase
+
+    async def ietf_phase(self, load: Workload) -> Phase:
+        async def run() -> list[str]:
+            return await asyncio.gather(*(self.ietf.upload(load.size) for _ in range(load.clients)))
+
+        phase, media_ids = await measure(self.services, load.total_bytes, run)
+        for media_id in media_ids:
+            await self.mediagate.delete(media_id)
         return phase
 
     async def direct_phase(self, load: Workload) -> Phase:
@@ -547,6 +593,7 @@ class Bench:
         small = Workload(clients=1, size=6 * MiB, chunk_size=6 * MiB, parallel=1)
         await self.mediagate_phase(small, "none")
         await self.tus_phase(small)
+        await self.ietf_phase(small)
         await self.direct_phase(small)
         if self.bare is not None:
             await self.bare_phase(small)
@@ -583,7 +630,7 @@ async def throughput_rounds(
 
 
 def label(name: str) -> str:
-    return name if name in ("direct", TUS, BARE) else f"mediagate/{name}"
+    return name if name in ("direct", TUS, IETF, BARE) else f"mediagate/{name}"
 
 
 async def one_round(
@@ -598,6 +645,8 @@ async def one_round(
             result[name] = await bench.tus_phase(load)
         elif name == BARE:
             result[name] = await bench.bare_phase(load)
+        elif name == IETF:
+            result[name] = await bench.ietf_phase(load)
         else:
             result[name] = await bench.mediagate_phase(load, name)
     return result
@@ -827,14 +876,8 @@ def throughput_table(phases: dict[str, list[Phase]]) -> str:
         is_direct = name == "direct"
         rows.append(
             [
-                "direct aiobotocore"
-                if is_direct
-                else "mediagate tus"
-                if name == TUS
-                else "bare relay"
-                if name == BARE
-                else "mediagate",
-                "-" if is_direct or name in (TUS, BARE) else name,
+                PATH_NAMES.get(name, "mediagate"),
+                "-" if name in PATH_NAMES else name,
                 f"{median(speeds):.1f}",
                 f"{min(speeds):.1f}-{max(speeds):.1f}",
                 f"{median(speeds) / direct:.3f}",
@@ -874,6 +917,7 @@ def print_throughput(
         f"server RSS: {mib(idle)} idle after start, {mib(before)} before these rounds, "
         f"peak during them (VmHWM) {mib(peak)}"
     )
+    print_ietf_against_native(phases)
     direct = median([p.mb_per_s for p in phases["direct"]])
     if BARE in phases:
         print_relay_floor(phases)
@@ -882,9 +926,9 @@ def print_throughput(
             continue
         ratio = median([p.mb_per_s for p in runs]) / direct
         cpu = median([p.per_gib(p.server_cpu) for p in runs])
-        what = "tus" if name == TUS else f"digest {name}"
+        what = name if name in (TUS, IETF) else f"digest {name}"
         line = f"target, {what}: ratio >= {TARGET_RATIO} {verdict(ratio >= TARGET_RATIO)}"
-        if name in ("none", TUS):
+        if name in ("none", TUS, IETF):
             cpu_met = verdict(cpu <= TARGET_CPU_PER_GIB)
             line += f"; server CPU <= {TARGET_CPU_PER_GIB} s/GiB {cpu_met}"
         print(line)
@@ -903,6 +947,22 @@ def print_relay_floor(phases: dict[str, list[Phase]]) -> None:
             f"{floor:.2f}: {ratio:.2f}x (target <= {TARGET_BARE_CPU_RATIO} "
             f"{verdict(ratio <= TARGET_BARE_CPU_RATIO)})"
         )
+
+
+def print_ietf_against_native(phases: dict[str, list[Phase]]) -> None:
+    """The IETF upload against the native one, both without digest: MB/s and CPU ratios."""
+    if IETF not in phases or "none" not in phases:
+        return
+    ietf, native = phases[IETF], phases["none"]
+    speed = median([p.mb_per_s for p in ietf]) / median([p.mb_per_s for p in native])
+    cpu = median([p.per_gib(p.server_cpu) for p in ietf]) / median(
+        [p.per_gib(p.server_cpu) for p in native]
+    )
+    met = speed >= 1 - IETF_TARGET and cpu <= 1 + IETF_TARGET
+    print(
+        f"ietf / native (no digest): MB/s {speed:.3f}, server CPU per GiB {cpu:.3f}; "
+        f"target within {IETF_TARGET:.0%} {verdict(met)}"
+    )
 
 
 def print_other_load(phases: Sequence[Phase]) -> None:
@@ -961,11 +1021,13 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
     digests = list(DIGESTS) if options.digest == "all" else [options.digest]
     if options.protocol == "tus":
         digests = [TUS]
+    elif options.protocol == IETF:
+        digests = ["none", IETF]
     elif options.protocol == "both":
         digests = [*digests, TUS]
     if options.bare_relay:
         digests = [*digests, BARE]
-    native = [name for name in digests if name not in (TUS, BARE)]
+    native = [name for name in digests if name not in (TUS, IETF, BARE)]
     connections = max(load.clients * load.parallel, RSS_CLIENTS) + 8
     idle_rss = memory_bytes(services.server.pid, "VmRSS")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
@@ -987,6 +1049,7 @@ async def run(options: argparse.Namespace, services: Services, bucket: str, secr
             MediagateClient(http, services.server.url, bearer_token(secret)),
             DirectClient(s3, bucket),
             TusUploadClient(http, services.server.url, bearer_token(secret)),
+            IetfUploadClient(http, services.server.url, bearer_token(secret)),
             options.patch_size,
         )
         if services.bare is not None:
@@ -1062,8 +1125,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--protocol",
         choices=PROTOCOLS,
         default="native",
-        help="the native chunk API, tus 1.0 (creation + PATCH), or both in every round "
-        "(default: native)",
+        help="the native chunk API, tus 1.0 (creation + PATCH), both in every round, or the "
+        "IETF draft against native without digest (default: native)",
     )
     parser.add_argument(
         "--patch-size",

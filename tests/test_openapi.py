@@ -16,7 +16,7 @@ from mediagate import errors
 from mediagate.web import tus
 from mediagate.web.api import document
 from mediagate.web.app import create_app
-from mediagate.web.problems import PROBLEM_TYPE_BASE
+from mediagate.web.problems import problem_type
 from support.api import Api, ApiFactory, make_settings, md5_header
 from support.browser import browser_tests, launched_chromium, open_page
 
@@ -64,9 +64,7 @@ async def test_every_problem_the_server_sends_is_documented_at_its_status(local_
     codes = [kind.code for kind in errors.declared()]
     assert len(codes) == len(set(codes)), "a code declared twice"
     assert documented == {
-        (PROBLEM_TYPE_BASE + kind.code, kind.status)
-        for kind in errors.declared()
-        if kind.documented
+        (problem_type(kind), kind.status) for kind in errors.declared() if kind.documented
     }
 
 
@@ -285,6 +283,81 @@ async def test_a_tus_upload_answers_as_documented(local_api: Api) -> None:
     assert answer.status == 204
     answer, _ = await recorder.call("HEAD", TUS_UPLOAD, path, headers=tus)
     assert answer.status == 404
+
+
+IETF = "/api/v1/uploads"
+IETF_UPLOAD = "/api/v1/uploads/{upload_id}"
+
+
+async def test_an_ietf_upload_answers_as_documented(local_api: Api) -> None:
+    """Each IETF operation's success, and the draft's problems with their IANA types,
+    checked against the document."""
+    recorder = Recorder(local_api, await fetch_document(local_api))
+    answer, _ = await recorder.call("OPTIONS", IETF, IETF)
+    assert answer.status == 204
+    data = os.urandom(100)
+    answer, _ = await recorder.call(
+        "POST",
+        IETF,
+        IETF,
+        data=data[:10],
+        headers={
+            "Upload-Complete": "?0",
+            "Upload-Length": "100",
+            "Content-Disposition": 'inline; filename="clip.mp4"',
+        },
+    )
+    assert answer.status == 201
+    path = answer.headers["Location"].removeprefix(str(local_api.client.make_url("")))
+    for method in ("HEAD", "GET"):
+        answer, _ = await recorder.call(method, IETF_UPLOAD, path)
+        assert (answer.status, answer.headers["Upload-Offset"]) == (204, "10")
+    partial = {"Content-Type": "application/partial-upload", "Upload-Complete": "?0"}
+    iana = "https://iana.org/assignments/http-problem-types#"
+    for headers, status, type_ in [
+        ({**partial, "Upload-Offset": "0"}, 409, iana + "mismatching-upload-offset"),
+        (
+            {**partial, "Upload-Offset": "10", "Upload-Length": "99"},
+            400,
+            iana + "inconsistent-upload-length",
+        ),
+        ({**partial, "Upload-Offset": "10", "Upload-Draft-Interop-Version": "3"}, 400, None),
+        ({**partial, "Upload-Offset": "10", "Content-Type": "text/plain"}, 415, None),
+    ]:
+        answer, body = await recorder.call(
+            "PATCH", IETF_UPLOAD, path, data=data[10:], headers=headers
+        )
+        assert answer.status == status, headers
+        assert answer.headers["Upload-Complete"] == "?0"
+        if type_ is not None:
+            assert json.loads(body)["type"] == type_
+    answer, _ = await recorder.call(
+        "PATCH", IETF_UPLOAD, path, data=data[10:50], headers={**partial, "Upload-Offset": "10"}
+    )
+    assert (answer.status, answer.headers["Upload-Offset"]) == (204, "50")
+    answer, body = await recorder.call(
+        "PATCH",
+        IETF_UPLOAD,
+        path,
+        data=data[50:],
+        headers={**partial, "Upload-Offset": "50", "Upload-Complete": "?1"},
+    )
+    assert answer.status == 201
+    media = json.loads(body)["media_id"]
+    answer, body = await recorder.call(
+        "PATCH",
+        IETF_UPLOAD,
+        path,
+        data=b"x",
+        headers={**partial, "Upload-Offset": "100", "Upload-Complete": "?1"},
+    )
+    assert (answer.status, json.loads(body)["type"]) == (400, iana + "completed-upload")
+    answer, _ = await recorder.call("DELETE", IETF_UPLOAD, path)
+    assert answer.status == 204
+    answer, _ = await recorder.call("HEAD", IETF_UPLOAD, path)
+    assert answer.status == 404
+    info = await local_api.client.get(f"/api/v1/media/info/{media}", headers=local_api.headers)
+    assert info.status == 200
 
 
 async def test_the_docs_page_and_its_files_are_guarded_and_not_cached_publicly(

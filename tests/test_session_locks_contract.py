@@ -26,8 +26,8 @@ from mediagate.core.session_locks import (
     SessionBusy,
     SessionLocks,
 )
-from mediagate.errors import ChunkSuperseded, SessionNotOpen
-from mediagate.models import Chunk, StorageKind
+from mediagate.errors import ChunkSuperseded, SessionNotOpen, UploadSuperseded
+from mediagate.models import Chunk, StorageKind, TusUpload
 from support.sessions import upload_session
 
 # Long enough for a holder on PostgreSQL to notice at its next renewal (RENEW_INTERVAL)
@@ -65,6 +65,22 @@ class Holder:
             self.held.set()
             await self.finish.wait()
         return "done"
+
+
+class UploadHolder:
+    """A request that holds an offsets upload (`upload`) until told to finish."""
+
+    def __init__(self, locks: SessionLocks, upload_id: str) -> None:
+        self.held = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.lease: ChunkLease | None = None
+        self.task = asyncio.create_task(self._run(locks, upload_id))
+
+    async def _run(self, locks: SessionLocks, upload_id: str) -> None:
+        async with locks.upload(upload_id) as lease:
+            self.lease = lease
+            self.held.set()
+            await self.finish.wait()
 
 
 class Entered:
@@ -179,6 +195,33 @@ class SessionLocksContract:
         with pytest.raises(ChunkSuperseded):
             await locks.record(session_id, written(stale), stale)
         assert await writers(catalog, session_id) == {}
+        second.finish.set()
+        await second.task
+
+    async def test_a_request_that_lost_its_upload_commits_nothing(
+        self, catalog, locks, other, session_id
+    ):
+        """What an offsets upload's request appended counts only if it still holds the
+        upload: a newer request (here, on the other instance) took over first."""
+        await catalog.add_tus_upload(TusUpload(session_id=session_id))
+        first = UploadHolder(locks, session_id)
+        await asyncio.wait_for(first.held.wait(), NOTICE)
+        stale = first.lease
+        assert stale is not None
+        second = UploadHolder(other, session_id)
+        await asyncio.sleep(QUIET)  # it has asked the first to let go
+        tail = {"start": 0, "size": 5, "storage": StorageKind.S3, "pending": None}
+        with pytest.raises(UploadSuperseded):
+            await locks.commit(session_id, stale, **tail)
+        record = await catalog.get_tus_upload(session_id)
+        assert record is not None and record.tail_size == 0
+        first.finish.set()
+        await first.task
+        await asyncio.wait_for(second.held.wait(), NOTICE)
+        assert second.lease is not None
+        await other.commit(session_id, second.lease, **tail)
+        record = await catalog.get_tus_upload(session_id)
+        assert record is not None and record.tail_size == 5
         second.finish.set()
         await second.task
 

@@ -1325,6 +1325,21 @@ def problem_type(problem: dict[str, Any] | None) -> str:
     return str(problem["type"]).rsplit("/", 1)[-1]
 
 
+async def test_patches_of_known_length_by_one_user_overlap(local_api: Api) -> None:
+    """Two PATCHes with Content-Length of one user at once: the one ending second is
+    answered 204, not 500 (the first's end once dropped the user's held-bytes count)."""
+    api = local_api
+    data = random.Random(5).randbytes(3000)
+    first, second = [await create_upload(api, len(data)) for _ in range(2)]
+    stalled = await stall_patch(api, first, 0, data, 1000)
+    assert (await patch(api, second, 0, data)).status == 204
+    await stalled.send(data[1000:])
+    status, _ = await stalled.answer()
+    stalled.close()
+    assert status == 204
+    assert await offset_of(api, first) == len(data)
+
+
 async def test_a_stalled_patch_is_answered_408_after_the_body_read_timeout(
     start_api: ApiFactory, tmp_path: Path
 ) -> None:

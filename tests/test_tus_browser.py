@@ -25,12 +25,13 @@ playwright = pytest.importorskip("playwright.async_api")
 pytestmark = browser_tests
 
 TUS_JS_UPLOAD = (
-    "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate, parallel }) => {"
+    "async ({ endpoint, token, name, size, chunkSize, stopAt, terminate, parallel, protocol }) => {"
     + MAKE_FILE
     + """
   const file = makeFile(name, size);
   const options = {
     endpoint,
+    ...(protocol ? { protocol } : {}),
     ...(chunkSize ? { chunkSize } : {}),
     ...(parallel ? { parallelUploads: parallel } : {}),
     headers: { Authorization: `Bearer ${token}` },
@@ -135,9 +136,11 @@ async def page(browsing: Browsing) -> AsyncIterator[Any]:
             await browser.close()
 
 
-def arguments(api: Api, name: str, size: int, **more: Any) -> dict[str, Any]:
+def arguments(
+    api: Api, name: str, size: int, path: str = "/api/v1/tus", **more: Any
+) -> dict[str, Any]:
     token = api.headers["Authorization"].removeprefix("Bearer ")
-    endpoint = str(api.client.make_url("/api/v1/tus"))
+    endpoint = str(api.client.make_url(path))
     return {"endpoint": endpoint, "token": token, "name": name, "size": size, **more}
 
 
@@ -162,9 +165,9 @@ async ({ url, token }) => {
 """
 
 
-async def upload_state(api: Api, url: str) -> int:
+async def upload_state(api: Api, url: str, protocol: dict[str, str] = TUS) -> int:
     answer = await api.client.head(
-        url.split(str(api.client.make_url("")))[-1], headers={**api.headers, **TUS}
+        url.split(str(api.client.make_url("")))[-1], headers={**api.headers, **protocol}
     )
     return answer.status
 
@@ -234,3 +237,47 @@ async def test_uppy_uploads_resumes_and_cancels(browsing: Browsing, page: Any) -
         arguments(api, "uppy-cancelled.mp4", size, chunkSize=MiB, stopAt=2 * MiB, cancel=True),
     )
     assert await upload_state(api, cancelled["url"]) == 404
+
+
+IETF_DRAFT_05 = {"protocol": "ietf-draft-05", "path": "/api/v1/uploads"}
+
+
+async def test_tus_js_client_speaks_the_ietf_draft(browsing: Browsing, page: Any) -> None:
+    """tus-js-client's `protocol: 'ietf-draft-05'` (interop version 6) at /api/v1/uploads:
+    an upload in one PATCH, one aborted and resumed through its stored URL, one cancelled."""
+    api = browsing.api
+    size = 6 * MiB + 17
+    done = await page.evaluate(
+        TUS_JS_UPLOAD, arguments(api, "ietf.mp4", size, chunkSize=None, **IETF_DRAFT_05)
+    )
+    assert done["finished"]
+    assert "/api/v1/uploads/" in done["url"]
+    info, body = await fetch_media(api, "ietf.mp4")
+    assert body == file_bytes(size)
+    assert info["content_type"] == "video/mp4"  # from its Upload-Metadata
+
+    first = await page.evaluate(
+        TUS_JS_UPLOAD,
+        arguments(api, "ietf-resumed.mp4", size, chunkSize=MiB, stopAt=2 * MiB, **IETF_DRAFT_05),
+    )
+    assert not first["finished"]
+    second = await page.evaluate(
+        TUS_JS_UPLOAD, arguments(api, "ietf-resumed.mp4", size, chunkSize=MiB, **IETF_DRAFT_05)
+    )
+    assert second == {"url": first["url"], "finished": True}
+    assert (await fetch_media(api, "ietf-resumed.mp4"))[1] == file_bytes(size)
+
+    cancelled = await page.evaluate(
+        TUS_JS_UPLOAD,
+        arguments(
+            api,
+            "ietf-cancelled.mp4",
+            size,
+            chunkSize=MiB,
+            stopAt=MiB,
+            terminate=True,
+            **IETF_DRAFT_05,
+        ),
+    )
+    interop = {"Upload-Draft-Interop-Version": "6"}
+    assert await upload_state(api, cancelled["url"], interop) == 404

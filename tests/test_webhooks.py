@@ -105,6 +105,25 @@ async def test_every_event_of_an_upload_arrives_signed_and_in_order(tmp_path, re
     assert len(receiver.ids) == len(set(receiver.ids))  # no duplicate in a normal run
 
 
+async def test_an_ietf_upload_reports_its_protocol(tmp_path, receiver):
+    server = ServerProcess(tmp_path / "data", server_env(receiver))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(server.base, headers=HEADERS) as client:
+            async with client.post(
+                "/api/v1/uploads",
+                headers={"Upload-Complete": "?1", "Upload-Draft-Interop-Version": "8"},
+                data=b"hello ietf",
+            ) as answer:
+                assert answer.status == 201, await answer.text()
+                media_id = (await answer.json())["media_id"]
+        await until(lambda: len(receiver.types(media_id)) == 2)
+    finally:
+        await server.stop()
+    assert receiver.types(media_id) == ["upload.created", "media.ready"]
+    assert {m["data"]["protocol"] for m in receiver.received} == {"ietf"}
+
+
 async def test_a_tus_upload_left_to_expire_reports_its_creation_and_its_expiry(tmp_path, receiver):
     server = ServerProcess(tmp_path / "data", server_env(receiver, MEDIAGATE_SESSION_TTL="1"))
     await server.start()

@@ -28,6 +28,9 @@ class Problem(Exception):
     # Whether an operation of the OpenAPI document may answer it (False: only a route
     # outside the document, or a method no operation has).
     documented: ClassVar[bool] = True
+    # Its `type` when a registry names it (the IETF draft's IANA-registered problem
+    # types); None: mediagate's own, from its code (web/problems.py).
+    type_uri: ClassVar[str | None] = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -283,6 +286,47 @@ class NotMedia(UploadRefused):
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail, status=415, **extra)
+
+
+# The IETF draft "Resumable Uploads for HTTP" (web/ietf.py): three of its problems are
+# the draft's own, registered by IANA under these type URIs.
+IANA_PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+
+
+class MismatchingUploadOffset(Problem):
+    """IETF resumable uploads: an append's Upload-Offset is not the upload's offset (web/ietf.py
+    puts the upload's offset on the answer)."""
+
+    status, code, title = 409, "mismatching-upload-offset", "Mismatching upload offset"
+    type_uri = IANA_PROBLEM_TYPES + "mismatching-upload-offset"
+    varying_headers = ("Upload-Offset",)
+
+
+class CompletedUpload(Problem):
+    """IETF resumable uploads: an append to an upload already complete."""
+
+    status, code, title = 400, "completed-upload", "The upload is already complete"
+    type_uri = IANA_PROBLEM_TYPES + "completed-upload"
+
+
+class InconsistentUploadLength(Problem):
+    """IETF resumable uploads: the length indications of a request (Upload-Length,
+    Upload-Complete with Content-Length) disagree with each other or with the upload's."""
+
+    status, code, title = 400, "inconsistent-upload-length", "Inconsistent upload length"
+    type_uri = IANA_PROBLEM_TYPES + "inconsistent-upload-length"
+
+
+class InteropVersionUnsupported(Problem):
+    """IETF resumable uploads: an Upload-Draft-Interop-Version this server does not speak."""
+
+    status, code, title = 400, "interop-version-unsupported", "Unsupported draft interop version"
+
+
+class ContentDigestMismatch(Problem):
+    """RFC 9530: a body does not match its Content-Digest (nothing of it is kept)."""
+
+    status, code, title = 400, "content-digest-mismatch", "Content-Digest mismatch"
 
 
 # The web layer's own answers.

@@ -37,6 +37,7 @@ class UploadProtocol(StrEnum):
     # Parts PUT straight to S3 at URLs the server signs (web/direct.py); with a known
     # size the native API's chunks may fill in the parts the client could not PUT.
     DIRECT = "direct"
+    IETF = "ietf"  # the IETF draft "Resumable Uploads for HTTP"
 
 
 class UploadSession(BaseModel):

@@ -29,9 +29,11 @@ from mediagate.config import Settings, SettingsError, needs_shared_volume, uses_
 from mediagate.core.direct import DirectUploads
 from mediagate.core.engine import Clock, UploadEngine
 from mediagate.core.hooks import Hooks
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.maintenance import background_maintenance, run_periodically
 from mediagate.core.media_policy import MediaPolicy
+from mediagate.core.offsets import OffsetUploads
 from mediagate.core.probe import Limits
 from mediagate.core.probing import SWEEP_INTERVAL, MediaProber, probe_unprobed
 from mediagate.core.session_locks import CatalogSessionLocks, InProcessSessionLocks, SessionLocks
@@ -62,6 +64,7 @@ class Services:
     library: MediaLibrary
     tus: TusUploads
     direct: DirectUploads
+    ietf: IetfUploads
     reconciler: Reconciler | None
     # The disk of the data directory, when anything may be written to it (/readyz).
     data_disk: LocalStore | None
@@ -145,7 +148,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             cdn_base_url=settings.cdn_base_url,
             proxy_reads=settings.stream_mode == "proxy",
         )
-        tus = TusUploads(
+        offsets = OffsetUploads(
             engine,
             catalog,
             roles.by_kind,
@@ -155,6 +158,8 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             memory_per_user=settings.tus_memory_per_user,
         )
         direct = DirectUploads(engine, catalog, roles.primary, max_size=settings.max_upload_size)
+        tus = TusUploads(offsets, library)
+        ietf = IetfUploads(offsets, library)
         await stack.enter_async_context(background_maintenance(engine))
         if prober is not None:
             await stack.enter_async_context(
@@ -179,7 +184,7 @@ async def open_services(settings: Settings, *, clock: Clock) -> AsyncIterator[Se
             await stack.enter_async_context(_running("webhooks", sender.run_forever()))
         data_disk = local if uses_local_disk(settings) else None
         yield Services(
-            catalog, roles, s3_status, engine, library, tus, direct, reconciler, data_disk
+            catalog, roles, s3_status, engine, library, tus, direct, ietf, reconciler, data_disk
         )
 
 

@@ -33,6 +33,8 @@ from mediagate.errors import ChunkSuperseded, Problem
 class ChunkLease(Protocol):
     # Who writes the chunk under this lease: recorded as the chunk's writer.
     owner: str
+    # Whether it was asked to let go (a newer attempt came, or its hold was lost).
+    superseded: bool
 
     def guard(self, source: ReadSource) -> ReadSource:
         """`source`, whose reads fail with `ChunkSuperseded` once a newer attempt asks."""

@@ -26,12 +26,7 @@ from mediagate.core.file_digest import RunningDigest
 from mediagate.core.hooks import Hooks, PreCreate
 from mediagate.core.keys import new_id, object_key
 from mediagate.core.probing import MediaProber
-from mediagate.core.session_locks import (
-    InProcessSessionLocks,
-    Purpose,
-    SessionBusy,
-    SessionLocks,
-)
+from mediagate.core.session_locks import Purpose, SessionBusy, SessionLocks
 from mediagate.core.tus_tails import TusTails
 from mediagate.errors import (
     ChunkLengthMismatch,
@@ -107,7 +102,7 @@ class UploadEngine:
         max_upload_size: int | None = None,
         max_open_sessions_per_user: int | None = None,
         clock: Clock = utc_now,
-        locks: SessionLocks | None = None,
+        locks: SessionLocks,
         fallback: bool = True,
         hooks: Hooks | None = None,
         prober: MediaProber | None = None,
@@ -130,7 +125,7 @@ class UploadEngine:
         self._hooks = hooks
         self._assembler = Assembler(catalog, roles, clock, hooks, prober)
         # Who may work on a session when (in this process, or across instances).
-        self.locks = locks or InProcessSessionLocks(catalog)
+        self.locks = locks
         # The running whole-file digest of each session this process hashes;
         # None once it gave up on one (a chunk arrived out of order or again).
         self._digests: dict[str, RunningDigest | None] = {}
@@ -285,24 +280,25 @@ class UploadEngine:
 
     async def put_part(
         self,
-        user_id: str,
-        session_id: str,
+        session: UploadSession,
         span: Span,
         source: ReadSource,
         *,
         pending: str | None,
     ) -> ChunkReceipt:
-        """A tus part: any size, at the offset core/tus.py cut it at, recorded as it is
-        (`pending` on a checksummed PATCH: it counts once the PATCH's checksum matched)."""
-        session = await self._open_session(user_id, session_id)
-        _check_protocol(session, UploadProtocol.TUS)
+        """A part of an offsets upload (core/offsets.py), whose request loaded `session`:
+        any size, at the offset it was cut at, recorded as it is (`pending` on a body with
+        a digest to match: it counts once the digest matched)."""
+        self._check_open(session)
+        if session.protocol is UploadProtocol.NATIVE:
+            _check_protocol(session, UploadProtocol.TUS)
         if not 0 <= span.number < MAX_PARTS or span.start + span.length > session.size:
             raise ChunkOutOfRange(
                 f"part {span.number} ({span.length} bytes at {span.start}) is past the "
                 f"upload's {MAX_PARTS} parts or {session.size} bytes",
                 total_chunks=session.total_chunks,
             )
-        async with self.locks.chunk(session_id, span.number) as lease:
+        async with self.locks.chunk(session.id, span.number) as lease:
             return await self._receive_chunk(
                 session, span, lease, source, ExpectedDigests(), pending=pending, tus=True
             )
@@ -675,6 +671,11 @@ def _check_protocol(session: UploadSession, via: UploadProtocol) -> None:
     time holds it: chunks, a complete or an abort sent around tus would break it."""
     if session.protocol is via:
         return
+    if session.protocol is UploadProtocol.IETF:
+        raise WrongProtocol(
+            f"session {session.id} is an upload of the IETF resumable-upload protocol: "
+            f"append with PATCH /api/v1/uploads/{session.id}, or cancel it with DELETE there"
+        )
     if session.protocol is UploadProtocol.TUS:
         raise WrongProtocol(
             f"session {session.id} is a tus upload: send its bytes with "

@@ -4,7 +4,8 @@
 - a chunk is recorded only by the attempt that still holds it (`record`);
 - complete, abort and the background work hold the session alone: no chunk is
   written under them, and they do not run under each other (`session`);
-- one request at a time per tus upload, the newest taking over (`upload`);
+- one request at a time per tus upload, the newest taking over (`upload`), and
+  what a request appended counts only if it still holds the upload (`commit`);
 - one holder of any other named item: the reconciler's round (`exclusive`).
 
 `InProcessSessionLocks` keeps them in this process's memory: enough for the
@@ -31,7 +32,14 @@ from typing import Protocol
 
 import structlog
 
-from mediagate.catalog.base import ClaimTake, LeaseRenewal, LeaseTake, SessionRecords, SharedCatalog
+from mediagate.catalog.base import (
+    ClaimTake,
+    LeaseRenewal,
+    LeaseTake,
+    SessionRecords,
+    SharedCatalog,
+    TusRecords,
+)
 from mediagate.core.chunk_locks import ChunkLease, InProcessChunkLocks, Lease, superseded
 from mediagate.errors import (
     ChunkInFlight,
@@ -41,7 +49,7 @@ from mediagate.errors import (
     UploadLocked,
     UploadSuperseded,
 )
-from mediagate.models import Chunk
+from mediagate.models import Chunk, StorageKind
 
 log = structlog.get_logger("mediagate.upload")
 
@@ -102,6 +110,21 @@ class SessionLocks(Protocol):
     def exclusive(self, kind: str, item: str) -> AbstractAsyncContextManager[bool]:
         """Hold `item` alone, or False at once if someone holds it."""
 
+    async def commit(
+        self,
+        upload_id: str,
+        lease: ChunkLease | None,
+        *,
+        start: int,
+        size: int,
+        storage: StorageKind,
+        pending: str | None,
+    ) -> None:
+        """An offsets upload's request is done: record its tail and make the chunks it
+        wrote `pending` count (`TusRecords.record_tail`), only if `lease`, its hold on the
+        upload (`upload`), still holds it (UploadSuperseded otherwise; None: work that
+        holds the upload otherwise, a tus final being joined)."""
+
 
 @dataclass
 class _Gate:
@@ -115,8 +138,12 @@ class _Gate:
         self.idle.set()
 
 
+class OffsetRecords(SessionRecords, TusRecords, Protocol):
+    """The records made under the locks: chunk rows, and an offsets upload's tail (`commit`)."""
+
+
 class InProcessSessionLocks:
-    def __init__(self, catalog: SessionRecords) -> None:
+    def __init__(self, catalog: OffsetRecords) -> None:
         self._catalog = catalog
         self._chunks = InProcessChunkLocks()
         self._uploads = InProcessChunkLocks(superseded=upload_superseded)
@@ -181,6 +208,22 @@ class InProcessSessionLocks:
     def upload(self, upload_id: str) -> AbstractAsyncContextManager[ChunkLease]:
         return self._uploads.hold(upload_id, 0)
 
+    async def commit(
+        self,
+        upload_id: str,
+        lease: ChunkLease | None,
+        *,
+        start: int,
+        size: int,
+        storage: StorageKind,
+        pending: str | None,
+    ) -> None:
+        if lease is not None and lease.superseded:
+            raise upload_superseded()
+        await self._catalog.record_tail(
+            upload_id, start=start, size=size, storage=storage, pending=pending
+        )
+
     @contextlib.asynccontextmanager
     async def exclusive(self, kind: str, item: str) -> AsyncIterator[bool]:
         key = (kind, item)
@@ -194,10 +237,15 @@ class InProcessSessionLocks:
             self._exclusive.discard(key)
 
 
+class SharedOffsetRecords(TusRecords, SharedCatalog, Protocol):
+    """A catalog that several instances share: its leases and claims, and the records
+    `commit` makes under them."""
+
+
 class CatalogSessionLocks:
     """The rules as rows of a catalog that every instance shares."""
 
-    def __init__(self, catalog: SharedCatalog, instance: str) -> None:
+    def __init__(self, catalog: SharedOffsetRecords, instance: str) -> None:
         self._catalog = catalog
         self.instance = instance
         # In front of the catalog: only the newest attempt of this process asks it.
@@ -333,6 +381,26 @@ class CatalogSessionLocks:
                     yield lease
                 finally:
                     await _quietly(self._catalog.release_claim("tus", upload_id, lease.owner))
+
+    async def commit(
+        self,
+        upload_id: str,
+        lease: ChunkLease | None,
+        *,
+        start: int,
+        size: int,
+        storage: StorageKind,
+        pending: str | None,
+    ) -> None:
+        if lease is not None:
+            # The heartbeat hears within RENEW_INTERVAL that another instance wants the
+            # upload; asked here, the commit hears it at once.
+            renewal = await self._catalog.renew_claim("tus", upload_id, lease.owner, LEASE_SECONDS)
+            if lease.superseded or renewal is not LeaseRenewal.HELD:
+                raise upload_superseded()
+        await self._catalog.record_tail(
+            upload_id, start=start, size=size, storage=storage, pending=pending
+        )
 
     @contextlib.asynccontextmanager
     async def exclusive(self, kind: str, item: str) -> AsyncIterator[bool]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mediagate.web import api_docs, direct, media, openapi, tus, uploads
+from mediagate.web import api_docs, direct, ietf, media, openapi, tus, uploads
 from mediagate.web.keys import SETTINGS
 from mediagate.web.operations import Operations, Reply
 
@@ -37,6 +37,7 @@ API = (
     media.OPERATIONS,
     tus.OPERATIONS,
     direct.OPERATIONS,
+    ietf.OPERATIONS,
     OPERATIONS,
     api_docs.OPERATIONS,
 )

@@ -16,6 +16,7 @@ from mediagate.catalog.base import Catalog
 from mediagate.config import Settings
 from mediagate.core.direct import DirectUploads
 from mediagate.core.engine import Clock, UploadEngine
+from mediagate.core.ietf import IetfUploads
 from mediagate.core.library import MediaLibrary
 from mediagate.core.links import StreamLinks
 from mediagate.core.tus import TusUploads
@@ -63,6 +64,9 @@ class ServerParts(Protocol):
 
     @property
     def direct(self) -> DirectUploads: ...
+
+    @property
+    def ietf(self) -> IetfUploads: ...
 
     @property
     def s3_status(self) -> StorageStatus: ...

@@ -27,7 +27,7 @@ from mediagate.web.operations import (
     Operation,
     Operations,
 )
-from mediagate.web.problems import PROBLEM_TYPE_BASE
+from mediagate.web.problems import problem_type
 from mediagate.web.request_context import REQUEST_ID_HEADER
 from mediagate.web.schemas import ProblemDetails
 
@@ -53,7 +53,8 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string"},
     },
     "Location": {
-        "description": "A presigned S3 GET or the CDN URL (stream); the new upload's URL (tus)",
+        "description": "A presigned S3 GET or the CDN URL (stream); the new upload's URL "
+        "(tus, IETF)",
         "required": True,
         "schema": {"type": "string"},
     },
@@ -62,8 +63,18 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": "^bytes ([0-9]+-[0-9]+|\\*)/[0-9]+$"},
     },
     "Cache-Control": {
-        "description": "`MEDIAGATE_CACHE_CONTROL` for bytes, `no-store` for a redirect or tus HEAD",
+        "description": "`MEDIAGATE_CACHE_CONTROL` for bytes, `no-store` for a redirect or an "
+        "upload's offset (tus, IETF)",
         "schema": {"type": "string"},
+    },
+    # An upload's progress, in tus and the IETF draft alike.
+    "Upload-Offset": {
+        "description": "The bytes of the upload kept so far",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Upload-Length": {
+        "description": "The upload's length, once known",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
     },
 }
 
@@ -248,7 +259,7 @@ def _problem_answer(
                         problem_schema,
                         {
                             "properties": {
-                                "type": {"enum": [PROBLEM_TYPE_BASE + kind.code for kind in types]},
+                                "type": {"enum": [problem_type(kind) for kind in types]},
                                 "status": {"const": types[0].status},
                             }
                         },

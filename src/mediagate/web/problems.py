@@ -27,10 +27,15 @@ HTTP_ERRORS: dict[int, type[Problem]] = {
 }
 
 
+def problem_type(kind: type[Problem]) -> str:
+    """A problem's `type`: its registered URI, or mediagate's own from its code."""
+    return kind.type_uri or PROBLEM_TYPE_BASE + kind.code
+
+
 def problem_body(problem: Problem) -> bytes:
     """The problem's JSON, with the request's id when there is one."""
     body = {
-        "type": PROBLEM_TYPE_BASE + problem.code,
+        "type": problem_type(type(problem)),
         "title": problem.title,
         "status": problem.status,
         "detail": client_detail(problem),

@@ -166,14 +166,6 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "The algorithms `Upload-Checksum` may use",
         "schema": {"const": ",".join(CHECKSUM_ALGORITHMS)},
     },
-    "Upload-Offset": {
-        "description": "The bytes of the upload kept so far",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    },
-    "Upload-Length": {
-        "description": "The upload's length, once known",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    },
     "Upload-Defer-Length": {
         "description": "`1` while the length is not known",
         "schema": {"const": "1"},
