@@ -397,32 +397,14 @@ class DirectClient:
             )
 
 
-class BareRelayClient:
+class BareRelayClient(DirectClient):
     """The same bytes through bench/_bare_relay.py: each part a plain PUT to a URL this
     client presigns; the multipart upload made and completed by this client."""
 
     def __init__(self, http: aiohttp.ClientSession, s3: Any, bucket: str, relay: str) -> None:
+        super().__init__(s3, bucket)
         self._http = http
-        self._s3 = s3
-        self._bucket = bucket
         self._relay = relay
-
-    async def upload(self, key: str, size: int, chunk_size: int, parallel: int) -> str:
-        created = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=key)
-        upload_id = created["UploadId"]
-        lengths = chunk_lengths(size, chunk_size)
-        etags = await gather_bounded(
-            parallel,
-            [
-                functools.partial(self._put_part, key, upload_id, n, length)
-                for n, length in enumerate(lengths)
-            ],
-        )
-        parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
-        await self._s3.complete_multipart_upload(
-            Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
-        return key
 
     async def _put_part(self, key: str, upload_id: str, number: int, length: int) -> str:
         url = await self._s3.generate_presigned_url(

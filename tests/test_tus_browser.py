@@ -16,11 +16,11 @@ import pytest
 from mediagate.config import Settings
 from mediagate.web.app import create_app
 from support.api import Api, MiB
-from support.browser import CHROMIUM, browser_tests
-from support.client_bundle import MAKE_FILE, Browsing, file_bytes, page_app
+from support.browser import browser_tests
+from support.client_bundle import MAKE_FILE, Browsing, bundle_page, file_bytes, page_app
 from support.tus import TUS, fetch_media
 
-playwright = pytest.importorskip("playwright.async_api")
+pytest.importorskip("playwright.async_api")
 
 pytestmark = browser_tests
 
@@ -125,15 +125,8 @@ async def browsing(
 
 @pytest.fixture
 async def page(browsing: Browsing) -> AsyncIterator[Any]:
-    async with playwright.async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            tab = await browser.new_page()
-            tab.on("console", lambda message: print("browser:", message.text))
-            await tab.goto(browsing.page_url)
-            yield tab
-        finally:
-            await browser.close()
+    async with bundle_page(browsing.page_url) as tab:
+        yield tab
 
 
 def arguments(

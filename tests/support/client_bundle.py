@@ -3,12 +3,16 @@ bundled once from npm: `cd tests/browser && npm ci && npm run bundle`) into Chro
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from support.api import Api
+from support.browser import launched_chromium
 
 BUNDLE = Path(__file__).parent.parent / "browser" / "tus-clients.js"
 PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
@@ -45,3 +49,13 @@ def page_app() -> web.Application:
 class Browsing:
     api: Api
     page_url: str
+
+
+@contextlib.asynccontextmanager
+async def bundle_page(url: str) -> AsyncIterator[Any]:
+    """A Chromium tab at the page, its console printed into the test's output."""
+    async with launched_chromium() as browser:
+        tab = await browser.new_page()
+        tab.on("console", lambda message: print("browser:", message.text))
+        await tab.goto(url)
+        yield tab
