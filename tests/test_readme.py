@@ -28,8 +28,8 @@ def test_ci_runs_the_readme_test_command():
 def test_ci_lints_and_checks_formatting_and_types_before_the_tests():
     _, test = readme_commands()
     steps = [step.strip() for step in test.split("&&")]
-    lint = steps.index(".venv/bin/ruff check src tests bench")
-    formatting = steps.index(".venv/bin/ruff format --check src tests bench")
+    lint = steps.index(".venv/bin/ruff check src tests bench examples")
+    formatting = steps.index(".venv/bin/ruff format --check src tests bench examples")
     types = steps.index(".venv/bin/mypy")  # strict on src/, see [tool.mypy] in pyproject.toml
     tests = next(n for n, step in enumerate(steps) if step.startswith(".venv/bin/pytest -q"))
     assert lint < formatting < types < tests
