@@ -150,7 +150,10 @@ class SQLCatalog(ABC):
         self._on_events = callback
 
     def _event_insert(self, event: Event) -> tuple[str, list[Any]]:
-        """One statement writing the event once per endpoint, and its parameters."""
+        """One statement writing the event once per endpoint, and its parameters.
+
+        Only with endpoints: without any, a method writes no event and skips the reads
+        that its event would need, so each caller checks `self._endpoints` first."""
         row = f"({marks(EVENT_COLUMNS)})"
         sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
         sql += ", ".join(row for _ in self._endpoints)
