@@ -50,6 +50,16 @@ async def access_lines(log: Path, count: int) -> list[dict[str, Any]]:
             await asyncio.sleep(0.1)
 
 
+async def named_lines(log: Path, wanted: list[str]) -> dict[str, dict[str, Any]]:
+    """The access lines of the requests sent with these X-Request-IDs, once all are written."""
+    async with asyncio.timeout(30):
+        while True:
+            by_id = {line["request_id"]: line for line in await access_lines(log, 0)}
+            if all(request_id in by_id for request_id in wanted):
+                return by_id
+            await asyncio.sleep(0.1)
+
+
 async def named_and_other_line(
     log: Path, ids: list[dict[str, str]], path: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -197,14 +207,13 @@ async def test_an_s3_object_relayed_logs_its_body_bytes(tmp_path, moto_endpoint,
             info_url = f"/api/v1/media/info/{link.path.rsplit('/', 1)[-1]}"
             async with http.get(info_url, headers=AUTH) as info:
                 assert (await info.json())["storage"] == "s3"
-            before = len(await access_lines(log, 0))
             async with http.get(link.path_qs, headers={"X-Request-ID": "whole"}) as answer:
                 assert await answer.read() == data
             async with aiohttp.ClientSession(base_url=server.base) as cut_short:
                 async with cut_short.get(link.path_qs, headers={"X-Request-ID": "cut"}) as answer:
                     read = len(await answer.content.readexactly(MiB))
                     answer.close()  # the connection, mid-body
-            logged = {line["request_id"]: line for line in await access_lines(log, before + 2)}
+            logged = await named_lines(log, ["whole", "cut"])
             whole, cut = logged["whole"], logged["cut"]
     finally:
         await server.stop()
