@@ -28,7 +28,6 @@ from mediagate.web.app import create_app
 from support.api import Api, MiB
 from support.browser import browser_tests
 from support.client_bundle import MAKE_FILE, Browsing, bundle_page, file_bytes, page_app
-from support.tier import ON_RGW
 from support.tus import fetch_media
 
 playwright = pytest.importorskip("playwright.async_api")
@@ -152,9 +151,8 @@ async def companion_endpoint(api: Api) -> str:
     return (await granted.json())["companion_endpoint"]
 
 
-# 13 parts of Uppy's 5 MiB into moto; RGW takes longer to put and read back (see the report
-# of `pytest --durations=0` in the tier), so there the parts are fewer.
-DASHBOARD_SIZE = 64 * MiB if not ON_RGW else 16 * MiB + 7
+# 13 parts of Uppy's 5 MiB, on RGW too (its upload and read-back take ~6 s there).
+DASHBOARD_SIZE = 64 * MiB
 
 
 @pytest.mark.store
