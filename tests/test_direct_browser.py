@@ -16,14 +16,17 @@ import asyncio
 import hashlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from yarl import URL
 
 from mediagate.config import Settings
+from mediagate.core import upload_grants
 from mediagate.web.app import create_app
 from support.api import Api, MiB
 from support.browser import browser_tests
@@ -89,15 +92,17 @@ ALICE_STARTS = (
     "async ({ endpoint, name, size }) => {"
     + MAKE_FILE
     + """
-  const uppy = new Uppy({ id: "alice" }).use(UppyAwsS3, {
+  const uppy = new Uppy().use(UppyAwsS3, {
     companionEndpoint: endpoint,
     shouldUseMultipart: true,
   });
   const file = makeFile(name, size);
   const id = uppy.addFile({ name, type: file.type, data: file });
   window.aliceResumes = () => uppy.pauseResume(id);
-  window.aliceDone = new Promise((resolve) => uppy.on("complete", (result) =>
-    resolve({ successful: result.successful.length, failed: result.failed.length })));
+  window.aliceDone = new Promise((resolve) => uppy.on("complete", (result) => resolve({
+    successful: result.successful.map((file) => file.name),
+    failed: result.failed.map((file) => file.error),
+  })));
   await new Promise((resolve, reject) => {
     uppy.once("s3-multipart:part-uploaded", () => { uppy.pauseResume(id); resolve(); });
     uppy.once("upload-error", (_, error) => reject(String(error)));
@@ -108,13 +113,13 @@ ALICE_STARTS = (
 """
 )
 
-# Bob's Uppy, given Alice's ids as the state it resumes from (what Golden Retriever
-# restores after a reload): it lists the parts, signs the missing ones, then completes.
-BOB_RESUMES = (
+# A new Uppy given an upload's ids as the state it resumes from (what Golden Retriever
+# restores after a reload): it lists the parts, sends the missing ones, then completes.
+RESUMES = (
     "async ({ endpoint, name, size, upload }) => {"
     + MAKE_FILE
     + """
-  const uppy = new Uppy({ id: "bob" }).use(UppyAwsS3, {
+  const uppy = new Uppy().use(UppyAwsS3, {
     companionEndpoint: endpoint,
     shouldUseMultipart: true,
   });
@@ -235,7 +240,7 @@ async def test_another_users_uppy_cannot_sign_or_complete_parts_of_an_upload(
     refused = ["Error: Companion request failed: Not Found"]
 
     # Resumed as Uppy resumes: its first call, the list of parts, is refused.
-    bobs = await page.evaluate(BOB_RESUMES, {"endpoint": bob_endpoint, "upload": upload, **file})
+    bobs = await page.evaluate(RESUMES, {"endpoint": bob_endpoint, "upload": upload, **file})
     assert bobs == {"errors": refused, "successful": 0, "failed": 1}
     assert calls == [("GET", "", 404)]
 
@@ -255,9 +260,7 @@ async def test_another_users_uppy_cannot_sign_or_complete_parts_of_an_upload(
     for parts, expected in [([], ("GET", "/1", 404)), (every_part, ("POST", "/complete", 404))]:
         calls.clear()
         listed[:] = parts
-        bobs = await page.evaluate(
-            BOB_RESUMES, {"endpoint": bob_endpoint, "upload": upload, **file}
-        )
+        bobs = await page.evaluate(RESUMES, {"endpoint": bob_endpoint, "upload": upload, **file})
         assert bobs == {"errors": refused, "successful": 0, "failed": 1}
         assert calls == [("GET", "", 200), expected]
     await page.unroute(the_list)
@@ -267,9 +270,35 @@ async def test_another_users_uppy_cannot_sign_or_complete_parts_of_an_upload(
     bobs_media = await (await bob.client.get("/api/v1/media", headers=bob.headers)).json()
     assert bobs_media["items"] == []
     await page.evaluate("window.aliceResumes()")
-    assert await page.evaluate("window.aliceDone") == {"successful": 1, "failed": 0}
+    assert await page.evaluate("window.aliceDone") == {"successful": ["alice.mp4"], "failed": []}
     info, body = await fetch_media(alice, "alice.mp4")
     assert info["size"] == size
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(file_bytes(size)).hexdigest()
+
+
+async def test_uppy_resumes_with_a_fresh_grant_once_its_grant_expired(
+    browsing: Browsing, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant lasts SIGNED_URL_EXPIRY seconds and Uppy keeps the endpoint it was made
+    with: an upload still going when its grant expires is refused (401), and the page
+    finishes it with a new Uppy on a fresh grant, resuming from the ids Uppy saved."""
+    api = browsing.api
+    now = [time.time()]
+    monkeypatch.setattr(upload_grants, "time", SimpleNamespace(time=lambda: now[0]))
+    size = 11 * MiB + 7
+    file = {"name": "long.mp4", "size": size}
+    upload = await page.evaluate(ALICE_STARTS, {"endpoint": await companion_endpoint(api), **file})
+    now[0] += api.settings.signed_url_expiry + 1
+
+    await page.evaluate("window.aliceResumes()")
+    refused = "Companion request failed: Unauthorized"
+    assert await page.evaluate("window.aliceDone") == {"successful": [], "failed": [refused]}
+
+    fresh = await companion_endpoint(api)
+    resumed = await page.evaluate(RESUMES, {"endpoint": fresh, "upload": upload, **file})
+    assert resumed == {"errors": [], "successful": 1, "failed": 0}
+    info, body = await fetch_media(api, "long.mp4")
+    assert info["media_id"] in upload["key"]
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(file_bytes(size)).hexdigest()
 
 
