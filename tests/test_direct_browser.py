@@ -86,9 +86,9 @@ DASHBOARD = """
 }
 """
 
-# Alice's upload, paused once its first part is in S3: the ids Uppy keeps to resume it.
-# `window.aliceDone` resolves with Uppy's `complete` event once she resumes it.
-ALICE_STARTS = (
+# An upload paused once its first part is in S3: the ids Uppy keeps to resume it.
+# `window.resumePaused()` resumes it; `window.pausedDone` resolves with Uppy's `complete`.
+PAUSED_AFTER_ONE_PART = (
     "async ({ endpoint, name, size }) => {"
     + MAKE_FILE
     + """
@@ -98,8 +98,8 @@ ALICE_STARTS = (
   });
   const file = makeFile(name, size);
   const id = uppy.addFile({ name, type: file.type, data: file });
-  window.aliceResumes = () => uppy.pauseResume(id);
-  window.aliceDone = new Promise((resolve) => uppy.on("complete", (result) => resolve({
+  window.resumePaused = () => uppy.pauseResume(id);
+  window.pausedDone = new Promise((resolve) => uppy.on("complete", (result) => resolve({
     successful: result.successful.map((file) => file.name),
     failed: result.failed.map((file) => file.error),
   })));
@@ -216,7 +216,7 @@ async def test_another_users_uppy_cannot_sign_or_complete_parts_of_an_upload(
     size = 11 * MiB + 7  # three parts of Uppy's 5 MiB
     file = {"name": "alice.mp4", "size": size}
     upload = await page.evaluate(
-        ALICE_STARTS, {"endpoint": await companion_endpoint(alice), **file}
+        PAUSED_AFTER_ONE_PART, {"endpoint": await companion_endpoint(alice), **file}
     )
     session = f"/api/v1/media/upload/{upload['uploadId']}"
 
@@ -269,8 +269,8 @@ async def test_another_users_uppy_cannot_sign_or_complete_parts_of_an_upload(
     assert await alices_upload() == before
     bobs_media = await (await bob.client.get("/api/v1/media", headers=bob.headers)).json()
     assert bobs_media["items"] == []
-    await page.evaluate("window.aliceResumes()")
-    assert await page.evaluate("window.aliceDone") == {"successful": ["alice.mp4"], "failed": []}
+    await page.evaluate("window.resumePaused()")
+    assert await page.evaluate("window.pausedDone") == {"successful": ["alice.mp4"], "failed": []}
     info, body = await fetch_media(alice, "alice.mp4")
     assert info["size"] == size
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(file_bytes(size)).hexdigest()
@@ -287,12 +287,14 @@ async def test_uppy_resumes_with_a_fresh_grant_once_its_grant_expired(
     monkeypatch.setattr(upload_grants, "time", SimpleNamespace(time=lambda: now[0]))
     size = 11 * MiB + 7
     file = {"name": "long.mp4", "size": size}
-    upload = await page.evaluate(ALICE_STARTS, {"endpoint": await companion_endpoint(api), **file})
+    upload = await page.evaluate(
+        PAUSED_AFTER_ONE_PART, {"endpoint": await companion_endpoint(api), **file}
+    )
     now[0] += api.settings.signed_url_expiry + 1
 
-    await page.evaluate("window.aliceResumes()")
+    await page.evaluate("window.resumePaused()")
     refused = "Companion request failed: Unauthorized"
-    assert await page.evaluate("window.aliceDone") == {"successful": [], "failed": [refused]}
+    assert await page.evaluate("window.pausedDone") == {"successful": [], "failed": [refused]}
 
     fresh = await companion_endpoint(api)
     resumed = await page.evaluate(RESUMES, {"endpoint": fresh, "upload": upload, **file})
