@@ -1,5 +1,6 @@
 """The page that loads tests/browser/tus-clients.js (tus-js-client, Uppy and its plugins,
-bundled once from npm: `cd tests/browser && npm ci && npm run bundle`) into Chromium."""
+bundled once from npm: `cd tests/browser && npm ci && npm run bundle`) and its stylesheet
+tus-clients.css (Uppy's, for the Dashboard) into Chromium."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from support.api import Api
 from support.browser import launched_chromium
 
 BUNDLE = Path(__file__).parent.parent / "browser" / "tus-clients.js"
-PAGE = "<!doctype html><meta charset=utf-8><title>tus</title><script src=tus-clients.js></script>"
+STYLES = BUNDLE.with_suffix(".css")
+PAGE = (
+    "<!doctype html><meta charset=utf-8><title>tus</title>"
+    "<link rel=stylesheet href=tus-clients.css><script src=tus-clients.js></script>"
+)
 
 # The file a page makes: byte i is i mod 251, so no part boundary lines up with the pattern.
 MAKE_FILE = """
@@ -40,8 +45,12 @@ def page_app() -> web.Application:
     async def bundle(_: web.Request) -> web.FileResponse:
         return web.FileResponse(BUNDLE)
 
+    async def styles(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(STYLES)
+
     page.router.add_get("/index.html", index)
     page.router.add_get("/tus-clients.js", bundle)
+    page.router.add_get("/tus-clients.css", styles)
     return page
 
 
