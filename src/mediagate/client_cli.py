@@ -27,11 +27,14 @@ STDIN = Path("-")
 MiB = 1024 * 1024
 
 UPLOAD_DESCRIPTION = """\
-Upload files to a mediagate server in parallel chunks, each checked with its
-SHA-256, retrying what fails. Interrupted (Ctrl-C, a crash, a lost network)?
-Run the same command again: it resumes each unchanged file where it stopped,
-sending only the chunks the server lacks. Prints `MEDIA_ID  FILE` per file.
-`-` reads standard input (with --name; not resumable: see docs/client.md).
+Upload files to a mediagate server in parallel chunks, retrying what fails.
+When the server offers it, the chunks go straight into its bucket, at URLs it
+signs (each MD5-checked by S3); otherwise, or when the bucket does not answer,
+through the server (each checked with its SHA-256). Interrupted (Ctrl-C, a
+crash, a lost network)? Run the same command again: it resumes each unchanged
+file where it stopped, sending only the chunks the server lacks. Prints
+`MEDIA_ID  FILE` per file. `-` reads standard input (with --name; not
+resumable: see docs/client.md).
 """
 
 
@@ -89,10 +92,17 @@ def add_parsers(commands: Any) -> None:
     )
     upload.add_argument(
         "--direct",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="PUT the chunks straight into the server's bucket at URLs it signs (each "
-        "MD5-checked by S3); chunks the bucket does not take, and whole files when the "
-        "server offers no direct uploads, go through the server",
+        "MD5-checked by S3), when the server offers that (the default); chunks the bucket "
+        "does not take go through the server. --no-direct: every chunk through the server",
+    )
+    upload.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say per file whether its chunks went into the bucket or through the server",
     )
     upload.set_defaults(handler=upload_command, needs_settings=False)
 
@@ -262,6 +272,8 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
         media = result.media
         if result.finalizing:
             display.note("stored; the server is still moving it into S3")
+        if arguments.verbose:
+            display.note(describe_path(result))
         _print_result(
             arguments,
             {
@@ -270,6 +282,8 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
                 "sent_chunks": result.sent_chunks,
                 "resumed_chunks": result.resumed_chunks,
                 "direct_chunks": result.direct_chunks,
+                "path": result.path,
+                "relay_reason": result.relay_reason,
                 **media.as_json(),
             },
             f"{media.media_id}  {path}",
@@ -312,6 +326,19 @@ async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
         facts = f"  {describe_media(item.media):<32}" if arguments.long else ""
         print(f"{item.media_id}  {item.size:>14,}  {created}{facts}  {item.filename}")
     return EXIT_OK
+
+
+def describe_path(result: UploadResult) -> str:
+    """`--verbose`'s line: which way the chunks went, and why through the server."""
+    if result.path == "direct":
+        return f"{result.sent_chunks} chunk(s) straight into the bucket"
+    why = f" ({result.relay_reason})" if result.relay_reason else ""
+    if result.path == "mixed":
+        return (
+            f"{result.direct_chunks} of {result.sent_chunks} chunk(s) straight into the "
+            f"bucket, the rest through the server{why}"
+        )
+    return f"{result.sent_chunks} chunk(s) through the server{why}"
 
 
 def describe_media(facts: dict[str, Any] | None) -> str:
