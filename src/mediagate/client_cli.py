@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mediagate.client.progress_display import Display
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CLIENT_COMMANDS = ("upload", "ls", "download", "rm")
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 RESUME_HINT = "run the same command again to resume"
 STDIN = Path("-")
@@ -104,7 +105,7 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="say per file whether its chunks went into the bucket or through the server",
     )
-    upload.set_defaults(handler=upload_command, needs_settings=False)
+    upload.set_defaults(handler=upload_command)
 
     listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
     listing.add_argument(
@@ -113,7 +114,7 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="also each media's duration, picture size, codecs and whether it is faststart",
     )
-    listing.set_defaults(handler=ls_command, needs_settings=False)
+    listing.set_defaults(handler=ls_command)
 
     fetch = commands.add_parser(
         "download", parents=[connection], help="save a media to a file (resumable)"
@@ -131,11 +132,11 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="replace a file of that name in the directory (a file named by -o always is)",
     )
-    fetch.set_defaults(handler=download_command, needs_settings=False)
+    fetch.set_defaults(handler=download_command)
 
     remove = commands.add_parser("rm", parents=[connection], help="delete media")
     remove.add_argument("media_ids", nargs="+", metavar="ID")
-    remove.set_defaults(handler=rm_command, needs_settings=False)
+    remove.set_defaults(handler=rm_command)
 
 
 # --- the commands -----------------------------------------------------------------------
