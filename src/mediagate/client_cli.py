@@ -74,7 +74,10 @@ def add_parsers(commands: Any) -> None:
         help="the media's filename (needed for -; with one FILE, instead of its own name)",
     )
     upload.add_argument(
-        "--parallel", type=positive_int, default=4, metavar="N", help="chunks in flight (4)"
+        "--parallel",
+        type=positive_int,
+        metavar="N",
+        help="chunks in flight (default: 8 into the bucket, 4 through the server)",
     )
     upload.add_argument(
         "--chunk-size",

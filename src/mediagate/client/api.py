@@ -92,7 +92,7 @@ class MediagateClient:
         *,
         filename: str | None = None,
         content_type: str | None = None,
-        parallel: int = 4,
+        parallel: int | None = None,
         chunk_size: int | None = None,
         chunk_digest: bool = True,
         file_sha256: bool = False,
@@ -103,7 +103,8 @@ class MediagateClient:
         """Upload a file (a path, or a seekable binary file) and return the new media.
 
         Chunks of the size the server chooses (or `chunk_size`, which it may
-        adjust) go `parallel` at a time, each with its `X-Chunk-SHA256` unless
+        adjust) go `parallel` at a time (default: 8 into the bucket, 4 through the
+        server), each through the server with its `X-Chunk-SHA256` unless
         `chunk_digest` is False; `file_sha256` declares the whole file's
         SHA-256 (one extra read of the file) for the server to verify. With
         `resume`, a path's session is remembered until it completes, so
