@@ -559,3 +559,12 @@ async def test_a_session_started_through_the_server_resumes_through_it(
 )
 def test_upload_path(sent, direct, direct_session, path):
     assert upload_path(sent, direct, direct_session) == path
+
+
+async def test_a_direct_upload_asks_for_16_mib_chunks_unless_told(serve, s3_settings, tmp_path):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 10 * MiB)  # two of the server's own 8 MiB chunks
+    result = await client.upload(path)
+    status = await client.session_status(result.session_id)
+    assert (status.total_chunks, result.sent_chunks, result.direct_chunks) == (1, 1, 1)
+    assert recorder.chunk_requests == 0

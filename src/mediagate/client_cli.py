@@ -83,8 +83,9 @@ def add_parsers(commands: Any) -> None:
         "--chunk-size",
         type=positive_int,
         metavar="MIB",
-        help="ask for chunks of this many MiB (the server may adjust; default: its own, "
-        "8 MiB unless configured; 16-32 spare server CPU on fast links)",
+        help="ask for chunks of this many MiB (the server may adjust; default: 16 into the "
+        "bucket, and through the server its own, 8 MiB unless configured; 16-32 spare "
+        "server CPU on fast links)",
     )
     upload.add_argument(
         "--sha256",

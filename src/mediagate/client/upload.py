@@ -40,6 +40,10 @@ DIRECT_REFUSED = {"direct-upload-not-offered", "direct-upload-unavailable"}
 # PUT, and 8 kept moto ~15 % busier than 4 (bench/README.md, "--direct").
 RELAY_PARALLEL = 4
 DIRECT_PARALLEL = 8
+# The chunk size a direct upload asks for unless told: each part costs a signing call to
+# the server and a request to S3, and a larger part costs the server nothing (its bytes
+# never pass through it); 16 MiB halves both against the server's usual 8.
+DIRECT_CHUNK_SIZE = 16 * 1024 * 1024
 
 
 class SessionCalls(Protocol):
@@ -260,8 +264,7 @@ class Upload:
         body: dict[str, object] = {"filename": self._filename, "size": source.size}
         if self._options.content_type:
             body["type"] = self._options.content_type
-        if self._options.chunk_size:
-            body["chunk_size"] = self._options.chunk_size
+        body["chunk_size"] = self._options.chunk_size or DIRECT_CHUNK_SIZE
         try:
             return await self._client.direct_create(body)
         except ProblemError as error:
