@@ -90,7 +90,8 @@ def add_parsers(commands: Any) -> None:
     upload.add_argument(
         "--sha256",
         action="store_true",
-        help="also declare each file's SHA-256 for the server to verify (one extra read)",
+        help="also declare each file's SHA-256 for the server to verify (one extra read; "
+        "the file then goes through the server, which checks the bytes it relays)",
     )
     upload.add_argument(
         "--no-resume", action="store_true", help="start a new session even if one can resume"
