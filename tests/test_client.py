@@ -29,6 +29,7 @@ from mediagate.client.retry import is_retryable_status, parse_retry_after
 from mediagate.client.upload import upload_path
 from mediagate.web.app import create_app
 from support.api import MiB, make_settings, read_object
+from support.server_process import free_port
 from support.tcp_proxy import CuttableProxy
 
 CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
@@ -568,3 +569,20 @@ async def test_a_direct_upload_asks_for_16_mib_chunks_unless_told(serve, s3_sett
     status = await client.session_status(result.session_id)
     assert (status.total_chunks, result.sent_chunks, result.direct_chunks) == (1, 1, 1)
     assert recorder.chunk_requests == 0
+
+
+async def test_by_default_a_bucket_out_of_reach_sends_the_file_through_the_server(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    # The server reaches its bucket; the part URLs it signs lead where nothing listens.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    client, recorder = await serve(s3_settings.model_copy(update={"direct_endpoint_url": nowhere}))
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+
+    result = await client.upload(path, chunk_size=CHUNK)
+
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 0, "relay")
+    assert result.relay_reason.startswith("the bucket did not take chunk ")
+    assert recorder.chunk_requests == 3
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
