@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from yarl import URL
 
 from mediagate import tokens
@@ -584,5 +584,44 @@ async def test_by_default_a_bucket_out_of_reach_sends_the_file_through_the_serve
     assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 0, "relay")
     assert result.relay_reason.startswith("the bucket did not take chunk ")
     assert recorder.chunk_requests == 3
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+
+async def test_a_bucket_that_asks_to_slow_down_is_asked_again_not_left(
+    serve, s3_settings, moto_endpoint, aiohttp_server, s3_objects, bucket, tmp_path
+):
+    # In front of moto: S3's 503 SlowDown to the first part PUT, the others passed on as sent
+    # (Host included: the signature covers it).
+    answered: list[int] = []
+
+    async def bucket_front(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.method == "PUT" and not answered:
+            answered.append(503)
+            return web.Response(status=503, text="<Error><Code>SlowDown</Code></Error>")
+        async with ClientSession() as s3:
+            target = URL(moto_endpoint + request.path_qs, encoded=True)
+            async with s3.request(
+                request.method, target, data=body, headers=request.headers
+            ) as passed:
+                answered.append(passed.status)
+                headers = {k: v for k, v in passed.headers.items() if k.lower() == "etag"}
+                return web.Response(status=passed.status, body=await passed.read(), headers=headers)
+
+    front = web.Application(client_max_size=2 * CHUNK)
+    front.router.add_route("*", "/{tail:.*}", bucket_front)
+    server = await aiohttp_server(front)
+    front_url = str(server.make_url("")).rstrip("/")
+    client, recorder = await serve(
+        s3_settings.model_copy(update={"direct_endpoint_url": front_url})
+    )
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+
+    result = await client.upload(path, chunk_size=CHUNK, parallel=1)
+
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 3, "direct")
+    assert answered == [503, 200, 200, 200]
+    assert recorder.chunk_requests == 0
     key = f"media/alice/{result.media.media_id}/clip.mp4"
     assert await read_object(s3_objects, bucket, key) == path.read_bytes()

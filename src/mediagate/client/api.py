@@ -240,7 +240,8 @@ class MediagateClient:
             put = self._http.put(target, data=body, headers=headers, timeout=BUCKET_TIMEOUT)
             async with put as response:
                 if response.status != 200:
-                    raise DirectPutFailed(f"S3 answered {response.status}: {await response.text()}")
+                    text = await response.text()
+                    raise DirectPutFailed(f"S3 answered {response.status}: {text}", response.status)
         except (aiohttp.ClientError, TimeoutError) as error:
             raise DirectPutFailed(connection_reason(error)) from None
 

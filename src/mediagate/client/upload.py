@@ -25,6 +25,7 @@ from mediagate.client.errors import DirectPutFailed, MediagateError, NotFound, P
 from mediagate.client.file_source import FileSource
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
 from mediagate.client.resume import ResumeState, ResumeStore
+from mediagate.client.retry import RetryPolicy, is_retryable_status
 
 # `complete` answering `missing-chunks` (a chunk lost on the server's side) is
 # repaired by sending those again; this many times before giving up.
@@ -44,6 +45,9 @@ DIRECT_PARALLEL = 8
 # the server and a request to S3, and a larger part costs the server nothing (its bytes
 # never pass through it); 16 MiB halves both against the server's usual 8.
 DIRECT_CHUNK_SIZE = 16 * 1024 * 1024
+# A bucket answering 5xx (S3's "slow down", "internal error, try again") is asked again
+# before the chunk goes through the server; one that cannot be reached is not.
+BUCKET_RETRY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=2.0)
 
 
 class SessionCalls(Protocol):
@@ -353,9 +357,19 @@ class Upload:
         md5 = await asyncio.to_thread(_md5, source, offset, length)
         try:
             url = await self._client.direct_part_url(session.id, number, length, md5)
-            self._in_flight[number] = 0
-            body = source.stream(offset, length, lambda n: self._streamed(number, n))
-            await self._client.put_part_directly(url, body, length, md5)
+            failures = 0
+            while True:
+                self._in_flight[number] = 0
+                body = source.stream(offset, length, lambda n: self._streamed(number, n))
+                try:
+                    await self._client.put_part_directly(url, body, length, md5)
+                    break
+                except DirectPutFailed as error:
+                    failures += 1
+                    answered = error.status is not None and is_retryable_status(error.status)
+                    if not answered or failures >= BUCKET_RETRY.attempts:
+                        raise
+                    await asyncio.sleep(BUCKET_RETRY.delay(failures))
         except DirectPutFailed as error:
             self._relay_reason = f"the bucket did not take chunk {number}: {error}"
         except ProblemError as error:
