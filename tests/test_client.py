@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from yarl import URL
 
 from mediagate import tokens
@@ -26,8 +26,10 @@ from mediagate.client import (
 )
 from mediagate.client.resume import ResumeState
 from mediagate.client.retry import is_retryable_status, parse_retry_after
+from mediagate.client.upload import upload_path
 from mediagate.web.app import create_app
 from support.api import MiB, make_settings, read_object
+from support.server_process import free_port
 from support.tcp_proxy import CuttableProxy
 
 CHUNK = 5 * MiB  # the smallest chunk the server takes for a file of several
@@ -244,7 +246,8 @@ async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
     async with MediagateClient(
         str(server.make_url("")).rstrip("/"), token, resume_store=ResumeStore(tmp_path / "cache")
     ) as client:
-        first = asyncio.create_task(client.upload(path, chunk_size=CHUNK))
+        # Through the server (direct=False): its complete is what S3 holds up here.
+        first = asyncio.create_task(client.upload(path, chunk_size=CHUNK, direct=False))
         session_id = None
         async with asyncio.timeout(30):
             while session_id is None or (await client.session_status(session_id)).state == "open":
@@ -255,7 +258,7 @@ async def test_a_run_stopped_while_the_server_finalizes_is_adopted_by_the_next(
         with pytest.raises(asyncio.CancelledError):
             await first
 
-        again = await client.upload(path, chunk_size=CHUNK)
+        again = await client.upload(path, chunk_size=CHUNK, direct=False)
         proxy.release_answers()
 
         assert (again.session_id, again.sent_chunks, again.finalizing) == (session_id, 0, True)
@@ -482,3 +485,143 @@ async def test_direct_upload_goes_through_a_server_without_a_bucket(serve, local
     assert (result.sent_chunks, result.direct_chunks) == (2, 0)
     assert recorder.chunk_requests == 2
     assert result.media.storage == "local"
+
+
+async def test_by_default_chunks_go_into_the_bucket_when_the_server_offers_it(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+
+    result = await client.upload(path, chunk_size=CHUNK)
+
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 3, "direct")
+    assert result.relay_reason is None
+    assert recorder.chunk_requests == 0  # not one chunk's bytes through the server
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+    relayed = await client.upload(path, chunk_size=CHUNK, direct=False)
+    assert (relayed.sent_chunks, relayed.direct_chunks, relayed.path) == (3, 0, "relay")
+    assert relayed.relay_reason == "direct uploads not asked for"
+    assert recorder.chunk_requests == 3
+    key = f"media/alice/{relayed.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+
+async def test_by_default_a_server_without_a_bucket_takes_the_chunks_itself(serve, tmp_path):
+    client, recorder = await serve(make_settings(tmp_path / "local-data"))
+    path = media_file(tmp_path, CHUNK + 1)
+    result = await client.upload(path, chunk_size=CHUNK)
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (2, 0, "relay")
+    assert result.relay_reason == "the server offers no direct uploads (501)"
+    assert recorder.chunk_requests == 2
+    assert result.media.storage == "local"
+
+
+async def test_a_session_started_through_the_server_resumes_through_it(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+    real_put = client.put_chunk
+
+    async def stop_after_one(session_id, number, body, length, headers):
+        if recorder.chunk_requests:
+            raise Stopped  # the run dies after its first chunk
+        return await real_put(session_id, number, body, length, headers)
+
+    client.put_chunk = stop_after_one  # type: ignore[method-assign]
+    with pytest.raises(Stopped):
+        await client.upload(path, chunk_size=CHUNK, direct=False, parallel=1)
+    client.put_chunk = real_put  # type: ignore[method-assign]
+
+    result = await client.upload(path, chunk_size=CHUNK)  # direct unless the session says not
+    assert (result.resumed_chunks, result.sent_chunks, result.direct_chunks) == (1, 2, 0)
+    assert (result.path, result.relay_reason) == (
+        "relay",
+        "resumed a session started through the server",
+    )
+    assert recorder.chunk_requests == 3
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("sent", "direct", "direct_session", "path"),
+    [
+        (3, 3, True, "direct"),
+        (0, 0, True, "direct"),  # resumed with every chunk in the bucket
+        (3, 1, True, "mixed"),  # the bucket stopped taking chunks
+        (3, 0, True, "relay"),  # not one taken (out of reach), or --no-direct
+        (3, 0, False, "relay"),
+        (0, 0, False, "relay"),
+    ],
+)
+def test_upload_path(sent, direct, direct_session, path):
+    assert upload_path(sent, direct, direct_session) == path
+
+
+async def test_a_direct_upload_asks_for_16_mib_chunks_unless_told(serve, s3_settings, tmp_path):
+    client, recorder = await serve(s3_settings)
+    path = media_file(tmp_path, 10 * MiB)  # two of the server's own 8 MiB chunks
+    result = await client.upload(path)
+    status = await client.session_status(result.session_id)
+    assert (status.total_chunks, result.sent_chunks, result.direct_chunks) == (1, 1, 1)
+    assert recorder.chunk_requests == 0
+
+
+async def test_by_default_a_bucket_out_of_reach_sends_the_file_through_the_server(
+    serve, s3_settings, s3_objects, bucket, tmp_path
+):
+    # The server reaches its bucket; the part URLs it signs lead where nothing listens.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    client, recorder = await serve(s3_settings.model_copy(update={"direct_endpoint_url": nowhere}))
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+
+    result = await client.upload(path, chunk_size=CHUNK)
+
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 0, "relay")
+    assert result.relay_reason.startswith("the bucket did not take chunk ")
+    assert recorder.chunk_requests == 3
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+
+async def test_a_bucket_that_asks_to_slow_down_is_asked_again_not_left(
+    serve, s3_settings, moto_endpoint, aiohttp_server, s3_objects, bucket, tmp_path
+):
+    # In front of moto: S3's 503 SlowDown to the first part PUT, the others passed on as sent
+    # (Host included: the signature covers it).
+    answered: list[int] = []
+
+    async def bucket_front(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.method == "PUT" and not answered:
+            answered.append(503)
+            return web.Response(status=503, text="<Error><Code>SlowDown</Code></Error>")
+        async with ClientSession() as s3:
+            target = URL(moto_endpoint + request.path_qs, encoded=True)
+            async with s3.request(
+                request.method, target, data=body, headers=request.headers
+            ) as passed:
+                answered.append(passed.status)
+                headers = {k: v for k, v in passed.headers.items() if k.lower() == "etag"}
+                return web.Response(status=passed.status, body=await passed.read(), headers=headers)
+
+    front = web.Application(client_max_size=2 * CHUNK)
+    front.router.add_route("*", "/{tail:.*}", bucket_front)
+    server = await aiohttp_server(front)
+    front_url = str(server.make_url("")).rstrip("/")
+    client, recorder = await serve(
+        s3_settings.model_copy(update={"direct_endpoint_url": front_url})
+    )
+    path = media_file(tmp_path, 2 * CHUNK + 99)
+
+    result = await client.upload(path, chunk_size=CHUNK, parallel=1)
+
+    assert (result.sent_chunks, result.direct_chunks, result.path) == (3, 3, "direct")
+    assert answered == [503, 200, 200, 200]
+    assert recorder.chunk_requests == 0
+    key = f"media/alice/{result.media.media_id}/clip.mp4"
+    assert await read_object(s3_objects, bucket, key) == path.read_bytes()

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 
 from mediagate import tokens
-from mediagate.client_cli import _how_to_resume, describe_media
+from mediagate.client.models import Media, UploadResult
+from mediagate.client_cli import _how_to_resume, describe_media, describe_path
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from support.api import Api, MiB, make_settings, read_object
@@ -330,7 +331,8 @@ async def test_ctrl_c_while_the_server_completes_then_the_rerun_adopts_its_media
     app.middlewares.append(slow_complete)
     cli = Cli(Api(await aiohttp_client(app), settings), tmp_path)
     path = media_file(tmp_path, 12 * MiB, "clip.mp4")
-    command = ("upload", "--chunk-size", "5", str(path))
+    # Through the server (--no-direct): its complete is what S3 holds up here.
+    command = ("upload", "--no-direct", "--chunk-size", "5", str(path))
 
     interrupted = await cli.start(*command)
     running.append(interrupted)
@@ -695,3 +697,93 @@ async def test_upload_direct_falls_back_to_the_server_when_the_bucket_is_cut(
     assert await read_object(s3_objects, bucket, key) == path.read_bytes()
     uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
     assert uploads.get("Uploads", []) == []
+
+
+async def test_upload_goes_direct_by_default_and_through_the_server_with_no_direct(
+    aiohttp_client, s3_settings, s3_objects, bucket, tmp_path
+):
+    chunk_posts: list[str] = []
+
+    @web.middleware
+    async def count_chunks(request, handler):
+        if "/chunk/" in request.path:
+            chunk_posts.append(request.path)
+        return await handler(request)
+
+    app = create_app(s3_settings)
+    app.middlewares.append(count_chunks)
+    cli = Cli(Api(await aiohttp_client(app), s3_settings), tmp_path)
+    path = media_file(tmp_path, 5 * MiB + 4321, "clip.mp4")
+
+    code, out, err = await cli.run("upload", "--json", "-v", "--chunk-size", "5", str(path))
+    assert code == 0, err
+    direct = json.loads(out)
+    assert (direct["path"], direct["sent_chunks"], direct["direct_chunks"]) == ("direct", 2, 2)
+    assert chunk_posts == []  # the server relayed no chunk
+    assert "clip.mp4: 2 chunk(s) straight into the bucket" in err
+
+    code, out, err = await cli.run(
+        "upload", "--no-direct", "--json", "-v", "--chunk-size", "5", str(path)
+    )
+    assert code == 0, err
+    relayed = json.loads(out)
+    assert (relayed["path"], relayed["direct_chunks"], len(chunk_posts)) == ("relay", 0, 2)
+    assert "clip.mp4: 2 chunk(s) through the server (direct uploads not asked for)" in err
+    for media in (direct, relayed):
+        key = f"media/alice/{media['media_id']}/clip.mp4"
+        assert await read_object(s3_objects, bucket, key) == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("path", "direct", "reason", "line"),
+    [
+        ("direct", 3, None, "3 chunk(s) straight into the bucket"),
+        (
+            "mixed",
+            1,
+            "the bucket did not take chunk 1: cut",
+            "1 of 3 chunk(s) straight into the bucket, the rest through the server "
+            "(the bucket did not take chunk 1: cut)",
+        ),
+        (
+            "relay",
+            0,
+            "the server offers no direct uploads (501)",
+            "3 chunk(s) through the server (the server offers no direct uploads (501))",
+        ),
+    ],
+)
+def test_verbose_says_which_way_the_chunks_went(path, direct, reason, line) -> None:
+    media = Media.from_json(
+        {
+            "media_id": "m",
+            "user_id": "u",
+            "filename": "f",
+            "content_type": "video/mp4",
+            "size": 1,
+            "storage": "s3",
+            "created_at": "2026-12-06T00:00:00+00:00",
+            "stream_url": "/s",
+        }
+    )
+    result = UploadResult(media, "s", 3, 0, False, direct, path, reason)
+    assert describe_path(result) == line
+
+
+async def test_a_client_command_loads_none_of_the_servers_modules(tmp_path):
+    # Their settings, logging and migration code cost a client ~0.2 s at every start.
+    check = (
+        "import sys\n"
+        "from mediagate.cli import main\n"
+        "main(['ls', '--server', 'http://127.0.0.1:9', '--token', 'x', '-q'])\n"
+        "ours = {m for m in sys.modules if m.startswith('mediagate.')}\n"
+        "allowed = ('mediagate.client', 'mediagate.cli', 'mediagate.arguments', "
+        "'mediagate.filenames')\n"
+        "print(sorted(m for m in ours if not m.startswith(allowed)))\n"
+        "print([m for m in ('pydantic', 'structlog') if m in sys.modules])\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", check, stdout=asyncio.subprocess.PIPE, cwd=tmp_path
+    )
+    out, _ = await process.communicate()
+    assert out.decode().splitlines() == ["[]", "[]"]

@@ -8,14 +8,17 @@ import asyncio
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mediagate import version
 from mediagate.arguments import positive_int
+from mediagate.client_cli import CLIENT_COMMANDS
 from mediagate.client_cli import add_parsers as add_client_parsers
-from mediagate.config import Settings, SettingsError, load_settings
-from mediagate.logs import configure_logging
-from mediagate.migrate.cli import add_parser as add_migrate_parser
-from mediagate.preflight import check_data_dir, check_listen_host, lock_data_dir
+
+# The server's modules are imported where a command needs them: the client's
+# commands start ~0.2 s sooner without their settings, logging and migration code.
+if TYPE_CHECKING:
+    from mediagate.config import Settings
 
 DEFAULT_TOKEN_TTL = 24 * 3600
 
@@ -24,6 +27,8 @@ def serve(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import supervisor
     from mediagate.catalog.schema import SchemaTooNew
     from mediagate.errors import CatalogUnavailable
+    from mediagate.logs import configure_logging
+    from mediagate.preflight import check_data_dir, check_listen_host, lock_data_dir
 
     host = arguments.host or settings.host
     port = arguments.port if arguments.port is not None else settings.port
@@ -123,6 +128,7 @@ async def _events(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def token(settings: Settings, arguments: argparse.Namespace) -> int:
     from mediagate import tokens  # PyJWT and cryptography: only this command needs them
+    from mediagate.preflight import check_data_dir
 
     create = arguments.create_secret
     if settings.jwt_secret is None and (create or _in_the_way(settings.data_dir)):
@@ -145,6 +151,8 @@ def _in_the_way(data_dir: Path) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
+    from mediagate.migrate.cli import add_parser as add_migrate_parser
+
     root = argparse.ArgumentParser(
         prog="mediagate",
         description="Chunked media uploads into S3 or local disk, served with Range support.",
@@ -205,12 +213,23 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def client_parser() -> argparse.ArgumentParser:
+    """The client's commands alone, as `parser()` has them (same usage and errors)."""
+    root = argparse.ArgumentParser(prog="mediagate")
+    add_client_parsers(root.add_subparsers(dest="command", required=True))
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
-    if not getattr(arguments, "needs_settings", True):
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] and words[0] in CLIENT_COMMANDS:
         # A client of some server, anywhere: this machine's server settings do not matter.
+        arguments = client_parser().parse_args(words)
         client_status: int = arguments.handler(arguments)
         return client_status
+    from mediagate.config import SettingsError, load_settings
+
+    arguments = parser().parse_args(words)
     try:
         status: int = arguments.handler(load_settings(), arguments)
         return status

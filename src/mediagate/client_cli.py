@@ -21,17 +21,21 @@ if TYPE_CHECKING:
     from mediagate.client.progress_display import Display
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CLIENT_COMMANDS = ("upload", "ls", "download", "rm")
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 RESUME_HINT = "run the same command again to resume"
 STDIN = Path("-")
 MiB = 1024 * 1024
 
 UPLOAD_DESCRIPTION = """\
-Upload files to a mediagate server in parallel chunks, each checked with its
-SHA-256, retrying what fails. Interrupted (Ctrl-C, a crash, a lost network)?
-Run the same command again: it resumes each unchanged file where it stopped,
-sending only the chunks the server lacks. Prints `MEDIA_ID  FILE` per file.
-`-` reads standard input (with --name; not resumable: see docs/client.md).
+Upload files to a mediagate server in parallel chunks, retrying what fails.
+When the server offers it, the chunks go straight into its bucket, at URLs it
+signs (each MD5-checked by S3); otherwise, or when the bucket does not answer,
+through the server (each checked with its SHA-256). Interrupted (Ctrl-C, a
+crash, a lost network)? Run the same command again: it resumes each unchanged
+file where it stopped, sending only the chunks the server lacks. Prints
+`MEDIA_ID  FILE` per file. `-` reads standard input (with --name; not
+resumable: see docs/client.md).
 """
 
 
@@ -70,31 +74,43 @@ def add_parsers(commands: Any) -> None:
         help="the media's filename (needed for -; with one FILE, instead of its own name)",
     )
     upload.add_argument(
-        "--parallel", type=positive_int, default=4, metavar="N", help="chunks in flight (4)"
+        "--parallel",
+        type=positive_int,
+        metavar="N",
+        help="chunks in flight (default: 8 into the bucket, 4 through the server)",
     )
     upload.add_argument(
         "--chunk-size",
         type=positive_int,
         metavar="MIB",
-        help="ask for chunks of this many MiB (the server may adjust; default: its own, "
-        "8 MiB unless configured; 16-32 spare server CPU on fast links)",
+        help="ask for chunks of this many MiB (the server may adjust; default: 16 into the "
+        "bucket, and through the server its own, 8 MiB unless configured; 16-32 spare "
+        "server CPU on fast links)",
     )
     upload.add_argument(
         "--sha256",
         action="store_true",
-        help="also declare each file's SHA-256 for the server to verify (one extra read)",
+        help="also declare each file's SHA-256 for the server to verify (one extra read; "
+        "the file then goes through the server, which checks the bytes it relays)",
     )
     upload.add_argument(
         "--no-resume", action="store_true", help="start a new session even if one can resume"
     )
     upload.add_argument(
         "--direct",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="PUT the chunks straight into the server's bucket at URLs it signs (each "
-        "MD5-checked by S3); chunks the bucket does not take, and whole files when the "
-        "server offers no direct uploads, go through the server",
+        "MD5-checked by S3), when the server offers that (the default); chunks the bucket "
+        "does not take go through the server. --no-direct: every chunk through the server",
     )
-    upload.set_defaults(handler=upload_command, needs_settings=False)
+    upload.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say per file whether its chunks went into the bucket or through the server",
+    )
+    upload.set_defaults(handler=upload_command)
 
     listing = commands.add_parser("ls", parents=[connection], help="list your media, newest first")
     listing.add_argument(
@@ -103,7 +119,7 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="also each media's duration, picture size, codecs and whether it is faststart",
     )
-    listing.set_defaults(handler=ls_command, needs_settings=False)
+    listing.set_defaults(handler=ls_command)
 
     fetch = commands.add_parser(
         "download", parents=[connection], help="save a media to a file (resumable)"
@@ -121,11 +137,11 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="replace a file of that name in the directory (a file named by -o always is)",
     )
-    fetch.set_defaults(handler=download_command, needs_settings=False)
+    fetch.set_defaults(handler=download_command)
 
     remove = commands.add_parser("rm", parents=[connection], help="delete media")
     remove.add_argument("media_ids", nargs="+", metavar="ID")
-    remove.set_defaults(handler=rm_command, needs_settings=False)
+    remove.set_defaults(handler=rm_command)
 
 
 # --- the commands -----------------------------------------------------------------------
@@ -262,6 +278,8 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
         media = result.media
         if result.finalizing:
             display.note("stored; the server is still moving it into S3")
+        if arguments.verbose:
+            display.note(describe_path(result))
         _print_result(
             arguments,
             {
@@ -270,6 +288,8 @@ async def _upload_all(client: MediagateClient, arguments: argparse.Namespace) ->
                 "sent_chunks": result.sent_chunks,
                 "resumed_chunks": result.resumed_chunks,
                 "direct_chunks": result.direct_chunks,
+                "path": result.path,
+                "relay_reason": result.relay_reason,
                 **media.as_json(),
             },
             f"{media.media_id}  {path}",
@@ -312,6 +332,19 @@ async def _list(client: MediagateClient, arguments: argparse.Namespace) -> int:
         facts = f"  {describe_media(item.media):<32}" if arguments.long else ""
         print(f"{item.media_id}  {item.size:>14,}  {created}{facts}  {item.filename}")
     return EXIT_OK
+
+
+def describe_path(result: UploadResult) -> str:
+    """`--verbose`'s line: which way the chunks went, and why through the server."""
+    if result.path == "direct":
+        return f"{result.sent_chunks} chunk(s) straight into the bucket"
+    why = f" ({result.relay_reason})" if result.relay_reason else ""
+    if result.path == "mixed":
+        return (
+            f"{result.direct_chunks} of {result.sent_chunks} chunk(s) straight into the "
+            f"bucket, the rest through the server{why}"
+        )
+    return f"{result.sent_chunks} chunk(s) through the server{why}"
 
 
 def describe_media(facts: dict[str, Any] | None) -> str:

@@ -31,6 +31,9 @@ PAGE_SIZE = 200  # the server's largest page
 DIRECT = "companion"
 # No total limit (a 64 MiB chunk on a slow link takes long); a silent peer is given up on.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+# A bucket the client cannot reach (a store on a private network) is given up on sooner:
+# its chunks then go through the server.
+BUCKET_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
 
 
 class MediagateClient:
@@ -89,26 +92,30 @@ class MediagateClient:
         *,
         filename: str | None = None,
         content_type: str | None = None,
-        parallel: int = 4,
+        parallel: int | None = None,
         chunk_size: int | None = None,
         chunk_digest: bool = True,
         file_sha256: bool = False,
         resume: bool = True,
-        direct: bool = False,
+        direct: bool = True,
         on_progress: Callable[[UploadProgress], None] | None = None,
     ) -> UploadResult:
         """Upload a file (a path, or a seekable binary file) and return the new media.
 
         Chunks of the size the server chooses (or `chunk_size`, which it may
-        adjust) go `parallel` at a time, each with its `X-Chunk-SHA256` unless
+        adjust) go `parallel` at a time (default: 8 into the bucket, 4 through the
+        server), each through the server with its `X-Chunk-SHA256` unless
         `chunk_digest` is False; `file_sha256` declares the whole file's
         SHA-256 (one extra read of the file) for the server to verify. With
         `resume`, a path's session is remembered until it completes, so
         uploading the same unchanged file again, after an interruption, sends
-        only the chunks the server lacks. With `direct`, chunks are PUT straight into
-        the server's bucket at URLs it signs, each with its Content-MD5 for S3 to check;
-        the chunks the bucket does not take (out of reach, failing) go through the server,
-        as does the whole file when the server offers no direct uploads.
+        only the chunks the server lacks. With `direct` (the default), chunks are PUT
+        straight into the server's bucket at URLs it signs, each with its Content-MD5 for
+        S3 to check, when the server offers that; the chunks the bucket does not take (out
+        of reach, failing) go through the server, as does the whole file when the server
+        offers no direct uploads, or with `file_sha256` (the server checks it on the bytes
+        it relays). `direct=False` sends every chunk through the server. A resumed upload
+        keeps the path its session was started on. The result's `path` says which was taken.
         """
         options = UploadOptions(
             filename=filename,
@@ -230,9 +237,11 @@ class MediagateClient:
         try:
             # As signed: re-quoting its query would break the signature.
             target = URL(url, encoded=True)
-            async with self._http.put(target, data=body, headers=headers) as response:
+            put = self._http.put(target, data=body, headers=headers, timeout=BUCKET_TIMEOUT)
+            async with put as response:
                 if response.status != 200:
-                    raise DirectPutFailed(f"S3 answered {response.status}: {await response.text()}")
+                    text = await response.text()
+                    raise DirectPutFailed(f"S3 answered {response.status}: {text}", response.status)
         except (aiohttp.ClientError, TimeoutError) as error:
             raise DirectPutFailed(connection_reason(error)) from None
 

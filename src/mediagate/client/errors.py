@@ -56,7 +56,13 @@ class FileChanged(MediagateError):
 
 
 class DirectPutFailed(MediagateError):
-    """A part's PUT straight to S3 failed: the bucket is out of reach or refused it."""
+    """A part's PUT straight to S3 failed: the bucket is out of reach or refused it.
+
+    `status` is the bucket's answer, None when it could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TargetExists(MediagateError):

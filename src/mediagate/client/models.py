@@ -99,3 +99,7 @@ class UploadResult:
     finalizing: bool
     # Of `sent_chunks`, those PUT straight into the bucket (`direct`).
     direct_chunks: int = 0
+    # `direct`, `relay` or `mixed` (see `upload.upload_path`), and why chunks went
+    # through the server when some did.
+    path: str = "relay"
+    relay_reason: str | None = None
