@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ RECEIVE_BUFFER = 64 * 1024
 MAX_OUTPUT = 8 * 1024 * 1024
 POSTER_WIDTH = 640
 POSTER_MAX_OFFSET = 5.0
+URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 
 class ProbeFailed(Exception):
@@ -80,7 +82,7 @@ async def run_limited(command: list[str], limits: Limits) -> bytes:
                 process.kill()
             await process.wait()
     if process.returncode != 0:
-        raise ProbeFailed(_failure(command[0], process.returncode, errors))
+        raise ProbeFailed(_failure(command, process.returncode, errors))
     return output
 
 
@@ -107,13 +109,21 @@ async def _read_up_to(stream: asyncio.StreamReader, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-def _failure(program: str, code: int | None, errors: bytes) -> str:
+def _failure(command: list[str], code: int | None, errors: bytes) -> str:
+    program = command[0]
     if code is not None and code < 0:
         return f"{program} was killed by signal {-code} (over its memory or CPU limit?)"
     # The last line is the one that says why (the earlier ones name the demuxer's address).
     lines = [line for line in errors.decode(errors="replace").splitlines() if line.strip()]
     reason = lines[-1].strip() if lines else f"exit status {code}"
-    return f"{program}: {reason[:300]}"
+    return f"{program}: {_without_the_input(reason, command)[:300]}"
+
+
+def _without_the_input(reason: str, command: list[str]) -> str:
+    """`reason` with the input named "the input": users read probe_error, and the input is
+    a path in the data directory or a presigned URL (the store's address, an access key)."""
+    source = command[command.index("-i") + 1]
+    return URL_IN_TEXT.sub("the input", reason.replace(source, "the input"))
 
 
 def input_options(*, url: bool) -> list[str]:
