@@ -148,10 +148,12 @@ async def test_a_part_whose_own_body_failed_is_not_counted_against_s3(tmp_path):
 
 async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():
     class SlowClientS3:
-        async def upload_part(self, **arguments):
+        async def put(self, key, upload_id, *, number, length, body):
             raise client_error("RequestTimeout", 400)
 
-    store = S3Store(SlowClientS3(), None, "bucket", cache_control="", storage_class=None)
+    store = S3Store(
+        None, None, "bucket", cache_control="", storage_class=None, parts=SlowClientS3()
+    )
     guarded = guard(store, CircuitBreaker())
     body = ChunkStream(lambda n: asyncio.sleep(0, b"x" * n), 10, ExpectedDigests())
     with pytest.raises(BodyReadTimeout):

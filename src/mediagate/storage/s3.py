@@ -1,7 +1,10 @@
 """S3 (and S3-compatible) store: each chunk becomes one multipart-upload part.
 
-A part's bytes go from the client's request straight into `UploadPart`, so the
-streaming client needs three settings that botocore's defaults get wrong for us:
+A chunk's bytes go from the client's request straight into `UploadPart`, as one
+PUT of a presigned URL (storage/s3_parts.py: botocore's request pipeline costs
+more CPU per part than we want to spend). Other streamed bodies (a tus tail's
+PutObject) go through a streaming client, which needs three settings that
+botocore's defaults get wrong for us:
 
 - `payload_signing_enabled: False` — SigV4 would otherwise hash the whole body
   before sending it (and over plain http it would, unless told explicitly).
@@ -44,13 +47,12 @@ from mediagate.storage.base import (
     StoredObject,
 )
 from mediagate.storage.s3_instrumentation import instrument
+from mediagate.storage.s3_parts import MAX_CONNECTIONS, PartUploads, part_session
 
 READ_SIZE = 1024 * 1024
 # Answers that mean S3 cannot be used at all right now (misconfigured, or
 # throttling), as opposed to refusing one request: uploads go to local disk.
 UNUSABLE_CODES = {"NoSuchBucket", "SlowDown", "RequestTimeout", "InvalidAccessKeyId"}
-# Parallel chunk uploads each hold one connection to S3 for their whole length.
-MAX_CONNECTIONS = 128
 
 
 def _s3_options(settings: Settings) -> dict[str, Any]:
@@ -171,10 +173,12 @@ class S3Store:
         *,
         cache_control: str,
         storage_class: str | None,
+        parts: PartUploads,
         direct_client: Any = None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
+        self._parts = parts
         # Signs the part URLs of direct uploads: at the endpoint clients reach.
         self._direct = direct_client or control_client
         self.bucket = bucket
@@ -197,21 +201,24 @@ class S3Store:
             **credentials,
         }
         direct_endpoint = {**common, "endpoint_url": settings.direct_endpoint_url}
+        bucket = settings.s3_bucket or ""
         async with (
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
             session.create_client("s3", config=control_config(settings), **direct_endpoint)
             if settings.direct_endpoint_url
             else contextlib.nullcontext() as direct,
+            part_session(settings, session.get_config_variable("ca_bundle")) as http,
         ):
             instrument(stream)
             instrument(control)
             yield cls(
                 stream,
                 control,
-                settings.s3_bucket or "",
+                bucket,
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
+                parts=PartUploads(control, http, bucket),
                 direct_client=direct,
             )
 
@@ -231,13 +238,8 @@ class S3Store:
         try:
             with s3_errors("UploadPart"):
                 try:
-                    answer = await self._stream.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number + 1,
-                        ContentLength=length,
-                        Body=body,
+                    etag = await self._parts.put(
+                        key, upload_id, number=number + 1, length=length, body=body
                     )
                 except ClientError as error:
                     if error.response.get("Error", {}).get("Code") == "RequestTimeout":
@@ -253,7 +255,7 @@ class S3Store:
             if body.failure is not None:
                 raise body.failure from None
             raise
-        return answer["ETag"]
+        return etag
 
     async def put_stream(self, key: str, *, length: int, body: PartBody) -> None:
         """A small private object (a tus tail) from a stream of known length."""

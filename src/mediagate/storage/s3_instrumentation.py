@@ -31,12 +31,13 @@ def _call_started(context: dict[str, Any], **_: Any) -> None:
     context[_STARTED] = time.perf_counter()
 
 
+def outcome_of(status: int) -> metrics.S3Outcome:
+    """How an S3 call that got an answer with `status` is counted."""
+    return "ok" if status < 300 else "server_error" if status >= 500 else "client_error"
+
+
 def _call_answered(http_response: Any, context: dict[str, Any], event_name: str, **_: Any) -> None:
-    status = http_response.status_code
-    outcome: metrics.S3Outcome = (
-        "ok" if status < 300 else "server_error" if status >= 500 else "client_error"
-    )
-    _record(event_name, context, outcome)
+    _record(event_name, context, outcome_of(http_response.status_code))
 
 
 def _call_unanswered(context: dict[str, Any], event_name: str, **_: Any) -> None:
