@@ -216,6 +216,27 @@ def mediagate_env(workdir: Path, s3_endpoint: str, bucket: str, jwt_secret: str)
     }
 
 
+@contextlib.contextmanager
+def mediagate_server(
+    workdir: Path,
+    s3_endpoint: str,
+    bucket: str,
+    secret: str,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Service]:
+    """`python -m mediagate serve` on a free loopback port, once it answers."""
+    port = free_port()
+    env = {**mediagate_env(workdir, s3_endpoint, bucket, secret), "MEDIAGATE_PORT": str(port)}
+    env |= extra_env or {}
+    log_path = workdir / "mediagate.log"
+    command = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
+    with child_process(command, env, log_path) as process:
+        service = Service(f"http://127.0.0.1:{port}", process, log_path)
+        # The app creates the bucket before it listens, so any answer means ready.
+        wait_until_answering(service.url + "/api/v1/media", process, log_path)
+        yield service
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

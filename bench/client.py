@@ -23,7 +23,6 @@ Run from the repository root with mediagate's venv (see --help).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -36,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,17 +43,15 @@ from _common import (
     GiB,
     MiB,
     Service,
-    child_process,
     cpu_seconds,
-    free_port,
     interrupt_on_signals,
     machine_busy_seconds,
     mediagate_env,
+    mediagate_server,
     median,
     moto_server,
     render_table,
     tail,
-    wait_until_answering,
 )
 
 MB = 1_000_000
@@ -163,19 +160,6 @@ def make_file(path: Path, size: int) -> None:
         for _ in range(size // MiB):
             out.write(os.urandom(MiB))
         out.write(os.urandom(size % MiB))
-
-
-@contextlib.contextmanager
-def mediagate_server(workdir: Path, moto: str, bucket: str, secret: str) -> Iterator[Service]:
-    port = free_port()
-    env = {**mediagate_env(workdir, moto, bucket, secret), "MEDIAGATE_PORT": str(port)}
-    log_path = workdir / "mediagate.log"
-    command = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
-    with child_process(command, env, log_path) as process:
-        service = Service(f"http://127.0.0.1:{port}", process, log_path)
-        # The app creates the bucket before it listens, so any answer means ready.
-        wait_until_answering(service.url + "/api/v1/media", process, log_path)
-        yield service
 
 
 def issue_token(env: dict[str, str]) -> str:

@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +35,14 @@ from yarl import URL
 from _common import (
     ROOT,
     Service,
-    child_process,
     cpu_seconds,
-    free_port,
-    mediagate_env,
+    mediagate_server,
     moto_server,
     parse_size,
-    wait_until_answering,
 )
 from upload import bare_relay_server, bearer_token, streaming_s3_config
 
 Send = Callable[[], Awaitable[None]]
-
-
-@contextlib.contextmanager
-def mediagate(workdir: Path, root: Path, s3: str, bucket: str, secret: str) -> Iterator[Service]:
-    port = free_port()
-    env = mediagate_env(workdir, s3, bucket, secret)
-    env |= {"MEDIAGATE_PORT": str(port), "PYTHONPATH": str(root / "src")}
-    log_path = workdir / "mediagate.log"
-    command = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
-    with child_process(command, env, log_path) as process:
-        service = Service(f"http://127.0.0.1:{port}", process, log_path)
-        wait_until_answering(service.url + "/api/v1/media", process, log_path)
-        yield service
 
 
 class Mediagate:
@@ -215,7 +199,9 @@ def main() -> int:
         for name, root in roots.items():
             (workdir / name).mkdir()
             servers[name] = stack.enter_context(
-                mediagate(workdir / name, root, moto.url, bucket, secret)
+                mediagate_server(
+                    workdir / name, moto.url, bucket, secret, {"PYTHONPATH": str(root / "src")}
+                )
             )
         asyncio.run(run(options, moto, bare, servers, bucket, secret))
     return 0

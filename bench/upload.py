@@ -55,7 +55,7 @@ from _common import (
     free_port,
     interrupt_on_signals,
     machine_busy_seconds,
-    mediagate_env,
+    mediagate_server,
     median,
     memory_bytes,
     moto_server,
@@ -971,26 +971,6 @@ def print_rss(result: PeakRss, title: str) -> None:
 
 
 # --- processes and main ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def mediagate_server(
-    workdir: Path,
-    s3_endpoint: str,
-    bucket: str,
-    secret: str,
-    extra_env: dict[str, str] | None = None,
-) -> Iterator[Service]:
-    port = free_port()
-    env = {**mediagate_env(workdir, s3_endpoint, bucket, secret), "MEDIAGATE_PORT": str(port)}
-    env |= extra_env or {}
-    log_path = workdir / "mediagate.log"
-    command = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
-    with child_process(command, env, log_path) as process:
-        service = Service(f"http://127.0.0.1:{port}", process, log_path)
-        # The app creates the bucket before it listens, so any answer means ready.
-        wait_until_answering(service.url + "/api/v1/media", process, log_path)
-        yield service
 
 
 def bearer_token(secret: str) -> str:
