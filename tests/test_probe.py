@@ -349,16 +349,20 @@ async def test_what_is_not_media_stays_a_ready_media_with_a_probe_error(
     assert (await again.json())["probe_error"] == info["probe_error"]
 
 
-async def test_a_probe_error_of_an_s3_object_names_neither_the_store_nor_its_signature(
-    start_api, tmp_path, moto_endpoint, bucket, files
-) -> None:
-    settings = make_settings(
+def s3_probing_settings(tmp_path, endpoint: str, bucket: str):
+    return make_settings(
         tmp_path / "data",
         probe=True,
         use_cloud_storage=True,
         s3_bucket=bucket,
-        s3_endpoint_url=moto_endpoint,
+        s3_endpoint_url=endpoint,
     )
+
+
+async def test_a_probe_error_of_an_s3_object_names_neither_the_store_nor_its_signature(
+    start_api, tmp_path, moto_endpoint, bucket, files
+) -> None:
+    settings = s3_probing_settings(tmp_path, moto_endpoint, bucket)
     answer = await upload(await start_api(settings), "random.bin", files["random.bin"])
     assert answer.status == 201, await answer.text()
     error = (await answer.json())["info"]["probe_error"]
@@ -370,13 +374,7 @@ async def test_a_probe_error_of_an_s3_object_names_neither_the_store_nor_its_sig
 async def test_a_faststart_mp4_in_s3_is_probed_with_a_small_part_of_its_bytes(
     start_api, tmp_path, proxy, bucket, files
 ) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        probe=True,
-        use_cloud_storage=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=proxy.url,
-    )
+    settings = s3_probing_settings(tmp_path, proxy.url, bucket)
     proxy.answer_send_buffer = 64 * 1024
     api = await start_api(settings)
     data = files["large.mp4"]
