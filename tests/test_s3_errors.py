@@ -14,7 +14,7 @@ from mediagate.models import StorageKind
 from mediagate.storage.breaker import CircuitBreaker, guard
 from mediagate.storage.local import FilePartBody
 from mediagate.storage.s3 import S3Store, s3_errors
-from support.api import MiB
+from support.api import MiB, make_settings
 from support.raw_http import RawConnection, form_body, new_boundary, request_head
 
 
@@ -159,3 +159,27 @@ async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():
     with pytest.raises(BodyReadTimeout):
         await guarded.put_part("k", "u", number=0, offset=0, length=10, body=body)
     assert guarded.breaker.healthy
+
+
+@pytest.mark.parametrize("hang_up", ["close", "reset"])
+async def test_s3_dropping_a_part_unanswered_is_an_outage_naming_the_endpoint(tmp_path, hang_up):
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if hang_up == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    endpoint = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings = make_settings(
+        tmp_path, use_cloud_storage=True, s3_bucket="bucket", s3_endpoint_url=endpoint
+    )
+    body = ChunkStream(lambda n: asyncio.sleep(0, b"x" * n), 10, ExpectedDigests())
+    try:
+        async with S3Store.connect(settings) as store:
+            with pytest.raises(StorageUnavailable, match=endpoint):
+                await store.put_part("key", "upload", number=0, offset=0, length=10, body=body)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 import aiohttp
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
 from botocore.httpsession import ProxyConfiguration
 from botocore.parsers import create_parser
 from yarl import URL
@@ -103,6 +103,13 @@ class PartUploads:
                 content = await answer.read()
                 status = answer.status
                 headers = answer.headers
+        except (aiohttp.ClientError, OSError) as error:
+            metrics.s3_call(OPERATION, "no_response", time.perf_counter() - started)
+            # As botocore reported it: a BotoCoreError naming the endpoint (for the
+            # operator's log), whatever aiohttp's class (a hang-up is no OSError).
+            raise HTTPClientError(
+                error=f"{error or type(error).__name__} at {_origin(url)}"
+            ) from error
         except BaseException:
             metrics.s3_call(OPERATION, "no_response", time.perf_counter() - started)
             raise
@@ -119,3 +126,8 @@ class PartUploads:
             self._operation.output_shape,
         )
         return ClientError(parsed, OPERATION)
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of `url`: not the key nor the signature."""
+    return str(URL(url, encoded=True).origin())
