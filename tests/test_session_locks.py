@@ -447,7 +447,8 @@ async def test_patches_waiting_on_one_upload_leave_another_user_half_his_through
     """One user opens many connections to one tus upload while its PATCH stalls; another
     user keeps uploading. The waiting costs the catalog a few transactions per request,
     not ten a second per connection (item 8 of issue 14 measured 300 connections taking
-    78-97 % of the other user's throughput)."""
+    78-97 % of the other user's throughput). Windows alone and crowded take turns, so
+    that a busy moment of a shared machine meets both."""
     settings = make_settings(tmp_path / "data", database_url=database_url)
     alice = Api(await aiohttp_client(create_app(settings)), settings)
     bob = alice.as_user("bob")
@@ -464,12 +465,13 @@ async def test_patches_waiting_on_one_upload_leave_another_user_half_his_through
             done += 1
         return done, len(transactions) - before
 
-    alone, alone_transactions = await uploads_in(3)
     upload = await create_upload(alice, length=3000)
     stalled = await stall_patch(alice, upload, 0, os.urandom(3000), 1000)
-    waiters = 100
+    waiters, rounds = 100, 3
     url = alice.client.make_url(f"/api/v1/tus/{upload}")
     headers = {**alice.headers, **TUS, "Content-Type": "application/offset+octet-stream"}
+    alone: list[tuple[int, int]] = []
+    crowded: list[tuple[int, int]] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
         async def wait_on_the_upload() -> None:
@@ -478,19 +480,23 @@ async def test_patches_waiting_on_one_upload_leave_another_user_half_his_through
             ) as answer:
                 await answer.read()
 
-        waiting = [asyncio.create_task(wait_on_the_upload()) for _ in range(waiters)]
-        try:
-            crowded, crowded_transactions = await uploads_in(3)
-        finally:
-            for task in waiting:
-                task.cancel()
-            await asyncio.gather(*waiting, return_exceptions=True)
+        for _ in range(rounds):
+            alone.append(await uploads_in(1.5))
+            waiting = [asyncio.create_task(wait_on_the_upload()) for _ in range(waiters)]
+            try:
+                crowded.append(await uploads_in(1.5))
+            finally:
+                for task in waiting:
+                    task.cancel()
+                await asyncio.gather(*waiting, return_exceptions=True)
     stalled.close()
 
-    assert crowded >= alone / 2, (alone, crowded)
-    per_upload = alone_transactions / alone
-    spent_waiting = crowded_transactions - per_upload * crowded
-    assert spent_waiting <= 5 * waiters, (spent_waiting, waiters)
+    alone_uploads = sorted(done for done, _ in alone)
+    crowded_uploads = sorted(done for done, _ in crowded)
+    assert crowded_uploads[1] >= alone_uploads[1] / 2, (alone, crowded)  # the medians
+    per_upload = sum(spent for _, spent in alone) / sum(alone_uploads)
+    spent_waiting = sum(spent for _, spent in crowded) - per_upload * sum(crowded_uploads)
+    assert spent_waiting <= 5 * waiters * rounds, (spent_waiting, waiters)
 
 
 async def test_completes_waiting_for_a_chunk_in_flight_cost_the_catalog_little(
