@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -212,13 +213,21 @@ class S3Store:
         ):
             instrument(stream)
             instrument(control)
+            # The clients' credentials, as aiobotocore chose them for each client.
+            signing = (
+                AioCredentials(
+                    credentials["aws_access_key_id"], credentials["aws_secret_access_key"]
+                )
+                if credentials
+                else await session.get_credentials()
+            )
             yield cls(
                 stream,
                 control,
                 bucket,
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
-                parts=PartUploads(control, http, bucket),
+                parts=PartUploads(control, signing, http, bucket),
                 direct_client=direct,
             )
 

@@ -1,14 +1,20 @@
-"""UploadPart as one plain HTTP PUT: botocore presigns it, aiohttp streams the body.
+"""UploadPart as one plain HTTP PUT: a presigned URL, aiohttp streams the body.
 
 Why not the client's `upload_part`: botocore's request pipeline (parameter
 validation, endpoint rules, user agent, header signing, hooks, response
 parsing) costs ~0.7 ms of CPU per call on its own, ~1.5 ms inside a busy
 server: with 8 MiB chunks, a fifth of what relaying the bytes costs
-(bench/README.md, "The relay's floor"). A presigned URL costs a third of that
-and carries the same SigV4 signature over the same request: method, bucket,
-key, upload id, part number and `Content-Length` are signed; the payload is
-`UNSIGNED-PAYLOAD`, as it was with `payload_signing_enabled: False` (the
-digests a client sends are checked by the chunk stream, core/chunk_stream.py).
+(bench/README.md, "The relay's floor"). A presigned URL carries the same SigV4
+signature over the same request: method, bucket, key, upload id, part number
+and `Content-Length` are signed; the payload is `UNSIGNED-PAYLOAD`, as it was
+with `payload_signing_enabled: False` (the digests a client sends are checked by
+the chunk stream, core/chunk_stream.py).
+
+Even botocore's `generate_presigned_url` runs most of that pipeline (~0.25 ms a
+part), so `PartSigner` asks it once for the bucket's URL and the signing scope,
+then builds each part's URL as botocore's serializer does and signs it with
+botocore's own query signer (~0.07 ms): tests/test_s3_parts.py checks that the
+URLs are botocore's, character for character.
 
 What botocore did besides, done here the same way:
 
@@ -28,9 +34,12 @@ import time
 from typing import Any
 
 import aiohttp
-from botocore.exceptions import ClientError
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.httpsession import ProxyConfiguration
 from botocore.parsers import create_parser
+from botocore.utils import percent_encode
 from yarl import URL
 
 from mediagate import metrics
@@ -64,13 +73,54 @@ def part_session(settings: Settings, ca_bundle: str | None) -> aiohttp.ClientSes
     )
 
 
-class PartUploads:
-    """Sends parts of multipart uploads in `bucket`, signed by `presigner` (an S3 client)."""
+class PartSigner:
+    """Presigned UploadPart URLs of `bucket`, as `presigner` (an S3 client with SigV4)
+    makes them, signed with `credentials` (the client's: given, or the session's chain;
+    refreshed ones are asked for their current keys at every part)."""
 
-    def __init__(self, presigner: Any, http: aiohttp.ClientSession, bucket: str) -> None:
+    def __init__(self, presigner: Any, credentials: Any, bucket: str) -> None:
         self._presigner = presigner
-        self._http = http
+        self._credentials = credentials
         self._bucket = bucket
+        self._endpoint: tuple[str, str, str] | None = None
+
+    async def url(self, key: str, upload_id: str, *, number: int, length: int) -> str:
+        base, region, service = self._endpoint or await self._resolve()
+        # botocore's serializer: the key as a greedy path label, the query in this order.
+        url = (
+            f"{base}{percent_encode(key, safe='/~')}"
+            f"?uploadId={percent_encode(upload_id)}&partNumber={number}"
+        )
+        if self._credentials is None:
+            raise NoCredentialsError()
+        credentials = await self._credentials.get_frozen_credentials()
+        request = AWSRequest(method="PUT", url=url, headers={"Content-Length": str(length)})
+        S3SigV4QueryAuth(credentials, service, region, expires=URL_SECONDS).add_auth(request)
+        return str(request.url)
+
+    async def _resolve(self) -> tuple[str, str, str]:
+        """The bucket's URL (to which the key is appended) and the signing region and
+        service, from one URL botocore presigns: its endpoint rules decide them."""
+        probe = await self._presigner.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self._bucket, "Key": "k", "UploadId": "u", "PartNumber": 1},
+        )
+        address, _, query = probe.partition("?")
+        scope = dict(pair.split("=", 1) for pair in query.split("&"))["X-Amz-Credential"]
+        *_, region, service, _ = scope.split("%2F")
+        self._endpoint = (address.removesuffix("k"), region, service)
+        return self._endpoint
+
+
+class PartUploads:
+    """Sends parts of multipart uploads in `bucket`, signed by `presigner` (an S3 client)
+    with `credentials`."""
+
+    def __init__(
+        self, presigner: Any, credentials: Any, http: aiohttp.ClientSession, bucket: str
+    ) -> None:
+        self._signer = PartSigner(presigner, credentials, bucket)
+        self._http = http
         self._operation = presigner.meta.service_model.operation_model(OPERATION)
         self._parser = create_parser(presigner.meta.service_model.protocol)
         # HTTP(S)_PROXY and NO_PROXY, read as botocore reads them for its own requests.
@@ -80,17 +130,7 @@ class PartUploads:
         self, key: str, upload_id: str, *, number: int, length: int, body: PartBody
     ) -> str:
         """Part `number` (1-based, as S3 counts) from `body`, exactly `length` bytes; its ETag."""
-        url = await self._presigner.generate_presigned_url(
-            "upload_part",
-            Params={
-                "Bucket": self._bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "PartNumber": number,
-                "ContentLength": length,
-            },
-            ExpiresIn=URL_SECONDS,
-        )
+        url = await self._signer.url(key, upload_id, number=number, length=length)
         started = time.perf_counter()
         try:
             async with self._http.put(
