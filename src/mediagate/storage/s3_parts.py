@@ -10,11 +10,8 @@ and `Content-Length` are signed; the payload is `UNSIGNED-PAYLOAD`, as it was
 with `payload_signing_enabled: False` (the digests a client sends are checked by
 the chunk stream, core/chunk_stream.py).
 
-Even botocore's `generate_presigned_url` runs most of that pipeline (~0.25 ms a
-part), so `PartSigner` asks it once for the bucket's URL and the signing scope,
-then builds each part's URL as botocore's serializer does and signs it with
-botocore's own query signer (~0.07 ms): tests/test_s3_parts.py checks that the
-URLs are botocore's, character for character.
+The URL is signed by `ObjectSigner` (storage/s3_signing.py): botocore's own
+SigV4 query signer without the rest of its pipeline.
 
 What botocore did besides, done here the same way:
 
@@ -34,18 +31,16 @@ import time
 from typing import Any
 
 import aiohttp
-from botocore.auth import S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.exceptions import ClientError
 from botocore.httpsession import ProxyConfiguration
 from botocore.parsers import create_parser
-from botocore.utils import percent_encode
 from yarl import URL
 
 from mediagate import metrics
 from mediagate.config import Settings
 from mediagate.storage.base import PartBody
 from mediagate.storage.s3_instrumentation import outcome_of
+from mediagate.storage.s3_signing import ObjectSigner
 
 OPERATION = "UploadPart"
 # Parallel chunk uploads each hold one connection to S3 for their whole length.
@@ -73,56 +68,15 @@ def part_session(settings: Settings, ca_bundle: str | None) -> aiohttp.ClientSes
     )
 
 
-class PartSigner:
-    """Presigned UploadPart URLs of `bucket`, as `presigner` (an S3 client with SigV4)
-    makes them, signed with `credentials` (the client's: given, or the session's chain;
-    refreshed ones are asked for their current keys at every part)."""
-
-    def __init__(self, presigner: Any, credentials: Any, bucket: str) -> None:
-        self._presigner = presigner
-        self._credentials = credentials
-        self._bucket = bucket
-        self._endpoint: tuple[str, str, str] | None = None
-
-    async def url(self, key: str, upload_id: str, *, number: int, length: int) -> str:
-        base, region, service = self._endpoint or await self._resolve()
-        # botocore's serializer: the key as a greedy path label, the query in this order.
-        url = (
-            f"{base}{percent_encode(key, safe='/~')}"
-            f"?uploadId={percent_encode(upload_id)}&partNumber={number}"
-        )
-        if self._credentials is None:
-            raise NoCredentialsError()
-        credentials = await self._credentials.get_frozen_credentials()
-        request = AWSRequest(method="PUT", url=url, headers={"Content-Length": str(length)})
-        S3SigV4QueryAuth(credentials, service, region, expires=URL_SECONDS).add_auth(request)
-        return str(request.url)
-
-    async def _resolve(self) -> tuple[str, str, str]:
-        """The bucket's URL (to which the key is appended) and the signing region and
-        service, from one URL botocore presigns: its endpoint rules decide them."""
-        probe = await self._presigner.generate_presigned_url(
-            "upload_part",
-            Params={"Bucket": self._bucket, "Key": "k", "UploadId": "u", "PartNumber": 1},
-        )
-        address, _, query = probe.partition("?")
-        scope = dict(pair.split("=", 1) for pair in query.split("&"))["X-Amz-Credential"]
-        *_, region, service, _ = scope.split("%2F")
-        self._endpoint = (address.removesuffix("k"), region, service)
-        return self._endpoint
-
-
 class PartUploads:
-    """Sends parts of multipart uploads in `bucket`, signed by `presigner` (an S3 client)
-    with `credentials`."""
+    """Sends parts of multipart uploads, signed by `signer`; `client` (an S3 client)
+    gives the model to read S3's errors with."""
 
-    def __init__(
-        self, presigner: Any, credentials: Any, http: aiohttp.ClientSession, bucket: str
-    ) -> None:
-        self._signer = PartSigner(presigner, credentials, bucket)
+    def __init__(self, signer: ObjectSigner, client: Any, http: aiohttp.ClientSession) -> None:
+        self._signer = signer
         self._http = http
-        self._operation = presigner.meta.service_model.operation_model(OPERATION)
-        self._parser = create_parser(presigner.meta.service_model.protocol)
+        self._operation = client.meta.service_model.operation_model(OPERATION)
+        self._parser = create_parser(client.meta.service_model.protocol)
         # HTTP(S)_PROXY and NO_PROXY, read as botocore reads them for its own requests.
         self._proxies = ProxyConfiguration()
 
@@ -130,7 +84,13 @@ class PartUploads:
         self, key: str, upload_id: str, *, number: int, length: int, body: PartBody
     ) -> str:
         """Part `number` (1-based, as S3 counts) from `body`, exactly `length` bytes; its ETag."""
-        url = await self._signer.url(key, upload_id, number=number, length=length)
+        url = await self._signer.url(
+            "PUT",
+            key,
+            params={"uploadId": upload_id, "partNumber": str(number)},
+            headers={"Content-Length": str(length)},
+            expires_in=URL_SECONDS,
+        )
         started = time.perf_counter()
         try:
             async with self._http.put(
