@@ -152,7 +152,13 @@ async def test_s3_giving_up_on_a_slow_client_is_the_clients_timeout():
             raise client_error("RequestTimeout", 400)
 
     store = S3Store(
-        None, None, "bucket", cache_control="", storage_class=None, parts=SlowClientS3()
+        None,
+        None,
+        "bucket",
+        cache_control="",
+        storage_class=None,
+        signer=None,
+        parts=SlowClientS3(),
     )
     guarded = guard(store, CircuitBreaker())
     body = ChunkStream(lambda n: asyncio.sleep(0, b"x" * n), 10, ExpectedDigests())

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -48,6 +49,7 @@ from mediagate.storage.base import (
 )
 from mediagate.storage.s3_instrumentation import instrument
 from mediagate.storage.s3_parts import MAX_CONNECTIONS, PartUploads, part_session
+from mediagate.storage.s3_signing import ObjectSigner
 
 READ_SIZE = 1024 * 1024
 # Answers that mean S3 cannot be used at all right now (misconfigured, or
@@ -173,11 +175,13 @@ class S3Store:
         *,
         cache_control: str,
         storage_class: str | None,
+        signer: ObjectSigner,
         parts: PartUploads,
         direct_client: Any = None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
+        self._signer = signer
         self._parts = parts
         # Signs the part URLs of direct uploads: at the endpoint clients reach.
         self._direct = direct_client or control_client
@@ -212,13 +216,23 @@ class S3Store:
         ):
             instrument(stream)
             instrument(control)
+            # The clients' credentials, as aiobotocore chose them for each client.
+            signing = (
+                AioCredentials(
+                    credentials["aws_access_key_id"], credentials["aws_secret_access_key"]
+                )
+                if credentials
+                else await session.get_credentials()
+            )
+            signer = ObjectSigner(control, signing, bucket)
             yield cls(
                 stream,
                 control,
                 bucket,
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
-                parts=PartUploads(control, http, bucket),
+                signer=signer,
+                parts=PartUploads(signer, control, http),
                 direct_client=direct,
             )
 
@@ -397,15 +411,14 @@ class S3Store:
         shown = presentation(filename, content_type)
         # The method is part of what is signed: a real S3 answers a HEAD on a URL
         # signed for GET with 403 (moto checks no signature, so only RGW tests show it).
-        return await self._s3.generate_presigned_url(
-            "head_object" if head else "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ResponseContentType": shown.content_type,
-                "ResponseContentDisposition": shown.content_disposition,
+        return await self._signer.url(
+            "HEAD" if head else "GET",
+            key,
+            params={
+                "response-content-type": shown.content_type,
+                "response-content-disposition": shown.content_disposition,
             },
-            ExpiresIn=expires_in,
+            expires_in=expires_in,
         )
 
     async def read_conditionally(
