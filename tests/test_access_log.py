@@ -187,6 +187,25 @@ async def test_a_terminal_gets_one_line_of_text_with_the_body_bytes(tmp_path):
     assert link.query["signature"] not in line
 
 
+async def test_an_upload_grant_in_a_path_is_not_logged(tmp_path):
+    grant = "YWxpY2U.1999999999.c2lnbmF0dXJlLXRoYXQtbXVzdC1zdGF5LXNlY3JldA"
+    log = tmp_path / "server.log"
+    server = ServerProcess(tmp_path / "data", {"MEDIAGATE_JWT_SECRET": SECRET}, log=log)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=server.base) as http:
+            path = f"/api/v1/companion/grant/{grant}/s3/multipart"
+            named = {"X-Request-ID": "granted"}
+            async with http.post(path, json={"filename": "a.mp4"}, headers=named) as answer:
+                assert answer.status >= 400  # not a genuine grant
+            line = (await named_lines(log, ["granted"]))["granted"]
+    finally:
+        await server.stop()
+
+    assert line["path"] == "/api/v1/companion/grant/[grant]/s3/multipart"
+    assert "c2lnbmF0dXJl" not in log.read_text()
+
+
 async def test_an_s3_object_relayed_logs_its_body_bytes(tmp_path, moto_endpoint, bucket):
     data = os.urandom(40 * MiB + 5)
     log = tmp_path / "server.log"

@@ -3,6 +3,8 @@
 A stream link carries its own credentials (`?expires=…&signature=…`, see
 core/links.py): logged whole, it would let whoever reads the log play the media
 until the link expires. The path (with the media id) is enough to follow a request.
+An upload grant in a path (web/direct.py, for Uppy) is a credential too: it is
+logged as `[grant]`, its user being the line's `user_id`.
 
 In JSON (production) a line is the event `http.request` with one field per fact, for
 a log shipper to index; in a terminal it stays one line of text in the common log
@@ -12,12 +14,16 @@ format. Either way the bytes are the body bytes sent (web/sent_bytes.py).
 from __future__ import annotations
 
 import logging
+import re
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from mediagate.web.sent_bytes import body_bytes_sent
+
+# The one path segment that is a credential: Uppy's endpoint, /api/v1/companion/grant/{grant}.
+GRANT_IN_PATH = re.compile(r"(?<=^/api/v1/companion/grant/)[^/]+")
 
 # The `access_log_format` given to aiohttp's runner: which of the two lines to write.
 JSON_FIELDS = "json"
@@ -39,7 +45,7 @@ class AccessLogger(AbstractAccessLogger):
                 "http.request",
                 remote=request.remote,
                 method=request.method,
-                path=request.rel_url.raw_path,
+                path=logged_path(request.rel_url.raw_path),
                 status=response.status,
                 bytes_sent=sent,
                 duration_seconds=round(time, 6),
@@ -52,10 +58,15 @@ class AccessLogger(AbstractAccessLogger):
             '%s "%s %s HTTP/%d.%d" %d %d %.6f',
             request.remote,
             request.method,
-            request.rel_url.raw_path,
+            logged_path(request.rel_url.raw_path),
             version.major,
             version.minor,
             response.status,
             sent,
             time,
         )
+
+
+def logged_path(path: str) -> str:
+    """`path` as a log may show it: without the credential some paths carry."""
+    return GRANT_IN_PATH.sub("[grant]", path)

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from mediagate.errors import BodyTooLarge, MalformedBody, MethodNotAllowed, NotFound, Problem
+from mediagate.web.access_log import logged_path
 
 log = structlog.get_logger("mediagate.web")
 
@@ -100,5 +101,5 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
             )
         )
     except Exception:
-        log.exception("request.failed", path=request.path)
+        log.exception("request.failed", path=logged_path(request.rel_url.raw_path))
         return from_problem(Problem("the server failed; see its log"))
