@@ -37,18 +37,28 @@ playwright = pytest.importorskip("playwright.async_api")
 
 pytestmark = browser_tests
 
+# An Uppy with @uppy/aws-s3 on mediagate's Companion routes, and one file added to it.
+UPPY_WITH_FILE = (
+    MAKE_FILE
+    + """
+  const uppyWithFile = (endpoint, name, size) => {
+    const uppy = new Uppy().use(UppyAwsS3, {
+      companionEndpoint: endpoint,
+      shouldUseMultipart: true,
+    });
+    const file = makeFile(name, size);
+    return { uppy, id: uppy.addFile({ name, type: file.type, data: file }) };
+  };
+"""
+)
+
 # Resolves with the upload's result once done, or once the first part is in and
 # `cancelAfterFirstPart` removed the file (which aborts the upload).
 UPPY_S3_UPLOAD = (
     "async ({ endpoint, name, size, cancelAfterFirstPart }) => {"
-    + MAKE_FILE
+    + UPPY_WITH_FILE
     + """
-  const file = makeFile(name, size);
-  const uppy = new Uppy({ autoProceed: false }).use(UppyAwsS3, {
-    companionEndpoint: endpoint,
-    shouldUseMultipart: true,
-  });
-  const id = uppy.addFile({ name, type: file.type, data: file });
+  const { uppy, id } = uppyWithFile(endpoint, name, size);
   return await new Promise((resolve, reject) => {
     if (cancelAfterFirstPart) {
       uppy.on("s3-multipart:part-uploaded", () => {
@@ -90,14 +100,9 @@ DASHBOARD = """
 # `window.resumePaused()` resumes it; `window.pausedDone` resolves with Uppy's `complete`.
 PAUSED_AFTER_ONE_PART = (
     "async ({ endpoint, name, size }) => {"
-    + MAKE_FILE
+    + UPPY_WITH_FILE
     + """
-  const uppy = new Uppy().use(UppyAwsS3, {
-    companionEndpoint: endpoint,
-    shouldUseMultipart: true,
-  });
-  const file = makeFile(name, size);
-  const id = uppy.addFile({ name, type: file.type, data: file });
+  const { uppy, id } = uppyWithFile(endpoint, name, size);
   window.resumePaused = () => uppy.pauseResume(id);
   window.pausedDone = new Promise((resolve) => uppy.on("complete", (result) => resolve({
     successful: result.successful.map((file) => file.name),
@@ -117,14 +122,9 @@ PAUSED_AFTER_ONE_PART = (
 # restores after a reload): it lists the parts, sends the missing ones, then completes.
 RESUMES = (
     "async ({ endpoint, name, size, upload }) => {"
-    + MAKE_FILE
+    + UPPY_WITH_FILE
     + """
-  const uppy = new Uppy().use(UppyAwsS3, {
-    companionEndpoint: endpoint,
-    shouldUseMultipart: true,
-  });
-  const file = makeFile(name, size);
-  const id = uppy.addFile({ name, type: file.type, data: file });
+  const { uppy, id } = uppyWithFile(endpoint, name, size);
   uppy.setFileState(id, { s3Multipart: upload });
   const errors = [];
   uppy.on("upload-error", (_, error) => errors.push(String(error)));
