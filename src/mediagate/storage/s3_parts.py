@@ -84,11 +84,12 @@ class PartUploads:
         self, key: str, upload_id: str, *, number: int, length: int, body: PartBody
     ) -> str:
         """Part `number` (1-based, as S3 counts) from `body`, exactly `length` bytes; its ETag."""
+        signed = {"Content-Length": str(length)}  # sent as signed
         url = await self._signer.url(
             "PUT",
             key,
             params={"uploadId": upload_id, "partNumber": str(number)},
-            headers={"Content-Length": str(length)},
+            headers=signed,
             expires_in=URL_SECONDS,
         )
         started = time.perf_counter()
@@ -96,22 +97,21 @@ class PartUploads:
             async with self._http.put(
                 URL(url, encoded=True),
                 data=body,
-                headers={"Content-Length": str(length)},
+                headers=signed,
                 expect100=True,
                 proxy=self._proxies.proxy_url_for(url),
             ) as answer:
                 content = await answer.read()
                 status = answer.status
                 headers = answer.headers
-        except (aiohttp.ClientError, OSError) as error:
+        except BaseException as error:
             metrics.s3_call(OPERATION, "no_response", time.perf_counter() - started)
-            # As botocore reported it: a BotoCoreError naming the endpoint (for the
-            # operator's log), whatever aiohttp's class (a hang-up is no OSError).
-            raise HTTPClientError(
-                error=f"{error or type(error).__name__} at {_origin(url)}"
-            ) from error
-        except BaseException:
-            metrics.s3_call(OPERATION, "no_response", time.perf_counter() - started)
+            if isinstance(error, aiohttp.ClientError | OSError):
+                # As botocore reported it: a BotoCoreError naming the endpoint (for the
+                # operator's log), whatever aiohttp's class (a hang-up is no OSError).
+                raise HTTPClientError(
+                    error=f"{error or type(error).__name__} at {_origin(url)}"
+                ) from error
             raise
         metrics.s3_call(OPERATION, outcome_of(status), time.perf_counter() - started)
         if status != 200:
