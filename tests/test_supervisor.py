@@ -74,7 +74,10 @@ async def supervised(tmp_path: Path, postgres_server: Any) -> AsyncIterator[Any]
         env = {**SERVER_ENV, "MEDIAGATE_DATABASE_URL": database_url, **extra_env}
         server = ServerProcess(tmp_path / "data", env, arguments=["--workers", str(workers)])
         started.append(server)
-        await server.start()
+        await server.start()  # one worker answering is enough for it: wait for them all
+        async with asyncio.timeout(30):
+            while server.events.count("server.listening") < workers:
+                await asyncio.sleep(0.05)
         return server
 
     yield start
