@@ -359,6 +359,7 @@ def s3_probing_settings(tmp_path, endpoint: str, bucket: str):
     )
 
 
+@pytest.mark.store  # the probe's presigned URLs are checked by a real store
 async def test_a_probe_error_of_an_s3_object_names_neither_the_store_nor_its_signature(
     start_api, tmp_path, moto_endpoint, bucket, files
 ) -> None:
@@ -371,6 +372,7 @@ async def test_a_probe_error_of_an_s3_object_names_neither_the_store_nor_its_sig
         assert secret not in error, error
 
 
+@pytest.mark.store  # the probe's presigned URLs are checked by a real store
 async def test_a_faststart_mp4_in_s3_is_probed_with_a_small_part_of_its_bytes(
     start_api, tmp_path, proxy, bucket, files
 ) -> None:

@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 
 from mediagate.catalog.base import MediaRecords
-from mediagate.core.faststart import HEADER, is_faststart
+from mediagate.core.faststart import is_faststart
 from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
     Limits,
@@ -83,10 +83,6 @@ class MediaProber:
         async with self._slots:
             try:
                 source, url = await self._source(store, media)
-                if url and media.size:
-                    # S3 answers now, so that ffprobe's failure is the file's, not S3's
-                    # (which would leave the media to be probed again later).
-                    await self._range(source, 0, min(media.size, HEADER))
                 facts = parse_ffprobe(
                     await run_limited(ffprobe_command(source, url=url), self._limits)
                 )
@@ -119,8 +115,35 @@ class MediaProber:
                 content_type=media.content_type,
                 expires_in=URL_LIFETIME,
             )
+            await self._check_answers(store, media)
             return url, True
         raise ProbeFailed(f"{media.storage.value} storage cannot be probed")
+
+    async def _check_answers(self, store: Presigning, media: Media) -> None:
+        """S3 answers now, so that ffprobe's failure is the file's, not S3's (which
+        would leave the media to be probed again later). A HEAD through the same
+        signer and endpoint: a range GET would cost some stores (moto) a read of the
+        whole object."""
+        url = await store.presigned_url(
+            media.key,
+            filename=media.filename,
+            content_type=media.content_type,
+            expires_in=URL_LIFETIME,
+            head=True,
+        )
+        try:
+            async with self._session().head(url) as answer:
+                if answer.status >= 500:
+                    raise StorageUnavailable(f"S3 answered {answer.status} to a HEAD")
+                if answer.status != 200:
+                    raise ProbeFailed(f"a HEAD of the object answered {answer.status}")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise StorageUnavailable(f"a HEAD of the object failed: {error}") from None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._http
 
     def _reader(self, source: str, url: bool) -> Callable[[int, int], Awaitable[bytes]]:
         if not url:
@@ -130,11 +153,9 @@ class MediaProber:
 
     async def _range(self, url: str, offset: int, length: int) -> bytes:
         """Bytes of the object; StorageUnavailable if S3 cannot answer (a later probe may)."""
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         try:
-            async with self._http.get(url, headers=headers) as answer:
+            async with self._session().get(url, headers=headers) as answer:
                 if answer.status >= 500:
                     raise StorageUnavailable(f"S3 answered {answer.status} to a range read")
                 if answer.status != 206:
