@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 
 from mediagate.config import Settings
+from mediagate.core import upload_grants
 from mediagate.core.direct import _unplanned_chunks
 from mediagate.core.engine import utc_now
 from mediagate.core.upload_grants import UploadGrants
@@ -265,17 +268,59 @@ async def test_a_grant_in_the_path_stands_in_for_the_token(s3_api: Api) -> None:
     assert refused.status == 401
 
 
-def test_grants_name_their_user_until_they_expire() -> None:
+def test_grants_name_their_user_and_when_they_were_valid() -> None:
     grants = UploadGrants(b"s" * 32, 60)
     grant, expires = grants.issue("ålice/1", now=1000)
     assert expires == 1060
-    assert grants.user_of(grant, now=1059) == "ålice/1"
-    assert grants.user_of(grant, now=1061) is None
-    assert UploadGrants(b"t" * 32, 60).user_of(grant, now=1000) is None
+    read = grants.read(grant)
+    assert read is not None and read.user_id == "ålice/1"
+    assert read.fresh(now=1060) and not read.fresh(now=1061)
+    at = lambda seconds: datetime.fromtimestamp(seconds, UTC)  # noqa: E731
+    assert read.could_have_started(at(1000)) and read.could_have_started(at(1060))
+    skew = upload_grants.CLOCK_SKEW
+    assert not read.could_have_started(at(1060 + skew + 1))
+    assert not read.could_have_started(at(1000 - skew - 1))
+    assert UploadGrants(b"t" * 32, 60).read(grant) is None
     user, expiry, signature = grant.split(".")
-    assert grants.user_of(f"{user}.{int(expiry) + 100}.{signature}", now=1000) is None
+    assert grants.read(f"{user}.{int(expiry) + 100}.{signature}") is None
     for junk in ("", "...", "a.b.c", "é.1.x", grant + "x"):
-        assert grants.user_of(junk, now=1000) is None
+        assert grants.read(junk) is None
+
+
+async def test_an_expired_grant_goes_on_with_the_uploads_it_could_have_started(
+    aiohttp_client: Any, s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uppy keeps its endpoint for the whole upload, which may outlast the grant: the
+    upload goes on, but the grant starts nothing new, nor opens a later upload."""
+    now = [time.time()]
+    monkeypatch.setattr(upload_grants, "time", SimpleNamespace(time=lambda: now[0]))
+    clock = lambda: datetime.fromtimestamp(now[0], UTC)  # noqa: E731
+    s3_api = Api(await aiohttp_client(create_app(s3_settings, clock=clock)), s3_settings)
+    granted = await s3_api.client.post(f"{BASE}/grant", headers=s3_api.headers)
+    base = "/" + (await granted.json())["companion_endpoint"].split("/", 3)[3]
+    started = await (await create(s3_api, "started.mp4", base=base)).json()
+    now[0] += s3_api.settings.signed_url_expiry + upload_grants.CLOCK_SKEW + 1
+
+    later = await (await create(s3_api, "later.mp4")).json()  # with the bearer token
+    assert (await create(s3_api, "new.mp4", base=base)).status == 401
+    signed = {}
+    for upload in (started, later):
+        signed[upload["key"]] = await s3_api.client.get(
+            f"{base}/s3/multipart/{upload['uploadId']}/1", params={"key": upload["key"]}
+        )
+    assert signed[later["key"]].status == 401
+    assert signed[started["key"]].status == 200
+
+    data = data_of(10)
+    url = (await signed[started["key"]].json())["url"]
+    async with plain_client() as s3, s3.put(url, data=data) as put:
+        assert put.status == 200
+    done = await s3_api.client.post(
+        f"{base}/s3/multipart/{started['uploadId']}/complete", params={"key": started["key"]}
+    )
+    assert done.status == 200, await done.text()
+    _, body = await fetch_media(s3_api, "started.mp4")
+    assert body == data
 
 
 def parts(*sizes: int) -> list[ListedPart]:

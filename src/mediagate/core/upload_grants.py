@@ -7,7 +7,12 @@ in the endpoint URL instead: `/api/v1/companion/grant/{grant}`. It says who the 
 is until when, signed with a key of its own (it can never pass as a JWT or a stream
 link), and it opens the direct-upload routes only: it cannot read, list or delete
 media. Where it may be seen (the browser's history is not: the page never navigates
-to it; a proxy's access log may), it is of no use after its expiry.
+to it; a proxy's access log may), it starts no upload after its expiry.
+
+Uppy keeps the endpoint it was made with for the whole upload, which may outlast the
+grant on a slow link. So an expired grant still opens the uploads it could have
+started, those of its user created while it was valid, until they end or expire
+(MEDIAGATE_SESSION_TTL): never a new upload, nor one made after it expired.
 """
 
 from __future__ import annotations
@@ -17,6 +22,27 @@ import binascii
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
+from datetime import datetime
+
+# How far apart the clocks of two instances (the one that issued a grant, the one that
+# created a session with it) may be.
+CLOCK_SKEW = 60
+
+
+@dataclass(frozen=True)
+class Grant:
+    user_id: str
+    issued_at: int
+    expires_at: int
+
+    def fresh(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) <= self.expires_at
+
+    def could_have_started(self, created_at: datetime) -> bool:
+        """Whether an upload created then was created while this grant was valid."""
+        created = created_at.timestamp()
+        return self.issued_at - CLOCK_SKEW <= created <= self.expires_at + CLOCK_SKEW
 
 
 class UploadGrants:
@@ -35,8 +61,8 @@ class UploadGrants:
         user = base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
         return f"{user}.{expires}.{self._signature(user_id, expires)}", expires
 
-    def user_of(self, grant: str, now: float | None = None) -> str | None:
-        """The user a grant names, if it is genuine and unexpired; None otherwise."""
+    def read(self, grant: str) -> Grant | None:
+        """The grant, if this server issued it (expired or not); None otherwise."""
         user, _, rest = grant.partition(".")
         expires_text, _, signature = rest.partition(".")
         if not (grant.isascii() and expires_text.isdigit() and signature):
@@ -46,8 +72,6 @@ class UploadGrants:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return None
         expires = int(expires_text)
-        if expires < (now if now is not None else time.time()):
-            return None
         if not hmac.compare_digest(self._signature(user_id, expires), signature):
             return None
-        return user_id
+        return Grant(user_id, issued_at=expires - self.lifetime, expires_at=expires)

@@ -32,6 +32,7 @@ from mediagate import errors
 from mediagate.core.chunking import MAX_PARTS
 from mediagate.core.chunking import FileTooLarge as PlanTooLarge
 from mediagate.core.direct import PART_URL_EXPIRY
+from mediagate.core.upload_grants import Grant
 from mediagate.errors import (
     BadRequest,
     DirectUploadNotOffered,
@@ -173,18 +174,33 @@ class GrantAnswer(Answer):
     expires_at: Timestamp
 
 
+def _path_grant(request: web.Request) -> Grant | None:
+    """The grant in the path, None for a bearer token's call; 401 if not genuine."""
+    text = request.match_info.get("grant")
+    if text is None:
+        return None
+    grant = request.app[GRANTS].read(text)
+    if grant is None:
+        raise _invalid_grant()
+    return grant
+
+
+def _invalid_grant() -> Unauthorized:
+    return Unauthorized(
+        "the upload grant in this URL is not valid or has expired: "
+        "get a new one (POST /api/v1/companion/grant)",
+        reason="invalid_grant",
+    )
+
+
 def user_of(request: web.Request) -> str:
-    grant = request.match_info.get("grant")
+    """The caller of a call that starts an upload: a grant must be unexpired."""
+    grant = _path_grant(request)
     if grant is None:
         return authenticated_user(request)
-    user_id = request.app[GRANTS].user_of(grant)
-    if user_id is None:
-        raise Unauthorized(
-            "the upload grant in this URL is not valid or has expired: "
-            "get a new one (POST /api/v1/companion/grant)",
-            reason="invalid_grant",
-        )
-    return user_id
+    if not grant.fresh():
+        raise _invalid_grant()
+    return grant.user_id
 
 
 @OPERATIONS(
@@ -275,8 +291,7 @@ async def create(request: web.Request) -> web.Response:
     head=False,
 )
 async def sign_part(request: web.Request) -> web.Response:
-    user_id = user_of(request)
-    session_id = await _checked_key(request, user_id)
+    user_id, session_id = await _caller_and_upload(request)
     text = request.match_info["part_number"]
     if not (text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= MAX_PARTS):
         raise BadRequest(f"part number {text} is not in 1..{MAX_PARTS}")
@@ -305,8 +320,7 @@ async def sign_part(request: web.Request) -> web.Response:
     head=False,
 )
 async def list_parts(request: web.Request) -> web.Response:
-    user_id = user_of(request)
-    session_id = await _checked_key(request, user_id)
+    user_id, session_id = await _caller_and_upload(request)
     parts = await request.app[SERVICES].direct.parts(user_id, session_id)
     return PartsAnswer(
         [ListedPartAnswer(PartNumber=p.number + 1, Size=p.size, ETag=p.etag) for p in parts]
@@ -337,8 +351,7 @@ async def list_parts(request: web.Request) -> web.Response:
     ),
 )
 async def complete(request: web.Request) -> web.Response:
-    user_id = user_of(request)
-    session_id = await _checked_key(request, user_id)
+    user_id, session_id = await _caller_and_upload(request)
     body = await parse_json(request, CompleteRequest) if request.can_read_body else None
     claimed = None
     if body is not None and body.parts is not None:
@@ -361,8 +374,7 @@ async def complete(request: web.Request) -> web.Response:
     problems=(*SESSION, *UNAVAILABLE),
 )
 async def abort(request: web.Request) -> web.Response:
-    user_id = user_of(request)
-    session_id = await _checked_key(request, user_id)
+    user_id, session_id = await _caller_and_upload(request)
     await request.app[SERVICES].direct.abort(user_id, session_id)
     return web.Response(status=204)
 
@@ -385,14 +397,20 @@ async def single_request(request: web.Request) -> web.Response:
     )
 
 
-async def _checked_key(request: web.Request, user_id: str) -> str:
-    """The session of `upload_id`, if `key` names its object: a client's key is never
-    used, only compared."""
+async def _caller_and_upload(request: web.Request) -> tuple[str, str]:
+    """The caller and the session of `upload_id`, if `key` names its object: a client's
+    key is never used, only compared. An expired grant still opens an upload it could
+    have started (core/upload_grants.py): Uppy keeps its endpoint to the end."""
+    grant = _path_grant(request)
+    user_id = authenticated_user(request) if grant is None else grant.user_id
     session_id = request.match_info["upload_id"]
     session = await request.app[SERVICES].engine.owned_session(user_id, session_id)
+    if grant is not None and not grant.fresh():
+        if not grant.could_have_started(session.created_at):
+            raise _invalid_grant()
     if request.query.get("key", session.key) != session.key:
         raise NotFound(f"no upload {session_id} with that key")
-    return session_id
+    return user_id, session_id
 
 
 def _content_type(body: CreateRequest) -> str:
