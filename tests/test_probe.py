@@ -15,6 +15,7 @@ from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
     Limits,
     ProbeFailed,
+    Source,
     facts_of,
     ffprobe_command,
     poster_offset,
@@ -254,7 +255,7 @@ async def test_a_probe_past_its_time_limit_is_killed_and_reported(tmp_path) -> N
     os.mkfifo(fifo)
     started = asyncio.get_running_loop().time()
     with pytest.raises(ProbeFailed, match=r"past its 0\.5 s limit"):
-        await run_limited(ffprobe_command(f"file:{fifo}", url=False), Limits(0.5, 1 << 30))
+        await run_limited(ffprobe_command(Source(f"file:{fifo}")), Limits(0.5, 1 << 30))
     assert asyncio.get_running_loop().time() - started < 10
 
 
@@ -262,9 +263,9 @@ async def test_a_probe_over_its_memory_limit_is_stopped_and_reported(files, tmp_
     path = tmp_path / "clip.webm"
     path.write_bytes(files["clip.webm"])
     with pytest.raises(ProbeFailed):
-        await run_limited(ffprobe_command(f"file:{path}", url=False), Limits(30, 16 << 20))
+        await run_limited(ffprobe_command(Source(f"file:{path}")), Limits(30, 16 << 20))
     # The same probe with room to work succeeds.
-    await run_limited(ffprobe_command(f"file:{path}", url=False), Limits(30, 1 << 30))
+    await run_limited(ffprobe_command(Source(f"file:{path}")), Limits(30, 1 << 30))
 
 
 async def test_a_playlist_may_not_make_the_probe_open_other_files(tmp_path) -> None:
@@ -273,7 +274,7 @@ async def test_a_playlist_may_not_make_the_probe_open_other_files(tmp_path) -> N
     playlist = tmp_path / "list.mp4"
     playlist.write_text(f"#EXTM3U\n#EXTINF:1,\nfile:{secret}\n")
     with pytest.raises(ProbeFailed):
-        await run_limited(ffprobe_command(f"file:{playlist}", url=False), Limits(10, 1 << 30))
+        await run_limited(ffprobe_command(Source(f"file:{playlist}")), Limits(10, 1 << 30))
 
 
 # -- through the server: every finished media is probed ------------------------------------
@@ -401,6 +402,39 @@ async def test_a_faststart_mp4_in_s3_is_probed_with_a_small_part_of_its_bytes(
     assert (await s3_object(settings, info["media_id"]))[:3] == b"\xff\xd8\xff"
 
 
+@pytest.mark.store
+@pytest.mark.transport  # over https on the store tier, with its own CA (AWS_CA_BUNDLE)
+async def test_an_s3_video_is_probed_and_postered_through_its_store_s_tls(
+    start_api, tmp_path, moto_endpoint, bucket, files
+) -> None:
+    settings = s3_probing_settings(tmp_path, moto_endpoint, bucket)
+    answer = await upload(await start_api(settings), "faststart.mp4", files["faststart.mp4"])
+    assert answer.status == 201, await answer.text()
+    info = (await answer.json())["info"]
+    assert info["probe_error"] is None
+    assert info["media"]["video"]["codec"] == "h264" and info["media"]["faststart"] is True
+    assert (await s3_object(settings, info["media_id"]))[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.store
+@pytest.mark.transport
+async def test_ffprobe_reads_an_s3_url_only_from_a_certificate_it_trusts(
+    moto_endpoint, bucket
+) -> None:
+    if not moto_endpoint.startswith("https:"):
+        pytest.skip("the store is reached over http in this tier")
+    url = f"{moto_endpoint}/{bucket}/nothing.mp4"
+    limits = Limits(30, 1 << 30)
+    with pytest.raises(ProbeFailed) as untrusted:  # the tier's own CA is not the system's
+        await run_limited(ffprobe_command(Source(url, url=True)), limits)
+    with pytest.raises(ProbeFailed) as trusted:  # through TLS, then refused by S3
+        ca_file = os.environ["AWS_CA_BUNDLE"]
+        await run_limited(ffprobe_command(Source(url, url=True, ca_file=ca_file)), limits)
+    # Without the check, ffprobe would reach S3 (and hear its 404) either way.
+    assert "Server returned 404" in str(trusted.value), trusted.value
+    assert "Server returned" not in str(untrusted.value), untrusted.value
+
+
 async def s3_object(settings, media_id: str) -> bytes:
     from aiobotocore.session import get_session
 
@@ -516,6 +550,7 @@ async def test_s3_not_answering_leaves_the_media_to_be_probed_later(tmp_path) ->
 
     class Away:
         kind = StorageKind.S3
+        ca_file = None
 
         async def presigned_url(self, key: str, **_: object) -> str:
             return f"http://127.0.0.1:{free_port()}/bucket/{key}"

@@ -46,6 +46,17 @@ class ProbeFailed(Exception):
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a child reads: a local file (`file:` and its path) or an S3 object's
+    presigned URL, whose TLS certificate is checked against `ca_file` (None: the
+    system's certificates), as the server's own S3 calls check it."""
+
+    location: str
+    url: bool = False
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     timeout: float  # seconds of wall-clock time
     memory: int  # bytes of address space
@@ -126,40 +137,52 @@ def _without_the_input(reason: str, command: list[str]) -> str:
     return URL_IN_TEXT.sub("the input", reason.replace(source, "the input"))
 
 
-def input_options(*, url: bool) -> list[str]:
-    """What an input may be: the one file or URL, of a media demuxer."""
-    options = ["-protocol_whitelist", URL_PROTOCOLS if url else LOCAL_PROTOCOLS]
-    if url:
-        options += ["-recv_buffer_size", str(RECEIVE_BUFFER)]
-    return [*options, "-format_whitelist", FORMATS]
+def input_options(source: Source) -> list[str]:
+    """What an input may be: the one file or URL, of a media demuxer; over TLS, only
+    from a server whose certificate holds (FFmpeg checks none unless asked)."""
+    if not source.url:
+        return ["-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist", FORMATS]
+    # Only for TLS: ffmpeg refuses an option no protocol of the input took.
+    trust = []
+    if source.location.startswith("https:"):
+        trust = ["-tls_verify", "1", *(["-ca_file", source.ca_file] if source.ca_file else [])]
+    return [
+        "-protocol_whitelist",
+        URL_PROTOCOLS,
+        "-recv_buffer_size",
+        str(RECEIVE_BUFFER),
+        *trust,
+        "-format_whitelist",
+        FORMATS,
+    ]
 
 
-def ffprobe_command(source: str, *, url: bool) -> list[str]:
+def ffprobe_command(source: Source) -> list[str]:
     return [
         "ffprobe",
         "-v",
         "error",
-        *input_options(url=url),
+        *input_options(source),
         "-of",
         "json",
         "-show_format",
         "-show_streams",
         "-i",
-        source,
+        source.location,
     ]
 
 
-def poster_command(source: str, *, url: bool, at: float) -> list[str]:
+def poster_command(source: Source, *, at: float) -> list[str]:
     """One frame at `at` seconds as a JPEG at most POSTER_WIDTH wide, on standard output."""
     return [
         "ffmpeg",
         "-v",
         "error",
-        *input_options(url=url),
+        *input_options(source),
         "-ss",
         f"{at:.3f}",
         "-i",
-        source,
+        source.location,
         "-frames:v",
         "1",
         "-an",

@@ -10,7 +10,9 @@ once, in child processes (core/probe.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from mediagate.core.media_policy import MediaPolicy
 from mediagate.core.probe import (
     Limits,
     ProbeFailed,
+    Source,
     ffprobe_command,
     parse_ffprobe,
     poster_command,
@@ -41,6 +44,12 @@ ISO_CONTAINERS = ("mov", "mp4")
 POSTER_NAME = ".poster.jpg"
 # How long the probe's presigned URL lives: longer than any probe may run.
 URL_LIFETIME = 900
+
+
+@functools.cache
+def _trusting(ca_file: str | None) -> ssl.SSLContext:
+    """The certificates S3's URLs are checked against, loaded once."""
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def poster_key(media_key: str) -> str:
@@ -82,16 +91,14 @@ class MediaProber:
             return media.model_copy(update={"probe_error": error, "facts": None})
         async with self._slots:
             try:
-                source, url = await self._source(store, media)
-                facts = parse_ffprobe(
-                    await run_limited(ffprobe_command(source, url=url), self._limits)
-                )
+                source = await self._source(store, media)
+                facts = parse_ffprobe(await run_limited(ffprobe_command(source), self._limits))
                 if any(part in facts.container.split(",") for part in ISO_CONTAINERS):
-                    faststart = await is_faststart(self._reader(source, url), media.size)
+                    faststart = await is_faststart(self._reader(source), media.size)
                     facts = facts.model_copy(update={"faststart": faststart})
                 poster = None
                 if self._posters and self._wants_poster(facts):
-                    poster = await self._poster(store, media, source, url, facts)
+                    poster = await self._poster(store, media, source, facts)
             except ProbeFailed as failure:
                 log.info("media.probe_failed", media_id=media.id, error=str(failure))
                 return media.model_copy(update={"probe_error": str(failure), "facts": None})
@@ -104,10 +111,10 @@ class MediaProber:
         """A video the policy keeps (a refused one is deleted at once)."""
         return facts.kind is MediaKind.VIDEO and self.policy.refusal(facts, None) is None
 
-    async def _source(self, store: BlobStore, media: Media) -> tuple[str, bool]:
+    async def _source(self, store: BlobStore, media: Media) -> Source:
         if isinstance(store, LocalFiles):
             # "file:" so that no part of the path reads as another protocol's prefix.
-            return f"file:{store.path(media.key)}", False
+            return Source(f"file:{store.path(media.key)}")
         if isinstance(store, Presigning):
             url = await store.presigned_url(
                 media.key,
@@ -116,7 +123,7 @@ class MediaProber:
                 expires_in=URL_LIFETIME,
             )
             await self._check_answers(store, media)
-            return url, True
+            return Source(url, url=True, ca_file=store.ca_file)
         raise ProbeFailed(f"{media.storage.value} storage cannot be probed")
 
     async def _check_answers(self, store: Presigning, media: Media) -> None:
@@ -132,7 +139,7 @@ class MediaProber:
             head=True,
         )
         try:
-            async with self._session().head(url) as answer:
+            async with self._session().head(url, ssl=_trusting(store.ca_file)) as answer:
                 if answer.status >= 500:
                     raise StorageUnavailable(f"S3 answered {answer.status} to a HEAD")
                 if answer.status != 200:
@@ -145,17 +152,18 @@ class MediaProber:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self._http
 
-    def _reader(self, source: str, url: bool) -> Callable[[int, int], Awaitable[bytes]]:
-        if not url:
-            path = Path(source.removeprefix("file:"))
+    def _reader(self, source: Source) -> Callable[[int, int], Awaitable[bytes]]:
+        if not source.url:
+            path = Path(source.location.removeprefix("file:"))
             return lambda offset, length: asyncio.to_thread(_pread, path, offset, length)
         return lambda offset, length: self._range(source, offset, length)
 
-    async def _range(self, url: str, offset: int, length: int) -> bytes:
+    async def _range(self, source: Source, offset: int, length: int) -> bytes:
         """Bytes of the object; StorageUnavailable if S3 cannot answer (a later probe may)."""
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        trust = _trusting(source.ca_file)
         try:
-            async with self._session().get(url, headers=headers) as answer:
+            async with self._session().get(source.location, headers=headers, ssl=trust) as answer:
                 if answer.status >= 500:
                     raise StorageUnavailable(f"S3 answered {answer.status} to a range read")
                 if answer.status != 206:
@@ -165,13 +173,13 @@ class MediaProber:
             raise StorageUnavailable(f"a range read of the object failed: {error}") from None
 
     async def _poster(
-        self, store: BlobStore, media: Media, source: str, url: bool, facts: MediaFacts
+        self, store: BlobStore, media: Media, source: Source, facts: MediaFacts
     ) -> str | None:
         """A JPEG of one frame stored beside the media; None (and the media probed all
         the same) if the frame cannot be had."""
         at = poster_offset(facts.duration_s)
         try:
-            image = await run_limited(poster_command(source, url=url, at=at), self._limits)
+            image = await run_limited(poster_command(source, at=at), self._limits)
         except ProbeFailed as failure:
             log.info("media.poster_failed", media_id=media.id, error=str(failure))
             return None

@@ -129,6 +129,10 @@ class StoreRoles:
 class Presigning(Protocol):
     """A store whose objects a client can fetch directly, by a signed URL."""
 
+    # The certificates its URLs' TLS is checked against where the server reads them
+    # itself (probing); None: the system's.
+    ca_file: str | None
+
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:

@@ -183,6 +183,10 @@ class GuardedStore(_Guard):
 class _GuardedPresigning(_Guard):
     _inner: Presigning
 
+    @property
+    def ca_file(self) -> str | None:
+        return self._inner.ca_file
+
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False
     ) -> str:

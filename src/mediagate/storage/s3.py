@@ -178,6 +178,7 @@ class S3Store:
         signer: ObjectSigner,
         parts: PartUploads,
         direct_client: Any = None,
+        ca_file: str | None = None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
@@ -188,6 +189,7 @@ class S3Store:
         self.bucket = bucket
         self._cache_control = cache_control
         self._storage_class = storage_class
+        self.ca_file = ca_file
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -206,13 +208,14 @@ class S3Store:
         }
         direct_endpoint = {**common, "endpoint_url": settings.direct_endpoint_url}
         bucket = settings.s3_bucket or ""
+        ca_file = session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE
         async with (
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
             session.create_client("s3", config=control_config(settings), **direct_endpoint)
             if settings.direct_endpoint_url
             else contextlib.nullcontext() as direct,
-            part_session(settings, session.get_config_variable("ca_bundle")) as http,
+            part_session(settings, ca_file) as http,
         ):
             instrument(stream)
             instrument(control)
@@ -234,6 +237,7 @@ class S3Store:
                 signer=signer,
                 parts=PartUploads(signer, control, http),
                 direct_client=direct,
+                ca_file=ca_file,
             )
 
     @property
