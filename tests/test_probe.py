@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,7 +23,9 @@ from mediagate.core.probe import (
     run_limited,
 )
 from mediagate.models import MediaFacts, MediaKind, VideoFacts
+from mediagate.storage.base import Route
 from support.api import make_settings
+from support.forward_proxy import EGRESS_NAME, ForwardProxy
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -426,13 +429,40 @@ async def test_ffprobe_reads_an_s3_url_only_from_a_certificate_it_trusts(
     url = f"{moto_endpoint}/{bucket}/nothing.mp4"
     limits = Limits(30, 1 << 30)
     with pytest.raises(ProbeFailed) as untrusted:  # the tier's own CA is not the system's
-        await run_limited(ffprobe_command(Source(url, url=True)), limits)
+        await run_limited(ffprobe_command(Source(url, Route())), limits)
     with pytest.raises(ProbeFailed) as trusted:  # through TLS, then refused by S3
         ca_file = os.environ["AWS_CA_BUNDLE"]
-        await run_limited(ffprobe_command(Source(url, url=True, ca_file=ca_file)), limits)
+        await run_limited(ffprobe_command(Source(url, Route(ca_file=ca_file))), limits)
     # Without the check, ffprobe would reach S3 (and hear its 404) either way.
     assert "Server returned 404" in str(trusted.value), trusted.value
     assert "Server returned" not in str(untrusted.value), untrusted.value
+
+
+@pytest.mark.store
+@pytest.mark.transport  # https: through the proxy as a CONNECT tunnel
+async def test_a_store_reached_only_through_a_proxy_takes_and_probes_uploads(
+    start_api, tmp_path, moto_endpoint, bucket, files, monkeypatch
+) -> None:
+    """S3 behind an egress proxy (HTTP(S)_PROXY), under a name only the proxy resolves:
+    the parts, the probe's own reads and ffprobe's and ffmpeg's all go through it."""
+    endpoint = urlsplit(moto_endpoint)
+    behind = f"{EGRESS_NAME}:{endpoint.port}"
+    proxy = ForwardProxy({behind: ("127.0.0.1", endpoint.port or 80)})
+    await proxy.start()
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        settings = s3_probing_settings(tmp_path, f"{endpoint.scheme}://{behind}", bucket)
+        answer = await upload(await start_api(settings), "faststart.mp4", files["faststart.mp4"])
+        assert answer.status == 201, await answer.text()
+        info = (await answer.json())["info"]
+        assert info["storage"] == "s3", info
+        assert info["probe_error"] is None and info["poster_url"] is not None
+        assert info["media"]["video"]["codec"] == "h264" and info["media"]["faststart"] is True
+    finally:
+        await proxy.stop()
 
 
 async def s3_object(settings, media_id: str) -> bytes:
@@ -550,7 +580,9 @@ async def test_s3_not_answering_leaves_the_media_to_be_probed_later(tmp_path) ->
 
     class Away:
         kind = StorageKind.S3
-        ca_file = None
+
+        def route(self, url: str) -> Route:
+            return Route()
 
         async def presigned_url(self, key: str, **_: object) -> str:
             return f"http://127.0.0.1:{free_port()}/bucket/{key}"

@@ -27,6 +27,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from support.forward_proxy import EGRESS_NAME
+
 ACCESS_KEY = "mediagate-rgw-key"
 SECRET_KEY = "mediagate-rgw-secret"
 # RGW's default zonegroup takes requests signed for any region; buckets made without a
@@ -60,7 +62,11 @@ def _self_signed_certificate(cert: Path, key: Path) -> None:
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                    x509.DNSName(EGRESS_NAME),
+                ]
             ),
             critical=False,
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediagate.models import AudioFacts, MediaFacts, MediaKind, VideoFacts
+from mediagate.storage.base import Route
 
 # Demuxers of files people upload; each reads only the input it is given.
 FORMATS = (
@@ -47,13 +48,11 @@ class ProbeFailed(Exception):
 
 @dataclass(frozen=True)
 class Source:
-    """What a child reads: a local file (`file:` and its path) or an S3 object's
-    presigned URL, whose TLS certificate is checked against `ca_file` (None: the
-    system's certificates), as the server's own S3 calls check it."""
+    """What a child reads: a local file (`file:` and its path), or an S3 object's
+    presigned URL and how to reach it (storage/base.py `Route`)."""
 
     location: str
-    url: bool = False
-    ca_file: str | None = None
+    route: Route | None = None  # None: a local file
 
 
 @dataclass(frozen=True)
@@ -140,21 +139,19 @@ def _without_the_input(reason: str, command: list[str]) -> str:
 def input_options(source: Source) -> list[str]:
     """What an input may be: the one file or URL, of a media demuxer; over TLS, only
     from a server whose certificate holds (FFmpeg checks none unless asked)."""
-    if not source.url:
+    route = source.route
+    if route is None:
         return ["-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist", FORMATS]
-    # Only for TLS: ffmpeg refuses an option no protocol of the input took.
-    trust = []
-    if source.location.startswith("https:"):
-        trust = ["-tls_verify", "1", *(["-ca_file", source.ca_file] if source.ca_file else [])]
-    return [
-        "-protocol_whitelist",
-        URL_PROTOCOLS,
-        "-recv_buffer_size",
-        str(RECEIVE_BUFFER),
-        *trust,
-        "-format_whitelist",
-        FORMATS,
-    ]
+    # ffmpeg refuses an option that no protocol of the input took: each only where taken.
+    tls = source.location.startswith("https:")
+    protocols, options = URL_PROTOCOLS, []
+    if not (tls and route.proxy):  # a CONNECT tunnel opens its socket with options of its own
+        options += ["-recv_buffer_size", str(RECEIVE_BUFFER)]
+    if tls:
+        options += ["-tls_verify", "1", *(["-ca_file", route.ca_file] if route.ca_file else [])]
+    if route.proxy:  # https goes through it as a CONNECT tunnel ("httpproxy")
+        protocols, options = f"{protocols},httpproxy", [*options, "-http_proxy", route.proxy]
+    return ["-protocol_whitelist", protocols, *options, "-format_whitelist", FORMATS]
 
 
 def ffprobe_command(source: Source) -> list[str]:

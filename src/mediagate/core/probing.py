@@ -35,7 +35,7 @@ from mediagate.core.probe import (
 from mediagate.core.session_locks import SessionLocks
 from mediagate.errors import Problem, StorageUnavailable
 from mediagate.models import Media, MediaFacts, MediaKind
-from mediagate.storage.base import BlobStore, LocalFiles, NewObject, Presigning, Stores
+from mediagate.storage.base import BlobStore, LocalFiles, NewObject, Presigning, Route, Stores
 
 log = structlog.get_logger("mediagate.probe")
 
@@ -123,7 +123,7 @@ class MediaProber:
                 expires_in=URL_LIFETIME,
             )
             await self._check_answers(store, media)
-            return Source(url, url=True, ca_file=store.ca_file)
+            return Source(url, store.route(url))
         raise ProbeFailed(f"{media.storage.value} storage cannot be probed")
 
     async def _check_answers(self, store: Presigning, media: Media) -> None:
@@ -138,8 +138,11 @@ class MediaProber:
             expires_in=URL_LIFETIME,
             head=True,
         )
+        route = store.route(url)
         try:
-            async with self._session().head(url, ssl=_trusting(store.ca_file)) as answer:
+            async with self._session().head(
+                url, proxy=route.proxy, ssl=_trusting(route.ca_file)
+            ) as answer:
                 if answer.status >= 500:
                     raise StorageUnavailable(f"S3 answered {answer.status} to a HEAD")
                 if answer.status != 200:
@@ -153,17 +156,19 @@ class MediaProber:
         return self._http
 
     def _reader(self, source: Source) -> Callable[[int, int], Awaitable[bytes]]:
-        if not source.url:
+        route = source.route
+        if route is None:
             path = Path(source.location.removeprefix("file:"))
             return lambda offset, length: asyncio.to_thread(_pread, path, offset, length)
-        return lambda offset, length: self._range(source, offset, length)
+        return lambda offset, length: self._range(source.location, route, offset, length)
 
-    async def _range(self, source: Source, offset: int, length: int) -> bytes:
+    async def _range(self, url: str, route: Route, offset: int, length: int) -> bytes:
         """Bytes of the object; StorageUnavailable if S3 cannot answer (a later probe may)."""
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-        trust = _trusting(source.ca_file)
         try:
-            async with self._session().get(source.location, headers=headers, ssl=trust) as answer:
+            async with self._session().get(
+                url, headers=headers, proxy=route.proxy, ssl=_trusting(route.ca_file)
+            ) as answer:
                 if answer.status >= 500:
                     raise StorageUnavailable(f"S3 answered {answer.status} to a range read")
                 if answer.status != 206:

@@ -125,13 +125,23 @@ class StoreRoles:
         return {self.spill.kind: self.spill, self.primary.kind: self.primary}
 
 
+@dataclass(frozen=True)
+class Route:
+    """How this server reaches a store's URL itself (probing reads them): through
+    `proxy` (None: straight), its TLS checked against `ca_file` (None: the system's
+    certificates), as the store's own calls reach it."""
+
+    proxy: str | None = None
+    ca_file: str | None = None
+
+
 @runtime_checkable
 class Presigning(Protocol):
     """A store whose objects a client can fetch directly, by a signed URL."""
 
-    # The certificates its URLs' TLS is checked against where the server reads them
-    # itself (probing); None: the system's.
-    ca_file: str | None
+    def route(self, url: str) -> Route:
+        """How this server reaches `url`, one of the store's."""
+        ...
 
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False

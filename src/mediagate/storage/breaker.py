@@ -35,6 +35,7 @@ from mediagate.storage.base import (
     Presigning,
     ReadConditions,
     Remainders,
+    Route,
     StoredObject,
     VerifiedWrites,
 )
@@ -183,9 +184,8 @@ class GuardedStore(_Guard):
 class _GuardedPresigning(_Guard):
     _inner: Presigning
 
-    @property
-    def ca_file(self) -> str | None:
-        return self._inner.ca_file
+    def route(self, url: str) -> Route:
+        return self._inner.route(url)
 
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int, head: bool = False

@@ -45,10 +45,16 @@ from mediagate.storage.base import (
     ObjectRead,
     PartBody,
     ReadConditions,
+    Route,
     StoredObject,
 )
 from mediagate.storage.s3_instrumentation import instrument
-from mediagate.storage.s3_parts import MAX_CONNECTIONS, PartUploads, part_session
+from mediagate.storage.s3_parts import (
+    MAX_CONNECTIONS,
+    EnvironmentProxies,
+    PartUploads,
+    part_session,
+)
 from mediagate.storage.s3_signing import ObjectSigner
 
 READ_SIZE = 1024 * 1024
@@ -179,6 +185,7 @@ class S3Store:
         parts: PartUploads,
         direct_client: Any = None,
         ca_file: str | None = None,
+        proxies: EnvironmentProxies | None = None,
     ) -> None:
         self._stream = streaming_client
         self._s3 = control_client
@@ -189,7 +196,8 @@ class S3Store:
         self.bucket = bucket
         self._cache_control = cache_control
         self._storage_class = storage_class
-        self.ca_file = ca_file
+        self._ca_file = ca_file
+        self._proxies = proxies or EnvironmentProxies()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -209,6 +217,7 @@ class S3Store:
         direct_endpoint = {**common, "endpoint_url": settings.direct_endpoint_url}
         bucket = settings.s3_bucket or ""
         ca_file = session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE
+        proxies = EnvironmentProxies()
         async with (
             session.create_client("s3", config=streaming_config(settings), **common) as stream,
             session.create_client("s3", config=control_config(settings), **common) as control,
@@ -235,9 +244,10 @@ class S3Store:
                 cache_control=settings.cache_control,
                 storage_class=settings.storage_class,
                 signer=signer,
-                parts=PartUploads(signer, control, http),
+                parts=PartUploads(signer, control, http, proxies),
                 direct_client=direct,
                 ca_file=ca_file,
+                proxies=proxies,
             )
 
     @property
@@ -424,6 +434,9 @@ class S3Store:
             },
             expires_in=expires_in,
         )
+
+    def route(self, url: str) -> Route:
+        return Route(self._proxies.proxy_url_for(url), self._ca_file)
 
     async def read_conditionally(
         self, key: str, conditions: ReadConditions, *, head: bool

@@ -29,11 +29,13 @@ from __future__ import annotations
 import ssl
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.httpsession import ProxyConfiguration
 from botocore.parsers import create_parser
+from botocore.utils import get_environ_proxies
 from yarl import URL
 
 from mediagate import metrics
@@ -68,17 +70,38 @@ def part_session(settings: Settings, ca_bundle: str | None) -> aiohttp.ClientSes
     )
 
 
+class EnvironmentProxies:
+    """The proxy of a URL from HTTP_PROXY, HTTPS_PROXY and NO_PROXY, as botocore picks
+    it for its own clients (`get_environ_proxies`, per endpoint), once per origin."""
+
+    def __init__(self) -> None:
+        self._by_origin: dict[tuple[str, str], str | None] = {}
+
+    def proxy_url_for(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        if origin not in self._by_origin:
+            chosen = ProxyConfiguration(proxies=get_environ_proxies(url))
+            self._by_origin[origin] = chosen.proxy_url_for(url)
+        return self._by_origin[origin]
+
+
 class PartUploads:
     """Sends parts of multipart uploads, signed by `signer`; `client` (an S3 client)
     gives the model to read S3's errors with."""
 
-    def __init__(self, signer: ObjectSigner, client: Any, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        signer: ObjectSigner,
+        client: Any,
+        http: aiohttp.ClientSession,
+        proxies: EnvironmentProxies,
+    ) -> None:
         self._signer = signer
         self._http = http
         self._operation = client.meta.service_model.operation_model(OPERATION)
         self._parser = create_parser(client.meta.service_model.protocol)
-        # HTTP(S)_PROXY and NO_PROXY, read as botocore reads them for its own requests.
-        self._proxies = ProxyConfiguration()
+        self._proxies = proxies
 
     async def put(
         self, key: str, upload_id: str, *, number: int, length: int, body: PartBody
