@@ -17,6 +17,7 @@ import termios
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -27,6 +28,7 @@ from mediagate.client_cli import _how_to_resume, describe_media, describe_path
 from mediagate.errors import FileTooLarge, StorageUnavailable
 from mediagate.web.app import create_app
 from support.api import Api, MiB, make_settings, read_object
+from support.forward_proxy import EGRESS_NAME, ForwardProxy
 from support.identity_provider import ISSUER, IdentityServer, Key
 from support.server_process import free_port
 from support.tcp_proxy import CuttableProxy
@@ -697,6 +699,42 @@ async def test_upload_direct_falls_back_to_the_server_when_the_bucket_is_cut(
     assert await read_object(s3_objects, bucket, key) == path.read_bytes()
     uploads = await s3_objects.list_multipart_uploads(Bucket=bucket)
     assert uploads.get("Uploads", []) == []
+
+
+async def test_upload_and_download_go_through_the_users_proxy(
+    aiohttp_client, s3_settings, tmp_path
+):
+    """Behind an egress proxy (HTTP_PROXY), as curl and aws are: the server and the bucket
+    are under names that only the proxy resolves."""
+    store = urlsplit(s3_settings.s3_endpoint_url)
+    settings = s3_settings.model_copy(
+        update={"direct_endpoint_url": f"http://{EGRESS_NAME}:{store.port}"}
+    )
+    api = Api(await aiohttp_client(create_app(settings)), settings)
+    port = api.client.port
+    s3 = ("127.0.0.1", store.port)
+    proxy = ForwardProxy(
+        {
+            f"mediagate-egress:{port}": ("127.0.0.1", port),
+            f"{EGRESS_NAME}:{store.port}": s3,  # the parts' URLs
+            f"127.0.0.1:{store.port}": s3,  # the download's redirect
+        }
+    )
+    await proxy.start()
+    try:
+        cli = Cli(api, tmp_path)
+        behind = {"MEDIAGATE_URL": f"http://mediagate-egress:{port}", "HTTP_PROXY": proxy.url}
+        path = media_file(tmp_path, 5 * MiB + 4321, "clip.mp4")
+        code, out, err = await cli.run("upload", "--json", "--chunk-size", "5", str(path), **behind)
+        assert code == 0, err
+        uploaded = json.loads(out)
+        assert (uploaded["path"], uploaded["direct_chunks"]) == ("direct", 2)
+        back = tmp_path / "back.mp4"
+        code, _, err = await cli.run("download", uploaded["media_id"], "-o", str(back), **behind)
+        assert code == 0, err
+        assert back.read_bytes() == path.read_bytes()
+    finally:
+        await proxy.stop()
 
 
 async def test_upload_goes_direct_by_default_and_through_the_server_with_no_direct(

@@ -20,6 +20,7 @@ from mediagate.client.errors import (
 )
 from mediagate.client.http import BROKEN, connection_reason, error_from, is_retryable
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
+from mediagate.client.proxies import EnvironmentProxies
 from mediagate.client.resume import ResumeStore
 from mediagate.client.retry import RetryPolicy
 from mediagate.client.upload import Upload, UploadOptions
@@ -70,6 +71,7 @@ class MediagateClient:
         self._auth = {"Authorization": f"Bearer {token}"}
         self._http = http or aiohttp.ClientSession(timeout=TIMEOUT)
         self._owns_http = http is None
+        self._proxies = EnvironmentProxies()
         # Until the server has answered once, a refused connection means a wrong
         # URL or a server that is down: reported at once, not retried.
         self._reached = False
@@ -237,7 +239,13 @@ class MediagateClient:
         try:
             # As signed: re-quoting its query would break the signature.
             target = URL(url, encoded=True)
-            put = self._http.put(target, data=body, headers=headers, timeout=BUCKET_TIMEOUT)
+            put = self._http.put(
+                target,
+                data=body,
+                headers=headers,
+                timeout=BUCKET_TIMEOUT,
+                proxy=self._proxies.for_url(url),
+            )
             async with put as response:
                 if response.status != 200:
                     text = await response.text()
@@ -289,7 +297,10 @@ class MediagateClient:
     def request(self, method: str, url: str, **kwargs: Any) -> _Request:
         """An HTTP request with the token; connection failures become `ConnectionFailed`."""
         headers = {**self._auth, **(kwargs.pop("headers", None) or {})}
-        return _Request(self, self._http.request(method, url, headers=headers, **kwargs), url)
+        proxy = self._proxies.for_url(url)  # a redirect (to S3) is followed through it too
+        return _Request(
+            self, self._http.request(method, url, headers=headers, proxy=proxy, **kwargs), url
+        )
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()` until it succeeds, fails for good, or the policy's attempts run out."""
