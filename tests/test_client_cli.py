@@ -816,7 +816,7 @@ async def test_a_client_command_loads_none_of_the_servers_modules(tmp_path):
         "main(['ls', '--server', 'http://127.0.0.1:9', '--token', 'x', '-q'])\n"
         "ours = {m for m in sys.modules if m.startswith('mediagate.')}\n"
         "allowed = ('mediagate.client', 'mediagate.cli', 'mediagate.arguments', "
-        "'mediagate.filenames')\n"
+        "'mediagate.filenames', 'mediagate.proxies')\n"
         "print(sorted(m for m in ours if not m.startswith(allowed)))\n"
         "print([m for m in ('pydantic', 'structlog') if m in sys.modules])\n"
     )

@@ -11,9 +11,9 @@ import pytest
 import mediagate
 
 SOURCE = Path(mediagate.__file__).parent
-LEAVES = ["config", "models", "errors", "disposition", "filenames", "arguments"]
+LEAVES = ["config", "models", "errors", "disposition", "filenames", "arguments", "proxies"]
 # What the client may import of mediagate besides itself: leaves it shares with the server.
-CLIENT_MAY_IMPORT = {"mediagate.filenames", "mediagate.arguments"}
+CLIENT_MAY_IMPORT = {"mediagate.filenames", "mediagate.arguments", "mediagate.proxies"}
 
 
 def module_name(path: Path) -> str:

@@ -20,10 +20,10 @@ from mediagate.client.errors import (
 )
 from mediagate.client.http import BROKEN, connection_reason, error_from, is_retryable
 from mediagate.client.models import Media, SessionStatus, UploadProgress, UploadResult
-from mediagate.client.proxies import EnvironmentProxies
 from mediagate.client.resume import ResumeStore
 from mediagate.client.retry import RetryPolicy
 from mediagate.client.upload import Upload, UploadOptions
+from mediagate.proxies import EnvironmentProxies
 
 T = TypeVar("T")
 RetryHook = Callable[[MediagateError, float], None]

@@ -39,6 +39,7 @@ from mediagate.config import Settings
 from mediagate.disposition import presentation
 from mediagate.errors import BodyReadTimeout, NotFound, StorageRejected, StorageUnavailable
 from mediagate.models import StorageKind
+from mediagate.proxies import EnvironmentProxies
 from mediagate.storage.base import (
     ListedPart,
     NewObject,
@@ -49,12 +50,7 @@ from mediagate.storage.base import (
     StoredObject,
 )
 from mediagate.storage.s3_instrumentation import instrument
-from mediagate.storage.s3_parts import (
-    MAX_CONNECTIONS,
-    EnvironmentProxies,
-    PartUploads,
-    part_session,
-)
+from mediagate.storage.s3_parts import MAX_CONNECTIONS, PartUploads, part_session
 from mediagate.storage.s3_signing import ObjectSigner
 
 READ_SIZE = 1024 * 1024
@@ -436,7 +432,7 @@ class S3Store:
         )
 
     def route(self, url: str) -> Route:
-        return Route(self._proxies.proxy_url_for(url), self._ca_file)
+        return Route(self._proxies.for_url(url), self._ca_file)
 
     async def read_conditionally(
         self, key: str, conditions: ReadConditions, *, head: bool

@@ -29,17 +29,15 @@ from __future__ import annotations
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.exceptions import ClientError, HTTPClientError
-from botocore.httpsession import ProxyConfiguration
 from botocore.parsers import create_parser
-from botocore.utils import get_environ_proxies
 from yarl import URL
 
 from mediagate import metrics
 from mediagate.config import Settings
+from mediagate.proxies import EnvironmentProxies
 from mediagate.storage.base import PartBody
 from mediagate.storage.s3_instrumentation import outcome_of
 from mediagate.storage.s3_signing import ObjectSigner
@@ -54,9 +52,7 @@ URL_SECONDS = 900
 
 def part_session(settings: Settings, ca_bundle: str | None) -> aiohttp.ClientSession:
     """The HTTP client of part uploads, with the S3 clients' pool size and timeouts, and
-    AWS_CA_BUNDLE's certificates if set. Not `trust_env`: aiohttp would then look up
-    netrc and the proxy in a thread for every request; the proxy is botocore's choice
-    (`PartUploads`)."""
+    AWS_CA_BUNDLE's certificates if set; each part names its proxy (`PartUploads`)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=MAX_CONNECTIONS, ssl=ssl.create_default_context(cafile=ca_bundle)
@@ -68,22 +64,6 @@ def part_session(settings: Settings, ca_bundle: str | None) -> aiohttp.ClientSes
         skip_auto_headers={"Content-Type", "Accept-Encoding"},
         auto_decompress=False,
     )
-
-
-class EnvironmentProxies:
-    """The proxy of a URL from HTTP_PROXY, HTTPS_PROXY and NO_PROXY, as botocore picks
-    it for its own clients (`get_environ_proxies`, per endpoint), once per origin."""
-
-    def __init__(self) -> None:
-        self._by_origin: dict[tuple[str, str], str | None] = {}
-
-    def proxy_url_for(self, url: str) -> str | None:
-        parts = urlsplit(url)
-        origin = (parts.scheme, parts.netloc)
-        if origin not in self._by_origin:
-            chosen = ProxyConfiguration(proxies=get_environ_proxies(url))
-            self._by_origin[origin] = chosen.proxy_url_for(url)
-        return self._by_origin[origin]
 
 
 class PartUploads:
@@ -122,7 +102,7 @@ class PartUploads:
                 data=body,
                 headers=signed,
                 expect100=True,
-                proxy=self._proxies.proxy_url_for(url),
+                proxy=self._proxies.for_url(url),
             ) as answer:
                 content = await answer.read()
                 status = answer.status

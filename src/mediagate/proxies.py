@@ -1,8 +1,10 @@
 """The proxy a URL goes through: HTTP_PROXY, HTTPS_PROXY and NO_PROXY (either case;
-on macOS and Windows, the system's settings too), as Python's `urllib` reads them.
+on macOS and Windows, the system's settings too), as Python's `urllib` reads them and
+botocore does for its clients (`get_environ_proxies`).
 
-Looked up once per origin. aiohttp's `trust_env` would look them up in a thread at
-every request, and would add a `~/.netrc` password beside the token.
+Looked up once per origin, for what aiohttp sends: the client's calls, the server's
+relayed parts and probe reads. aiohttp's `trust_env` would look them up in a thread
+at every request, and would add a `~/.netrc` password beside a token.
 """
 
 from __future__ import annotations
