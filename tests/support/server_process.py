@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 
 START_TIMEOUT = 30
+# Starts on another port after the one chosen was taken meanwhile.
+PORT_TRIES = 3
 
 
 def free_port() -> int:
@@ -57,9 +59,22 @@ class ServerProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        """Start the process and wait for its first HTTP answer."""
+        """Start the process and wait until it listens and answers. Another process of the
+        test run may take the port between `free_port()` and the server's bind (and
+        answer in its place): the server is then started again on another port."""
+        for _ in range(PORT_TRIES):
+            if await self._started_on_port():
+                return
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            self._env["MEDIAGATE_PORT"] = str(self.port)
+        raise AssertionError(f"no free port in {PORT_TRIES} tries: {self.events}")
+
+    async def _started_on_port(self) -> bool:
+        """True once it listens and answers; False if its port was taken."""
         self._cwd.mkdir(parents=True, exist_ok=True)
         log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        written_before = os.fstat(log).st_size
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -77,12 +92,18 @@ class ServerProcess:
             os.close(log)  # the child keeps its own copy
         async with asyncio.timeout(START_TIMEOUT), aiohttp.ClientSession() as client:
             while True:
-                assert self.process.returncode is None, f"the server exited: {self.events}"
-                try:
-                    async with client.get(f"{self.base}/healthz"):
-                        return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+                written = self.log_file.read_bytes()[written_before:]  # JSON or console
+                if self.process.returncode is not None:
+                    if b"cannot listen on" in written and b"already in use" in written.lower():
+                        return False
+                    raise AssertionError(f"the server exited: {self.events}")
+                if b"server.listening" in written:
+                    try:
+                        async with client.get(f"{self.base}/healthz"):
+                            return True
+                    except aiohttp.ClientConnectionError:
+                        pass
+                await asyncio.sleep(0.05)
 
     @property
     def lines(self) -> list[dict[str, Any]]:
