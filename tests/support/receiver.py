@@ -9,8 +9,6 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from support.server_process import free_port
-
 
 class Receiver:
     """Events (`events_url`): the first copy of each webhook-id is kept in `received`, each
@@ -25,11 +23,7 @@ class Receiver:
 
     def __init__(self, secret: str) -> None:
         self._webhook = Webhook(secret)
-        self.port = free_port()
-        base = f"http://127.0.0.1:{self.port}"
-        self.events_url = f"{base}/events"
-        self.pre_create_url = f"{base}/pre-create"
-        self.pre_finish_url = f"{base}/pre-finish"
+        self.port = 0  # chosen by the kernel at the first start, kept for the next ones
         self.status = 204
         self.received: list[dict[str, Any]] = []
         self.ids: list[str] = []
@@ -74,6 +68,24 @@ class Receiver:
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self.port = self._runner.addresses[0][1]
+
+    @property
+    def events_url(self) -> str:
+        return f"{self._base}/events"
+
+    @property
+    def pre_create_url(self) -> str:
+        return f"{self._base}/pre-create"
+
+    @property
+    def pre_finish_url(self) -> str:
+        return f"{self._base}/pre-finish"
+
+    @property
+    def _base(self) -> str:
+        assert self.port, "start it first: its port is the kernel's choice"
+        return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
