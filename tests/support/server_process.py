@@ -90,6 +90,14 @@ class ServerProcess:
             )
         finally:
             os.close(log)  # the child keeps its own copy
+        try:
+            return await self._until_listening(written_before)
+        except BaseException:  # a server that never came up is not left running
+            await self.stop()
+            raise
+
+    async def _until_listening(self, written_before: int) -> bool:
+        assert self.process is not None
         async with asyncio.timeout(START_TIMEOUT), aiohttp.ClientSession() as client:
             while True:
                 written = self.log_file.read_bytes()[written_before:]  # JSON or console
