@@ -735,6 +735,10 @@ async def test_upload_and_download_go_through_the_users_proxy(
         assert back.read_bytes() == path.read_bytes()
     finally:
         await proxy.stop()
+    dead = f"127.0.0.1:{free_port()}"
+    code, _, err = await cli.run("ls", **{**behind, "HTTP_PROXY": f"http://{dead}"})
+    assert code == 1
+    assert f"the proxy {dead} (HTTP_PROXY/HTTPS_PROXY): connection refused" in err, err
 
 
 async def test_upload_goes_direct_by_default_and_through_the_server_with_no_direct(

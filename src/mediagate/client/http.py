@@ -14,15 +14,22 @@ BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutErro
 
 
 def connection_reason(error: BaseException) -> str:
+    if isinstance(error, aiohttp.ClientProxyConnectionError):
+        through = f"the proxy {error.host}:{error.port} (HTTP_PROXY/HTTPS_PROXY)"
+        return f"{through}: {_os_reason(error)}"
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return f"unknown host {error.host!r}"
     if isinstance(error, aiohttp.ClientConnectorError):
-        if isinstance(error.os_error, ConnectionRefusedError):
-            return "connection refused"
-        return error.os_error.strerror or str(error.os_error) or type(error).__name__
+        return _os_reason(error)
     if isinstance(error, TimeoutError):
         return "no answer in time"
     return str(error) or type(error).__name__
+
+
+def _os_reason(error: aiohttp.ClientConnectorError) -> str:
+    if isinstance(error.os_error, ConnectionRefusedError):
+        return "connection refused"
+    return error.os_error.strerror or str(error.os_error) or type(error).__name__
 
 
 def is_retryable(error: MediagateError) -> bool:
