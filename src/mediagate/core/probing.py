@@ -116,66 +116,65 @@ class MediaProber:
             # "file:" so that no part of the path reads as another protocol's prefix.
             return Source(f"file:{store.path(media.key)}")
         if isinstance(store, Presigning):
-            url = await store.presigned_url(
-                media.key,
-                filename=media.filename,
-                content_type=media.content_type,
-                expires_in=URL_LIFETIME,
-            )
-            await self._check_answers(store, media)
+            # S3 answers now, so that ffprobe's failure is the file's, not S3's (which
+            # would leave the media to be probed again later). A HEAD, through the same
+            # signer and endpoint: a range GET would cost some stores (moto) a read of
+            # the whole object.
+            head = await self._signed_url(store, media, head=True)
+            await self._ask(head, store.route(head), method="HEAD", expected=200, what="a HEAD")
+            url = await self._signed_url(store, media)
             return Source(url, store.route(url))
         raise ProbeFailed(f"{media.storage.value} storage cannot be probed")
 
-    async def _check_answers(self, store: Presigning, media: Media) -> None:
-        """S3 answers now, so that ffprobe's failure is the file's, not S3's (which
-        would leave the media to be probed again later). A HEAD through the same
-        signer and endpoint: a range GET would cost some stores (moto) a read of the
-        whole object."""
-        url = await store.presigned_url(
+    @staticmethod
+    async def _signed_url(store: Presigning, media: Media, *, head: bool = False) -> str:
+        return await store.presigned_url(
             media.key,
             filename=media.filename,
             content_type=media.content_type,
             expires_in=URL_LIFETIME,
-            head=True,
+            head=head,
         )
-        route = store.route(url)
-        try:
-            async with self._session().head(
-                url, proxy=route.proxy, ssl=_trusting(route.ca_file)
-            ) as answer:
-                if answer.status >= 500:
-                    raise StorageUnavailable(f"S3 answered {answer.status} to a HEAD")
-                if answer.status != 200:
-                    raise ProbeFailed(f"a HEAD of the object answered {answer.status}")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise StorageUnavailable(f"a HEAD of the object failed: {error}") from None
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        return self._http
 
     def _reader(self, source: Source) -> Callable[[int, int], Awaitable[bytes]]:
         route = source.route
         if route is None:
             path = Path(source.location.removeprefix("file:"))
             return lambda offset, length: asyncio.to_thread(_pread, path, offset, length)
-        return lambda offset, length: self._range(source.location, route, offset, length)
 
-    async def _range(self, url: str, route: Route, offset: int, length: int) -> bytes:
-        """Bytes of the object; StorageUnavailable if S3 cannot answer (a later probe may)."""
-        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        async def read(offset: int, length: int) -> bytes:
+            ranged = {"Range": f"bytes={offset}-{offset + length - 1}"}
+            return await self._ask(
+                source.location, route, headers=ranged, expected=206, what="a range read"
+            )
+
+        return read
+
+    async def _ask(
+        self,
+        url: str,
+        route: Route,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        expected: int,
+        what: str,
+    ) -> bytes:
+        """The body of S3's answer to `what`; StorageUnavailable if S3 cannot answer (a
+        later probe may), ProbeFailed if it answers otherwise than `expected`."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
-            async with self._session().get(
-                url, headers=headers, proxy=route.proxy, ssl=_trusting(route.ca_file)
+            async with self._http.request(
+                method, url, headers=headers, proxy=route.proxy, ssl=_trusting(route.ca_file)
             ) as answer:
                 if answer.status >= 500:
-                    raise StorageUnavailable(f"S3 answered {answer.status} to a range read")
-                if answer.status != 206:
-                    raise ProbeFailed(f"a range read of the object answered {answer.status}")
+                    raise StorageUnavailable(f"S3 answered {answer.status} to {what}")
+                if answer.status != expected:
+                    raise ProbeFailed(f"{what} of the object answered {answer.status}")
                 return await answer.read()
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise StorageUnavailable(f"a range read of the object failed: {error}") from None
+            raise StorageUnavailable(f"{what} of the object failed: {error}") from None
 
     async def _poster(
         self, store: BlobStore, media: Media, source: Source, facts: MediaFacts
